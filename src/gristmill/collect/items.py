@@ -1,0 +1,69 @@
+"""Split a JSON array or NDJSON body into items, keeping each item's original bytes.
+
+A JSON array is scanned with msgspec into ``Raw`` slices (no per-item re-encoding), so a
+rejected item is quarantined byte for byte as the client sent it, and per-event size limits
+measure exactly what arrived.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import orjson
+
+_raw_list = msgspec.json.Decoder(list[msgspec.Raw])
+_raw_one = msgspec.json.Decoder(msgspec.Raw)
+
+
+@dataclass(slots=True)
+class Item:
+    index: int
+    raw: bytes
+    value: dict[str, Any] | None
+    """The decoded object, or None when undecodable (see ``error``)."""
+    error: str = ""
+
+
+class BodyNotJSON(Exception):
+    pass
+
+
+def _decode(index: int, raw: bytes) -> Item:
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return Item(index, raw, None, f"not valid JSON: {exc}")
+    if not isinstance(value, dict):
+        return Item(index, raw, None, f"an event must be a JSON object, got {type(value).__name__}")
+    return Item(index, raw, value)
+
+
+def split_items(body: bytes, content_type: str = "") -> list[Item]:
+    """Items of a JSON array, a single JSON object, or NDJSON (one object per line).
+
+    Raises :class:`BodyNotJSON` when the body as a whole cannot be split (a broken array).
+    A broken NDJSON line rejects only that line. An empty body gives no items.
+    """
+    text = body.lstrip()
+    if text[:1] == b"[":
+        try:
+            raws = _raw_list.decode(text)
+        except msgspec.DecodeError as exc:
+            raise BodyNotJSON(f"body is not a valid JSON array: {exc}") from exc
+        return [_decode(i, bytes(r)) for i, r in enumerate(raws)]
+    ctype = content_type.split(";")[0].strip().lower()
+    if text[:1] == b"{" and ctype not in ("application/x-ndjson", "application/jsonl"):
+        try:
+            one = _raw_one.decode(text)
+        except msgspec.DecodeError:
+            pass  # more than one object: NDJSON
+        else:
+            return [_decode(0, bytes(one))]
+    items = []
+    for line in body.split(b"\n"):
+        line = line.strip()
+        if line:
+            items.append(_decode(len(items), line))
+    return items

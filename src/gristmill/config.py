@@ -1,0 +1,116 @@
+"""Typed settings: one root, environment overrides ``GRISTMILL_…`` nested with ``__``.
+
+Examples::
+
+    GRISTMILL_DATA_DIR=/var/lib/gristmill
+    GRISTMILL_LOG__MAX_BYTES=2000000000
+    GRISTMILL_WAREHOUSE__TYPE=duckdb
+    GRISTMILL_LIMITS__MAX_EVENT_BYTES=65536
+
+Engines are a discriminated union on ``type``: a new warehouse or log adds one model here and
+one folder under ``warehouse/`` or ``log/``, and nothing else branches on its name.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServerSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 8765
+    access_log: bool = False
+
+
+class LimitSettings(BaseModel):
+    """Limits on uncompressed bytes; past them the collector answers 413 naming the limit."""
+
+    max_event_bytes: int = Field(32 * 1024, ge=256)
+    max_request_bytes: int = Field(5 * 1024 * 1024, ge=1024)
+    max_events_per_request: int = Field(10_000, ge=1)
+
+
+class SQLiteLogSettings(BaseModel):
+    """The embedded log: a SQLite file in WAL mode, appended with group commit."""
+
+    type: Literal["sqlite"] = "sqlite"
+    path: Path | None = None
+    max_bytes: int = Field(1 << 30, ge=1024)
+    """Cap on not-yet-loaded bytes; past it collectors answer 503 with Retry-After."""
+    retry_after_s: int = 5
+    group_commit_max: int = 512
+    """Most appends one fsync may cover."""
+
+
+LogSettings = Annotated[SQLiteLogSettings, Field(discriminator="type")]
+
+
+class DuckDBSettings(BaseModel):
+    type: Literal["duckdb"] = "duckdb"
+    path: Path | None = None
+    threads: int | None = None
+    memory_limit: str | None = None
+
+
+WarehouseSettings = Annotated[DuckDBSettings, Field(discriminator="type")]
+
+
+class LoaderSettings(BaseModel):
+    max_events: int = Field(50_000, ge=1)
+    """Most events one warehouse transaction carries."""
+    max_wait_s: float = Field(0.25, ge=0)
+    """How long a partial batch may wait for more events; bounds event-to-queryable latency."""
+    idle_poll_s: float = Field(0.05, gt=0)
+    retry_backoff_s: float = Field(1.0, gt=0)
+    dedupe_prune_interval_s: float = Field(600.0, gt=0)
+
+
+class AuthSettings(BaseModel):
+    key_cache_ttl_s: float = Field(5.0, ge=0)
+    """How long a looked-up key is trusted before the store is asked again (revocation delay)."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="GRISTMILL_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    environment: Literal["development", "production"] = "development"
+    data_dir: Path = Path(".gristmill")
+    packs_dir: Path | None = None
+    """Folder holding ``<pack>/pack.yaml``; default ``./packs`` or the packs shipped in the wheel."""
+    packs: list[str] = ["marketplace"]
+    server: ServerSettings = ServerSettings()
+    limits: LimitSettings = LimitSettings()
+    log: LogSettings = SQLiteLogSettings()
+    warehouse: WarehouseSettings = DuckDBSettings()
+    loader: LoaderSettings = LoaderSettings()
+    auth: AuthSettings = AuthSettings()
+    meta_url: str | None = None
+    """SQLAlchemy URL of the metadata store; default a SQLite file in the data directory."""
+
+    @cached_property
+    def resolved_packs_dir(self) -> Path:
+        if self.packs_dir is not None:
+            return self.packs_dir
+        local = Path("packs")
+        if (local / self.packs[0] / "pack.yaml").exists():
+            return local
+        return Path(__file__).parent / "packs"
+
+    @property
+    def log_path(self) -> Path:
+        return self.log.path or self.data_dir / "log.sqlite"
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.warehouse.path or self.data_dir / "warehouse.duckdb"
+
+    @property
+    def meta_database_url(self) -> str:
+        return self.meta_url or f"sqlite:///{self.data_dir / 'meta.sqlite'}"

@@ -1,0 +1,144 @@
+"""The loader: log -> warehouse, offset stored in the warehouse transaction, then in the log.
+
+Order of effects for one batch:
+
+1. read entries after the warehouse's stored offset (not the log's: the log commit may lag);
+2. build Arrow tables and quarantine rows;
+3. ``commit_load`` — inserts, dedupe keys, quarantine, ledger and offset in one transaction;
+4. commit the offset to the log, which then frees the consumed records.
+
+A crash before 3 re-reads the same entries; a crash between 3 and 4 re-reads nothing, because
+step 1 starts from the warehouse's offset. Nothing is loaded twice and nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from gristmill.config import LoaderSettings
+from gristmill.core.clock import now_us
+from gristmill.load.batch import build_batch
+from gristmill.log.base import EventLog
+from gristmill.pack.models import Pack
+from gristmill.warehouse.base import LoadResult, Warehouse
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class LoaderStats:
+    batches: int = 0
+    events: int = 0
+    loaded: int = 0
+    last_commit_at: int | None = None
+    last_batch_seconds: float = 0.0
+    last_error: str | None = None
+    failures: int = 0
+
+
+class Loader:
+    def __init__(
+        self,
+        log: EventLog,
+        warehouse: Warehouse,
+        packs: Mapping[str, Pack],
+        settings: LoaderSettings,
+        *,
+        group: str = "loader",
+        on_commit: Callable[[LoadResult], None] | None = None,
+    ) -> None:
+        self.log = log
+        self.warehouse = warehouse
+        self.packs = dict(packs)
+        self.settings = settings
+        self.group = group
+        self.on_commit = on_commit
+        self.stats = LoaderStats()
+        self._offset: int | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_prune = 0.0
+
+    @property
+    def log_id(self) -> str:
+        return self.log.log_id
+
+    def _position(self) -> int:
+        if self._offset is None:
+            stored = self.warehouse.stored_offset(self.log_id, self.group)
+            if self.log.committed(self.group) < stored:
+                self.log.commit(self.group, stored)  # a crash between warehouse and log commit
+            self._offset = stored
+        return self._offset
+
+    def run_once(self, timeout_s: float | None = None) -> LoadResult | None:
+        """Load at most one batch; returns None when the log had nothing new."""
+        after = self._position()
+        batch = self.log.read(
+            self.group,
+            self.settings.max_events,
+            self.settings.idle_poll_s if timeout_s is None else timeout_s,
+            after=after,
+        )
+        if not batch.entries:
+            return None
+        started = time.perf_counter()
+        load = build_batch(batch.entries, self.packs, log_id=self.log_id, group=self.group)
+        result = self.warehouse.commit_load(load)
+        self._offset = load.last_offset
+        self.log.commit(self.group, load.last_offset)
+        st = self.stats
+        st.batches += 1
+        st.events += batch.events
+        st.loaded += result.total_loaded
+        st.last_commit_at = now_us()
+        st.last_batch_seconds = time.perf_counter() - started
+        st.last_error = None
+        if self.on_commit is not None:
+            self.on_commit(result)
+        return result
+
+    def drain(self, timeout_s: float = 60.0) -> None:
+        """Load until the log has nothing left (for tests, the CLI and the demo)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.run_once(timeout_s=0) is None:
+                return
+        raise TimeoutError(f"log not drained within {timeout_s} s")
+
+    def _maybe_prune(self) -> None:
+        now = time.monotonic()
+        if now - self._last_prune < self.settings.dedupe_prune_interval_s:
+            return
+        self._last_prune = now
+        for pack in self.packs.values():
+            self.warehouse.prune_dedupe(pack, now_us())
+
+    def run_forever(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.run_once()
+                self._maybe_prune()
+            except Exception as exc:  # keep the loop alive; the batch stays in the log
+                self.stats.failures += 1
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                self._offset = None  # re-read the position from the warehouse
+                log.exception("load failed; retrying in %.1f s", self.settings.retry_backoff_s)
+                self._stop.wait(self.settings.retry_backoff_s)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run_forever, name="loader", daemon=True)
+        self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)

@@ -1,0 +1,97 @@
+"""The log contract every implementation (SQLite, RabbitMQ, NATS, Kafka) keeps.
+
+* ``append`` returns only when the records are durable; a collector answers 2xx after it.
+* ``read`` hands a consumer group the next records in order; ``commit`` is called only after
+  the warehouse committed them, so a crash in between re-delivers (the warehouse dedupes).
+* Past ``max_bytes`` of unconsumed data ``append`` raises :class:`LogFull` rather than
+  dropping or blocking forever; collectors turn it into 503 with ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class LogRecord:
+    """One frame plus the header fields the log keeps counters by."""
+
+    pack: str
+    source: str
+    count: int
+    """Events (accepted and rejected) inside ``body``; conservation counts these."""
+    received_at: int
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    offset: int
+    record: LogRecord
+
+
+@dataclass(slots=True)
+class LogBatch:
+    group: str
+    entries: list[LogEntry] = field(default_factory=list)
+
+    @property
+    def last_offset(self) -> int:
+        return self.entries[-1].offset
+
+    @property
+    def events(self) -> int:
+        return sum(e.record.count for e in self.entries)
+
+
+@dataclass(frozen=True, slots=True)
+class LogSnapshot:
+    """A consistent view of the log's counters, taken in one read transaction."""
+
+    received: dict[tuple[str, str], int]
+    """(pack, source) -> events ever appended."""
+    pending: dict[tuple[str, str], int]
+    """(pack, source) -> events after the given offset (not yet in the warehouse)."""
+    committed_offset: int
+    depth_records: int
+    depth_events: int
+    depth_bytes: int
+    oldest_pending_received_at: int | None
+
+
+class LogFull(Exception):
+    """The log holds more unconsumed bytes than its cap; retry after ``retry_after_s``."""
+
+    def __init__(self, pending_bytes: int, cap: int, retry_after_s: int) -> None:
+        super().__init__(
+            f"the log holds {pending_bytes} bytes not yet loaded, over its cap of {cap}"
+        )
+        self.pending_bytes = pending_bytes
+        self.cap = cap
+        self.retry_after_s = retry_after_s
+
+
+class EventLog(Protocol):
+    name: str
+    log_id: str
+    """Identity of this log's data; warehouse offsets are stored per log_id."""
+
+    def append(self, records: Sequence[LogRecord]) -> None: ...
+
+    async def append_async(self, records: Sequence[LogRecord]) -> None: ...
+
+    def read(
+        self, group: str, max_events: int, timeout_s: float, after: int | None = None
+    ) -> LogBatch: ...
+
+    def commit(self, group: str, offset: int) -> None: ...
+
+    def committed(self, group: str) -> int: ...
+
+    def snapshot(self, group: str, after_offset: int | None = None) -> LogSnapshot: ...
+
+    def check_ready(self) -> list[str]: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,20 @@
+"""Log registry: settings ``type`` -> implementation, imported only when chosen."""
+
+from __future__ import annotations
+
+from gristmill.config import Settings
+from gristmill.log.base import EventLog
+
+
+def open_log(settings: Settings) -> EventLog:
+    cfg = settings.log
+    if cfg.type == "sqlite":
+        from gristmill.log.sqlite import SQLiteLog
+
+        return SQLiteLog(
+            settings.log_path,
+            max_bytes=cfg.max_bytes,
+            retry_after_s=cfg.retry_after_s,
+            group_commit_max=cfg.group_commit_max,
+        )
+    raise ValueError(f"unknown log type {cfg.type!r}")  # pragma: no cover - pydantic refuses it

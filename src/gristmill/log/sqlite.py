@@ -1,0 +1,348 @@
+"""The embedded log: one SQLite file in WAL mode, appended with group commit.
+
+Concurrent requests put their frames on a queue; one writer thread takes everything queued,
+inserts it in one transaction and commits with one fsync (``synchronous=FULL``), then wakes
+every waiter. Under load, dozens of requests share an fsync; idle, a request pays one.
+
+Offsets come from an ``AUTOINCREMENT`` key so they never repeat after the consumed prefix is
+deleted: the warehouse stores the last offset it loaded, and reuse would make it skip data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import sqlite3
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from gristmill.log.base import LogBatch, LogEntry, LogFull, LogRecord, LogSnapshot
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    "offset" INTEGER PRIMARY KEY AUTOINCREMENT,
+    pack TEXT NOT NULL,
+    source TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    received_at INTEGER NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (
+    pack TEXT NOT NULL,
+    source TEXT NOT NULL,
+    received INTEGER NOT NULL,
+    PRIMARY KEY (pack, source)
+);
+CREATE TABLE IF NOT EXISTS log_info (
+    log_id TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS offsets (
+    grp TEXT PRIMARY KEY,
+    "offset" INTEGER NOT NULL
+);
+"""
+
+_Done = Callable[[BaseException | None], None]
+_STOP = object()
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+class SQLiteLog:
+    name = "sqlite"
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_bytes: int,
+        retry_after_s: int = 5,
+        group_commit_max: int = 512,
+    ) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.max_bytes = max_bytes
+        self.retry_after_s = retry_after_s
+        self.group_commit_max = group_commit_max
+        self._w = _connect(path)
+        self._w.executescript(_SCHEMA)
+        self.log_id = self._identity()
+        self._r = _connect(path)
+        self._r_lock = threading.Lock()
+        self._c = _connect(path)
+        self._c_lock = threading.Lock()
+        self._q: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._new_data = threading.Condition()
+        self._pending_bytes = self._count_pending_bytes()
+        self._bytes_lock = threading.Lock()
+        self.fsyncs = 0
+        self._closed = False
+        self._writer = threading.Thread(target=self._write_loop, name="log-writer", daemon=True)
+        self._writer.start()
+
+    def _identity(self) -> str:
+        """A random id made when the file is created; the warehouse keys its offset by it, so
+        a replaced log file starts from offset 0 instead of being skipped."""
+        row = self._w.execute("SELECT log_id FROM log_info").fetchone()
+        if row:
+            return str(row[0])
+        log_id = f"sqlite-{uuid.uuid4().hex[:16]}"
+        self._w.execute("INSERT INTO log_info (log_id) VALUES (?)", (log_id,))
+        return log_id
+
+    # -- append -------------------------------------------------------------------------
+    def _reserve(self, records: Sequence[LogRecord]) -> int:
+        size = sum(len(r.body) for r in records)
+        with self._bytes_lock:
+            if self._pending_bytes + size > self.max_bytes and self._pending_bytes > 0:
+                raise LogFull(self._pending_bytes, self.max_bytes, self.retry_after_s)
+            self._pending_bytes += size
+        return size
+
+    def _release(self, size: int) -> None:
+        with self._bytes_lock:
+            self._pending_bytes -= size
+
+    def append(self, records: Sequence[LogRecord]) -> None:
+        if not records:
+            return
+        size = self._reserve(records)
+        done = threading.Event()
+        failure: list[BaseException] = []
+
+        def finish(exc: BaseException | None) -> None:
+            if exc is not None:
+                failure.append(exc)
+            done.set()
+
+        self._q.put((records, finish))
+        done.wait()
+        if failure:
+            self._release(size)
+            raise failure[0]
+
+    async def append_async(self, records: Sequence[LogRecord]) -> None:
+        if not records:
+            return
+        size = self._reserve(records)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+
+        def settle(exc: BaseException | None) -> None:
+            if fut.done():
+                return
+            if exc is None:
+                fut.set_result(None)
+            else:
+                fut.set_exception(exc)
+
+        def finish(exc: BaseException | None) -> None:
+            loop.call_soon_threadsafe(settle, exc)
+
+        self._q.put((records, finish))
+        try:
+            await fut
+        except BaseException:
+            self._release(size)
+            raise
+
+    def _write_loop(self) -> None:
+        while True:
+            first = self._q.get()
+            if first is _STOP:
+                return
+            items: list[tuple[Sequence[LogRecord], _Done]] = [first]  # type: ignore[list-item]
+            stop = False
+            while len(items) < self.group_commit_max:
+                try:
+                    nxt = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stop = True
+                    break
+                items.append(nxt)  # type: ignore[arg-type]
+            exc: BaseException | None = None
+            try:
+                self._write(items)
+            except BaseException as e:  # every waiter must hear about the failure
+                exc = e
+            for _, finish in items:
+                finish(exc)
+            if exc is None:
+                with self._new_data:
+                    self._new_data.notify_all()
+            if stop:
+                return
+
+    def _write(self, items: list[tuple[Sequence[LogRecord], _Done]]) -> None:
+        rows = []
+        counts: dict[tuple[str, str], int] = defaultdict(int)
+        for records, _ in items:
+            for r in records:
+                rows.append((r.pack, r.source, r.count, r.received_at, r.body))
+                counts[(r.pack, r.source)] += r.count
+        c = self._w
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            c.executemany(
+                "INSERT INTO records (pack, source, n, received_at, body) VALUES (?,?,?,?,?)",
+                rows,
+            )
+            c.executemany(
+                "INSERT INTO counters (pack, source, received) VALUES (?,?,?) "
+                "ON CONFLICT (pack, source) DO UPDATE SET received = received + excluded.received",
+                [(p, s, n) for (p, s), n in counts.items()],
+            )
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        self.fsyncs += 1
+
+    # -- consume ------------------------------------------------------------------------
+    def committed(self, group: str) -> int:
+        with self._r_lock:
+            row = self._r.execute('SELECT "offset" FROM offsets WHERE grp = ?', (group,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def read(self, group: str, max_events: int, timeout_s: float, after: int | None = None) -> LogBatch:
+        """Next records after the group's committed offset (or ``after``), up to ``max_events``.
+
+        Always returns at least one record when any is there, even if it alone is larger.
+        """
+        start = self.committed(group) if after is None else after
+        deadline = time.monotonic() + timeout_s
+        batch = LogBatch(group)
+        while True:
+            with self._r_lock:
+                cur = self._r.execute(
+                    'SELECT "offset", pack, source, n, received_at, body FROM records '
+                    'WHERE "offset" > ? ORDER BY "offset" LIMIT 2000',
+                    (start,),
+                )
+                events = 0
+                for off, pack, source, n, rec_at, body in cur:
+                    if batch.entries and events + n > max_events:
+                        break
+                    batch.entries.append(LogEntry(off, LogRecord(pack, source, n, rec_at, body)))
+                    events += n
+                cur.close()
+            if batch.entries:
+                return batch
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return batch
+            with self._new_data:
+                self._new_data.wait(min(remaining, 0.05))
+
+    def commit(self, group: str, offset: int) -> None:
+        """Record the group's offset and delete what every group has consumed.
+
+        Runs on its own connection so a commit never waits behind the writer's queue; SQLite's
+        write lock orders it against appends.
+        """
+        with self._c_lock:
+            c = self._c
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                c.execute(
+                    'INSERT INTO offsets (grp, "offset") VALUES (?, ?) ON CONFLICT (grp) '
+                    'DO UPDATE SET "offset" = max("offset", excluded."offset")',
+                    (group, offset),
+                )
+                low = c.execute('SELECT min("offset") FROM offsets').fetchone()[0]
+                freed = c.execute(
+                    'SELECT coalesce(sum(length(body)), 0) FROM records WHERE "offset" <= ?',
+                    (low,),
+                ).fetchone()[0]
+                c.execute('DELETE FROM records WHERE "offset" <= ?', (low,))
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+        self._release(int(freed))
+
+    def _count_pending_bytes(self) -> int:
+        row = self._r.execute(
+            'SELECT coalesce(sum(length(body)), 0) FROM records WHERE "offset" > '
+            '(SELECT coalesce(min("offset"), 0) FROM offsets)'
+        ).fetchone()
+        return int(row[0])
+
+    # -- observe ------------------------------------------------------------------------
+    def snapshot(self, group: str, after_offset: int | None = None) -> LogSnapshot:
+        with self._r_lock:
+            c = self._r
+            c.execute("BEGIN")
+            try:
+                committed = c.execute(
+                    'SELECT "offset" FROM offsets WHERE grp = ?', (group,)
+                ).fetchone()
+                committed_offset = int(committed[0]) if committed else 0
+                after = committed_offset if after_offset is None else after_offset
+                received = {
+                    (p, s): int(n)
+                    for p, s, n in c.execute("SELECT pack, source, received FROM counters")
+                }
+                pending = {
+                    (p, s): int(n)
+                    for p, s, n in c.execute(
+                        'SELECT pack, source, sum(n) FROM records WHERE "offset" > ? '
+                        "GROUP BY pack, source",
+                        (after,),
+                    )
+                }
+                depth = c.execute(
+                    'SELECT count(*), coalesce(sum(n), 0), coalesce(sum(length(body)), 0), '
+                    'min(received_at) FROM records WHERE "offset" > ?',
+                    (committed_offset,),
+                ).fetchone()
+            finally:
+                c.execute("COMMIT")
+        return LogSnapshot(
+            received=received,
+            pending=pending,
+            committed_offset=committed_offset,
+            depth_records=int(depth[0]),
+            depth_events=int(depth[1]),
+            depth_bytes=int(depth[2]),
+            oldest_pending_received_at=None if depth[3] is None else int(depth[3]),
+        )
+
+    @property
+    def pending_bytes(self) -> int:
+        return self._pending_bytes
+
+    def check_ready(self) -> list[str]:
+        problems = []
+        if not self._writer.is_alive():
+            problems.append("log writer thread is not running")
+        try:
+            with self._r_lock:
+                self._r.execute("SELECT 1 FROM records LIMIT 1").fetchall()
+        except sqlite3.Error as exc:
+            problems.append(f"log {self.path} is not readable: {exc}")
+        return problems
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._q.put(_STOP)
+        self._writer.join(timeout=10)
+        with contextlib.suppress(sqlite3.Error):
+            self._w.close()
+            self._r.close()
+            self._c.close()

@@ -1,0 +1,196 @@
+"""Pack format v1 as pydantic models.
+
+Every model forbids unknown keys so a typo (``cluster_key:``) fails at load with its path
+instead of being ignored. Names that become SQL identifiers (tables, columns, datasets) must
+match :data:`IDENT`, which is what lets the SQL layer quote them without further checks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+
+from gristmill.core.durations import format_duration, parse_duration
+from gristmill.core.envelope import ENVELOPE_COLUMNS
+
+IDENT = r"^[a-z][a-z0-9_]{0,62}$"
+EVENT_NAME = r"^[a-z][a-z0-9_.\-]{0,127}$"
+
+
+def _duration(v: Any) -> Any:
+    return parse_duration(v) if isinstance(v, str) else v
+
+
+Duration = Annotated[
+    timedelta, BeforeValidator(_duration), PlainSerializer(format_duration, return_type=str)
+]
+Ident = Annotated[str, Field(pattern=IDENT)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ColumnType(StrEnum):
+    """Warehouse-neutral column types; each engine maps them in its own folder."""
+
+    STRING = "string"
+    INT64 = "int64"
+    FLOAT64 = "float64"
+    BOOL = "bool"
+    TIMESTAMP = "timestamp"
+    DATE = "date"
+    JSON = "json"
+
+
+JSON_TYPES: dict[ColumnType, frozenset[str]] = {
+    ColumnType.STRING: frozenset({"string"}),
+    ColumnType.INT64: frozenset({"integer"}),
+    ColumnType.FLOAT64: frozenset({"number", "integer"}),
+    ColumnType.BOOL: frozenset({"boolean"}),
+    ColumnType.TIMESTAMP: frozenset({"string"}),
+    ColumnType.DATE: frozenset({"string"}),
+    ColumnType.JSON: frozenset({"object", "array", "string", "number", "integer", "boolean"}),
+}
+"""Which JSON Schema types may feed a promoted column of each type."""
+
+
+class ColumnSpec(_Model):
+    type: ColumnType
+    description: str = ""
+
+
+class PartitionSpec(_Model):
+    column: Literal["occurred_at"] = "occurred_at"
+    granularity: Literal["hour", "day", "month"] = "day"
+
+
+class TableSpec(_Model):
+    description: str = ""
+    columns: dict[Ident, ColumnSpec] = {}
+    partition_by: PartitionSpec = PartitionSpec()
+    cluster_by: list[Ident] = []
+
+
+class EntitySpec(_Model):
+    """Fills the envelope's ``entity_type`` / ``entity_id`` from a property."""
+
+    type: Ident
+    id_property: Ident
+
+
+class EventTypeSpec(_Model):
+    description: str = ""
+    category: Ident
+    table: Ident
+    versions: list[Annotated[int, Field(ge=1)]] = Field(min_length=1)
+    promote: list[Ident] = []
+    """Properties copied into table columns of the same name."""
+    entity: EntitySpec | None = None
+
+
+class CategorySpec(_Model):
+    description: str = ""
+    retention: Duration
+
+
+class RoleSpec(_Model):
+    description: str = ""
+    claims: list[Ident] = []
+
+
+DEDUPE_SCOPE_FIELDS = frozenset({"source", "event_type"})
+
+
+class DedupeSpec(_Model):
+    """Events are unique per (scope, event_id) within ``window`` of their first receipt."""
+
+    scope: list[Literal["source", "event_type"]] = ["source"]
+    window: Duration = timedelta(days=7)
+
+
+class WarehouseSpec(_Model):
+    dataset: Ident | None = None
+    """Schema (BigQuery dataset) holding the pack's tables; default the pack name."""
+
+
+class PackSpec(_Model):
+    pack: Ident
+    format: Literal[1] = 1
+    title: str = ""
+    description: str = ""
+    warehouse: WarehouseSpec = WarehouseSpec()
+    dedupe: DedupeSpec = DedupeSpec()
+    categories: dict[Ident, CategorySpec]
+    roles: dict[Ident, RoleSpec] = {}
+    event_types: dict[Annotated[str, Field(pattern=EVENT_NAME)], EventTypeSpec]
+    tables: dict[Ident, TableSpec]
+
+    @property
+    def dataset(self) -> str:
+        return self.warehouse.dataset or self.pack
+
+
+@dataclass(frozen=True, slots=True)
+class TableColumn:
+    name: str
+    type: ColumnType
+    promoted: bool
+
+
+ENVELOPE_TYPES: dict[str, ColumnType] = {
+    "event_id": ColumnType.STRING,
+    "event_type": ColumnType.STRING,
+    "schema_version": ColumnType.INT64,
+    "occurred_at": ColumnType.TIMESTAMP,
+    "received_at": ColumnType.TIMESTAMP,
+    "loaded_at": ColumnType.TIMESTAMP,
+    "source": ColumnType.STRING,
+    "user_id": ColumnType.STRING,
+    "anonymous_id": ColumnType.STRING,
+    "session_id": ColumnType.STRING,
+    "entity_type": ColumnType.STRING,
+    "entity_id": ColumnType.STRING,
+    "properties": ColumnType.JSON,
+    "context": ColumnType.JSON,
+}
+assert tuple(ENVELOPE_TYPES) == ENVELOPE_COLUMNS
+
+
+@dataclass(frozen=True)
+class Pack:
+    """A loaded, cross-checked pack: the spec plus its schemas and derived lookups."""
+
+    spec: PackSpec
+    root: Path
+    schemas: dict[str, dict[int, dict[str, Any]]]
+    """event_type -> version -> JSON Schema document."""
+    table_columns: dict[str, tuple[TableColumn, ...]] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.spec.pack
+
+    @property
+    def dataset(self) -> str:
+        return self.spec.dataset
+
+    def columns(self, table: str) -> tuple[TableColumn, ...]:
+        return self.table_columns[table]
+
+    def latest_version(self, event_type: str) -> int:
+        return max(self.spec.event_types[event_type].versions)
+
+
+def build_table_columns(spec: PackSpec) -> dict[str, tuple[TableColumn, ...]]:
+    out: dict[str, tuple[TableColumn, ...]] = {}
+    for name, table in spec.tables.items():
+        cols = [TableColumn(c, t, False) for c, t in ENVELOPE_TYPES.items()]
+        cols += [TableColumn(c, s.type, True) for c, s in table.columns.items()]
+        out[name] = tuple(cols)
+    return out

@@ -1,0 +1,69 @@
+"""DDL builders: schemas and tables from the neutral column types of a pack."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlglot import exp
+
+from gristmill.pack.models import ColumnType, Pack, TableColumn
+
+_TYPES: dict[ColumnType, exp.DataType.Type] = {
+    ColumnType.STRING: exp.DataType.Type.VARCHAR,
+    ColumnType.INT64: exp.DataType.Type.BIGINT,
+    ColumnType.FLOAT64: exp.DataType.Type.DOUBLE,
+    ColumnType.BOOL: exp.DataType.Type.BOOLEAN,
+    ColumnType.TIMESTAMP: exp.DataType.Type.TIMESTAMPTZ,
+    ColumnType.DATE: exp.DataType.Type.DATE,
+    ColumnType.JSON: exp.DataType.Type.JSON,
+}
+
+NOT_NULL_ENVELOPE = frozenset(
+    {"event_id", "event_type", "schema_version", "occurred_at", "received_at", "loaded_at",
+     "source"}
+)
+
+
+def data_type(t: ColumnType) -> exp.DataType:
+    return exp.DataType.build(_TYPES[t])
+
+
+def table_ref(dataset: str, table: str) -> exp.Table:
+    return exp.table_(exp.to_identifier(table, quoted=True), db=exp.to_identifier(dataset, quoted=True))
+
+
+def column_def(name: str, kind: exp.DataType, *, not_null: bool = False) -> exp.ColumnDef:
+    constraints = [exp.ColumnConstraint(kind=exp.NotNullColumnConstraint())] if not_null else []
+    return exp.ColumnDef(this=exp.to_identifier(name, quoted=True), kind=kind, constraints=constraints)
+
+
+def create_schema(name: str) -> exp.Create:
+    return exp.Create(this=exp.to_identifier(name, quoted=True), kind="SCHEMA", exists=True)
+
+
+def create_table(
+    ref: exp.Table,
+    columns: Sequence[exp.ColumnDef],
+    properties: Sequence[exp.Expression] = (),
+) -> exp.Create:
+    return exp.Create(
+        this=exp.Schema(this=ref, expressions=list(columns)),
+        kind="TABLE",
+        exists=True,
+        properties=exp.Properties(expressions=list(properties)) if properties else None,
+    )
+
+
+def pack_table_columns(pack: Pack, table: str) -> list[exp.ColumnDef]:
+    return [
+        column_def(c.name, data_type(c.type), not_null=c.name in NOT_NULL_ENVELOPE)
+        for c in pack.columns(table)
+    ]
+
+
+def add_column(ref: exp.Table, col: TableColumn) -> exp.Alter:
+    return exp.Alter(
+        this=ref,
+        kind="TABLE",
+        actions=[column_def(col.name, data_type(col.type))],
+    )

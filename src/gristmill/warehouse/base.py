@@ -1,0 +1,113 @@
+"""The warehouse contract.
+
+The loader hands a warehouse one :class:`LoadBatch` per log batch: rows per table, quarantined
+items, and per-source counts. ``commit_load`` applies all of it in **one** transaction — the
+dedupe anti-join, the inserts, the quarantine rows, the ledger row that makes the batch
+idempotent, and the log offset — so a crash before commit leaves no trace and a crash after it
+makes the re-delivered batch a no-op. The offset stored here, not the log's, is the truth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import pyarrow as pa
+from sqlglot import exp
+
+from gristmill.pack.models import Pack
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What an engine can do, as data: shared code asks these instead of engine names."""
+
+    transactions: bool
+    """All statements of a load commit atomically (else: idempotent steps + batch ledger)."""
+    native_partitioning: bool
+    native_clustering: bool
+    json_type: bool
+    max_identifier_length: int = 63
+
+
+@dataclass(frozen=True, slots=True)
+class SourceCounts:
+    """What the loader knows per (pack, source) before the warehouse dedupes."""
+
+    events: int = 0
+    quarantined: int = 0
+    duplicates_in_batch: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TableRows:
+    pack: Pack
+    table: str
+    rows: pa.Table
+    """The table's columns in order, minus ``loaded_at``, plus ``_dedupe_scope``."""
+
+
+@dataclass(slots=True)
+class LoadBatch:
+    batch_id: str
+    log_name: str
+    group: str
+    last_offset: int
+    tables: list[TableRows] = field(default_factory=list)
+    quarantine: pa.Table | None = None
+    sources: dict[tuple[str, str], SourceCounts] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadResult:
+    batch_id: str
+    loaded: Mapping[tuple[str, str], int]
+    duplicates: Mapping[tuple[str, str], int]
+    quarantined: Mapping[tuple[str, str], int]
+    replayed: bool = False
+    """True when the batch id was already committed: nothing was written this time."""
+
+    @property
+    def total_loaded(self) -> int:
+        return sum(self.loaded.values())
+
+
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    ok: bool
+    problems: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerTotals:
+    """Sums of the load ledger per (pack, source), plus the stored log offset."""
+
+    loaded: dict[tuple[str, str], int]
+    duplicates: dict[tuple[str, str], int]
+    quarantined: dict[tuple[str, str], int]
+    offset: int
+
+
+class Warehouse(Protocol):
+    name: str
+    dialect: str
+    caps: Capabilities
+
+    def provision(self, packs: Sequence[Pack], *, apply: bool) -> list[str]: ...
+
+    def check_ready(self, packs: Sequence[Pack]) -> Readiness: ...
+
+    def commit_load(self, batch: LoadBatch) -> LoadResult: ...
+
+    def stored_offset(self, log_name: str, group: str) -> int: ...
+
+    def ledger(self, log_name: str, group: str) -> LedgerTotals: ...
+
+    def query(self, query: exp.Expression, params: Mapping[str, Any] | None = None) -> pa.Table: ...
+
+    def delete(self, table: exp.Table, where: exp.Expression) -> int: ...
+
+    def prune_dedupe(self, pack: Pack, now_us: int) -> int: ...
+
+    def close(self) -> None: ...

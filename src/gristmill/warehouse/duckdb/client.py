@@ -1,0 +1,305 @@
+"""DuckDB warehouse: one file, one writer (the loader), many readers through cursors.
+
+Dedupe keeps one 128-bit key per (scope, event_id) — ``md5_number`` of the two joined by a
+unit separator — in ``<dataset>._gm_dedupe``. Joining on a 128-bit integer instead of two
+strings measured about 3x faster at 5M keys on this machine. MD5 here is a hash for
+bucketing, not security; a collision among 2^128 values is not a practical concern.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+from sqlglot import exp
+
+from gristmill.core.clock import to_datetime
+from gristmill.pack.models import Pack
+from gristmill.sql import ddl
+from gristmill.sql.system import (
+    LOADS,
+    OFFSETS,
+    QUARANTINE,
+    QUARANTINE_INPUT,
+    system_ddl,
+)
+from gristmill.warehouse.base import (
+    LedgerTotals,
+    LoadBatch,
+    LoadResult,
+    Readiness,
+    TableRows,
+)
+from gristmill.warehouse.duckdb.factory import CAPABILITIES, DIALECT, NAME
+from gristmill.warehouse.duckdb.sql import LoadStatements
+
+DEDUPE_TABLE = "_gm_dedupe"
+
+
+def _sql(e: exp.Expression) -> str:
+    return e.sql(dialect=DIALECT)
+
+
+class DuckDBWarehouse:
+    name = NAME
+    dialect = DIALECT
+    caps = CAPABILITIES
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        threads: int | None = None,
+        memory_limit: str | None = None,
+        read_only: bool = False,
+    ) -> None:
+        config: dict[str, Any] = {}
+        if threads:
+            config["threads"] = threads
+        if memory_limit:
+            config["memory_limit"] = memory_limit
+        if not read_only:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = duckdb.connect(str(path), read_only=read_only, config=config)
+        self._local = threading.local()
+        self._write_lock = threading.Lock()
+        self._statements: dict[tuple[str, str], LoadStatements] = {}
+
+    def _cur(self) -> duckdb.DuckDBPyConnection:
+        cur: duckdb.DuckDBPyConnection | None = getattr(self._local, "cur", None)
+        if cur is None:
+            cur = self._db.cursor()
+            self._local.cur = cur
+        return cur
+
+    # -- provisioning -------------------------------------------------------------------
+    def _ddl(self, packs: Sequence[Pack]) -> list[exp.Expression]:
+        stmts = system_ddl()
+        for pack in packs:
+            stmts.append(ddl.create_schema(pack.dataset))
+            stmts.append(
+                ddl.create_table(
+                    ddl.table_ref(pack.dataset, DEDUPE_TABLE),
+                    [
+                        ddl.column_def("k", exp.DataType.build("UHUGEINT"), not_null=True),
+                        ddl.column_def(
+                            "first_seen", exp.DataType.build("TIMESTAMPTZ"), not_null=True
+                        ),
+                    ],
+                )
+            )
+            for table in pack.spec.tables:
+                stmts.append(
+                    ddl.create_table(
+                        ddl.table_ref(pack.dataset, table), ddl.pack_table_columns(pack, table)
+                    )
+                )
+        return stmts
+
+    def provision(self, packs: Sequence[Pack], *, apply: bool) -> list[str]:
+        """DDL for the packs; with ``apply``, run it and add any columns a pack gained."""
+        stmts = [_sql(s) for s in self._ddl(packs)]
+        if not apply:
+            return stmts
+        cur = self._cur()
+        with self._write_lock:
+            for s in stmts:
+                cur.execute(s)
+            for pack in packs:
+                for table in pack.spec.tables:
+                    have = self._columns(pack.dataset, table)
+                    for col in pack.columns(table):
+                        if col.name not in have:
+                            alter = _sql(ddl.add_column(ddl.table_ref(pack.dataset, table), col))
+                            cur.execute(alter)
+                            stmts.append(alter)
+        return stmts
+
+    def _columns(self, schema: str, table: str) -> dict[str, str]:
+        rows = self._cur().execute(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = $s AND table_name = $t",
+            {"s": schema, "t": table},
+        ).fetchall()
+        return {str(n): str(t) for n, t in rows}
+
+    def check_ready(self, packs: Sequence[Pack]) -> Readiness:
+        problems: list[str] = []
+        if not self._columns("_gristmill", "loads"):
+            problems.append("missing table _gristmill.loads (run provisioning)")
+        for pack in packs:
+            for table in pack.spec.tables:
+                have = self._columns(pack.dataset, table)
+                if not have:
+                    problems.append(f"missing table {pack.dataset}.{table}")
+                    continue
+                for col in pack.columns(table):
+                    if col.name not in have:
+                        problems.append(f"missing column {pack.dataset}.{table}.{col.name}")
+        return Readiness(not problems, tuple(problems))
+
+    # -- loading ------------------------------------------------------------------------
+    def _stmts(self, rows: TableRows) -> LoadStatements:
+        key = (rows.pack.name, rows.table)
+        st = self._statements.get(key)
+        if st is None:
+            st = LoadStatements.build(rows.pack, rows.table, DEDUPE_TABLE)
+            self._statements[key] = st
+        return st
+
+    def commit_load(self, batch: LoadBatch) -> LoadResult:
+        cur = self._cur()
+        with self._write_lock:
+            cur.execute("BEGIN TRANSACTION")
+            try:
+                seen = cur.execute(
+                    _sql(exp.select("1").from_(LOADS).where(
+                        exp.column("batch_id").eq(exp.Placeholder(this="b"))).limit(1)),
+                    {"b": batch.batch_id},
+                ).fetchone()
+                if seen:
+                    cur.execute("ROLLBACK")
+                    return LoadResult(batch.batch_id, {}, {}, {}, replayed=True)
+                fresh: dict[tuple[str, str], int] = defaultdict(int)
+                for rows in batch.tables:
+                    st = self._stmts(rows)
+                    cur.register("_gm_batch", rows.rows)
+                    try:
+                        cur.execute(st.fresh)
+                    finally:
+                        cur.unregister("_gm_batch")
+                    cur.execute(st.remember)
+                    cur.execute(st.insert)
+                    for source, n in cur.execute(st.count_by_source).fetchall():
+                        fresh[(rows.pack.name, str(source))] += int(n)
+                    cur.execute(LoadStatements.DROP_FRESH)
+                if batch.quarantine is not None and batch.quarantine.num_rows:
+                    cur.register("_gm_q", batch.quarantine)
+                    try:
+                        cur.execute(_INSERT_QUARANTINE)
+                    finally:
+                        cur.unregister("_gm_q")
+                loaded: dict[tuple[str, str], int] = {}
+                dups: dict[tuple[str, str], int] = {}
+                quarantined: dict[tuple[str, str], int] = {}
+                ledger = []
+                for key, counts in batch.sources.items():
+                    accepted = counts.events - counts.quarantined - counts.duplicates_in_batch
+                    loaded[key] = fresh.get(key, 0)
+                    dups[key] = counts.duplicates_in_batch + accepted - loaded[key]
+                    quarantined[key] = counts.quarantined
+                    ledger.append((batch.batch_id, batch.log_name, batch.group, key[0], key[1],
+                                   loaded[key], dups[key], quarantined[key], batch.last_offset))
+                cur.executemany(_INSERT_LEDGER, ledger)
+                cur.execute(_DELETE_OFFSET, {"log": batch.log_name, "grp": batch.group})
+                cur.execute(
+                    _INSERT_OFFSET,
+                    {"log": batch.log_name, "grp": batch.group, "off": batch.last_offset},
+                )
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+        return LoadResult(batch.batch_id, loaded, dups, quarantined)
+
+    def stored_offset(self, log_name: str, group: str) -> int:
+        row = self._cur().execute(_SELECT_OFFSET, {"log": log_name, "grp": group}).fetchone()
+        return int(row[0]) if row else 0
+
+    def ledger(self, log_name: str, group: str) -> LedgerTotals:
+        cur = self._cur()
+        cur.execute("BEGIN TRANSACTION")
+        try:
+            rows = cur.execute(_SUM_LEDGER, {"log": log_name}).fetchall()
+            off = cur.execute(_SELECT_OFFSET, {"log": log_name, "grp": group}).fetchone()
+        finally:
+            cur.execute("COMMIT")
+        return LedgerTotals(
+            loaded={(p, s): int(lo) for p, s, lo, _, _ in rows},
+            duplicates={(p, s): int(d) for p, s, _, d, _ in rows},
+            quarantined={(p, s): int(q) for p, s, _, _, q in rows},
+            offset=int(off[0]) if off else 0,
+        )
+
+    def prune_dedupe(self, pack: Pack, now_us: int) -> int:
+        cutoff = now_us - int(pack.spec.dedupe.window.total_seconds() * 1_000_000)
+        stmt = _sql(
+            exp.delete(ddl.table_ref(pack.dataset, DEDUPE_TABLE)).where(
+                exp.column("first_seen").lt(
+                    exp.Placeholder(this="cutoff")
+                )
+            )
+        )
+        with self._write_lock:
+            row = self._cur().execute(stmt, {"cutoff": to_datetime(cutoff)}).fetchone()
+        return int(row[0]) if row else 0
+
+    # -- reading ------------------------------------------------------------------------
+    def query(self, query: exp.Expression, params: Mapping[str, Any] | None = None) -> pa.Table:
+        rel = self._cur().sql(_sql(query), params=dict(params or {}))
+        if rel is None:
+            raise ValueError("query() takes a statement that returns rows")
+        return rel.to_arrow_table()
+
+    def execute(self, stmt: exp.Expression, params: Mapping[str, Any] | None = None) -> int:
+        with self._write_lock:
+            row = self._cur().execute(_sql(stmt), dict(params or {})).fetchone()
+        return int(row[0]) if row else 0
+
+    def delete(self, table: exp.Table, where: exp.Expression) -> int:
+        return self.execute(exp.delete(table).where(where))
+
+    def close(self) -> None:
+        self._db.close()
+
+
+_INSERT_QUARANTINE = _sql(
+    exp.insert(
+        exp.select(*QUARANTINE_INPUT, exp.CurrentTimestamp()).from_("_gm_q"),
+        QUARANTINE,
+        columns=[exp.to_identifier(c, quoted=True) for c in (*QUARANTINE_INPUT, "quarantined_at")],
+    )
+)
+_INSERT_LEDGER = _sql(
+    exp.insert(
+        exp.values([tuple(exp.Placeholder() for _ in range(9)) + (exp.CurrentTimestamp(),)]),
+        LOADS,
+    )
+)
+_DELETE_OFFSET = _sql(
+    exp.delete(OFFSETS).where(
+        exp.and_(
+            exp.column("log").eq(exp.Placeholder(this="log")),
+            exp.column("grp").eq(exp.Placeholder(this="grp")),
+        )
+    )
+)
+_INSERT_OFFSET = _sql(
+    exp.insert(
+        exp.values([
+            (exp.Placeholder(this="log"), exp.Placeholder(this="grp"),
+             exp.Placeholder(this="off"), exp.CurrentTimestamp())
+        ]),
+        OFFSETS,
+    )
+)
+_SELECT_OFFSET = _sql(
+    exp.select(exp.column("offset", quoted=True)).from_(OFFSETS).where(
+        exp.and_(
+            exp.column("log").eq(exp.Placeholder(this="log")),
+            exp.column("grp").eq(exp.Placeholder(this="grp")),
+        )
+    )
+)
+_SUM_LEDGER = _sql(
+    exp.select(
+        "pack", "source", exp.func("sum", exp.column("loaded")),
+        exp.func("sum", exp.column("duplicates")), exp.func("sum", exp.column("quarantined")),
+    ).from_(LOADS).where(exp.column("log").eq(exp.Placeholder(this="log"))).group_by("pack", "source")
+)

@@ -1,0 +1,31 @@
+"""Warehouse registry: settings ``type`` -> engine factory, whose driver loads only when used."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import cast
+
+from gristmill.config import Settings
+from gristmill.warehouse.base import Capabilities, Warehouse
+
+ENGINES: dict[str, str] = {
+    "duckdb": "gristmill.warehouse.duckdb.factory",
+}
+"""Engine name -> factory module. A factory module is light: no driver import at top level."""
+
+
+def _factory(name: str) -> object:
+    try:
+        return importlib.import_module(ENGINES[name])
+    except KeyError:
+        raise ValueError(f"unknown warehouse {name!r}; known: {', '.join(ENGINES)}") from None
+
+
+def capabilities(name: str) -> Capabilities:
+    return cast(Capabilities, _factory(name).CAPABILITIES)  # type: ignore[attr-defined]
+
+
+def open_warehouse(settings: Settings, *, read_only: bool = False) -> Warehouse:
+    create = cast(Callable[..., Warehouse], _factory(settings.warehouse.type).create)  # type: ignore[attr-defined]
+    return create(settings, read_only=read_only)
