@@ -307,7 +307,7 @@ class SQLiteLog:
                 depth = c.execute(
                     'SELECT count(*), coalesce(sum(n), 0), coalesce(sum(length(body)), 0), '
                     'min(received_at) FROM records WHERE "offset" > ?',
-                    (committed_offset,),
+                    (after,),
                 ).fetchone()
             finally:
                 c.execute("COMMIT")

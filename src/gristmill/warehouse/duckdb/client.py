@@ -231,9 +231,7 @@ class DuckDBWarehouse:
         cutoff = now_us - int(pack.spec.dedupe.window.total_seconds() * 1_000_000)
         stmt = _sql(
             exp.delete(ddl.table_ref(pack.dataset, DEDUPE_TABLE)).where(
-                exp.column("first_seen").lt(
-                    exp.Placeholder(this="cutoff")
-                )
+                exp.LT(this=exp.column("first_seen"), expression=exp.Placeholder(this="cutoff"))
             )
         )
         with self._write_lock:

@@ -1,0 +1,43 @@
+# One command set for people and CI. Needs only Python 3.11+ and make.
+SHELL := /bin/bash
+PY ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
+        if command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then \
+          echo $$p; break; fi; done)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: install demo test test-fast lint format bench clean
+
+$(STAMP): pyproject.toml
+	@test -n "$(PY)" || { echo "Python 3.11 or newer is required" >&2; exit 1; }
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)  ## generate marketplace traffic, load it, keep serving on 127.0.0.1:8765
+	$(BIN)/gristmill demo
+
+test: $(STAMP)  ## the whole suite; service-marked tests skip without the service (fail when CI=true)
+	$(BIN)/pytest
+
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench
+
+bench: $(STAMP)  ## measured figures; results go to bench/results/ and BENCHMARKS.md
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .gristmill .gristmill-demo bench/results

@@ -1,0 +1,61 @@
+"""FastAPI application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.responses import Response
+
+from gristmill import __version__
+from gristmill.api.metrics import RequestCounters, build_registry
+from gristmill.api.responses import problem_response
+from gristmill.api.routers import ingest, ops, quarantine
+from gristmill.core.errors import Problem
+from gristmill.runtime import Runtime
+
+
+def create_app(rt: Runtime, *, url: str | None = None, start: bool = True) -> FastAPI:
+    """An app over a runtime. With ``start``, the lifespan starts and stops the runtime."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if start:
+            rt.start(url=url)
+        try:
+            yield
+        finally:
+            if start:
+                rt.stop()
+
+    app = FastAPI(
+        title="Gristmill",
+        version=__version__,
+        lifespan=lifespan,
+        description="Event-analytics pipeline: ingest, quarantine, exactly-once loads, KPIs.",
+    )
+    app.state.runtime = rt
+    app.state.counters = RequestCounters()
+    app.state.prometheus = build_registry(rt, app.state.counters)
+
+    @app.exception_handler(Problem)
+    async def on_problem(_: Request, exc: Problem) -> Response:
+        return problem_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid(_: Request, exc: RequestValidationError) -> Response:
+        errors = [
+            {"path": "/" + "/".join(str(p) for p in e["loc"]), "message": e["msg"]}
+            for e in exc.errors()
+        ]
+        return problem_response(
+            Problem(422, "invalid-request", "Invalid request",
+                    errors[0]["message"] if errors else "invalid request", errors=errors)
+        )
+
+    app.include_router(ingest.router)
+    app.include_router(ops.router)
+    app.include_router(quarantine.router)
+    return app

@@ -1,0 +1,48 @@
+"""Dependencies as ``Annotated`` aliases, and permissions as declarative dependencies.
+
+A route says ``Depends(require(Permission.QUARANTINE_READ))`` and gets the principal; the
+role -> permission table in :mod:`gristmill.auth.permissions` is the only place that decides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from gristmill.auth.keys import token_from_headers
+from gristmill.auth.permissions import Permission, Principal
+from gristmill.core.errors import forbidden, unauthorized
+from gristmill.runtime import Runtime
+
+
+def get_runtime(request: Request) -> Runtime:
+    rt: Runtime = request.app.state.runtime
+    return rt
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def get_principal(request: Request, rt: RuntimeDep) -> Principal:
+    token = token_from_headers(request.headers.get("authorization"))
+    if token is None:
+        raise unauthorized("send a key as 'Authorization: Bearer <key>'")
+    principal = rt.keys.resolve(token)
+    if principal is None:
+        raise unauthorized("the key is unknown or revoked")
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def require(perm: Permission) -> Callable[[Principal], Principal]:
+    def check(principal: PrincipalDep) -> Principal:
+        if not principal.can(perm):
+            raise forbidden(f"role {principal.role!r} lacks permission {perm.value!r}")
+        return principal
+
+    check.__name__ = f"require_{perm.name.lower()}"
+    return check

@@ -1,0 +1,92 @@
+"""Ingest: ``POST /v1/events`` (native envelopes, JSON array or NDJSON, plain or gzip).
+
+Status codes:
+
+* 200 — every event accepted (durable in the log);
+* 207 — some accepted, some rejected (rejected ones are in quarantine; see ``results``);
+* 422 — none accepted (problem+json, one entry per item in ``errors``);
+* 400 — the body is not JSON or not valid gzip (kept in quarantine) or empty;
+* 401 / 403 — no key, unknown or revoked key, or a key that may not ingest;
+* 413 — over a size limit (the limit is in the body); nothing is kept;
+* 503 + Retry-After — the log is over its cap; nothing is kept, retry later.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response
+
+from gristmill.api.deps import RuntimeDep, require
+from gristmill.api.responses import JSONBytes, problem_response
+from gristmill.auth.permissions import Permission, Principal
+from gristmill.collect.service import Prepared
+from gristmill.core.errors import Problem, payload_too_large, unavailable
+from gristmill.log.base import LogFull
+
+router = APIRouter(tags=["ingest"])
+WriterDep = Annotated[Principal, Depends(require(Permission.INGEST))]
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """Read at most ``limit`` bytes of the (possibly compressed) body, else 413."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise payload_too_large(limit, "request body")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise payload_too_large(limit, "request body")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def append(rt: RuntimeDep, prepared: Prepared) -> None:
+    try:
+        await rt.collector.submit(prepared)
+    except LogFull as exc:
+        raise unavailable(str(exc), exc.retry_after_s) from exc
+
+
+@router.post("/v1/events", summary="Ingest native events")
+async def ingest_native(request: Request, rt: RuntimeDep, principal: WriterDep) -> Response:
+    counters = request.app.state.counters
+    try:
+        raw = await read_body(request, rt.settings.limits.max_request_bytes)
+        assert principal.pack is not None and principal.source is not None
+        prepared = rt.collector.prepare(
+            pack=principal.pack,
+            source=principal.source,
+            dialect="native",
+            raw=raw,
+            content_type=request.headers.get("content-type", ""),
+            content_encoding=request.headers.get("content-encoding"),
+        )
+        await append(rt, prepared)
+    except Problem as p:
+        counters.reject(p.slug)
+        counters.count("/v1/events", p.status)
+        return problem_response(p)
+    if prepared.problem is not None:
+        counters.reject(prepared.problem.slug)
+        counters.count("/v1/events", prepared.problem.status)
+        return problem_response(prepared.problem)
+    outcome = prepared.outcome
+    assert outcome is not None
+    if outcome.accepted == 0:
+        p = Problem(
+            422, "events-rejected", "No event accepted",
+            f"all {outcome.rejected} events were rejected and kept in quarantine",
+            errors=outcome.results,
+        )
+        counters.count("/v1/events", 422)
+        return problem_response(p)
+    status = 200 if outcome.rejected == 0 else 207
+    counters.count("/v1/events", status)
+    return JSONBytes(
+        {"accepted": outcome.accepted, "rejected": outcome.rejected, "results": outcome.results},
+        status_code=status,
+    )

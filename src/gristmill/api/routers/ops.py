@@ -1,0 +1,76 @@
+"""Operations: health, readiness, Prometheus metrics, pipeline stats."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.responses import Response
+
+from gristmill.api.deps import RuntimeDep, require
+from gristmill.api.responses import JSONBytes, problem_response
+from gristmill.auth.permissions import Permission, Principal
+from gristmill.core.clock import MICROS, iso, now_us
+from gristmill.core.errors import Problem
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", summary="Liveness")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Readiness of log, warehouse tables and loader")
+def readyz(rt: RuntimeDep) -> Response:
+    problems = rt.readiness()
+    if problems:
+        return problem_response(Problem(
+            503, "not-ready", "Not ready", "; ".join(problems),
+            errors=[{"message": p} for p in problems],
+            headers={"Retry-After": "5"},
+        ))
+    return JSONBytes({
+        "ready": True,
+        "log": rt.log.name,
+        "warehouse": rt.warehouse.name,
+        "packs": sorted(rt.packs),
+    })
+
+
+@router.get("/metrics", summary="Prometheus metrics")
+def metrics(request: Request) -> Response:
+    return Response(generate_latest(request.app.state.prometheus),
+                    media_type=CONTENT_TYPE_LATEST)
+
+
+def pipeline_stats(rt: RuntimeDep) -> dict[str, Any]:
+    c = rt.conservation()
+    st = rt.loader.stats
+    oldest = c.log.oldest_pending_received_at
+    return {
+        **c.as_dict(),
+        "load_lag_seconds": 0.0 if oldest is None else max(0.0, (now_us() - oldest) / MICROS),
+        "loader": {
+            "running": rt.loader.alive,
+            "batches": st.batches,
+            "events": st.events,
+            "loaded": st.loaded,
+            "failures": st.failures,
+            "last_error": st.last_error,
+            "last_commit_at": None if st.last_commit_at is None else iso(st.last_commit_at),
+            "last_batch_seconds": round(st.last_batch_seconds, 4),
+        },
+        "log_cap_bytes": rt.settings.log.max_bytes,
+        "warehouse": rt.warehouse.name,
+        "packs": sorted(rt.packs),
+    }
+
+
+@router.get("/v1/pipeline/stats", summary="Conservation per source, log depth, loader state")
+def stats(
+    rt: RuntimeDep,
+    _: Annotated[Principal, Depends(require(Permission.PIPELINE_READ))],
+) -> Response:
+    return JSONBytes(pipeline_stats(rt))

@@ -1,0 +1,73 @@
+"""Shared CLI plumbing: settings from flags + environment, and talking to a running server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.console import Console
+
+from gristmill.config import Settings
+from gristmill.core.errors import ConfigError
+from gristmill.runtime import read_server_file
+
+console = Console()
+err_console = Console(stderr=True)
+
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option("--data-dir", "-d", help="Data directory (env GRISTMILL_DATA_DIR).",
+                 show_default=False),
+]
+PacksOpt = Annotated[
+    list[str] | None,
+    typer.Option("--pack", "-p", help="Pack to serve; repeat for several (env GRISTMILL_PACKS).",
+                 show_default=False),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+
+
+def make_settings(data_dir: Path | None = None, packs: list[str] | None = None,
+                  **overrides: Any) -> Settings:
+    kwargs: dict[str, Any] = dict(overrides)
+    if data_dir is not None:
+        kwargs["data_dir"] = data_dir
+    if packs:
+        kwargs["packs"] = packs
+    try:
+        return Settings(**kwargs)
+    except ConfigError as exc:  # pragma: no cover - settings raise pydantic errors
+        fail(str(exc))
+        raise
+
+
+def fail(message: str, code: int = 1) -> None:
+    err_console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+class ServerClient:
+    """Calls a running ``gristmill serve`` as the local operator (see ``server.json``)."""
+
+    def __init__(self, info: dict[str, Any]) -> None:
+        self.url = str(info["url"])
+        self._client = httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {info['token']}"}, timeout=60
+        )
+
+    def get(self, path: str, **params: Any) -> Any:
+        r = self._client.get(path, params={k: v for k, v in params.items() if v is not None})
+        r.raise_for_status()
+        return r.json()
+
+    def post(self, path: str, body: Any) -> Any:
+        r = self._client.post(path, json=body)
+        r.raise_for_status()
+        return r.json()
+
+
+def running_server(settings: Settings) -> ServerClient | None:
+    info = read_server_file(settings.data_dir)
+    return ServerClient(info) if info else None

@@ -1,0 +1,123 @@
+"""``gristmill demo``: a data directory, realistic marketplace traffic through the real HTTP
+path with a progress bar, a summary, then keep serving."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Annotated
+
+import httpx
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from gristmill.cli.common import console, fail, make_settings
+from gristmill.cli.serve import build_server
+from gristmill.cli.status import render
+from gristmill.demo.marketplace import DemoConfig, generate
+from gristmill.demo.send import send_events
+
+MARKER = ".gristmill-demo"
+
+
+def _prepare_dir(path: Path) -> None:
+    if path.exists() and any(path.iterdir()):
+        if not (path / MARKER).exists():
+            fail(f"{path} exists and is not a demo directory; choose another --data-dir")
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / MARKER).write_text("created by gristmill demo; deleted by the next demo run\n")
+
+
+def demo(
+    data_dir: Annotated[Path, typer.Option("--data-dir", "-d", help="Demo data directory (recreated).")] = Path(".gristmill-demo"),
+    events: Annotated[int, typer.Option(help="Events to generate.")] = 250_000,
+    days: Annotated[int, typer.Option(help="Days of history.")] = 90,
+    port: Annotated[int, typer.Option(help="Port to serve on.")] = 8765,
+    seed: Annotated[int, typer.Option(help="Random seed of the traffic.")] = 7,
+    serve: Annotated[bool, typer.Option("--serve/--no-serve", help="Keep serving afterwards.")] = True,
+) -> None:
+    """Generate marketplace traffic, send it through HTTP, load it, and keep serving."""
+    _prepare_dir(data_dir)
+    settings = make_settings(data_dir, ["marketplace"])
+    settings.server = settings.server.model_copy(update={"port": port})
+    server, rt = build_server(settings)
+    keys = {
+        src: rt.meta.create_key("write", f"demo {src}", pack="marketplace", source=src)[1]
+        for src in ("backend", "adserver")
+    }
+    _, operator = rt.meta.create_key("secret", "demo operator", role="operator")
+    url = f"http://{settings.server.host}:{port}"
+
+    thread = threading.Thread(target=server.run, name="http", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            fail(f"the server did not start on {url} (is the port in use?)")
+        time.sleep(0.05)
+
+    with console.status("generating traffic"):
+        traffic = generate(DemoConfig(events=events, days=days, seed=seed))
+    console.print(
+        f"generated {len(traffic.events):,} events over {days} days "
+        f"({traffic.duplicates:,} re-sent duplicates, {traffic.invalid:,} invalid)"
+    )
+    started = time.perf_counter()
+    with Progress(TextColumn("sending"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
+                  console=console) as progress:
+        task = progress.add_task("send", total=len(traffic.events), rate="")
+
+        def advance(n: int) -> None:
+            done = progress.tasks[0].completed + n
+            rate = done / max(1e-9, time.perf_counter() - started)
+            progress.update(task, advance=n, rate=f"{rate:,.0f} events/s")
+
+        stats = send_events(url, keys, traffic.events, traffic.sources, on_progress=advance)
+    console.print(f"sent in {stats.requests:,} requests ({stats.retries} retries): "
+                  f"{stats.accepted:,} accepted, {stats.rejected:,} rejected")
+
+    with console.status("waiting for the loader"), httpx.Client(
+        base_url=url, headers={"Authorization": f"Bearer {operator}"}
+    ) as client:
+        while True:
+            data = client.get("/v1/pipeline/stats").json()
+            if data["totals"]["in_flight"] == 0:
+                break
+            time.sleep(0.1)
+    elapsed = time.perf_counter() - started
+    data["server"] = url
+    render(data)
+    console.print(f"end to end: {data['totals']['received'] / elapsed:,.0f} events/s "
+                  f"({elapsed:.1f} s from first request to everything queryable)")
+    _summary(url, keys, operator)
+    if not serve:
+        server.should_exit = True
+        thread.join(30)
+        return
+    console.print("[b]serving; press Ctrl-C to stop[/]")
+    try:
+        while thread.is_alive():
+            thread.join(0.5)
+    except KeyboardInterrupt:
+        server.should_exit = True
+        thread.join(30)
+
+
+def _summary(url: str, keys: dict[str, str], operator: str) -> None:
+    t = Table(title="Demo endpoints and keys", show_lines=False)
+    t.add_column("what")
+    t.add_column("value", overflow="fold")
+    t.add_row("API docs", f"{url}/docs")
+    t.add_row("readiness", f"{url}/readyz")
+    t.add_row("Prometheus metrics", f"{url}/metrics")
+    t.add_row("pipeline stats", f"curl -H 'Authorization: Bearer {operator}' {url}/v1/pipeline/stats")
+    t.add_row("quarantine", f"curl -H 'Authorization: Bearer {operator}' {url}/v1/quarantine")
+    for src, key in keys.items():
+        t.add_row(f"write key ({src})", key)
+    t.add_row("operator key", operator)
+    console.print(t)

@@ -1,0 +1,29 @@
+"""Entry point: ``gristmill <command>``."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+from gristmill.cli import demo, keys, quarantine, serve, status
+
+app = typer.Typer(
+    name="gristmill",
+    help="Collect events, validate, quarantine, load exactly once in effect, serve KPIs.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.command("serve")(serve.serve)
+app.command("status")(status.status)
+app.command("demo")(demo.demo)
+app.add_typer(keys.app, name="keys")
+app.add_typer(quarantine.app, name="quarantine")
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    app()

@@ -1,0 +1,50 @@
+"""``gristmill serve``: collector, loader and API in one process (the embedded mode)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from gristmill.api.app import create_app
+from gristmill.cli.common import DataDirOpt, PacksOpt, console, make_settings
+from gristmill.config import Settings
+from gristmill.runtime import Runtime
+
+
+def build_server(settings: Settings) -> tuple[uvicorn.Server, Runtime]:
+    rt = Runtime(settings)
+    host, port = settings.server.host, settings.server.port
+    app = create_app(rt, url=f"http://{host}:{port}")
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        access_log=settings.server.access_log,
+        log_level="warning",
+        timeout_graceful_shutdown=10,
+    )
+    return uvicorn.Server(config), rt
+
+
+def serve(
+    data_dir: DataDirOpt = None,
+    pack: PacksOpt = None,
+    host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8765).")] = None,
+) -> None:
+    """Serve ingest, the loader and the API until interrupted."""
+    settings = make_settings(data_dir, pack)
+    if host or port:
+        settings.server = settings.server.model_copy(
+            update={k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+        )
+    server, _ = build_server(settings)
+    console.print(
+        f"gristmill serving packs {', '.join(settings.packs)} on "
+        f"http://{settings.server.host}:{settings.server.port} (data in {settings.data_dir})"
+    )
+    server.run()

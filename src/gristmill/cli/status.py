@@ -1,0 +1,67 @@
+"""``gristmill status``: conservation per source, log depth and loader state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from rich.table import Table
+
+from gristmill.cli.common import DataDirOpt, JsonOpt, PacksOpt, console, make_settings, running_server
+from gristmill.runtime import Runtime
+
+
+def collect_status(data_dir: DataDirOpt = None, pack: PacksOpt = None) -> dict[str, Any]:
+    settings = make_settings(data_dir, pack)
+    client = running_server(settings)
+    if client is not None:
+        data: dict[str, Any] = client.get("/v1/pipeline/stats")
+        data["server"] = client.url
+        return data
+    # No server: open the files directly (DuckDB allows one writing process at a time).
+    from gristmill.api.routers.ops import pipeline_stats
+
+    rt = Runtime(settings)
+    try:
+        data = pipeline_stats(rt)
+    finally:
+        rt.stop()
+    data["server"] = None
+    return data
+
+
+def render(data: dict[str, Any]) -> None:
+    t = Table(title="Conservation: received = loaded + quarantined + duplicates + in_flight")
+    for col in ("pack", "source", "received", "loaded", "quarantined", "duplicates",
+                "in_flight", "balanced"):
+        t.add_column(col, justify="right" if col not in ("pack", "source") else "left")
+    for s in data["sources"]:
+        t.add_row(s["pack"], s["source"], *[f"{s[k]:,}" for k in
+                  ("received", "loaded", "quarantined", "duplicates", "in_flight")],
+                  "[green]yes[/]" if s["balanced"] else "[red]NO[/]")
+    tot = data["totals"]
+    t.add_row("[b]total[/]", "", *[f"[b]{tot[k]:,}[/]" for k in
+              ("received", "loaded", "quarantined", "duplicates", "in_flight")],
+              "[green]yes[/]" if data["balanced"] else "[red]NO[/]")
+    console.print(t)
+    lg = data["log"]
+    ld = data["loader"]
+    console.print(
+        f"log: {lg['depth_events']:,} events / {lg['depth_bytes']:,} bytes pending "
+        f"(cap {data['log_cap_bytes']:,}), load lag {data['load_lag_seconds']:.2f} s"
+    )
+    console.print(
+        f"loader: {'running' if ld['running'] else 'stopped'}, {ld['batches']:,} batches, "
+        f"last commit {ld['last_commit_at'] or '-'}"
+        + (f", [red]last error: {ld['last_error']}[/]" if ld["last_error"] else "")
+    )
+    console.print(f"server: {data['server'] or 'not running (read from files)'}")
+
+
+def status(data_dir: DataDirOpt = None, pack: PacksOpt = None, json: JsonOpt = False) -> None:
+    """Show conservation per source, log depth and loader state."""
+    data = collect_status(data_dir, pack)
+    if json:
+        console.print_json(orjson.dumps(data).decode())
+    else:
+        render(data)

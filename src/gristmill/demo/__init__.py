@@ -1,0 +1,1 @@
+"""Demo traffic: realistic generated events per pack, and a retrying HTTP sender."""

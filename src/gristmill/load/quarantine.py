@@ -1,0 +1,129 @@
+"""Quarantine: list what was not loaded, and replay it through the collector again.
+
+A replay re-reads the original bytes with the pack as it is now (a fixed schema, a newly
+mapped event type), appends the result as a new frame of the same source, and stamps the
+quarantine rows ``replayed_at``. Replaying twice is harmless: the events dedupe.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlglot import exp
+
+from gristmill.collect.service import DIALECTS, Collector, Prepared
+from gristmill.core.clock import from_datetime, iso
+from gristmill.sql.system import QUARANTINE
+from gristmill.warehouse.base import Warehouse
+
+LIST_COLUMNS = ("quarantine_id", "pack", "source", "dialect", "reason", "detail", "errors",
+                "event_id", "event_type", "received_at", "quarantined_at", "replayed_at")
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantineFilter:
+    pack: str | None = None
+    source: str | None = None
+    reason: str | None = None
+    include_replayed: bool = False
+    ids: tuple[str, ...] = ()
+
+
+def _where(f: QuarantineFilter) -> tuple[exp.Expression | None, dict[str, Any]]:
+    conds: list[exp.Expression] = []
+    params: dict[str, Any] = {}
+    for name in ("pack", "source", "reason"):
+        value = getattr(f, name)
+        if value is not None:
+            conds.append(exp.column(name).eq(exp.Placeholder(this=name)))
+            params[name] = value
+    if not f.include_replayed:
+        conds.append(exp.column("replayed_at").is_(exp.null()))
+    if f.ids:
+        conds.append(exp.column("quarantine_id").isin(
+            *[exp.Placeholder(this=f"id{i}") for i in range(len(f.ids))]))
+        params.update({f"id{i}": v for i, v in enumerate(f.ids)})
+    return (exp.and_(*conds) if conds else None), params
+
+
+def list_quarantine(
+    wh: Warehouse, f: QuarantineFilter, *, limit: int = 100, after: str | None = None,
+    with_raw: bool = False,
+) -> list[dict[str, Any]]:
+    """Rows ordered by id; ``after`` is the last id of the previous page (keyset paging)."""
+    where, params = _where(f)
+    cols = [*LIST_COLUMNS, "raw"] if with_raw else list(LIST_COLUMNS)
+    q = exp.select(*[exp.column(c, quoted=True) for c in cols]).from_(QUARANTINE)
+    if where is not None:
+        q = q.where(where)
+    if after:
+        q = q.where(exp.GT(this=exp.column("quarantine_id"), expression=exp.Placeholder(this="after")))
+        params["after"] = after
+    q = q.order_by("quarantine_id").limit(exp.Placeholder(this="limit"))
+    params["limit"] = limit
+    rows = wh.query(q, params).to_pylist()
+    for r in rows:
+        for tcol in ("received_at", "quarantined_at", "replayed_at"):
+            if r[tcol] is not None:
+                r[tcol] = iso(from_datetime(r[tcol]))
+        if with_raw:
+            raw: bytes = r.pop("raw")
+            try:
+                r["raw"] = raw.decode("utf-8")
+                r["raw_encoding"] = "utf-8"
+            except UnicodeDecodeError:
+                r["raw"] = base64.b64encode(raw).decode()
+                r["raw_encoding"] = "base64"
+    return rows
+
+
+def count_quarantine(wh: Warehouse, f: QuarantineFilter) -> dict[str, int]:
+    """Rows per reason."""
+    where, params = _where(f)
+    q = (exp.select("reason", exp.alias_(exp.func("count", exp.Star()), "n"))
+         .from_(QUARANTINE).group_by("reason"))
+    if where is not None:
+        q = q.where(where)
+    return {str(row["reason"]): int(row["n"]) for row in wh.query(q, params).to_pylist()}
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayResult:
+    replayed: int
+    accepted: int
+    rejected: int
+
+
+def replay(
+    wh: Warehouse, collector: Collector, f: QuarantineFilter, *, limit: int = 10_000
+) -> ReplayResult:
+    rows = list_quarantine(wh, f, limit=limit, with_raw=True)
+    frames: list[Prepared] = []
+    accepted = rejected = 0
+    for r in rows:
+        raw = (r["raw"].encode() if r["raw_encoding"] == "utf-8"
+               else base64.b64decode(r["raw"]))
+        prepared = collector.prepare(
+            pack=r["pack"], source=r["source"],
+            dialect=r["dialect"] if r["dialect"] in DIALECTS else "native", raw=raw,
+        )
+        frames.append(prepared)
+        accepted += len(prepared.frame.events)
+        rejected += len(prepared.frame.rejects)
+    if frames:
+        collector.log.append([p.record() for p in frames])
+        ids = [r["quarantine_id"] for r in rows]
+        stmt = exp.update(
+            QUARANTINE, {"replayed_at": exp.CurrentTimestamp()},
+            where=exp.column("quarantine_id").isin(
+                *[exp.Placeholder(this=f"id{i}") for i in range(len(ids))]),
+        )
+        wh.execute(stmt, {f"id{i}": v for i, v in enumerate(ids)})
+    return ReplayResult(len(rows), accepted, rejected)
+
+
+def replay_ids(ids: Sequence[str]) -> QuarantineFilter:
+    return QuarantineFilter(ids=tuple(ids))

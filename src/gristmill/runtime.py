@@ -1,0 +1,96 @@
+"""Wire the parts for one process from settings: packs, metadata, log, warehouse, collector,
+loader. The API and the CLI both start from a :class:`Runtime`; nothing else builds parts."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from gristmill.auth.keys import KeyResolver
+from gristmill.collect.service import Collector
+from gristmill.config import Settings
+from gristmill.core.clock import now_us
+from gristmill.core.ids import new_token
+from gristmill.load.conservation import Conservation, conservation
+from gristmill.load.loader import Loader
+from gristmill.log.registry import open_log
+from gristmill.meta.store import MetaStore
+from gristmill.pack.loader import load_packs
+from gristmill.warehouse.registry import open_warehouse
+
+log = logging.getLogger(__name__)
+
+SERVER_FILE = "server.json"
+
+
+class Runtime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.packs = load_packs(settings.resolved_packs_dir, settings.packs)
+        self.meta = MetaStore(settings.meta_database_url)
+        self.log = open_log(settings)
+        self.warehouse = open_warehouse(settings)
+        self.warehouse.provision(list(self.packs.values()), apply=True)
+        self.collector = Collector(self.packs, self.log, settings.limits)
+        self.loader = Loader(self.log, self.warehouse, self.packs, settings.loader)
+        self.local_token = new_token("gml")
+        self.keys = KeyResolver(self.meta, settings.auth.key_cache_ttl_s, self.local_token)
+        self.started_at = now_us()
+        self._server_file: Path | None = None
+
+    def start(self, *, url: str | None = None, loader: bool = True) -> None:
+        if loader:
+            self.loader.start()
+        if url is not None:
+            self._server_file = self.settings.data_dir / SERVER_FILE
+            write_server_file(self._server_file, url=url, token=self.local_token)
+
+    def stop(self) -> None:
+        self.loader.stop()
+        if self._server_file is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self._server_file.unlink()
+        self.log.close()
+        self.warehouse.close()
+        self.meta.close()
+
+    def conservation(self) -> Conservation:
+        return conservation(self.log, self.warehouse, self.loader.group)
+
+    def readiness(self) -> list[str]:
+        problems = list(self.log.check_ready())
+        problems += self.warehouse.check_ready(list(self.packs.values())).problems
+        if self.loader.stats.last_error:
+            problems.append(f"loader: last batch failed: {self.loader.stats.last_error}")
+        return problems
+
+
+def write_server_file(path: Path, *, url: str, token: str) -> None:
+    """Tell local CLI commands where the server is and how to call it as operator.
+
+    Written 0600: the token grants operator rights, like a database's local socket would.
+    """
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump({"url": url, "token": token, "pid": os.getpid()}, fh)
+    tmp.replace(path)
+
+
+def read_server_file(data_dir: Path) -> dict[str, Any] | None:
+    path = data_dir / SERVER_FILE
+    try:
+        info: dict[str, Any] = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    pid = int(info.get("pid", 0))
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return None  # a server that died without cleaning up
+    return info

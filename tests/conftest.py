@@ -1,0 +1,90 @@
+"""Shared fixtures and the service-marker policy.
+
+A test marked with a service (postgres, rabbitmq, redis, nats, kafka, clickhouse, browser)
+skips with a reason when the service is absent — and fails when ``CI=true``, because CI must
+exercise it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from gristmill.api.app import create_app
+from gristmill.config import Settings
+from gristmill.runtime import Runtime
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKS = ROOT / "packs"
+
+SERVICES: dict[str, tuple[str, int]] = {
+    "postgres": ("127.0.0.1", 5432),
+    "rabbitmq": ("127.0.0.1", 5672),
+    "redis": ("127.0.0.1", 6379),
+    "nats": ("127.0.0.1", 4222),
+}
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    in_ci = os.environ.get("CI", "").lower() == "true"
+    for name, (host, port) in SERVICES.items():
+        if item.get_closest_marker(name) and not _port_open(host, port):
+            msg = f"{name} is not reachable on {host}:{port}"
+            if in_ci:
+                pytest.fail(f"{msg} (CI=true requires it)")
+            pytest.skip(msg)
+    if item.get_closest_marker("browser") and not shutil.which("chromium"):
+        if in_ci:
+            pytest.fail("chromium is not installed (CI=true requires it)")
+        pytest.skip("chromium is not installed")
+
+
+def make_settings(tmp: Path, **overrides: object) -> Settings:
+    return Settings(data_dir=tmp, packs_dir=PACKS, packs=["marketplace"], **overrides)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path / "data")
+
+
+@pytest.fixture
+def runtime(settings: Settings) -> Iterator[Runtime]:
+    rt = Runtime(settings)
+    try:
+        yield rt
+    finally:
+        rt.stop()
+
+
+@pytest.fixture
+def client(runtime: Runtime) -> Iterator[TestClient]:
+    """An app over a runtime whose loader does NOT run in the background: tests call
+    ``runtime.loader.drain()`` to load deterministically."""
+    app = create_app(runtime, start=False)
+    with TestClient(app) as c:
+        yield c
+
+
+@pytest.fixture
+def write_key(runtime: Runtime) -> str:
+    return runtime.meta.create_key("write", "test", pack="marketplace", source="web")[1]
+
+
+@pytest.fixture
+def operator_key(runtime: Runtime) -> str:
+    return runtime.meta.create_key("secret", "ops", role="operator")[1]
