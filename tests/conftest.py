@@ -54,7 +54,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 
 def make_settings(tmp: Path, **overrides: object) -> Settings:
-    return Settings(data_dir=tmp, packs_dir=PACKS, packs=["marketplace"], **overrides)  # type: ignore[arg-type]
+    kwargs: dict[str, object] = {"data_dir": tmp, "packs_dir": PACKS, "packs": ["marketplace"]}
+    return Settings(**(kwargs | overrides))  # type: ignore[arg-type]
 
 
 @pytest.fixture

@@ -45,6 +45,14 @@ def _sql(e: exp.Expression) -> str:
     return e.sql(dialect=DIALECT)
 
 
+def _run(
+    cur: duckdb.DuckDBPyConnection, sql: str, params: Mapping[str, Any] | list[Any] | None = None
+) -> list[tuple[Any, ...]]:
+    """Execute and read the result to its end: DuckDB refuses new work on a cursor whose last
+    result is unfinished, and every statement (even COMMIT) has one."""
+    return cur.execute(sql, params).fetchall()
+
+
 class DuckDBWarehouse:
     name = NAME
     dialect = DIALECT
@@ -110,23 +118,24 @@ class DuckDBWarehouse:
         cur = self._cur()
         with self._write_lock:
             for s in stmts:
-                cur.execute(s)
+                _run(cur, s)
             for pack in packs:
                 for table in pack.spec.tables:
                     have = self._columns(pack.dataset, table)
                     for col in pack.columns(table):
                         if col.name not in have:
                             alter = _sql(ddl.add_column(ddl.table_ref(pack.dataset, table), col))
-                            cur.execute(alter)
+                            _run(cur, alter)
                             stmts.append(alter)
         return stmts
 
     def _columns(self, schema: str, table: str) -> dict[str, str]:
-        rows = self._cur().execute(
+        rows = _run(
+            self._cur(),
             "SELECT column_name, data_type FROM information_schema.columns "
             "WHERE table_schema = $s AND table_name = $t",
             {"s": schema, "t": table},
-        ).fetchall()
+        )
         return {str(n): str(t) for n, t in rows}
 
     def check_ready(self, packs: Sequence[Pack]) -> Readiness:
@@ -156,33 +165,29 @@ class DuckDBWarehouse:
     def commit_load(self, batch: LoadBatch) -> LoadResult:
         cur = self._cur()
         with self._write_lock:
-            cur.execute("BEGIN TRANSACTION")
+            _run(cur, "BEGIN TRANSACTION")
             try:
-                seen = cur.execute(
-                    _sql(exp.select("1").from_(LOADS).where(
-                        exp.column("batch_id").eq(exp.Placeholder(this="b"))).limit(1)),
-                    {"b": batch.batch_id},
-                ).fetchone()
+                seen = _run(cur, _SEEN_BATCH, {"b": batch.batch_id})
                 if seen:
-                    cur.execute("ROLLBACK")
+                    _run(cur, "ROLLBACK")
                     return LoadResult(batch.batch_id, {}, {}, {}, replayed=True)
                 fresh: dict[tuple[str, str], int] = defaultdict(int)
                 for rows in batch.tables:
                     st = self._stmts(rows)
                     cur.register("_gm_batch", rows.rows)
                     try:
-                        cur.execute(st.fresh)
+                        _run(cur, st.fresh)
                     finally:
                         cur.unregister("_gm_batch")
-                    cur.execute(st.remember)
-                    cur.execute(st.insert)
-                    for source, n in cur.execute(st.count_by_source).fetchall():
+                    _run(cur, st.remember)
+                    _run(cur, st.insert)
+                    for source, n in _run(cur, st.count_by_source):
                         fresh[(rows.pack.name, str(source))] += int(n)
-                    cur.execute(LoadStatements.DROP_FRESH)
+                    _run(cur, LoadStatements.DROP_FRESH)
                 if batch.quarantine is not None and batch.quarantine.num_rows:
                     cur.register("_gm_q", batch.quarantine)
                     try:
-                        cur.execute(_INSERT_QUARANTINE)
+                        _run(cur, _INSERT_QUARANTINE)
                     finally:
                         cur.unregister("_gm_q")
                 loaded: dict[tuple[str, str], int] = {}
@@ -196,35 +201,37 @@ class DuckDBWarehouse:
                     quarantined[key] = counts.quarantined
                     ledger.append((batch.batch_id, batch.log_name, batch.group, key[0], key[1],
                                    loaded[key], dups[key], quarantined[key], batch.last_offset))
-                cur.executemany(_INSERT_LEDGER, ledger)
-                cur.execute(_DELETE_OFFSET, {"log": batch.log_name, "grp": batch.group})
-                cur.execute(
+                for row in ledger:
+                    _run(cur, _INSERT_LEDGER, list(row))
+                _run(cur, _DELETE_OFFSET, {"log": batch.log_name, "grp": batch.group})
+                _run(
+                    cur,
                     _INSERT_OFFSET,
                     {"log": batch.log_name, "grp": batch.group, "off": batch.last_offset},
                 )
-                cur.execute("COMMIT")
+                _run(cur, "COMMIT")
             except BaseException:
-                cur.execute("ROLLBACK")
+                _run(cur, "ROLLBACK")
                 raise
         return LoadResult(batch.batch_id, loaded, dups, quarantined)
 
     def stored_offset(self, log_name: str, group: str) -> int:
-        row = self._cur().execute(_SELECT_OFFSET, {"log": log_name, "grp": group}).fetchone()
-        return int(row[0]) if row else 0
+        rows = _run(self._cur(), _SELECT_OFFSET, {"log": log_name, "grp": group})
+        return int(rows[0][0]) if rows else 0
 
     def ledger(self, log_name: str, group: str) -> LedgerTotals:
         cur = self._cur()
-        cur.execute("BEGIN TRANSACTION")
+        _run(cur, "BEGIN TRANSACTION")
         try:
-            rows = cur.execute(_SUM_LEDGER, {"log": log_name}).fetchall()
-            off = cur.execute(_SELECT_OFFSET, {"log": log_name, "grp": group}).fetchone()
+            rows = _run(cur, _SUM_LEDGER, {"log": log_name})
+            off = _run(cur, _SELECT_OFFSET, {"log": log_name, "grp": group})
         finally:
-            cur.execute("COMMIT")
+            _run(cur, "COMMIT")
         return LedgerTotals(
             loaded={(p, s): int(lo) for p, s, lo, _, _ in rows},
             duplicates={(p, s): int(d) for p, s, _, d, _ in rows},
             quarantined={(p, s): int(q) for p, s, _, _, q in rows},
-            offset=int(off[0]) if off else 0,
+            offset=int(off[0][0]) if off else 0,
         )
 
     def prune_dedupe(self, pack: Pack, now_us: int) -> int:
@@ -235,8 +242,8 @@ class DuckDBWarehouse:
             )
         )
         with self._write_lock:
-            row = self._cur().execute(stmt, {"cutoff": to_datetime(cutoff)}).fetchone()
-        return int(row[0]) if row else 0
+            rows = _run(self._cur(), stmt, {"cutoff": to_datetime(cutoff)})
+        return int(rows[0][0]) if rows else 0
 
     # -- reading ------------------------------------------------------------------------
     def query(self, query: exp.Expression, params: Mapping[str, Any] | None = None) -> pa.Table:
@@ -247,8 +254,8 @@ class DuckDBWarehouse:
 
     def execute(self, stmt: exp.Expression, params: Mapping[str, Any] | None = None) -> int:
         with self._write_lock:
-            row = self._cur().execute(_sql(stmt), dict(params or {})).fetchone()
-        return int(row[0]) if row else 0
+            rows = _run(self._cur(), _sql(stmt), dict(params or {}))
+        return int(rows[0][0]) if rows and rows[0] and isinstance(rows[0][0], int) else 0
 
     def delete(self, table: exp.Table, where: exp.Expression) -> int:
         return self.execute(exp.delete(table).where(where))
@@ -257,6 +264,9 @@ class DuckDBWarehouse:
         self._db.close()
 
 
+_SEEN_BATCH = _sql(
+    exp.select("1").from_(LOADS).where(exp.column("batch_id").eq(exp.Placeholder(this="b"))).limit(1)
+)
 _INSERT_QUARANTINE = _sql(
     exp.insert(
         exp.select(*QUARANTINE_INPUT, exp.CurrentTimestamp()).from_("_gm_q"),

@@ -1,0 +1,235 @@
+"""POST /v1/events end to end through the ASGI app: statuses, per-item reasons, counting."""
+
+from __future__ import annotations
+
+import gzip
+from typing import Any
+
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlglot import exp
+
+from gristmill.runtime import Runtime
+from gristmill.sql.ddl import table_ref
+from tests.factories import ad, order
+
+
+def post(client: TestClient, key: str, body: Any, **headers: str) -> Any:
+    data = body if isinstance(body, bytes) else orjson.dumps(body)
+    return client.post("/v1/events", content=data,
+                       headers={"Authorization": f"Bearer {key}", **headers})
+
+
+def count(rt: Runtime, table: str = "marketplace_events") -> int:
+    q = exp.select(exp.func("count", exp.Star()).as_("n")).from_(table_ref("marketplace", table))
+    return int(rt.warehouse.query(q).to_pylist()[0]["n"])
+
+
+def test_all_accepted_is_200_and_loads(client: TestClient, runtime: Runtime, write_key: str) -> None:
+    r = post(client, write_key, [order(), order("order_paid"), ad()])
+    assert r.status_code == 200
+    body = r.json()
+    assert body["accepted"] == 3 and body["rejected"] == 0
+    assert [i["status"] for i in body["results"]] == ["accepted"] * 3
+    runtime.loader.drain()
+    assert count(runtime) == 2 and count(runtime, "ad_events") == 1
+
+
+def test_mixed_batch_is_207_with_a_reason_per_item(client: TestClient, runtime: Runtime,
+                                                  write_key: str) -> None:
+    bad_type = order()
+    bad_type["properties"]["amount_cents"] = "12.50"
+    missing = order()
+    del missing["occurred_at"]
+    unknown = order("order_refunded")
+    r = post(client, write_key, [order(), bad_type, missing, unknown])
+    assert r.status_code == 207
+    res = r.json()["results"]
+    assert [x["status"] for x in res] == ["accepted", "rejected", "rejected", "rejected"]
+    assert res[1]["reason"] == "schema_violation"
+    assert res[1]["errors"][0]["path"] == "/properties/amount_cents"
+    assert res[2]["reason"] == "invalid_envelope" and "occurred_at" in res[2]["detail"]
+    assert res[3]["reason"] == "unknown_event_type"
+    runtime.loader.drain()
+    c = runtime.conservation()
+    assert c.balanced
+    assert (c.total("loaded"), c.total("quarantined")) == (1, 3)
+
+
+def test_all_rejected_is_422_problem(client: TestClient, runtime: Runtime, write_key: str) -> None:
+    r = post(client, write_key, [order(schema_version=9)])
+    assert r.status_code == 422
+    assert r.headers["content-type"] == "application/problem+json"
+    p = r.json()
+    assert p["type"].endswith("/events-rejected")
+    assert p["errors"][0]["reason"] == "unknown_schema_version"
+
+
+def test_ndjson_and_gzip(client: TestClient, runtime: Runtime, write_key: str) -> None:
+    nd = b"\n".join(orjson.dumps(e) for e in [order(), order()])
+    r = post(client, write_key, gzip.compress(nd), **{"Content-Encoding": "gzip",
+                                                       "Content-Type": "application/x-ndjson"})
+    assert r.status_code == 200 and r.json()["accepted"] == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "slug"),
+    [
+        (b"{not json", {}, "events-rejected"),
+        (b'[{"event_id": "a"}, ', {}, "undecodable-body"),
+        (b"\x1f\x8bgarbage", {}, "undecodable-body"),
+        (b"not gzip", {"Content-Encoding": "gzip"}, "undecodable-body"),
+        (b"", {}, "empty-body"),
+        (b"[1, 2]", {}, "events-rejected"),
+    ],
+)
+def test_malformed_bodies_are_4xx_and_kept(client: TestClient, runtime: Runtime, write_key: str,
+                                           body: bytes, headers: dict[str, str], slug: str) -> None:
+    r = post(client, write_key, body, **headers)
+    assert 400 <= r.status_code < 500
+    assert r.json()["type"].endswith("/" + slug)
+    runtime.loader.drain()
+    c = runtime.conservation()
+    assert c.balanced
+    if body:
+        # Every non-empty body's bytes are in quarantine.
+        assert c.total("quarantined") >= 1
+        assert c.total("received") == c.total("quarantined")
+
+
+def test_oversize_event_is_rejected_alone(client: TestClient, runtime: Runtime, write_key: str) -> None:
+    limit = runtime.settings.limits.max_event_bytes
+    big = order()
+    big["context"] = {"pad": "x" * limit}
+    r = post(client, write_key, [order(), big])
+    assert r.status_code == 207
+    assert r.json()["results"][1]["reason"] == "oversize"
+
+
+def test_event_size_boundary_is_exact(client: TestClient, runtime: Runtime, write_key: str) -> None:
+    limit = runtime.settings.limits.max_event_bytes
+    ev = order()
+    ev["context"] = {"pad": ""}
+    base = len(orjson.dumps(ev))
+    ev["context"]["pad"] = "x" * (limit - base)
+    at_limit = orjson.dumps(ev)
+    assert len(at_limit) == limit
+    assert post(client, write_key, b"[" + at_limit + b"]").status_code == 200
+    ev["context"]["pad"] += "x"
+    over = orjson.dumps(ev)
+    assert len(over) == limit + 1
+    r = post(client, write_key, b"[" + over + b"]")
+    assert r.status_code == 422 and r.json()["errors"][0]["reason"] == "oversize"
+
+
+def test_oversize_body_is_413_with_the_limit(client: TestClient, runtime: Runtime, write_key: str) -> None:
+    limit = runtime.settings.limits.max_request_bytes
+    r = post(client, write_key, b"[" + b" " * limit + b"]")
+    assert r.status_code == 413
+    assert r.json()["limit_bytes"] == limit
+    assert runtime.conservation().total("received") == 0
+
+
+def test_too_many_events_is_413(client: TestClient, runtime: Runtime, write_key: str) -> None:
+    n = runtime.settings.limits.max_events_per_request + 1
+    r = post(client, write_key, b"[" + b",".join([b"{}"] * n) + b"]")
+    assert r.status_code == 413
+    assert r.json()["limit_events"] == n - 1
+
+
+@pytest.mark.parametrize("auth", [None, "Bearer nope", "Basic !!!", "Token x"])
+def test_missing_or_unknown_key_is_401(client: TestClient, auth: str | None) -> None:
+    headers = {"Authorization": auth} if auth else {}
+    r = client.post("/v1/events", content=b"[]", headers=headers)
+    assert r.status_code == 401
+    assert r.headers["content-type"] == "application/problem+json"
+
+
+def test_basic_auth_write_key(client: TestClient, write_key: str) -> None:
+    import base64
+
+    basic = base64.b64encode(f"{write_key}:".encode()).decode()
+    r = client.post("/v1/events", content=orjson.dumps([order()]),
+                    headers={"Authorization": f"Basic {basic}"})
+    assert r.status_code == 200
+
+
+def test_revoked_key_stops_working(client: TestClient, runtime: Runtime) -> None:
+    key, token = runtime.meta.create_key("write", "t", pack="marketplace", source="web")
+    assert post(client, token, [order()]).status_code == 200
+    runtime.meta.revoke_key(key.key_id)
+    runtime.keys._cache.clear()  # skip the 5 s cache TTL
+    assert post(client, token, [order()]).status_code == 401
+
+
+def test_secret_key_cannot_ingest(client: TestClient, operator_key: str) -> None:
+    r = post(client, operator_key, [order()])
+    assert r.status_code == 403
+
+
+def test_log_over_cap_is_503_with_retry_after(tmp_path: Any) -> None:
+    from gristmill.api.app import create_app
+    from tests.conftest import make_settings
+
+    rt = Runtime(make_settings(tmp_path, log={"type": "sqlite", "max_bytes": 2048}))
+    try:
+        key = rt.meta.create_key("write", "t", pack="marketplace", source="web")[1]
+        with TestClient(create_app(rt, start=False)) as c:
+            assert post(c, key, [order() for _ in range(20)]).status_code == 200
+            r = post(c, key, [order()])
+            assert r.status_code == 503
+            assert r.headers["retry-after"] == "5"
+            received = rt.conservation().total("received")
+            rt.loader.drain()
+            assert post(c, key, [order()]).status_code == 200
+            assert rt.conservation().total("received") == received + 1
+    finally:
+        rt.stop()
+
+
+def test_duplicates_across_requests_load_once(client: TestClient, runtime: Runtime,
+                                              write_key: str) -> None:
+    events = [order(event_id=f"dup-{i}") for i in range(5)]
+    post(client, write_key, events)
+    runtime.loader.drain()
+    post(client, write_key, events)
+    runtime.loader.drain()
+    assert count(runtime) == 5
+    c = runtime.conservation()
+    assert (c.total("received"), c.total("loaded"), c.total("duplicates")) == (10, 5, 5)
+
+
+def test_same_event_id_from_two_sources_loads_twice(client: TestClient, runtime: Runtime,
+                                                    write_key: str) -> None:
+    other = runtime.meta.create_key("write", "o", pack="marketplace", source="outbox")[1]
+    ev = order(event_id="shared")
+    post(client, write_key, [ev])
+    post(client, other, [ev])
+    runtime.loader.drain()
+    assert count(runtime) == 2
+
+
+def test_metrics_expose_conservation(client: TestClient, runtime: Runtime, write_key: str) -> None:
+    post(client, write_key, [order(), order("nope")])
+    runtime.loader.drain()
+    text = client.get("/metrics").text
+    assert 'gristmill_events_received_total{pack="marketplace",source="web"} 2.0' in text
+    assert 'gristmill_events_loaded_total{pack="marketplace",source="web"} 1.0' in text
+    assert 'gristmill_events_quarantined_total{pack="marketplace",source="web"} 1.0' in text
+    assert "gristmill_conservation_balanced 1.0" in text
+    assert 'gristmill_http_requests_total{route="/v1/events",status="207"} 1.0' in text
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.one_of(
+    st.binary(max_size=300),
+    st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+                 lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4),
+                 max_leaves=20).map(orjson.dumps),
+))
+def test_fuzzed_bodies_never_5xx(client: TestClient, write_key: str, body: bytes) -> None:
+    r = post(client, write_key, body)
+    assert r.status_code < 500, r.text

@@ -1,0 +1,90 @@
+"""The loader's crash windows: every interleaving of warehouse commit and log commit."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from sqlglot import exp
+
+from gristmill.config import Settings
+from gristmill.load.loader import Loader
+from gristmill.runtime import Runtime
+from gristmill.sql.ddl import table_ref
+from tests.factories import order
+
+
+def ingest(rt: Runtime, events: list[dict[str, object]], source: str = "web") -> None:
+    p = rt.collector.prepare(pack="marketplace", source=source, dialect="native",
+                             raw=orjson.dumps(events))
+    rt.collector.submit_sync(p)
+
+
+def rows(rt: Runtime) -> int:
+    q = exp.select(exp.func("count", exp.Star()).as_("n")).from_(
+        table_ref("marketplace", "marketplace_events"))
+    return int(rt.warehouse.query(q).to_pylist()[0]["n"])
+
+
+def test_crash_after_warehouse_commit_before_log_commit(settings: Settings) -> None:
+    rt = Runtime(settings)
+    ingest(rt, [order() for _ in range(10)])
+    # Simulate the crash: the log's commit never happens.
+    real_commit = rt.log.commit
+    rt.log.commit = lambda group, offset: None  # type: ignore[method-assign]
+    rt.loader.run_once(timeout_s=0)
+    rt.log.commit = real_commit  # type: ignore[method-assign]
+    assert rows(rt) == 10
+    assert rt.log.committed("loader") == 0  # the log still holds the batch
+    # A new loader (a restarted process) starts from the warehouse's offset.
+    fresh = Loader(rt.log, rt.warehouse, rt.packs, settings.loader)
+    assert fresh.run_once(timeout_s=0) is None
+    assert rows(rt) == 10
+    assert rt.log.committed("loader") > 0  # and catches the log up
+    c = rt.conservation()
+    assert c.balanced and c.total("loaded") == 10 and c.total("in_flight") == 0
+    rt.stop()
+
+
+def test_crash_before_warehouse_commit_reloads_everything(settings: Settings) -> None:
+    rt = Runtime(settings)
+    ingest(rt, [order() for _ in range(10)])
+
+    def boom(batch: object) -> None:
+        raise RuntimeError("power cut")
+
+    real = rt.warehouse.commit_load
+    rt.warehouse.commit_load = boom  # type: ignore[method-assign,assignment]
+    with pytest.raises(RuntimeError):
+        rt.loader.run_once(timeout_s=0)
+    rt.warehouse.commit_load = real  # type: ignore[method-assign]
+    assert rows(rt) == 0
+    assert rt.conservation().total("in_flight") == 10
+    Loader(rt.log, rt.warehouse, rt.packs, settings.loader).drain()
+    assert rows(rt) == 10
+    assert rt.conservation().balanced
+    rt.stop()
+
+
+def test_background_loader_survives_a_failing_batch(settings: Settings) -> None:
+    rt = Runtime(settings)
+    settings.loader.retry_backoff_s = 0.05
+    calls = {"n": 0}
+    real = rt.warehouse.commit_load
+
+    def flaky(batch):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("transient")
+        return real(batch)
+
+    rt.warehouse.commit_load = flaky  # type: ignore[method-assign]
+    ingest(rt, [order() for _ in range(3)])
+    rt.start()
+    import time
+
+    deadline = time.monotonic() + 10
+    while rows(rt) < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert rows(rt) == 3
+    assert rt.loader.stats.failures == 1
+    rt.stop()
