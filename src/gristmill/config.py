@@ -83,7 +83,7 @@ class Settings(BaseSettings):
     environment: Literal["development", "production"] = "development"
     data_dir: Path = Path(".gristmill")
     packs_dir: Path | None = None
-    """Folder holding ``<pack>/pack.yaml``; default ``./packs`` or the packs shipped in the wheel."""
+    """Folder holding ``<pack>/pack.yaml``; default ``./packs``, else the packs shipped along."""
     packs: list[str] = ["marketplace"]
     server: ServerSettings = ServerSettings()
     limits: LimitSettings = LimitSettings()
@@ -98,10 +98,12 @@ class Settings(BaseSettings):
     def resolved_packs_dir(self) -> Path:
         if self.packs_dir is not None:
             return self.packs_dir
-        local = Path("packs")
-        if (local / self.packs[0] / "pack.yaml").exists():
-            return local
-        return Path(__file__).parent / "packs"
+        here = Path(__file__).resolve().parent
+        # ./packs, then the source checkout (editable install), then the copy inside the wheel.
+        for candidate in (Path("packs"), here.parent.parent / "packs", here / "packs"):
+            if all((candidate / p / "pack.yaml").exists() for p in self.packs):
+                return candidate
+        return Path("packs")
 
     @property
     def log_path(self) -> Path:

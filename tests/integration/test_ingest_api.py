@@ -19,8 +19,9 @@ from tests.factories import ad, order
 
 def post(client: TestClient, key: str, body: Any, **headers: str) -> Any:
     data = body if isinstance(body, bytes) else orjson.dumps(body)
-    return client.post("/v1/events", content=data,
-                       headers={"Authorization": f"Bearer {key}", **headers})
+    return client.post(
+        "/v1/events", content=data, headers={"Authorization": f"Bearer {key}", **headers}
+    )
 
 
 def count(rt: Runtime, table: str = "marketplace_events") -> int:
@@ -28,18 +29,23 @@ def count(rt: Runtime, table: str = "marketplace_events") -> int:
     return int(rt.warehouse.query(q).to_pylist()[0]["n"])
 
 
-def test_all_accepted_is_200_and_loads(client: TestClient, runtime: Runtime, write_key: str) -> None:
+def test_all_accepted_is_200_and_loads(
+    client: TestClient, runtime: Runtime, write_key: str
+) -> None:
     r = post(client, write_key, [order(), order("order_paid"), ad()])
     assert r.status_code == 200
     body = r.json()
-    assert body["accepted"] == 3 and body["rejected"] == 0
+    assert body["accepted"] == 3
+    assert body["rejected"] == 0
     assert [i["status"] for i in body["results"]] == ["accepted"] * 3
     runtime.loader.drain()
-    assert count(runtime) == 2 and count(runtime, "ad_events") == 1
+    assert count(runtime) == 2
+    assert count(runtime, "ad_events") == 1
 
 
-def test_mixed_batch_is_207_with_a_reason_per_item(client: TestClient, runtime: Runtime,
-                                                  write_key: str) -> None:
+def test_mixed_batch_is_207_with_a_reason_per_item(
+    client: TestClient, runtime: Runtime, write_key: str
+) -> None:
     bad_type = order()
     bad_type["properties"]["amount_cents"] = "12.50"
     missing = order()
@@ -51,7 +57,8 @@ def test_mixed_batch_is_207_with_a_reason_per_item(client: TestClient, runtime: 
     assert [x["status"] for x in res] == ["accepted", "rejected", "rejected", "rejected"]
     assert res[1]["reason"] == "schema_violation"
     assert res[1]["errors"][0]["path"] == "/properties/amount_cents"
-    assert res[2]["reason"] == "invalid_envelope" and "occurred_at" in res[2]["detail"]
+    assert res[2]["reason"] == "invalid_envelope"
+    assert "occurred_at" in res[2]["detail"]
     assert res[3]["reason"] == "unknown_event_type"
     runtime.loader.drain()
     c = runtime.conservation()
@@ -70,9 +77,14 @@ def test_all_rejected_is_422_problem(client: TestClient, runtime: Runtime, write
 
 def test_ndjson_and_gzip(client: TestClient, runtime: Runtime, write_key: str) -> None:
     nd = b"\n".join(orjson.dumps(e) for e in [order(), order()])
-    r = post(client, write_key, gzip.compress(nd), **{"Content-Encoding": "gzip",
-                                                       "Content-Type": "application/x-ndjson"})
-    assert r.status_code == 200 and r.json()["accepted"] == 2
+    r = post(
+        client,
+        write_key,
+        gzip.compress(nd),
+        **{"Content-Encoding": "gzip", "Content-Type": "application/x-ndjson"},
+    )
+    assert r.status_code == 200
+    assert r.json()["accepted"] == 2
 
 
 @pytest.mark.parametrize(
@@ -86,8 +98,14 @@ def test_ndjson_and_gzip(client: TestClient, runtime: Runtime, write_key: str) -
         (b"[1, 2]", {}, "events-rejected"),
     ],
 )
-def test_malformed_bodies_are_4xx_and_kept(client: TestClient, runtime: Runtime, write_key: str,
-                                           body: bytes, headers: dict[str, str], slug: str) -> None:
+def test_malformed_bodies_are_4xx_and_kept(
+    client: TestClient,
+    runtime: Runtime,
+    write_key: str,
+    body: bytes,
+    headers: dict[str, str],
+    slug: str,
+) -> None:
     r = post(client, write_key, body, **headers)
     assert 400 <= r.status_code < 500
     assert r.json()["type"].endswith("/" + slug)
@@ -100,7 +118,9 @@ def test_malformed_bodies_are_4xx_and_kept(client: TestClient, runtime: Runtime,
         assert c.total("received") == c.total("quarantined")
 
 
-def test_oversize_event_is_rejected_alone(client: TestClient, runtime: Runtime, write_key: str) -> None:
+def test_oversize_event_is_rejected_alone(
+    client: TestClient, runtime: Runtime, write_key: str
+) -> None:
     limit = runtime.settings.limits.max_event_bytes
     big = order()
     big["context"] = {"pad": "x" * limit}
@@ -122,10 +142,13 @@ def test_event_size_boundary_is_exact(client: TestClient, runtime: Runtime, writ
     over = orjson.dumps(ev)
     assert len(over) == limit + 1
     r = post(client, write_key, b"[" + over + b"]")
-    assert r.status_code == 422 and r.json()["errors"][0]["reason"] == "oversize"
+    assert r.status_code == 422
+    assert r.json()["errors"][0]["reason"] == "oversize"
 
 
-def test_oversize_body_is_413_with_the_limit(client: TestClient, runtime: Runtime, write_key: str) -> None:
+def test_oversize_body_is_413_with_the_limit(
+    client: TestClient, runtime: Runtime, write_key: str
+) -> None:
     limit = runtime.settings.limits.max_request_bytes
     r = post(client, write_key, b"[" + b" " * limit + b"]")
     assert r.status_code == 413
@@ -152,8 +175,9 @@ def test_basic_auth_write_key(client: TestClient, write_key: str) -> None:
     import base64
 
     basic = base64.b64encode(f"{write_key}:".encode()).decode()
-    r = client.post("/v1/events", content=orjson.dumps([order()]),
-                    headers={"Authorization": f"Basic {basic}"})
+    r = client.post(
+        "/v1/events", content=orjson.dumps([order()]), headers={"Authorization": f"Basic {basic}"}
+    )
     assert r.status_code == 200
 
 
@@ -190,8 +214,9 @@ def test_log_over_cap_is_503_with_retry_after(tmp_path: Any) -> None:
         rt.stop()
 
 
-def test_duplicates_across_requests_load_once(client: TestClient, runtime: Runtime,
-                                              write_key: str) -> None:
+def test_duplicates_across_requests_load_once(
+    client: TestClient, runtime: Runtime, write_key: str
+) -> None:
     events = [order(event_id=f"dup-{i}") for i in range(5)]
     post(client, write_key, events)
     runtime.loader.drain()
@@ -202,8 +227,9 @@ def test_duplicates_across_requests_load_once(client: TestClient, runtime: Runti
     assert (c.total("received"), c.total("loaded"), c.total("duplicates")) == (10, 5, 5)
 
 
-def test_same_event_id_from_two_sources_loads_twice(client: TestClient, runtime: Runtime,
-                                                    write_key: str) -> None:
+def test_same_event_id_from_two_sources_loads_twice(
+    client: TestClient, runtime: Runtime, write_key: str
+) -> None:
     other = runtime.meta.create_key("write", "o", pack="marketplace", source="outbox")[1]
     ev = order(event_id="shared")
     post(client, write_key, [ev])
@@ -223,13 +249,19 @@ def test_metrics_expose_conservation(client: TestClient, runtime: Runtime, write
     assert 'gristmill_http_requests_total{route="/v1/events",status="207"} 1.0' in text
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(body=st.one_of(
-    st.binary(max_size=300),
-    st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
-                 lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4),
-                 max_leaves=20).map(orjson.dumps),
-))
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    body=st.one_of(
+        st.binary(max_size=300),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+            lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4),
+            max_leaves=20,
+        ).map(orjson.dumps),
+    )
+)
 def test_fuzzed_bodies_never_5xx(client: TestClient, write_key: str, body: bytes) -> None:
     r = post(client, write_key, body)
     assert r.status_code < 500, r.text

@@ -14,14 +14,16 @@ from tests.factories import order
 
 
 def ingest(rt: Runtime, events: list[dict[str, object]], source: str = "web") -> None:
-    p = rt.collector.prepare(pack="marketplace", source=source, dialect="native",
-                             raw=orjson.dumps(events))
+    p = rt.collector.prepare(
+        pack="marketplace", source=source, dialect="native", raw=orjson.dumps(events)
+    )
     rt.collector.submit_sync(p)
 
 
 def rows(rt: Runtime) -> int:
     q = exp.select(exp.func("count", exp.Star()).as_("n")).from_(
-        table_ref("marketplace", "marketplace_events"))
+        table_ref("marketplace", "marketplace_events")
+    )
     return int(rt.warehouse.query(q).to_pylist()[0]["n"])
 
 
@@ -41,7 +43,9 @@ def test_crash_after_warehouse_commit_before_log_commit(settings: Settings) -> N
     assert rows(rt) == 10
     assert rt.log.committed("loader") > 0  # and catches the log up
     c = rt.conservation()
-    assert c.balanced and c.total("loaded") == 10 and c.total("in_flight") == 0
+    assert c.balanced
+    assert c.total("loaded") == 10
+    assert c.total("in_flight") == 0
     rt.stop()
 
 

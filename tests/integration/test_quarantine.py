@@ -15,19 +15,23 @@ from tests.conftest import PACKS, make_settings
 from tests.factories import order
 
 
-def test_list_show_and_permissions(client: TestClient, runtime: Runtime, write_key: str,
-                                   operator_key: str) -> None:
+def test_list_show_and_permissions(
+    client: TestClient, runtime: Runtime, write_key: str, operator_key: str
+) -> None:
     raw = orjson.dumps([order(), order("order_refunded")])
     client.post("/v1/events", content=raw, headers={"Authorization": f"Bearer {write_key}"})
     runtime.loader.drain()
     ops = {"Authorization": f"Bearer {operator_key}"}
     assert client.get("/v1/quarantine").status_code == 401
-    assert client.get("/v1/quarantine",
-                      headers={"Authorization": f"Bearer {write_key}"}).status_code == 403
+    assert (
+        client.get("/v1/quarantine", headers={"Authorization": f"Bearer {write_key}"}).status_code
+        == 403
+    )
     listing = client.get("/v1/quarantine", headers=ops).json()
     assert listing["counts"] == {"unknown_event_type": 1}
     (item,) = listing["items"]
-    assert item["event_type"] == "order_refunded" and item["source"] == "web"
+    assert item["event_type"] == "order_refunded"
+    assert item["source"] == "web"
     one = client.get(f"/v1/quarantine/{item['quarantine_id']}", headers=ops).json()
     assert orjson.loads(one["raw"]) == orjson.loads(raw)[1]
     assert client.get("/v1/quarantine/nope", headers=ops).status_code == 404
@@ -42,8 +46,9 @@ def test_replay_after_the_pack_learns_the_event(tmp_path: Path) -> None:
     key = rt.meta.create_key("write", "t", pack="marketplace", source="web")[1]
     ev = order(schema_version=3)
     with TestClient(create_app(rt, start=False)) as c:
-        r = c.post("/v1/events", content=orjson.dumps([ev]),
-                   headers={"Authorization": f"Bearer {key}"})
+        r = c.post(
+            "/v1/events", content=orjson.dumps([ev]), headers={"Authorization": f"Bearer {key}"}
+        )
         assert r.json()["errors"][0]["reason"] == "unknown_schema_version"
     rt.loader.drain()
     rt.stop()
@@ -63,7 +68,9 @@ def test_replay_after_the_pack_learns_the_event(tmp_path: Path) -> None:
         res = c.post("/v1/quarantine/replay", json={"reason": "unknown_schema_version"}, headers=h)
         assert res.json() == {"replayed": 1, "accepted": 1, "rejected": 0}
         rt.loader.drain()
-        again = c.post("/v1/quarantine/replay", json={"reason": "unknown_schema_version"}, headers=h)
+        again = c.post(
+            "/v1/quarantine/replay", json={"reason": "unknown_schema_version"}, headers=h
+        )
         assert again.json()["replayed"] == 0
         listing = c.get("/v1/quarantine?include_replayed=true", headers=h).json()
         assert listing["items"][0]["replayed_at"] is not None

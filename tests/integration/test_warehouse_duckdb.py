@@ -25,8 +25,13 @@ class TestDuckDB(Conformance):
 
     def test_missing_column_is_named_and_added_back(self, warehouse: Warehouse, pack: Pack) -> None:
         ref = table_ref(pack.dataset, "ad_events")
-        warehouse.execute(exp.Alter(this=ref, kind="TABLE", actions=[
-            exp.Drop(tables=[exp.column("placement", quoted=True)], kind="COLUMN")]))
+        warehouse.execute(
+            exp.Alter(
+                this=ref,
+                kind="TABLE",
+                actions=[exp.Drop(tables=[exp.column("placement", quoted=True)], kind="COLUMN")],
+            )
+        )
         r = warehouse.check_ready([pack])
         assert r.problems == ("missing column marketplace.ad_events.placement",)
         added = warehouse.provision([pack], apply=True)

@@ -23,14 +23,22 @@ from tests.conftest import PACKS
 _offsets = itertools.count(1)
 
 
-def envelope(event_id: str, amount: int = 100, event_type: str = "order_created",
-             vendor: str = "v1") -> Envelope:
+def envelope(
+    event_id: str, amount: int = 100, event_type: str = "order_created", vendor: str = "v1"
+) -> Envelope:
     return Envelope(
-        event_id=event_id, event_type=event_type, schema_version=1,
+        event_id=event_id,
+        event_type=event_type,
+        schema_version=1,
         occurred_at=parse_rfc3339_us("2026-11-01T10:00:00Z"),
-        properties={"order_id": f"o-{event_id}", "store_id": "s1", "vendor_store_id": vendor,
-                    "amount_cents": amount},
-        entity_type="order", entity_id=f"o-{event_id}",
+        properties={
+            "order_id": f"o-{event_id}",
+            "store_id": "s1",
+            "vendor_store_id": vendor,
+            "amount_cents": amount,
+        },
+        entity_type="order",
+        entity_id=f"o-{event_id}",
         context={"ip": "127.0.0.1"},
     )
 
@@ -38,8 +46,11 @@ def envelope(event_id: str, amount: int = 100, event_type: str = "order_created"
 def batch_of(pack: Pack, *frames: Frame, log_id: str = "log-test") -> LoadBatch:
     entries = []
     for f in frames:
-        entries.append(LogEntry(next(_offsets), LogRecord(f.pack, f.source, f.count, f.received_at,
-                                                          encode_frame(f))))
+        entries.append(
+            LogEntry(
+                next(_offsets), LogRecord(f.pack, f.source, f.count, f.received_at, encode_frame(f))
+            )
+        )
     return build_batch(entries, {pack.name: pack}, log_id=log_id, group="loader")
 
 
@@ -56,7 +67,9 @@ class Conformance:
     def warehouse(self, pack: Pack) -> Iterator[Warehouse]:
         raise NotImplementedError
 
-    def rows(self, wh: Warehouse, pack: Pack, table: str = "marketplace_events") -> list[dict[str, Any]]:
+    def rows(
+        self, wh: Warehouse, pack: Pack, table: str = "marketplace_events"
+    ) -> list[dict[str, Any]]:
         q = exp.select("*").from_(table_ref(pack.dataset, table)).order_by("event_id")
         return list(wh.query(q).to_pylist())
 
@@ -82,7 +95,8 @@ class Conformance:
         first = warehouse.commit_load(b)
         again = warehouse.commit_load(b)
         assert first.total_loaded == 2
-        assert again.replayed and again.total_loaded == 0
+        assert again.replayed
+        assert again.total_loaded == 0
         assert len(self.rows(warehouse, pack)) == 2
 
     def test_dedupe_holds_across_batches(self, warehouse: Warehouse, pack: Pack) -> None:
@@ -93,12 +107,15 @@ class Conformance:
         assert [r["event_id"] for r in self.rows(warehouse, pack)] == ["a", "b", "c"]
 
     def test_duplicates_inside_one_batch(self, warehouse: Warehouse, pack: Pack) -> None:
-        res = warehouse.commit_load(batch_of(
-            pack, frame("web", envelope("a"), envelope("a")), frame("web", envelope("a"))))
+        res = warehouse.commit_load(
+            batch_of(pack, frame("web", envelope("a"), envelope("a")), frame("web", envelope("a")))
+        )
         assert res.loaded == {("marketplace", "web"): 1}
         assert res.duplicates == {("marketplace", "web"): 2}
 
-    def test_same_event_id_in_two_scopes_loads_twice(self, warehouse: Warehouse, pack: Pack) -> None:
+    def test_same_event_id_in_two_scopes_loads_twice(
+        self, warehouse: Warehouse, pack: Pack
+    ) -> None:
         warehouse.commit_load(batch_of(pack, frame("web", envelope("a"))))
         res = warehouse.commit_load(batch_of(pack, frame("outbox", envelope("a"))))
         assert res.loaded == {("marketplace", "outbox"): 1}
@@ -108,10 +125,14 @@ class Conformance:
         rej = Reject(index=0, reason="schema_violation", detail="bad", raw=b'{"x": "\xff"}')
         res = warehouse.commit_load(batch_of(pack, frame("web", rejects=[rej])))
         assert res.quarantined == {("marketplace", "web"): 1}
-        q = warehouse.query(exp.select("reason", "raw").from_(table_ref("_gristmill", "quarantine")))
+        q = warehouse.query(
+            exp.select("reason", "raw").from_(table_ref("_gristmill", "quarantine"))
+        )
         assert q.to_pylist() == [{"reason": "schema_violation", "raw": b'{"x": "\xff"}'}]
 
-    def test_offset_and_ledger_are_stored_with_the_load(self, warehouse: Warehouse, pack: Pack) -> None:
+    def test_offset_and_ledger_are_stored_with_the_load(
+        self, warehouse: Warehouse, pack: Pack
+    ) -> None:
         b = batch_of(pack, frame("web", envelope("a"), envelope("a")))
         warehouse.commit_load(b)
         assert warehouse.stored_offset("log-test", "loader") == b.last_offset
@@ -121,14 +142,19 @@ class Conformance:
         assert warehouse.ledger("other-log", "loader").loaded == {}
 
     def test_delete(self, warehouse: Warehouse, pack: Pack) -> None:
-        warehouse.commit_load(batch_of(pack, frame("web", envelope("a", vendor="v1"),
-                                                   envelope("b", vendor="v2"))))
-        n = warehouse.delete(table_ref(pack.dataset, "marketplace_events"),
-                             exp.column("vendor_store_id").eq(exp.Literal.string("v1")))
+        warehouse.commit_load(
+            batch_of(pack, frame("web", envelope("a", vendor="v1"), envelope("b", vendor="v2")))
+        )
+        n = warehouse.delete(
+            table_ref(pack.dataset, "marketplace_events"),
+            exp.column("vendor_store_id").eq(exp.Literal.string("v1")),
+        )
         assert n == 1
         assert [r["event_id"] for r in self.rows(warehouse, pack)] == ["b"]
 
-    def test_redelivery_after_the_window_loads_again(self, warehouse: Warehouse, pack: Pack) -> None:
+    def test_redelivery_after_the_window_loads_again(
+        self, warehouse: Warehouse, pack: Pack
+    ) -> None:
         warehouse.commit_load(batch_of(pack, frame("web", envelope("a"))))
         window_us = int(pack.spec.dedupe.window.total_seconds() * 1_000_000)
         assert warehouse.prune_dedupe(pack, now_us()) == 0

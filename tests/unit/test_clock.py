@@ -59,8 +59,15 @@ def test_datetime_round_trip() -> None:
     assert iso(from_datetime(dt)) == "2026-11-02T10:00:00.123456Z"
 
 
-@pytest.mark.parametrize(("text", "td"), [("7d", timedelta(days=7)), ("36h", timedelta(hours=36)),
-                                          ("7y", timedelta(days=7 * 365)), ("90s", timedelta(seconds=90))])
+@pytest.mark.parametrize(
+    ("text", "td"),
+    [
+        ("7d", timedelta(days=7)),
+        ("36h", timedelta(hours=36)),
+        ("7y", timedelta(days=7 * 365)),
+        ("90s", timedelta(seconds=90)),
+    ],
+)
 def test_durations(text: str, td: timedelta) -> None:
     assert parse_duration(text) == td
     assert parse_duration(format_duration(td)) == td

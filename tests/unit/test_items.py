@@ -34,7 +34,8 @@ def test_broken_ndjson_line_rejects_only_that_line() -> None:
 
 def test_non_object_items() -> None:
     items = split_items(b'[1, "x", {"ok": true}]')
-    assert items[0].value is None and "got int" in items[0].error
+    assert items[0].value is None
+    assert "got int" in items[0].error
     assert items[2].value == {"ok": True}
 
 

@@ -33,7 +33,8 @@ def test_append_read_commit_and_counters(log: SQLiteLog) -> None:
     log.commit("g", batch.last_offset)
     assert log.read("g", 100, 0).entries == []
     snap = log.snapshot("g")
-    assert snap.depth_events == 0 and snap.received[("marketplace", "web")] == 3
+    assert snap.depth_events == 0
+    assert snap.received[("marketplace", "web")] == 3
 
 
 def test_read_respects_max_events_but_returns_at_least_one(log: SQLiteLog) -> None:

@@ -19,8 +19,12 @@ def test_marketplace_pack_loads() -> None:
     pack = load_pack(PACKS / "marketplace")
     assert set(pack.spec.tables) == {"marketplace_events", "ad_events"}
     assert set(pack.spec.event_types) == {
-        "order_created", "order_paid", "cash_collected", "payout_completed",
-        "ad_impression", "ad_click",
+        "order_created",
+        "order_paid",
+        "cash_collected",
+        "payout_completed",
+        "ad_impression",
+        "ad_click",
     }
     for table in pack.spec.tables.values():
         assert table.partition_by.granularity == "day"
@@ -56,22 +60,49 @@ def _line_of(root: Path, needle: str) -> int:
 @pytest.mark.parametrize(
     ("old", "new", "needle", "path", "fault"),
     [
-        ("on account).\n    category: transaction\n    table: marketplace_events",
-         "on account).\n    category: transaction\n    table: marketplace_event",
-         "table: marketplace_event", "event_types.order_paid.table",
-         "unknown table 'marketplace_event'"),
-        ("  ad_click:\n    category: advertising", "  ad_click:\n    category: adverts",
-         "category: adverts", "event_types.ad_click.category", "unknown category 'adverts'"),
-        ("    cluster_by: [vendor_store_id, store_id, event_type]\n  ad_events",
-         "    cluster_by: [vendor_id, store_id, event_type]\n  ad_events",
-         "cluster_by: [vendor_id, store_id, event_type]", "tables.marketplace_events.cluster_by.0", "'vendor_id' is not a column"),
-        ("  window: 7d", "  window: 7 days", "window: 7 days", "dedupe.window", "is not a duration"),
-        ("    cluster_by: [vendor_store_id, store_id, event_type]\n  ad_events",
-         "    cluster_by: [vendor_store_id, store_id, event_type]\n    clustering: [x]\n  ad_events",
-         "clustering: [x]", "tables.marketplace_events.clustering", "Extra inputs are not permitted"),
-        ("      placement: {type: string}", "      placement: {type: int64}",
-         "promote: [ad_id, campaign_id, vendor_store_id, store_id, placement, cost_cents]",
-         "event_types.ad_impression.promote.4", "cannot fill a int64 column"),
+        (
+            "on account).\n    category: transaction\n    table: marketplace_events",
+            "on account).\n    category: transaction\n    table: marketplace_event",
+            "table: marketplace_event",
+            "event_types.order_paid.table",
+            "unknown table 'marketplace_event'",
+        ),
+        (
+            "  ad_click:\n    category: advertising",
+            "  ad_click:\n    category: adverts",
+            "category: adverts",
+            "event_types.ad_click.category",
+            "unknown category 'adverts'",
+        ),
+        (
+            "    cluster_by: [vendor_store_id, store_id, event_type]\n  ad_events",
+            "    cluster_by: [vendor_id, store_id, event_type]\n  ad_events",
+            "cluster_by: [vendor_id, store_id, event_type]",
+            "tables.marketplace_events.cluster_by.0",
+            "'vendor_id' is not a column",
+        ),
+        (
+            "  window: 7d",
+            "  window: 7 days",
+            "window: 7 days",
+            "dedupe.window",
+            "is not a duration",
+        ),
+        (
+            "    cluster_by: [vendor_store_id, store_id, event_type]\n  ad_events",
+            "    cluster_by: [vendor_store_id, store_id, event_type]\n"
+            "    clustering: [x]\n  ad_events",
+            "clustering: [x]",
+            "tables.marketplace_events.clustering",
+            "Extra inputs are not permitted",
+        ),
+        (
+            "      placement: {type: string}",
+            "      placement: {type: int64}",
+            "promote: [ad_id, campaign_id, vendor_store_id, store_id, placement, cost_cents]",
+            "event_types.ad_impression.promote.4",
+            "cannot fill a int64 column",
+        ),
     ],
 )
 def test_bad_pack_names_file_line_path_and_fault(

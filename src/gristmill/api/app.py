@@ -51,8 +51,13 @@ def create_app(rt: Runtime, *, url: str | None = None, start: bool = True) -> Fa
             for e in exc.errors()
         ]
         return problem_response(
-            Problem(422, "invalid-request", "Invalid request",
-                    errors[0]["message"] if errors else "invalid request", errors=errors)
+            Problem(
+                422,
+                "invalid-request",
+                "Invalid request",
+                errors[0]["message"] if errors else "invalid request",
+                errors=errors,
+            )
         )
 
     app.include_router(ingest.router)

@@ -48,45 +48,58 @@ class PipelineCollector(Collector):
             for s in c.sources:
                 m.add_metric([s.pack, s.source], getattr(s, field))
             yield m
-        g = GaugeMetricFamily("gristmill_events_in_flight", "Events in the log, not yet loaded.",
-                              labels=labels)
+        g = GaugeMetricFamily(
+            "gristmill_events_in_flight", "Events in the log, not yet loaded.", labels=labels
+        )
         for s in c.sources:
             g.add_metric([s.pack, s.source], s.in_flight)
         yield g
-        yield GaugeMetricFamily("gristmill_conservation_balanced",
-                                "1 when received = loaded + quarantined + duplicates + in_flight.",
-                                value=1 if c.balanced else 0)
-        yield GaugeMetricFamily("gristmill_log_depth_events", "Events not yet loaded.",
-                                value=c.log.depth_events)
-        yield GaugeMetricFamily("gristmill_log_depth_bytes", "Log bytes not yet loaded.",
-                                value=c.log.depth_bytes)
+        yield GaugeMetricFamily(
+            "gristmill_conservation_balanced",
+            "1 when received = loaded + quarantined + duplicates + in_flight.",
+            value=1 if c.balanced else 0,
+        )
+        yield GaugeMetricFamily(
+            "gristmill_log_depth_events", "Events not yet loaded.", value=c.log.depth_events
+        )
+        yield GaugeMetricFamily(
+            "gristmill_log_depth_bytes", "Log bytes not yet loaded.", value=c.log.depth_bytes
+        )
         lag = 0.0
         if c.log.oldest_pending_received_at is not None:
             lag = max(0.0, (now_us() - c.log.oldest_pending_received_at) / MICROS)
-        yield GaugeMetricFamily("gristmill_load_lag_seconds",
-                                "Age of the oldest event not yet loaded.", value=lag)
+        yield GaugeMetricFamily(
+            "gristmill_load_lag_seconds", "Age of the oldest event not yet loaded.", value=lag
+        )
         st = self.rt.loader.stats
-        yield CounterMetricFamily("gristmill_loader_batches", "Warehouse load transactions.",
-                                  value=st.batches)
-        yield CounterMetricFamily("gristmill_loader_failures", "Failed load attempts.",
-                                  value=st.failures)
-        req = CounterMetricFamily("gristmill_http_requests", "HTTP requests by route and status.",
-                                  labels=["route", "status"])
+        yield CounterMetricFamily(
+            "gristmill_loader_batches", "Warehouse load transactions.", value=st.batches
+        )
+        yield CounterMetricFamily(
+            "gristmill_loader_failures", "Failed load attempts.", value=st.failures
+        )
+        req = CounterMetricFamily(
+            "gristmill_http_requests",
+            "HTTP requests by route and status.",
+            labels=["route", "status"],
+        )
         for (route, status), n in sorted(self.counters.requests.items()):
             req.add_metric([route, str(status)], n)
         yield req
-        rej = CounterMetricFamily("gristmill_requests_rejected",
-                                  "Whole requests refused, by reason.", labels=["reason"])
+        rej = CounterMetricFamily(
+            "gristmill_requests_rejected", "Whole requests refused, by reason.", labels=["reason"]
+        )
         for reason, n in sorted(self.counters.rejected_requests.items()):
             rej.add_metric([reason], n)
         yield rej
-        yield GaugeMetricFamily("gristmill_uptime_seconds", "Seconds since start.",
-                                value=(now_us() - self.rt.started_at) / MICROS)
+        yield GaugeMetricFamily(
+            "gristmill_uptime_seconds",
+            "Seconds since start.",
+            value=(now_us() - self.rt.started_at) / MICROS,
+        )
 
 
 def build_registry(rt: Runtime, counters: RequestCounters) -> CollectorRegistry:
     reg = CollectorRegistry(auto_describe=False)
     reg.register(PipelineCollector(rt, counters))
     return reg
-
-

@@ -21,11 +21,13 @@ class Permission(StrEnum):
 OPERATOR = "operator"
 
 ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
-    OPERATOR: frozenset({
-        Permission.PIPELINE_READ,
-        Permission.QUARANTINE_READ,
-        Permission.QUARANTINE_REPLAY,
-    }),
+    OPERATOR: frozenset(
+        {
+            Permission.PIPELINE_READ,
+            Permission.QUARANTINE_READ,
+            Permission.QUARANTINE_REPLAY,
+        }
+    ),
     "writer": frozenset({Permission.INGEST}),
 }
 """Built-in roles. A write key is a ``writer`` bound to one pack and source."""

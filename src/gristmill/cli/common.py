@@ -18,19 +18,25 @@ err_console = Console(stderr=True)
 
 DataDirOpt = Annotated[
     Path | None,
-    typer.Option("--data-dir", "-d", help="Data directory (env GRISTMILL_DATA_DIR).",
-                 show_default=False),
+    typer.Option(
+        "--data-dir", "-d", help="Data directory (env GRISTMILL_DATA_DIR).", show_default=False
+    ),
 ]
 PacksOpt = Annotated[
     list[str] | None,
-    typer.Option("--pack", "-p", help="Pack to serve; repeat for several (env GRISTMILL_PACKS).",
-                 show_default=False),
+    typer.Option(
+        "--pack",
+        "-p",
+        help="Pack to serve; repeat for several (env GRISTMILL_PACKS).",
+        show_default=False,
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 
 
-def make_settings(data_dir: Path | None = None, packs: list[str] | None = None,
-                  **overrides: Any) -> Settings:
+def make_settings(
+    data_dir: Path | None = None, packs: list[str] | None = None, **overrides: Any
+) -> Settings:
     kwargs: dict[str, Any] = dict(overrides)
     if data_dir is not None:
         kwargs["data_dir"] = data_dir
@@ -53,17 +59,20 @@ class ServerClient:
 
     def __init__(self, info: dict[str, Any]) -> None:
         self.url = str(info["url"])
-        self._client = httpx.Client(
-            base_url=self.url, headers={"Authorization": f"Bearer {info['token']}"}, timeout=60
-        )
+        self._headers = {"Authorization": f"Bearer {info['token']}"}
 
     def get(self, path: str, **params: Any) -> Any:
-        r = self._client.get(path, params={k: v for k, v in params.items() if v is not None})
+        r = httpx.get(
+            self.url + path,
+            headers=self._headers,
+            timeout=60,
+            params={k: v for k, v in params.items() if v is not None},
+        )
         r.raise_for_status()
         return r.json()
 
     def post(self, path: str, body: Any) -> Any:
-        r = self._client.post(path, json=body)
+        r = httpx.post(self.url + path, headers=self._headers, json=body, timeout=600)
         r.raise_for_status()
         return r.json()
 

@@ -33,12 +33,16 @@ def _prepare_dir(path: Path) -> None:
 
 
 def demo(
-    data_dir: Annotated[Path, typer.Option("--data-dir", "-d", help="Demo data directory (recreated).")] = Path(".gristmill-demo"),
+    data_dir: Annotated[
+        Path, typer.Option("--data-dir", "-d", help="Demo data directory (recreated).")
+    ] = Path(".gristmill-demo"),
     events: Annotated[int, typer.Option(help="Events to generate.")] = 250_000,
     days: Annotated[int, typer.Option(help="Days of history.")] = 90,
     port: Annotated[int, typer.Option(help="Port to serve on.")] = 8765,
     seed: Annotated[int, typer.Option(help="Random seed of the traffic.")] = 7,
-    serve: Annotated[bool, typer.Option("--serve/--no-serve", help="Keep serving afterwards.")] = True,
+    serve: Annotated[
+        bool, typer.Option("--serve/--no-serve", help="Keep serving afterwards.")
+    ] = True,
 ) -> None:
     """Generate marketplace traffic, send it through HTTP, load it, and keep serving."""
     _prepare_dir(data_dir)
@@ -67,9 +71,14 @@ def demo(
         f"({traffic.duplicates:,} re-sent duplicates, {traffic.invalid:,} invalid)"
     )
     started = time.perf_counter()
-    with Progress(TextColumn("sending"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
-                  console=console) as progress:
+    with Progress(
+        TextColumn("sending"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
         task = progress.add_task("send", total=len(traffic.events), rate="")
 
         def advance(n: int) -> None:
@@ -78,12 +87,15 @@ def demo(
             progress.update(task, advance=n, rate=f"{rate:,.0f} events/s")
 
         stats = send_events(url, keys, traffic.events, traffic.sources, on_progress=advance)
-    console.print(f"sent in {stats.requests:,} requests ({stats.retries} retries): "
-                  f"{stats.accepted:,} accepted, {stats.rejected:,} rejected")
+    console.print(
+        f"sent in {stats.requests:,} requests ({stats.retries} retries): "
+        f"{stats.accepted:,} accepted, {stats.rejected:,} rejected"
+    )
 
-    with console.status("waiting for the loader"), httpx.Client(
-        base_url=url, headers={"Authorization": f"Bearer {operator}"}
-    ) as client:
+    with (
+        console.status("waiting for the loader"),
+        httpx.Client(base_url=url, headers={"Authorization": f"Bearer {operator}"}) as client,
+    ):
         while True:
             data = client.get("/v1/pipeline/stats").json()
             if data["totals"]["in_flight"] == 0:
@@ -92,8 +104,10 @@ def demo(
     elapsed = time.perf_counter() - started
     data["server"] = url
     render(data)
-    console.print(f"end to end: {data['totals']['received'] / elapsed:,.0f} events/s "
-                  f"({elapsed:.1f} s from first request to everything queryable)")
+    console.print(
+        f"end to end: {data['totals']['received'] / elapsed:,.0f} events/s "
+        f"({elapsed:.1f} s from first request to everything queryable)"
+    )
     _summary(url, keys, operator)
     if not serve:
         server.should_exit = True
@@ -115,7 +129,9 @@ def _summary(url: str, keys: dict[str, str], operator: str) -> None:
     t.add_row("API docs", f"{url}/docs")
     t.add_row("readiness", f"{url}/readyz")
     t.add_row("Prometheus metrics", f"{url}/metrics")
-    t.add_row("pipeline stats", f"curl -H 'Authorization: Bearer {operator}' {url}/v1/pipeline/stats")
+    t.add_row(
+        "pipeline stats", f"curl -H 'Authorization: Bearer {operator}' {url}/v1/pipeline/stats"
+    )
     t.add_row("quarantine", f"curl -H 'Authorization: Bearer {operator}' {url}/v1/quarantine")
     for src, key in keys.items():
         t.add_row(f"write key ({src})", key)

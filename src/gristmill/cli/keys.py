@@ -24,11 +24,17 @@ def _store(data_dir: DataDirOpt) -> tuple[MetaStore, object]:
 
 @app.command("create")
 def create(
-    pack: Annotated[str | None, typer.Option("--pack", "-p", help="Pack a write key sends to.")] = None,
-    source: Annotated[str, typer.Option(help="Source name a write key's events carry.")] = "default",
+    pack: Annotated[
+        str | None, typer.Option("--pack", "-p", help="Pack a write key sends to.")
+    ] = None,
+    source: Annotated[
+        str, typer.Option(help="Source name a write key's events carry.")
+    ] = "default",
     kind: Annotated[str, typer.Option(help="write (ingest) or secret (API access).")] = "write",
     role: Annotated[str | None, typer.Option(help="Role of a secret key.")] = None,
-    claim: Annotated[list[str] | None, typer.Option(help="Claim of a secret key, name=value; repeatable.")] = None,
+    claim: Annotated[
+        list[str] | None, typer.Option(help="Claim of a secret key, name=value; repeatable.")
+    ] = None,
     name: Annotated[str | None, typer.Option(help="A label for people.")] = None,
     data_dir: DataDirOpt = None,
     json: JsonOpt = False,
@@ -81,21 +87,41 @@ def list_(
     store, _ = _store(data_dir)
     keys = store.list_keys(include_revoked=revoked)
     if json:
-        console.print_json(orjson.dumps([
-            {"key_id": k.key_id, "kind": k.kind, "name": k.name, "prefix": k.prefix,
-             "pack": k.pack, "source": k.source, "role": k.role, "claims": k.claims,
-             "created_at": k.created_at.isoformat(),
-             "revoked_at": k.revoked_at.isoformat() if k.revoked_at else None}
-            for k in keys
-        ]).decode())
+        console.print_json(
+            orjson.dumps(
+                [
+                    {
+                        "key_id": k.key_id,
+                        "kind": k.kind,
+                        "name": k.name,
+                        "prefix": k.prefix,
+                        "pack": k.pack,
+                        "source": k.source,
+                        "role": k.role,
+                        "claims": k.claims,
+                        "created_at": k.created_at.isoformat(),
+                        "revoked_at": k.revoked_at.isoformat() if k.revoked_at else None,
+                    }
+                    for k in keys
+                ]
+            ).decode()
+        )
         return
     t = Table()
     for col in ("key_id", "kind", "name", "prefix", "pack", "source", "role", "created", "revoked"):
         t.add_column(col)
     for k in keys:
-        t.add_row(k.key_id, k.kind, k.name, k.prefix + "…", k.pack or "", k.source or "",
-                  k.role or "", k.created_at.strftime("%Y-%m-%d %H:%M"),
-                  k.revoked_at.strftime("%Y-%m-%d %H:%M") if k.revoked_at else "")
+        t.add_row(
+            k.key_id,
+            k.kind,
+            k.name,
+            k.prefix + "…",
+            k.pack or "",
+            k.source or "",
+            k.role or "",
+            k.created_at.strftime("%Y-%m-%d %H:%M"),
+            k.revoked_at.strftime("%Y-%m-%d %H:%M") if k.revoked_at else "",
+        )
     console.print(t)
 
 

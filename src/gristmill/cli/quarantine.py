@@ -35,8 +35,13 @@ def list_(
     client = running_server(settings)
     rows: list[dict[str, Any]]
     if client is not None:
-        rows = client.get("/v1/quarantine", reason=reason.value if reason else None, pack=pack,
-                          limit=limit, include_replayed=replayed)["items"]
+        rows = client.get(
+            "/v1/quarantine",
+            reason=reason.value if reason else None,
+            pack=pack,
+            limit=limit,
+            include_replayed=replayed,
+        )["items"]
     else:
         rt = _offline(data_dir)
         try:
@@ -54,8 +59,16 @@ def list_(
     for col in ("id", "pack", "source", "reason", "event_type", "event_id", "received", "detail"):
         t.add_column(col, overflow="fold")
     for r in rows:
-        t.add_row(r["quarantine_id"], r["pack"], r["source"], r["reason"], r["event_type"] or "",
-                  r["event_id"] or "", r["received_at"], r["detail"][:120])
+        t.add_row(
+            r["quarantine_id"],
+            r["pack"],
+            r["source"],
+            r["reason"],
+            r["event_type"] or "",
+            r["event_id"] or "",
+            r["received_at"],
+            r["detail"][:120],
+        )
     console.print(t)
 
 
@@ -69,8 +82,12 @@ def show(quarantine_id: str, data_dir: DataDirOpt = None) -> None:
     else:
         rt = _offline(data_dir)
         try:
-            rows = list_quarantine(rt.warehouse, QuarantineFilter(ids=(quarantine_id,),
-                                   include_replayed=True), limit=1, with_raw=True)
+            rows = list_quarantine(
+                rt.warehouse,
+                QuarantineFilter(ids=(quarantine_id,), include_replayed=True),
+                limit=1,
+                with_raw=True,
+            )
         finally:
             rt.stop()
         if not rows:
@@ -81,11 +98,15 @@ def show(quarantine_id: str, data_dir: DataDirOpt = None) -> None:
 
 @app.command("replay")
 def replay_(
-    ids: Annotated[list[str] | None, typer.Argument(help="Quarantine ids; none = by filter.")] = None,
+    ids: Annotated[
+        list[str] | None, typer.Argument(help="Quarantine ids; none = by filter.")
+    ] = None,
     data_dir: DataDirOpt = None,
     reason: ReasonOpt = None,
     pack: Annotated[str | None, typer.Option(help="Only this pack.")] = None,
-    all_: Annotated[bool, typer.Option("--all", help="Replay everything not yet replayed.")] = False,
+    all_: Annotated[
+        bool, typer.Option("--all", help="Replay everything not yet replayed.")
+    ] = False,
 ) -> None:
     """Send quarantined events through the collector again (after fixing the pack)."""
     if not ids and reason is None and pack is None and not all_:
@@ -93,17 +114,25 @@ def replay_(
     settings = make_settings(data_dir)
     client = running_server(settings)
     if client is not None:
-        res = client.post("/v1/quarantine/replay", {
-            "ids": ids or [], "reason": reason.value if reason else None, "pack": pack})
+        res = client.post(
+            "/v1/quarantine/replay",
+            {"ids": ids or [], "reason": reason.value if reason else None, "pack": pack},
+        )
     else:
         rt = _offline(data_dir)
         try:
-            r = replay(rt.warehouse, rt.collector,
-                       QuarantineFilter(pack, None, reason.value if reason else None, False,
-                                        tuple(ids or ())))
+            r = replay(
+                rt.warehouse,
+                rt.collector,
+                QuarantineFilter(
+                    pack, None, reason.value if reason else None, False, tuple(ids or ())
+                ),
+            )
             rt.loader.drain()
         finally:
             rt.stop()
         res = {"replayed": r.replayed, "accepted": r.accepted, "rejected": r.rejected}
-    console.print(f"replayed {res['replayed']} quarantined item(s): {res['accepted']} accepted, "
-                  f"{res['rejected']} rejected again")
+    console.print(
+        f"replayed {res['replayed']} quarantined item(s): {res['accepted']} accepted, "
+        f"{res['rejected']} rejected again"
+    )

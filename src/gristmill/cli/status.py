@@ -7,7 +7,14 @@ from typing import Any
 import orjson
 from rich.table import Table
 
-from gristmill.cli.common import DataDirOpt, JsonOpt, PacksOpt, console, make_settings, running_server
+from gristmill.cli.common import (
+    DataDirOpt,
+    JsonOpt,
+    PacksOpt,
+    console,
+    make_settings,
+    running_server,
+)
 from gristmill.runtime import Runtime
 
 
@@ -32,17 +39,37 @@ def collect_status(data_dir: DataDirOpt = None, pack: PacksOpt = None) -> dict[s
 
 def render(data: dict[str, Any]) -> None:
     t = Table(title="Conservation: received = loaded + quarantined + duplicates + in_flight")
-    for col in ("pack", "source", "received", "loaded", "quarantined", "duplicates",
-                "in_flight", "balanced"):
+    for col in (
+        "pack",
+        "source",
+        "received",
+        "loaded",
+        "quarantined",
+        "duplicates",
+        "in_flight",
+        "balanced",
+    ):
         t.add_column(col, justify="right" if col not in ("pack", "source") else "left")
     for s in data["sources"]:
-        t.add_row(s["pack"], s["source"], *[f"{s[k]:,}" for k in
-                  ("received", "loaded", "quarantined", "duplicates", "in_flight")],
-                  "[green]yes[/]" if s["balanced"] else "[red]NO[/]")
+        t.add_row(
+            s["pack"],
+            s["source"],
+            *[
+                f"{s[k]:,}"
+                for k in ("received", "loaded", "quarantined", "duplicates", "in_flight")
+            ],
+            "[green]yes[/]" if s["balanced"] else "[red]NO[/]",
+        )
     tot = data["totals"]
-    t.add_row("[b]total[/]", "", *[f"[b]{tot[k]:,}[/]" for k in
-              ("received", "loaded", "quarantined", "duplicates", "in_flight")],
-              "[green]yes[/]" if data["balanced"] else "[red]NO[/]")
+    t.add_row(
+        "[b]total[/]",
+        "",
+        *[
+            f"[b]{tot[k]:,}[/]"
+            for k in ("received", "loaded", "quarantined", "duplicates", "in_flight")
+        ],
+        "[green]yes[/]" if data["balanced"] else "[red]NO[/]",
+    )
     console.print(t)
     lg = data["log"]
     ld = data["loader"]

@@ -34,7 +34,9 @@ def decode_body(raw: bytes, content_encoding: str | None, limit: int) -> bytes:
         wbits = zlib.MAX_WBITS if raw[:1] == b"\x78" else -zlib.MAX_WBITS
     else:
         raise Problem(
-            415, "unsupported-encoding", "Unsupported content encoding",
+            415,
+            "unsupported-encoding",
+            "Unsupported content encoding",
             f"Content-Encoding {content_encoding!r} is not supported (use gzip or deflate)",
         )
     d = zlib.decompressobj(wbits)

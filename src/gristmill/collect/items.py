@@ -61,7 +61,7 @@ def split_items(body: bytes, content_type: str = "") -> list[Item]:
             pass  # more than one object: NDJSON
         else:
             return [_decode(0, bytes(one))]
-    items = []
+    items: list[Item] = []
     for line in body.split(b"\n"):
         line = line.strip()
         if line:

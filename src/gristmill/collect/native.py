@@ -20,10 +20,19 @@ from gristmill.core.clock import clamp_future, parse_rfc3339_us
 from gristmill.core.envelope import Reason
 
 MAX_ID = 200
-ALLOWED = frozenset({
-    "event_id", "event_type", "occurred_at", "schema_version", "properties", "user_id",
-    "anonymous_id", "session_id", "context",
-})
+ALLOWED = frozenset(
+    {
+        "event_id",
+        "event_type",
+        "occurred_at",
+        "schema_version",
+        "properties",
+        "user_id",
+        "anonymous_id",
+        "session_id",
+        "context",
+    }
+)
 
 
 def _opt_str(item: dict[str, Any], key: str, errors: list[dict[str, str]]) -> str | None:
@@ -31,7 +40,9 @@ def _opt_str(item: dict[str, Any], key: str, errors: list[dict[str, str]]) -> st
     if v is None:
         return None
     if not isinstance(v, str) or len(v) > MAX_ID:
-        errors.append({"path": f"/{key}", "message": f"must be a string of at most {MAX_ID} characters"})
+        errors.append(
+            {"path": f"/{key}", "message": f"must be a string of at most {MAX_ID} characters"}
+        )
         return None
     return v
 
@@ -42,8 +53,12 @@ def normalize_native(item: Item, ctx: RequestContext) -> Normalized:
     errors: list[dict[str, str]] = []
     event_id = obj.get("event_id")
     if not isinstance(event_id, str) or not event_id.strip() or len(event_id) > MAX_ID:
-        errors.append({"path": "/event_id",
-                       "message": f"required: a non-empty string of at most {MAX_ID} characters"})
+        errors.append(
+            {
+                "path": "/event_id",
+                "message": f"required: a non-empty string of at most {MAX_ID} characters",
+            }
+        )
         event_id = event_id if isinstance(event_id, str) else None
     event_type = obj.get("event_type")
     if not isinstance(event_type, str) or not event_type:
@@ -52,15 +67,21 @@ def normalize_native(item: Item, ctx: RequestContext) -> Normalized:
     occurred: int | None = None
     raw_occ = obj.get("occurred_at")
     if not isinstance(raw_occ, str):
-        errors.append({"path": "/occurred_at",
-                       "message": "required: an RFC 3339 timestamp with offset, e.g. 2026-11-02T10:00:00Z"})
+        errors.append(
+            {
+                "path": "/occurred_at",
+                "message": "required: an RFC 3339 timestamp with offset, e.g. 2026-11-02T10:00:00Z",
+            }
+        )
     else:
         try:
             occurred = parse_rfc3339_us(raw_occ)
         except ValueError as exc:
             errors.append({"path": "/occurred_at", "message": f"not an RFC 3339 timestamp: {exc}"})
     version = obj.get("schema_version")
-    if version is not None and (isinstance(version, bool) or not isinstance(version, int) or version < 1):
+    if version is not None and (
+        isinstance(version, bool) or not isinstance(version, int) or version < 1
+    ):
         errors.append({"path": "/schema_version", "message": "must be a positive integer"})
     props = obj.get("properties", {})
     if not isinstance(props, dict):
@@ -76,11 +97,16 @@ def normalize_native(item: Item, ctx: RequestContext) -> Normalized:
         errors.append({"path": f"/{key}", "message": "unknown field"})
     if errors:
         return reject(
-            item, Reason.INVALID_ENVELOPE,
-            f"{errors[0]['path'][1:]}: {errors[0]['message']}", errors,
-            event_id=event_id, event_type=event_type,
+            item,
+            Reason.INVALID_ENVELOPE,
+            f"{errors[0]['path'][1:]}: {errors[0]['message']}",
+            errors,
+            event_id=event_id,
+            event_type=event_type,
         )
-    assert occurred is not None and isinstance(event_id, str) and event_type is not None
+    assert occurred is not None
+    assert isinstance(event_id, str)
+    assert event_type is not None
     occurred, clamped = clamp_future(occurred, ctx.received_at)
     if clamped:
         context = {**(context or {}), "gristmill": {"clamped_future": True, "device_time": raw_occ}}
@@ -95,4 +121,3 @@ def normalize_native(item: Item, ctx: RequestContext) -> Normalized:
         session_id=session_id,
         context=context,
     )
-

@@ -83,8 +83,11 @@ def _result(index: int, event_id: str | None, r: Reject | None) -> dict[str, Any
     if r is None:
         return {"index": index, "event_id": event_id, "status": "accepted"}
     out: dict[str, Any] = {
-        "index": index, "event_id": r.event_id, "status": "rejected",
-        "reason": r.reason, "detail": r.detail,
+        "index": index,
+        "event_id": r.event_id,
+        "status": "rejected",
+        "reason": r.reason,
+        "detail": r.detail,
     }
     if r.errors:
         out["errors"] = r.errors
@@ -97,8 +100,11 @@ def build_frame(items: Sequence[Item], ctx: RequestContext, normalize: Normalize
     event_types = ctx.pack.spec.event_types
     for item in items:
         if len(item.raw) > ctx.max_event_bytes:
-            rej = reject(item, Reason.OVERSIZE,
-                         f"event is {len(item.raw)} bytes, over the limit of {ctx.max_event_bytes}")
+            rej = reject(
+                item,
+                Reason.OVERSIZE,
+                f"event is {len(item.raw)} bytes, over the limit of {ctx.max_event_bytes}",
+            )
         elif item.value is None:
             rej = reject(item, Reason.UNDECODABLE, item.error)
         else:
@@ -109,8 +115,14 @@ def build_frame(items: Sequence[Item], ctx: RequestContext, normalize: Normalize
                 verdict = ctx.registry.validate(n.event_type, n.version, n.properties)
                 if not verdict.ok:
                     assert verdict.reason is not None
-                    rej = reject(item, verdict.reason, verdict.detail, verdict.errors,
-                                 event_id=n.event_id, event_type=n.event_type)
+                    rej = reject(
+                        item,
+                        verdict.reason,
+                        verdict.detail,
+                        verdict.errors,
+                        event_id=n.event_id,
+                        event_type=n.event_type,
+                    )
                 else:
                     spec = event_types[n.event_type]
                     entity_type = entity_id = None
@@ -118,19 +130,21 @@ def build_frame(items: Sequence[Item], ctx: RequestContext, normalize: Normalize
                         entity_type = spec.entity.type
                         ev = n.properties.get(spec.entity.id_property)
                         entity_id = None if ev is None else str(ev)
-                    frame.events.append(Envelope(
-                        event_id=n.event_id,
-                        event_type=n.event_type,
-                        schema_version=verdict.version,
-                        occurred_at=n.occurred_at,
-                        properties=n.properties,
-                        user_id=n.user_id,
-                        anonymous_id=n.anonymous_id,
-                        session_id=n.session_id,
-                        entity_type=entity_type,
-                        entity_id=entity_id,
-                        context=n.context,
-                    ))
+                    frame.events.append(
+                        Envelope(
+                            event_id=n.event_id,
+                            event_type=n.event_type,
+                            schema_version=verdict.version,
+                            occurred_at=n.occurred_at,
+                            properties=n.properties,
+                            user_id=n.user_id,
+                            anonymous_id=n.anonymous_id,
+                            session_id=n.session_id,
+                            entity_type=entity_type,
+                            entity_id=entity_id,
+                            context=n.context,
+                        )
+                    )
                     out.results.append(_result(item.index, n.event_id, None))
                     continue
         frame.rejects.append(rej)
@@ -138,9 +152,15 @@ def build_frame(items: Sequence[Item], ctx: RequestContext, normalize: Normalize
     return out
 
 
-def whole_body_reject(pack: str, source: str, dialect: str, received_at: int, raw: bytes,
-                      detail: str) -> Frame:
+def whole_body_reject(
+    pack: str, source: str, dialect: str, received_at: int, raw: bytes, detail: str
+) -> Frame:
     """A frame quarantining a body that could not be split into items at all."""
-    return Frame(pack, source, received_at, [], [
-        Reject(index=0, reason=Reason.UNDECODABLE.value, detail=detail, raw=raw)
-    ], dialect)
+    return Frame(
+        pack,
+        source,
+        received_at,
+        [],
+        [Reject(index=0, reason=Reason.UNDECODABLE.value, detail=detail, raw=raw)],
+        dialect,
+    )

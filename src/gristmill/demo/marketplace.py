@@ -53,7 +53,7 @@ def _zipf_weights(n: int, s: float = 1.1) -> list[float]:
 
 
 def generate(cfg: DemoConfig) -> DemoTraffic:
-    rng = random.Random(cfg.seed)
+    rng = random.Random(cfg.seed)  # noqa: S311 - reproducible demo data, not secrets
     vendors = [f"vnd_{i:03d}" for i in range(cfg.vendors)]
     buyers = [f"str_{i:04d}" for i in range(cfg.buyers)]
     v_weights = _zipf_weights(cfg.vendors)
@@ -80,8 +80,14 @@ def generate(cfg: DemoConfig) -> DemoTraffic:
     out: list[tuple[int, str, dict[str, Any]]] = []
 
     def emit(ts: int, source: str, event_type: str, props: dict[str, Any], **extra: Any) -> None:
-        ev = {"event_id": eid(), "event_type": event_type, "occurred_at": iso(ts),
-              "schema_version": 1, "properties": props, **extra}
+        ev = {
+            "event_id": eid(),
+            "event_type": event_type,
+            "occurred_at": iso(ts),
+            "schema_version": 1,
+            "properties": props,
+            **extra,
+        }
         out.append((ts, source, ev))
 
     orders = int(cfg.events * 0.222)
@@ -91,29 +97,50 @@ def generate(cfg: DemoConfig) -> DemoTraffic:
         vendor = rng.choices(vendors, v_weights)[0]
         buyer = rng.choices(buyers, b_weights)[0]
         amount = int(rng.lognormvariate(math.log(45_000), 0.7) * price_scale[vendor])
-        base = {"order_id": f"ord_{n:07d}", "store_id": buyer, "vendor_store_id": vendor,
-                "amount_cents": amount}
+        base = {
+            "order_id": f"ord_{n:07d}",
+            "store_id": buyer,
+            "vendor_store_id": vendor,
+            "amount_cents": amount,
+        }
         user = f"usr_{buyer}_{rng.randrange(3)}"
         emit(ts, "backend", "order_created", base, user_id=user)
         if rng.random() < 0.86:
             paid_at = ts + int(rng.expovariate(1 / 7200) * MICROS)
             method = rng.choices(PAYMENT_METHODS, [5, 3, 2, 3])[0]
             if paid_at < end_us:
-                emit(paid_at, "backend", "order_paid", {**base, "payment_method": method},
-                     user_id=user)
+                emit(
+                    paid_at,
+                    "backend",
+                    "order_paid",
+                    {**base, "payment_method": method},
+                    user_id=user,
+                )
                 week = (paid_at - from_datetime(start)) // (7 * 86400 * MICROS)
                 paid_by_vendor_week[(vendor, int(week))].append(amount)
                 if method == "cash" or rng.random() < 0.25:
                     cash_at = paid_at + int(rng.uniform(3600, 86400 * 2) * MICROS)
                     if cash_at < end_us:
-                        emit(cash_at, "backend", "cash_collected",
-                             {**base, "driver_id": f"drv_{rng.randrange(40):02d}"})
+                        emit(
+                            cash_at,
+                            "backend",
+                            "cash_collected",
+                            {**base, "driver_id": f"drv_{rng.randrange(40):02d}"},
+                        )
     for (vendor, week), amounts in sorted(paid_by_vendor_week.items()):
         pay_at = from_datetime(start) + (week + 1) * 7 * 86400 * MICROS + 10 * 3600 * MICROS
         if pay_at < end_us:
-            emit(pay_at, "backend", "payout_completed", {
-                "payout_id": f"pay_{vendor}_{week:02d}", "vendor_store_id": vendor,
-                "amount_cents": int(sum(amounts) * 0.9), "order_count": len(amounts)})
+            emit(
+                pay_at,
+                "backend",
+                "payout_completed",
+                {
+                    "payout_id": f"pay_{vendor}_{week:02d}",
+                    "vendor_store_id": vendor,
+                    "amount_cents": int(sum(amounts) * 0.9),
+                    "order_count": len(amounts),
+                },
+            )
     remaining = max(0, cfg.events - len(out))
     campaigns = {v: [f"cmp_{v}_{k}" for k in range(rng.randint(1, 4))] for v in vendors}
     for _ in range(remaining):
@@ -121,12 +148,20 @@ def generate(cfg: DemoConfig) -> DemoTraffic:
         vendor = rng.choices(vendors, v_weights)[0]
         campaign = rng.choice(campaigns[vendor])
         kind = "ad_click" if rng.random() < 0.035 else "ad_impression"
-        emit(ts, "adserver", kind, {
-            "ad_id": f"ad_{campaign}_{rng.randrange(3)}", "campaign_id": campaign,
-            "vendor_store_id": vendor, "store_id": rng.choices(buyers, b_weights)[0],
-            "placement": rng.choice(PLACEMENTS),
-            "cost_cents": rng.randint(30, 250) if kind == "ad_click" else rng.randint(0, 3),
-        }, session_id=f"ses_{rng.getrandbits(40):010x}")
+        emit(
+            ts,
+            "adserver",
+            kind,
+            {
+                "ad_id": f"ad_{campaign}_{rng.randrange(3)}",
+                "campaign_id": campaign,
+                "vendor_store_id": vendor,
+                "store_id": rng.choices(buyers, b_weights)[0],
+                "placement": rng.choice(PLACEMENTS),
+                "cost_cents": rng.randint(30, 250) if kind == "ad_click" else rng.randint(0, 3),
+            },
+            session_id=f"ses_{rng.getrandbits(40):010x}",
+        )
     out.sort(key=lambda t: t[0])
 
     events = [ev for _, _, ev in out]
@@ -138,16 +173,20 @@ def generate(cfg: DemoConfig) -> DemoTraffic:
         ev = dict(events[i])
         valid_ids.discard((sources[i], ev["event_id"]))
         ev["event_id"] = eid()
-        kind = i % 5
-        if kind == 0:
-            ev["properties"] = {**ev["properties"], "amount_cents": "12.50"} \
-                if "amount_cents" in ev["properties"] else {**ev["properties"], "cost_cents": -1}
-        elif kind == 1:
-            ev["properties"] = {k: v for k, v in ev["properties"].items()
-                                if k not in ("vendor_store_id",)}
-        elif kind == 2:
+        breakage = i % 5
+        if breakage == 0:
+            ev["properties"] = (
+                {**ev["properties"], "amount_cents": "12.50"}
+                if "amount_cents" in ev["properties"]
+                else {**ev["properties"], "cost_cents": -1}
+            )
+        elif breakage == 1:
+            ev["properties"] = {
+                k: v for k, v in ev["properties"].items() if k not in ("vendor_store_id",)
+            }
+        elif breakage == 2:
             ev["event_type"] = "order_refunded"
-        elif kind == 3:
+        elif breakage == 3:
             ev["occurred_at"] = "yesterday afternoon"
         else:
             del ev["event_id"]

@@ -7,7 +7,7 @@ to dedupe against what earlier batches loaded.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -32,19 +32,21 @@ ARROW: dict[ColumnType, pa.DataType] = {
 }
 """Arrow types the loader builds; DATE and JSON travel as text and are cast on insert."""
 
-QUARANTINE_SCHEMA = pa.schema([
-    ("quarantine_id", pa.string()),
-    ("pack", pa.string()),
-    ("source", pa.string()),
-    ("dialect", pa.string()),
-    ("reason", pa.string()),
-    ("detail", pa.string()),
-    ("errors", pa.string()),
-    ("event_id", pa.string()),
-    ("event_type", pa.string()),
-    ("received_at", TS),
-    ("raw", pa.binary()),
-])
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        ("quarantine_id", pa.string()),
+        ("pack", pa.string()),
+        ("source", pa.string()),
+        ("dialect", pa.string()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+        ("errors", pa.string()),
+        ("event_id", pa.string()),
+        ("event_type", pa.string()),
+        ("received_at", TS),
+        ("raw", pa.binary()),
+    ]
+)
 
 
 def _coerce(value: Any, ctype: ColumnType) -> Any:
@@ -71,23 +73,64 @@ class _TableBuilder:
 
     def add(self, ev: Envelope, frame: Frame, scope: str) -> None:
         props = ev.properties
-        self.rows.append((
-            ev.event_id, ev.event_type, ev.schema_version, ev.occurred_at, frame.received_at,
-            frame.source, ev.user_id, ev.anonymous_id, ev.session_id, ev.entity_type,
-            ev.entity_id, orjson.dumps(props).decode(),
-            None if ev.context is None else orjson.dumps(ev.context).decode(),
-            *[_coerce(props.get(name), ctype) for name, ctype in self.promoted],
-            scope,
-        ))
+        self.rows.append(
+            (
+                ev.event_id,
+                ev.event_type,
+                ev.schema_version,
+                ev.occurred_at,
+                frame.received_at,
+                frame.source,
+                ev.user_id,
+                ev.anonymous_id,
+                ev.session_id,
+                ev.entity_type,
+                ev.entity_id,
+                orjson.dumps(props).decode(),
+                None if ev.context is None else orjson.dumps(ev.context).decode(),
+                *[_coerce(props.get(name), ctype) for name, ctype in self.promoted],
+                scope,
+            )
+        )
 
     def build(self) -> pa.Table:
-        names = ["event_id", "event_type", "schema_version", "occurred_at", "received_at",
-                 "source", "user_id", "anonymous_id", "session_id", "entity_type", "entity_id",
-                 "properties", "context", *[n for n, _ in self.promoted], "_dedupe_scope"]
-        types = [pa.string(), pa.string(), pa.int64(), TS, TS, pa.string(), pa.string(),
-                 pa.string(), pa.string(), pa.string(), pa.string(), pa.string(), pa.string(),
-                 *[ARROW[t] for _, t in self.promoted], pa.string()]
-        cols = list(zip(*self.rows, strict=True)) if self.rows else [[] for _ in names]
+        names = [
+            "event_id",
+            "event_type",
+            "schema_version",
+            "occurred_at",
+            "received_at",
+            "source",
+            "user_id",
+            "anonymous_id",
+            "session_id",
+            "entity_type",
+            "entity_id",
+            "properties",
+            "context",
+            *[n for n, _ in self.promoted],
+            "_dedupe_scope",
+        ]
+        types = [
+            pa.string(),
+            pa.string(),
+            pa.int64(),
+            TS,
+            TS,
+            pa.string(),
+            pa.string(),
+            pa.string(),
+            pa.string(),
+            pa.string(),
+            pa.string(),
+            pa.string(),
+            pa.string(),
+            *[ARROW[t] for _, t in self.promoted],
+            pa.string(),
+        ]
+        cols: list[Sequence[Any]] = (
+            list(zip(*self.rows, strict=True)) if self.rows else [[] for _ in names]
+        )
         return pa.table(
             [pa.array(c, type=t) for c, t in zip(cols, types, strict=True)], names=names
         )
@@ -129,27 +172,60 @@ def build_batch(
         except msgspec.DecodeError as exc:
             # A frame the log holds but cannot decode: keep every byte, count its events.
             c[1] += rec.count
-            q.append((f"q_{log_id[:8]}_{entry.offset}_f", rec.pack, rec.source, "unknown",
-                      Reason.UNDECODABLE.value, f"log frame is not decodable: {exc}", None,
-                      None, None, rec.received_at, rec.body))
+            q.append(
+                (
+                    f"q_{log_id[:8]}_{entry.offset}_f",
+                    rec.pack,
+                    rec.source,
+                    "unknown",
+                    Reason.UNDECODABLE.value,
+                    f"log frame is not decodable: {exc}",
+                    None,
+                    None,
+                    None,
+                    rec.received_at,
+                    rec.body,
+                )
+            )
             continue
         pack = packs.get(frame.pack)
         for r in frame.rejects:
             c[1] += 1
-            q.append((f"q_{log_id[:8]}_{entry.offset}_{r.index}", frame.pack, frame.source,
-                      frame.dialect, r.reason, r.detail,
-                      orjson.dumps(r.errors).decode() if r.errors else None,
-                      r.event_id, r.event_type, frame.received_at, r.raw))
+            q.append(
+                (
+                    f"q_{log_id[:8]}_{entry.offset}_{r.index}",
+                    frame.pack,
+                    frame.source,
+                    frame.dialect,
+                    r.reason,
+                    r.detail,
+                    orjson.dumps(r.errors).decode() if r.errors else None,
+                    r.event_id,
+                    r.event_type,
+                    frame.received_at,
+                    r.raw,
+                )
+            )
         for i, ev in enumerate(frame.events):
             spec = pack.spec.event_types.get(ev.event_type) if pack else None
             if pack is None or spec is None:
                 # The pack changed (or was removed) between collection and load.
                 c[1] += 1
-                q.append((f"q_{log_id[:8]}_{entry.offset}_e{i}", frame.pack, frame.source,
-                          frame.dialect, Reason.UNKNOWN_EVENT_TYPE.value,
-                          f"event type {ev.event_type!r} is not in pack {frame.pack!r} any more",
-                          None, ev.event_id, ev.event_type, frame.received_at,
-                          envelope_to_native(ev)))
+                q.append(
+                    (
+                        f"q_{log_id[:8]}_{entry.offset}_e{i}",
+                        frame.pack,
+                        frame.source,
+                        frame.dialect,
+                        Reason.UNKNOWN_EVENT_TYPE.value,
+                        f"event type {ev.event_type!r} is not in pack {frame.pack!r} any more",
+                        None,
+                        ev.event_id,
+                        ev.event_type,
+                        frame.received_at,
+                        envelope_to_native(ev),
+                    )
+                )
                 continue
             scope = _scope(pack, frame, ev)
             dk = (frame.pack, scope, ev.event_id)

@@ -47,8 +47,12 @@ class Conservation:
             "balanced": self.balanced,
             "totals": {f: self.total(f) for f in fields},
             "sources": [
-                {"pack": s.pack, "source": s.source, "balanced": s.balanced,
-                 **{f: getattr(s, f) for f in fields}}
+                {
+                    "pack": s.pack,
+                    "source": s.source,
+                    "balanced": s.balanced,
+                    **{f: getattr(s, f) for f in fields},
+                }
                 for s in self.sources
             ],
             "log": {
@@ -78,8 +82,9 @@ def conservation(log: EventLog, warehouse: Warehouse, group: str = "loader") -> 
 
 
 def _combine(ledger: LedgerTotals, snap: LogSnapshot) -> Conservation:
-    keys = sorted(set(snap.received) | set(ledger.loaded) | set(ledger.quarantined)
-                  | set(snap.pending))
+    keys = sorted(
+        set(snap.received) | set(ledger.loaded) | set(ledger.quarantined) | set(snap.pending)
+    )
     return Conservation(
         sources=tuple(
             SourceBalance(

@@ -19,8 +19,20 @@ from gristmill.core.clock import from_datetime, iso
 from gristmill.sql.system import QUARANTINE
 from gristmill.warehouse.base import Warehouse
 
-LIST_COLUMNS = ("quarantine_id", "pack", "source", "dialect", "reason", "detail", "errors",
-                "event_id", "event_type", "received_at", "quarantined_at", "replayed_at")
+LIST_COLUMNS = (
+    "quarantine_id",
+    "pack",
+    "source",
+    "dialect",
+    "reason",
+    "detail",
+    "errors",
+    "event_id",
+    "event_type",
+    "received_at",
+    "quarantined_at",
+    "replayed_at",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,8 +44,8 @@ class QuarantineFilter:
     ids: tuple[str, ...] = ()
 
 
-def _where(f: QuarantineFilter) -> tuple[exp.Expression | None, dict[str, Any]]:
-    conds: list[exp.Expression] = []
+def _where(f: QuarantineFilter) -> tuple[exp.Expr | None, dict[str, Any]]:
+    conds: list[exp.Expr] = []
     params: dict[str, Any] = {}
     for name in ("pack", "source", "reason"):
         value = getattr(f, name)
@@ -43,14 +55,22 @@ def _where(f: QuarantineFilter) -> tuple[exp.Expression | None, dict[str, Any]]:
     if not f.include_replayed:
         conds.append(exp.column("replayed_at").is_(exp.null()))
     if f.ids:
-        conds.append(exp.column("quarantine_id").isin(
-            *[exp.Placeholder(this=f"id{i}") for i in range(len(f.ids))]))
+        conds.append(
+            exp.column("quarantine_id").isin(
+                *[exp.Placeholder(this=f"id{i}") for i in range(len(f.ids))]
+            )
+        )
         params.update({f"id{i}": v for i, v in enumerate(f.ids)})
-    return (exp.and_(*conds) if conds else None), params
+    where: exp.Expr | None = exp.and_(*conds) if conds else None
+    return where, params
 
 
 def list_quarantine(
-    wh: Warehouse, f: QuarantineFilter, *, limit: int = 100, after: str | None = None,
+    wh: Warehouse,
+    f: QuarantineFilter,
+    *,
+    limit: int = 100,
+    after: str | None = None,
     with_raw: bool = False,
 ) -> list[dict[str, Any]]:
     """Rows ordered by id; ``after`` is the last id of the previous page (keyset paging)."""
@@ -60,11 +80,13 @@ def list_quarantine(
     if where is not None:
         q = q.where(where)
     if after:
-        q = q.where(exp.GT(this=exp.column("quarantine_id"), expression=exp.Placeholder(this="after")))
+        q = q.where(
+            exp.GT(this=exp.column("quarantine_id"), expression=exp.Placeholder(this="after"))
+        )
         params["after"] = after
     q = q.order_by("quarantine_id").limit(exp.Placeholder(this="limit"))
     params["limit"] = limit
-    rows = wh.query(q, params).to_pylist()
+    rows: list[dict[str, Any]] = wh.query(q, params).to_pylist()
     for r in rows:
         for tcol in ("received_at", "quarantined_at", "replayed_at"):
             if r[tcol] is not None:
@@ -83,8 +105,11 @@ def list_quarantine(
 def count_quarantine(wh: Warehouse, f: QuarantineFilter) -> dict[str, int]:
     """Rows per reason."""
     where, params = _where(f)
-    q = (exp.select("reason", exp.alias_(exp.func("count", exp.Star()), "n"))
-         .from_(QUARANTINE).group_by("reason"))
+    q = (
+        exp.select("reason", exp.alias_(exp.func("count", exp.Star()), "n"))
+        .from_(QUARANTINE)
+        .group_by("reason")
+    )
     if where is not None:
         q = q.where(where)
     return {str(row["reason"]): int(row["n"]) for row in wh.query(q, params).to_pylist()}
@@ -104,11 +129,12 @@ def replay(
     frames: list[Prepared] = []
     accepted = rejected = 0
     for r in rows:
-        raw = (r["raw"].encode() if r["raw_encoding"] == "utf-8"
-               else base64.b64decode(r["raw"]))
+        raw = r["raw"].encode() if r["raw_encoding"] == "utf-8" else base64.b64decode(r["raw"])
         prepared = collector.prepare(
-            pack=r["pack"], source=r["source"],
-            dialect=r["dialect"] if r["dialect"] in DIALECTS else "native", raw=raw,
+            pack=r["pack"],
+            source=r["source"],
+            dialect=r["dialect"] if r["dialect"] in DIALECTS else "native",
+            raw=raw,
         )
         frames.append(prepared)
         accepted += len(prepared.frame.events)
@@ -117,9 +143,11 @@ def replay(
         collector.log.append([p.record() for p in frames])
         ids = [r["quarantine_id"] for r in rows]
         stmt = exp.update(
-            QUARANTINE, {"replayed_at": exp.CurrentTimestamp()},
+            QUARANTINE,
+            {"replayed_at": exp.CurrentTimestamp()},
             where=exp.column("quarantine_id").isin(
-                *[exp.Placeholder(this=f"id{i}") for i in range(len(ids))]),
+                *[exp.Placeholder(this=f"id{i}") for i in range(len(ids))]
+            ),
         )
         wh.execute(stmt, {f"id{i}": v for i, v in enumerate(ids)})
     return ReplayResult(len(rows), accepted, rejected)

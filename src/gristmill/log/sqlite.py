@@ -217,7 +217,9 @@ class SQLiteLog:
             row = self._r.execute('SELECT "offset" FROM offsets WHERE grp = ?', (group,)).fetchone()
         return int(row[0]) if row else 0
 
-    def read(self, group: str, max_events: int, timeout_s: float, after: int | None = None) -> LogBatch:
+    def read(
+        self, group: str, max_events: int, timeout_s: float, after: int | None = None
+    ) -> LogBatch:
         """Next records after the group's committed offset (or ``after``), up to ``max_events``.
 
         Always returns at least one record when any is there, even if it alone is larger.
@@ -305,7 +307,7 @@ class SQLiteLog:
                     )
                 }
                 depth = c.execute(
-                    'SELECT count(*), coalesce(sum(n), 0), coalesce(sum(length(body)), 0), '
+                    "SELECT count(*), coalesce(sum(n), 0), coalesce(sum(length(body)), 0), "
                     'min(received_at) FROM records WHERE "offset" > ?',
                     (after,),
                 ).fetchone()

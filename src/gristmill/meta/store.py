@@ -7,9 +7,9 @@ an existing table lands, Alembic migrations take over from that version.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -63,7 +63,7 @@ class ApiKey:
         return self.revoked_at is None
 
 
-def _row_to_key(row: Mapping[str, Any]) -> ApiKey:
+def _row_to_key(row: Mapping[Any, Any]) -> ApiKey:
     return ApiKey(
         key_id=row["key_id"],
         kind=row["kind"],

@@ -41,21 +41,26 @@ def check_pack(pack: Pack, file: Path) -> list[PackIssue]:
     for et_name, et in spec.event_types.items():
         base = ("event_types", et_name)
         if et.category not in spec.categories:
-            add((*base, "category"), f"unknown category {et.category!r} "
-                f"(declared: {', '.join(sorted(spec.categories))})")
+            add(
+                (*base, "category"),
+                f"unknown category {et.category!r} "
+                f"(declared: {', '.join(sorted(spec.categories))})",
+            )
         if et.table not in spec.tables:
-            add((*base, "table"), f"unknown table {et.table!r} "
-                f"(declared: {', '.join(sorted(spec.tables))})")
+            add(
+                (*base, "table"),
+                f"unknown table {et.table!r} (declared: {', '.join(sorted(spec.tables))})",
+            )
             continue
         table = spec.tables[et.table]
         for i, col in enumerate(et.promote):
             routed[et.table].add(col)
             if col not in table.columns:
-                add((*base, "promote", str(i)),
-                    f"{col!r} is not a column of table {et.table!r}")
+                add((*base, "promote", str(i)), f"{col!r} is not a column of table {et.table!r}")
         if et.entity and et.entity.id_property not in et.promote:
-            add((*base, "entity", "id_property"),
-                f"{et.entity.id_property!r} must also be promoted")
+            add(
+                (*base, "entity", "id_property"), f"{et.entity.id_property!r} must also be promoted"
+            )
         for version, doc in pack.schemas.get(et_name, {}).items():
             sfile = pack.root / "schemas" / et_name / f"{version}.json"
             issues += _check_schema(doc, sfile)
@@ -65,15 +70,16 @@ def check_pack(pack: Pack, file: Path) -> list[PackIssue]:
                     continue
                 prop = props.get(col)
                 if not isinstance(prop, dict):
-                    add((*base, "promote", str(i)),
-                        f"{col!r} is not a property in {sfile}")
+                    add((*base, "promote", str(i)), f"{col!r} is not a property in {sfile}")
                     continue
                 want = JSON_TYPES[table.columns[col].type]
                 have = _json_types(prop) - {"null"}
                 if not have or not have <= want:
-                    add((*base, "promote", str(i)),
+                    add(
+                        (*base, "promote", str(i)),
                         f"property {col!r} has JSON type {sorted(have) or 'unspecified'} in "
-                        f"{sfile}, which cannot fill a {table.columns[col].type} column")
+                        f"{sfile}, which cannot fill a {table.columns[col].type} column",
+                    )
 
     for t_name, table in spec.tables.items():
         base = ("tables", t_name)
@@ -85,8 +91,10 @@ def check_pack(pack: Pack, file: Path) -> list[PackIssue]:
             if c in ENVELOPE_COLUMNS:
                 add((*base, "columns", c), f"{c!r} is an envelope column; choose another name")
             elif c not in routed[t_name]:
-                add((*base, "columns", c),
-                    "no event type routed here promotes this column, so it would always be null")
+                add(
+                    (*base, "columns", c),
+                    "no event type routed here promotes this column, so it would always be null",
+                )
         for i, c in enumerate(table.cluster_by):
             if c not in table.columns and c not in ENVELOPE_COLUMNS:
                 add((*base, "cluster_by", str(i)), f"{c!r} is not a column of {t_name!r}")

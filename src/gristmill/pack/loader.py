@@ -72,8 +72,7 @@ def load_pack(root: Path) -> Pack:
         spec = PackSpec.model_validate(raw)
     except ValidationError as exc:
         msgs = [
-            _fmt(file, lines, tuple(str(p) for p in err["loc"]), err["msg"])
-            for err in exc.errors()
+            _fmt(file, lines, tuple(str(p) for p in err["loc"]), err["msg"]) for err in exc.errors()
         ]
         raise ConfigError("\n".join(msgs)) from exc
     if spec.pack != root.name:
@@ -91,7 +90,8 @@ def load_pack(root: Path) -> Pack:
             except FileNotFoundError:
                 issues.append(
                     PackIssue(
-                        file, ("event_types", et_name, "versions"),
+                        file,
+                        ("event_types", et_name, "versions"),
                         f"version {version} declared but {sfile} does not exist",
                     )
                 )

@@ -48,7 +48,8 @@ class SchemaRegistry:
         latest = self._latest.get(event_type)
         if latest is None:
             return Verdict(
-                0, Reason.UNKNOWN_EVENT_TYPE,
+                0,
+                Reason.UNKNOWN_EVENT_TYPE,
                 f"event type {event_type!r} is not declared in pack {self.pack.name!r}",
             )
         v = latest if version is None else version
@@ -56,21 +57,25 @@ class SchemaRegistry:
         if validator is None:
             known = sorted(vv for (et, vv) in self._validators if et == event_type)
             return Verdict(
-                v, Reason.UNKNOWN_SCHEMA_VERSION,
+                v,
+                Reason.UNKNOWN_SCHEMA_VERSION,
                 f"{event_type!r} has no schema version {v} (known: {known})",
             )
         if validator.is_valid(properties):
             return Verdict(v)
         errors = []
         for err in validator.iter_errors(properties):
-            errors.append({
-                "path": "/properties" + "".join(f"/{p}" for p in err.instance_path),
-                "message": err.message,
-            })
+            errors.append(
+                {
+                    "path": "/properties" + "".join(f"/{p}" for p in err.instance_path),
+                    "message": err.message,
+                }
+            )
             if len(errors) >= MAX_ERRORS:
                 break
         return Verdict(
-            v, Reason.SCHEMA_VIOLATION,
+            v,
+            Reason.SCHEMA_VIOLATION,
             f"properties do not match {event_type} v{v}: {errors[0]['message']}",
             tuple(errors),
         )

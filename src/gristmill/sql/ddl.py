@@ -8,19 +8,26 @@ from sqlglot import exp
 
 from gristmill.pack.models import ColumnType, Pack, TableColumn
 
-_TYPES: dict[ColumnType, exp.DataType.Type] = {
-    ColumnType.STRING: exp.DataType.Type.VARCHAR,
-    ColumnType.INT64: exp.DataType.Type.BIGINT,
-    ColumnType.FLOAT64: exp.DataType.Type.DOUBLE,
-    ColumnType.BOOL: exp.DataType.Type.BOOLEAN,
-    ColumnType.TIMESTAMP: exp.DataType.Type.TIMESTAMPTZ,
-    ColumnType.DATE: exp.DataType.Type.DATE,
-    ColumnType.JSON: exp.DataType.Type.JSON,
+_TYPES: dict[ColumnType, str] = {
+    ColumnType.STRING: "VARCHAR",
+    ColumnType.INT64: "BIGINT",
+    ColumnType.FLOAT64: "DOUBLE",
+    ColumnType.BOOL: "BOOLEAN",
+    ColumnType.TIMESTAMP: "TIMESTAMPTZ",
+    ColumnType.DATE: "DATE",
+    ColumnType.JSON: "JSON",
 }
 
 NOT_NULL_ENVELOPE = frozenset(
-    {"event_id", "event_type", "schema_version", "occurred_at", "received_at", "loaded_at",
-     "source"}
+    {
+        "event_id",
+        "event_type",
+        "schema_version",
+        "occurred_at",
+        "received_at",
+        "loaded_at",
+        "source",
+    }
 )
 
 
@@ -29,12 +36,16 @@ def data_type(t: ColumnType) -> exp.DataType:
 
 
 def table_ref(dataset: str, table: str) -> exp.Table:
-    return exp.table_(exp.to_identifier(table, quoted=True), db=exp.to_identifier(dataset, quoted=True))
+    return exp.table_(
+        exp.to_identifier(table, quoted=True), db=exp.to_identifier(dataset, quoted=True)
+    )
 
 
 def column_def(name: str, kind: exp.DataType, *, not_null: bool = False) -> exp.ColumnDef:
     constraints = [exp.ColumnConstraint(kind=exp.NotNullColumnConstraint())] if not_null else []
-    return exp.ColumnDef(this=exp.to_identifier(name, quoted=True), kind=kind, constraints=constraints)
+    return exp.ColumnDef(
+        this=exp.to_identifier(name, quoted=True), kind=kind, constraints=constraints
+    )
 
 
 def create_schema(name: str) -> exp.Create:
@@ -44,7 +55,7 @@ def create_schema(name: str) -> exp.Create:
 def create_table(
     ref: exp.Table,
     columns: Sequence[exp.ColumnDef],
-    properties: Sequence[exp.Expression] = (),
+    properties: Sequence[exp.Expr] = (),
 ) -> exp.Create:
     return exp.Create(
         this=exp.Schema(this=ref, expressions=list(columns)),

@@ -56,7 +56,8 @@ async def ingest_native(request: Request, rt: RuntimeDep, principal: WriterDep) 
     counters = request.app.state.counters
     try:
         raw = await read_body(request, rt.settings.limits.max_request_bytes)
-        assert principal.pack is not None and principal.source is not None
+        assert principal.pack is not None
+        assert principal.source is not None
         prepared = rt.collector.prepare(
             pack=principal.pack,
             source=principal.source,
@@ -66,10 +67,10 @@ async def ingest_native(request: Request, rt: RuntimeDep, principal: WriterDep) 
             content_encoding=request.headers.get("content-encoding"),
         )
         await append(rt, prepared)
-    except Problem as p:
-        counters.reject(p.slug)
-        counters.count("/v1/events", p.status)
-        return problem_response(p)
+    except Problem as problem:
+        counters.reject(problem.slug)
+        counters.count("/v1/events", problem.status)
+        return problem_response(problem)
     if prepared.problem is not None:
         counters.reject(prepared.problem.slug)
         counters.count("/v1/events", prepared.problem.status)
@@ -78,7 +79,9 @@ async def ingest_native(request: Request, rt: RuntimeDep, principal: WriterDep) 
     assert outcome is not None
     if outcome.accepted == 0:
         p = Problem(
-            422, "events-rejected", "No event accepted",
+            422,
+            "events-rejected",
+            "No event accepted",
             f"all {outcome.rejected} events were rejected and kept in quarantine",
             errors=outcome.results,
         )

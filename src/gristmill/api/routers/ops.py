@@ -26,23 +26,29 @@ def healthz() -> dict[str, str]:
 def readyz(rt: RuntimeDep) -> Response:
     problems = rt.readiness()
     if problems:
-        return problem_response(Problem(
-            503, "not-ready", "Not ready", "; ".join(problems),
-            errors=[{"message": p} for p in problems],
-            headers={"Retry-After": "5"},
-        ))
-    return JSONBytes({
-        "ready": True,
-        "log": rt.log.name,
-        "warehouse": rt.warehouse.name,
-        "packs": sorted(rt.packs),
-    })
+        return problem_response(
+            Problem(
+                503,
+                "not-ready",
+                "Not ready",
+                "; ".join(problems),
+                errors=[{"message": p} for p in problems],
+                headers={"Retry-After": "5"},
+            )
+        )
+    return JSONBytes(
+        {
+            "ready": True,
+            "log": rt.log.name,
+            "warehouse": rt.warehouse.name,
+            "packs": sorted(rt.packs),
+        }
+    )
 
 
 @router.get("/metrics", summary="Prometheus metrics")
 def metrics(request: Request) -> Response:
-    return Response(generate_latest(request.app.state.prometheus),
-                    media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(request.app.state.prometheus), media_type=CONTENT_TYPE_LATEST)
 
 
 def pipeline_stats(rt: RuntimeDep) -> dict[str, Any]:

@@ -38,18 +38,22 @@ def list_(
 ) -> Response:
     f = QuarantineFilter(pack, source, reason.value if reason else None, include_replayed)
     rows = list_quarantine(rt.warehouse, f, limit=limit, after=cursor)
-    return JSONBytes({
-        "items": rows,
-        "counts": count_quarantine(rt.warehouse, f),
-        "next_cursor": rows[-1]["quarantine_id"] if len(rows) == limit else None,
-    })
+    return JSONBytes(
+        {
+            "items": rows,
+            "counts": count_quarantine(rt.warehouse, f),
+            "next_cursor": rows[-1]["quarantine_id"] if len(rows) == limit else None,
+        }
+    )
 
 
 @router.get("/{quarantine_id}", summary="One quarantined event with its original bytes")
 def get_one(rt: RuntimeDep, _: ReaderDep, quarantine_id: str) -> Response:
     rows = list_quarantine(
-        rt.warehouse, QuarantineFilter(ids=(quarantine_id,), include_replayed=True),
-        limit=1, with_raw=True,
+        rt.warehouse,
+        QuarantineFilter(ids=(quarantine_id,), include_replayed=True),
+        limit=1,
+        with_raw=True,
     )
     if not rows:
         raise not_found(f"no quarantined event {quarantine_id!r}")
@@ -67,10 +71,17 @@ class ReplayRequest(BaseModel):
 @router.post("/replay", summary="Replay quarantined events through the collector again")
 def replay_(rt: RuntimeDep, _: ReplayerDep, body: ReplayRequest) -> Response:
     f = QuarantineFilter(
-        body.pack, body.source, body.reason.value if body.reason else None, False,
+        body.pack,
+        body.source,
+        body.reason.value if body.reason else None,
+        False,
         tuple(body.ids),
     )
     result = replay(rt.warehouse, rt.collector, f, limit=body.limit)
-    return JSONBytes({
-        "replayed": result.replayed, "accepted": result.accepted, "rejected": result.rejected,
-    })
+    return JSONBytes(
+        {
+            "replayed": result.replayed,
+            "accepted": result.accepted,
+            "rejected": result.rejected,
+        }
+    )

@@ -41,7 +41,7 @@ from gristmill.warehouse.duckdb.sql import LoadStatements
 DEDUPE_TABLE = "_gm_dedupe"
 
 
-def _sql(e: exp.Expression) -> str:
+def _sql(e: exp.Expr) -> str:
     return e.sql(dialect=DIALECT)
 
 
@@ -87,7 +87,7 @@ class DuckDBWarehouse:
         return cur
 
     # -- provisioning -------------------------------------------------------------------
-    def _ddl(self, packs: Sequence[Pack]) -> list[exp.Expression]:
+    def _ddl(self, packs: Sequence[Pack]) -> list[exp.Expr]:
         stmts = system_ddl()
         for pack in packs:
             stmts.append(ddl.create_schema(pack.dataset))
@@ -199,8 +199,19 @@ class DuckDBWarehouse:
                     loaded[key] = fresh.get(key, 0)
                     dups[key] = counts.duplicates_in_batch + accepted - loaded[key]
                     quarantined[key] = counts.quarantined
-                    ledger.append((batch.batch_id, batch.log_name, batch.group, key[0], key[1],
-                                   loaded[key], dups[key], quarantined[key], batch.last_offset))
+                    ledger.append(
+                        (
+                            batch.batch_id,
+                            batch.log_name,
+                            batch.group,
+                            key[0],
+                            key[1],
+                            loaded[key],
+                            dups[key],
+                            quarantined[key],
+                            batch.last_offset,
+                        )
+                    )
                 for row in ledger:
                     _run(cur, _INSERT_LEDGER, list(row))
                 _run(cur, _DELETE_OFFSET, {"log": batch.log_name, "grp": batch.group})
@@ -246,18 +257,18 @@ class DuckDBWarehouse:
         return int(rows[0][0]) if rows else 0
 
     # -- reading ------------------------------------------------------------------------
-    def query(self, query: exp.Expression, params: Mapping[str, Any] | None = None) -> pa.Table:
+    def query(self, query: exp.Expr, params: Mapping[str, Any] | None = None) -> pa.Table:
         rel = self._cur().sql(_sql(query), params=dict(params or {}))
         if rel is None:
             raise ValueError("query() takes a statement that returns rows")
         return rel.to_arrow_table()
 
-    def execute(self, stmt: exp.Expression, params: Mapping[str, Any] | None = None) -> int:
+    def execute(self, stmt: exp.Expr, params: Mapping[str, Any] | None = None) -> int:
         with self._write_lock:
             rows = _run(self._cur(), _sql(stmt), dict(params or {}))
         return int(rows[0][0]) if rows and rows[0] and isinstance(rows[0][0], int) else 0
 
-    def delete(self, table: exp.Table, where: exp.Expression) -> int:
+    def delete(self, table: exp.Table, where: exp.Expr) -> int:
         return self.execute(exp.delete(table).where(where))
 
     def close(self) -> None:
@@ -265,7 +276,10 @@ class DuckDBWarehouse:
 
 
 _SEEN_BATCH = _sql(
-    exp.select("1").from_(LOADS).where(exp.column("batch_id").eq(exp.Placeholder(this="b"))).limit(1)
+    exp.select("1")
+    .from_(LOADS)
+    .where(exp.column("batch_id").eq(exp.Placeholder(this="b")))
+    .limit(1)
 )
 _INSERT_QUARANTINE = _sql(
     exp.insert(
@@ -276,7 +290,7 @@ _INSERT_QUARANTINE = _sql(
 )
 _INSERT_LEDGER = _sql(
     exp.insert(
-        exp.values([tuple(exp.Placeholder() for _ in range(9)) + (exp.CurrentTimestamp(),)]),
+        exp.values([(*tuple(exp.Placeholder() for _ in range(9)), exp.CurrentTimestamp())]),
         LOADS,
     )
 )
@@ -290,15 +304,23 @@ _DELETE_OFFSET = _sql(
 )
 _INSERT_OFFSET = _sql(
     exp.insert(
-        exp.values([
-            (exp.Placeholder(this="log"), exp.Placeholder(this="grp"),
-             exp.Placeholder(this="off"), exp.CurrentTimestamp())
-        ]),
+        exp.values(
+            [
+                (
+                    exp.Placeholder(this="log"),
+                    exp.Placeholder(this="grp"),
+                    exp.Placeholder(this="off"),
+                    exp.CurrentTimestamp(),
+                )
+            ]
+        ),
         OFFSETS,
     )
 )
 _SELECT_OFFSET = _sql(
-    exp.select(exp.column("offset", quoted=True)).from_(OFFSETS).where(
+    exp.select(exp.column("offset", quoted=True))
+    .from_(OFFSETS)
+    .where(
         exp.and_(
             exp.column("log").eq(exp.Placeholder(this="log")),
             exp.column("grp").eq(exp.Placeholder(this="grp")),
@@ -307,7 +329,13 @@ _SELECT_OFFSET = _sql(
 )
 _SUM_LEDGER = _sql(
     exp.select(
-        "pack", "source", exp.func("sum", exp.column("loaded")),
-        exp.func("sum", exp.column("duplicates")), exp.func("sum", exp.column("quarantined")),
-    ).from_(LOADS).where(exp.column("log").eq(exp.Placeholder(this="log"))).group_by("pack", "source")
+        "pack",
+        "source",
+        exp.func("sum", exp.column("loaded")),
+        exp.func("sum", exp.column("duplicates")),
+        exp.func("sum", exp.column("quarantined")),
+    )
+    .from_(LOADS)
+    .where(exp.column("log").eq(exp.Placeholder(this="log")))
+    .group_by("pack", "source")
 )

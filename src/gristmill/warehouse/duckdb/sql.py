@@ -14,7 +14,7 @@ FRESH = "_gm_fresh"
 UNIT_SEPARATOR = "\x1f"
 
 
-def _key(alias: str) -> exp.Expression:
+def _key(alias: str) -> exp.Expr:
     """128-bit dedupe key of (scope, event_id)."""
     return exp.func(
         "md5_number",
@@ -48,12 +48,14 @@ class LoadStatements:
         target = table_ref(pack.dataset, table)
         dedupe = table_ref(pack.dataset, dedupe_table)
         cols = [c.name for c in pack.columns(table)]
-        keyed = exp.select("*", exp.alias_(_key("b"), "_k")).from_(exp.to_table("_gm_batch").as_("b"))
+        keyed = exp.select("*", exp.alias_(_key("b"), "_k")).from_(
+            exp.to_table("_gm_batch").as_("b")
+        )
         not_seen = exp.Not(
             this=exp.Exists(
-                this=exp.select("1").from_(dedupe.as_("d")).where(
-                    exp.column("k", table="d").eq(exp.column("_k", table="kb"))
-                )
+                this=exp.select("1")
+                .from_(dedupe.as_("d"))
+                .where(exp.column("k", table="d").eq(exp.column("_k", table="kb")))
             )
         )
         fresh = exp.Create(
@@ -66,9 +68,8 @@ class LoadStatements:
         remember = exp.insert(
             exp.select("_k", "received_at").from_(FRESH), dedupe, columns=_idents("k", "first_seen")
         )
-        select_cols: list[exp.Expression] = [
-            exp.CurrentTimestamp() if c == "loaded_at" else exp.column(c, quoted=True)
-            for c in cols
+        select_cols: list[exp.Expr] = [
+            exp.CurrentTimestamp() if c == "loaded_at" else exp.column(c, quoted=True) for c in cols
         ]
         insert = exp.insert(exp.select(*select_cols).from_(FRESH), target, columns=_idents(*cols))
         count = exp.select("source", exp.func("count", exp.Star())).from_(FRESH).group_by("source")

@@ -1,0 +1,126 @@
+"""Kill -9 the server at random points while a retrying client sends 200k+ events.
+
+At the end every distinct valid event is in the warehouse exactly once, every invalid one is
+in quarantine, and conservation holds exactly.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from pathlib import Path
+
+import duckdb
+import orjson
+import pytest
+
+from gristmill.demo.marketplace import DemoConfig, generate
+from gristmill.demo.send import SendStats, send_events
+from gristmill.meta.store import MetaStore
+from tests.e2e.server import ServerProcess, free_port
+
+pytestmark = pytest.mark.slow
+
+KILLS = 6
+
+
+def test_kill_minus_nine_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    meta = MetaStore(f"sqlite:///{data / 'meta.sqlite'}")
+    keys = {
+        s: meta.create_key("write", s, pack="marketplace", source=s)[1]
+        for s in ("backend", "adserver")
+    }
+    operator = meta.create_key("secret", "ops", role="operator")[1]
+    meta.close()
+
+    traffic = generate(
+        DemoConfig(events=200_000, days=30, seed=11, duplicate_rate=0.01, invalid_rate=0.002)
+    )
+    assert len(traffic.events) >= 200_000
+    server = ServerProcess(data, free_port())
+    server.start()
+
+    rng = random.Random(5)
+    total = len(traffic.events)
+    thresholds = sorted(rng.uniform(0.05, 0.9) * total for _ in range(KILLS))
+    sent = {"n": 0}
+    kills: list[int] = []
+    done = threading.Event()
+
+    def killer() -> None:
+        for t in thresholds:
+            while sent["n"] < t and not done.is_set():
+                time.sleep(0.01)
+            if done.is_set():
+                return
+            time.sleep(rng.uniform(0, 0.3))  # land anywhere in a request or a load
+            server.kill9()
+            kills.append(sent["n"])
+            server.start()
+
+    def progress(n: int) -> None:
+        sent["n"] += n
+
+    k = threading.Thread(target=killer)
+    k.start()
+    stats: SendStats = send_events(
+        server.url,
+        keys,
+        traffic.events,
+        traffic.sources,
+        batch_size=500,
+        concurrency=4,
+        on_progress=progress,
+    )
+    done.set()
+    k.join()
+    assert len(kills) == KILLS, f"only {len(kills)} kills happened"
+    assert stats.retries > 0
+
+    import httpx
+
+    h = {"Authorization": f"Bearer {operator}"}
+    deadline = time.monotonic() + 120
+    while True:
+        st = httpx.get(server.url + "/v1/pipeline/stats", headers=h, timeout=10).json()
+        if st["totals"]["in_flight"] == 0:
+            break
+        assert time.monotonic() < deadline, st
+        time.sleep(0.2)
+    server.stop()
+
+    assert st["balanced"], st
+    con = duckdb.connect(str(data / "warehouse.duckdb"), read_only=True)
+    rows = con.execute(
+        "SELECT count(*), count(DISTINCT (source, event_id)) FROM ("
+        " SELECT source, event_id FROM marketplace.marketplace_events"
+        " UNION ALL SELECT source, event_id FROM marketplace.ad_events)"
+    ).fetchall()[0]
+    assert rows[0] == rows[1] == len(traffic.valid_ids)
+    loaded = set(
+        con.execute(
+            "SELECT source, event_id FROM marketplace.marketplace_events"
+            " UNION ALL SELECT source, event_id FROM marketplace.ad_events"
+        ).fetchall()
+    )
+    assert loaded == traffic.valid_ids
+
+    valid_raw = {
+        orjson.dumps(e)
+        for s, e in zip(traffic.sources, traffic.events, strict=True)
+        if (s, e.get("event_id")) in traffic.valid_ids
+    }
+    invalid_raw = {orjson.dumps(e) for e in traffic.events} - valid_raw
+    quarantined_raw = {
+        bytes(r[0]) for r in con.execute("SELECT raw FROM _gristmill.quarantine").fetchall()
+    }
+    assert quarantined_raw == invalid_raw
+
+    totals = st["totals"]
+    assert totals["loaded"] == len(traffic.valid_ids)
+    assert totals["received"] == (totals["loaded"] + totals["quarantined"] + totals["duplicates"])
+    assert totals["received"] >= len(traffic.events)
+    con.close()
