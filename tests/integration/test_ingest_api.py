@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 from typing import Any
 
 import orjson
@@ -249,19 +250,60 @@ def test_metrics_expose_conservation(client: TestClient, runtime: Runtime, write
     assert 'gristmill_http_requests_total{route="/v1/events",status="207"} 1.0' in text
 
 
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4),
+    max_leaves=20,
+)
+
+
+@st.composite
+def mutated_events(draw: st.DrawFn) -> bytes:
+    """A valid order event with some fields replaced by arbitrary JSON (big ints included)."""
+    ev = order()
+    for key in draw(
+        st.sets(
+            st.sampled_from(
+                ["event_id", "event_type", "occurred_at", "schema_version", "context", "user_id"]
+            )
+        )
+    ):
+        ev[key] = draw(JSON_VALUES)
+    for key in draw(
+        st.sets(
+            st.sampled_from(["order_id", "store_id", "vendor_store_id", "amount_cents", "extra"])
+        )
+    ):
+        ev["properties"][key] = draw(JSON_VALUES)
+    return json.dumps([ev]).encode()
+
+
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
     body=st.one_of(
-        st.binary(max_size=300),
-        st.recursive(
-            st.none() | st.booleans() | st.integers() | st.text(max_size=20),
-            lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4),
-            max_leaves=20,
-        ).map(orjson.dumps),
+        st.binary(max_size=300), JSON_VALUES.map(lambda v: json.dumps(v).encode()), mutated_events()
     )
 )
-def test_fuzzed_bodies_never_5xx(client: TestClient, write_key: str, body: bytes) -> None:
+def test_fuzzed_bodies_never_5xx(
+    client: TestClient, runtime: Runtime, write_key: str, body: bytes
+) -> None:
     r = post(client, write_key, body)
     assert r.status_code < 500, r.text
+    runtime.loader.run_once(timeout_s=0)  # whatever was accepted must load
+    assert runtime.loader.stats.failures == 0
+
+
+def test_integer_past_64_bits_is_rejected_not_loaded(
+    client: TestClient, runtime: Runtime, write_key: str
+) -> None:
+    ok = order()
+    ok["context"] = {"big": 10**30}  # fine inside JSON columns
+    big = order()
+    big["properties"]["amount_cents"] = 10**30  # the schema's maximum catches this one
+    r = post(client, write_key, json.dumps([ok, big]).encode())
+    assert r.status_code == 207
+    assert r.json()["results"][1]["reason"] == "schema_violation"
+    runtime.loader.drain()
+    assert count(runtime) == 1

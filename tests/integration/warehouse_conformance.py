@@ -7,6 +7,7 @@ import itertools
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 import pytest
 from sqlglot import exp
 
@@ -26,20 +27,22 @@ _offsets = itertools.count(1)
 def envelope(
     event_id: str, amount: int = 100, event_type: str = "order_created", vendor: str = "v1"
 ) -> Envelope:
+    props = {
+        "order_id": f"o-{event_id}",
+        "store_id": "s1",
+        "vendor_store_id": vendor,
+        "amount_cents": amount,
+    }
     return Envelope(
         event_id=event_id,
         event_type=event_type,
         schema_version=1,
         occurred_at=parse_rfc3339_us("2026-11-01T10:00:00Z"),
-        properties={
-            "order_id": f"o-{event_id}",
-            "store_id": "s1",
-            "vendor_store_id": vendor,
-            "amount_cents": amount,
-        },
+        properties=orjson.dumps(props),
+        promoted=[f"o-{event_id}", "s1", vendor, amount],
         entity_type="order",
         entity_id=f"o-{event_id}",
-        context={"ip": "127.0.0.1"},
+        context=b'{"ip": "127.0.0.1"}',
     )
 
 

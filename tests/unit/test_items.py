@@ -4,39 +4,40 @@ from __future__ import annotations
 
 import pytest
 
-from gristmill.collect.items import BodyNotJSON, split_items
+from gristmill.collect.items import BodyNotJSON, parse_object, split_items
 
 
 def test_array_keeps_original_bytes_per_item() -> None:
     body = b'[ {"a": 1},\n  {"b" : [1, 2]} ]'
     items = split_items(body)
     assert [i.raw for i in items] == [b'{"a": 1}', b'{"b" : [1, 2]}']
-    assert [i.value for i in items] == [{"a": 1}, {"b": [1, 2]}]
+    assert [parse_object(i) for i in items] == [{"a": 1}, {"b": [1, 2]}]
 
 
 def test_ndjson_with_crlf_and_blank_lines() -> None:
     items = split_items(b'{"a":1}\r\n\r\n{"b":2}\n', "application/x-ndjson")
-    assert [i.value for i in items] == [{"a": 1}, {"b": 2}]
+    assert [parse_object(i) for i in items] == [{"a": 1}, {"b": 2}]
     assert [i.index for i in items] == [0, 1]
 
 
 def test_single_pretty_printed_object() -> None:
     items = split_items(b'{\n  "a": 1\n}', "application/json")
     assert len(items) == 1
-    assert items[0].value == {"a": 1}
+    assert parse_object(items[0]) == {"a": 1}
 
 
 def test_broken_ndjson_line_rejects_only_that_line() -> None:
     items = split_items(b'{"a":1}\n{"b":\n{"c":3}\n')
-    assert [i.value for i in items] == [{"a": 1}, None, {"c": 3}]
-    assert "not valid JSON" in items[1].error
+    parsed = [parse_object(i) for i in items]
+    assert parsed[0] == {"a": 1}
+    assert parsed[2] == {"c": 3}
+    assert "not valid JSON" in str(parsed[1])
 
 
 def test_non_object_items() -> None:
     items = split_items(b'[1, "x", {"ok": true}]')
-    assert items[0].value is None
-    assert "got int" in items[0].error
-    assert items[2].value == {"ok": True}
+    assert "got int" in str(parse_object(items[0]))
+    assert parse_object(items[2]) == {"ok": True}
 
 
 def test_broken_array_is_refused_as_a_whole() -> None:

@@ -2,7 +2,8 @@
 
 A JSON array is scanned with msgspec into ``Raw`` slices (no per-item re-encoding), so a
 rejected item is quarantined byte for byte as the client sent it, and per-event size limits
-measure exactly what arrived.
+measure exactly what arrived. Items are not parsed here: each dialect decodes its own items
+(the native one straight into typed structs).
 """
 
 from __future__ import annotations
@@ -21,23 +22,21 @@ _raw_one = msgspec.json.Decoder(msgspec.Raw)
 class Item:
     index: int
     raw: bytes
-    value: dict[str, Any] | None
-    """The decoded object, or None when undecodable (see ``error``)."""
-    error: str = ""
 
 
 class BodyNotJSON(Exception):
     pass
 
 
-def _decode(index: int, raw: bytes) -> Item:
+def parse_object(item: Item) -> dict[str, Any] | str:
+    """The item as a dict, or the reason it is not a JSON object."""
     try:
-        value = orjson.loads(raw)
+        value = orjson.loads(item.raw)
     except orjson.JSONDecodeError as exc:
-        return Item(index, raw, None, f"not valid JSON: {exc}")
+        return f"not valid JSON: {exc}"
     if not isinstance(value, dict):
-        return Item(index, raw, None, f"an event must be a JSON object, got {type(value).__name__}")
-    return Item(index, raw, value)
+        return f"an event must be a JSON object, got {type(value).__name__}"
+    return value
 
 
 def split_items(body: bytes, content_type: str = "") -> list[Item]:
@@ -52,7 +51,7 @@ def split_items(body: bytes, content_type: str = "") -> list[Item]:
             raws = _raw_list.decode(text)
         except msgspec.DecodeError as exc:
             raise BodyNotJSON(f"body is not a valid JSON array: {exc}") from exc
-        return [_decode(i, bytes(r)) for i, r in enumerate(raws)]
+        return [Item(i, bytes(r)) for i, r in enumerate(raws)]
     ctype = content_type.split(";")[0].strip().lower()
     if text[:1] == b"{" and ctype not in ("application/x-ndjson", "application/jsonl"):
         try:
@@ -60,10 +59,10 @@ def split_items(body: bytes, content_type: str = "") -> list[Item]:
         except msgspec.DecodeError:
             pass  # more than one object: NDJSON
         else:
-            return [_decode(0, bytes(one))]
+            return [Item(0, bytes(one))]
     items: list[Item] = []
     for line in body.split(b"\n"):
         line = line.strip()
         if line:
-            items.append(_decode(len(items), line))
+            items.append(Item(len(items), line))
     return items

@@ -12,9 +12,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from gristmill.collect.items import Item
 from gristmill.core.envelope import Envelope, Frame, Reason, Reject
-from gristmill.pack.models import Pack
+from gristmill.core.clock import parse_rfc3339_us
+from gristmill.pack.models import ColumnType, Pack
 from gristmill.schema.registry import SchemaRegistry
 
 
@@ -26,6 +29,7 @@ class RequestContext:
     dialect: str
     received_at: int
     max_event_bytes: int
+    plans: dict[str, EventPlan]
 
 
 @dataclass(slots=True)
@@ -79,11 +83,9 @@ class Outcome:
         return len(self.frame.rejects)
 
 
-def _result(index: int, event_id: str | None, r: Reject | None) -> dict[str, Any]:
-    if r is None:
-        return {"index": index, "event_id": event_id, "status": "accepted"}
+def _result(r: Reject) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "index": index,
+        "index": r.index,
         "event_id": r.event_id,
         "status": "rejected",
         "reason": r.reason,
@@ -94,61 +96,122 @@ def _result(index: int, event_id: str | None, r: Reject | None) -> dict[str, Any
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class EventPlan:
+    """What the collector does for one event type after validation, computed once."""
+
+    promoted: tuple[tuple[str, ColumnType], ...]
+    entity_type: str | None
+    entity_property: str | None
+
+
+def event_plans(pack: Pack) -> dict[str, EventPlan]:
+    plans = {}
+    for name, spec in pack.spec.event_types.items():
+        promoted = tuple(
+            (c.name, c.type) for c in pack.columns(spec.table) if c.promoted
+        )
+        plans[name] = EventPlan(
+            promoted,
+            spec.entity.type if spec.entity else None,
+            spec.entity.id_property if spec.entity else None,
+        )
+    return plans
+
+
+_json = msgspec.json.encode
+"""Encodes what JSON decoding produced, including integers past 64 bits (orjson refuses)."""
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+class Unloadable(ValueError):
+    """A value the schema allowed but the column cannot hold (e.g. an integer past 64 bits).
+
+    Caught here, in the collector: a value the loader cannot load would stall its batch."""
+
+
+def _promote(props: dict[str, Any], plan: EventPlan) -> tuple[Any, ...]:
+    out = []
+    for name, ctype in plan.promoted:
+        v = props.get(name)
+        if v is not None and type(v) is not _NATIVE.get(ctype):
+            v = coerce(v, ctype)
+        if type(v) is int and not INT64_MIN <= v <= INT64_MAX:
+            raise Unloadable(f"/properties/{name}: {v} is outside the 64-bit range of its column")
+        out.append(v)
+    return tuple(out)
+
+
+_NATIVE: dict[ColumnType, type] = {
+    ColumnType.STRING: str,
+    ColumnType.INT64: int,
+    ColumnType.FLOAT64: float,
+    ColumnType.BOOL: bool,
+    ColumnType.TIMESTAMP: int,
+}
+
+
+def coerce(value: Any, ctype: ColumnType) -> Any:
+    """Bridge JSON's loose values to a promoted column (the schema already checked them)."""
+    try:
+        if ctype is ColumnType.INT64:
+            return int(value)
+        if ctype is ColumnType.FLOAT64:
+            return float(value)
+        if ctype is ColumnType.TIMESTAMP and isinstance(value, str):
+            return parse_rfc3339_us(value)
+    except (OverflowError, ValueError) as exc:
+        raise Unloadable(f"{value!r} cannot fill a {ctype} column: {exc}") from exc
+    if ctype is ColumnType.JSON:
+        return _json(value).decode()
+    return value
+
+
 def build_frame(items: Sequence[Item], ctx: RequestContext, normalize: Normalizer) -> Outcome:
     frame = Frame(ctx.pack.name, ctx.source, ctx.received_at, [], [], ctx.dialect)
     out = Outcome(frame)
-    event_types = ctx.pack.spec.event_types
+    plans = ctx.plans
+    events = frame.events
+    results = out.results
     for item in items:
         if len(item.raw) > ctx.max_event_bytes:
-            rej = reject(
-                item,
-                Reason.OVERSIZE,
-                f"event is {len(item.raw)} bytes, over the limit of {ctx.max_event_bytes}",
-            )
-        elif item.value is None:
-            rej = reject(item, Reason.UNDECODABLE, item.error)
+            rej = reject(item, Reason.OVERSIZE,
+                         f"event is {len(item.raw)} bytes, over the limit of {ctx.max_event_bytes}")
         else:
             n = normalize(item, ctx)
             if isinstance(n, Reject):
                 rej = n
             else:
                 verdict = ctx.registry.validate(n.event_type, n.version, n.properties)
-                if not verdict.ok:
-                    assert verdict.reason is not None
-                    rej = reject(
-                        item,
-                        verdict.reason,
-                        verdict.detail,
-                        verdict.errors,
-                        event_id=n.event_id,
-                        event_type=n.event_type,
-                    )
-                else:
-                    spec = event_types[n.event_type]
-                    entity_type = entity_id = None
-                    if spec.entity is not None:
-                        entity_type = spec.entity.type
-                        ev = n.properties.get(spec.entity.id_property)
+                if verdict.ok:
+                    plan = plans[n.event_type]
+                    props = n.properties
+                    entity_id = None
+                    if plan.entity_property is not None:
+                        ev = props.get(plan.entity_property)
                         entity_id = None if ev is None else str(ev)
-                    frame.events.append(
-                        Envelope(
-                            event_id=n.event_id,
-                            event_type=n.event_type,
-                            schema_version=verdict.version,
-                            occurred_at=n.occurred_at,
-                            properties=n.properties,
-                            user_id=n.user_id,
-                            anonymous_id=n.anonymous_id,
-                            session_id=n.session_id,
-                            entity_type=entity_type,
-                            entity_id=entity_id,
-                            context=n.context,
-                        )
-                    )
-                    out.results.append(_result(item.index, n.event_id, None))
-                    continue
+                    try:
+                        promoted = _promote(props, plan)
+                    except Unloadable as exc:
+                        rej = reject(item, Reason.SCHEMA_VIOLATION, str(exc),
+                                     event_id=n.event_id, event_type=n.event_type)
+                    else:
+                        events.append(Envelope(
+                            n.event_id, n.event_type, verdict.version, n.occurred_at,
+                            _json(props), promoted, n.user_id, n.anonymous_id, n.session_id,
+                            plan.entity_type, entity_id,
+                            None if n.context is None else _json(n.context),
+                        ))
+                        results.append({"index": item.index, "event_id": n.event_id,
+                                        "status": "accepted"})
+                        continue
+                else:
+                    assert verdict.reason is not None
+                    rej = reject(item, verdict.reason, verdict.detail, verdict.errors,
+                                 event_id=n.event_id, event_type=n.event_type)
         frame.rejects.append(rej)
-        out.results.append(_result(item.index, rej.event_id, rej))
+        results.append(_result(rej))
     return out
 
 

@@ -18,6 +18,7 @@ from gristmill.collect.pipeline import (
     Outcome,
     RequestContext,
     build_frame,
+    event_plans,
     whole_body_reject,
 )
 from gristmill.config import LimitSettings
@@ -54,6 +55,7 @@ class Collector:
     ) -> None:
         self.packs = dict(packs)
         self.registries = {name: SchemaRegistry(p) for name, p in packs.items()}
+        self.plans = {name: event_plans(p) for name, p in packs.items()}
         self.log = log
         self.limits = limits
 
@@ -96,6 +98,7 @@ class Collector:
             dialect=dialect,
             received_at=rec_at,
             max_event_bytes=lim.max_event_bytes,
+            plans=self.plans[pack],
         )
         outcome = build_frame(items, ctx, DIALECTS[dialect])
         return Prepared(outcome.frame, outcome)

@@ -51,23 +51,29 @@ class Reason(StrEnum):
     """A dialect event (Segment track name, Snowplow schema, ...) the pack does not map."""
 
 
-class Envelope(msgspec.Struct, array_like=True, omit_defaults=True):
+class Envelope(msgspec.Struct, array_like=True, omit_defaults=True, gc=False):
     """An accepted event after normalization, as it travels through the log.
 
-    Times are integer microseconds since the epoch, UTC.
+    The collector does the per-event work once: ``properties`` and ``context`` are already
+    JSON text, and ``promoted`` holds the values of the table's promoted columns in the
+    pack's column order, so the loader only moves values into Arrow columns.
+    Times are integer microseconds since the epoch, UTC. ``gc=False`` and a tuple for
+    ``promoted``: a batch holds hundreds of thousands of these, and the cyclic garbage
+    collector re-scanning them tripled the loader's time; they hold no reference cycles.
     """
 
     event_id: str
     event_type: str
     schema_version: int
     occurred_at: int
-    properties: dict[str, Any]
+    properties: bytes
+    promoted: tuple[Any, ...]
     user_id: str | None = None
     anonymous_id: str | None = None
     session_id: str | None = None
     entity_type: str | None = None
     entity_id: str | None = None
-    context: dict[str, Any] | None = None
+    context: bytes | None = None
 
 
 class Reject(msgspec.Struct, array_like=True, omit_defaults=True):
@@ -106,12 +112,14 @@ def envelope_to_native(ev: Envelope) -> bytes:
         "event_type": ev.event_type,
         "schema_version": ev.schema_version,
         "occurred_at": iso(ev.occurred_at),
-        "properties": ev.properties,
+        "properties": msgspec.Raw(ev.properties),
     }
-    for key in ("user_id", "anonymous_id", "session_id", "context"):
+    for key in ("user_id", "anonymous_id", "session_id"):
         value = getattr(ev, key)
         if value is not None:
             doc[key] = value
+    if ev.context is not None:
+        doc["context"] = msgspec.Raw(ev.context)
     return msgspec.json.encode(doc)
 
 

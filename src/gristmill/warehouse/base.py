@@ -37,7 +37,6 @@ class SourceCounts:
 
     events: int = 0
     quarantined: int = 0
-    duplicates_in_batch: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +44,8 @@ class TableRows:
     pack: Pack
     table: str
     rows: pa.Table
-    """The table's columns in order, minus ``loaded_at``, plus ``_dedupe_scope``."""
+    """The table's columns except ``loaded_at``, plus ``_dedupe_scope``. Unique per
+    (``_dedupe_scope``, ``event_id``): the loader drops repeats inside a batch."""
 
 
 @dataclass(slots=True)

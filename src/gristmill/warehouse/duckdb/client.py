@@ -195,9 +195,9 @@ class DuckDBWarehouse:
                 quarantined: dict[tuple[str, str], int] = {}
                 ledger = []
                 for key, counts in batch.sources.items():
-                    accepted = counts.events - counts.quarantined - counts.duplicates_in_batch
+                    accepted = counts.events - counts.quarantined
                     loaded[key] = fresh.get(key, 0)
-                    dups[key] = counts.duplicates_in_batch + accepted - loaded[key]
+                    dups[key] = accepted - loaded[key]
                     quarantined[key] = counts.quarantined
                     ledger.append(
                         (
