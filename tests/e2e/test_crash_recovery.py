@@ -16,9 +16,10 @@ import orjson
 import pytest
 
 from gristmill.demo.marketplace import DemoConfig, generate
+from gristmill.demo.process import ServerProcess, free_port
 from gristmill.demo.send import SendStats, send_events
 from gristmill.meta.store import MetaStore
-from tests.e2e.server import ServerProcess, free_port
+from tests.conftest import PACKS
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +41,7 @@ def test_kill_minus_nine_loses_and_duplicates_nothing(tmp_path: Path) -> None:
         DemoConfig(events=200_000, days=30, seed=11, duplicate_rate=0.01, invalid_rate=0.002)
     )
     assert len(traffic.events) >= 200_000
-    server = ServerProcess(data, free_port())
+    server = ServerProcess(data, free_port(), packs_dir=PACKS)
     server.start()
 
     rng = random.Random(5)

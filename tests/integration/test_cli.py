@@ -9,9 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from gristmill.cli import app
+from gristmill.demo.process import ServerProcess, free_port
 from gristmill.meta.store import MetaStore
 from tests.conftest import PACKS
-from tests.e2e.server import ServerProcess, free_port
 from tests.factories import order
 
 
@@ -61,7 +61,7 @@ def test_status_and_quarantine_offline_and_online(cli: CliRunner, tmp_path: Path
     assert offline["server"] is None
     assert offline["totals"]["received"] == 0
 
-    server = ServerProcess(data, free_port())
+    server = ServerProcess(data, free_port(), packs_dir=PACKS)
     server.start()
     try:
         import httpx

@@ -307,3 +307,19 @@ def test_integer_past_64_bits_is_rejected_not_loaded(
     assert r.json()["results"][1]["reason"] == "schema_violation"
     runtime.loader.drain()
     assert count(runtime) == 1
+
+
+def test_trace_an_event(
+    client: TestClient, runtime: Runtime, write_key: str, operator_key: str
+) -> None:
+    post(client, write_key, [order(event_id="t-1"), order("nope", event_id="t-2")])
+    h = {"Authorization": f"Bearer {operator_key}"}
+    assert client.get("/v1/pipeline/events/t-1", headers=h).json()["status"] == "not_found"
+    runtime.loader.drain()
+    one = client.get("/v1/pipeline/events/t-1", headers=h).json()
+    assert one["status"] == "loaded"
+    assert one["loaded"][0]["table"] == "marketplace_events"
+    assert one["loaded"][0]["source"] == "web"
+    two = client.get("/v1/pipeline/events/t-2", headers=h).json()
+    assert two["status"] == "quarantined"
+    assert two["quarantined"][0]["reason"] == "unknown_event_type"

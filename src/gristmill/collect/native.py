@@ -61,24 +61,43 @@ def normalize_native(item: Item, ctx: RequestContext) -> Normalized:
             return reject(item, Reason.UNDECODABLE, obj)
         fault = _fault(str(exc))
         where = fault["path"].lstrip("/") or "event"
-        return reject(item, Reason.INVALID_ENVELOPE, f"{where}: {fault['message']}", [fault],
-                      event_id=obj.get("event_id"), event_type=obj.get("event_type"))
+        return reject(
+            item,
+            Reason.INVALID_ENVELOPE,
+            f"{where}: {fault['message']}",
+            [fault],
+            event_id=obj.get("event_id"),
+            event_type=obj.get("event_type"),
+        )
     except msgspec.DecodeError as exc:
         obj = parse_object(item)
         return reject(item, Reason.UNDECODABLE, obj if isinstance(obj, str) else str(exc))
     if ev.occurred_at.tzinfo is None:
         fault = {"path": "/occurred_at", "message": "timestamp has no UTC offset; append Z"}
-        return reject(item, Reason.INVALID_ENVELOPE, "occurred_at: " + fault["message"], [fault],
-                      event_id=ev.event_id, event_type=ev.event_type)
+        return reject(
+            item,
+            Reason.INVALID_ENVELOPE,
+            "occurred_at: " + fault["message"],
+            [fault],
+            event_id=ev.event_id,
+            event_type=ev.event_type,
+        )
     if not ev.event_id.strip():
         fault = {"path": "/event_id", "message": "must not be blank"}
-        return reject(item, Reason.INVALID_ENVELOPE, "event_id: must not be blank", [fault],
-                      event_type=ev.event_type)
+        return reject(
+            item,
+            Reason.INVALID_ENVELOPE,
+            "event_id: must not be blank",
+            [fault],
+            event_type=ev.event_type,
+        )
     occurred, clamped = clamp_future(from_datetime(ev.occurred_at), ctx.received_at)
     context = ev.context
     if clamped:
-        context = {**(context or {}), "gristmill": {
-            "clamped_future": True, "device_time": ev.occurred_at.isoformat()}}
+        context = {
+            **(context or {}),
+            "gristmill": {"clamped_future": True, "device_time": ev.occurred_at.isoformat()},
+        }
     return Accept(
         event_id=ev.event_id,
         event_type=ev.event_type,

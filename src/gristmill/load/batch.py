@@ -1,8 +1,9 @@
 """Turn log entries into a :class:`LoadBatch`: Arrow tables per pack table plus quarantine.
 
 The collector already did the per-event work (JSON text of properties, promoted values in
-column order), so building a batch is moving values into Arrow columns. Duplicates — inside
-the batch and against earlier loads — are removed by the warehouse in one set operation.
+column order), so building a batch is moving values into Arrow columns: frames decode into
+tuples and ``zip(*rows)`` transposes them in C. Duplicates of earlier loads are removed by
+the warehouse in one anti-join; repeats inside the batch are dropped here.
 """
 
 from __future__ import annotations
@@ -15,7 +16,14 @@ import msgspec
 import orjson
 import pyarrow as pa
 
-from gristmill.core.envelope import Envelope, Frame, Reason, decode_frame, envelope_to_native
+from gristmill.core.envelope import (
+    Envelope,
+    EnvelopeRow,
+    FrameRows,
+    Reason,
+    decode_frame_rows,
+    envelope_to_native,
+)
 from gristmill.log.base import LogEntry
 from gristmill.pack.models import ColumnType, Pack
 from gristmill.warehouse.base import LoadBatch, SourceCounts, TableRows
@@ -46,12 +54,13 @@ QUARANTINE_SCHEMA = pa.schema([
     ("raw", pa.binary()),
 ])
 
-_FIXED: tuple[tuple[str, pa.DataType], ...] = (
+_ROW_FIELDS: tuple[tuple[str, pa.DataType | None], ...] = (
     ("event_id", pa.string()),
     ("event_type", pa.string()),
     ("schema_version", pa.int64()),
     ("occurred_at", TS),
     ("properties", pa.string()),
+    ("promoted", None),
     ("user_id", pa.string()),
     ("anonymous_id", pa.string()),
     ("session_id", pa.string()),
@@ -59,53 +68,59 @@ _FIXED: tuple[tuple[str, pa.DataType], ...] = (
     ("entity_id", pa.string()),
     ("context", pa.string()),
 )
-"""Envelope fields copied as they are, in :class:`Envelope` attribute order."""
+"""The fields of :data:`EnvelopeRow`, in order; ``promoted`` expands into the pack columns."""
+assert tuple(n for n, _ in _ROW_FIELDS) == Envelope.__struct_fields__
 
 
 class _TableBuilder:
-    """Collects envelopes of one pack table, with their frame-level values, then transposes."""
+    """Collects the rows of one pack table, with their frame-level values, then transposes."""
 
     def __init__(self, pack: Pack, table: str) -> None:
         self.pack = pack
         self.table = table
         self.promoted = [(c.name, ARROW[c.type]) for c in pack.columns(table) if c.promoted]
-        self.events: list[Envelope] = []
+        self.rows: list[EnvelopeRow] = []
         self.received_at: list[int] = []
         self.source: list[str] = []
         self.scope: list[str] = []
 
-    def add(self, events: list[Envelope], frame: Frame, scope: str | None) -> None:
-        n = len(events)
-        self.events.extend(events)
+    def add(self, rows: list[EnvelopeRow], frame: FrameRows, scope: str | None) -> None:
+        n = len(rows)
+        self.rows.extend(rows)
         self.received_at.extend([frame.received_at] * n)
         self.source.extend([frame.source] * n)
         if scope is not None:
             self.scope.extend([scope] * n)
-        else:  # scope includes event_type: differs per event
-            self.scope.extend([_scope(self.pack, frame.source, e.event_type) for e in events])
+        else:  # the scope includes event_type, so it differs per event
+            self.scope.extend([_scope(self.pack, frame.source, r[1]) for r in rows])
 
     def drop_repeats(self) -> int:
         """Keep the first delivery of each (scope, event_id) in this batch; return how many
-        repeats were dropped. The set check runs in C; the rare repeat pays a Python pass."""
-        keys = list(zip(self.scope, [e.event_id for e in self.events], strict=True))
+        repeats were dropped. The set check runs in C; only a batch with repeats pays a pass."""
+        keys = list(zip(self.scope, [r[0] for r in self.rows], strict=True))
         if len(set(keys)) == len(keys):
             return 0
         seen: set[tuple[str, str]] = set()
         keep = [not (k in seen or seen.add(k)) for k in keys]  # type: ignore[func-returns-value]
-        self.events = [e for e, k in zip(self.events, keep, strict=True) if k]
+        self.rows = [v for v, k in zip(self.rows, keep, strict=True) if k]
         self.received_at = [v for v, k in zip(self.received_at, keep, strict=True) if k]
         self.source = [v for v, k in zip(self.source, keep, strict=True) if k]
         self.scope = [v for v, k in zip(self.scope, keep, strict=True) if k]
-        return len(keys) - len(self.events)
+        return len(keys) - len(self.rows)
 
     def build(self) -> pa.Table:
-        evs = self.events
-        arrays = [pa.array([getattr(e, name) for e in evs], type=t) for name, t in _FIXED]
-        names = [name for name, _ in _FIXED]
-        promoted = list(zip(*[e.promoted for e in evs], strict=True))
-        for i, (name, t) in enumerate(self.promoted):
-            arrays.append(pa.array(promoted[i], type=t))
-            names.append(name)
+        cols = list(zip(*self.rows, strict=True))
+        arrays: list[pa.Array] = []
+        names: list[str] = []
+        for (name, t), col in zip(_ROW_FIELDS, cols, strict=True):
+            if t is None:
+                promoted = list(zip(*col, strict=True))
+                for (pname, ptype), pcol in zip(self.promoted, promoted, strict=True):
+                    arrays.append(pa.array(pcol, type=ptype))
+                    names.append(pname)
+            else:
+                arrays.append(pa.array(col, type=t))
+                names.append(name)
         arrays += [
             pa.array(self.received_at, type=TS),
             pa.array(self.source, type=pa.string()),
@@ -135,6 +150,8 @@ def build_batch(
         last_offset=last,
     )
     builders: dict[tuple[str, str], _TableBuilder] = {}
+    routes = {name: {et: spec.table for et, spec in p.spec.event_types.items()}
+              for name, p in packs.items()}
     counts: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
     q: list[tuple[Any, ...]] = []
     for entry in entries:
@@ -143,7 +160,7 @@ def build_batch(
         c[0] += rec.count
         prefix = f"q_{log_id[:15]}_{entry.offset}"
         try:
-            frame = decode_frame(rec.body)
+            frame = decode_frame_rows(rec.body)
         except msgspec.DecodeError as exc:
             # A frame the log holds but cannot decode: keep every byte, count its events.
             c[1] += rec.count
@@ -156,29 +173,35 @@ def build_batch(
                       r.detail, orjson.dumps(r.errors).decode() if r.errors else None,
                       r.event_id, r.event_type, frame.received_at, r.raw))
         c[1] += len(frame.rejects)
-        pack = packs.get(frame.pack)
-        by_table: dict[str, list[Envelope]] = defaultdict(list)
-        for i, ev in enumerate(frame.events):
-            spec = pack.spec.event_types.get(ev.event_type) if pack else None
-            if pack is None or spec is None:
-                # The pack changed (or was removed) between collection and load.
-                c[1] += 1
-                q.append((f"{prefix}_e{i}", frame.pack, frame.source, frame.dialect,
-                          Reason.UNKNOWN_EVENT_TYPE.value,
-                          f"event type {ev.event_type!r} is not in pack {frame.pack!r} any more",
-                          None, ev.event_id, ev.event_type, frame.received_at,
-                          envelope_to_native(ev)))
-                continue
-            by_table[spec.table].append(ev)
-        if pack is None:
+        if not frame.events:
             continue
-        scope = (None if "event_type" in pack.spec.dedupe.scope
-                 else _scope(pack, frame.source, ""))
-        for table, evs in by_table.items():
+        pack = packs.get(frame.pack)
+        route = routes.get(frame.pack, {})
+        tables = [route.get(row[1]) for row in frame.events]
+        by_table: dict[str | None, list[EnvelopeRow]]
+        if len(set(tables)) == 1:
+            by_table = {tables[0]: frame.events}
+        else:
+            by_table = defaultdict(list)
+            for table, row in zip(tables, frame.events, strict=True):
+                by_table[table].append(row)
+        for table, rows in by_table.items():
+            if pack is None or table is None:
+                # The pack changed (or was removed) between collection and load.
+                c[1] += len(rows)
+                for i, row in enumerate(rows):
+                    q.append((f"{prefix}_e{i}", frame.pack, frame.source, frame.dialect,
+                              Reason.UNKNOWN_EVENT_TYPE.value,
+                              f"event type {row[1]!r} is not in pack {frame.pack!r} any more",
+                              None, row[0], row[1], frame.received_at,
+                              envelope_to_native(Envelope(*row))))
+                continue
             b = builders.get((frame.pack, table))
             if b is None:
                 b = builders[(frame.pack, table)] = _TableBuilder(pack, table)
-            b.add(evs, frame, scope)
+            scope = (None if "event_type" in pack.spec.dedupe.scope
+                     else _scope(pack, frame.source, ""))
+            b.add(rows, frame, scope)
     for b in builders.values():
         b.drop_repeats()
     batch.tables = [TableRows(b.pack, b.table, b.build()) for b in builders.values()]

@@ -13,10 +13,12 @@ step 1 starts from the warehouse's offset. Nothing is loaded twice and nothing i
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from gristmill.config import LoaderSettings
@@ -24,9 +26,16 @@ from gristmill.core.clock import now_us
 from gristmill.load.batch import build_batch
 from gristmill.log.base import EventLog
 from gristmill.pack.models import Pack
-from gristmill.warehouse.base import LoadResult, Warehouse
+from gristmill.warehouse.base import LoadBatch, LoadResult, Warehouse
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class _Built:
+    load: LoadBatch
+    events: int
+    build_seconds: float
 
 
 @dataclass(slots=True)
@@ -75,32 +84,36 @@ class Loader:
             self._offset = stored
         return self._offset
 
-    def run_once(self, timeout_s: float | None = None) -> LoadResult | None:
-        """Load at most one batch; returns None when the log had nothing new."""
-        after = self._position()
-        batch = self.log.read(
-            self.group,
-            self.settings.max_events,
-            self.settings.idle_poll_s if timeout_s is None else timeout_s,
-            after=after,
-        )
+    def _read_and_build(self, after: int, timeout_s: float) -> _Built | None:
+        batch = self.log.read(self.group, self.settings.max_events, timeout_s, after=after)
         if not batch.entries:
             return None
         started = time.perf_counter()
         load = build_batch(batch.entries, self.packs, log_id=self.log_id, group=self.group)
-        result = self.warehouse.commit_load(load)
-        self._offset = load.last_offset
-        self.log.commit(self.group, load.last_offset)
+        return _Built(load, batch.events, time.perf_counter() - started)
+
+    def _commit(self, built: _Built) -> LoadResult:
+        started = time.perf_counter()
+        result = self.warehouse.commit_load(built.load)
+        self._offset = built.load.last_offset
+        self.log.commit(self.group, built.load.last_offset)
         st = self.stats
         st.batches += 1
-        st.events += batch.events
+        st.events += built.events
         st.loaded += result.total_loaded
         st.last_commit_at = now_us()
-        st.last_batch_seconds = time.perf_counter() - started
+        st.last_batch_seconds = built.build_seconds + time.perf_counter() - started
         st.last_error = None
         if self.on_commit is not None:
             self.on_commit(result)
         return result
+
+    def run_once(self, timeout_s: float | None = None) -> LoadResult | None:
+        """Load at most one batch; returns None when the log had nothing new."""
+        built = self._read_and_build(
+            self._position(), self.settings.idle_poll_s if timeout_s is None else timeout_s
+        )
+        return None if built is None else self._commit(built)
 
     def drain(self, timeout_s: float = 60.0) -> None:
         """Load until the log has nothing left (for tests, the CLI and the demo)."""
@@ -119,16 +132,41 @@ class Loader:
             self.warehouse.prune_dedupe(pack, now_us())
 
     def run_forever(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.run_once()
-                self._maybe_prune()
-            except Exception as exc:  # keep the loop alive; the batch stays in the log
-                self.stats.failures += 1
-                self.stats.last_error = f"{type(exc).__name__}: {exc}"
-                self._offset = None  # re-read the position from the warehouse
-                log.exception("load failed; retrying in %.1f s", self.settings.retry_backoff_s)
-                self._stop.wait(self.settings.retry_backoff_s)
+        """Load until stopped, building batch N+1 while batch N commits.
+
+        Building is Python (holds the GIL); the warehouse commit mostly runs in DuckDB's own
+        threads, so overlapping them uses the second core. The prefetch is discarded whenever
+        a commit fails, and the position is re-read from the warehouse.
+        """
+        poll = self.settings.idle_poll_s
+        with ThreadPoolExecutor(1, thread_name_prefix="loader-build") as pool:
+            pending: Future[_Built | None] | None = None
+            while not self._stop.is_set():
+                try:
+                    if pending is None:
+                        pending = pool.submit(self._read_and_build, self._position(), poll)
+                    built = pending.result()
+                    if built is None:
+                        pending = None
+                        self._maybe_prune()
+                        continue
+                    pending = pool.submit(self._read_and_build, built.load.last_offset, poll)
+                    self._commit(built)
+                    self._maybe_prune()
+                except Exception as exc:  # keep the loop alive; the batch stays in the log
+                    if pending is not None:
+                        with contextlib.suppress(Exception):
+                            pending.result()
+                        pending = None
+                    self.stats.failures += 1
+                    self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                    self._offset = None  # re-read the position from the warehouse
+                    log.exception("load failed; retrying in %.1f s",
+                                  self.settings.retry_backoff_s)
+                    self._stop.wait(self.settings.retry_backoff_s)
+            if pending is not None:
+                with contextlib.suppress(Exception):
+                    pending.result()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self.run_forever, name="loader", daemon=True)

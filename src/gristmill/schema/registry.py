@@ -36,9 +36,11 @@ class SchemaRegistry:
         self.pack = pack
         self._validators: dict[tuple[str, int], jsonschema_rs.Validator] = {}
         self._latest: dict[str, int] = {}
+        self._ok: dict[int, Verdict] = {}
         for et, versions in pack.schemas.items():
             for version, doc in versions.items():
                 self._validators[(et, version)] = jsonschema_rs.validator_for(doc)
+                self._ok[version] = Verdict(version)
             self._latest[et] = pack.latest_version(et)
 
     def knows(self, event_type: str) -> bool:
@@ -62,7 +64,7 @@ class SchemaRegistry:
                 f"{event_type!r} has no schema version {v} (known: {known})",
             )
         if validator.is_valid(properties):
-            return Verdict(v)
+            return self._ok[v]  # shared, immutable: no allocation on the hot path
         errors = []
         for err in validator.iter_errors(properties):
             errors.append(

@@ -13,6 +13,7 @@ from gristmill.api.responses import JSONBytes, problem_response
 from gristmill.auth.permissions import Permission, Principal
 from gristmill.core.clock import MICROS, iso, now_us
 from gristmill.core.errors import Problem
+from gristmill.load.trace import trace_event
 
 router = APIRouter(tags=["operations"])
 
@@ -72,6 +73,15 @@ def pipeline_stats(rt: RuntimeDep) -> dict[str, Any]:
         "warehouse": rt.warehouse.name,
         "packs": sorted(rt.packs),
     }
+
+
+@router.get("/v1/pipeline/events/{event_id}", summary="Where is an event: loaded, quarantined?")
+def trace(
+    rt: RuntimeDep,
+    _: Annotated[Principal, Depends(require(Permission.PIPELINE_READ))],
+    event_id: str,
+) -> Response:
+    return JSONBytes(trace_event(rt.warehouse, rt.packs, event_id))
 
 
 @router.get("/v1/pipeline/stats", summary="Conservation per source, log depth, loader state")

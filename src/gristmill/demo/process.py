@@ -1,4 +1,4 @@
-"""Run ``gristmill serve`` as a real child process, for tests that kill it."""
+"""Run ``gristmill serve`` as a child process: for crash tests (kill -9) and benchmarks."""
 
 from __future__ import annotations
 
@@ -12,8 +12,6 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import PACKS
-
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -22,16 +20,18 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, data_dir: Path, port: int, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, port: int, *, packs_dir: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.data_dir = data_dir
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
-        self.env = {**os.environ, "GRISTMILL_PACKS_DIR": str(PACKS), **(env or {})}
+        self.env = {**os.environ, "GRISTMILL_PACKS_DIR": str(packs_dir), **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log = open(data_dir.parent / f"server-{port}.log", "ab")  # noqa: SIM115
+        self.log = open(data_dir.parent / f"server-{port}.log", "ab")  # noqa: SIM115 - kept open across restarts
 
     def start(self, timeout_s: float = 60) -> None:
-        self.proc = subprocess.Popen(
+        self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and fixed arguments
             [
                 sys.executable,
                 "-m",
@@ -59,6 +59,11 @@ class ServerProcess:
                 pass
             time.sleep(0.05)
         raise TimeoutError("server did not become healthy")
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
 
     def kill9(self) -> None:
         assert self.proc is not None

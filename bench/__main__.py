@@ -1,0 +1,118 @@
+"""``python -m bench``: run the benchmarks, save JSON, refresh the tables in BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import RESULTS, ROOT
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()}
+
+
+def render(results: dict[str, Any]) -> str:
+    e2e, ld, pg, lat = (results.get(k, {}) for k in ("ingest", "loader", "pg_baseline", "latency"))
+    lines = [
+        f"Run {results['when']} on {results['machine']['cores']} cores "
+        f"({results['machine']['cpu']}), Python {results['machine']['python']}.",
+        "",
+        "| measure | Gristmill | baseline (same run) | ratio |",
+        "|---|---|---|---|",
+    ]
+    if e2e:
+        lines.append(
+            f"| (a) HTTP ingest, {e2e['batch_size']}-event batches, durable then loaded | "
+            f"{e2e['end_to_end_events_per_s']:,} events/s (acked {e2e['acked_events_per_s']:,}/s) "
+            f"| — | — |")
+    if ld:
+        lines.append(
+            f"| (b) loader vs raw DuckDB Arrow append, {ld['events']:,} events | "
+            f"{ld['loader_rows_per_s']:,} rows/s | {ld['raw_arrow_append_rows_per_s']:,} rows/s "
+            f"| {ld['ratio_loader_to_raw']:.0%} |")
+    if e2e and pg and "rows_per_s" in pg:
+        lines.append(
+            f"| (c) end to end vs one INSERT per event into PostgreSQL (seed 001 style) | "
+            f"{e2e['end_to_end_events_per_s']:,} events/s | {pg['rows_per_s']:,} rows/s | "
+            f"{e2e['end_to_end_events_per_s'] / pg['rows_per_s']:.1f}x |")
+    elif pg:
+        lines.append(f"| (c) PostgreSQL baseline | — | {pg.get('skipped')} | — |")
+    if lat:
+        lines.append(
+            f"| (d) 2xx to queryable at {lat['background_events_per_s']:,} events/s background "
+            f"| p50 {lat['p50_ms']} ms, p95 {lat['p95_ms']} ms, max {lat['max_ms']} ms "
+            f"({lat['probes']} probes) | — | — |")
+    return "\n".join(lines)
+
+
+def update_markdown(section: str, text: str) -> None:
+    path = ROOT / "BENCHMARKS.md"
+    doc = path.read_text() if path.exists() else "# Benchmarks\n"
+    start, end = f"<!-- bench:{section} -->", f"<!-- /bench:{section} -->"
+    block = f"{start}\n{text}\n{end}"
+    if start in doc:
+        doc = re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: block, doc,
+                     flags=re.S)
+    else:
+        doc += f"\n{block}\n"
+    path.write_text(doc)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--events", type=int, default=300_000)
+    ap.add_argument("--pg-events", type=int, default=20_000)
+    ap.add_argument("--latency-rate", type=int, default=20_000)
+    ap.add_argument("--latency-seconds", type=float, default=20)
+    ap.add_argument("--only", default="ingest,loader,pg_baseline,latency")
+    ap.add_argument("--no-write", action="store_true", help="Do not touch BENCHMARKS.md.")
+    args = ap.parse_args()
+    only = set(args.only.split(","))
+    results: dict[str, Any] = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                               "machine": machine()}
+    if "ingest" in only:
+        from bench.ingest import end_to_end
+
+        results["ingest"] = end_to_end(args.events)
+        print("ingest", results["ingest"], flush=True)
+    if "loader" in only:
+        from bench.loader import loader_vs_raw
+
+        results["loader"] = loader_vs_raw(args.events)
+        print("loader", results["loader"], flush=True)
+    if "pg_baseline" in only:
+        from bench.baseline_pg import single_inserts
+
+        results["pg_baseline"] = single_inserts(args.pg_events)
+        print("pg_baseline", results["pg_baseline"], flush=True)
+    if "latency" in only:
+        from bench.ingest import to_queryable
+
+        results["latency"] = to_queryable(args.latency_rate, args.latency_seconds)
+        print("latency", results["latency"], flush=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"engine-core-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(results, indent=2))
+    table = render(results)
+    print(table)
+    if not args.no_write:
+        update_markdown("engine-core", table)
+
+
+if __name__ == "__main__":
+    main()

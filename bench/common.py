@@ -1,0 +1,117 @@
+"""Shared benchmark plumbing: paths, a server with keys, traffic, a load client."""
+
+from __future__ import annotations
+
+import http.client
+import multiprocessing as mp
+import statistics
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from gristmill.demo.process import ServerProcess, free_port
+from gristmill.meta.store import MetaStore
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKS = ROOT / "packs"
+RESULTS = ROOT / "bench" / "results"
+
+
+@dataclass
+class Served:
+    server: ServerProcess
+    write_key: str
+    operator_key: str
+
+    def stats(self) -> dict[str, Any]:
+        r = httpx.get(self.server.url + "/v1/pipeline/stats",
+                      headers={"Authorization": f"Bearer {self.operator_key}"}, timeout=30)
+        r.raise_for_status()
+        data: dict[str, Any] = r.json()
+        return data
+
+    def wait_loaded(self, timeout_s: float = 600) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            st = self.stats()
+            if st["totals"]["in_flight"] == 0:
+                return st
+            if time.monotonic() > deadline:
+                raise TimeoutError(st)
+            time.sleep(0.02)
+
+
+def serve(tmp: Path, *, source: str = "bench", env: dict[str, str] | None = None) -> Served:
+    data = tmp / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    meta = MetaStore(f"sqlite:///{data / 'meta.sqlite'}")
+    key = meta.create_key("write", source, pack="marketplace", source=source)[1]
+    op = meta.create_key("secret", "bench", role="operator")[1]
+    meta.close()
+    server = ServerProcess(data, free_port(), packs_dir=PACKS, env=env)
+    server.start()
+    return Served(server, key, op)
+
+
+def bodies(events: Sequence[dict[str, Any]], size: int) -> list[bytes]:
+    return [orjson.dumps(list(events[i:i + size])) for i in range(0, len(events), size)]
+
+
+def _connection(port: int, key: str, chunk: list[bytes], statuses: dict[int, int]) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    for body in chunk:
+        while True:
+            conn.request("POST", "/v1/events", body=body, headers=headers)
+            resp = conn.getresponse()
+            resp.read()
+            statuses[resp.status] = statuses.get(resp.status, 0) + 1
+            if resp.status in (429, 503):
+                time.sleep(float(resp.getheader("Retry-After") or "1"))
+                continue
+            break
+    conn.close()
+
+
+def _client(port: int, key: str, chunk: list[bytes], conns: int, out: mp.Queue) -> None:  # type: ignore[type-arg]
+    statuses: dict[int, int] = {}
+    threads = [threading.Thread(target=_connection, args=(port, key, chunk[i::conns], statuses))
+               for i in range(conns)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    out.put(statuses)
+
+
+def blast(port: int, key: str, payloads: list[bytes], clients: int,
+          conns: int = 16) -> dict[int, int]:
+    """POST every payload from ``clients`` processes with ``conns`` keep-alive connections each
+    (many concurrent senders, as many app servers or SDK instances would be)."""
+    ctx = mp.get_context("fork")
+    q: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
+    procs = [ctx.Process(target=_client, args=(port, key, payloads[i::clients], conns, q))
+             for i in range(clients)]
+    for p in procs:
+        p.start()
+    total: dict[int, int] = {}
+    for _ in procs:
+        for k, v in q.get().items():
+            total[k] = total.get(k, 0) + v
+    for p in procs:
+        p.join()
+    return total
+
+
+def pct(values: Sequence[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[int(p) - 1]

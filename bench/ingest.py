@@ -1,0 +1,101 @@
+"""(a) HTTP batch ingest end to end and (d) time from 2xx to queryable."""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from bench.common import blast, bodies, pct, serve
+from gristmill.demo.marketplace import DemoConfig, generate
+
+
+def end_to_end(events: int, batch: int = 100, clients: int = 2) -> dict[str, Any]:
+    """Events/s from the first request until every event is loaded and queryable."""
+    traffic = generate(DemoConfig(events=events, duplicate_rate=0, invalid_rate=0, seed=3))
+    payloads = bodies(traffic.events, batch)
+    with tempfile.TemporaryDirectory() as tmp:
+        s = serve(Path(tmp))
+        try:
+            t0 = time.perf_counter()
+            statuses = blast(s.server.port, s.write_key, payloads, clients)
+            t_acked = time.perf_counter() - t0
+            st = s.wait_loaded()
+            t_loaded = time.perf_counter() - t0
+        finally:
+            s.server.stop()
+    n = len(traffic.events)
+    return {
+        "events": n,
+        "batch_size": batch,
+        "client_processes": clients,
+        "statuses": statuses,
+        "acked_events_per_s": round(n / t_acked),
+        "end_to_end_events_per_s": round(n / t_loaded),
+        "seconds_to_ack": round(t_acked, 2),
+        "seconds_to_loaded": round(t_loaded, 2),
+        "balanced": st["balanced"],
+        "loader_batches": st["loader"]["batches"],
+    }
+
+
+def to_queryable(rate: int, seconds: float, probes_per_s: float = 20) -> dict[str, Any]:
+    """p50/p95 from a probe's 2xx until it is visible, under a steady background load."""
+    traffic = generate(DemoConfig(events=int(rate * seconds) + 1000, duplicate_rate=0,
+                                  invalid_rate=0, seed=4))
+    payloads = bodies(traffic.events, 100)
+    latencies: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        s = serve(Path(tmp))
+        url = s.server.url
+        stop = threading.Event()
+
+        def background() -> None:
+            interval = 100 / rate
+            with httpx.Client(headers={"Authorization": f"Bearer {s.write_key}"}) as c:
+                nxt = time.perf_counter()
+                for body in payloads:
+                    if stop.is_set():
+                        return
+                    c.post(url + "/v1/events", content=body)
+                    nxt += interval
+                    time.sleep(max(0.0, nxt - time.perf_counter()))
+
+        bg = threading.Thread(target=background, daemon=True)
+        bg.start()
+        probe = dict(traffic.events[0])
+        ops = {"Authorization": f"Bearer {s.operator_key}"}
+        deadline = time.monotonic() + seconds
+        try:
+            with httpx.Client() as c:
+                while time.monotonic() < deadline:
+                    eid = f"probe-{uuid.uuid4()}"
+                    body = orjson.dumps([{**probe, "event_id": eid}])
+                    r = c.post(url + "/v1/events", content=body,
+                               headers={"Authorization": f"Bearer {s.write_key}"})
+                    t_ack = time.perf_counter()
+                    assert r.status_code == 200, r.text
+                    while True:
+                        got = c.get(f"{url}/v1/pipeline/events/{eid}", headers=ops).json()
+                        if got["status"] == "loaded":
+                            latencies.append(time.perf_counter() - t_ack)
+                            break
+                        time.sleep(0.005)
+                    time.sleep(1 / probes_per_s)
+        finally:
+            stop.set()
+            bg.join()
+            s.server.stop()
+    return {
+        "background_events_per_s": rate,
+        "probes": len(latencies),
+        "p50_ms": round(pct(latencies, 50) * 1000, 1),
+        "p95_ms": round(pct(latencies, 95) * 1000, 1),
+        "max_ms": round(max(latencies) * 1000, 1),
+    }
