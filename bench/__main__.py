@@ -39,24 +39,28 @@ def render(results: dict[str, Any]) -> str:
         lines.append(
             f"| (a) HTTP ingest, {e2e['batch_size']}-event batches, durable then loaded | "
             f"{e2e['end_to_end_events_per_s']:,} events/s (acked {e2e['acked_events_per_s']:,}/s) "
-            f"| — | — |")
+            f"| — | — |"
+        )
     if ld:
         lines.append(
             f"| (b) loader vs raw DuckDB Arrow append, {ld['events']:,} events | "
             f"{ld['loader_rows_per_s']:,} rows/s | {ld['raw_arrow_append_rows_per_s']:,} rows/s "
-            f"| {ld['ratio_loader_to_raw']:.0%} |")
+            f"| {ld['ratio_loader_to_raw']:.0%} |"
+        )
     if e2e and pg and "rows_per_s" in pg:
         lines.append(
             f"| (c) end to end vs one INSERT per event into PostgreSQL (seed 001 style) | "
             f"{e2e['end_to_end_events_per_s']:,} events/s | {pg['rows_per_s']:,} rows/s | "
-            f"{e2e['end_to_end_events_per_s'] / pg['rows_per_s']:.1f}x |")
+            f"{e2e['end_to_end_events_per_s'] / pg['rows_per_s']:.1f}x |"
+        )
     elif pg:
         lines.append(f"| (c) PostgreSQL baseline | — | {pg.get('skipped')} | — |")
     if lat:
         lines.append(
             f"| (d) 2xx to queryable at {lat['background_events_per_s']:,} events/s background "
             f"| p50 {lat['p50_ms']} ms, p95 {lat['p95_ms']} ms, max {lat['max_ms']} ms "
-            f"({lat['probes']} probes) | — | — |")
+            f"({lat['probes']} probes) | — | — |"
+        )
     return "\n".join(lines)
 
 
@@ -66,8 +70,7 @@ def update_markdown(section: str, text: str) -> None:
     start, end = f"<!-- bench:{section} -->", f"<!-- /bench:{section} -->"
     block = f"{start}\n{text}\n{end}"
     if start in doc:
-        doc = re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: block, doc,
-                     flags=re.S)
+        doc = re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: block, doc, flags=re.S)
     else:
         doc += f"\n{block}\n"
     path.write_text(doc)
@@ -83,8 +86,10 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true", help="Do not touch BENCHMARKS.md.")
     args = ap.parse_args()
     only = set(args.only.split(","))
-    results: dict[str, Any] = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                               "machine": machine()}
+    results: dict[str, Any] = {
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": machine(),
+    }
     if "ingest" in only:
         from bench.ingest import end_to_end
 

@@ -42,17 +42,28 @@ def single_inserts(events: int) -> dict[str, Any]:
     with conn:
         conn.execute("DROP TABLE IF EXISTS bench_platform_events")
         conn.execute(DDL)
-        sql = ("INSERT INTO bench_platform_events (event_id, event_type, event_category, "
-               "user_id, entity_type, entity_id, event_data, source, timestamp, session_id) "
-               "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)")
+        sql = (
+            "INSERT INTO bench_platform_events (event_id, event_type, event_category, "
+            "user_id, entity_type, entity_id, event_data, source, timestamp, session_id) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        )
         t0 = time.perf_counter()
         for ev in traffic.events:
-            conn.execute(sql, (
-                ev.get("event_id") or str(uuid.uuid4()), ev["event_type"], "transaction",
-                ev.get("user_id"), "order", ev["properties"].get("order_id"),
-                orjson.dumps(ev["properties"]).decode(), "bench", ev["occurred_at"],
-                ev.get("session_id"),
-            ))
+            conn.execute(
+                sql,
+                (
+                    ev.get("event_id") or str(uuid.uuid4()),
+                    ev["event_type"],
+                    "transaction",
+                    ev.get("user_id"),
+                    "order",
+                    ev["properties"].get("order_id"),
+                    orjson.dumps(ev["properties"]).decode(),
+                    "bench",
+                    ev["occurred_at"],
+                    ev.get("session_id"),
+                ),
+            )
         elapsed = time.perf_counter() - t0
         conn.execute("DROP TABLE bench_platform_events")
     return {"events": len(traffic.events), "rows_per_s": round(len(traffic.events) / elapsed)}

@@ -30,8 +30,11 @@ class Served:
     operator_key: str
 
     def stats(self) -> dict[str, Any]:
-        r = httpx.get(self.server.url + "/v1/pipeline/stats",
-                      headers={"Authorization": f"Bearer {self.operator_key}"}, timeout=30)
+        r = httpx.get(
+            self.server.url + "/v1/pipeline/stats",
+            headers={"Authorization": f"Bearer {self.operator_key}"},
+            timeout=30,
+        )
         r.raise_for_status()
         data: dict[str, Any] = r.json()
         return data
@@ -60,7 +63,7 @@ def serve(tmp: Path, *, source: str = "bench", env: dict[str, str] | None = None
 
 
 def bodies(events: Sequence[dict[str, Any]], size: int) -> list[bytes]:
-    return [orjson.dumps(list(events[i:i + size])) for i in range(0, len(events), size)]
+    return [orjson.dumps(list(events[i : i + size])) for i in range(0, len(events), size)]
 
 
 def _connection(port: int, key: str, chunk: list[bytes], statuses: dict[int, int]) -> None:
@@ -81,8 +84,10 @@ def _connection(port: int, key: str, chunk: list[bytes], statuses: dict[int, int
 
 def _client(port: int, key: str, chunk: list[bytes], conns: int, out: mp.Queue) -> None:  # type: ignore[type-arg]
     statuses: dict[int, int] = {}
-    threads = [threading.Thread(target=_connection, args=(port, key, chunk[i::conns], statuses))
-               for i in range(conns)]
+    threads = [
+        threading.Thread(target=_connection, args=(port, key, chunk[i::conns], statuses))
+        for i in range(conns)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -90,14 +95,17 @@ def _client(port: int, key: str, chunk: list[bytes], conns: int, out: mp.Queue) 
     out.put(statuses)
 
 
-def blast(port: int, key: str, payloads: list[bytes], clients: int,
-          conns: int = 16) -> dict[int, int]:
+def blast(
+    port: int, key: str, payloads: list[bytes], clients: int, conns: int = 16
+) -> dict[int, int]:
     """POST every payload from ``clients`` processes with ``conns`` keep-alive connections each
     (many concurrent senders, as many app servers or SDK instances would be)."""
     ctx = mp.get_context("fork")
     q: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
-    procs = [ctx.Process(target=_client, args=(port, key, payloads[i::clients], conns, q))
-             for i in range(clients)]
+    procs = [
+        ctx.Process(target=_client, args=(port, key, payloads[i::clients], conns, q))
+        for i in range(clients)
+    ]
     for p in procs:
         p.start()
     total: dict[int, int] = {}

@@ -47,8 +47,9 @@ def end_to_end(events: int, batch: int = 100, clients: int = 2) -> dict[str, Any
 
 def to_queryable(rate: int, seconds: float, probes_per_s: float = 20) -> dict[str, Any]:
     """p50/p95 from a probe's 2xx until it is visible, under a steady background load."""
-    traffic = generate(DemoConfig(events=int(rate * seconds) + 1000, duplicate_rate=0,
-                                  invalid_rate=0, seed=4))
+    traffic = generate(
+        DemoConfig(events=int(rate * seconds) + 1000, duplicate_rate=0, invalid_rate=0, seed=4)
+    )
     payloads = bodies(traffic.events, 100)
     latencies: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -77,8 +78,11 @@ def to_queryable(rate: int, seconds: float, probes_per_s: float = 20) -> dict[st
                 while time.monotonic() < deadline:
                     eid = f"probe-{uuid.uuid4()}"
                     body = orjson.dumps([{**probe, "event_id": eid}])
-                    r = c.post(url + "/v1/events", content=body,
-                               headers={"Authorization": f"Bearer {s.write_key}"})
+                    r = c.post(
+                        url + "/v1/events",
+                        content=body,
+                        headers={"Authorization": f"Bearer {s.write_key}"},
+                    )
                     t_ack = time.perf_counter()
                     assert r.status_code == 200, r.text
                     while True:

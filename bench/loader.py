@@ -22,8 +22,12 @@ def loader_vs_raw(events: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         rt = Runtime(Settings(data_dir=Path(tmp) / "g", packs_dir=PACKS))
         for i in range(0, len(traffic.events), 100):
-            p = rt.collector.prepare(pack="marketplace", source="bench", dialect="native",
-                                     raw=orjson.dumps(traffic.events[i:i + 100]))
+            p = rt.collector.prepare(
+                pack="marketplace",
+                source="bench",
+                dialect="native",
+                raw=orjson.dumps(traffic.events[i : i + 100]),
+            )
             rt.collector.submit_sync(p)
         # The same rows the loader will insert, as Arrow tables, for the raw baseline.
         batches = []
@@ -60,5 +64,5 @@ def loader_vs_raw(events: int) -> dict[str, Any]:
         "raw_arrow_append_rows_per_s": round(n / raw_s),
         "ratio_loader_to_raw": round(raw_s / loader_s, 3),
         "note": "loader = decode frames + Arrow build + dedupe anti-join + insert + ledger "
-                "+ offset, committed per batch; raw = INSERT of the same Arrow tables",
+        "+ offset, committed per batch; raw = INSERT of the same Arrow tables",
     }

@@ -63,8 +63,11 @@ WarehouseSettings = Annotated[DuckDBSettings, Field(discriminator="type")]
 class LoaderSettings(BaseModel):
     max_events: int = Field(50_000, ge=1)
     """Most events one warehouse transaction carries."""
-    max_wait_s: float = Field(0.25, ge=0)
-    """How long a partial batch may wait for more events; bounds event-to-queryable latency."""
+    target_events: int = Field(20_000, ge=1)
+    """A batch smaller than this waits up to ``max_wait_s`` for more: each warehouse commit
+    has a fixed cost (the dedupe join scans the window's keys), so under load fewer, larger
+    batches load faster. Idle, an event waits at most ``max_wait_s``."""
+    max_wait_s: float = Field(0.2, ge=0)
     idle_poll_s: float = Field(0.05, gt=0)
     retry_backoff_s: float = Field(1.0, gt=0)
     dedupe_prune_interval_s: float = Field(600.0, gt=0)

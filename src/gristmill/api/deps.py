@@ -16,7 +16,6 @@ from gristmill.auth.permissions import Permission, Principal
 from gristmill.core.errors import forbidden, unauthorized
 from gristmill.runtime import Runtime
 
-
 # Dependencies are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in a
 # worker thread, and three thread hops per ingest request cost more than the ingest itself.
 # None of them blocks (key lookups hit a cache; a miss is one indexed SQLite read).

@@ -7,9 +7,7 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
-from gristmill.core.errors import Problem
-
-PROBLEM_JSON = "application/problem+json"
+from gristmill.core.errors import PROBLEM_JSON, Problem, problem_bytes
 
 
 class JSONBytes(Response):
@@ -21,5 +19,5 @@ class JSONBytes(Response):
 
 def problem_response(p: Problem) -> Response:
     return Response(
-        orjson.dumps(p.body()), status_code=p.status, headers=p.headers, media_type=PROBLEM_JSON
+        problem_bytes(p), status_code=p.status, headers=p.headers, media_type=PROBLEM_JSON
     )

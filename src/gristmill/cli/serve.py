@@ -48,9 +48,6 @@ def serve(
     # of the collector's view so full collections stay short under load.
     gc.collect()
     gc.freeze()
-    import os, sys
-    if os.environ.get("GM_SWITCH"):
-        sys.setswitchinterval(float(os.environ["GM_SWITCH"]))
     console.print(
         f"gristmill serving packs {', '.join(settings.packs)} on "
         f"http://{settings.server.host}:{settings.server.port} (data in {settings.data_dir})"

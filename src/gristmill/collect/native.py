@@ -18,11 +18,13 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
+import orjson
 
 from gristmill.collect.items import Item, parse_object
-from gristmill.collect.pipeline import Accept, Normalized, RequestContext, reject
+from gristmill.collect.pipeline import Accept, Normalized, Outcome, RequestContext, reject
 from gristmill.core.clock import clamp_future, from_datetime
 from gristmill.core.envelope import Reason
+from gristmill.core.errors import Problem, problem_bytes
 
 MAX_ID = 200
 Id = Annotated[str, msgspec.Meta(max_length=MAX_ID)]
@@ -109,3 +111,22 @@ def normalize_native(item: Item, ctx: RequestContext) -> Normalized:
         session_id=ev.session_id,
         context=context,
     )
+
+
+def render_native(outcome: Outcome) -> tuple[int, bytes, str | None]:
+    """The ``POST /v1/events`` answer: 200 all accepted, 207 some, 422 none (problem+json).
+
+    Returns (status, body, problem slug or None)."""
+    if outcome.accepted == 0:
+        p = Problem(
+            422,
+            "events-rejected",
+            "No event accepted",
+            f"all {outcome.rejected} events were rejected and kept in quarantine",
+            errors=outcome.results,
+        )
+        return 422, problem_bytes(p), p.slug
+    body = orjson.dumps(
+        {"accepted": outcome.accepted, "rejected": outcome.rejected, "results": outcome.results}
+    )
+    return (200 if outcome.rejected == 0 else 207), body, None

@@ -113,10 +113,15 @@ class EventPlan:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "names", tuple(n for n, _ in self.promoted))
-        object.__setattr__(self, "checks", tuple(
-            (i, n, t) for i, (n, t) in enumerate(self.promoted)
-            if t not in (ColumnType.STRING, ColumnType.BOOL, ColumnType.DATE)
-        ))
+        object.__setattr__(
+            self,
+            "checks",
+            tuple(
+                (i, n, t)
+                for i, (n, t) in enumerate(self.promoted)
+                if t not in (ColumnType.STRING, ColumnType.BOOL, ColumnType.DATE)
+            ),
+        )
 
 
 def event_plans(pack: Pack) -> dict[str, EventPlan]:

@@ -1,18 +1,21 @@
-"""The collector service: body -> frame -> durable log append, shared by HTTP and replay.
+"""The collector service: body -> frame -> durable log append -> HTTP answer.
 
-The HTTP layer only authenticates and maps outcomes to status codes; everything a dialect
-needs to turn bytes into a frame lives here, so a quarantine replay takes exactly the path
-the original request took.
+:class:`Parser` is the stateless half (bytes in, frame and answer out); :class:`Collector`
+binds it to a log. HTTP ingest and quarantine replay take the same path.
+
+Parsing runs in the serving process. A pool of parser processes was measured and rejected
+on the 2-core target: pickling bodies and replies across processes cost more CPU than the
+parsing it moved (31k vs 37k events/s end to end, see BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 from gristmill.collect.body import Undecodable, decode_body
 from gristmill.collect.items import BodyNotJSON, split_items
-from gristmill.collect.native import normalize_native
+from gristmill.collect.native import normalize_native, render_native
 from gristmill.collect.pipeline import (
     Normalizer,
     Outcome,
@@ -24,8 +27,8 @@ from gristmill.collect.pipeline import (
 from gristmill.config import LimitSettings
 from gristmill.core.clock import now_us
 from gristmill.core.envelope import Frame, encode_frame
-from gristmill.core.errors import Problem, bad_request, payload_too_large
-from gristmill.log.base import EventLog, LogRecord
+from gristmill.core.errors import Problem, bad_request, payload_too_large, unavailable
+from gristmill.log.base import EventLog, LogFull, LogRecord
 from gristmill.pack.models import Pack
 from gristmill.schema.registry import SchemaRegistry
 
@@ -46,17 +49,35 @@ class Prepared:
         return LogRecord(f.pack, f.source, f.count, f.received_at, encode_frame(f))
 
 
-class Collector:
-    def __init__(
-        self,
-        packs: Mapping[str, Pack],
-        log: EventLog,
-        limits: LimitSettings,
-    ) -> None:
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One request's result in a form that crosses a process boundary: the record to append
+    (if any) and the HTTP answer to give once it is durable."""
+
+    record: LogRecord | None
+    status: int
+    body: bytes
+    media_type: str = "application/json"
+    headers: Sequence[tuple[str, str]] = field(default_factory=tuple)
+    problem: str | None = None
+    """The problem type slug of an error answer, for counters."""
+
+    @classmethod
+    def of_problem(cls, p: Problem, record: LogRecord | None = None) -> Reply:
+        from gristmill.core.errors import PROBLEM_JSON, problem_bytes
+
+        return cls(
+            record, p.status, problem_bytes(p), PROBLEM_JSON, tuple(p.headers.items()), p.slug
+        )
+
+
+class Parser:
+    """Stateless body -> frame conversion for a set of packs (safe to run in any process)."""
+
+    def __init__(self, packs: Mapping[str, Pack], limits: LimitSettings) -> None:
         self.packs = dict(packs)
         self.registries = {name: SchemaRegistry(p) for name, p in packs.items()}
         self.plans = {name: event_plans(p) for name, p in packs.items()}
-        self.log = log
         self.limits = limits
 
     def prepare(
@@ -102,6 +123,62 @@ class Collector:
         )
         outcome = build_frame(items, ctx, DIALECTS[dialect])
         return Prepared(outcome.frame, outcome)
+
+    def reply(
+        self,
+        pack: str,
+        source: str,
+        dialect: str,
+        raw: bytes,
+        content_type: str,
+        content_encoding: str | None,
+        received_at: int,
+    ) -> Reply:
+        try:
+            prepared = self.prepare(
+                pack=pack,
+                source=source,
+                dialect=dialect,
+                raw=raw,
+                content_type=content_type,
+                content_encoding=content_encoding,
+                received_at=received_at,
+            )
+        except Problem as p:
+            return Reply.of_problem(p)
+        if prepared.problem is not None:
+            return Reply.of_problem(prepared.problem, prepared.record())
+        assert prepared.outcome is not None
+        status, body, problem = render_native(prepared.outcome)
+        media = "application/problem+json" if problem else "application/json"
+        return Reply(prepared.record(), status, body, media, (), problem)
+
+
+class Collector(Parser):
+    """A :class:`Parser` bound to a log."""
+
+    def __init__(self, packs: Mapping[str, Pack], log: EventLog, limits: LimitSettings) -> None:
+        super().__init__(packs, limits)
+        self.log = log
+
+    async def handle(
+        self,
+        *,
+        pack: str,
+        source: str,
+        dialect: str,
+        raw: bytes,
+        content_type: str,
+        content_encoding: str | None,
+    ) -> Reply:
+        """Answer one ingest request; the answer is given only once its frame is durable."""
+        reply = self.reply(pack, source, dialect, raw, content_type, content_encoding, now_us())
+        if reply.record is not None:
+            try:
+                await self.log.append_async([reply.record])
+            except LogFull as exc:
+                return Reply.of_problem(unavailable(str(exc), exc.retry_after_s))
+        return reply
 
     async def submit(self, prepared: Prepared) -> None:
         """Append durably; raises :class:`~gristmill.log.base.LogFull` when over the cap."""

@@ -124,8 +124,18 @@ def envelope_to_native(ev: Envelope) -> bytes:
 
 
 EnvelopeRow = tuple[
-    str, str, int, int, bytes, tuple[Any, ...],
-    str | None, str | None, str | None, str | None, str | None, bytes | None,
+    str,
+    str,
+    int,
+    int,
+    bytes,
+    tuple[Any, ...],
+    str | None,
+    str | None,
+    str | None,
+    str | None,
+    str | None,
+    bytes | None,
 ]
 """An :class:`Envelope` as the loader reads it: a plain tuple, so a batch is transposed into
 columns by ``zip(*rows)`` in C instead of an attribute lookup per field per event. Every

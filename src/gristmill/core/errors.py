@@ -9,7 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 PROBLEM_BASE = "https://gristmill.dev/problems/"
+PROBLEM_JSON = "application/problem+json"
 
 
 @dataclass(slots=True)
@@ -42,6 +45,10 @@ class Problem(Exception):
             out["errors"] = self.errors
         out.update(self.extra)
         return out
+
+
+def problem_bytes(p: Problem) -> bytes:
+    return orjson.dumps(p.body())
 
 
 def payload_too_large(limit: int, what: str) -> Problem:

@@ -40,19 +40,21 @@ ARROW: dict[ColumnType, pa.DataType] = {
 }
 """Arrow types the loader builds; DATE and JSON travel as text and are cast on insert."""
 
-QUARANTINE_SCHEMA = pa.schema([
-    ("quarantine_id", pa.string()),
-    ("pack", pa.string()),
-    ("source", pa.string()),
-    ("dialect", pa.string()),
-    ("reason", pa.string()),
-    ("detail", pa.string()),
-    ("errors", pa.string()),
-    ("event_id", pa.string()),
-    ("event_type", pa.string()),
-    ("received_at", TS),
-    ("raw", pa.binary()),
-])
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        ("quarantine_id", pa.string()),
+        ("pack", pa.string()),
+        ("source", pa.string()),
+        ("dialect", pa.string()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+        ("errors", pa.string()),
+        ("event_id", pa.string()),
+        ("event_type", pa.string()),
+        ("received_at", TS),
+        ("raw", pa.binary()),
+    ]
+)
 
 _ROW_FIELDS: tuple[tuple[str, pa.DataType | None], ...] = (
     ("event_id", pa.string()),
@@ -150,8 +152,10 @@ def build_batch(
         last_offset=last,
     )
     builders: dict[tuple[str, str], _TableBuilder] = {}
-    routes = {name: {et: spec.table for et, spec in p.spec.event_types.items()}
-              for name, p in packs.items()}
+    routes = {
+        name: {et: spec.table for et, spec in p.spec.event_types.items()}
+        for name, p in packs.items()
+    }
     counts: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
     q: list[tuple[Any, ...]] = []
     for entry in entries:
@@ -164,14 +168,38 @@ def build_batch(
         except msgspec.DecodeError as exc:
             # A frame the log holds but cannot decode: keep every byte, count its events.
             c[1] += rec.count
-            q.append((f"{prefix}_f", rec.pack, rec.source, "unknown", Reason.UNDECODABLE.value,
-                      f"log frame is not decodable: {exc}", None, None, None, rec.received_at,
-                      rec.body))
+            q.append(
+                (
+                    f"{prefix}_f",
+                    rec.pack,
+                    rec.source,
+                    "unknown",
+                    Reason.UNDECODABLE.value,
+                    f"log frame is not decodable: {exc}",
+                    None,
+                    None,
+                    None,
+                    rec.received_at,
+                    rec.body,
+                )
+            )
             continue
         for r in frame.rejects:
-            q.append((f"{prefix}_{r.index}", frame.pack, frame.source, frame.dialect, r.reason,
-                      r.detail, orjson.dumps(r.errors).decode() if r.errors else None,
-                      r.event_id, r.event_type, frame.received_at, r.raw))
+            q.append(
+                (
+                    f"{prefix}_{r.index}",
+                    frame.pack,
+                    frame.source,
+                    frame.dialect,
+                    r.reason,
+                    r.detail,
+                    orjson.dumps(r.errors).decode() if r.errors else None,
+                    r.event_id,
+                    r.event_type,
+                    frame.received_at,
+                    r.raw,
+                )
+            )
         c[1] += len(frame.rejects)
         if not frame.events:
             continue
@@ -190,17 +218,28 @@ def build_batch(
                 # The pack changed (or was removed) between collection and load.
                 c[1] += len(rows)
                 for i, row in enumerate(rows):
-                    q.append((f"{prefix}_e{i}", frame.pack, frame.source, frame.dialect,
-                              Reason.UNKNOWN_EVENT_TYPE.value,
-                              f"event type {row[1]!r} is not in pack {frame.pack!r} any more",
-                              None, row[0], row[1], frame.received_at,
-                              envelope_to_native(Envelope(*row))))
+                    q.append(
+                        (
+                            f"{prefix}_e{i}",
+                            frame.pack,
+                            frame.source,
+                            frame.dialect,
+                            Reason.UNKNOWN_EVENT_TYPE.value,
+                            f"event type {row[1]!r} is not in pack {frame.pack!r} any more",
+                            None,
+                            row[0],
+                            row[1],
+                            frame.received_at,
+                            envelope_to_native(Envelope(*row)),
+                        )
+                    )
                 continue
             b = builders.get((frame.pack, table))
             if b is None:
                 b = builders[(frame.pack, table)] = _TableBuilder(pack, table)
-            scope = (None if "event_type" in pack.spec.dedupe.scope
-                     else _scope(pack, frame.source, ""))
+            scope = (
+                None if "event_type" in pack.spec.dedupe.scope else _scope(pack, frame.source, "")
+            )
             b.add(rows, frame, scope)
     for b in builders.values():
         b.drop_repeats()

@@ -84,10 +84,23 @@ class Loader:
             self._offset = stored
         return self._offset
 
-    def _read_and_build(self, after: int, timeout_s: float) -> _Built | None:
-        batch = self.log.read(self.group, self.settings.max_events, timeout_s, after=after)
+    def _read_and_build(self, after: int, timeout_s: float, *, wait: bool = True) -> _Built | None:
+        cfg = self.settings
+        batch = self.log.read(self.group, cfg.max_events, timeout_s, after=after)
         if not batch.entries:
             return None
+        deadline = time.monotonic() + (cfg.max_wait_s if wait else 0.0)
+        while batch.events < cfg.target_events:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            more = self.log.read(
+                self.group,
+                cfg.max_events - batch.events,
+                min(remaining, cfg.idle_poll_s),
+                after=batch.last_offset,
+            )
+            batch.entries.extend(more.entries)
         started = time.perf_counter()
         load = build_batch(batch.entries, self.packs, log_id=self.log_id, group=self.group)
         return _Built(load, batch.events, time.perf_counter() - started)
@@ -111,7 +124,9 @@ class Loader:
     def run_once(self, timeout_s: float | None = None) -> LoadResult | None:
         """Load at most one batch; returns None when the log had nothing new."""
         built = self._read_and_build(
-            self._position(), self.settings.idle_poll_s if timeout_s is None else timeout_s
+            self._position(),
+            self.settings.idle_poll_s if timeout_s is None else timeout_s,
+            wait=timeout_s is None,
         )
         return None if built is None else self._commit(built)
 
@@ -161,8 +176,7 @@ class Loader:
                     self.stats.failures += 1
                     self.stats.last_error = f"{type(exc).__name__}: {exc}"
                     self._offset = None  # re-read the position from the warehouse
-                    log.exception("load failed; retrying in %.1f s",
-                                  self.settings.retry_backoff_s)
+                    log.exception("load failed; retrying in %.1f s", self.settings.retry_backoff_s)
                     self._stop.wait(self.settings.retry_backoff_s)
             if pending is not None:
                 with contextlib.suppress(Exception):

@@ -8,6 +8,7 @@ Status codes:
 * 400 — the body is not JSON or not valid gzip (kept in quarantine) or empty;
 * 401 / 403 — no key, unknown or revoked key, or a key that may not ingest;
 * 413 — over a size limit (the limit is in the body); nothing is kept;
+* 415 — an unsupported Content-Encoding;
 * 503 + Retry-After — the log is over its cap; nothing is kept, retry later.
 """
 
@@ -19,11 +20,9 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from gristmill.api.deps import RuntimeDep, require
-from gristmill.api.responses import JSONBytes, problem_response
+from gristmill.api.responses import problem_response
 from gristmill.auth.permissions import Permission, Principal
-from gristmill.collect.service import Prepared
-from gristmill.core.errors import Problem, payload_too_large, unavailable
-from gristmill.log.base import LogFull
+from gristmill.core.errors import Problem, payload_too_large
 
 router = APIRouter(tags=["ingest"])
 WriterDep = Annotated[Principal, Depends(require(Permission.INGEST))]
@@ -44,52 +43,26 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def append(rt: RuntimeDep, prepared: Prepared) -> None:
-    try:
-        await rt.collector.submit(prepared)
-    except LogFull as exc:
-        raise unavailable(str(exc), exc.retry_after_s) from exc
-
-
 @router.post("/v1/events", summary="Ingest native events")
 async def ingest_native(request: Request, rt: RuntimeDep, principal: WriterDep) -> Response:
     counters = request.app.state.counters
+    assert principal.pack is not None
+    assert principal.source is not None
     try:
         raw = await read_body(request, rt.settings.limits.max_request_bytes)
-        assert principal.pack is not None
-        assert principal.source is not None
-        prepared = rt.collector.prepare(
-            pack=principal.pack,
-            source=principal.source,
-            dialect="native",
-            raw=raw,
-            content_type=request.headers.get("content-type", ""),
-            content_encoding=request.headers.get("content-encoding"),
-        )
-        await append(rt, prepared)
     except Problem as problem:
         counters.reject(problem.slug)
         counters.count("/v1/events", problem.status)
         return problem_response(problem)
-    if prepared.problem is not None:
-        counters.reject(prepared.problem.slug)
-        counters.count("/v1/events", prepared.problem.status)
-        return problem_response(prepared.problem)
-    outcome = prepared.outcome
-    assert outcome is not None
-    if outcome.accepted == 0:
-        p = Problem(
-            422,
-            "events-rejected",
-            "No event accepted",
-            f"all {outcome.rejected} events were rejected and kept in quarantine",
-            errors=outcome.results,
-        )
-        counters.count("/v1/events", 422)
-        return problem_response(p)
-    status = 200 if outcome.rejected == 0 else 207
-    counters.count("/v1/events", status)
-    return JSONBytes(
-        {"accepted": outcome.accepted, "rejected": outcome.rejected, "results": outcome.results},
-        status_code=status,
+    reply = await rt.collector.handle(
+        pack=principal.pack,
+        source=principal.source,
+        dialect="native",
+        raw=raw,
+        content_type=request.headers.get("content-type", ""),
+        content_encoding=request.headers.get("content-encoding"),
     )
+    if reply.problem is not None and reply.status != 422:
+        counters.reject(reply.problem)
+    counters.count("/v1/events", reply.status)
+    return Response(reply.body, reply.status, dict(reply.headers), media_type=reply.media_type)

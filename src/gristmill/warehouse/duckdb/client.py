@@ -16,6 +16,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 from sqlglot import exp
 
 from gristmill.core.clock import to_datetime
@@ -36,7 +37,7 @@ from gristmill.warehouse.base import (
     TableRows,
 )
 from gristmill.warehouse.duckdb.factory import CAPABILITIES, DIALECT, NAME
-from gristmill.warehouse.duckdb.sql import LoadStatements
+from gristmill.warehouse.duckdb.sql import BATCH, LoadStatements
 
 DEDUPE_TABLE = "_gm_dedupe"
 
@@ -174,16 +175,26 @@ class DuckDBWarehouse:
                 fresh: dict[tuple[str, str], int] = defaultdict(int)
                 for rows in batch.tables:
                     st = self._stmts(rows)
-                    cur.register("_gm_batch", rows.rows)
+                    cur.register(BATCH, rows.rows)
                     try:
-                        _run(cur, st.fresh)
+                        _run(cur, st.keys)
+                        _run(cur, st.seen)
+                        repeats = _run(cur, LoadStatements.COUNT_SEEN)[0][0]
+                        if repeats == 0:
+                            _run(cur, st.remember_all)
+                            _run(cur, st.insert_all)
+                            counts = pc.value_counts(rows.rows.column("source")).to_pylist()
+                            by_source = [(c["values"], c["counts"]) for c in counts]
+                        else:
+                            _run(cur, st.remember_fresh)
+                            _run(cur, st.insert_fresh)
+                            by_source = _run(cur, st.count_fresh)
                     finally:
-                        cur.unregister("_gm_batch")
-                    _run(cur, st.remember)
-                    _run(cur, st.insert)
-                    for source, n in _run(cur, st.count_by_source):
+                        cur.unregister(BATCH)
+                    for source, n in by_source:
                         fresh[(rows.pack.name, str(source))] += int(n)
-                    _run(cur, LoadStatements.DROP_FRESH)
+                    for drop in LoadStatements.DROP:
+                        _run(cur, drop)
                 if batch.quarantine is not None and batch.quarantine.num_rows:
                     cur.register("_gm_q", batch.quarantine)
                     try:

@@ -1,4 +1,10 @@
-"""The load statements of one pack table, built once as sqlglot expressions and cached."""
+"""The load statements of one pack table, built once as sqlglot expressions and cached.
+
+Keys first: the batch's 128-bit dedupe keys go to a small temp table and are semi-joined
+with the pack's key table. When nothing repeats — the common case — the Arrow batch is
+inserted as it is; only a batch holding repeats pays for filtering. (Copying every batch
+through a filtered temp table cost about 30% more CPU per row, measured.)
+"""
 
 from __future__ import annotations
 
@@ -10,72 +16,93 @@ from gristmill.pack.models import Pack
 from gristmill.sql.ddl import table_ref
 from gristmill.warehouse.duckdb.factory import DIALECT
 
-FRESH = "_gm_fresh"
+BATCH = "_gm_batch"
+KEYS = "_gm_keys"
+SEEN = "_gm_seen"
 UNIT_SEPARATOR = "\x1f"
 
 
-def _key(alias: str) -> exp.Expr:
+def _key() -> exp.Expr:
     """128-bit dedupe key of (scope, event_id)."""
-    return exp.func(
-        "md5_number",
-        exp.DPipe(
-            this=exp.DPipe(
-                this=exp.column("_dedupe_scope", table=alias),
-                expression=exp.Literal.string(UNIT_SEPARATOR),
-            ),
-            expression=exp.column("event_id", table=alias),
+    joined = exp.DPipe(
+        this=exp.DPipe(
+            this=exp.column("_dedupe_scope"), expression=exp.Literal.string(UNIT_SEPARATOR)
         ),
+        expression=exp.column("event_id"),
     )
+    return exp.func("md5_number", joined)
 
 
 def _idents(*names: str) -> list[exp.Identifier]:
     return [exp.to_identifier(n, quoted=True) for n in names]
 
 
+def _temp(name: str, query: exp.Query) -> str:
+    return exp.Create(
+        this=exp.to_table(name),
+        kind="TABLE",
+        replace=True,
+        properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
+        expression=query,
+    ).sql(DIALECT)
+
+
+def _not_seen(key: exp.Expr) -> exp.Expr:
+    return exp.Not(this=exp.In(this=key, query=exp.select("k").from_(SEEN).subquery()))
+
+
 @dataclass(frozen=True)
 class LoadStatements:
-    fresh: str
-    """Temp table of the batch's rows whose key is not yet known."""
-    remember: str
-    """Add the fresh keys to the dedupe table."""
-    insert: str
-    count_by_source: str
+    keys: str
+    """Temp table of the batch's keys (with received_at and source for the ledger)."""
+    seen: str
+    """Temp table of the batch's keys already in the pack's key table; returns its size."""
+    remember_all: str
+    insert_all: str
+    remember_fresh: str
+    insert_fresh: str
+    count_fresh: str
 
-    DROP_FRESH = exp.Drop(tables=[exp.to_table(FRESH)], kind="TABLE", exists=True).sql(DIALECT)
+    DROP = tuple(
+        exp.Drop(tables=[exp.to_table(t)], kind="TABLE", exists=True).sql(DIALECT)
+        for t in (KEYS, SEEN)
+    )
+    COUNT_SEEN = exp.select(exp.func("count", exp.Star())).from_(SEEN).sql(DIALECT)
 
     @classmethod
     def build(cls, pack: Pack, table: str, dedupe_table: str) -> LoadStatements:
         target = table_ref(pack.dataset, table)
         dedupe = table_ref(pack.dataset, dedupe_table)
         cols = [c.name for c in pack.columns(table)]
-        keyed = exp.select("*", exp.alias_(_key("b"), "_k")).from_(
-            exp.to_table("_gm_batch").as_("b")
-        )
-        not_seen = exp.Not(
-            this=exp.Exists(
-                this=exp.select("1")
-                .from_(dedupe.as_("d"))
-                .where(exp.column("k", table="d").eq(exp.column("_k", table="kb")))
-            )
-        )
-        fresh = exp.Create(
-            this=exp.to_table(FRESH),
-            kind="TABLE",
-            replace=True,
-            properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
-            expression=exp.select("*").from_(keyed.subquery("kb")).where(not_seen),
-        )
-        remember = exp.insert(
-            exp.select("_k", "received_at").from_(FRESH), dedupe, columns=_idents("k", "first_seen")
-        )
         select_cols: list[exp.Expr] = [
             exp.CurrentTimestamp() if c == "loaded_at" else exp.column(c, quoted=True) for c in cols
         ]
-        insert = exp.insert(exp.select(*select_cols).from_(FRESH), target, columns=_idents(*cols))
-        count = exp.select("source", exp.func("count", exp.Star())).from_(FRESH).group_by("source")
+        keys = exp.select(exp.alias_(_key(), "_k"), "received_at", "source").from_(BATCH)
+        seen = (
+            exp.select(exp.column("_k").as_("k"))
+            .from_(KEYS)
+            .where(exp.In(this=exp.column("_k"), query=exp.select("k").from_(dedupe).subquery()))
+        )
+        remember = exp.select("_k", "received_at").from_(KEYS)
+        rows = exp.select(*select_cols).from_(BATCH)
         return cls(
-            fresh=fresh.sql(DIALECT),
-            remember=remember.sql(DIALECT),
-            insert=insert.sql(DIALECT),
-            count_by_source=count.sql(DIALECT),
+            keys=_temp(KEYS, keys),
+            seen=_temp(SEEN, seen),
+            remember_all=exp.insert(remember, dedupe, columns=_idents("k", "first_seen")).sql(
+                DIALECT
+            ),
+            insert_all=exp.insert(rows, target, columns=_idents(*cols)).sql(DIALECT),
+            remember_fresh=exp.insert(
+                remember.where(_not_seen(exp.column("_k"))),
+                dedupe,
+                columns=_idents("k", "first_seen"),
+            ).sql(DIALECT),
+            insert_fresh=exp.insert(
+                rows.where(_not_seen(_key())), target, columns=_idents(*cols)
+            ).sql(DIALECT),
+            count_fresh=exp.select("source", exp.func("count", exp.Star()))
+            .from_(KEYS)
+            .where(_not_seen(exp.column("_k")))
+            .group_by("source")
+            .sql(DIALECT),
         )
