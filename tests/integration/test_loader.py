@@ -92,3 +92,19 @@ def test_background_loader_survives_a_failing_batch(settings: Settings) -> None:
     assert rows(rt) == 3
     assert rt.loader.stats.failures == 1
     rt.stop()
+
+
+def test_redelivery_across_restarts_loads_once(settings: Settings) -> None:
+    events = [order(event_id=f"r-{i}") for i in range(20)]
+    rt = Runtime(settings)
+    ingest(rt, events)
+    rt.loader.drain()
+    rt.stop()
+    rt = Runtime(settings)  # a restarted server: new process, same files
+    ingest(rt, events[:10])
+    rt.loader.drain()
+    assert rows(rt) == 20
+    c = rt.conservation()
+    assert (c.total("received"), c.total("loaded"), c.total("duplicates")) == (30, 20, 10)
+    assert c.balanced
+    rt.stop()
