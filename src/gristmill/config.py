@@ -17,7 +17,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -73,9 +73,36 @@ class LoaderSettings(BaseModel):
     dedupe_prune_interval_s: float = Field(600.0, gt=0)
 
 
+class JWTSettings(BaseModel):
+    """Bearer JWTs from your identity provider: HS256 with a shared secret, or RS256/ES256
+    with public keys from a JWKS file. ``claim_map`` maps Gristmill claim names to token
+    claims (dotted paths allowed), e.g. ``{"store_id": "https://example.com/store"}``."""
+
+    hs256_secret: SecretStr | None = None
+    jwks_file: Path | None = None
+    audience: str | None = None
+    issuer: str | None = None
+    role_claim: str = "role"
+    pack_claim: str | None = None
+    """Token claim naming the pack; without it the token is for ``default_pack``."""
+    default_pack: str | None = None
+    claim_map: dict[str, str] = {}
+    leeway_s: int = Field(30, ge=0)
+
+    @property
+    def enabled(self) -> bool:
+        return self.hs256_secret is not None or self.jwks_file is not None
+
+
+PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "secret", "dev", "test", "password"})
+
+
 class AuthSettings(BaseModel):
     key_cache_ttl_s: float = Field(5.0, ge=0)
     """How long a looked-up key is trusted before the store is asked again (revocation delay)."""
+    jwt: JWTSettings = JWTSettings()
+    session_ttl_s: int = Field(12 * 3600, ge=60)
+    """Dashboard sign-in sessions (kept in memory; a restart signs everyone out)."""
 
 
 class Settings(BaseSettings):
@@ -96,6 +123,19 @@ class Settings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     meta_url: str | None = None
     """SQLAlchemy URL of the metadata store; default a SQLite file in the data directory."""
+
+    @model_validator(mode="after")
+    def _no_placeholder_secrets(self) -> Settings:
+        """Outside development, refuse weak JWT secrets instead of running with them."""
+        secret = self.auth.jwt.hs256_secret
+        if self.environment == "production" and secret is not None:
+            value = secret.get_secret_value()
+            if value.lower() in PLACEHOLDER_SECRETS or len(value) < 32:
+                raise ValueError(
+                    "auth.jwt.hs256_secret is a placeholder or shorter than 32 characters; "
+                    "set GRISTMILL_AUTH__JWT__HS256_SECRET to a long random value"
+                )
+        return self
 
     @cached_property
     def resolved_packs_dir(self) -> Path:

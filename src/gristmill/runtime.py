@@ -11,6 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from gristmill.auth.keys import KeyResolver
+from gristmill.auth.roles import RoleTable
+from gristmill.auth.sessions import SessionStore
+from gristmill.auth.tokens import TokenVerifier
 from gristmill.collect.service import Collector
 from gristmill.config import Settings
 from gristmill.core.clock import now_us
@@ -20,6 +23,8 @@ from gristmill.load.loader import Loader
 from gristmill.log.registry import open_log
 from gristmill.meta.store import MetaStore
 from gristmill.pack.loader import load_packs
+from gristmill.rollup.freshness import Watermark, watermark
+from gristmill.rollup.maintain import after_insert, provision_analytics
 from gristmill.warehouse.registry import open_warehouse
 
 log = logging.getLogger(__name__)
@@ -35,11 +40,24 @@ class Runtime:
         self.meta = MetaStore(settings.meta_database_url)
         self.log = open_log(settings)
         self.warehouse = open_warehouse(settings)
-        self.warehouse.provision(list(self.packs.values()), apply=True)
+        provision_analytics(self.warehouse, list(self.packs.values()))
         self.collector = Collector(self.packs, self.log, settings.limits)
-        self.loader = Loader(self.log, self.warehouse, self.packs, settings.loader)
+        self.loader = Loader(
+            self.log,
+            self.warehouse,
+            self.packs,
+            settings.loader,
+            after=after_insert(self.packs, self.warehouse.dialect),
+        )
         self.local_token = new_token("gml")
-        self.keys = KeyResolver(self.meta, settings.auth.key_cache_ttl_s, self.local_token)
+        jwt_cfg = settings.auth.jwt
+        tokens = None
+        if jwt_cfg.enabled:
+            only = next(iter(self.packs)) if len(self.packs) == 1 else None
+            tokens = TokenVerifier(jwt_cfg, only)
+        self.keys = KeyResolver(self.meta, settings.auth.key_cache_ttl_s, self.local_token, tokens)
+        self.roles = RoleTable(self.packs)
+        self.sessions = SessionStore(settings.auth.session_ttl_s)
         self.started_at = now_us()
         self._server_file: Path | None = None
 
@@ -61,6 +79,11 @@ class Runtime:
 
     def conservation(self) -> Conservation:
         return conservation(self.log, self.warehouse, self.loader.group)
+
+    def watermark(self, pack: str) -> Watermark:
+        """Every event of ``pack`` received before ``as_of`` is queryable."""
+        snap = self.log.snapshot(self.loader.group)
+        return watermark(snap.oldest_pending.get(pack))
 
     def readiness(self) -> list[str]:
         problems = list(self.log.check_ready())

@@ -75,10 +75,17 @@ def _line_of(root: Path, needle: str) -> int:
             "unknown category 'adverts'",
         ),
         (
-            "    cluster_by: [vendor_store_id, store_id, event_type]\n  ad_events",
-            "    cluster_by: [vendor_id, store_id, event_type]\n  ad_events",
+            "    cluster_by: [vendor_store_id, store_id, event_type]\n    dimensions",
+            "    cluster_by: [vendor_id, store_id, event_type]\n    dimensions",
             "cluster_by: [vendor_id, store_id, event_type]",
             "tables.marketplace_events.cluster_by.0",
+            "'vendor_id' is not a column",
+        ),
+        (
+            "    dimensions: [vendor_store_id, store_id, event_type]\n  ad_events",
+            "    dimensions: [vendor_id, store_id, event_type]\n  ad_events",
+            "dimensions: [vendor_id, store_id, event_type]",
+            "tables.marketplace_events.dimensions.0",
             "'vendor_id' is not a column",
         ),
         (
@@ -89,8 +96,8 @@ def _line_of(root: Path, needle: str) -> int:
             "is not a duration",
         ),
         (
-            "    cluster_by: [vendor_store_id, store_id, event_type]\n  ad_events",
-            "    cluster_by: [vendor_store_id, store_id, event_type]\n"
+            "    dimensions: [vendor_store_id, store_id, event_type]\n  ad_events",
+            "    dimensions: [vendor_store_id, store_id, event_type]\n"
             "    clustering: [x]\n  ad_events",
             "clustering: [x]",
             "tables.marketplace_events.clustering",

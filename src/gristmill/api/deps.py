@@ -12,8 +12,10 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from gristmill.auth.keys import token_from_headers
-from gristmill.auth.permissions import Permission, Principal
+from gristmill.auth.permissions import Principal
+from gristmill.auth.sessions import COOKIE
 from gristmill.core.errors import forbidden, unauthorized
+from gristmill.core.permissions import Permission
 from gristmill.runtime import Runtime
 
 # Dependencies are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in a
@@ -30,21 +32,27 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
 async def get_principal(request: Request, rt: RuntimeDep) -> Principal:
+    """From ``Authorization`` (key or JWT), else — for reads only — the dashboard session."""
     token = token_from_headers(request.headers.get("authorization"))
-    if token is None:
-        raise unauthorized("send a key as 'Authorization: Bearer <key>'")
-    principal = rt.keys.resolve(token)
-    if principal is None:
-        raise unauthorized("the key is unknown or revoked")
-    return principal
+    if token is not None:
+        principal = rt.keys.resolve(token)
+        if principal is None:
+            raise unauthorized("the key or token is unknown, revoked or expired")
+        return principal
+    sid = request.cookies.get(COOKIE)
+    if sid and request.method in ("GET", "HEAD"):
+        session = rt.sessions.get(sid)
+        if session is not None:
+            return session
+    raise unauthorized("send a key as 'Authorization: Bearer <key>'")
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
-def require(perm: Permission) -> Callable[[Principal], Awaitable[Principal]]:
-    async def check(principal: PrincipalDep) -> Principal:
-        if not principal.can(perm):
+def require(perm: Permission) -> Callable[..., Awaitable[Principal]]:
+    async def check(principal: PrincipalDep, rt: RuntimeDep) -> Principal:
+        if not rt.roles.allows(principal, perm):
             raise forbidden(f"role {principal.role!r} lacks permission {perm.value!r}")
         return principal
 

@@ -14,6 +14,7 @@ import threading
 import time
 
 from gristmill.auth.permissions import OPERATOR, Principal
+from gristmill.auth.tokens import TokenVerifier, looks_like_jwt
 from gristmill.meta.store import MetaStore
 
 
@@ -37,16 +38,25 @@ def token_from_headers(authorization: str | None) -> str | None:
 
 
 class KeyResolver:
-    def __init__(self, store: MetaStore, ttl_s: float, local_token: str | None = None) -> None:
+    def __init__(
+        self,
+        store: MetaStore,
+        ttl_s: float,
+        local_token: str | None = None,
+        tokens: TokenVerifier | None = None,
+    ) -> None:
         self.store = store
         self.ttl_s = ttl_s
         self.local_token = local_token
+        self.tokens = tokens
         self._cache: dict[str, tuple[float, Principal | None]] = {}
         self._lock = threading.Lock()
 
     def resolve(self, token: str) -> Principal | None:
         if self.local_token and hmac.compare_digest(token, self.local_token):
             return Principal(kind="local", role=OPERATOR)
+        if self.tokens is not None and looks_like_jwt(token):
+            return self.tokens.verify(token)
         now = time.monotonic()
         hit = self._cache.get(token)
         if hit is not None and now - hit[0] < self.ttl_s:

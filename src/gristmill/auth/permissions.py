@@ -1,51 +1,33 @@
 """One role -> permission table. Handlers declare the permission they need; nothing else checks.
 
 ``operator`` is Gristmill's own role (pipeline operations across packs). Pack roles (``admin``,
-``vendor`` …) come from each pack and gain analytics permissions when views arrive.
+``vendor`` …) come from each pack's ``roles`` with the permissions listed there.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
-
-class Permission(StrEnum):
-    INGEST = "ingest"
-    PIPELINE_READ = "pipeline:read"
-    QUARANTINE_READ = "quarantine:read"
-    QUARANTINE_REPLAY = "quarantine:replay"
-
+from gristmill.core.permissions import Permission
 
 OPERATOR = "operator"
 
 ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
-    OPERATOR: frozenset(
-        {
-            Permission.PIPELINE_READ,
-            Permission.QUARANTINE_READ,
-            Permission.QUARANTINE_REPLAY,
-        }
-    ),
+    OPERATOR: frozenset(set(Permission) - {Permission.INGEST}),
     "writer": frozenset({Permission.INGEST}),
 }
-"""Built-in roles. A write key is a ``writer`` bound to one pack and source."""
+"""Built-in roles, valid in every pack: the ``operator`` runs the pipeline and reads all
+data unscoped; a write key is a ``writer`` bound to one pack and source. Pack roles are added
+to the same table at start (see :class:`gristmill.auth.roles.RoleTable`)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
     kind: str
-    """``write`` key, ``secret`` key or ``local`` operator token."""
+    """``write`` key, ``secret`` key, ``jwt`` or ``local`` operator token."""
     role: str
     key_id: str | None = None
     pack: str | None = None
     source: str | None = None
     claims: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def permissions(self) -> frozenset[Permission]:
-        return ROLE_PERMISSIONS.get(self.role, frozenset())
-
-    def can(self, perm: Permission) -> bool:
-        return perm in self.permissions

@@ -26,7 +26,7 @@ from gristmill.core.envelope import (
 )
 from gristmill.log.base import LogEntry
 from gristmill.pack.models import ColumnType, Pack
-from gristmill.warehouse.base import LoadBatch, SourceCounts, TableRows
+from gristmill.warehouse.base import AfterInsert, LoadBatch, SourceCounts, TableRows
 
 TS = pa.timestamp("us", tz="UTC")
 ARROW: dict[ColumnType, pa.DataType] = {
@@ -142,6 +142,7 @@ def build_batch(
     *,
     log_id: str,
     group: str,
+    after: Mapping[tuple[str, str], tuple[AfterInsert, ...]] | None = None,
 ) -> LoadBatch:
     entries = list(entries)
     last = entries[-1].offset
@@ -243,7 +244,11 @@ def build_batch(
             b.add(rows, frame, scope)
     for b in builders.values():
         b.drop_repeats()
-    batch.tables = [TableRows(b.pack, b.table, b.build()) for b in builders.values()]
+    after = after or {}
+    batch.tables = [
+        TableRows(b.pack, b.table, b.build(), after.get((b.pack.name, b.table), ()))
+        for b in builders.values()
+    ]
     if q:
         cols = list(zip(*q, strict=True))
         batch.quarantine = pa.table(

@@ -26,7 +26,7 @@ from gristmill.core.clock import now_us
 from gristmill.load.batch import build_batch
 from gristmill.log.base import EventLog
 from gristmill.pack.models import Pack
-from gristmill.warehouse.base import LoadBatch, LoadResult, Warehouse
+from gristmill.warehouse.base import AfterInsert, LoadBatch, LoadResult, Warehouse
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,7 @@ class Loader:
         *,
         group: str = "loader",
         on_commit: Callable[[LoadResult], None] | None = None,
+        after: Mapping[tuple[str, str], tuple[AfterInsert, ...]] | None = None,
     ) -> None:
         self.log = log
         self.warehouse = warehouse
@@ -66,6 +67,7 @@ class Loader:
         self.settings = settings
         self.group = group
         self.on_commit = on_commit
+        self.after = dict(after or {})
         self.stats = LoaderStats()
         self._offset: int | None = None
         self._stop = threading.Event()
@@ -102,7 +104,9 @@ class Loader:
             )
             batch.entries.extend(more.entries)
         started = time.perf_counter()
-        load = build_batch(batch.entries, self.packs, log_id=self.log_id, group=self.group)
+        load = build_batch(
+            batch.entries, self.packs, log_id=self.log_id, group=self.group, after=self.after
+        )
         return _Built(load, batch.events, time.perf_counter() - started)
 
     def _commit(self, built: _Built) -> LoadResult:

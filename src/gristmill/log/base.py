@@ -59,6 +59,8 @@ class LogSnapshot:
     depth_events: int
     depth_bytes: int
     oldest_pending_received_at: int | None
+    oldest_pending: dict[str, int]
+    """pack -> receive time of its oldest event not yet loaded."""
 
 
 class LogFull(Exception):

@@ -306,6 +306,14 @@ class SQLiteLog:
                         (after,),
                     )
                 }
+                oldest = {
+                    str(p): int(t)
+                    for p, t in c.execute(
+                        'SELECT pack, min(received_at) FROM records WHERE "offset" > ? '
+                        "GROUP BY pack",
+                        (after,),
+                    )
+                }
                 depth = c.execute(
                     "SELECT count(*), coalesce(sum(n), 0), coalesce(sum(length(body)), 0), "
                     'min(received_at) FROM records WHERE "offset" > ?',
@@ -321,6 +329,7 @@ class SQLiteLog:
             depth_events=int(depth[1]),
             depth_bytes=int(depth[2]),
             oldest_pending_received_at=None if depth[3] is None else int(depth[3]),
+            oldest_pending=oldest,
         )
 
     @property

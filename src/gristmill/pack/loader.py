@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from gristmill.core.errors import ConfigError
 from gristmill.pack.checks import PackIssue, check_pack
+from gristmill.pack.checks_analytics import check_analytics
 from gristmill.pack.models import Pack, PackSpec, build_table_columns
 
 
@@ -103,6 +104,8 @@ def load_pack(root: Path) -> Pack:
 
     pack = Pack(spec=spec, root=root, schemas=schemas, table_columns=build_table_columns(spec))
     issues += check_pack(pack, file)
+    if not issues:
+        issues += check_analytics(pack, file)
     if issues:
         rendered = []
         for issue in issues:

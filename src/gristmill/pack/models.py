@@ -17,9 +17,10 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSeriali
 
 from gristmill.core.durations import format_duration, parse_duration
 from gristmill.core.envelope import ENVELOPE_COLUMNS
+from gristmill.pack.analytics import MetricSpec, RollupSpec, ViewSpec
+from gristmill.pack.names import EVENT_NAME, IDENT
 
-IDENT = r"^[a-z][a-z0-9_]{0,62}$"
-EVENT_NAME = r"^[a-z][a-z0-9_.\-]{0,127}$"
+__all__ = ["EVENT_NAME", "IDENT"]
 
 
 def _duration(v: Any) -> Any:
@@ -75,6 +76,8 @@ class TableSpec(_Model):
     columns: dict[Ident, ColumnSpec] = {}
     partition_by: PartitionSpec = PartitionSpec()
     cluster_by: list[Ident] = []
+    dimensions: list[Ident] = []
+    """Columns callers may group by and filter on (the allowlist)."""
 
 
 class EntitySpec(_Model):
@@ -102,6 +105,12 @@ class CategorySpec(_Model):
 class RoleSpec(_Model):
     description: str = ""
     claims: list[Ident] = []
+    """Claims a key or token of this role must carry."""
+    permissions: list[str] = []
+    """From the fixed list in ``gristmill.auth.permissions`` (``metrics:read`` …)."""
+    scope: dict[Ident, Ident] = {}
+    """column -> claim: every query by this role keeps only rows whose column equals the
+    caller's claim. Applied in the query builder, never taken from request parameters."""
 
 
 DEDUPE_SCOPE_FIELDS = frozenset({"source", "event_type"})
@@ -130,6 +139,9 @@ class PackSpec(_Model):
     roles: dict[Ident, RoleSpec] = {}
     event_types: dict[Annotated[str, Field(pattern=EVENT_NAME)], EventTypeSpec]
     tables: dict[Ident, TableSpec]
+    metrics: dict[Ident, MetricSpec] = {}
+    rollups: dict[Ident, RollupSpec] = {}
+    views: dict[Ident, ViewSpec] = {}
 
     @property
     def dataset(self) -> str:

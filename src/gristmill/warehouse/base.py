@@ -40,12 +40,26 @@ class SourceCounts:
 
 
 @dataclass(frozen=True, slots=True)
+class AfterInsert:
+    """Statements a warehouse runs inside the load transaction after a table's rows are in,
+    with the Arrow batch registered as ``_gm_batch`` (rollup refresh, freshness).
+
+    ``prepare`` runs first; then ``bounds``, if set, returns one row whose columns become named
+    parameters of ``statements`` (and a row of NULLs skips them: nothing was touched)."""
+
+    statements: tuple[exp.Expr, ...]
+    prepare: tuple[exp.Expr, ...] = ()
+    bounds: exp.Expr | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class TableRows:
     pack: Pack
     table: str
     rows: pa.Table
     """The table's columns except ``loaded_at``, plus ``_dedupe_scope``. Unique per
     (``_dedupe_scope``, ``event_id``): the loader drops repeats inside a batch."""
+    after: tuple[AfterInsert, ...] = ()
 
 
 @dataclass(slots=True)
@@ -94,7 +108,13 @@ class Warehouse(Protocol):
     dialect: str
     caps: Capabilities
 
-    def provision(self, packs: Sequence[Pack], *, apply: bool) -> list[str]: ...
+    def provision(
+        self, packs: Sequence[Pack], *, apply: bool, extra: Sequence[exp.Expr] = ()
+    ) -> list[str]: ...
+
+    def table_exists(self, table: exp.Table) -> bool: ...
+
+    def columns_of(self, table: exp.Table) -> dict[str, str]: ...
 
     def check_ready(self, packs: Sequence[Pack]) -> Readiness: ...
 

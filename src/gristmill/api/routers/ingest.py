@@ -21,8 +21,9 @@ from starlette.responses import Response
 
 from gristmill.api.deps import RuntimeDep, require
 from gristmill.api.responses import problem_response
-from gristmill.auth.permissions import Permission, Principal
+from gristmill.auth.permissions import Principal
 from gristmill.core.errors import Problem, payload_too_large
+from gristmill.core.permissions import Permission
 
 router = APIRouter(tags=["ingest"])
 WriterDep = Annotated[Principal, Depends(require(Permission.INGEST))]

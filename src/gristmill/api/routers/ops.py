@@ -10,9 +10,10 @@ from starlette.responses import Response
 
 from gristmill.api.deps import RuntimeDep, require
 from gristmill.api.responses import JSONBytes, problem_response
-from gristmill.auth.permissions import Permission, Principal
+from gristmill.auth.permissions import Principal
 from gristmill.core.clock import MICROS, iso, now_us
 from gristmill.core.errors import Problem
+from gristmill.core.permissions import Permission
 from gristmill.load.trace import trace_event
 
 router = APIRouter(tags=["operations"])

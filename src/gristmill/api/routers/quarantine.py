@@ -10,9 +10,10 @@ from starlette.responses import Response
 
 from gristmill.api.deps import RuntimeDep, require
 from gristmill.api.responses import JSONBytes
-from gristmill.auth.permissions import Permission, Principal
+from gristmill.auth.permissions import Principal
 from gristmill.core.envelope import Reason
 from gristmill.core.errors import not_found
+from gristmill.core.permissions import Permission
 from gristmill.load.quarantine import (
     QuarantineFilter,
     count_quarantine,

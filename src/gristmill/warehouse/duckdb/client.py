@@ -30,6 +30,7 @@ from gristmill.sql.system import (
     system_ddl,
 )
 from gristmill.warehouse.base import (
+    AfterInsert,
     LedgerTotals,
     LoadBatch,
     LoadResult,
@@ -111,9 +112,12 @@ class DuckDBWarehouse:
                 )
         return stmts
 
-    def provision(self, packs: Sequence[Pack], *, apply: bool) -> list[str]:
-        """DDL for the packs; with ``apply``, run it and add any columns a pack gained."""
-        stmts = [_sql(s) for s in self._ddl(packs)]
+    def provision(
+        self, packs: Sequence[Pack], *, apply: bool, extra: Sequence[exp.Expr] = ()
+    ) -> list[str]:
+        """DDL for the packs (plus ``extra``, e.g. rollup tables); with ``apply``, run it and
+        add any columns a pack gained."""
+        stmts = [_sql(s) for s in [*(self._ddl(packs) if packs else []), *extra]]
         if not apply:
             return stmts
         cur = self._cur()
@@ -134,10 +138,17 @@ class DuckDBWarehouse:
         rows = _run(
             self._cur(),
             "SELECT column_name, data_type FROM information_schema.columns "
-            "WHERE table_schema = $s AND table_name = $t",
+            "WHERE table_schema = $s AND table_name = $t ORDER BY ordinal_position",
             {"s": schema, "t": table},
         )
         return {str(n): str(t) for n, t in rows}
+
+    def table_exists(self, table: exp.Table) -> bool:
+        return bool(self._columns(table.db, table.name))
+
+    def columns_of(self, table: exp.Table) -> dict[str, str]:
+        """Column name -> type, in table order; empty when the table does not exist."""
+        return self._columns(table.db, table.name)
 
     def check_ready(self, packs: Sequence[Pack]) -> Readiness:
         problems: list[str] = []
@@ -189,6 +200,8 @@ class DuckDBWarehouse:
                             _run(cur, st.remember_fresh)
                             _run(cur, st.insert_fresh)
                             by_source = _run(cur, st.count_fresh)
+                        for after in rows.after:
+                            self._after_insert(cur, after)
                     finally:
                         cur.unregister(BATCH)
                     for source, n in by_source:
@@ -236,6 +249,21 @@ class DuckDBWarehouse:
                 _run(cur, "ROLLBACK")
                 raise
         return LoadResult(batch.batch_id, loaded, dups, quarantined)
+
+    @staticmethod
+    def _after_insert(cur: duckdb.DuckDBPyConnection, after: AfterInsert) -> None:
+        for stmt in after.prepare:
+            _run(cur, _sql(stmt))
+        params: dict[str, Any] = {}
+        if after.bounds is not None:
+            rel = cur.sql(_sql(after.bounds))
+            assert rel is not None
+            # Through Arrow: DuckDB's own TIMESTAMPTZ -> Python conversion needs pytz.
+            params = rel.to_arrow_table().to_pylist()[0]
+            if all(v is None for v in params.values()):
+                return
+        for stmt in after.statements:
+            _run(cur, _sql(stmt), params or None)
 
     def stored_offset(self, log_name: str, group: str) -> int:
         rows = _run(self._cur(), _SELECT_OFFSET, {"log": log_name, "grp": group})

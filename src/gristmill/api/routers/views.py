@@ -1,0 +1,143 @@
+"""Pack views: one GET route per view a pack declares (e.g. ``/api/v1/vendor/analytics``).
+
+Only the roles a view names may call it (others 403). The caller's role scope and the view's
+scope limit every row; nothing in the request can widen them.
+"""
+
+# No ``from __future__ import annotations`` here: the handlers' parameter annotations refer
+# to each view (its presets) and FastAPI must evaluate them where they are defined.
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Query
+from starlette.responses import Response
+
+from gristmill.api.deps import PrincipalDep, RuntimeDep
+from gristmill.api.query import debug_allowed, metric_query, time_range
+from gristmill.api.responses import JSONBytes
+from gristmill.auth.permissions import Principal
+from gristmill.core.errors import forbidden
+from gristmill.metrics.service import run
+from gristmill.pack.analytics import ViewSpec
+from gristmill.pack.models import Pack
+from gristmill.runtime import Runtime
+
+
+def answer_view(
+    rt: Runtime,
+    principal: Principal,
+    pack: Pack,
+    name: str,
+    view: ViewSpec,
+    *,
+    preset: str | None,
+    tz: str,
+    start: datetime | None,
+    end: datetime | None,
+    debug: bool,
+) -> dict[str, Any]:
+    rng = time_range(
+        preset,
+        start,
+        end,
+        tz,
+        default_preset=view.default_preset,
+        allowed_presets=view.presets,
+        allow_range=view.allow_range,
+    )
+    dbg = debug_allowed(rt, principal, debug)
+    fixed = [f"{c}:eq:{v}" for c, v in view.filters.items()]
+    kq = metric_query(
+        rt,
+        principal,
+        pack,
+        metrics=view.kpis,
+        rng=rng,
+        grain=None,
+        group_by=(),
+        filters=fixed,
+        view_scope=view.scope,
+        debug=dbg,
+    )
+    kpis = run(rt.warehouse, kq)
+    body: dict[str, Any] = {
+        "view": name,
+        "title": view.title,
+        "pack": pack.name,
+        "range": rng.as_dict(),
+        "presets": view.presets,
+        "kpis": kpis.rows[0] if kpis.rows else {},
+        "freshness": rt.watermark(pack.name).as_dict(),
+    }
+    debug_out = kpis.debug(rt.warehouse.dialect) if dbg else []
+    if view.series is not None:
+        sq = metric_query(
+            rt,
+            principal,
+            pack,
+            metrics=view.series.metrics,
+            rng=rng,
+            grain=view.series.grain,
+            group_by=(),
+            filters=fixed,
+            view_scope=view.scope,
+            debug=dbg,
+        )
+        series = run(rt.warehouse, sq)
+        body["series"] = {"grain": view.series.grain, "points": series.rows}
+        debug_out += series.debug(rt.warehouse.dialect) if dbg else []
+    if dbg:
+        body["debug"] = debug_out
+    return body
+
+
+def _handler(pack: Pack, name: str, view: ViewSpec) -> Callable[..., Response]:
+    def allowed(principal: PrincipalDep) -> Principal:
+        if principal.role != "operator" and not (
+            principal.pack == pack.name and principal.role in view.roles
+        ):
+            raise forbidden(f"view {name!r} is for roles: {', '.join(view.roles)}")
+        return principal
+
+    def handle(
+        rt: RuntimeDep,
+        principal: Annotated[Principal, Depends(allowed)],
+        preset: Annotated[
+            str | None, Query(description=f"One of {', '.join(view.presets)}.")
+        ] = None,
+        tz: Annotated[str, Query(description="IANA time zone.")] = "UTC",
+        start: Annotated[datetime | None, Query(include_in_schema=view.allow_range)] = None,
+        end: Annotated[datetime | None, Query(include_in_schema=view.allow_range)] = None,
+        debug: bool = False,
+    ) -> Response:
+        return JSONBytes(
+            answer_view(
+                rt,
+                principal,
+                pack,
+                name,
+                view,
+                preset=preset,
+                tz=tz,
+                start=start,
+                end=end,
+                debug=debug,
+            )
+        )
+
+    handle.__name__ = f"view_{pack.name}_{name}"
+    return handle
+
+
+def add_view_routes(app: FastAPI, rt: Runtime) -> None:
+    for pack in rt.packs.values():
+        for name, view in pack.spec.views.items():
+            app.add_api_route(
+                view.route,
+                _handler(pack, name, view),
+                methods=["GET"],
+                tags=["views"],
+                summary=view.title or name,
+                description=view.description,
+            )

@@ -1,0 +1,18 @@
+"""The fixed list of permissions. Roles (built in, or declared by packs) map to sets of these;
+handlers declare which one they need."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Permission(StrEnum):
+    INGEST = "ingest"
+    PIPELINE_READ = "pipeline:read"
+    QUARANTINE_READ = "quarantine:read"
+    QUARANTINE_REPLAY = "quarantine:replay"
+    METRICS_READ = "metrics:read"
+    EVENTS_READ = "events:read"
+    FRESHNESS_READ = "freshness:read"
+    DEBUG = "debug"
+    """See the SQL and the plan a query took (``debug=true``)."""

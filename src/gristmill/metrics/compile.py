@@ -1,0 +1,186 @@
+"""Metric SQL as sqlglot expressions.
+
+Two shapes:
+
+* **final** — aggregates straight from rows (``count(*) FILTER (WHERE …)``, exact distinct
+  counts, percentiles): the raw path.
+* **components** — the decomposable parts of each metric (row count, sum, min, max, set of
+  distinct values) that rollups store and that combine across buckets and sources; a rollup
+  answer is a union of component rows (rollup buckets + raw edges) combined once more.
+
+Request values are bound parameters (``$p0`` …) collected in a :class:`Params`; identifiers
+come from the pack. Functions without a portable spelling (sets, percentiles) come from a
+per-dialect :class:`Aggs`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlglot import exp
+
+from gristmill.metrics.model import Condition, pack_filter
+from gristmill.pack.analytics import MetricSpec
+
+COMPONENTS: dict[str, tuple[str, ...]] = {
+    "count": ("n",),
+    "sum": ("sum",),
+    "avg": ("sum", "n"),
+    "min": ("min",),
+    "max": ("max",),
+    "count_distinct": ("set",),
+}
+"""What a rollup stores per metric type. Percentiles and ratios have none: percentiles are
+answered from rows, ratios from their parts."""
+
+
+@dataclass
+class Params:
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def bind(self, value: Any) -> exp.Placeholder:
+        name = f"p{len(self.values)}"
+        self.values[name] = value
+        return exp.Placeholder(this=name)
+
+
+@dataclass(frozen=True)
+class Aggs:
+    """Aggregates whose spelling differs per engine."""
+
+    distinct_set: Callable[[exp.Expr], exp.Expr]
+    merge_sets: Callable[[exp.Expr], exp.Expr]
+    set_size: Callable[[exp.Expr], exp.Expr]
+    percentile: Callable[[exp.Expr, float], exp.Expr]
+
+
+DUCKDB = Aggs(
+    distinct_set=lambda c: exp.func("list", exp.Distinct(expressions=[c])),
+    merge_sets=lambda s: exp.func("list_distinct", exp.func("flatten", exp.func("list", s))),
+    set_size=lambda s: exp.func("coalesce", exp.func("len", s), exp.Literal.number(0)),
+    percentile=lambda c, p: exp.func("quantile_cont", c, exp.Literal.number(p)),
+)
+AGGS: dict[str, Aggs] = {"duckdb": DUCKDB}
+
+
+def condition(c: Condition, params: Params | None, table: str | None = None) -> exp.Expr:
+    """One condition; pack constants become literals, request values bound parameters."""
+    col = exp.column(c.column, table=table, quoted=True)
+
+    def val(v: Any) -> exp.Expr:
+        return params.bind(v) if params is not None else exp.convert(v)
+
+    if c.op == "is_null":
+        return exp.Is(this=col, expression=exp.Null())
+    if c.op in ("in", "not_in"):
+        values = c.value if isinstance(c.value, tuple) else (c.value,)
+        cond: exp.Expr = exp.In(this=col, expressions=[val(v) for v in values])
+        return exp.Not(this=cond) if c.op == "not_in" else cond
+    ops: dict[str, type[exp.Binary]] = {
+        "eq": exp.EQ,
+        "ne": exp.NEQ,
+        "gt": exp.GT,
+        "gte": exp.GTE,
+        "lt": exp.LT,
+        "lte": exp.LTE,
+    }
+    return ops[c.op](this=col, expression=val(c.value))
+
+
+def conjunction(conds: Sequence[exp.Expr]) -> exp.Expr | None:
+    return exp.and_(*conds) if conds else None
+
+
+def _filtered(agg: exp.Expr, where: exp.Expr | None) -> exp.Expr:
+    return agg if where is None else exp.Filter(this=agg, expression=exp.Where(this=where))
+
+
+def metric_where(m: MetricSpec, extra: exp.Expr | None = None) -> exp.Expr | None:
+    conds = [condition(c, None) for c in pack_filter(m.filter)]
+    if extra is not None:
+        conds.append(extra)
+    return conjunction(conds)
+
+
+def final_agg(name: str, m: MetricSpec, aggs: Aggs) -> exp.Expr:
+    """A metric's value straight from rows."""
+    col = exp.column(m.column, quoted=True) if m.column else None
+    where = metric_where(m)
+    if m.type == "count":
+        agg: exp.Expr = exp.Count(this=exp.Star())
+    elif m.type == "count_distinct":
+        assert col is not None
+        agg = exp.Count(this=exp.Distinct(expressions=[col]))
+    elif m.type == "percentile":
+        assert col is not None
+        assert m.p is not None
+        agg = aggs.percentile(col, m.p)
+    elif m.type == "avg":
+        assert col is not None
+        # sum and count travel separately so the ratio is computed exactly in Decimal.
+        return exp.alias_(_filtered(exp.Sum(this=col), where), f"{name}__sum")
+    else:
+        assert col is not None
+        agg = {"sum": exp.Sum, "min": exp.Min, "max": exp.Max}[m.type](this=col)
+    return exp.alias_(_filtered(agg, where), name, quoted=True)
+
+
+def final_columns(name: str, m: MetricSpec, aggs: Aggs) -> list[exp.Expr]:
+    cols = [final_agg(name, m, aggs)]
+    if m.type == "avg":
+        assert m.column is not None
+        col = exp.column(m.column, quoted=True)
+        cols.append(exp.alias_(_filtered(exp.Count(this=col), metric_where(m)), f"{name}__n"))
+    return cols
+
+
+def component_columns(name: str, m: MetricSpec, aggs: Aggs) -> list[exp.Expr]:
+    """A metric's components computed from rows (what a rollup bucket stores)."""
+    col = exp.column(m.column, quoted=True) if m.column else None
+    out: list[exp.Expr] = []
+    for comp in COMPONENTS[m.type]:
+        where = metric_where(m)
+        if comp == "n":
+            agg: exp.Expr = exp.Count(this=col if m.type == "avg" and col else exp.Star())
+        elif comp == "set":
+            assert col is not None
+            agg = aggs.distinct_set(col)
+            where = metric_where(m, exp.Not(this=exp.Is(this=col, expression=exp.Null())))
+        else:
+            assert col is not None
+            agg = {"sum": exp.Sum, "min": exp.Min, "max": exp.Max}[comp](this=col)
+        out.append(exp.alias_(_filtered(agg, where), f"{name}__{comp}"))
+    return out
+
+
+def combine_columns(name: str, m: MetricSpec, aggs: Aggs) -> list[exp.Expr]:
+    """Components of many buckets combined into the metric's value (or its sum and count)."""
+
+    def c(comp: str) -> exp.Expr:
+        return exp.column(f"{name}__{comp}")
+
+    if m.type == "count":
+        return [exp.alias_(exp.Sum(this=c("n")), name, quoted=True)]
+    if m.type == "sum":
+        return [exp.alias_(exp.Sum(this=c("sum")), name, quoted=True)]
+    if m.type == "avg":
+        return [
+            exp.alias_(exp.Sum(this=c("sum")), f"{name}__sum"),
+            exp.alias_(exp.Sum(this=c("n")), f"{name}__n"),
+        ]
+    if m.type == "min":
+        return [exp.alias_(exp.Min(this=c("min")), name, quoted=True)]
+    if m.type == "max":
+        return [exp.alias_(exp.Max(this=c("max")), name, quoted=True)]
+    if m.type == "count_distinct":
+        return [exp.alias_(aggs.set_size(aggs.merge_sets(c("set"))), name, quoted=True)]
+    raise ValueError(f"{m.type} has no components")
+
+
+def bucket_expr(ts: exp.Expr, grain: str, params: Params, tz: str) -> exp.Expr:
+    """``date_trunc(grain, ts AT TIME ZONE tz)``: the caller's local bucket."""
+    return exp.func(
+        "date_trunc", exp.Literal.string(grain), exp.AtTimeZone(this=ts, zone=params.bind(tz))
+    )

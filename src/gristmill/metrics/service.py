@@ -1,0 +1,85 @@
+"""Run a metric query: plan, execute per table, merge, derive ratios, zero-fill the series."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from gristmill.metrics.model import MetricQuery
+from gristmill.metrics.planner import BUCKET, TablePlan, plan
+from gristmill.metrics.timerange import buckets, label
+from gristmill.pack.analytics import MetricSpec
+from gristmill.warehouse.base import Warehouse
+
+ZERO_WHEN_EMPTY = frozenset({"count", "sum", "count_distinct"})
+
+
+@dataclass(frozen=True)
+class MetricResult:
+    rows: list[dict[str, Any]]
+    """One per (bucket, group): ``bucket`` (if a grain), the group-by columns, the metrics."""
+    plans: list[TablePlan]
+
+    def debug(self, dialect: str) -> list[dict[str, Any]]:
+        return [p.explain(dialect) for p in self.plans]
+
+
+def _round(value: Decimal, places: int) -> float:
+    return float(value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP))
+
+
+def _finish(name: str, m: MetricSpec, row: dict[str, Any], q: MetricQuery) -> Any:
+    if m.type == "ratio":
+        assert m.numerator is not None
+        assert m.denominator is not None
+        num = _finish(m.numerator, q.metric(m.numerator), row, q)
+        den = _finish(m.denominator, q.metric(m.denominator), row, q)
+        if num is None or not den:
+            return None
+        return _round(Decimal(str(num)) / Decimal(str(den)), m.precision)
+    if m.type == "avg":
+        s, n = row.get(f"{name}__sum"), row.get(f"{name}__n")
+        if not n:
+            return None
+        return _round(Decimal(str(s)) / Decimal(n), m.precision)
+    value = row.get(name)
+    if value is None:
+        return 0 if m.type in ZERO_WHEN_EMPTY else None
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if m.type == "percentile":
+        return round(float(value), m.precision)
+    return value
+
+
+def run(wh: Warehouse, q: MetricQuery) -> MetricResult:
+    plans = plan(q, wh.dialect)
+    merged: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for p in plans:
+        for db_row in wh.query(p.query, p.params).to_pylist():
+            key = tuple(db_row.get(k) for k in (BUCKET, *q.group_by))
+            merged.setdefault(key, {}).update(db_row)
+    if q.grain and not q.group_by:
+        for b in buckets(q.range, q.grain):
+            merged.setdefault((b,), {BUCKET: b})
+    if not q.grain and not q.group_by and not merged:
+        merged[()] = {}
+    out = []
+    for key in sorted(merged, key=_sort_key):
+        raw = merged[key]
+        row: dict[str, Any] = {}
+        if q.grain:
+            b = raw.get(BUCKET, key[0])
+            row["bucket"] = label(b, q.grain, q.range.tz) if isinstance(b, datetime) else b
+        for d in q.group_by:
+            row[d] = raw.get(d)
+        for name in q.metrics:
+            row[name] = _finish(name, q.metric(name), raw, q)
+        out.append(row)
+    return MetricResult(out, plans)
+
+
+def _sort_key(key: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple((v is None, v) for v in key)

@@ -1,0 +1,176 @@
+"""Cross-checks of metrics, rollups, views and role scopes against the tables they name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from gristmill.core.permissions import Permission
+from gristmill.pack.analytics import FILTER_OPS
+from gristmill.pack.checks import PackIssue
+from gristmill.pack.models import ENVELOPE_TYPES, ColumnType, Pack
+
+NUMERIC = frozenset({ColumnType.INT64, ColumnType.FLOAT64})
+ROLLUP_TYPES = frozenset({"count", "sum", "avg", "min", "max", "count_distinct"})
+RESERVED_ROUTES = (
+    "/v1/",
+    "/ui",
+    "/docs",
+    "/openapi",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/redoc",
+    "/static",
+)
+
+
+def column_types(pack: Pack, table: str) -> dict[str, ColumnType]:
+    return {c.name: c.type for c in pack.columns(table)}
+
+
+def check_filter(
+    filt: dict[str, Any], cols: dict[str, ColumnType], path: tuple[str, ...]
+) -> list[tuple[tuple[str, ...], str]]:
+    out: list[tuple[tuple[str, ...], str]] = []
+    for col, cond in filt.items():
+        if col not in cols:
+            out.append(((*path, col), f"{col!r} is not a column of the metric's table"))
+            continue
+        if isinstance(cond, dict):
+            for op, value in cond.items():
+                if op not in FILTER_OPS:
+                    out.append(
+                        (
+                            (*path, col, str(op)),
+                            f"unknown operator {op!r} (use {', '.join(sorted(FILTER_OPS))})",
+                        )
+                    )
+                elif op in ("in", "not_in") and not isinstance(value, list):
+                    out.append(((*path, col, op), "needs a list"))
+                elif op not in ("in", "not_in") and isinstance(value, list | dict):
+                    out.append(((*path, col, op), "needs a single value"))
+        elif isinstance(cond, list):
+            if not all(isinstance(v, str | int | float | bool) for v in cond):
+                out.append(((*path, col), "a list filter takes scalar values"))
+        elif not isinstance(cond, str | int | float | bool):
+            out.append(((*path, col), "a filter value must be a scalar, a list or {op: value}"))
+    return out
+
+
+def check_analytics(pack: Pack, file: Path) -> list[PackIssue]:
+    spec = pack.spec
+    issues: list[PackIssue] = []
+
+    def add(path: tuple[str, ...], msg: str) -> None:
+        issues.append(PackIssue(file, path, msg))
+
+    for t_name, table in spec.tables.items():
+        cols = column_types(pack, t_name)
+        for i, d in enumerate(table.dimensions):
+            if d not in cols:
+                add(("tables", t_name, "dimensions", str(i)), f"{d!r} is not a column")
+            elif cols[d] is ColumnType.JSON:
+                add(("tables", t_name, "dimensions", str(i)), "a JSON column cannot be a dimension")
+
+    for m_name, m in spec.metrics.items():
+        base = ("metrics", m_name)
+        if m.type == "ratio":
+            for part in ("numerator", "denominator"):
+                ref = getattr(m, part)
+                if ref not in spec.metrics:
+                    add((*base, part), f"unknown metric {ref!r}")
+                elif spec.metrics[ref].type == "ratio":
+                    add((*base, part), "a ratio's parts must not be ratios")
+            continue
+        assert m.table is not None
+        if m.table not in spec.tables:
+            add((*base, "table"), f"unknown table {m.table!r}")
+            continue
+        cols = column_types(pack, m.table)
+        if m.column is not None:
+            ctype = cols.get(m.column)
+            if ctype is None:
+                add((*base, "column"), f"{m.column!r} is not a column of {m.table!r}")
+            elif m.type in ("sum", "avg", "percentile") and ctype not in NUMERIC:
+                add(
+                    (*base, "column"), f"a {m.type} needs a numeric column; {m.column!r} is {ctype}"
+                )
+            elif ctype is ColumnType.JSON:
+                add((*base, "column"), "a JSON column cannot be aggregated")
+        for path, msg in check_filter(m.filter, cols, (*base, "filter")):
+            add(path, msg)
+
+    for r_name, r in spec.rollups.items():
+        base = ("rollups", r_name)
+        if r.table not in spec.tables:
+            add((*base, "table"), f"unknown table {r.table!r}")
+            continue
+        dims = spec.tables[r.table].dimensions
+        for i, d in enumerate(r.dimensions):
+            if d not in dims:
+                add(
+                    (*base, "dimensions", str(i)),
+                    f"{d!r} is not a dimension of {r.table!r} (dimensions: {', '.join(dims)})",
+                )
+        for i, ref in enumerate(r.metrics):
+            rm = spec.metrics.get(ref)
+            if rm is None:
+                add((*base, "metrics", str(i)), f"unknown metric {ref!r}")
+            elif rm.type not in ROLLUP_TYPES:
+                add(
+                    (*base, "metrics", str(i)),
+                    f"a {rm.type} metric cannot be rolled up exactly; it is answered from rows",
+                )
+            elif rm.table != r.table:
+                add((*base, "metrics", str(i)), f"{ref!r} is over {rm.table!r}, not {r.table!r}")
+
+    known_perms = {p.value for p in Permission}
+    for r_name, role in spec.roles.items():
+        for i, perm in enumerate(role.permissions):
+            if perm not in known_perms:
+                add(
+                    ("roles", r_name, "permissions", str(i)),
+                    f"unknown permission {perm!r} (known: {', '.join(sorted(known_perms))})",
+                )
+        issues += _check_scope(pack, file, ("roles", r_name, "scope"), role.scope, role.claims)
+
+    routes: dict[str, str] = {}
+    for v_name, view in spec.views.items():
+        base = ("views", v_name)
+        if view.route.startswith(RESERVED_ROUTES):
+            add((*base, "route"), f"{view.route!r} collides with Gristmill's own routes")
+        if view.route in routes:
+            add(
+                (*base, "route"), f"{view.route!r} is also the route of view {routes[view.route]!r}"
+            )
+        routes[view.route] = v_name
+        for i, role_name in enumerate(view.roles):
+            if role_name not in spec.roles:
+                add((*base, "roles", str(i)), f"unknown role {role_name!r}")
+            else:
+                missing = set(view.scope.values()) - set(spec.roles[role_name].claims)
+                if missing:
+                    add((*base, "scope"), f"role {role_name!r} carries no claim {sorted(missing)}")
+        names = [*view.kpis, *(view.series.metrics if view.series else [])]
+        for i, ref in enumerate(names):
+            if ref not in spec.metrics:
+                where = "kpis" if i < len(view.kpis) else "series"
+                add((*base, where), f"unknown metric {ref!r}")
+        issues += _check_scope(pack, file, (*base, "scope"), view.scope, None)
+    return issues
+
+
+def _check_scope(
+    pack: Pack, file: Path, path: tuple[str, ...], scope: dict[str, str], claims: list[str] | None
+) -> list[PackIssue]:
+    out = []
+    all_cols = {c for t in pack.spec.tables for c in column_types(pack, t)}
+    for col, claim in scope.items():
+        if col not in all_cols or (col in ENVELOPE_TYPES and col not in ("user_id", "source")):
+            out.append(PackIssue(file, (*path, col), f"{col!r} is not a column of any table"))
+        if claims is not None and claim not in claims:
+            out.append(
+                PackIssue(file, (*path, col), f"claim {claim!r} is not in the role's claims")
+            )
+    return out

@@ -1,0 +1,1 @@
+"""Layer 3: rollups (incremental, exact) and freshness."""

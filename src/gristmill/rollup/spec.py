@@ -1,0 +1,160 @@
+"""Rollup tables and the statements that keep them exact.
+
+A rollup bucket holds, per dimension combination and UTC hour (or day), the components of
+each metric (row count, sum, min, max, set of distinct values). After every load the buckets
+the batch touched are recomputed from rows — inside the load transaction — so late and
+re-delivered events leave exact numbers, distinct counts included.
+"""
+
+from __future__ import annotations
+
+from sqlglot import exp
+
+from gristmill.metrics.compile import AGGS, COMPONENTS, component_columns
+from gristmill.pack.analytics import RollupSpec
+from gristmill.pack.models import ColumnType, Pack
+from gristmill.sql.ddl import column_def, create_table, data_type, table_ref
+from gristmill.warehouse.base import AfterInsert
+
+PREFIX = "_gm_rollup_"
+TOUCHED = "_gm_touched"
+
+
+def rollup_table(pack: Pack, name: str) -> exp.Table:
+    return table_ref(pack.dataset, PREFIX + name)
+
+
+def _component_type(comp: str, ctype: ColumnType | None) -> exp.DataType:
+    if comp == "n":
+        return exp.DataType.build("BIGINT")
+    assert ctype is not None
+    if comp == "sum":
+        return exp.DataType.build(
+            "HUGEINT" if ctype is ColumnType.INT64 else "DOUBLE", dialect="duckdb"
+        )
+    if comp == "set":
+        return exp.DataType.build(f"{data_type(ctype).sql('duckdb')}[]", dialect="duckdb")
+    return data_type(ctype)
+
+
+def rollup_ddl(pack: Pack, name: str, r: RollupSpec) -> exp.Create:
+    types = {c.name: c.type for c in pack.columns(r.table)}
+    cols = [column_def("bucket", exp.DataType.build("TIMESTAMPTZ"), not_null=True)]
+    cols += [column_def(d, data_type(types[d])) for d in r.dimensions]
+    for m_name in r.metrics:
+        m = pack.spec.metrics[m_name]
+        ctype = types.get(m.column) if m.column else None
+        for comp in COMPONENTS[m.type]:
+            cols.append(column_def(f"{m_name}__{comp}", _component_type(comp, ctype)))
+    return create_table(rollup_table(pack, name), cols)
+
+
+def _bucket(ts: exp.Expr, grain: str) -> exp.Expr:
+    """The UTC bucket of a TIMESTAMPTZ: truncating in UTC keeps DST out of rollups."""
+    return exp.func(
+        "timezone",
+        exp.Literal.string("UTC"),
+        exp.func(
+            "date_trunc",
+            exp.Literal.string(grain),
+            exp.AtTimeZone(this=ts, zone=exp.Literal.string("UTC")),
+        ),
+    )
+
+
+def refresh(pack: Pack, name: str, r: RollupSpec, dialect: str = "duckdb") -> AfterInsert:
+    """Recompute the buckets a batch touched, in the load transaction: ``prepare`` collects
+    (bucket, dims) of the batch, ``bounds`` gives its first and last bucket so the recompute
+    scans only that time range, then the touched buckets are deleted and rebuilt from rows."""
+    aggs = AGGS[dialect]
+    target = rollup_table(pack, name)
+    source = table_ref(pack.dataset, r.table)
+    dims = [exp.column(d, quoted=True) for d in r.dimensions]
+    bucket = _bucket(exp.column("occurred_at", quoted=True), r.grain)
+    touched = exp.Create(
+        this=exp.to_table(TOUCHED),
+        kind="TABLE",
+        replace=True,
+        properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
+        expression=exp.select(exp.alias_(bucket, "bucket"), *dims).from_("_gm_batch").distinct(),
+    )
+    bounds = exp.select(
+        exp.alias_(exp.Min(this=exp.column("bucket")), "lo"),
+        exp.alias_(exp.Max(this=exp.column("bucket")), "hi"),
+    ).from_(TOUCHED)
+    lo, hi = exp.Placeholder(this="lo"), exp.Placeholder(this="hi")
+    span = exp.Interval(this=exp.Literal.string("1"), unit=exp.var(r.grain.upper()))
+
+    def same_key(a: str, b: str) -> exp.Expr:
+        conds: list[exp.Expr] = [
+            exp.EQ(this=exp.column("bucket", table=a), expression=exp.column("bucket", table=b))
+        ]
+        conds += [
+            exp.NullSafeEQ(
+                this=exp.column(d, table=a, quoted=True),
+                expression=exp.column(d, table=b, quoted=True),
+            )
+            for d in r.dimensions
+        ]
+        return exp.and_(*conds)
+
+    delete = (
+        exp.delete(target.as_("r"))
+        .where(
+            exp.Exists(
+                this=exp.select("1").from_(exp.to_table(TOUCHED).as_("t")).where(same_key("r", "t"))
+            )
+        )
+        .where(exp.GTE(this=exp.column("bucket"), expression=lo))
+        .where(exp.LTE(this=exp.column("bucket"), expression=hi))
+    )
+    comps: list[exp.Expr] = []
+    for m_name in r.metrics:
+        comps += component_columns(m_name, pack.spec.metrics[m_name], aggs)
+    rows = (
+        exp.select(exp.alias_(bucket, "bucket"), *dims, *comps)
+        .from_(source)
+        .where(exp.GTE(this=exp.column("occurred_at", quoted=True), expression=lo))
+        .where(
+            exp.LT(
+                this=exp.column("occurred_at", quoted=True),
+                expression=exp.Add(this=hi, expression=span),
+            )
+        )
+        .group_by(exp.column("bucket"), *dims)
+    )
+    keyed = (
+        exp.select("s.*")
+        .from_(rows.subquery("s"))
+        .where(
+            exp.Exists(
+                this=exp.select("1").from_(exp.to_table(TOUCHED).as_("t")).where(same_key("s", "t"))
+            )
+        )
+    )
+    insert = exp.insert(keyed, target, columns=_names(pack, r))
+    return AfterInsert(statements=(delete, insert), prepare=(touched,), bounds=bounds)
+
+
+def _names(pack: Pack, r: RollupSpec) -> list[exp.Identifier]:
+    names = ["bucket", *r.dimensions]
+    for m_name in r.metrics:
+        names += [f"{m_name}__{c}" for c in COMPONENTS[pack.spec.metrics[m_name].type]]
+    return [exp.to_identifier(n, quoted=True) for n in names]
+
+
+def full_rebuild(pack: Pack, name: str, r: RollupSpec, dialect: str = "duckdb") -> list[exp.Expr]:
+    """Statements that recompute a rollup from all rows (after provisioning a new one)."""
+    aggs = AGGS[dialect]
+    target = rollup_table(pack, name)
+    dims = [exp.column(d, quoted=True) for d in r.dimensions]
+    bucket = _bucket(exp.column("occurred_at", quoted=True), r.grain)
+    comps: list[exp.Expr] = []
+    for m_name in r.metrics:
+        comps += component_columns(m_name, pack.spec.metrics[m_name], aggs)
+    rows = (
+        exp.select(exp.alias_(bucket, "bucket"), *dims, *comps)
+        .from_(table_ref(pack.dataset, r.table))
+        .group_by(exp.column("bucket"), *dims)
+    )
+    return [exp.delete(target), exp.insert(rows, target, columns=_names(pack, r))]
