@@ -87,6 +87,7 @@ def list_events(
     limit: int,
     cursor: str | None,
     scope: Sequence[Condition],
+    filters: Sequence[Condition] = (),
 ) -> EventPage:
     unknown = [e for e in event_types if e not in pack.spec.event_types]
     if unknown:
@@ -105,7 +106,7 @@ def list_events(
     base: list[exp.Expr] = [
         exp.GTE(this=exp.column("occurred_at"), expression=params.bind(start)),
         exp.LT(this=exp.column("occurred_at"), expression=params.bind(end)),
-        *[condition(c, params) for c in scope],
+        *[condition(c, params) for c in (*scope, *filters)],
     ]
     if event_types:
         base.append(

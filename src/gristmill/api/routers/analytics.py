@@ -9,11 +9,12 @@ from fastapi import APIRouter, Depends, Query
 from starlette.responses import Response
 
 from gristmill.api.deps import RuntimeDep, require
-from gristmill.api.query import debug_allowed, metric_query, time_range
+from gristmill.api.query import debug_allowed, metric_query, tenant_filters, time_range
 from gristmill.api.responses import JSONBytes
 from gristmill.auth.permissions import Principal
 from gristmill.core.permissions import Permission
-from gristmill.metrics.events import list_events
+from gristmill.metrics.events import list_events, tables_for
+from gristmill.metrics.model import build_conditions
 from gristmill.metrics.service import run
 from gristmill.rollup.freshness import list_freshness
 
@@ -78,20 +79,25 @@ def events(
     tz: str = "UTC",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: str | None = None,
+    filter: Annotated[list[str], Query(description="column:op:value, repeatable.")] = [],  # noqa: B006
     pack: str | None = None,
 ) -> Response:
     p = rt.roles.pack_for(principal, pack)
     rng = time_range(preset, start, end, tz, default_preset="90d")
     scope = rt.roles.scope(principal, p)
+    types = _csv(event_types)
+    conds = build_conditions(p, tables_for(p, types, scope) or list(p.spec.tables), filter)
+    tenant_filters(conds, scope)
     page = list_events(
         lambda q, params: rt.warehouse.query(q, params),
         p,
-        event_types=_csv(event_types),
+        event_types=types,
         start=rng.start,
         end=rng.end,
         limit=limit,
         cursor=cursor,
         scope=scope,
+        filters=conds,
     )
     return JSONBytes(
         {
