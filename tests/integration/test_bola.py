@@ -1,4 +1,4 @@
-"""Object-level authorization: every view and data endpoint × every role × own / other /
+"""Object-level authorization: every view and data endpoint x every role x own / other /
 nonexistent tenant. Zero bytes of another tenant's data; 401, 403 and 404 where they belong."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tests.integration.analytics_fixtures import Loaded, loaded  # noqa: F401
+from tests.integration.analytics_fixtures import Loaded
 from tests.reference import marketplace_kpis, preset_start, select
 
 OWN, OTHER, NONE = "vnd_000", "vnd_001", "vnd_999"

@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.integration.analytics_fixtures import Loaded, loaded  # noqa: F401
+from tests.integration.analytics_fixtures import Loaded
 
 CORPUS = [
     "orders') OR 1=1 --",
@@ -17,7 +17,7 @@ CORPUS = [
     "gmv_cents; DROP TABLE marketplace.marketplace_events; --",
     "vendor_store_id/**/OR/**/1=1",
     '"vendor_store_id" OR "x"="x"',
-    "ｏｒｄｅｒｓ",
+    "ｏｒｄｅｒｓ",  # noqa: RUF001 - fullwidth letters on purpose
     "orders\u0000",
     "orders UNION SELECT * FROM _gristmill.quarantine",
     "é' || (SELECT 1) || '",

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tests.integration.analytics_fixtures import Loaded, loaded  # noqa: F401
+from tests.integration.analytics_fixtures import Loaded
 from tests.reference import daily, marketplace_kpis, preset_start, select
 
 VENDOR_KPIS = ("orders", "gmv_cents", "revenue_cents", "aov_cents", "cash_collected_cents")

@@ -9,7 +9,7 @@ from sqlglot import exp
 
 from gristmill.rollup.spec import full_rebuild, rollup_table
 from tests.factories import order
-from tests.integration.analytics_fixtures import Loaded, loaded, send  # noqa: F401
+from tests.integration.analytics_fixtures import Loaded, send
 
 
 def snapshot(lo: Loaded, name: str) -> list[tuple[Any, ...]]:

@@ -12,7 +12,7 @@ from starlette.responses import Response
 from gristmill import __version__
 from gristmill.api.metrics import RequestCounters, build_registry
 from gristmill.api.responses import problem_response
-from gristmill.api.routers import analytics, ingest, ops, quarantine
+from gristmill.api.routers import analytics, ingest, ops, quarantine, ui
 from gristmill.api.routers.views import add_view_routes
 from gristmill.core.errors import Problem
 from gristmill.runtime import Runtime
@@ -66,4 +66,5 @@ def create_app(rt: Runtime, *, url: str | None = None, start: bool = True) -> Fa
     app.include_router(quarantine.router)
     app.include_router(analytics.router)
     add_view_routes(app, rt)
+    app.include_router(ui.router)
     return app

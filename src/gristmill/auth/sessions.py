@@ -31,12 +31,28 @@ class SessionStore:
         return sid
 
     def get(self, sid: str) -> Principal | None:
+        if sid.startswith("once-"):
+            return None  # a one-time link is not a session
         with self._lock:
             hit = self._sessions.get(sid)
             if hit is None or hit[0] < time.monotonic():
                 self._sessions.pop(sid, None)
                 return None
             return hit[1]
+
+    def create_once(self, principal: Principal, ttl_s: int = 600) -> str:
+        """A one-time sign-in link token (the demo prints one); it works once, for 10 min."""
+        nonce = "once-" + secrets.token_urlsafe(24)
+        with self._lock:
+            self._sessions[nonce] = (time.monotonic() + ttl_s, principal)
+        return nonce
+
+    def redeem(self, nonce: str) -> Principal | None:
+        if not nonce.startswith("once-"):
+            return None
+        with self._lock:
+            hit = self._sessions.pop(nonce, None)
+        return hit[1] if hit and hit[0] >= time.monotonic() else None
 
     def drop(self, sid: str) -> None:
         with self._lock:

@@ -54,6 +54,14 @@ def demo(
         for src in ("backend", "adserver")
     }
     _, operator = rt.meta.create_key("secret", "demo operator", role="operator")
+    _, admin = rt.meta.create_key("secret", "demo admin", pack="marketplace", role="admin")
+    _, vendor = rt.meta.create_key(
+        "secret",
+        "demo vendor vnd_000",
+        pack="marketplace",
+        role="vendor",
+        claims={"store_id": "vnd_000"},
+    )
     url = f"http://{settings.server.host}:{port}"
 
     thread = threading.Thread(target=server.run, name="http", daemon=True)
@@ -108,7 +116,14 @@ def demo(
         f"end to end: {data['totals']['received'] / elapsed:,.0f} events/s "
         f"({elapsed:.1f} s from first request to everything queryable)"
     )
-    _summary(url, keys, operator)
+    admin_principal = rt.keys.resolve(admin)
+    assert admin_principal is not None
+    login = f"{url}/ui/login/once/{rt.sessions.create_once(admin_principal)}"
+    _summary(url, keys, operator, admin, vendor)
+    console.print(
+        f"\n[b]Dashboard:[/] {login}  (one-time sign-in as the marketplace admin; "
+        f"or sign in at {url}/ui with a key above)"
+    )
     if not serve:
         server.should_exit = True
         thread.join(30)
@@ -122,7 +137,7 @@ def demo(
         thread.join(30)
 
 
-def _summary(url: str, keys: dict[str, str], operator: str) -> None:
+def _summary(url: str, keys: dict[str, str], operator: str, admin: str, vendor: str) -> None:
     t = Table(title="Demo endpoints and keys", show_lines=False)
     t.add_column("what")
     t.add_column("value", overflow="fold")
@@ -136,4 +151,14 @@ def _summary(url: str, keys: dict[str, str], operator: str) -> None:
     for src, key in keys.items():
         t.add_row(f"write key ({src})", key)
     t.add_row("operator key", operator)
+    t.add_row("admin key (marketplace)", admin)
+    t.add_row("vendor key (vnd_000)", vendor)
+    t.add_row(
+        "vendor view",
+        f"curl -H 'Authorization: Bearer {vendor}' '{url}/api/v1/vendor/analytics?preset=30d'",
+    )
+    t.add_row(
+        "admin view",
+        f"curl -H 'Authorization: Bearer {admin}' '{url}/api/v1/admin/analytics?preset=7d'",
+    )
     console.print(t)
