@@ -146,3 +146,24 @@ def test_demo_runs_end_to_end(cli: CliRunner, tmp_path: Path) -> None:
     r = cli.invoke(app, ["demo", "--data-dir", str(foreign), "--no-serve"])
     assert r.exit_code == 1
     assert (foreign / "x").exists()
+
+
+def test_query_offline_with_explain(cli: CliRunner, tmp_path: Path) -> None:
+    from gristmill.runtime import Runtime
+    from tests.conftest import make_settings
+
+    rt = Runtime(make_settings(tmp_path / "data"))
+    p = rt.collector.prepare(pack="marketplace", source="web", dialect="native",
+                             raw=orjson.dumps([order(amount=1500), order(amount=2500)]))
+    rt.collector.submit_sync(p)
+    rt.loader.drain()
+    rt.stop()
+    r = cli.invoke(app, ["query", "--metrics", "orders,gmv_cents,aov_cents", "--start",
+                         "2026-11-01T00:00:00Z", "--end", "2026-11-02T00:00:00Z", "--json",
+                         "--explain"])
+    assert r.exit_code == 0, r.output
+    data = orjson.loads(r.output)
+    assert data["rows"] == [{"orders": 2, "gmv_cents": 4000, "aov_cents": 2000.0}]
+    assert data["debug"][0]["path"] == "rollup"
+    r = cli.invoke(app, ["query", "--metrics", "nope"])
+    assert r.exit_code == 1 and "unknown metric" in r.output

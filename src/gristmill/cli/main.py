@@ -6,7 +6,7 @@ import logging
 
 import typer
 
-from gristmill.cli import demo, keys, quarantine, serve, status
+from gristmill.cli import demo, keys, query, quarantine, serve, status
 
 app = typer.Typer(
     name="gristmill",
@@ -17,6 +17,7 @@ app = typer.Typer(
 app.command("serve")(serve.serve)
 app.command("status")(status.status)
 app.command("demo")(demo.demo)
+app.command("query")(query.query)
 app.add_typer(keys.app, name="keys")
 app.add_typer(quarantine.app, name="quarantine")
 
