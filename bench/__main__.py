@@ -64,6 +64,37 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def render_analytics(results: dict[str, Any]) -> str:
+    lines = [
+        f"Run {results['when']} on {results['machine']['cores']} cores.",
+        "",
+        "| events | view | rollup p50 / p95 | raw rows p50 / p95 | speedup p50 |",
+        "|---|---|---|---|---|",
+    ]
+    for r in results["analytics"]:
+        for view in ("vendor_analytics", "admin_analytics"):
+            v = r[view]
+            lines.append(
+                f"| {r['events']:,} | {view} | {v['rollup_p50_ms']} / "
+                f"{v['rollup_p95_ms']} ms | {v['raw_p50_ms']} / {v['raw_p95_ms']} ms "
+                f"| {v['speedup_p50']}x |"
+            )
+    lines += [
+        "",
+        "| events in the warehouse | full rollup rebuild | refresh per 1M new events, "
+        "in time order | refresh per 1M late events (3 days back) | max RSS | DuckDB file |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results["analytics"]:
+        lines.append(
+            f"| {r['events']:,} | {r['rollup_full_rebuild_s']} s | "
+            f"{r['refresh_in_order']['rollup_and_freshness_refresh_s']} s | "
+            f"{r['refresh_late_3d']['rollup_and_freshness_refresh_s']} s | "
+            f"{r['max_rss_mb']} MB | {r['warehouse_mb']} MB |"
+        )
+    return "\n".join(lines)
+
+
 def update_markdown(section: str, text: str) -> None:
     path = ROOT / "BENCHMARKS.md"
     doc = path.read_text() if path.exists() else "# Benchmarks\n"
@@ -82,7 +113,10 @@ def main() -> None:
     ap.add_argument("--pg-events", type=int, default=20_000)
     ap.add_argument("--latency-rate", type=int, default=20_000)
     ap.add_argument("--latency-seconds", type=float, default=20)
-    ap.add_argument("--only", default="ingest,loader,pg_baseline,latency")
+    ap.add_argument("--only", default="ingest,loader,pg_baseline,latency,analytics")
+    ap.add_argument(
+        "--scales", default="10000000,100000000", help="Event counts for the analytics section."
+    )
     ap.add_argument("--no-write", action="store_true", help="Do not touch BENCHMARKS.md.")
     args = ap.parse_args()
     only = set(args.only.split(","))
@@ -110,13 +144,28 @@ def main() -> None:
 
         results["latency"] = to_queryable(args.latency_rate, args.latency_seconds)
         print("latency", results["latency"], flush=True)
+    if "analytics" in only:
+        from bench.analytics import run_scale
+
+        results["analytics"] = []
+        for n in (int(x) for x in args.scales.split(",")):
+            raw_iters = 20 if n <= 10_000_000 else 8
+            results["analytics"].append(run_scale(n, 200, raw_iters))
+            print("analytics", results["analytics"][-1], flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"engine-core-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(results, indent=2))
-    table = render(results)
-    print(table)
-    if not args.no_write:
-        update_markdown("engine-core", table)
+    core = {"ingest", "loader", "pg_baseline", "latency"} & only
+    if core:
+        table = render(results)
+        print(table)
+        if not args.no_write:
+            update_markdown("engine-core", table)
+    if "analytics" in only:
+        table = render_analytics(results)
+        print(table)
+        if not args.no_write:
+            update_markdown("analytics", table)
 
 
 if __name__ == "__main__":

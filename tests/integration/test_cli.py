@@ -153,14 +153,29 @@ def test_query_offline_with_explain(cli: CliRunner, tmp_path: Path) -> None:
     from tests.conftest import make_settings
 
     rt = Runtime(make_settings(tmp_path / "data"))
-    p = rt.collector.prepare(pack="marketplace", source="web", dialect="native",
-                             raw=orjson.dumps([order(amount=1500), order(amount=2500)]))
+    p = rt.collector.prepare(
+        pack="marketplace",
+        source="web",
+        dialect="native",
+        raw=orjson.dumps([order(amount=1500), order(amount=2500)]),
+    )
     rt.collector.submit_sync(p)
     rt.loader.drain()
     rt.stop()
-    r = cli.invoke(app, ["query", "--metrics", "orders,gmv_cents,aov_cents", "--start",
-                         "2026-11-01T00:00:00Z", "--end", "2026-11-02T00:00:00Z", "--json",
-                         "--explain"])
+    r = cli.invoke(
+        app,
+        [
+            "query",
+            "--metrics",
+            "orders,gmv_cents,aov_cents",
+            "--start",
+            "2026-11-01T00:00:00Z",
+            "--end",
+            "2026-11-02T00:00:00Z",
+            "--json",
+            "--explain",
+        ],
+    )
     assert r.exit_code == 0, r.output
     data = orjson.loads(r.output)
     assert data["rows"] == [{"orders": 2, "gmv_cents": 4000, "aov_cents": 2000.0}]

@@ -29,15 +29,19 @@ CORPUS = [
 def sql_seen(loaded: Loaded) -> Iterator[list[str]]:
     seen: list[str] = []
     wh = loaded.rt.warehouse
-    real = wh.query
+    real, real_sql = wh.query, wh.query_sql
 
     def spy(query: Any, params: Any = None) -> Any:
         seen.append(query.sql(wh.dialect))
         return real(query, params)
 
-    wh.query = spy  # type: ignore[method-assign]
+    def spy_sql(sql: str, params: Any = None) -> Any:
+        seen.append(sql)
+        return real_sql(sql, params)
+
+    wh.query, wh.query_sql = spy, spy_sql  # type: ignore[method-assign]
     yield seen
-    wh.query = real  # type: ignore[method-assign]
+    wh.query, wh.query_sql = real, real_sql  # type: ignore[method-assign]
 
 
 def q(s: str) -> str:

@@ -6,7 +6,7 @@ import logging
 
 import typer
 
-from gristmill.cli import demo, keys, query, quarantine, serve, status
+from gristmill.cli import demo, keys, quarantine, query, serve, status
 
 app = typer.Typer(
     name="gristmill",

@@ -28,13 +28,23 @@ def _offline(data_dir: DataDirOpt, params: dict[str, Any]) -> dict[str, Any]:
         start = datetime.fromisoformat(params["start"]) if params.get("start") else None
         end = datetime.fromisoformat(params["end"]) if params.get("end") else None
         rng = time_range(params.get("preset"), start, end, params["tz"], default_preset=None)
-        q = metric_query(rt, op, pack, metrics=params["metrics"].split(","), rng=rng,
-                         grain=params.get("grain"),
-                         group_by=[g for g in (params.get("group_by") or "").split(",") if g],
-                         filters=params.get("filter", []), debug=True)
+        q = metric_query(
+            rt,
+            op,
+            pack,
+            metrics=params["metrics"].split(","),
+            rng=rng,
+            grain=params.get("grain"),
+            group_by=[g for g in (params.get("group_by") or "").split(",") if g],
+            filters=params.get("filter", []),
+            debug=True,
+        )
         result = run(rt.warehouse, q)
-        return {"range": rng.as_dict(), "rows": result.rows,
-                "debug": result.debug(rt.warehouse.dialect)}
+        return {
+            "range": rng.as_dict(),
+            "rows": result.rows,
+            "debug": result.debug(rt.warehouse.dialect),
+        }
     finally:
         rt.stop()
 
@@ -56,35 +66,51 @@ def query(
     """Query pack metrics as the operator (unscoped)."""
     if preset is None and start is None:
         preset = "30d"
-    params: dict[str, Any] = {"metrics": metrics, "preset": preset, "start": start, "end": end,
-                              "grain": grain, "tz": tz, "group_by": group_by,
-                              "filter": filter_ or [], "pack": pack}
+    params: dict[str, Any] = {
+        "metrics": metrics,
+        "preset": preset,
+        "start": start,
+        "end": end,
+        "grain": grain,
+        "tz": tz,
+        "group_by": group_by,
+        "filter": filter_ or [],
+        "pack": pack,
+    }
     settings = make_settings(data_dir)
     client = running_server(settings)
     try:
         if client is not None:
-            data = client.get("/v1/metrics", **{k: v for k, v in params.items() if v},
-                              debug="true")
+            data = client.get("/v1/metrics", **{k: v for k, v in params.items() if v}, debug="true")
         else:
             data = _offline(data_dir, params)
     except Problem as p:
         fail(f"{p.title}: {p.detail}")
         return
     if json:
-        console.print_json(orjson.dumps(data if explain else
-                                        {k: v for k, v in data.items() if k != "debug"}).decode())
+        console.print_json(
+            orjson.dumps(
+                data if explain else {k: v for k, v in data.items() if k != "debug"}
+            ).decode()
+        )
         return
     rows = data["rows"]
     t = Table(title=f"{data['range']['start']} → {data['range']['end']} ({tz})")
-    for col in (rows[0].keys() if rows else metrics.split(",")):
+    for col in rows[0].keys() if rows else metrics.split(","):
         t.add_column(col, justify="left" if col in ("bucket",) else "right")
     for r in rows:
-        t.add_row(*["" if v is None else f"{v:,}" if isinstance(v, int | float) else str(v)
-                    for v in r.values()])
+        t.add_row(
+            *[
+                "" if v is None else f"{v:,}" if isinstance(v, int | float) else str(v)
+                for v in r.values()
+            ]
+        )
     console.print(t)
     if explain:
         for d in data.get("debug", []):
-            console.print(f"[b]{d['table']}[/]: path [b]{d['path']}[/]"
-                          + (f" (rollup {d['rollup']})" if d["rollup"] else ""))
+            console.print(
+                f"[b]{d['table']}[/]: path [b]{d['path']}[/]"
+                + (f" (rollup {d['rollup']})" if d["rollup"] else "")
+            )
             console.print(Syntax(d["sql"], "sql", word_wrap=True))
             console.print(f"params: {d['params']}")

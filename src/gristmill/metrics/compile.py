@@ -179,7 +179,7 @@ def combine_columns(name: str, m: MetricSpec, aggs: Aggs) -> list[exp.Expr]:
     raise ValueError(f"{m.type} has no components")
 
 
-def bucket_expr(ts: exp.Expr, grain: str, params: Params, tz: str) -> exp.Expr:
+def bucket_expr(ts: exp.Expr, grain: str, params: Params, tz: Any) -> exp.Expr:
     """``date_trunc(grain, ts AT TIME ZONE tz)``: the caller's local bucket."""
     return exp.func(
         "date_trunc", exp.Literal.string(grain), exp.AtTimeZone(this=ts, zone=params.bind(tz))

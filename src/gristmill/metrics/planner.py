@@ -28,7 +28,7 @@ from gristmill.metrics.compile import (
     conjunction,
     final_columns,
 )
-from gristmill.metrics.model import MetricQuery
+from gristmill.metrics.model import Condition, MetricQuery
 from gristmill.metrics.timerange import whole_hour_offsets
 from gristmill.pack.analytics import RollupSpec
 from gristmill.rollup.spec import rollup_table
@@ -46,6 +46,8 @@ class TablePlan:
     rollup: str | None
     query: exp.Select
     params: dict[str, Any]
+    sql: str
+    """The query rendered for the warehouse's dialect (built and rendered once per shape)."""
 
     def explain(self, dialect: str) -> dict[str, Any]:
         return {
@@ -90,80 +92,157 @@ def choose_rollup(q: MetricQuery, table: str, metrics: list[str]) -> tuple[str, 
     return best
 
 
-def plan_table(q: MetricQuery, table: str, metrics: list[str], dialect: str) -> TablePlan:
-    aggs = AGGS[dialect]
-    params = Params()
-    tz = q.range.tz.key
-    dims = [exp.column(d, quoted=True) for d in q.group_by]
-    keys: list[exp.Expr] = [exp.column(BUCKET)] if q.grain else []
-    keys += dims
-    chosen = choose_rollup(q, table, metrics)
-    specs = {m: q.metric(m) for m in metrics}
+@dataclass(frozen=True)
+class _Shape:
+    """Everything that decides the SQL text of a table query; values stay out (they are bound
+    parameters), so one shape's SQL is built and rendered once and reused."""
 
-    def where(ts: str, lo: datetime, hi: datetime) -> exp.Expr:
-        conds: list[exp.Expr] = [
-            exp.GTE(this=exp.column(ts, quoted=True), expression=params.bind(lo)),
-            exp.LT(this=exp.column(ts, quoted=True), expression=params.bind(hi)),
+    pack: str
+    fingerprint: str
+    table: str
+    metrics: tuple[str, ...]
+    grain: str | None
+    group_by: tuple[str, ...]
+    conds: tuple[tuple[str, str, int], ...]
+    """(column, op, number of values) of scope then filter conditions."""
+    rollup: str | None
+    head: bool
+    tail: bool
+    dialect: str
+
+
+Slot = tuple[Any, ...]
+_CACHE: dict[_Shape, tuple[exp.Select, str, dict[str, Slot]]] = {}
+_CACHE_MAX = 4096
+
+
+def _symbolic(conds: tuple[Condition, ...]) -> tuple[Condition, ...]:
+    out = []
+    for i, c in enumerate(conds):
+        if c.op in ("in", "not_in"):
+            n = len(c.value) if isinstance(c.value, tuple) else 1
+            value: Any = tuple(("c", i, j) for j in range(n))
+        else:
+            value = ("c", i, 0)
+        out.append(Condition(c.column, c.op, value))
+    return tuple(out)
+
+
+def _build(q: MetricQuery, shape: _Shape) -> tuple[exp.Select, str, dict[str, Slot]]:
+    """The query of one shape, with parameters bound to slots (not values)."""
+    aggs = AGGS[shape.dialect]
+    params = Params()
+    dims = [exp.column(d, quoted=True) for d in shape.group_by]
+    keys: list[exp.Expr] = [exp.column(BUCKET)] if shape.grain else []
+    keys += dims
+    specs = {m: q.metric(m) for m in shape.metrics}
+    conds = _symbolic((*q.scope, *q.filters))
+
+    def where(ts: str, lo: str, hi: str) -> exp.Expr:
+        parts: list[exp.Expr] = [
+            exp.GTE(this=exp.column(ts, quoted=True), expression=params.bind(("t", lo))),
+            exp.LT(this=exp.column(ts, quoted=True), expression=params.bind(("t", hi))),
         ]
-        conds += [condition(c, params) for c in (*q.scope, *q.filters)]
-        out = conjunction(conds)
+        parts += [condition(c, params) for c in conds]
+        out = conjunction(parts)
         assert out is not None
         return out
 
     def head(ts: str) -> list[exp.Expr]:
         cols: list[exp.Expr] = []
-        if q.grain:
+        if shape.grain:
             cols.append(
-                exp.alias_(bucket_expr(exp.column(ts, quoted=True), q.grain, params, tz), BUCKET)
+                exp.alias_(
+                    bucket_expr(exp.column(ts, quoted=True), shape.grain, params, ("tz",)), BUCKET
+                )
             )
         return cols + list(dims)
 
-    if chosen is None:
+    source = table_ref(q.pack.dataset, shape.table)
+    if shape.rollup is None:
         cols = [c for m, s in specs.items() for c in final_columns(m, s, aggs)]
         query = (
             exp.select(*head("occurred_at"), *cols)
-            .from_(table_ref(q.pack.dataset, table))
-            .where(where("occurred_at", q.range.start, q.range.end))
+            .from_(source)
+            .where(where("occurred_at", "start", "end"))
         )
         if keys:
             query = query.group_by(*keys)
-        return TablePlan(table, tuple(metrics), "raw", None, query, params.values)
+        return query, query.sql(shape.dialect), dict(params.values)
 
-    name, r = chosen
-    a, b = _ceil(q.range.start, r.grain), _floor(q.range.end, r.grain)
-    parts: list[exp.Select] = []
-
-    def raw_part(lo: datetime, hi: datetime) -> exp.Select:
+    def raw_part(lo: str, hi: str) -> exp.Select:
         cols = [c for m, s in specs.items() for c in component_columns(m, s, aggs)]
         part = (
             exp.select(*head("occurred_at"), *cols)
-            .from_(table_ref(q.pack.dataset, table))
+            .from_(source)
             .where(where("occurred_at", lo, hi))
         )
         return part.group_by(*keys) if keys else part
 
-    if q.range.start < a:
-        parts.append(raw_part(q.range.start, a))
+    parts: list[exp.Select] = []
+    if shape.head:
+        parts.append(raw_part("start", "a"))
     comps = [c for m, s in specs.items() for c in _rollup_components(m, s.type, aggs)]
     rolled = (
         exp.select(*head("bucket"), *comps)
-        .from_(rollup_table(q.pack, name))
-        .where(where("bucket", a, b))
+        .from_(rollup_table(q.pack, shape.rollup))
+        .where(where("bucket", "a", "b"))
     )
     parts.append(rolled.group_by(*keys) if keys else rolled)
-    if b < q.range.end:
-        parts.append(raw_part(b, q.range.end))
+    if shape.tail:
+        parts.append(raw_part("b", "end"))
     union: exp.Query = parts[0]
     for p in parts[1:]:
         union = exp.union(union, p, distinct=False)
-    outer_keys = [exp.column(BUCKET)] if q.grain else []
-    outer_keys += [exp.column(d, quoted=True) for d in q.group_by]
+    outer_keys = [exp.column(BUCKET)] if shape.grain else []
+    outer_keys += [exp.column(d, quoted=True) for d in shape.group_by]
     combined = [c for m, s in specs.items() for c in combine_columns(m, s, aggs)]
     query = exp.select(*outer_keys, *combined).from_(union.subquery("u"))
     if outer_keys:
         query = query.group_by(*outer_keys)
-    path = "rollup" if len(parts) == 1 else "rollup+raw"
-    return TablePlan(table, tuple(metrics), path, name, query, params.values)
+    return query, query.sql(shape.dialect), dict(params.values)
+
+
+def plan_table(q: MetricQuery, table: str, metrics: list[str], dialect: str) -> TablePlan:
+    chosen = choose_rollup(q, table, metrics)
+    times: dict[str, datetime] = {"start": q.range.start, "end": q.range.end}
+    head = tail = False
+    if chosen is not None:
+        grain = chosen[1].grain
+        times["a"], times["b"] = _ceil(q.range.start, grain), _floor(q.range.end, grain)
+        head, tail = q.range.start < times["a"], times["b"] < q.range.end
+    conds = (*q.scope, *q.filters)
+    shape = _Shape(
+        q.pack.name,
+        q.pack.fingerprint,
+        table,
+        tuple(metrics),
+        q.grain,
+        q.group_by,
+        tuple((c.column, c.op, len(c.value) if isinstance(c.value, tuple) else 1) for c in conds),
+        chosen[0] if chosen else None,
+        head,
+        tail,
+        dialect,
+    )
+    hit = _CACHE.get(shape)
+    if hit is None:
+        if len(_CACHE) >= _CACHE_MAX:
+            _CACHE.clear()
+        hit = _CACHE[shape] = _build(q, shape)
+    query, sql, slots = hit
+
+    def value(slot: Slot) -> Any:
+        if slot[0] == "tz":
+            return q.range.tz.key
+        if slot[0] == "t":
+            return times[slot[1]]
+        c = conds[slot[1]]
+        return c.value[slot[2]] if isinstance(c.value, tuple) else c.value
+
+    params = {name: value(slot) for name, slot in slots.items()}
+    path = "raw" if chosen is None else ("rollup+raw" if head or tail else "rollup")
+    return TablePlan(table, tuple(metrics), path, chosen[0] if chosen else None, query, params, sql)
 
 
 def _rollup_components(name: str, mtype: str, aggs: Aggs) -> list[exp.Expr]:

@@ -58,7 +58,7 @@ def run(wh: Warehouse, q: MetricQuery) -> MetricResult:
     plans = plan(q, wh.dialect)
     merged: dict[tuple[Any, ...], dict[str, Any]] = {}
     for p in plans:
-        for db_row in wh.query(p.query, p.params).to_pylist():
+        for db_row in wh.query_sql(p.sql, p.params).to_pylist():
             key = tuple(db_row.get(k) for k in (BUCKET, *q.group_by))
             merged.setdefault(key, {}).update(db_row)
     if q.grain and not q.group_by:
@@ -83,3 +83,36 @@ def run(wh: Warehouse, q: MetricQuery) -> MetricResult:
 
 def _sort_key(key: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple((v is None, v) for v in key)
+
+
+FOLDABLE = frozenset({"count", "sum", "min", "max"})
+
+
+def foldable(q: MetricQuery, kpis: tuple[str, ...]) -> bool:
+    """Whether totals of ``kpis`` follow exactly from the per-bucket rows of series query
+    ``q``: counts and sums add, min and max combine, ratios of those divide. Distinct counts,
+    averages and percentiles do not; they need their own query."""
+    for name in kpis:
+        m = q.metric(name)
+        parts = [m.numerator, m.denominator] if m.type == "ratio" else [name]
+        for part in parts:
+            if part not in q.metrics or q.metric(str(part)).type not in FOLDABLE:
+                return False
+    return True
+
+
+def fold(q: MetricQuery, rows: list[dict[str, Any]], kpis: tuple[str, ...]) -> dict[str, Any]:
+    """Totals over the series rows of ``q`` (see :func:`foldable`)."""
+    totals: dict[str, Any] = {}
+    for name in q.metrics:
+        m = q.metric(name)
+        values = [r[name] for r in rows if r.get(name) is not None]
+        if m.type in ("count", "sum"):
+            totals[name] = sum(values)
+        elif m.type in ("min", "max"):
+            totals[name] = (min if m.type == "min" else max)(values) if values else None
+    out = {}
+    for name in kpis:
+        m = q.metric(name)
+        out[name] = _finish(name, m, totals, q) if m.type == "ratio" else totals[name]
+    return out

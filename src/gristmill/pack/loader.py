@@ -8,6 +8,7 @@ Errors look like::
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -102,7 +103,15 @@ def load_pack(root: Path) -> Pack:
                 continue
             schemas.setdefault(et_name, {})[version] = doc
 
-    pack = Pack(spec=spec, root=root, schemas=schemas, table_columns=build_table_columns(spec))
+    digest = hashlib.sha256(text.encode())
+    digest.update(json.dumps(schemas, sort_keys=True).encode())
+    pack = Pack(
+        spec=spec,
+        root=root,
+        schemas=schemas,
+        table_columns=build_table_columns(spec),
+        fingerprint=digest.hexdigest()[:16],
+    )
     issues += check_pack(pack, file)
     if not issues:
         issues += check_analytics(pack, file)

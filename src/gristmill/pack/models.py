@@ -183,6 +183,8 @@ class Pack:
     schemas: dict[str, dict[int, dict[str, Any]]]
     """event_type -> version -> JSON Schema document."""
     table_columns: dict[str, tuple[TableColumn, ...]] = field(default_factory=dict)
+    fingerprint: str = ""
+    """Hash of pack.yaml and the schemas: caches keyed by it never outlive an edit."""
 
     @property
     def name(self) -> str:

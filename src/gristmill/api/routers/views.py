@@ -18,7 +18,7 @@ from gristmill.api.query import debug_allowed, metric_query, time_range
 from gristmill.api.responses import JSONBytes
 from gristmill.auth.permissions import Principal
 from gristmill.core.errors import forbidden
-from gristmill.metrics.service import run
+from gristmill.metrics.service import fold, foldable, run
 from gristmill.pack.analytics import ViewSpec
 from gristmill.pack.models import Pack
 from gristmill.runtime import Runtime
@@ -48,29 +48,16 @@ def answer_view(
     )
     dbg = debug_allowed(rt, principal, debug)
     fixed = [f"{c}:eq:{v}" for c, v in view.filters.items()]
-    kq = metric_query(
-        rt,
-        principal,
-        pack,
-        metrics=view.kpis,
-        rng=rng,
-        grain=None,
-        group_by=(),
-        filters=fixed,
-        view_scope=view.scope,
-        debug=dbg,
-    )
-    kpis = run(rt.warehouse, kq)
     body: dict[str, Any] = {
         "view": name,
         "title": view.title,
         "pack": pack.name,
         "range": rng.as_dict(),
         "presets": view.presets,
-        "kpis": kpis.rows[0] if kpis.rows else {},
         "freshness": rt.watermark(pack.name).as_dict(),
     }
-    debug_out = kpis.debug(rt.warehouse.dialect) if dbg else []
+    debug_out: list[dict[str, Any]] = []
+    kpis: dict[str, Any] | None = None
     if view.series is not None:
         sq = metric_query(
             rt,
@@ -87,6 +74,26 @@ def answer_view(
         series = run(rt.warehouse, sq)
         body["series"] = {"grain": view.series.grain, "points": series.rows}
         debug_out += series.debug(rt.warehouse.dialect) if dbg else []
+        if foldable(sq, tuple(view.kpis)):
+            # Totals of additive KPIs are the sum of the series: one query instead of two.
+            kpis = fold(sq, series.rows, tuple(view.kpis))
+    if kpis is None:
+        kq = metric_query(
+            rt,
+            principal,
+            pack,
+            metrics=view.kpis,
+            rng=rng,
+            grain=None,
+            group_by=(),
+            filters=fixed,
+            view_scope=view.scope,
+            debug=dbg,
+        )
+        result = run(rt.warehouse, kq)
+        kpis = result.rows[0] if result.rows else {}
+        debug_out = result.debug(rt.warehouse.dialect) + debug_out if dbg else []
+    body["kpis"] = kpis
     if dbg:
         body["debug"] = debug_out
     return body

@@ -297,7 +297,11 @@ class DuckDBWarehouse:
 
     # -- reading ------------------------------------------------------------------------
     def query(self, query: exp.Expr, params: Mapping[str, Any] | None = None) -> pa.Table:
-        rel = self._cur().sql(_sql(query), params=dict(params or {}))
+        return self.query_sql(_sql(query), params)
+
+    def query_sql(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
+        """Run SQL this package rendered from sqlglot for this dialect (cached text)."""
+        rel = self._cur().sql(sql, params=dict(params or {}))
         if rel is None:
             raise ValueError("query() takes a statement that returns rows")
         return rel.to_arrow_table()
