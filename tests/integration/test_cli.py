@@ -181,4 +181,5 @@ def test_query_offline_with_explain(cli: CliRunner, tmp_path: Path) -> None:
     assert data["rows"] == [{"orders": 2, "gmv_cents": 4000, "aov_cents": 2000.0}]
     assert data["debug"][0]["path"] == "rollup"
     r = cli.invoke(app, ["query", "--metrics", "nope"])
-    assert r.exit_code == 1 and "unknown metric" in r.output
+    assert r.exit_code == 1
+    assert "unknown metric" in r.output
