@@ -14,17 +14,26 @@ otherwise load an event with empty properties that a schema might even accept.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
 import orjson
 
-from gristmill.collect.items import Item, parse_object
-from gristmill.collect.pipeline import Accept, Normalized, Outcome, RequestContext, reject
+from gristmill.collect.dialect import Answer
+from gristmill.collect.items import Item, parse_object, split_items
+from gristmill.collect.pipeline import (
+    Accept,
+    Batch,
+    Normalized,
+    Outcome,
+    RequestContext,
+    reject,
+)
 from gristmill.core.clock import clamp_future, from_datetime
 from gristmill.core.envelope import Reason
-from gristmill.core.errors import Problem, problem_bytes
+from gristmill.core.errors import PROBLEM_JSON, Problem, problem_bytes
 
 MAX_ID = 200
 Id = Annotated[str, msgspec.Meta(max_length=MAX_ID)]
@@ -130,3 +139,26 @@ def render_native(outcome: Outcome) -> tuple[int, bytes, str | None]:
         {"accepted": outcome.accepted, "rejected": outcome.rejected, "results": outcome.results}
     )
     return (200 if outcome.rejected == 0 else 207), body, None
+
+
+class Native:
+    """Gristmill's own format (``POST /v1/events``) as a :class:`~gristmill.collect.dialect.
+    Dialect`: 200 all accepted, 207 some, 422 none (problem+json); errors as problem+json."""
+
+    name = "native"
+    mapping = "native"
+    body_limit: int | None = None
+    body_key = False
+
+    def split(self, body: bytes, content_type: str, query: Mapping[str, str]) -> Batch:
+        return Batch(split_items(body, content_type))
+
+    def normalize(self, item: Item, ctx: RequestContext) -> Normalized:
+        return normalize_native(item, ctx)
+
+    def answer(self, outcome: Outcome) -> Answer:
+        status, body, problem = render_native(outcome)
+        return Answer(status, body, PROBLEM_JSON if problem else "application/json")
+
+    def problem(self, p: Problem) -> Answer:
+        return Answer(p.status, problem_bytes(p), PROBLEM_JSON, tuple(p.headers.items()))

@@ -22,6 +22,24 @@ from gristmill.schema.registry import SchemaRegistry
 
 
 @dataclass(frozen=True, slots=True)
+class Batch:
+    """A request body split into items, with what the request says about all of them."""
+
+    items: list[Item]
+    key: str | None = None
+    """A write key carried in the body (Segment ``writeKey``, PostHog ``api_key``)."""
+    sent_at: int | None = None
+    """The device's clock when it sent the batch (µs), for clock-skew correction."""
+    historical: bool = False
+    """Keep device times as they are (an import of old events), no skew correction."""
+    call: str | None = None
+    """The call a single-message endpoint implies (Segment ``/v1/track`` -> ``track``)."""
+
+
+NO_BATCH = Batch([])
+
+
+@dataclass(frozen=True, slots=True)
 class RequestContext:
     pack: Pack
     registry: SchemaRegistry
@@ -30,6 +48,8 @@ class RequestContext:
     received_at: int
     max_event_bytes: int
     plans: dict[str, EventPlan]
+    batch: Batch = NO_BATCH
+    mapping: str = "native"
 
 
 class Accept(msgspec.Struct, gc=False):

@@ -14,16 +14,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from gristmill.collect.body import Undecodable, decode_body
-from gristmill.collect.items import BodyNotJSON, split_items
-from gristmill.collect.native import normalize_native, render_native
+from gristmill.collect.dialect import Dialect
+from gristmill.collect.items import BodyNotJSON
+from gristmill.collect.native import Native
 from gristmill.collect.pipeline import (
-    Normalizer,
+    Batch,
     Outcome,
     RequestContext,
     build_frame,
     event_plans,
     whole_body_reject,
 )
+from gristmill.collect.segment import Segment
 from gristmill.config import LimitSettings
 from gristmill.core.clock import now_us
 from gristmill.core.envelope import Frame, encode_frame
@@ -31,8 +33,6 @@ from gristmill.core.errors import Problem, bad_request, payload_too_large, unava
 from gristmill.log.base import EventLog, LogFull, LogRecord
 from gristmill.pack.models import Pack
 from gristmill.schema.registry import SchemaRegistry
-
-DIALECTS: dict[str, Normalizer] = {"native": normalize_native}
 
 
 @dataclass(slots=True)
@@ -63,22 +63,82 @@ class Reply:
     """The problem type slug of an error answer, for counters."""
 
     @classmethod
-    def of_problem(cls, p: Problem, record: LogRecord | None = None) -> Reply:
-        from gristmill.core.errors import PROBLEM_JSON, problem_bytes
+    def of(cls, dialect: Dialect, p: Problem, record: LogRecord | None = None) -> Reply:
+        """A whole-request error, in the dialect's own error format."""
+        a = dialect.problem(p)
+        return cls(record, a.status, a.body, a.media_type, a.headers, p.slug)
 
-        return cls(
-            record, p.status, problem_bytes(p), PROBLEM_JSON, tuple(p.headers.items()), p.slug
-        )
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """A request body read as far as it can be before knowing who sent it."""
+
+    raw: bytes
+    batch: Batch | None
+    failure: str | None = None
+    """Why the body could not be split (kept in quarantine once the sender is known)."""
+    received_at: int = 0
+
+
+DIALECTS: dict[str, Dialect] = {d.name: d for d in (Native(), Segment())}
 
 
 class Parser:
-    """Stateless body -> frame conversion for a set of packs (safe to run in any process)."""
+    """Stateless body -> frame conversion for a set of packs."""
 
     def __init__(self, packs: Mapping[str, Pack], limits: LimitSettings) -> None:
         self.packs = dict(packs)
         self.registries = {name: SchemaRegistry(p) for name, p in packs.items()}
         self.plans = {name: event_plans(p) for name, p in packs.items()}
         self.limits = limits
+
+    def body_limit(self, dialect: Dialect) -> int:
+        ours = self.limits.max_request_bytes
+        return min(ours, dialect.body_limit or ours)
+
+    def open(self, dialect: Dialect, raw: bytes, content_type: str = "",
+             content_encoding: str | None = None, query: Mapping[str, str] | None = None,
+             received_at: int | None = None) -> Opened:
+        """Decompress and split. Raises :class:`Problem` for requests that leave nothing to
+        keep (too large, empty, unsupported encoding)."""
+        rec_at = now_us() if received_at is None else received_at
+        lim = self.limits
+        try:
+            body = decode_body(raw, content_encoding, self.body_limit(dialect))
+            batch = dialect.split(body, content_type, query or {})
+        except (Undecodable, BodyNotJSON) as exc:
+            return Opened(raw, None, str(exc), rec_at)
+        if not batch.items:
+            raise bad_request("empty-body", "the body holds no events")
+        if len(batch.items) > lim.max_events_per_request:
+            problem = payload_too_large(lim.max_events_per_request, "event count")
+            problem.detail = (
+                f"the request holds {len(batch.items)} events, over the limit of "
+                f"{lim.max_events_per_request} per request"
+            )
+            problem.extra = {"limit_events": lim.max_events_per_request}
+            raise problem
+        return Opened(raw, batch, None, rec_at)
+
+    def frame(self, dialect: Dialect, pack: str, source: str, opened: Opened) -> Prepared:
+        if opened.batch is None:
+            assert opened.failure is not None
+            frame = whole_body_reject(pack, source, dialect.name, opened.received_at,
+                                      opened.raw, opened.failure)
+            return Prepared(frame, None, bad_request("undecodable-body", opened.failure))
+        ctx = RequestContext(
+            pack=self.packs[pack],
+            registry=self.registries[pack],
+            source=source,
+            dialect=dialect.name,
+            received_at=opened.received_at,
+            max_event_bytes=self.limits.max_event_bytes,
+            plans=self.plans[pack],
+            batch=opened.batch,
+            mapping=dialect.mapping,
+        )
+        outcome = build_frame(opened.batch.items, ctx, dialect.normalize)
+        return Prepared(outcome.frame, outcome)
 
     def prepare(
         self,
@@ -90,68 +150,21 @@ class Parser:
         content_type: str = "",
         content_encoding: str | None = None,
         received_at: int | None = None,
+        query: Mapping[str, str] | None = None,
     ) -> Prepared:
-        """Parse, normalize and validate a body. Raises :class:`Problem` for requests that
-        leave nothing to keep (too large, empty); returns a quarantine frame for bodies that
-        arrived but cannot be read, so their bytes are kept."""
-        rec_at = now_us() if received_at is None else received_at
-        lim = self.limits
-        try:
-            body = decode_body(raw, content_encoding, lim.max_request_bytes)
-            items = split_items(body, content_type)
-        except (Undecodable, BodyNotJSON) as exc:
-            frame = whole_body_reject(pack, source, dialect, rec_at, raw, str(exc))
-            return Prepared(frame, None, bad_request("undecodable-body", str(exc)))
-        if not items:
-            raise bad_request("empty-body", "the body holds no events")
-        if len(items) > lim.max_events_per_request:
-            problem = payload_too_large(lim.max_events_per_request, "event count")
-            problem.detail = (
-                f"the request holds {len(items)} events, over the limit of "
-                f"{lim.max_events_per_request} per request"
-            )
-            problem.extra = {"limit_events": lim.max_events_per_request}
-            raise problem
-        ctx = RequestContext(
-            pack=self.packs[pack],
-            registry=self.registries[pack],
-            source=source,
-            dialect=dialect,
-            received_at=rec_at,
-            max_event_bytes=lim.max_event_bytes,
-            plans=self.plans[pack],
-        )
-        outcome = build_frame(items, ctx, DIALECTS[dialect])
-        return Prepared(outcome.frame, outcome)
+        """Open and frame in one step (replay, tests, in-process senders)."""
+        d = DIALECTS[dialect]
+        return self.frame(d, pack, source, self.open(d, raw, content_type, content_encoding,
+                                                      query, received_at))
 
-    def reply(
-        self,
-        pack: str,
-        source: str,
-        dialect: str,
-        raw: bytes,
-        content_type: str,
-        content_encoding: str | None,
-        received_at: int,
-    ) -> Reply:
-        try:
-            prepared = self.prepare(
-                pack=pack,
-                source=source,
-                dialect=dialect,
-                raw=raw,
-                content_type=content_type,
-                content_encoding=content_encoding,
-                received_at=received_at,
-            )
-        except Problem as p:
-            return Reply.of_problem(p)
+    def reply(self, dialect: Dialect, pack: str, source: str, opened: Opened) -> Reply:
+        prepared = self.frame(dialect, pack, source, opened)
         if prepared.problem is not None:
-            return Reply.of_problem(prepared.problem, prepared.record())
+            return Reply.of(dialect, prepared.problem, prepared.record())
         assert prepared.outcome is not None
-        status, body, problem = render_native(prepared.outcome)
-        media = "application/problem+json" if problem else "application/json"
-        return Reply(prepared.record(), status, body, media, (), problem)
+        a = dialect.answer(prepared.outcome)
+        problem = None if a.status < 300 else "events-rejected"
+        return Reply(prepared.record(), a.status, a.body, a.media_type, a.headers, problem)
 
 
 class Collector(Parser):
@@ -161,23 +174,14 @@ class Collector(Parser):
         super().__init__(packs, limits)
         self.log = log
 
-    async def handle(
-        self,
-        *,
-        pack: str,
-        source: str,
-        dialect: str,
-        raw: bytes,
-        content_type: str,
-        content_encoding: str | None,
-    ) -> Reply:
-        """Answer one ingest request; the answer is given only once its frame is durable."""
-        reply = self.reply(pack, source, dialect, raw, content_type, content_encoding, now_us())
+    async def finish(self, dialect: Dialect, pack: str, source: str, opened: Opened) -> Reply:
+        """Frame the request and answer once its frame is durable (503 when the log is full)."""
+        reply = self.reply(dialect, pack, source, opened)
         if reply.record is not None:
             try:
                 await self.log.append_async([reply.record])
             except LogFull as exc:
-                return Reply.of_problem(unavailable(str(exc), exc.retry_after_s))
+                return Reply.of(dialect, unavailable(str(exc), exc.retry_after_s))
         return reply
 
     async def submit(self, prepared: Prepared) -> None:

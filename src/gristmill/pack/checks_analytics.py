@@ -135,6 +135,16 @@ def check_analytics(pack: Pack, file: Path) -> list[PackIssue]:
                 )
         issues += _check_scope(pack, file, ("roles", r_name, "scope"), role.scope, role.claims)
 
+    maps = spec.mappings
+    if not isinstance(maps.unmapped, str) and maps.unmapped.event_type not in spec.event_types:
+        add(("mappings", "unmapped", "event_type"),
+            f"unknown event type {maps.unmapped.event_type!r}")
+    for dialect in ("segment", "posthog", "snowplow", "cloudevents"):
+        for name, em in maps.for_dialect(dialect).items():
+            if em.event_type not in spec.event_types:
+                add(("mappings", dialect, name, "event_type"),
+                    f"unknown event type {em.event_type!r}")
+
     routes: dict[str, str] = {}
     for v_name, view in spec.views.items():
         base = ("views", v_name)

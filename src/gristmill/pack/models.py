@@ -18,6 +18,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSeriali
 from gristmill.core.durations import format_duration, parse_duration
 from gristmill.core.envelope import ENVELOPE_COLUMNS
 from gristmill.pack.analytics import MetricSpec, RollupSpec, ViewSpec
+from gristmill.pack.mapping import MappingsSpec
 from gristmill.pack.names import EVENT_NAME, IDENT
 
 __all__ = ["EVENT_NAME", "IDENT"]
@@ -142,6 +143,7 @@ class PackSpec(_Model):
     metrics: dict[Ident, MetricSpec] = {}
     rollups: dict[Ident, RollupSpec] = {}
     views: dict[Ident, ViewSpec] = {}
+    mappings: MappingsSpec = MappingsSpec()
 
     @property
     def dataset(self) -> str:

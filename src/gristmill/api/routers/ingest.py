@@ -14,19 +14,21 @@ Status codes:
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from gristmill.api.deps import RuntimeDep, require
-from gristmill.api.responses import problem_response
+from gristmill.api.deps import RuntimeDep
+from gristmill.auth.keys import token_from_headers
 from gristmill.auth.permissions import Principal
-from gristmill.core.errors import Problem, payload_too_large
+from gristmill.collect.service import DIALECTS
+from gristmill.core.errors import Problem, forbidden, payload_too_large, unauthorized
 from gristmill.core.permissions import Permission
+from gristmill.runtime import Runtime
 
 router = APIRouter(tags=["ingest"])
-WriterDep = Annotated[Principal, Depends(require(Permission.INGEST))]
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -44,26 +46,72 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-@router.post("/v1/events", summary="Ingest native events")
-async def ingest_native(request: Request, rt: RuntimeDep, principal: WriterDep) -> Response:
+async def ingest(request: Request, rt: Runtime, dialect: str,
+                 query: dict[str, str] | None = None) -> Response:
+    """Read, authenticate (header key, or a key inside the body), frame, append, answer — with
+    every answer, errors included, in the dialect's own format."""
+    d = DIALECTS[dialect]
     counters = request.app.state.counters
+    route = request.url.path
+
+    def answer(status: int, body: bytes, media: str, headers: Sequence[tuple[str, str]],
+               problem: str | None) -> Response:
+        if problem is not None and status != 422 and problem != "events-rejected":
+            counters.reject(problem)
+        counters.count(route, status)
+        return Response(body, status, dict(headers), media_type=media)
+
+    def fail(p: Problem) -> Response:
+        a = d.problem(p)
+        return answer(a.status, a.body, a.media_type, a.headers, p.slug)
+
+    def who(token: str | None) -> Principal | None:
+        return rt.keys.resolve(token) if token else None
+
+    header = token_from_headers(request.headers.get("authorization"))
+    principal = who(header)
+    if principal is None and (header is not None or not d.body_key):
+        return fail(unauthorized("send a valid write key (Authorization: Bearer or Basic, or "
+                                 "in the body where the client library puts it)"))
+    try:
+        raw = await read_body(request, rt.collector.body_limit(d))
+        opened = rt.collector.open(
+            d, raw, request.headers.get("content-type", ""),
+            request.headers.get("content-encoding"), {**request.query_params, **(query or {})},
+        )
+    except Problem as p:
+        return fail(p)
+    if principal is None:
+        principal = who(opened.batch.key if opened.batch is not None else None)
+        if principal is None:
+            return fail(unauthorized("send a valid write key (Authorization: Bearer or Basic, "
+                                     "or in the body where the client library puts it)"))
+    if not rt.roles.allows(principal, Permission.INGEST):
+        return fail(forbidden(f"role {principal.role!r} may not send events"))
     assert principal.pack is not None
     assert principal.source is not None
-    try:
-        raw = await read_body(request, rt.settings.limits.max_request_bytes)
-    except Problem as problem:
-        counters.reject(problem.slug)
-        counters.count("/v1/events", problem.status)
-        return problem_response(problem)
-    reply = await rt.collector.handle(
-        pack=principal.pack,
-        source=principal.source,
-        dialect="native",
-        raw=raw,
-        content_type=request.headers.get("content-type", ""),
-        content_encoding=request.headers.get("content-encoding"),
-    )
-    if reply.problem is not None and reply.status != 422:
-        counters.reject(reply.problem)
-    counters.count("/v1/events", reply.status)
-    return Response(reply.body, reply.status, dict(reply.headers), media_type=reply.media_type)
+    reply = await rt.collector.finish(d, principal.pack, principal.source, opened)
+    return answer(reply.status, reply.body, reply.media_type, reply.headers, reply.problem)
+
+
+@router.post("/v1/events", summary="Ingest native events")
+async def ingest_native(request: Request, rt: RuntimeDep) -> Response:
+    return await ingest(request, rt, "native")
+
+
+@router.post("/v1/batch", summary="Segment / RudderStack batch")
+async def segment_batch(request: Request, rt: RuntimeDep) -> Response:
+    return await ingest(request, rt, "segment")
+
+
+def _segment_call(call: str) -> Callable[..., Any]:
+    async def handle(request: Request, rt: RuntimeDep) -> Response:
+        return await ingest(request, rt, "segment", {"_call": call})
+
+    handle.__name__ = f"segment_{call}"
+    return handle
+
+
+for _call in ("track", "identify", "page", "screen", "group", "alias"):
+    router.add_api_route(f"/v1/{_call}", _segment_call(_call), methods=["POST"],
+                         summary=f"Segment / RudderStack {_call}")
