@@ -114,8 +114,15 @@ def apply_mapping(m: EventMapping, props: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    event_type: str
+    properties: dict[str, Any]
+    version: int | None = None
+
+
 def resolve(ctx: RequestContext, item: Item, name: str | None, props: dict[str, Any],
-            ) -> tuple[str, dict[str, Any]] | Reject:
+            ) -> Resolved | Reject:
     """Map a client's event name to a pack event type (and rename its properties), or follow
     the pack's ``unmapped`` policy: quarantine, or the catch-all event type."""
     maps = ctx.pack.spec.mappings
@@ -124,12 +131,12 @@ def resolve(ctx: RequestContext, item: Item, name: str | None, props: dict[str, 
     if m is None and name:
         m = _prefix_match(table, name)
     if m is not None:
-        return m.event_type, apply_mapping(m, props)
+        return Resolved(m.event_type, apply_mapping(m, props), m.schema_version)
     if maps.unmapped == "quarantine":
         return reject(item, Reason.UNMAPPED,
                       f"{ctx.mapping} event {str(name)[:128]!r} is not mapped in pack "
                       f"{ctx.pack.name!r} (mappings.{ctx.mapping})")
-    return maps.unmapped.event_type, {**props, "$source_event": name}
+    return Resolved(maps.unmapped.event_type, {**props, "$source_event": name})
 
 
 def _prefix_match(table: Mapping[str, EventMapping], name: str) -> EventMapping | None:

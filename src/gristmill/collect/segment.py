@@ -24,7 +24,7 @@ import orjson
 from gristmill.collect.dialect import Answer, accept, occurred, parse_time, resolve
 from gristmill.collect.items import BodyNotJSON, Item, parse_object
 from gristmill.collect.pipeline import Batch, Normalized, Outcome, RequestContext, reject
-from gristmill.core.envelope import Reason
+from gristmill.core.envelope import Reason, Reject
 from gristmill.core.errors import Problem
 
 CALLS = ("track", "identify", "page", "screen", "group", "alias")
@@ -86,17 +86,17 @@ class Segment:
             return reject(item, Reason.INVALID_ENVELOPE, "a track call needs an event name",
                           event_id=event_id)
         mapped = resolve(ctx, item, name, props)
-        if not isinstance(mapped, tuple):
+        if isinstance(mapped, Reject):
             mapped.event_id = event_id
             return mapped
-        event_type, props = mapped
         device = parse_time(msg.get("originalTimestamp") or msg.get("timestamp"))
         sent = parse_time(msg.get("sentAt"))
         when, context = occurred(ctx, device, sent, context, raw={
             "timestamp": msg.get("timestamp"), "originalTimestamp": msg.get("originalTimestamp"),
             "sentAt": msg.get("sentAt") or (ctx.batch.sent_at and "batch"),
         })
-        return accept(event_id, event_type, when, props, user_id=user, anonymous_id=anon,
+        return accept(event_id, mapped.event_type, when, mapped.properties,
+                      version=mapped.version, user_id=user, anonymous_id=anon,
                       session_id=context.get("sessionId"), context=context)
 
     def answer(self, outcome: Outcome) -> Answer:

@@ -144,6 +144,10 @@ def check_analytics(pack: Pack, file: Path) -> list[PackIssue]:
             if em.event_type not in spec.event_types:
                 add(("mappings", dialect, name, "event_type"),
                     f"unknown event type {em.event_type!r}")
+            elif em.schema_version is not None and (
+                    em.schema_version not in spec.event_types[em.event_type].versions):
+                add(("mappings", dialect, name, "schema_version"),
+                    f"{em.event_type!r} has no version {em.schema_version}")
 
     routes: dict[str, str] = {}
     for v_name, view in spec.views.items():

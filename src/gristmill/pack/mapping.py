@@ -39,6 +39,8 @@ EventName = Annotated[str, Field(pattern=EVENT_NAME)]
 
 class EventMapping(_Model):
     event_type: EventName
+    schema_version: Annotated[int, Field(ge=1)] | None = None
+    """Validate against this version (default: the newest)."""
     properties: dict[str, str] = {}
     """Renames: client property name (dotted path for nested) -> pack property name. Other
     properties pass through unchanged."""
