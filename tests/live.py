@@ -46,8 +46,13 @@ class FailFirst:
 
         await self.app(scope, receive, swallow)
         self.failed.append(path)
-        await send({"type": "http.response.start", "status": 503,
-                    "headers": [(b"retry-after", b"1"), (b"content-type", b"application/json")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 503,
+                "headers": [(b"retry-after", b"1"), (b"content-type", b"application/json")],
+            }
+        )
         await send({"type": "http.response.body", "body": b'{"code":"unavailable"}'})
 
 
@@ -55,8 +60,9 @@ class FailFirst:
 def live(rt: Runtime) -> Iterator[tuple[str, FailFirst]]:
     port = free_port()
     app = FailFirst(create_app(rt, url=f"http://127.0.0.1:{port}"))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           lifespan="on"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

@@ -31,15 +31,32 @@ def rt(tmp_path: Path) -> Iterator[Runtime]:
 
 
 def rows(rt: Runtime, table: str = "marketplace_events") -> list[dict[str, Any]]:
-    q = exp.select("event_id", "event_type", "occurred_at", "user_id", "source", "order_id",
-                   "amount_cents", "store_id", "vendor_store_id", "context").from_(
-        table_ref("marketplace", table)).order_by("event_id")
+    q = (
+        exp.select(
+            "event_id",
+            "event_type",
+            "occurred_at",
+            "user_id",
+            "source",
+            "order_id",
+            "amount_cents",
+            "store_id",
+            "vendor_store_id",
+            "context",
+        )
+        .from_(table_ref("marketplace", table))
+        .order_by("event_id")
+    )
     return list(rt.warehouse.query(q).to_pylist())
 
 
 def order_props(i: int) -> dict[str, Any]:
-    return {"orderId": f"o-{i}", "buyerStoreId": "b-1", "vendorStoreId": "v-1",
-            "amountCents": 1000 + i}
+    return {
+        "orderId": f"o-{i}",
+        "buyerStoreId": "b-1",
+        "vendorStoreId": "v-1",
+        "amountCents": 1000 + i,
+    }
 
 
 @pytest.mark.parametrize("library", ["segment", "rudderstack"])
@@ -54,8 +71,13 @@ def test_real_client_lands_each_event_once_despite_a_503(rt: Runtime, library: s
             from rudderstack.analytics import Client  # type: ignore[import-not-found,no-redef]
         client = Client(key, host=url, max_retries=5, upload_interval=0.05, upload_size=10)
         for i in range(25):
-            client.track(user_id=f"u-{i}", event="Order Created", properties=order_props(i),
-                         timestamp=when + timedelta(seconds=i), message_id=f"{library}-{i}")
+            client.track(
+                user_id=f"u-{i}",
+                event="Order Created",
+                properties=order_props(i),
+                timestamp=when + timedelta(seconds=i),
+                message_id=f"{library}-{i}",
+            )
         client.identify(user_id="u-1", traits={"plan": "pro"})  # unmapped: quarantined
         client.flush()
         client.shutdown()
@@ -69,7 +91,11 @@ def test_real_client_lands_each_event_once_despite_a_503(rt: Runtime, library: s
         r = by_id[f"{library}-{i}"]
         assert r["event_type"] == "order_created"
         assert (r["order_id"], r["amount_cents"], r["store_id"], r["vendor_store_id"]) == (
-            f"o-{i}", 1000 + i, "b-1", "v-1")
+            f"o-{i}",
+            1000 + i,
+            "b-1",
+            "v-1",
+        )
         assert r["user_id"] == f"u-{i}"
         # skew-corrected: the device clock is right here, so within network time of it
         assert abs((r["occurred_at"] - (when + timedelta(seconds=i))).total_seconds()) < 2
@@ -80,8 +106,14 @@ def test_real_client_lands_each_event_once_despite_a_503(rt: Runtime, library: s
     assert c.total("duplicates") >= 10  # the batch answered 503 came again
 
 
-def post(url: str, body: Any, key: str | None = None, *, path: str = "/v1/batch",
-         headers: dict[str, str] | None = None) -> httpx.Response:
+def post(
+    url: str,
+    body: Any,
+    key: str | None = None,
+    *,
+    path: str = "/v1/batch",
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
     h = dict(headers or {})
     if key:
         h["Authorization"] = "Basic " + base64.b64encode(f"{key}:".encode()).decode()
@@ -92,20 +124,35 @@ def post(url: str, body: Any, key: str | None = None, *, path: str = "/v1/batch"
 def test_wire_details(rt: Runtime) -> None:
     key = rt.meta.create_key("write", "web", pack="marketplace", source="web")[1]
     now = datetime.now(UTC)
-    msg = {"type": "track", "event": "Order Paid", "userId": "u", "messageId": "m-1",
-           "timestamp": (now - timedelta(minutes=10)).isoformat(),
-           "properties": {**order_props(1), "paymentMethod": "card"}}
+    msg = {
+        "type": "track",
+        "event": "Order Paid",
+        "userId": "u",
+        "messageId": "m-1",
+        "timestamp": (now - timedelta(minutes=10)).isoformat(),
+        "properties": {**order_props(1), "paymentMethod": "card"},
+    }
     with live(rt) as (url, _):
         # writeKey in the body, no header; skewed device clock corrected by sentAt
-        skewed = {**msg, "messageId": "m-2",
-                  "timestamp": (now + timedelta(hours=5) - timedelta(minutes=10)).isoformat()}
-        r = post(url, {"batch": [skewed], "writeKey": key,
-                       "sentAt": (now + timedelta(hours=5)).isoformat()})
+        skewed = {
+            **msg,
+            "messageId": "m-2",
+            "timestamp": (now + timedelta(hours=5) - timedelta(minutes=10)).isoformat(),
+        }
+        r = post(
+            url,
+            {"batch": [skewed], "writeKey": key, "sentAt": (now + timedelta(hours=5)).isoformat()},
+        )
         assert r.status_code == 200
         assert r.json()["accepted"] == 1
         # single call endpoint, gzip, Basic auth
-        r = post(url, gzip.compress(orjson.dumps({k: v for k, v in msg.items() if k != "type"})),
-                 key, path="/v1/track", headers={"Content-Encoding": "gzip"})
+        r = post(
+            url,
+            gzip.compress(orjson.dumps({k: v for k, v in msg.items() if k != "type"})),
+            key,
+            path="/v1/track",
+            headers={"Content-Encoding": "gzip"},
+        )
         assert r.status_code == 200, r.text
         # errors are {code, message}
         r = post(url, b"{not json", key)

@@ -41,6 +41,10 @@ class Dialect(Protocol):
 
     def split(self, body: bytes, content_type: str, query: Mapping[str, str]) -> Batch: ...
 
+    def query_key(self, query: Mapping[str, str]) -> str | None:
+        """A write key carried in the query string (PostHog ``api_key``), if the format has one;
+        used when the body itself cannot be read."""
+
     def normalize(self, item: Item, ctx: RequestContext) -> Normalized: ...
 
     def answer(self, outcome: Outcome) -> Answer: ...
@@ -67,8 +71,14 @@ def parse_time(value: Any) -> int | None:
     return None
 
 
-def occurred(ctx: RequestContext, device: int | None, sent: int | None,
-             context: dict[str, Any] | None, *, raw: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+def occurred(
+    ctx: RequestContext,
+    device: int | None,
+    sent: int | None,
+    context: dict[str, Any] | None,
+    *,
+    raw: dict[str, Any],
+) -> tuple[int, dict[str, Any]]:
     """When the event happened, and the context with the raw device times kept.
 
     ``occurred_at = received_at - (sent_at - device_timestamp)`` unless the batch is a
@@ -81,8 +91,10 @@ def occurred(ctx: RequestContext, device: int | None, sent: int | None,
     elif batch.historical:
         when = device
     else:
-        when = correct_skew(ctx.received_at, sent if sent is not None else batch.sent_at,
-                            device) or ctx.received_at
+        when = (
+            correct_skew(ctx.received_at, sent if sent is not None else batch.sent_at, device)
+            or ctx.received_at
+        )
     when, clamped = clamp_future(when, ctx.received_at)
     note: dict[str, Any] = {"device_times": {k: v for k, v in raw.items() if v is not None}}
     if clamped:
@@ -121,8 +133,12 @@ class Resolved:
     version: int | None = None
 
 
-def resolve(ctx: RequestContext, item: Item, name: str | None, props: dict[str, Any],
-            ) -> Resolved | Reject:
+def resolve(
+    ctx: RequestContext,
+    item: Item,
+    name: str | None,
+    props: dict[str, Any],
+) -> Resolved | Reject:
     """Map a client's event name to a pack event type (and rename its properties), or follow
     the pack's ``unmapped`` policy: quarantine, or the catch-all event type."""
     maps = ctx.pack.spec.mappings
@@ -133,9 +149,12 @@ def resolve(ctx: RequestContext, item: Item, name: str | None, props: dict[str, 
     if m is not None:
         return Resolved(m.event_type, apply_mapping(m, props), m.schema_version)
     if maps.unmapped == "quarantine":
-        return reject(item, Reason.UNMAPPED,
-                      f"{ctx.mapping} event {str(name)[:128]!r} is not mapped in pack "
-                      f"{ctx.pack.name!r} (mappings.{ctx.mapping})")
+        return reject(
+            item,
+            Reason.UNMAPPED,
+            f"{ctx.mapping} event {str(name)[:128]!r} is not mapped in pack "
+            f"{ctx.pack.name!r} (mappings.{ctx.mapping})",
+        )
     return Resolved(maps.unmapped.event_type, {**props, "$source_event": name})
 
 
@@ -147,12 +166,29 @@ def _prefix_match(table: Mapping[str, EventMapping], name: str) -> EventMapping 
     return None
 
 
-def accept(event_id: str, event_type: str, when: int, props: dict[str, Any], *,
-           version: int | None = None, user_id: Any = None, anonymous_id: Any = None,
-           session_id: Any = None, context: dict[str, Any] | None = None) -> Accept:
+def accept(
+    event_id: str,
+    event_type: str,
+    when: int,
+    props: dict[str, Any],
+    *,
+    version: int | None = None,
+    user_id: Any = None,
+    anonymous_id: Any = None,
+    session_id: Any = None,
+    context: dict[str, Any] | None = None,
+) -> Accept:
     def s(v: Any) -> str | None:
         return None if v is None or v == "" else str(v)[:200]
 
-    return Accept(event_id=event_id, event_type=event_type, version=version, occurred_at=when,
-                  properties=props, user_id=s(user_id), anonymous_id=s(anonymous_id),
-                  session_id=s(session_id), context=context)
+    return Accept(
+        event_id=event_id,
+        event_type=event_type,
+        version=version,
+        occurred_at=when,
+        properties=props,
+        user_id=s(user_id),
+        anonymous_id=s(anonymous_id),
+        session_id=s(session_id),
+        context=context,
+    )

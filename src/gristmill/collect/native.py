@@ -153,6 +153,9 @@ class Native:
     def split(self, body: bytes, content_type: str, query: Mapping[str, str]) -> Batch:
         return Batch(split_items(body, content_type))
 
+    def query_key(self, query: Mapping[str, str]) -> str | None:
+        return None
+
     def normalize(self, item: Item, ctx: RequestContext) -> Normalized:
         return normalize_native(item, ctx)
 

@@ -63,6 +63,9 @@ class Segment:
         items = [Item(i, bytes(r)) for i, r in enumerate(env.batch)]
         return Batch(items, env.writeKey, sent, call=call)
 
+    def query_key(self, query: Mapping[str, str]) -> str | None:
+        return None
+
     def normalize(self, item: Item, ctx: RequestContext) -> Normalized:
         msg = parse_object(item)
         if isinstance(msg, str):
@@ -70,46 +73,76 @@ class Segment:
         call = msg.get("type") or ctx.batch.call
         event_id = msg.get("messageId") or content_id(item.raw)
         if call not in CALLS:
-            return reject(item, Reason.INVALID_ENVELOPE,
-                          f"type must be one of {', '.join(CALLS)}", event_id=event_id)
+            return reject(
+                item,
+                Reason.INVALID_ENVELOPE,
+                f"type must be one of {', '.join(CALLS)}",
+                event_id=event_id,
+            )
         if not isinstance(event_id, str):
             return reject(item, Reason.INVALID_ENVELOPE, "messageId must be a string")
         user, anon = msg.get("userId"), msg.get("anonymousId")
         if user in (None, "") and anon in (None, ""):
-            return reject(item, Reason.INVALID_ENVELOPE, "userId or anonymousId is required",
-                          event_id=event_id)
+            return reject(
+                item,
+                Reason.INVALID_ENVELOPE,
+                "userId or anonymousId is required",
+                event_id=event_id,
+            )
         raw_ctx = msg.get("context")
         context: dict[str, Any] = dict(raw_ctx) if isinstance(raw_ctx, dict) else {}
         props = _properties(call, msg, context)
         name = msg.get("event") if call == "track" else f"${call}"
         if call == "track" and not isinstance(name, str):
-            return reject(item, Reason.INVALID_ENVELOPE, "a track call needs an event name",
-                          event_id=event_id)
+            return reject(
+                item, Reason.INVALID_ENVELOPE, "a track call needs an event name", event_id=event_id
+            )
         mapped = resolve(ctx, item, name, props)
         if isinstance(mapped, Reject):
             mapped.event_id = event_id
             return mapped
         device = parse_time(msg.get("originalTimestamp") or msg.get("timestamp"))
         sent = parse_time(msg.get("sentAt"))
-        when, context = occurred(ctx, device, sent, context, raw={
-            "timestamp": msg.get("timestamp"), "originalTimestamp": msg.get("originalTimestamp"),
-            "sentAt": msg.get("sentAt") or (ctx.batch.sent_at and "batch"),
-        })
-        return accept(event_id, mapped.event_type, when, mapped.properties,
-                      version=mapped.version, user_id=user, anonymous_id=anon,
-                      session_id=context.get("sessionId"), context=context)
+        when, context = occurred(
+            ctx,
+            device,
+            sent,
+            context,
+            raw={
+                "timestamp": msg.get("timestamp"),
+                "originalTimestamp": msg.get("originalTimestamp"),
+                "sentAt": msg.get("sentAt") or (ctx.batch.sent_at and "batch"),
+            },
+        )
+        return accept(
+            event_id,
+            mapped.event_type,
+            when,
+            mapped.properties,
+            version=mapped.version,
+            user_id=user,
+            anonymous_id=anon,
+            session_id=context.get("sessionId"),
+            context=context,
+        )
 
     def answer(self, outcome: Outcome) -> Answer:
         errors = [r for r in outcome.results if r["status"] == "rejected"]
-        body: dict[str, Any] = {"success": True, "accepted": outcome.accepted,
-                                "rejected": outcome.rejected}
+        body: dict[str, Any] = {
+            "success": True,
+            "accepted": outcome.accepted,
+            "rejected": outcome.rejected,
+        }
         if errors:
             body["errors"] = errors
         return Answer(200, orjson.dumps(body))
 
     def problem(self, p: Problem) -> Answer:
-        return Answer(p.status, orjson.dumps({"code": p.slug, "message": p.detail or p.title}),
-                      headers=tuple(p.headers.items()))
+        return Answer(
+            p.status,
+            orjson.dumps({"code": p.slug, "message": p.detail or p.title}),
+            headers=tuple(p.headers.items()),
+        )
 
 
 def _properties(call: str, msg: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from gristmill.collect.pipeline import (
     event_plans,
     whole_body_reject,
 )
+from gristmill.collect.posthog import PostHog, PostHogV1
 from gristmill.collect.segment import Segment
 from gristmill.config import LimitSettings
 from gristmill.core.clock import now_us
@@ -80,7 +81,7 @@ class Opened:
     received_at: int = 0
 
 
-DIALECTS: dict[str, Dialect] = {d.name: d for d in (Native(), Segment())}
+DIALECTS: dict[str, Dialect] = {d.name: d for d in (Native(), Segment(), PostHog(), PostHogV1())}
 
 
 class Parser:
@@ -96,9 +97,15 @@ class Parser:
         ours = self.limits.max_request_bytes
         return min(ours, dialect.body_limit or ours)
 
-    def open(self, dialect: Dialect, raw: bytes, content_type: str = "",
-             content_encoding: str | None = None, query: Mapping[str, str] | None = None,
-             received_at: int | None = None) -> Opened:
+    def open(
+        self,
+        dialect: Dialect,
+        raw: bytes,
+        content_type: str = "",
+        content_encoding: str | None = None,
+        query: Mapping[str, str] | None = None,
+        received_at: int | None = None,
+    ) -> Opened:
         """Decompress and split. Raises :class:`Problem` for requests that leave nothing to
         keep (too large, empty, unsupported encoding)."""
         rec_at = now_us() if received_at is None else received_at
@@ -123,8 +130,9 @@ class Parser:
     def frame(self, dialect: Dialect, pack: str, source: str, opened: Opened) -> Prepared:
         if opened.batch is None:
             assert opened.failure is not None
-            frame = whole_body_reject(pack, source, dialect.name, opened.received_at,
-                                      opened.raw, opened.failure)
+            frame = whole_body_reject(
+                pack, source, dialect.name, opened.received_at, opened.raw, opened.failure
+            )
             return Prepared(frame, None, bad_request("undecodable-body", opened.failure))
         ctx = RequestContext(
             pack=self.packs[pack],
@@ -154,8 +162,9 @@ class Parser:
     ) -> Prepared:
         """Open and frame in one step (replay, tests, in-process senders)."""
         d = DIALECTS[dialect]
-        return self.frame(d, pack, source, self.open(d, raw, content_type, content_encoding,
-                                                      query, received_at))
+        return self.frame(
+            d, pack, source, self.open(d, raw, content_type, content_encoding, query, received_at)
+        )
 
     def reply(self, dialect: Dialect, pack: str, source: str, opened: Opened) -> Reply:
         prepared = self.frame(dialect, pack, source, opened)

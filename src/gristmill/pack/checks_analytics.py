@@ -137,17 +137,24 @@ def check_analytics(pack: Pack, file: Path) -> list[PackIssue]:
 
     maps = spec.mappings
     if not isinstance(maps.unmapped, str) and maps.unmapped.event_type not in spec.event_types:
-        add(("mappings", "unmapped", "event_type"),
-            f"unknown event type {maps.unmapped.event_type!r}")
+        add(
+            ("mappings", "unmapped", "event_type"),
+            f"unknown event type {maps.unmapped.event_type!r}",
+        )
     for dialect in ("segment", "posthog", "snowplow", "cloudevents"):
         for name, em in maps.for_dialect(dialect).items():
             if em.event_type not in spec.event_types:
-                add(("mappings", dialect, name, "event_type"),
-                    f"unknown event type {em.event_type!r}")
+                add(
+                    ("mappings", dialect, name, "event_type"),
+                    f"unknown event type {em.event_type!r}",
+                )
             elif em.schema_version is not None and (
-                    em.schema_version not in spec.event_types[em.event_type].versions):
-                add(("mappings", dialect, name, "schema_version"),
-                    f"{em.event_type!r} has no version {em.schema_version}")
+                em.schema_version not in spec.event_types[em.event_type].versions
+            ):
+                add(
+                    ("mappings", dialect, name, "schema_version"),
+                    f"{em.event_type!r} has no version {em.schema_version}",
+                )
 
     routes: dict[str, str] = {}
     for v_name, view in spec.views.items():

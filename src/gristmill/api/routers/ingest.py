@@ -46,16 +46,22 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def ingest(request: Request, rt: Runtime, dialect: str,
-                 query: dict[str, str] | None = None) -> Response:
+async def ingest(
+    request: Request, rt: Runtime, dialect: str, query: dict[str, str] | None = None
+) -> Response:
     """Read, authenticate (header key, or a key inside the body), frame, append, answer — with
     every answer, errors included, in the dialect's own format."""
     d = DIALECTS[dialect]
     counters = request.app.state.counters
     route = request.url.path
 
-    def answer(status: int, body: bytes, media: str, headers: Sequence[tuple[str, str]],
-               problem: str | None) -> Response:
+    def answer(
+        status: int,
+        body: bytes,
+        media: str,
+        headers: Sequence[tuple[str, str]],
+        problem: str | None,
+    ) -> Response:
         if problem is not None and status != 422 and problem != "events-rejected":
             counters.reject(problem)
         counters.count(route, status)
@@ -71,21 +77,33 @@ async def ingest(request: Request, rt: Runtime, dialect: str,
     header = token_from_headers(request.headers.get("authorization"))
     principal = who(header)
     if principal is None and (header is not None or not d.body_key):
-        return fail(unauthorized("send a valid write key (Authorization: Bearer or Basic, or "
-                                 "in the body where the client library puts it)"))
+        return fail(
+            unauthorized(
+                "send a valid write key (Authorization: Bearer or Basic, or "
+                "in the body where the client library puts it)"
+            )
+        )
     try:
         raw = await read_body(request, rt.collector.body_limit(d))
         opened = rt.collector.open(
-            d, raw, request.headers.get("content-type", ""),
-            request.headers.get("content-encoding"), {**request.query_params, **(query or {})},
+            d,
+            raw,
+            request.headers.get("content-type", ""),
+            request.headers.get("content-encoding"),
+            {**request.query_params, **(query or {})},
         )
     except Problem as p:
         return fail(p)
     if principal is None:
-        principal = who(opened.batch.key if opened.batch is not None else None)
+        body_key = opened.batch.key if opened.batch is not None else None
+        principal = who(body_key or d.query_key(request.query_params))
         if principal is None:
-            return fail(unauthorized("send a valid write key (Authorization: Bearer or Basic, "
-                                     "or in the body where the client library puts it)"))
+            return fail(
+                unauthorized(
+                    "send a valid write key (Authorization: Bearer or Basic, "
+                    "or in the body where the client library puts it)"
+                )
+            )
     if not rt.roles.allows(principal, Permission.INGEST):
         return fail(forbidden(f"role {principal.role!r} may not send events"))
     assert principal.pack is not None
@@ -113,5 +131,27 @@ def _segment_call(call: str) -> Callable[..., Any]:
 
 
 for _call in ("track", "identify", "page", "screen", "group", "alias"):
-    router.add_api_route(f"/v1/{_call}", _segment_call(_call), methods=["POST"],
-                         summary=f"Segment / RudderStack {_call}")
+    router.add_api_route(
+        f"/v1/{_call}",
+        _segment_call(_call),
+        methods=["POST"],
+        summary=f"Segment / RudderStack {_call}",
+    )
+
+
+def _posthog(path: str) -> None:
+    async def handle(request: Request, rt: RuntimeDep) -> Response:
+        return await ingest(request, rt, "posthog")
+
+    handle.__name__ = "posthog_" + path.strip("/").replace("/", "_")
+    router.add_api_route(path, handle, methods=["GET", "POST"], summary="PostHog capture (v0)")
+
+
+for _path in ("/batch/", "/capture/", "/e/", "/i/v0/e/", "/track/"):
+    _posthog(_path)
+
+
+@router.post("/i/v1/analytics/events", summary="PostHog capture (v1)")
+async def posthog_v1(request: Request, rt: RuntimeDep) -> Response:
+    stamp = request.headers.get("posthog-request-timestamp")
+    return await ingest(request, rt, "posthog_v1", {"_request_timestamp": stamp} if stamp else None)
