@@ -60,6 +60,7 @@ class Runtime:
         self.sessions = SessionStore(settings.auth.session_ttl_s)
         self.started_at = now_us()
         self._server_file: Path | None = None
+        self._stopped = False
 
     def start(self, *, url: str | None = None, loader: bool = True) -> None:
         if loader:
@@ -69,6 +70,10 @@ class Runtime:
             write_server_file(self._server_file, url=url, token=self.local_token)
 
     def stop(self) -> None:
+        """Stop everything; safe to call twice (a lifespan and a test fixture may both)."""
+        if self._stopped:
+            return
+        self._stopped = True
         self.loader.stop()
         if self._server_file is not None:
             with contextlib.suppress(FileNotFoundError):

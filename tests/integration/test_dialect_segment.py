@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import base64
 import gzip
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,14 +18,7 @@ from sqlglot import exp
 
 from gristmill.runtime import Runtime
 from gristmill.sql.ddl import table_ref
-from tests.conftest import make_settings
 from tests.live import live, wait_loaded
-
-
-@pytest.fixture
-def rt(tmp_path: Path) -> Iterator[Runtime]:
-    runtime = Runtime(make_settings(tmp_path / "d"))
-    yield runtime
 
 
 def rows(rt: Runtime, table: str = "marketplace_events") -> list[dict[str, Any]]:
