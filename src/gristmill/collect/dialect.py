@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from gristmill.collect.items import Item
 from gristmill.collect.pipeline import Accept, Batch, Normalized, Outcome, RequestContext, reject
-from gristmill.core.clock import clamp_future, correct_skew, from_datetime, iso
+from gristmill.core.clock import check_time, clamp_future, correct_skew, from_datetime, iso
 from gristmill.core.envelope import Reason, Reject
 from gristmill.core.errors import Problem
 from gristmill.pack.mapping import EventMapping
@@ -53,21 +53,22 @@ class Dialect(Protocol):
 
 
 def parse_time(value: Any) -> int | None:
-    """Device times arrive as RFC 3339 strings or epoch milliseconds; unknown shapes -> None."""
+    """Device times arrive as RFC 3339 strings or epoch milliseconds; unknown or absurd
+    shapes (not finite, out of the representable range) give None."""
     if value is None or value == "":
         return None
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return int(value * 1000)
-    if isinstance(value, str):
-        if value.isdigit():
-            return int(value) * 1000
-        try:
+    try:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return int(value * 1000)
+        if isinstance(value, str):
+            if value.isdigit():
+                return int(value) * 1000
             dt = datetime.fromisoformat(value)
-        except ValueError:
-            return None
-        if dt.tzinfo is None:
-            return None
-        return from_datetime(dt)
+            if dt.tzinfo is None:
+                return None
+            return from_datetime(dt)
+    except (ValueError, OverflowError):
+        return None
     return None
 
 
@@ -78,17 +79,19 @@ def occurred(
     context: dict[str, Any] | None,
     *,
     raw: dict[str, Any],
+    exact: bool = False,
 ) -> tuple[int, dict[str, Any]]:
     """When the event happened, and the context with the raw device times kept.
 
     ``occurred_at = received_at - (sent_at - device_timestamp)`` unless the batch is a
     historical import; a time more than 23 h ahead of the receive time is clamped and
-    flagged. Without any device time the receive time is used.
+    flagged. Without any device time the receive time is used. ``exact`` takes the device
+    time as it is (a "true timestamp" the client vouches for).
     """
     batch = ctx.batch
     if device is None:
         when = ctx.received_at
-    elif batch.historical:
+    elif batch.historical or exact:
         when = device
     else:
         when = (
@@ -96,6 +99,7 @@ def occurred(
             or ctx.received_at
         )
     when, clamped = clamp_future(when, ctx.received_at)
+    check_time(when)
     note: dict[str, Any] = {"device_times": {k: v for k, v in raw.items() if v is not None}}
     if clamped:
         note["clamped_future"] = True

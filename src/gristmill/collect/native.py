@@ -31,7 +31,7 @@ from gristmill.collect.pipeline import (
     RequestContext,
     reject,
 )
-from gristmill.core.clock import clamp_future, from_datetime
+from gristmill.core.clock import check_time, clamp_future, from_datetime
 from gristmill.core.envelope import Reason
 from gristmill.core.errors import PROBLEM_JSON, Problem, problem_bytes
 
@@ -103,6 +103,7 @@ def normalize_native(item: Item, ctx: RequestContext) -> Normalized:
             event_type=ev.event_type,
         )
     occurred, clamped = clamp_future(from_datetime(ev.occurred_at), ctx.received_at)
+    check_time(occurred)
     context = ev.context
     if clamped:
         context = {

@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 
 from gristmill.collect.items import Item
-from gristmill.core.clock import parse_rfc3339_us
+from gristmill.core.clock import BadTime, parse_rfc3339_us
 from gristmill.core.envelope import Envelope, Frame, Reason, Reject
 from gristmill.pack.models import ColumnType, Pack
 from gristmill.schema.registry import SchemaRegistry
@@ -225,7 +225,10 @@ def build_frame(items: Sequence[Item], ctx: RequestContext, normalize: Normalize
                 f"event is {len(item.raw)} bytes, over the limit of {ctx.max_event_bytes}",
             )
         else:
-            n = normalize(item, ctx)
+            try:
+                n = normalize(item, ctx)
+            except (BadTime, Unloadable) as exc:
+                n = reject(item, Reason.INVALID_ENVELOPE, str(exc))
             if isinstance(n, Reject):
                 rej = n
             else:

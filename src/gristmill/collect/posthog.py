@@ -131,14 +131,14 @@ class PostHog:
             return mapped
         device = parse_time(ev.get("timestamp"))
         no_skew = bool(own.get("$ignore_sent_at") or (options or {}).get("disable_skew_correction"))
-        sent = device if no_skew else None
         context: dict[str, Any] = {"posthog": own} if own else {}
         when, context = occurred(
             ctx,
             device,
-            sent,
+            None,
             context,
             raw={"timestamp": ev.get("timestamp"), "offset": ev.get("offset")},
+            exact=no_skew,
         )
         session = ev.get("session_id") or own.get("$session_id")
         return _accept(str(event_id), mapped, when, str(distinct)[:200], session, context)

@@ -27,6 +27,7 @@ from gristmill.collect.pipeline import (
 )
 from gristmill.collect.posthog import PostHog, PostHogV1
 from gristmill.collect.segment import Segment
+from gristmill.collect.snowplow import Snowplow, SnowplowPixel
 from gristmill.config import LimitSettings
 from gristmill.core.clock import now_us
 from gristmill.core.envelope import Frame, encode_frame
@@ -81,7 +82,9 @@ class Opened:
     received_at: int = 0
 
 
-DIALECTS: dict[str, Dialect] = {d.name: d for d in (Native(), Segment(), PostHog(), PostHogV1())}
+DIALECTS: dict[str, Dialect] = {
+    d.name: d for d in (Native(), Segment(), PostHog(), PostHogV1(), Snowplow(), SnowplowPixel())
+}
 
 
 class Parser:

@@ -42,6 +42,23 @@ def iso(us: int) -> str:
     return to_datetime(us).isoformat().replace("+00:00", "Z")
 
 
+EARLIEST_US = -(70 * 365 + 17) * 86400 * MICROS
+"""1900-01-01 UTC: nothing older is an event time (and every warehouse can store it)."""
+
+
+class BadTime(ValueError):
+    """An event time no warehouse should hold (before 1900, or not representable)."""
+
+
+def check_time(us: int) -> int:
+    """Refuse event times before 1900 (a skew correction against an absurd ``sent_at`` can
+    land there); the future is already clamped. Caught in the collector: a value the loader
+    cannot convert would stall its batch."""
+    if us < EARLIEST_US:
+        raise BadTime(f"event time {us} µs is before 1900-01-01")
+    return us
+
+
 def correct_skew(received_us: int, sent_us: int | None, device_us: int | None) -> int | None:
     """Shift a device time by the device clock's error, measured at send time.
 

@@ -155,3 +155,13 @@ for _path in ("/batch/", "/capture/", "/e/", "/i/v0/e/", "/track/"):
 async def posthog_v1(request: Request, rt: RuntimeDep) -> Response:
     stamp = request.headers.get("posthog-request-timestamp")
     return await ingest(request, rt, "posthog_v1", {"_request_timestamp": stamp} if stamp else None)
+
+
+@router.post("/com.snowplowanalytics.snowplow/tp2", summary="Snowplow tracker protocol (POST)")
+async def snowplow_post(request: Request, rt: RuntimeDep) -> Response:
+    return await ingest(request, rt, "snowplow")
+
+
+@router.get("/i", summary="Snowplow tracker protocol (GET pixel)")
+async def snowplow_get(request: Request, rt: RuntimeDep) -> Response:
+    return await ingest(request, rt, "snowplow_pixel")
