@@ -323,3 +323,35 @@ def test_trace_an_event(
     two = client.get("/v1/pipeline/events/t-2", headers=h).json()
     assert two["status"] == "quarantined"
     assert two["quarantined"][0]["reason"] == "unknown_event_type"
+
+
+def test_property_of_another_event_types_column_is_not_promoted(
+    client: TestClient, runtime: Runtime, write_key: str
+) -> None:
+    payout = {
+        "event_id": "p-1",
+        "event_type": "payout_completed",
+        "occurred_at": "2026-11-01T10:00:00Z",
+        "properties": {"payout_id": "x", "vendor_store_id": "v", "amount_cents": 5, "store_id": 5},
+    }  # store_id is another type's column, unchecked here
+    assert post(client, write_key, [payout]).status_code == 200
+    runtime.loader.drain()
+    q = exp.select("store_id", "properties").from_(table_ref("marketplace", "marketplace_events"))
+    (row,) = runtime.warehouse.query(q).to_pylist()
+    assert row["store_id"] is None
+    assert orjson.loads(row["properties"])["store_id"] == 5
+
+
+@pytest.mark.parametrize("when", ["0001-01-01T00:00:00+14:00", "1899-12-31T23:59:59Z"])
+def test_event_times_before_1900_are_rejected(
+    client: TestClient, write_key: str, when: str
+) -> None:
+    r = post(client, write_key, [order(occurred_at=when)])
+    assert r.status_code == 422
+    assert "1900" in r.json()["errors"][0]["detail"]
+
+
+def test_deeply_nested_json_is_4xx(client: TestClient, write_key: str) -> None:
+    deep = b'{"x": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    assert 400 <= post(client, write_key, deep).status_code < 500
+    assert 400 <= post(client, write_key, b"[" + deep + b"]").status_code < 500

@@ -108,3 +108,52 @@ def test_redelivery_across_restarts_loads_once(settings: Settings) -> None:
     assert (c.total("received"), c.total("loaded"), c.total("duplicates")) == (30, 20, 10)
     assert c.balanced
     rt.stop()
+
+
+def test_a_batch_the_warehouse_refuses_is_set_aside_not_stalled(settings: Settings) -> None:
+    """If, despite every collector check, the warehouse refuses a frame's rows, the loader
+    quarantines that frame (reason unloadable) after two failures and loads the rest."""
+    rt = Runtime(settings)
+    ingest(rt, [order(event_id="good-1")])
+    ingest(rt, [order(event_id="poison")])
+    ingest(rt, [order(event_id="good-2")])
+    real = rt.warehouse.commit_load
+
+    def refuse_poison(batch):  # type: ignore[no-untyped-def]
+        for t in batch.tables:
+            if "poison" in t.rows.column("event_id").to_pylist():
+                raise ValueError("Conversion Error: simulated bad value")
+        return real(batch)
+
+    rt.warehouse.commit_load = refuse_poison  # type: ignore[method-assign]
+    for _ in range(2):
+        with pytest.raises(ValueError):
+            rt.loader.run_once(timeout_s=0)
+        assert rt.loader._failed_again() in (False, True)
+    assert rt.loader.isolate() == 1
+    assert rows(rt) == 2
+    c = rt.conservation()
+    assert c.balanced
+    assert (c.total("loaded"), c.total("quarantined"), c.total("in_flight")) == (2, 1, 0)
+    q = rt.warehouse.query(
+        exp.select("reason", "event_id", "raw").from_(table_ref("_gristmill", "quarantine"))
+    ).to_pylist()
+    assert q[0]["reason"] == "unloadable"
+    assert q[0]["event_id"] == "poison"
+    assert orjson.loads(q[0]["raw"])["event_id"] == "poison"  # replayable native JSON
+    rt.stop()
+
+
+def test_isolation_quarantines_nothing_when_the_warehouse_is_down(settings: Settings) -> None:
+    rt = Runtime(settings)
+    ingest(rt, [order()])
+
+    def down(batch):  # type: ignore[no-untyped-def]
+        raise OSError("disk full")
+
+    rt.warehouse.commit_load = down  # type: ignore[method-assign]
+    with pytest.raises(OSError):
+        rt.loader.isolate()
+    c = rt.conservation()
+    assert (c.total("quarantined"), c.total("in_flight")) == (0, 1)
+    rt.stop()

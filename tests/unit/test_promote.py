@@ -17,6 +17,7 @@ PLAN = EventPlan(
     ),
     None,
     None,
+    frozenset({"n", "x", "j", "t"}),
 )
 
 
@@ -41,3 +42,18 @@ def test_unloadable_values(props: dict[str, object]) -> None:
 def test_int64_bounds_are_loadable() -> None:
     assert _promote({"n": 2**63 - 1}, PLAN)[0] == 2**63 - 1
     assert _promote({"n": -(2**63)}, PLAN)[0] == -(2**63)
+
+
+def test_columns_other_event_types_promote_stay_null() -> None:
+    plan = EventPlan(
+        (("a", ColumnType.STRING), ("b", ColumnType.INT64)), None, None, frozenset({"a"})
+    )
+    # "b" is promoted by another event type of the table; this one's schema never checked it
+    assert _promote({"a": "x", "b": {"not": "an int"}}, plan) == ("x", None)
+
+
+def test_dates_are_checked() -> None:
+    plan = EventPlan((("d", ColumnType.DATE),), None, None, frozenset({"d"}))
+    assert _promote({"d": "2026-11-02"}, plan) == ("2026-11-02",)
+    with pytest.raises(Unloadable):
+        _promote({"d": "yesterday"}, plan)

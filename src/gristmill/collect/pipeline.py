@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 import msgspec
 
 from gristmill.collect.items import Item
-from gristmill.core.clock import BadTime, parse_rfc3339_us
+from gristmill.core.clock import BadTime, check_time, parse_rfc3339_us
 from gristmill.core.envelope import Envelope, Frame, Reason, Reject
 from gristmill.pack.models import ColumnType, Pack
 from gristmill.schema.registry import SchemaRegistry
@@ -124,24 +125,34 @@ class EventPlan:
     """What the collector does for one event type after validation, computed once."""
 
     promoted: tuple[tuple[str, ColumnType], ...]
+    """Every promoted column of the event type's table, in table order."""
     entity_type: str | None
     entity_property: str | None
+    own: frozenset[str] = frozenset()
+    """The columns this event type promotes. The table's other columns stay NULL for it: its
+    schema says nothing about those property names, so their values are unchecked."""
     names: tuple[str, ...] = ()
     checks: tuple[tuple[int, str, ColumnType], ...] = ()
-    """Promoted columns whose values may need coercion or a range check. String and bool
-    columns need none: the pack check proved their schemas only admit those JSON types."""
+    """Own columns whose values may need coercion or a check. String and bool columns need
+    none: the pack check proved the event type's schemas only admit those JSON types."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "names", tuple(n for n, _ in self.promoted))
+        # A property name no JSON object can hold stands in for columns this type does not own.
+        object.__setattr__(
+            self, "names", tuple(n if n in self.own else _NOT_OWN for n, _ in self.promoted)
+        )
         object.__setattr__(
             self,
             "checks",
             tuple(
                 (i, n, t)
                 for i, (n, t) in enumerate(self.promoted)
-                if t not in (ColumnType.STRING, ColumnType.BOOL, ColumnType.DATE)
+                if n in self.own and t not in (ColumnType.STRING, ColumnType.BOOL)
             ),
         )
+
+
+_NOT_OWN = "\x00not promoted by this event type"
 
 
 def event_plans(pack: Pack) -> dict[str, EventPlan]:
@@ -152,6 +163,7 @@ def event_plans(pack: Pack) -> dict[str, EventPlan]:
             promoted,
             spec.entity.type if spec.entity else None,
             spec.entity.id_property if spec.entity else None,
+            frozenset(spec.promote),
         )
     return plans
 
@@ -203,86 +215,85 @@ def coerce(value: Any, ctype: ColumnType) -> Any:
         if ctype is ColumnType.FLOAT64:
             return float(value)
         if ctype is ColumnType.TIMESTAMP and isinstance(value, str):
-            return parse_rfc3339_us(value)
-    except (OverflowError, ValueError) as exc:
-        raise Unloadable(f"{value!r} cannot fill a {ctype} column: {exc}") from exc
+            return check_time(parse_rfc3339_us(value))
+        if ctype is ColumnType.DATE:
+            return date.fromisoformat(value).isoformat()
+    except (OverflowError, ValueError, TypeError, BadTime) as exc:
+        raise Unloadable(f"{str(value)[:64]!r} cannot fill a {ctype} column: {exc}") from exc
     if ctype is ColumnType.JSON:
         return _json(value).decode()
     return value
 
 
+def _one(item: Item, ctx: RequestContext, normalize: Normalizer) -> Envelope | Reject:
+    """One item to an envelope, or to a reject with its reason."""
+    if len(item.raw) > ctx.max_event_bytes:
+        return reject(
+            item,
+            Reason.OVERSIZE,
+            f"event is {len(item.raw)} bytes, over the limit of {ctx.max_event_bytes}",
+        )
+    try:
+        n = normalize(item, ctx)
+    except (BadTime, Unloadable) as exc:
+        return reject(item, Reason.INVALID_ENVELOPE, str(exc))
+    if isinstance(n, Reject):
+        return n
+    verdict = ctx.registry.validate(n.event_type, n.version, n.properties)
+    if not verdict.ok:
+        assert verdict.reason is not None
+        return reject(
+            item,
+            verdict.reason,
+            verdict.detail,
+            verdict.errors,
+            event_id=n.event_id,
+            event_type=n.event_type,
+        )
+    plan = ctx.plans[n.event_type]
+    props = n.properties
+    entity_id = None
+    if plan.entity_property is not None:
+        ev = props.get(plan.entity_property)
+        entity_id = None if ev is None else str(ev)
+    try:
+        promoted = _promote(props, plan)
+    except Unloadable as exc:
+        return reject(
+            item, Reason.SCHEMA_VIOLATION, str(exc), event_id=n.event_id, event_type=n.event_type
+        )
+    return Envelope(
+        n.event_id,
+        n.event_type,
+        verdict.version,
+        n.occurred_at,
+        _json(props),
+        promoted,
+        n.user_id,
+        n.anonymous_id,
+        n.session_id,
+        plan.entity_type,
+        entity_id,
+        None if n.context is None else _json(n.context),
+    )
+
+
 def build_frame(items: Sequence[Item], ctx: RequestContext, normalize: Normalizer) -> Outcome:
     frame = Frame(ctx.pack.name, ctx.source, ctx.received_at, [], [], ctx.dialect)
     out = Outcome(frame)
-    plans = ctx.plans
     events = frame.events
     results = out.results
     for item in items:
-        if len(item.raw) > ctx.max_event_bytes:
-            rej = reject(
-                item,
-                Reason.OVERSIZE,
-                f"event is {len(item.raw)} bytes, over the limit of {ctx.max_event_bytes}",
-            )
+        try:
+            got = _one(item, ctx, normalize)
+        except RecursionError:
+            got = reject(item, Reason.UNDECODABLE, "JSON nested too deeply")
+        if isinstance(got, Envelope):
+            events.append(got)
+            results.append({"index": item.index, "event_id": got.event_id, "status": "accepted"})
         else:
-            try:
-                n = normalize(item, ctx)
-            except (BadTime, Unloadable) as exc:
-                n = reject(item, Reason.INVALID_ENVELOPE, str(exc))
-            if isinstance(n, Reject):
-                rej = n
-            else:
-                verdict = ctx.registry.validate(n.event_type, n.version, n.properties)
-                if verdict.ok:
-                    plan = plans[n.event_type]
-                    props = n.properties
-                    entity_id = None
-                    if plan.entity_property is not None:
-                        ev = props.get(plan.entity_property)
-                        entity_id = None if ev is None else str(ev)
-                    try:
-                        promoted = _promote(props, plan)
-                    except Unloadable as exc:
-                        rej = reject(
-                            item,
-                            Reason.SCHEMA_VIOLATION,
-                            str(exc),
-                            event_id=n.event_id,
-                            event_type=n.event_type,
-                        )
-                    else:
-                        events.append(
-                            Envelope(
-                                n.event_id,
-                                n.event_type,
-                                verdict.version,
-                                n.occurred_at,
-                                _json(props),
-                                promoted,
-                                n.user_id,
-                                n.anonymous_id,
-                                n.session_id,
-                                plan.entity_type,
-                                entity_id,
-                                None if n.context is None else _json(n.context),
-                            )
-                        )
-                        results.append(
-                            {"index": item.index, "event_id": n.event_id, "status": "accepted"}
-                        )
-                        continue
-                else:
-                    assert verdict.reason is not None
-                    rej = reject(
-                        item,
-                        verdict.reason,
-                        verdict.detail,
-                        verdict.errors,
-                        event_id=n.event_id,
-                        event_type=n.event_type,
-                    )
-        frame.rejects.append(rej)
-        results.append(_result(rej))
+            frame.rejects.append(got)
+            results.append(_result(got))
     return out
 
 

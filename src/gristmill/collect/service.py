@@ -118,6 +118,8 @@ class Parser:
             batch = dialect.split(body, content_type, query or {})
         except (Undecodable, BodyNotJSON) as exc:
             return Opened(raw, None, str(exc), rec_at)
+        except RecursionError:
+            return Opened(raw, None, "body is JSON nested too deeply", rec_at)
         if not batch.items:
             raise bad_request("empty-body", "the body holds no events")
         if len(batch.items) > lim.max_events_per_request:

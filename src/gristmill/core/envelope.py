@@ -49,6 +49,8 @@ class Reason(StrEnum):
     """The event alone is over the per-event limit."""
     UNMAPPED = "unmapped"
     """A dialect event (Segment track name, Snowplow schema, ...) the pack does not map."""
+    UNLOADABLE = "unloadable"
+    """Accepted, but the warehouse refused its rows; set aside so later events still load."""
 
 
 class Envelope(msgspec.Struct, array_like=True, gc=False):

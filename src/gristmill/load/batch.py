@@ -257,3 +257,83 @@ def build_batch(
         )
     batch.sources = {k: SourceCounts(v[0], v[1]) for k, v in counts.items()}
     return batch
+
+
+def quarantine_batch(
+    entries: Iterable[LogEntry], *, log_id: str, group: str, reason: Reason, detail: str
+) -> LoadBatch:
+    """A batch that loads nothing and puts every event of ``entries`` in quarantine, each
+    accepted event as the native JSON ``POST /v1/events`` would take again."""
+    entries = list(entries)
+    batch = LoadBatch(
+        batch_id=f"{log_id}:{group}:{entries[0].offset}-{entries[-1].offset}:q",
+        log_name=log_id,
+        group=group,
+        last_offset=entries[-1].offset,
+    )
+    q: list[tuple[Any, ...]] = []
+    counts: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+    for entry in entries:
+        rec = entry.record
+        c = counts[(rec.pack, rec.source)]
+        c[0] += rec.count
+        c[1] += rec.count
+        prefix = f"q_{log_id[:15]}_{entry.offset}"
+        try:
+            frame = decode_frame_rows(rec.body)
+        except msgspec.DecodeError:
+            q.append(
+                (
+                    f"{prefix}_f",
+                    rec.pack,
+                    rec.source,
+                    "unknown",
+                    reason.value,
+                    detail,
+                    None,
+                    None,
+                    None,
+                    rec.received_at,
+                    rec.body,
+                )
+            )
+            continue
+        for r in frame.rejects:
+            q.append(
+                (
+                    f"{prefix}_{r.index}",
+                    frame.pack,
+                    frame.source,
+                    frame.dialect,
+                    r.reason,
+                    r.detail,
+                    orjson.dumps(r.errors).decode() if r.errors else None,
+                    r.event_id,
+                    r.event_type,
+                    frame.received_at,
+                    r.raw,
+                )
+            )
+        for i, row in enumerate(frame.events):
+            q.append(
+                (
+                    f"{prefix}_e{i}",
+                    frame.pack,
+                    frame.source,
+                    frame.dialect,
+                    reason.value,
+                    detail,
+                    None,
+                    row[0],
+                    row[1],
+                    frame.received_at,
+                    envelope_to_native(Envelope(*row)),
+                )
+            )
+    cols = list(zip(*q, strict=True))
+    batch.quarantine = pa.table(
+        [pa.array(col, type=f.type) for col, f in zip(cols, QUARANTINE_SCHEMA, strict=True)],
+        schema=QUARANTINE_SCHEMA,
+    )
+    batch.sources = {k: SourceCounts(v[0], v[1]) for k, v in counts.items()}
+    return batch

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 
 from gristmill.config import LoaderSettings
 from gristmill.core.clock import now_us
-from gristmill.load.batch import build_batch
+from gristmill.core.envelope import Reason
+from gristmill.load.batch import build_batch, quarantine_batch
 from gristmill.log.base import EventLog
 from gristmill.pack.models import Pack
 from gristmill.warehouse.base import AfterInsert, LoadBatch, LoadResult, Warehouse
@@ -73,6 +74,7 @@ class Loader:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_prune = 0.0
+        self._failed_at: int | None = None
 
     @property
     def log_id(self) -> str:
@@ -134,6 +136,45 @@ class Loader:
         )
         return None if built is None else self._commit(built)
 
+    def _failed_again(self) -> bool:
+        """Whether the batch at the current position has now failed twice in a row."""
+        here = self._position()
+        again = self._failed_at == here
+        self._failed_at = here
+        return again
+
+    def isolate(self) -> int:
+        """Load the failing batch one log entry at a time; an entry whose rows the warehouse
+        refuses is put in quarantine whole (reason ``unloadable``) so the events behind it
+        load. Returns how many entries were set aside.
+
+        Telling bad data from a broken warehouse: the set-aside itself is a commit. If the
+        warehouse is down, that commit fails too and nothing is quarantined; the loader backs
+        off and tries again later.
+        """
+        batch = self.log.read(self.group, self.settings.max_events, 0, after=self._position())
+        set_aside = 0
+        for entry in batch.entries:
+            try:
+                load = build_batch(
+                    [entry], self.packs, log_id=self.log_id, group=self.group, after=self.after
+                )
+                self._commit(_Built(load, entry.record.count, 0.0))
+            except Exception as exc:  # the warehouse refused this entry's rows
+                detail = f"the warehouse refused these rows: {type(exc).__name__}: {exc}"[:2000]
+                q = quarantine_batch(
+                    [entry],
+                    log_id=self.log_id,
+                    group=self.group,
+                    reason=Reason.UNLOADABLE,
+                    detail=detail,
+                )
+                self._commit(_Built(q, entry.record.count, 0.0))
+                set_aside += 1
+                log.error("log entry %d set aside as unloadable: %s", entry.offset, detail)
+        self._failed_at = None
+        return set_aside
+
     def drain(self, timeout_s: float = 60.0) -> None:
         """Load until the log has nothing left (for tests, the CLI and the demo)."""
         deadline = time.monotonic() + timeout_s
@@ -181,6 +222,12 @@ class Loader:
                     self.stats.last_error = f"{type(exc).__name__}: {exc}"
                     self._offset = None  # re-read the position from the warehouse
                     log.exception("load failed; retrying in %.1f s", self.settings.retry_backoff_s)
+                    if self._failed_again():
+                        try:
+                            self.isolate()
+                        except Exception:  # the warehouse itself is failing: back off
+                            log.exception("isolating the failing batch failed")
+                        self._offset = None
                     self._stop.wait(self.settings.retry_backoff_s)
             if pending is not None:
                 with contextlib.suppress(Exception):
