@@ -128,6 +128,15 @@ class Settings(BaseSettings):
     def _no_placeholder_secrets(self) -> Settings:
         """Outside development, refuse weak JWT secrets instead of running with them."""
         secret = self.auth.jwt.hs256_secret
+        if (
+            self.environment == "production"
+            and self.auth.jwt.enabled
+            and not (self.auth.jwt.audience)
+        ):
+            raise ValueError(
+                "auth.jwt.audience is required in production: without it any token your "
+                "identity provider issued for another application would be accepted"
+            )
         if self.environment == "production" and secret is not None:
             value = secret.get_secret_value()
             if value.lower() in PLACEHOLDER_SECRETS or len(value) < 32:

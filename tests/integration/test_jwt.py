@@ -106,17 +106,21 @@ def test_missing_scope_claim_is_403(jwt_client: TestClient) -> None:
     assert get(jwt_client, hs({"app": {"role": "vendor"}, "aud": "gristmill"})) == 403
 
 
-def test_production_refuses_placeholder_secret(tmp_path: Path) -> None:
-    with pytest.raises(ValidationError, match="placeholder or shorter"):
-        Settings(
-            environment="production",
-            data_dir=tmp_path,
-            packs_dir=PACKS,
-            auth={"jwt": {"hs256_secret": "changeme"}},
-        )  # type: ignore[arg-type]
-    Settings(
-        environment="production",
-        data_dir=tmp_path,
-        packs_dir=PACKS,
-        auth={"jwt": {"hs256_secret": "k" * 48}},
+def production(tmp_path: Path, jwt_settings: dict[str, str]) -> Settings:
+    return Settings(
+        environment="production", data_dir=tmp_path, packs_dir=PACKS, auth={"jwt": jwt_settings}
     )  # type: ignore[arg-type]
+
+
+def test_production_refuses_placeholder_secret_and_missing_audience(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="placeholder or shorter"):
+        production(tmp_path, {"hs256_secret": "changeme", "audience": "a"})
+    with pytest.raises(ValidationError, match="audience is required"):
+        production(tmp_path, {"hs256_secret": "k" * 48})
+    production(tmp_path, {"hs256_secret": "k" * 48, "audience": "a"})
+
+
+def test_tokens_cannot_claim_built_in_roles(jwt_client: TestClient) -> None:
+    for role in ("operator", "writer"):
+        token = hs({"app": {"role": role}, "aud": "gristmill"})
+        assert get(jwt_client, token, "/v1/pipeline/stats") == 401

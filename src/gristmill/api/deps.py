@@ -42,7 +42,7 @@ async def get_principal(request: Request, rt: RuntimeDep) -> Principal:
     sid = request.cookies.get(COOKIE)
     if sid and request.method in ("GET", "HEAD"):
         session = rt.sessions.get(sid)
-        if session is not None:
+        if session is not None and rt.keys.still_valid(session):
             return session
     raise unauthorized("send a key as 'Authorization: Bearer <key>'")
 

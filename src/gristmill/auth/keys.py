@@ -50,6 +50,7 @@ class KeyResolver:
         self.local_token = local_token
         self.tokens = tokens
         self._cache: dict[str, tuple[float, Principal | None]] = {}
+        self._active: dict[str, tuple[float, bool]] = {}
         self._lock = threading.Lock()
 
     def resolve(self, token: str) -> Principal | None:
@@ -77,3 +78,16 @@ class KeyResolver:
                 self._cache.clear()
             self._cache[token] = (now, principal)
         return principal
+
+    def still_valid(self, principal: Principal) -> bool:
+        """For principals remembered elsewhere (dashboard sessions): is their key still active?
+        Checked with the same TTL as tokens, so a revocation reaches sessions within it."""
+        if principal.key_id is None:
+            return True
+        now = time.monotonic()
+        hit = self._active.get(principal.key_id)
+        if hit is not None and now - hit[0] < self.ttl_s:
+            return hit[1]
+        active = self.store.key_active(principal.key_id)
+        self._active[principal.key_id] = (now, active)
+        return active

@@ -31,6 +31,7 @@ class SessionStore:
         return sid
 
     def get(self, sid: str) -> Principal | None:
+        """The session's principal (callers must still check its key is active)."""
         if sid.startswith("once-"):
             return None  # a one-time link is not a session
         with self._lock:

@@ -7,7 +7,7 @@ from typing import Any
 
 import jwt
 
-from gristmill.auth.permissions import Principal
+from gristmill.auth.permissions import ROLE_PERMISSIONS, Principal
 from gristmill.config import JWTSettings
 
 
@@ -65,6 +65,8 @@ class TokenVerifier:
         pack = _dig(claims, self.cfg.pack_claim) if self.cfg.pack_claim else self.default_pack
         if not isinstance(role, str) or not isinstance(pack, str):
             return None
+        if role in ROLE_PERMISSIONS:
+            return None  # operator / writer are Gristmill's own; a token names a pack role
         mapped = {ours: _dig(claims, theirs) for ours, theirs in self.cfg.claim_map.items()}
         return Principal(
             kind="jwt",

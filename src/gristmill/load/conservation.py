@@ -38,6 +38,12 @@ class Conservation:
     def balanced(self) -> bool:
         return all(s.balanced for s in self.sources)
 
+    def only_pack(self, pack: str) -> Conservation:
+        """The same snapshot limited to one pack's sources (log depth stays whole-log)."""
+        return Conservation(
+            tuple(s for s in self.sources if s.pack == pack), self.log, self.warehouse_offset
+        )
+
     def total(self, field: str) -> int:
         return sum(int(getattr(s, field)) for s in self.sources)
 

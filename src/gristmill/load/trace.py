@@ -42,14 +42,21 @@ def trace_event(wh: Warehouse, packs: Mapping[str, Pack], event_id: str) -> dict
         for s in selects[1:]:
             union = exp.union(union, s, distinct=False)
         loaded = wh.query(union, params).to_pylist()
-    quarantined: list[dict[str, Any]] = wh.query(
-        exp.select(
-            "quarantine_id", "pack", "source", "reason", "detail", "received_at", "replayed_at"
-        )
-        .from_(QUARANTINE)
-        .where(exp.column("event_id").eq(exp.Placeholder(this="id"))),
-        params,
-    ).to_pylist()
+    names = list(packs)
+    in_packs = exp.column("pack").isin(*[exp.Placeholder(this=f"k{i}") for i in range(len(names))])
+    quarantined: list[dict[str, Any]] = (
+        wh.query(
+            exp.select(
+                "quarantine_id", "pack", "source", "reason", "detail", "received_at", "replayed_at"
+            )
+            .from_(QUARANTINE)
+            .where(exp.column("event_id").eq(exp.Placeholder(this="id")))
+            .where(in_packs),
+            {**params, **{f"k{i}": n for i, n in enumerate(names)}},
+        ).to_pylist()
+        if names
+        else []
+    )
     for row in (*loaded, *quarantined):
         for k, v in row.items():
             if hasattr(v, "tzinfo"):

@@ -131,6 +131,13 @@ class MetaStore:
             ).first()
         return _row_to_key(row._mapping) if row else None
 
+    def key_active(self, key_id: str) -> bool:
+        with self.engine.connect() as c:
+            row = c.execute(
+                sa.select(api_keys.c.revoked_at).where(api_keys.c.key_id == key_id)
+            ).first()
+        return row is not None and row.revoked_at is None
+
     def list_keys(self, *, include_revoked: bool = False) -> list[ApiKey]:
         q = sa.select(api_keys).order_by(api_keys.c.created_at)
         if not include_revoked:

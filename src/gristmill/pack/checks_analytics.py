@@ -126,12 +126,22 @@ def check_analytics(pack: Pack, file: Path) -> list[PackIssue]:
                 add((*base, "metrics", str(i)), f"{ref!r} is over {rm.table!r}, not {r.table!r}")
 
     known_perms = {p.value for p in Permission}
+    unscoped_only = {
+        Permission.QUARANTINE_READ.value,
+        Permission.QUARANTINE_REPLAY.value,
+        Permission.PIPELINE_READ.value,
+    }
     for r_name, role in spec.roles.items():
         for i, perm in enumerate(role.permissions):
+            where = ("roles", r_name, "permissions", str(i))
             if perm not in known_perms:
+                add(where, f"unknown permission {perm!r} (known: {', '.join(sorted(known_perms))})")
+            elif perm == Permission.INGEST.value:
+                add(where, "ingest belongs to write keys, not to pack roles")
+            elif perm in unscoped_only and role.scope:
                 add(
-                    ("roles", r_name, "permissions", str(i)),
-                    f"unknown permission {perm!r} (known: {', '.join(sorted(known_perms))})",
+                    where,
+                    f"{perm!r} shows raw events of every tenant; a scoped role cannot hold it",
                 )
         issues += _check_scope(pack, file, ("roles", r_name, "scope"), role.scope, role.claims)
 
@@ -176,8 +186,8 @@ def check_analytics(pack: Pack, file: Path) -> list[PackIssue]:
         names = [*view.kpis, *(view.series.metrics if view.series else [])]
         for i, ref in enumerate(names):
             if ref not in spec.metrics:
-                where = "kpis" if i < len(view.kpis) else "series"
-                add((*base, where), f"unknown metric {ref!r}")
+                part = "kpis" if i < len(view.kpis) else "series"
+                add((*base, part), f"unknown metric {ref!r}")
         issues += _check_scope(pack, file, (*base, "scope"), view.scope, None)
     return issues
 

@@ -53,10 +53,13 @@ def metrics(request: Request) -> Response:
     return Response(generate_latest(request.app.state.prometheus), media_type=CONTENT_TYPE_LATEST)
 
 
-def pipeline_stats(rt: RuntimeDep) -> dict[str, Any]:
+def pipeline_stats(rt: RuntimeDep, pack: str | None = None) -> dict[str, Any]:
+    """The operator sees every pack; a pack role only its own pack's sources."""
     c = rt.conservation()
+    if pack is not None:
+        c = c.only_pack(pack)
     st = rt.loader.stats
-    oldest = c.log.oldest_pending_received_at
+    oldest = c.log.oldest_pending_received_at if pack is None else c.log.oldest_pending.get(pack)
     return {
         **c.as_dict(),
         "load_lag_seconds": 0.0 if oldest is None else max(0.0, (now_us() - oldest) / MICROS),
@@ -72,22 +75,23 @@ def pipeline_stats(rt: RuntimeDep) -> dict[str, Any]:
         },
         "log_cap_bytes": rt.settings.log.max_bytes,
         "warehouse": rt.warehouse.name,
-        "packs": sorted(rt.packs),
+        "packs": sorted(rt.packs) if pack is None else [pack],
     }
 
 
 @router.get("/v1/pipeline/events/{event_id}", summary="Where is an event: loaded, quarantined?")
 def trace(
     rt: RuntimeDep,
-    _: Annotated[Principal, Depends(require(Permission.PIPELINE_READ))],
+    principal: Annotated[Principal, Depends(require(Permission.PIPELINE_READ))],
     event_id: str,
 ) -> Response:
-    return JSONBytes(trace_event(rt.warehouse, rt.packs, event_id))
+    packs = rt.packs if principal.pack is None else {principal.pack: rt.packs[principal.pack]}
+    return JSONBytes(trace_event(rt.warehouse, packs, event_id))
 
 
 @router.get("/v1/pipeline/stats", summary="Conservation per source, log depth, loader state")
 def stats(
     rt: RuntimeDep,
-    _: Annotated[Principal, Depends(require(Permission.PIPELINE_READ))],
+    principal: Annotated[Principal, Depends(require(Permission.PIPELINE_READ))],
 ) -> Response:
-    return JSONBytes(pipeline_stats(rt))
+    return JSONBytes(pipeline_stats(rt, principal.pack))

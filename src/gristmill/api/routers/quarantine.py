@@ -26,10 +26,19 @@ ReaderDep = Annotated[Principal, Depends(require(Permission.QUARANTINE_READ))]
 ReplayerDep = Annotated[Principal, Depends(require(Permission.QUARANTINE_REPLAY))]
 
 
+def _pack(principal: Principal, asked: str | None) -> str | None:
+    """A pack role sees its own pack's quarantine only; the operator sees any."""
+    if principal.pack is None:
+        return asked
+    if asked not in (None, principal.pack):
+        raise not_found(f"no pack {asked[:64]!r} here")
+    return principal.pack
+
+
 @router.get("", summary="List quarantined events")
 def list_(
     rt: RuntimeDep,
-    _: ReaderDep,
+    principal: ReaderDep,
     pack: str | None = None,
     source: str | None = None,
     reason: Reason | None = None,
@@ -37,7 +46,9 @@ def list_(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: str | None = None,
 ) -> Response:
-    f = QuarantineFilter(pack, source, reason.value if reason else None, include_replayed)
+    f = QuarantineFilter(
+        _pack(principal, pack), source, reason.value if reason else None, include_replayed
+    )
     rows = list_quarantine(rt.warehouse, f, limit=limit, after=cursor)
     return JSONBytes(
         {
@@ -49,10 +60,10 @@ def list_(
 
 
 @router.get("/{quarantine_id}", summary="One quarantined event with its original bytes")
-def get_one(rt: RuntimeDep, _: ReaderDep, quarantine_id: str) -> Response:
+def get_one(rt: RuntimeDep, principal: ReaderDep, quarantine_id: str) -> Response:
     rows = list_quarantine(
         rt.warehouse,
-        QuarantineFilter(ids=(quarantine_id,), include_replayed=True),
+        QuarantineFilter(pack=principal.pack, ids=(quarantine_id,), include_replayed=True),
         limit=1,
         with_raw=True,
     )
@@ -70,9 +81,9 @@ class ReplayRequest(BaseModel):
 
 
 @router.post("/replay", summary="Replay quarantined events through the collector again")
-def replay_(rt: RuntimeDep, _: ReplayerDep, body: ReplayRequest) -> Response:
+def replay_(rt: RuntimeDep, principal: ReplayerDep, body: ReplayRequest) -> Response:
     f = QuarantineFilter(
-        body.pack,
+        _pack(principal, body.pack),
         body.source,
         body.reason.value if body.reason else None,
         False,

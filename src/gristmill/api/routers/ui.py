@@ -8,6 +8,7 @@ package, so the dashboard works without network access.
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -41,7 +42,8 @@ def _caller(rt: Runtime, request: Request) -> Principal | None:
     if token is not None:
         return rt.keys.resolve(token)
     sid = request.cookies.get(COOKIE)
-    return rt.sessions.get(sid) if sid else None
+    session = rt.sessions.get(sid) if sid else None
+    return session if session is not None and rt.keys.still_valid(session) else None
 
 
 def _fmt(value: Any, unit: str) -> str:
@@ -95,7 +97,8 @@ def dashboard(
                     debug=False,
                 )
             except Problem as p:
-                return HTMLResponse(f"<p>{p.title}: {p.detail}</p>", status_code=p.status)
+                text = html.escape(f"{p.title}: {p.detail}")
+                return HTMLResponse(f"<p>{text}</p>", status_code=p.status)
             units = {m: pack.spec.metrics[m].unit for m in view.kpis}
             kpis = [
                 {
@@ -135,7 +138,9 @@ def dashboard(
     conservation = None
     if rt.roles.allows(principal, Permission.PIPELINE_READ):
         conservation = rt.conservation()
-    html = env.get_template("dashboard.html").render(
+        if principal.pack is not None:
+            conservation = conservation.only_pack(principal.pack)
+    page = env.get_template("dashboard.html").render(
         views=views,
         charts_json=_script_json(charts),
         presets=presets,
@@ -145,7 +150,7 @@ def dashboard(
         conservation=conservation,
         who=f"{principal.role}" + (f" · {principal.pack}" if principal.pack else ""),
     )
-    return HTMLResponse(html)
+    return HTMLResponse(page)
 
 
 @router.get("/login")
@@ -170,10 +175,10 @@ def _signed_in(rt: Runtime, principal: Principal) -> Response:
 def login(rt: RuntimeDep, key: Annotated[str, Form()]) -> Response:
     principal = rt.keys.resolve(key.strip())
     if principal is None or principal.role == "writer":
-        html = env.get_template("login.html").render(
+        page = env.get_template("login.html").render(
             error="That key is unknown, revoked, or a write key (use a secret key)."
         )
-        return HTMLResponse(html, status_code=401)
+        return HTMLResponse(page, status_code=401)
     return _signed_in(rt, principal)
 
 
