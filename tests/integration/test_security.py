@@ -57,5 +57,5 @@ def test_scoped_roles_cannot_hold_unscoped_permissions(tmp_path: Path, perm: str
             f"    permissions: [metrics:read, events:read, freshness:read, {perm}]\n",
         )
     )
-    with pytest.raises(ConfigError, match="roles.vendor.permissions.3"):
+    with pytest.raises(ConfigError, match=r"roles\.vendor\.permissions\.3"):
         load_pack(dst)
