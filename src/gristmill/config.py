@@ -25,6 +25,9 @@ class ServerSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8765
     access_log: bool = False
+    metrics_allow: list[str] = ["127.0.0.1", "::1"]
+    """Client addresses that may read ``/metrics`` (``*`` for any, e.g. behind a proxy that
+    already restricts it). Per-source counts are business data."""
 
 
 class LimitSettings(BaseModel):

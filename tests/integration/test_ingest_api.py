@@ -242,6 +242,8 @@ def test_same_event_id_from_two_sources_loads_twice(
 def test_metrics_expose_conservation(client: TestClient, runtime: Runtime, write_key: str) -> None:
     post(client, write_key, [order(), order("nope")])
     runtime.loader.drain()
+    assert client.get("/metrics").status_code == 403  # the test client is not loopback
+    runtime.settings.server.metrics_allow = ["testclient"]
     text = client.get("/metrics").text
     assert 'gristmill_events_received_total{pack="marketplace",source="web"} 2.0' in text
     assert 'gristmill_events_loaded_total{pack="marketplace",source="web"} 1.0' in text
@@ -355,3 +357,39 @@ def test_deeply_nested_json_is_4xx(client: TestClient, write_key: str) -> None:
     deep = b'{"x": ' + b"[" * 5000 + b"]" * 5000 + b"}"
     assert 400 <= post(client, write_key, deep).status_code < 500
     assert 400 <= post(client, write_key, b"[" + deep + b"]").status_code < 500
+
+
+@pytest.mark.parametrize("force_raw", [False, True])
+def test_hour_buckets_across_daylight_saving(
+    client: TestClient, runtime: Runtime, write_key: str, operator_key: str, force_raw: bool
+) -> None:
+    """New York, 2026-11-01: 01:00-04:00 and 01:00-05:00 are two hours; 2026-03-08 has no 02:00."""
+    times = [
+        "2026-11-01T05:30:00Z",
+        "2026-11-01T06:30:00Z",
+        "2026-03-08T06:30:00Z",
+        "2026-03-08T07:30:00Z",
+    ]
+    post(client, write_key, [order(occurred_at=t) for t in times])
+    runtime.loader.drain()
+    h = {"Authorization": f"Bearer {operator_key}"}
+    group = "&group_by=store_id" if force_raw else ""  # store_id is not rolled up: rows answer
+    fall = client.get(
+        "/v1/metrics?metrics=orders&grain=hour&tz=America/New_York"
+        f"&start=2026-11-01T00:00:00-04:00&end=2026-11-01T03:00:00-05:00{group}"
+        "&debug=true",
+        headers=h,
+    ).json()
+    assert fall["debug"][0]["path"] == ("raw" if force_raw else "rollup")
+    counts = {r["bucket"]: r["orders"] for r in fall["rows"]}
+    assert counts["2026-11-01T01:00:00-04:00"] == 1
+    assert counts["2026-11-01T01:00:00-05:00"] == 1
+    spring = client.get(
+        "/v1/metrics?metrics=orders&grain=hour&tz=America/New_York"
+        f"&start=2026-03-08T00:00:00-05:00&end=2026-03-08T05:00:00-04:00{group}",
+        headers=h,
+    ).json()
+    got = {r["bucket"]: r["orders"] for r in spring["rows"]}
+    assert not any(b.startswith("2026-03-08T02:") for b in got)
+    assert got["2026-03-08T01:00:00-05:00"] == 1
+    assert got["2026-03-08T03:00:00-04:00"] == 1

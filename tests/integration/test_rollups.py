@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlglot import exp
 
 from gristmill.rollup.spec import full_rebuild, rollup_table
+from gristmill.runtime import Runtime
+from tests.conftest import PACKS, make_settings
 from tests.factories import order
 from tests.integration.analytics_fixtures import Loaded, send
 
@@ -86,3 +90,26 @@ def test_planner_paths(loaded: Loaded, query: str, path: str) -> None:
     body = loaded.get("admin", f"/v1/metrics?{query}&debug=true").json()
     assert [d["path"] for d in body["debug"]] == [path]
     assert "SELECT" in body["debug"][0]["sql"]
+
+
+def test_a_changed_rollup_definition_is_rebuilt(tmp_path: Path) -> None:
+    packs = tmp_path / "packs"
+    shutil.copytree(PACKS / "marketplace", packs / "marketplace")
+    settings = make_settings(tmp_path / "d", packs_dir=packs)
+    rt = Runtime(settings)
+    send(rt, [order(occurred_at=f"2026-10-01T0{h}:30:00Z", amount=100) for h in (3, 5, 7)])
+    rt.stop()
+    f = packs / "marketplace" / "pack.yaml"
+    f.write_text(
+        f.read_text().replace(
+            "    grain: hour\n    dimensions: [vendor_store_id]\n",
+            "    grain: day\n    dimensions: [vendor_store_id]\n",
+        )
+    )
+    rt = Runtime(settings)
+    send(rt, [order(occurred_at="2026-10-01T09:30:00Z", amount=100)])
+    q = exp.select(
+        exp.func("sum", exp.column("orders__n")).as_("n"), exp.func("count", exp.Star()).as_("rows")
+    ).from_(rollup_table(rt.packs["marketplace"], "marketplace_hourly"))
+    assert rt.warehouse.query(q).to_pylist() == [{"n": 4, "rows": 1}]
+    rt.stop()

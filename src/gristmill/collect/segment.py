@@ -70,7 +70,7 @@ class Segment:
         msg = parse_object(item)
         if isinstance(msg, str):
             return reject(item, Reason.UNDECODABLE, msg)
-        call = msg.get("type") or ctx.batch.call
+        call = msg.get("type") or ctx.batch.call or ("track" if "event" in msg else None)
         event_id = msg.get("messageId") or content_id(item.raw)
         if call not in CALLS:
             return reject(

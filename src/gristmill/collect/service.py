@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from gristmill.collect.body import Undecodable, decode_body
 from gristmill.collect.dialect import Dialect
-from gristmill.collect.items import BodyNotJSON
+from gristmill.collect.items import BodyNotJSON, Item
 from gristmill.collect.native import Native
 from gristmill.collect.pipeline import (
     Batch,
@@ -170,6 +170,22 @@ class Parser:
         return self.frame(
             d, pack, source, self.open(d, raw, content_type, content_encoding, query, received_at)
         )
+
+    def prepare_replay(self, *, pack: str, source: str, dialect: str, raw: bytes) -> Prepared:
+        """Frame a quarantined item (or whole body) again with the pack as it is now.
+
+        What was quarantined is either a whole body or one item of a batch; the dialect's
+        split decides, and an item that is not a batch of its own is taken as one item. The
+        batch's ``sent_at`` is not kept with the item, so device times are taken as they are.
+        """
+        d = DIALECTS.get(dialect, DIALECTS["native"])
+        try:
+            batch = d.split(raw, "application/json", {})
+        except (BodyNotJSON, RecursionError):
+            batch = Batch([])
+        items = batch.items or [Item(0, raw)]
+        opened = Opened(raw, Batch(items, historical=True, call=batch.call), None, now_us())
+        return self.frame(d, pack, source, opened)
 
     def reply(self, dialect: Dialect, pack: str, source: str, opened: Opened) -> Reply:
         prepared = self.frame(dialect, pack, source, opened)

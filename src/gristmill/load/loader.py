@@ -188,8 +188,12 @@ class Loader:
         if now - self._last_prune < self.settings.dedupe_prune_interval_s:
             return
         self._last_prune = now
+        # Measured from the oldest event still waiting, not the clock: a backlog older than
+        # the window still holds retries of events that were just loaded.
+        oldest = self.log.snapshot(self.group).oldest_pending_received_at
+        horizon = now_us() if oldest is None else min(now_us(), oldest)
         for pack in self.packs.values():
-            self.warehouse.prune_dedupe(pack, now_us())
+            self.warehouse.prune_dedupe(pack, horizon)
 
     def run_forever(self) -> None:
         """Load until stopped, building batch N+1 while batch N commits.

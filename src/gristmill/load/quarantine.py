@@ -14,8 +14,9 @@ from typing import Any
 
 from sqlglot import exp
 
-from gristmill.collect.service import DIALECTS, Collector, Prepared
+from gristmill.collect.service import Collector, Prepared
 from gristmill.core.clock import from_datetime, iso
+from gristmill.core.errors import Problem
 from gristmill.sql.system import QUARANTINE
 from gristmill.warehouse.base import Warehouse
 
@@ -120,6 +121,8 @@ class ReplayResult:
     replayed: int
     accepted: int
     rejected: int
+    failed: int = 0
+    """Rows that could not be replayed here (left as they are)."""
 
 
 def replay(
@@ -127,21 +130,27 @@ def replay(
 ) -> ReplayResult:
     rows = list_quarantine(wh, f, limit=limit, with_raw=True)
     frames: list[Prepared] = []
-    accepted = rejected = 0
+    done: list[str] = []
+    accepted = rejected = failed = 0
     for r in rows:
         raw = r["raw"].encode() if r["raw_encoding"] == "utf-8" else base64.b64decode(r["raw"])
-        prepared = collector.prepare(
-            pack=r["pack"],
-            source=r["source"],
-            dialect=r["dialect"] if r["dialect"] in DIALECTS else "native",
-            raw=raw,
-        )
+        if r["pack"] not in collector.packs:
+            failed += 1  # a pack this server does not serve: leave the row for one that does
+            continue
+        try:
+            prepared = collector.prepare_replay(
+                pack=r["pack"], source=r["source"], dialect=r["dialect"], raw=raw
+            )
+        except Problem:
+            failed += 1
+            continue
         frames.append(prepared)
+        done.append(r["quarantine_id"])
         accepted += len(prepared.frame.events)
         rejected += len(prepared.frame.rejects)
     if frames:
         collector.log.append([p.record() for p in frames])
-        ids = [r["quarantine_id"] for r in rows]
+        ids = done
         stmt = exp.update(
             QUARANTINE,
             {"replayed_at": exp.CurrentTimestamp()},
@@ -150,7 +159,7 @@ def replay(
             ),
         )
         wh.execute(stmt, {f"id{i}": v for i, v in enumerate(ids)})
-    return ReplayResult(len(rows), accepted, rejected)
+    return ReplayResult(len(done), accepted, rejected, failed)
 
 
 def replay_ids(ids: Sequence[str]) -> QuarantineFilter:

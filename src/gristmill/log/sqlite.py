@@ -123,13 +123,13 @@ class SQLiteLog:
 
         def finish(exc: BaseException | None) -> None:
             if exc is not None:
+                self._release(size)  # released by the writer, whatever the waiter does
                 failure.append(exc)
             done.set()
 
         self._q.put((records, finish))
         done.wait()
         if failure:
-            self._release(size)
             raise failure[0]
 
     async def append_async(self, records: Sequence[LogRecord]) -> None:
@@ -148,14 +148,15 @@ class SQLiteLog:
                 fut.set_exception(exc)
 
         def finish(exc: BaseException | None) -> None:
-            loop.call_soon_threadsafe(settle, exc)
+            if exc is not None:
+                # Released here, by the writer: a cancelled waiter (client gone, shutdown)
+                # must not release bytes of a write that still commits.
+                self._release(size)
+            with contextlib.suppress(RuntimeError):  # the event loop is already closed
+                loop.call_soon_threadsafe(settle, exc)
 
         self._q.put((records, finish))
-        try:
-            await fut
-        except BaseException:
-            self._release(size)
-            raise
+        await fut
 
     def _write_loop(self) -> None:
         while True:

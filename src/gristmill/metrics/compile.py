@@ -180,7 +180,17 @@ def combine_columns(name: str, m: MetricSpec, aggs: Aggs) -> list[exp.Expr]:
 
 
 def bucket_expr(ts: exp.Expr, grain: str, params: Params, tz: Any) -> exp.Expr:
-    """``date_trunc(grain, ts AT TIME ZONE tz)``: the caller's local bucket."""
-    return exp.func(
-        "date_trunc", exp.Literal.string(grain), exp.AtTimeZone(this=ts, zone=params.bind(tz))
-    )
+    """The caller's local bucket of ``ts``.
+
+    Days and coarser: ``date_trunc(grain, ts AT TIME ZONE tz)``, a local date. Hours: the
+    *instant* the local hour began, ``ts - (local - date_trunc('hour', local))`` — on the
+    night clocks fall back the two 01:00 hours stay two buckets, and the hour that does not
+    exist in spring never appears.
+    """
+    local = exp.AtTimeZone(this=ts, zone=params.bind(tz))
+    trunc = exp.func("date_trunc", exp.Literal.string(grain), local)
+    if grain != "hour":
+        return trunc
+    local2 = exp.AtTimeZone(this=ts.copy(), zone=params.bind(tz))
+    into_hour = exp.Sub(this=local2, expression=trunc)
+    return exp.Sub(this=ts.copy(), expression=exp.Paren(this=into_hour))

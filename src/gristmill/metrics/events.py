@@ -44,21 +44,48 @@ class EventPage:
     total: int
 
 
-def encode_cursor(occurred: datetime, event_id: str, source: str) -> str:
-    raw = orjson.dumps([from_datetime(occurred), event_id, source])
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+KEYSET = ("occurred_at", "event_id", "source", "_table", "loaded_at")
+"""Newest first; the table and load time break ties (an event re-delivered after the dedupe
+window, or one id in two tables) so no row is skipped at a page boundary."""
 
 
-def decode_cursor(text: str) -> tuple[datetime, str, str]:
+def encode_cursor(row: dict[str, Any]) -> str:
+    values = [from_datetime(v) if isinstance(v, datetime) else v for v in (row[k] for k in KEYSET)]
+    return base64.urlsafe_b64encode(orjson.dumps(values)).decode().rstrip("=")
+
+
+def decode_cursor(text: str) -> list[Any]:
     try:
-        occ, eid, src = orjson.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
-        if not (isinstance(occ, int) and isinstance(eid, str) and isinstance(src, str)):
+        occ, eid, src, tbl, loaded = orjson.loads(
+            base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        )
+        if not (
+            isinstance(occ, int)
+            and isinstance(loaded, int)
+            and all(isinstance(v, str) for v in (eid, src, tbl))
+        ):
             raise ValueError
-    except (ValueError, orjson.JSONDecodeError):
+        return [to_datetime(occ), eid, src, tbl, to_datetime(loaded)]
+    except (ValueError, OverflowError, TypeError, orjson.JSONDecodeError):
         raise Problem(
             400, "invalid-cursor", "Invalid cursor", "the cursor is not one this API returned"
         ) from None
-    return to_datetime(occ), eid, src
+
+
+def _before(values: list[Any], params: Params) -> exp.Expr:
+    """Rows strictly after the cursor in newest-first order (lexicographic on KEYSET)."""
+    out: exp.Expr | None = None
+    for col, value in reversed(list(zip(KEYSET, values, strict=True))):
+        lt = exp.LT(this=exp.column(col), expression=params.bind(value))
+        out = (
+            lt
+            if out is None
+            else exp.or_(
+                lt, exp.and_(exp.EQ(this=exp.column(col), expression=params.bind(value)), out)
+            )
+        )
+    assert out is not None
+    return out
 
 
 def tables_for(pack: Pack, event_types: Sequence[str], scope: Sequence[Condition]) -> list[str]:
@@ -115,7 +142,10 @@ def list_events(
     union: exp.Query | None = None
     for t in tables:
         sel = (
-            exp.select(*[exp.column(c, quoted=True) for c in COLUMNS])
+            exp.select(
+                *[exp.column(c, quoted=True) for c in COLUMNS],
+                exp.alias_(exp.Literal.string(t), "_table"),
+            )
             .from_(table_ref(pack.dataset, t))
             .where(exp.and_(*base))
         )
@@ -125,43 +155,21 @@ def list_events(
     total_params = dict(params.values)  # before the cursor adds its own
     page = exp.select("*").from_(union.subquery("a"))
     if cursor:
-        occ, eid, src = decode_cursor(cursor)
-        o, i, s = params.bind(occ), params.bind(eid), params.bind(src)
-        page = page.where(
-            exp.or_(
-                exp.LT(this=exp.column("occurred_at"), expression=o),
-                exp.and_(
-                    exp.EQ(this=exp.column("occurred_at"), expression=o.copy()),
-                    exp.or_(
-                        exp.LT(this=exp.column("event_id"), expression=i),
-                        exp.and_(
-                            exp.EQ(this=exp.column("event_id"), expression=i.copy()),
-                            exp.LT(this=exp.column("source"), expression=s),
-                        ),
-                    ),
-                ),
-            )
-        )
-    page = page.order_by(
-        exp.Ordered(this=exp.column("occurred_at"), desc=True),
-        exp.Ordered(this=exp.column("event_id"), desc=True),
-        exp.Ordered(this=exp.column("source"), desc=True),
-    ).limit(limit + 1)
+        page = page.where(_before(decode_cursor(cursor), params))
+    page = page.order_by(*[exp.Ordered(this=exp.column(k), desc=True) for k in KEYSET]).limit(
+        limit + 1
+    )
     rows = run(page, params.values).to_pylist()
     total = int(run(total_q, total_params).to_pylist()[0]["n"])
     more = len(rows) > limit
     rows = rows[:limit]
     items = []
     for r in rows:
-        item = dict(r)
+        item = {k: v for k, v in r.items() if k != "_table"}
         for k in ("occurred_at", "received_at", "loaded_at"):
             item[k] = iso(from_datetime(r[k]))
         for k in ("properties", "context"):
             item[k] = orjson.loads(r[k]) if r[k] is not None else None
         items.append(item)
-    nxt = (
-        encode_cursor(rows[-1]["occurred_at"], rows[-1]["event_id"], rows[-1]["source"])
-        if more
-        else None
-    )
+    nxt = encode_cursor(rows[-1]) if more else None
     return EventPage(items, nxt, total)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import Any
 
 from gristmill.metrics.model import MetricQuery
@@ -27,7 +27,9 @@ class MetricResult:
 
 
 def _round(value: Decimal, places: int) -> float:
-    return float(value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP))
+    with localcontext() as ctx:
+        ctx.prec = 60  # quantize needs room for every digit of a huge ratio plus the places
+        return float(value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP))
 
 
 def _finish(name: str, m: MetricSpec, row: dict[str, Any], q: MetricQuery) -> Any:

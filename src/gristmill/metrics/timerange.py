@@ -78,13 +78,27 @@ def local_midnight(day: date, tz: ZoneInfo) -> datetime:
     return datetime.combine(day, time(0), tzinfo=tz)
 
 
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+
+
 def explicit_range(start: datetime, end: datetime, tz: ZoneInfo) -> TimeRange:
-    """A caller's range; naive datetimes are read in ``tz``."""
-    s = start if start.tzinfo else start.replace(tzinfo=tz)
-    e = end if end.tzinfo else end.replace(tzinfo=tz)
+    """A caller's range; naive datetimes are read in ``tz``; bounded to 1900..2200."""
+    try:
+        s = (start if start.tzinfo else start.replace(tzinfo=tz)).astimezone(UTC)
+        e = (end if end.tzinfo else end.replace(tzinfo=tz)).astimezone(UTC)
+    except (OverflowError, ValueError):
+        s = e = EARLIEST - timedelta(days=1)
+    if not (EARLIEST <= s < LATEST and EARLIEST < e <= LATEST):
+        raise Problem(
+            400,
+            "invalid-range",
+            "Invalid range",
+            "start and end must lie between 1900-01-01 and 2200-01-01",
+        )
     if e <= s:
         raise Problem(400, "invalid-range", "Invalid range", "end must be after start")
-    return TimeRange(s.astimezone(UTC), e.astimezone(UTC), tz)
+    return TimeRange(s, e, tz)
 
 
 def bucket_start(t: datetime, grain: str, tz: ZoneInfo) -> datetime:
@@ -113,8 +127,31 @@ def next_bucket(b: datetime, grain: str) -> datetime:
     return (b.replace(day=28) + timedelta(days=4)).replace(day=1)
 
 
+def hour_start(t: datetime, tz: ZoneInfo) -> datetime:
+    """The instant (UTC) at which the local hour holding ``t`` began."""
+    local = t.astimezone(tz)
+    return (
+        t - timedelta(minutes=local.minute, seconds=local.second, microseconds=local.microsecond)
+    ).astimezone(UTC)
+
+
 def buckets(r: TimeRange, grain: str) -> list[datetime]:
-    """Every local bucket start the range touches, for zero-filled series."""
+    """Every bucket the range touches, for zero-filled series: local dates (naive) for days
+    and coarser, UTC instants for hours (as SQL's hour buckets are)."""
+    if grain == "hour":
+        hours = []
+        t = hour_start(r.start, r.tz)
+        while t < r.end:
+            hours.append(t)
+            if len(hours) > MAX_BUCKETS:
+                raise Problem(
+                    400,
+                    "too-many-buckets",
+                    "Range too long for the grain",
+                    f"more than {MAX_BUCKETS} hour buckets; use a coarser grain",
+                )
+            t += timedelta(hours=1)
+        return hours
     out = []
     b = bucket_start(r.start, grain, r.tz)
     last = bucket_start(r.end - timedelta(microseconds=1), grain, r.tz)
@@ -135,7 +172,7 @@ def label(b: datetime, grain: str, tz: ZoneInfo) -> str:
     """``2026-11-16`` for day and coarser; local ISO time with offset for hours."""
     if grain != "hour":
         return b.date().isoformat()
-    return b.replace(tzinfo=tz).isoformat()
+    return (b if b.tzinfo else b.replace(tzinfo=UTC)).astimezone(tz).isoformat()
 
 
 def whole_hour_offsets(r: TimeRange) -> bool:

@@ -3,14 +3,19 @@ creating (or rebuilding) rollup tables when a pack declares or changes them."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Mapping, Sequence
 
 from sqlglot import exp
 
+from gristmill.pack.analytics import RollupSpec
 from gristmill.pack.models import Pack
 from gristmill.rollup.freshness import freshness_ddl, freshness_refresh
 from gristmill.rollup.spec import full_rebuild, refresh, rollup_ddl, rollup_table
+from gristmill.sql.ddl import column_def, create_table, table_ref
+from gristmill.sql.system import SYSTEM_SCHEMA
 from gristmill.warehouse.base import AfterInsert, Warehouse
 
 log = logging.getLogger(__name__)
@@ -33,27 +38,69 @@ def after_insert(
     return out
 
 
-def _expected_columns(create: exp.Create) -> list[str]:
-    return [cd.this.name for cd in create.this.expressions if isinstance(cd, exp.ColumnDef)]
+DEFS = table_ref(SYSTEM_SCHEMA, "rollup_defs")
+
+
+def definition(pack: Pack, r: RollupSpec) -> str:
+    """A digest of everything a rollup's numbers depend on: its table, grain, dimensions and
+    each metric's type, column and filter. Any change means the stored rows mean something
+    else, so the rollup is rebuilt."""
+    doc = {
+        "table": r.table,
+        "grain": r.grain,
+        "dimensions": r.dimensions,
+        "metrics": {m: pack.spec.metrics[m].model_dump(mode="json") for m in r.metrics},
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def _defs_ddl() -> exp.Create:
+    cols = [
+        column_def(c, exp.DataType.build("VARCHAR"), not_null=True)
+        for c in ("pack", "rollup", "definition")
+    ]
+    return create_table(DEFS, cols)
 
 
 def provision_analytics(wh: Warehouse, packs: Sequence[Pack]) -> list[str]:
-    """Create the freshness table and every rollup table; a rollup that is new, or whose
-    columns changed with the pack, is (re)built from rows. Rollups are derived data, so a
-    rebuild loses nothing."""
-    done = wh.provision(packs, apply=True, extra=[freshness_ddl()])
+    """Create the freshness table and every rollup table. A rollup that is new, or whose
+    definition changed with the pack, is dropped and rebuilt from rows; rollups are derived
+    data, so a rebuild loses nothing."""
+    done = wh.provision(packs, apply=True, extra=[freshness_ddl(), _defs_ddl()])
+    stored = {
+        (r["pack"], r["rollup"]): r["definition"]
+        for r in wh.query(exp.select("pack", "rollup", "definition").from_(DEFS)).to_pylist()
+    }
     for pack in packs:
         for name, r in pack.spec.rollups.items():
             ref = rollup_table(pack, name)
-            create = rollup_ddl(pack, name, r)
-            have = wh.columns_of(ref)
-            if have and list(have) != _expected_columns(create):
-                log.warning("rollup %s.%s changed with the pack; rebuilding it", pack.name, name)
-                wh.execute(exp.Drop(tables=[ref], kind="TABLE", exists=True))
-                have = {}
-            if not have:
-                done += wh.provision([], apply=True, extra=[create])
-                for stmt in full_rebuild(pack, name, r, wh.dialect):
-                    wh.execute(stmt)
-                done.append(f"rebuilt rollup {pack.name}.{name}")
+            digest = definition(pack, r)
+            if wh.table_exists(ref) and stored.get((pack.name, name)) == digest:
+                continue
+            log.warning("building rollup %s.%s from rows", pack.name, name)
+            wh.execute(exp.Drop(tables=[ref], kind="TABLE", exists=True))
+            done += wh.provision([], apply=True, extra=[rollup_ddl(pack, name, r)])
+            for stmt in full_rebuild(pack, name, r, wh.dialect):
+                wh.execute(stmt)
+            key = exp.and_(
+                exp.column("pack").eq(exp.Placeholder(this="p")),
+                exp.column("rollup").eq(exp.Placeholder(this="r")),
+            )
+            wh.execute(exp.delete(DEFS).where(key), {"p": pack.name, "r": name})
+            wh.execute(
+                exp.insert(
+                    exp.values(
+                        [
+                            (
+                                exp.Placeholder(this="p"),
+                                exp.Placeholder(this="r"),
+                                exp.Placeholder(this="d"),
+                            )
+                        ]
+                    ),
+                    DEFS,
+                ),
+                {"p": pack.name, "r": name, "d": digest},
+            )
+            done.append(f"rebuilt rollup {pack.name}.{name}")
     return done

@@ -49,7 +49,13 @@ def readyz(rt: RuntimeDep) -> Response:
 
 
 @router.get("/metrics", summary="Prometheus metrics")
-def metrics(request: Request) -> Response:
+def metrics(request: Request, rt: RuntimeDep) -> Response:
+    allow = rt.settings.server.metrics_allow
+    host = request.client.host if request.client else ""
+    if "*" not in allow and host not in allow:
+        return problem_response(
+            Problem(403, "forbidden", "Forbidden", f"{host} is not in server.metrics_allow")
+        )
     return Response(generate_latest(request.app.state.prometheus), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -95,5 +95,6 @@ def replay_(rt: RuntimeDep, principal: ReplayerDep, body: ReplayRequest) -> Resp
             "replayed": result.replayed,
             "accepted": result.accepted,
             "rejected": result.rejected,
+            "failed": result.failed,
         }
     )
