@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from gristmill.collect.body import Undecodable, decode_body
+from gristmill.collect.cloudevents import CloudEvents
 from gristmill.collect.dialect import Dialect
 from gristmill.collect.items import BodyNotJSON, Item
 from gristmill.collect.native import Native
@@ -82,9 +83,17 @@ class Opened:
     received_at: int = 0
 
 
-DIALECTS: dict[str, Dialect] = {
-    d.name: d for d in (Native(), Segment(), PostHog(), PostHogV1(), Snowplow(), SnowplowPixel())
-}
+_ALL: tuple[Dialect, ...] = (
+    Native(),
+    Segment(),
+    PostHog(),
+    PostHogV1(),
+    Snowplow(),
+    SnowplowPixel(),
+    CloudEvents(),
+)
+DIALECTS: dict[str, Dialect] = {d.name: d for d in _ALL}
+"""Every wire format the collector speaks, by name (the ``dialect`` of a frame)."""
 
 
 class Parser:

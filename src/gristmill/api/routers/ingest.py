@@ -23,6 +23,7 @@ from starlette.responses import Response
 from gristmill.api.deps import RuntimeDep
 from gristmill.auth.keys import token_from_headers
 from gristmill.auth.permissions import Principal
+from gristmill.collect.cloudevents import structured_from_binary
 from gristmill.collect.service import DIALECTS
 from gristmill.core.errors import Problem, forbidden, payload_too_large, unauthorized
 from gristmill.core.permissions import Permission
@@ -47,7 +48,11 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 async def ingest(
-    request: Request, rt: Runtime, dialect: str, query: dict[str, str] | None = None
+    request: Request,
+    rt: Runtime,
+    dialect: str,
+    query: dict[str, str] | None = None,
+    rewrite: Callable[[bytes], bytes] | None = None,
 ) -> Response:
     """Read, authenticate (header key, or a key inside the body), frame, append, answer — with
     every answer, errors included, in the dialect's own format."""
@@ -85,6 +90,8 @@ async def ingest(
         )
     try:
         raw = await read_body(request, rt.collector.body_limit(d))
+        if rewrite is not None:
+            raw = rewrite(raw)
         opened = rt.collector.open(
             d,
             raw,
@@ -165,3 +172,16 @@ async def snowplow_post(request: Request, rt: RuntimeDep) -> Response:
 @router.get("/i", summary="Snowplow tracker protocol (GET pixel)")
 async def snowplow_get(request: Request, rt: RuntimeDep) -> Response:
     return await ingest(request, rt, "snowplow_pixel")
+
+
+@router.post("/api/v1/events", summary="CloudEvents (structured, batch or binary mode)")
+async def cloudevents(request: Request, rt: RuntimeDep) -> Response:
+    ctype = request.headers.get("content-type", "")
+    binary = not ctype.startswith(("application/cloudevents", "application/json")) or any(
+        k.lower() == "ce-id" for k in request.headers
+    )
+
+    def to_structured(raw: bytes) -> bytes:
+        return structured_from_binary(request.headers, raw) or raw
+
+    return await ingest(request, rt, "cloudevents", rewrite=to_structured if binary else None)
