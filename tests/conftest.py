@@ -25,6 +25,7 @@ PACKS = ROOT / "packs"
 
 SERVICES: dict[str, tuple[str, int]] = {
     "postgres": ("127.0.0.1", 5432),
+    "mariadb": ("127.0.0.1", 3306),
     "rabbitmq": ("127.0.0.1", 5672),
     "redis": ("127.0.0.1", 6379),
     "nats": ("127.0.0.1", 4222),

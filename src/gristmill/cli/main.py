@@ -6,7 +6,7 @@ import logging
 
 import typer
 
-from gristmill.cli import demo, keys, quarantine, query, serve, status
+from gristmill.cli import demo, keys, outbox, quarantine, query, serve, status
 
 app = typer.Typer(
     name="gristmill",
@@ -20,6 +20,7 @@ app.command("demo")(demo.demo)
 app.command("query")(query.query)
 app.add_typer(keys.app, name="keys")
 app.add_typer(quarantine.app, name="quarantine")
+app.add_typer(outbox.app, name="outbox")
 
 
 def main() -> None:
