@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from fastapi.testclient import TestClient
 from sqlglot import exp
 
 from gristmill.runtime import Runtime
@@ -166,3 +167,37 @@ def test_wire_details(rt: Runtime) -> None:
     assert abs((got["m-2"]["occurred_at"] - device).total_seconds()) < 2  # corrected
     raw = orjson.loads(got["m-2"]["context"])["gristmill"]["device_times"]
     assert raw["timestamp"].startswith(str((now + timedelta(hours=5)).year))
+
+
+def _msg_of_size(size: int, mid: str) -> bytes:
+    msg = {"type": "track", "event": "Order Paid", "userId": "u", "messageId": mid,
+           "properties": {**order_props(1), "paymentMethod": "card", "pad": ""}}
+    base = len(orjson.dumps(msg))
+    msg["properties"]["pad"] = "x" * (size - base)
+    out = orjson.dumps(msg)
+    assert len(out) == size
+    return out
+
+
+def test_segment_limits_exact_boundaries(client: TestClient, runtime: Runtime,
+                                         write_key: str) -> None:
+    h = {"Authorization": "Basic " + base64.b64encode(f"{write_key}:".encode()).decode()}
+    event_limit = runtime.settings.limits.max_event_bytes  # 32 KB, Segment's own
+    at, over = _msg_of_size(event_limit, "at"), _msg_of_size(event_limit + 1, "over")
+    r = client.post("/v1/batch", content=b'{"batch":[' + at + b"," + over + b"]}", headers=h)
+    assert r.status_code == 200
+    assert [e["event_id"] for e in r.json()["errors"]] == ["over"]
+    assert r.json()["errors"][0]["reason"] == "oversize"
+    # 500 KB per batch, measured uncompressed, gzip or not
+    pad = b" " * (500 * 1024 - len(b'{"batch":[' + at + b"]}"))
+    exactly = b'{"batch":[' + at + b"]}" + pad
+    assert len(exactly) == 500 * 1024
+    assert client.post("/v1/batch", content=gzip.compress(exactly),
+                       headers={**h, "Content-Encoding": "gzip"}).status_code == 200
+    r = client.post("/v1/batch", content=gzip.compress(exactly + b" "),
+                    headers={**h, "Content-Encoding": "gzip"})
+    assert r.status_code == 413
+    assert r.json()["code"] == "payload-too-large"
+    bomb = gzip.compress(b"\0" * (50 * 1024 * 1024))
+    r = client.post("/v1/batch", content=bomb, headers={**h, "Content-Encoding": "gzip"})
+    assert r.status_code == 413

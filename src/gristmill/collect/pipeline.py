@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from gristmill.collect.items import Item
+from gristmill.collect.items import Item, parse_object
 from gristmill.core.clock import BadTime, check_time, parse_rfc3339_us
 from gristmill.core.envelope import Envelope, Frame, Reason, Reject
 from gristmill.pack.models import ColumnType, Pack
@@ -228,10 +228,17 @@ def coerce(value: Any, ctype: ColumnType) -> Any:
 def _one(item: Item, ctx: RequestContext, normalize: Normalizer) -> Envelope | Reject:
     """One item to an envelope, or to a reject with its reason."""
     if len(item.raw) > ctx.max_event_bytes:
+        obj = parse_object(item)  # only for the id the client will look for in the answer
+        ids = (
+            [obj.get(k) for k in ("event_id", "messageId", "uuid", "eid")]
+            if isinstance(obj, dict)
+            else []
+        )
         return reject(
             item,
             Reason.OVERSIZE,
             f"event is {len(item.raw)} bytes, over the limit of {ctx.max_event_bytes}",
+            event_id=next((i for i in ids if isinstance(i, str)), None),
         )
     try:
         n = normalize(item, ctx)
