@@ -95,6 +95,21 @@ def render_analytics(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def render_dialects(results: dict[str, Any]) -> str:
+    lines = [
+        f"Run {results['when']} on {results['machine']['cores']} cores.",
+        "",
+        "| dialect | 100-event batches | vs native | single-event requests |",
+        "|---|---|---|---|",
+    ]
+    for name, r in results["dialects"].items():
+        lines.append(
+            f"| {name} | {r['batched_events_per_s']:,} events/s | "
+            f"{r['vs_native_batched']:.0%} | {r['single_requests_per_s']:,} req/s |"
+        )
+    return "\n".join(lines)
+
+
 def update_markdown(section: str, text: str) -> None:
     path = ROOT / "BENCHMARKS.md"
     doc = path.read_text() if path.exists() else "# Benchmarks\n"
@@ -113,7 +128,7 @@ def main() -> None:
     ap.add_argument("--pg-events", type=int, default=20_000)
     ap.add_argument("--latency-rate", type=int, default=20_000)
     ap.add_argument("--latency-seconds", type=float, default=20)
-    ap.add_argument("--only", default="ingest,loader,pg_baseline,latency,analytics")
+    ap.add_argument("--only", default="ingest,loader,pg_baseline,latency,analytics,dialects")
     ap.add_argument(
         "--scales", default="10000000,100000000", help="Event counts for the analytics section."
     )
@@ -152,6 +167,10 @@ def main() -> None:
             raw_iters = 20 if n <= 10_000_000 else 8
             results["analytics"].append(run_scale(n, 200, raw_iters))
             print("analytics", results["analytics"][-1], flush=True)
+    if "dialects" in only:
+        from bench.dialects import run as run_dialects
+
+        results["dialects"] = run_dialects()
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"engine-core-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(results, indent=2))
@@ -161,6 +180,11 @@ def main() -> None:
         print(table)
         if not args.no_write:
             update_markdown("engine-core", table)
+    if "dialects" in only:
+        table = render_dialects(results)
+        print(table)
+        if not args.no_write:
+            update_markdown("dialects", table)
     if "analytics" in only:
         table = render_analytics(results)
         print(table)

@@ -66,12 +66,19 @@ def bodies(events: Sequence[dict[str, Any]], size: int) -> list[bytes]:
     return [orjson.dumps(list(events[i : i + size])) for i in range(0, len(events), size)]
 
 
-def _connection(port: int, key: str, chunk: list[bytes], statuses: dict[int, int]) -> None:
+def _connection(
+    port: int,
+    key: str,
+    chunk: list[bytes],
+    statuses: dict[int, int],
+    path: str = "/v1/events",
+    headers: dict[str, str] | None = None,
+) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    headers = headers or {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     for body in chunk:
         while True:
-            conn.request("POST", "/v1/events", body=body, headers=headers)
+            conn.request("POST", path, body=body, headers=headers)
             resp = conn.getresponse()
             resp.read()
             statuses[resp.status] = statuses.get(resp.status, 0) + 1
@@ -82,10 +89,20 @@ def _connection(port: int, key: str, chunk: list[bytes], statuses: dict[int, int
     conn.close()
 
 
-def _client(port: int, key: str, chunk: list[bytes], conns: int, out: mp.Queue) -> None:  # type: ignore[type-arg]
+def _client(
+    port: int,
+    key: str,
+    chunk: list[bytes],
+    conns: int,
+    out: mp.Queue,  # type: ignore[type-arg]
+    path: str,
+    headers: dict[str, str] | None,
+) -> None:
     statuses: dict[int, int] = {}
     threads = [
-        threading.Thread(target=_connection, args=(port, key, chunk[i::conns], statuses))
+        threading.Thread(
+            target=_connection, args=(port, key, chunk[i::conns], statuses, path, headers)
+        )
         for i in range(conns)
     ]
     for t in threads:
@@ -96,14 +113,20 @@ def _client(port: int, key: str, chunk: list[bytes], conns: int, out: mp.Queue) 
 
 
 def blast(
-    port: int, key: str, payloads: list[bytes], clients: int, conns: int = 16
+    port: int,
+    key: str,
+    payloads: list[bytes],
+    clients: int,
+    conns: int = 16,
+    path: str = "/v1/events",
+    headers: dict[str, str] | None = None,
 ) -> dict[int, int]:
     """POST every payload from ``clients`` processes with ``conns`` keep-alive connections each
     (many concurrent senders, as many app servers or SDK instances would be)."""
     ctx = mp.get_context("fork")
     q: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
     procs = [
-        ctx.Process(target=_client, args=(port, key, payloads[i::clients], conns, q))
+        ctx.Process(target=_client, args=(port, key, payloads[i::clients], conns, q, path, headers))
         for i in range(clients)
     ]
     for p in procs:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -126,6 +126,18 @@ class Settings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     meta_url: str | None = None
     """SQLAlchemy URL of the metadata store; default a SQLite file in the data directory."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_engine_types(cls, data: Any) -> Any:
+        """``GRISTMILL_LOG__MAX_BYTES=…`` alone must work: a nested engine section without a
+        ``type`` means the default engine, not a missing discriminator."""
+        if isinstance(data, dict):
+            for section, default in (("log", "sqlite"), ("warehouse", "duckdb")):
+                value = data.get(section)
+                if isinstance(value, dict) and "type" not in value:
+                    data[section] = {**value, "type": default}
+        return data
 
     @model_validator(mode="after")
     def _no_placeholder_secrets(self) -> Settings:

@@ -161,3 +161,13 @@ def test_not_yaml(pack_copy: Path) -> None:
     (pack_copy / "pack.yaml").write_text("pack: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_pack(pack_copy)
+
+
+def test_nested_engine_settings_without_a_type(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gristmill.config import Settings
+
+    monkeypatch.setenv("GRISTMILL_LOG__MAX_BYTES", "4096")
+    monkeypatch.setenv("GRISTMILL_WAREHOUSE__THREADS", "1")
+    s = Settings()
+    assert (s.log.type, s.log.max_bytes, s.warehouse.type, s.warehouse.threads) == (
+        "sqlite", 4096, "duckdb", 1)

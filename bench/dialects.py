@@ -1,0 +1,198 @@
+"""Issue 4 figures: collector throughput per dialect (events/s in 100-event batches, and
+requests/s of single-event requests), beside the native endpoint, in one server and one run.
+
+Measured to acknowledgement (every event durable in the log), since the collectors are what
+differ between dialects; the loader behind them is the same.
+"""
+
+from __future__ import annotations
+
+import base64
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench.common import blast, serve
+
+Encoder = Callable[[list[dict[str, Any]], str], bytes]
+
+
+def _order(i: int) -> dict[str, Any]:
+    return {
+        "order_id": f"o-{i}",
+        "store_id": f"s-{i % 97}",
+        "vendor_store_id": f"v-{i % 13}",
+        "amount_cents": 1000 + i % 5000,
+    }
+
+
+def native(evs: list[dict[str, Any]], key: str) -> bytes:
+    return orjson.dumps(
+        [
+            {
+                "event_id": e["id"],
+                "event_type": "order_created",
+                "schema_version": 1,
+                "occurred_at": e["ts"],
+                "properties": e["p"],
+            }
+            for e in evs
+        ]
+    )
+
+
+def segment(evs: list[dict[str, Any]], key: str) -> bytes:
+    return orjson.dumps(
+        {
+            "batch": [
+                {
+                    "type": "track",
+                    "event": "Order Created",
+                    "messageId": e["id"],
+                    "userId": "u",
+                    "timestamp": e["ts"],
+                    "properties": {
+                        "orderId": e["p"]["order_id"],
+                        "buyerStoreId": e["p"]["store_id"],
+                        "vendorStoreId": e["p"]["vendor_store_id"],
+                        "amountCents": e["p"]["amount_cents"],
+                    },
+                }
+                for e in evs
+            ],
+            "sentAt": evs[-1]["ts"],
+            "writeKey": key,
+        }
+    )
+
+
+def posthog(evs: list[dict[str, Any]], key: str) -> bytes:
+    return orjson.dumps(
+        {
+            "api_key": key,
+            "sent_at": evs[-1]["ts"],
+            "batch": [
+                {
+                    "event": "order created",
+                    "uuid": e["id"],
+                    "distinct_id": "u",
+                    "timestamp": e["ts"],
+                    "properties": e["p"],
+                }
+                for e in evs
+            ],
+        }
+    )
+
+
+def snowplow(evs: list[dict[str, Any]], key: str) -> bytes:
+    def ue(p: dict[str, Any]) -> str:
+        return orjson.dumps(
+            {
+                "schema": "iglu:com.snowplowanalytics.snowplow/unstruct_event/jsonschema/1-0-0",
+                "data": {
+                    "schema": "iglu:com.marketplace/order_created/jsonschema/1-0-0",
+                    "data": p,
+                },
+            }
+        ).decode()
+
+    return orjson.dumps(
+        {
+            "schema": "iglu:com.snowplowanalytics.snowplow/payload_data/jsonschema/1-0-4",
+            "data": [
+                {
+                    "e": "ue",
+                    "eid": e["id"],
+                    "aid": key,
+                    "p": "srv",
+                    "tv": "py-1",
+                    "dtm": str(e["ms"]),
+                    "stm": str(e["ms"]),
+                    "ue_pr": ue(e["p"]),
+                }
+                for e in evs
+            ],
+        }
+    )
+
+
+def cloudevents(evs: list[dict[str, Any]], key: str) -> bytes:
+    return orjson.dumps(
+        [
+            {
+                "specversion": "1.0",
+                "id": e["id"],
+                "source": "//bench",
+                "type": "com.marketplace.order.created",
+                "time": e["ts"],
+                "data": e["p"],
+            }
+            for e in evs
+        ]
+    )
+
+
+DIALECTS: dict[str, tuple[str, Callable[[str], dict[str, str]], Encoder]] = {
+    "native": ("/v1/events", lambda k: {"Authorization": f"Bearer {k}"}, native),
+    "segment": (
+        "/v1/batch",
+        lambda k: {"Authorization": "Basic " + base64.b64encode(f"{k}:".encode()).decode()},
+        segment,
+    ),
+    "posthog_v0": ("/batch/", lambda k: {}, posthog),
+    "snowplow": ("/com.snowplowanalytics.snowplow/tp2", lambda k: {}, snowplow),
+    "cloudevents": (
+        "/api/v1/events",
+        lambda k: {
+            "Authorization": f"Bearer {k}",
+            "Content-Type": "application/cloudevents-batch+json",
+        },
+        cloudevents,
+    ),
+}
+
+
+def _events(prefix: str, n: int) -> list[dict[str, Any]]:
+    now_ms = int(time.time() * 1000)
+    out = []
+    for i in range(n):
+        ms = now_ms - (n - i)
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms / 1000)) + f".{ms % 1000:03d}Z"
+        out.append({"id": f"{prefix}-{i}", "ms": ms, "ts": ts, "p": _order(i)})
+    return out
+
+
+def run(batched: int = 60_000, singles: int = 10_000) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        s = serve(Path(tmp), env={"GRISTMILL_LOG__MAX_BYTES": str(8 << 30)})
+        try:
+            for name, (path, headers, encode) in DIALECTS.items():
+                h = {"Content-Type": "application/json", **headers(s.write_key)}
+                evs = _events(f"{name}-b", batched)
+                bodies = [encode(evs[i : i + 100], s.write_key) for i in range(0, batched, 100)]
+                t0 = time.perf_counter()
+                st = blast(s.server.port, s.write_key, bodies, 2, 16, path, h)
+                batch_s = time.perf_counter() - t0
+                ones = [encode([e], s.write_key) for e in _events(f"{name}-s", singles)]
+                t0 = time.perf_counter()
+                st1 = blast(s.server.port, s.write_key, ones, 2, 16, path, h)
+                single_s = time.perf_counter() - t0
+                results[name] = {
+                    "batched_events_per_s": round(batched / batch_s),
+                    "single_requests_per_s": round(singles / single_s),
+                    "statuses": {**st, **{f"single_{k}": v for k, v in st1.items()}},
+                }
+                print(name, results[name], flush=True)
+            s.wait_loaded(timeout_s=900)
+        finally:
+            s.server.stop()
+    base = results["native"]["batched_events_per_s"]
+    for r in results.values():
+        r["vs_native_batched"] = round(r["batched_events_per_s"] / base, 2)
+    return results
