@@ -170,8 +170,13 @@ def test_wire_details(rt: Runtime) -> None:
 
 
 def _msg_of_size(size: int, mid: str) -> bytes:
-    msg = {"type": "track", "event": "Order Paid", "userId": "u", "messageId": mid,
-           "properties": {**order_props(1), "paymentMethod": "card", "pad": ""}}
+    msg = {
+        "type": "track",
+        "event": "Order Paid",
+        "userId": "u",
+        "messageId": mid,
+        "properties": {**order_props(1), "paymentMethod": "card", "pad": ""},
+    }
     base = len(orjson.dumps(msg))
     msg["properties"]["pad"] = "x" * (size - base)
     out = orjson.dumps(msg)
@@ -179,8 +184,9 @@ def _msg_of_size(size: int, mid: str) -> bytes:
     return out
 
 
-def test_segment_limits_exact_boundaries(client: TestClient, runtime: Runtime,
-                                         write_key: str) -> None:
+def test_segment_limits_exact_boundaries(
+    client: TestClient, runtime: Runtime, write_key: str
+) -> None:
     h = {"Authorization": "Basic " + base64.b64encode(f"{write_key}:".encode()).decode()}
     event_limit = runtime.settings.limits.max_event_bytes  # 32 KB, Segment's own
     at, over = _msg_of_size(event_limit, "at"), _msg_of_size(event_limit + 1, "over")
@@ -192,10 +198,17 @@ def test_segment_limits_exact_boundaries(client: TestClient, runtime: Runtime,
     pad = b" " * (500 * 1024 - len(b'{"batch":[' + at + b"]}"))
     exactly = b'{"batch":[' + at + b"]}" + pad
     assert len(exactly) == 500 * 1024
-    assert client.post("/v1/batch", content=gzip.compress(exactly),
-                       headers={**h, "Content-Encoding": "gzip"}).status_code == 200
-    r = client.post("/v1/batch", content=gzip.compress(exactly + b" "),
-                    headers={**h, "Content-Encoding": "gzip"})
+    assert (
+        client.post(
+            "/v1/batch", content=gzip.compress(exactly), headers={**h, "Content-Encoding": "gzip"}
+        ).status_code
+        == 200
+    )
+    r = client.post(
+        "/v1/batch",
+        content=gzip.compress(exactly + b" "),
+        headers={**h, "Content-Encoding": "gzip"},
+    )
     assert r.status_code == 413
     assert r.json()["code"] == "payload-too-large"
     bomb = gzip.compress(b"\0" * (50 * 1024 * 1024))

@@ -170,4 +170,8 @@ def test_nested_engine_settings_without_a_type(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("GRISTMILL_WAREHOUSE__THREADS", "1")
     s = Settings()
     assert (s.log.type, s.log.max_bytes, s.warehouse.type, s.warehouse.threads) == (
-        "sqlite", 4096, "duckdb", 1)
+        "sqlite",
+        4096,
+        "duckdb",
+        1,
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -13,9 +14,24 @@ from gristmill import __version__
 from gristmill.api.metrics import RequestCounters, build_registry
 from gristmill.api.responses import problem_response
 from gristmill.api.routers import analytics, ingest, ops, quarantine, ui
+from gristmill.api.routers.ingest import IngestApp
 from gristmill.api.routers.views import add_view_routes
 from gristmill.core.errors import Problem
 from gristmill.runtime import Runtime
+
+
+class GristmillAPI(FastAPI):
+    """FastAPI, with ingest requests answered before its routing and middleware run."""
+
+    ingest: IngestApp | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if self.ingest is not None:
+            route = self.ingest.route(scope)
+            if route is not None:
+                await self.ingest(route, scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(rt: Runtime, *, url: str | None = None, start: bool = True) -> FastAPI:
@@ -31,7 +47,7 @@ def create_app(rt: Runtime, *, url: str | None = None, start: bool = True) -> Fa
             if start:
                 rt.stop()
 
-    app = FastAPI(
+    app = GristmillAPI(
         title="Gristmill",
         version=__version__,
         lifespan=lifespan,
@@ -40,6 +56,7 @@ def create_app(rt: Runtime, *, url: str | None = None, start: bool = True) -> Fa
     app.state.runtime = rt
     app.state.counters = RequestCounters()
     app.state.prometheus = build_registry(rt, app.state.counters)
+    app.ingest = IngestApp(rt, app.state.counters)
 
     @app.exception_handler(Problem)
     async def on_problem(_: Request, exc: Problem) -> Response:

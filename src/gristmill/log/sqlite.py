@@ -18,7 +18,8 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from gristmill.log.base import LogBatch, LogEntry, LogFull, LogRecord, LogSnapshot
@@ -47,8 +48,29 @@ CREATE TABLE IF NOT EXISTS offsets (
 );
 """
 
-_Done = Callable[[BaseException | None], None]
 _STOP = object()
+
+
+@dataclass(slots=True)
+class _Waiter:
+    """One append waiting for its group commit: a thread (event) or a coroutine (future)."""
+
+    size: int
+    records: Sequence[LogRecord]
+    loop: asyncio.AbstractEventLoop | None = None
+    future: asyncio.Future[None] | None = None
+    event: threading.Event | None = None
+    error: BaseException | None = None
+
+
+def _settle_all(futures: list[asyncio.Future[None]], exc: BaseException | None) -> None:
+    for fut in futures:
+        if fut.done():
+            continue
+        if exc is None:
+            fut.set_result(None)
+        else:
+            fut.set_exception(exc)
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -117,53 +139,29 @@ class SQLiteLog:
     def append(self, records: Sequence[LogRecord]) -> None:
         if not records:
             return
-        size = self._reserve(records)
-        done = threading.Event()
-        failure: list[BaseException] = []
-
-        def finish(exc: BaseException | None) -> None:
-            if exc is not None:
-                self._release(size)  # released by the writer, whatever the waiter does
-                failure.append(exc)
-            done.set()
-
-        self._q.put((records, finish))
-        done.wait()
-        if failure:
-            raise failure[0]
+        waiter = _Waiter(self._reserve(records), records, event=threading.Event())
+        self._q.put(waiter)
+        assert waiter.event is not None
+        waiter.event.wait()
+        if waiter.error is not None:
+            raise waiter.error
 
     async def append_async(self, records: Sequence[LogRecord]) -> None:
         if not records:
             return
-        size = self._reserve(records)
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-
-        def settle(exc: BaseException | None) -> None:
-            if fut.done():
-                return
-            if exc is None:
-                fut.set_result(None)
-            else:
-                fut.set_exception(exc)
-
-        def finish(exc: BaseException | None) -> None:
-            if exc is not None:
-                # Released here, by the writer: a cancelled waiter (client gone, shutdown)
-                # must not release bytes of a write that still commits.
-                self._release(size)
-            with contextlib.suppress(RuntimeError):  # the event loop is already closed
-                loop.call_soon_threadsafe(settle, exc)
-
-        self._q.put((records, finish))
-        await fut
+        waiter = _Waiter(self._reserve(records), records, loop=loop, future=loop.create_future())
+        self._q.put(waiter)
+        assert waiter.future is not None
+        await waiter.future
 
     def _write_loop(self) -> None:
         while True:
             first = self._q.get()
             if first is _STOP:
                 return
-            items: list[tuple[Sequence[LogRecord], _Done]] = [first]  # type: ignore[list-item]
+            assert isinstance(first, _Waiter)
+            items: list[_Waiter] = [first]
             stop = False
             while len(items) < self.group_commit_max:
                 try:
@@ -173,25 +171,43 @@ class SQLiteLog:
                 if nxt is _STOP:
                     stop = True
                     break
-                items.append(nxt)  # type: ignore[arg-type]
+                assert isinstance(nxt, _Waiter)
+                items.append(nxt)
             exc: BaseException | None = None
             try:
                 self._write(items)
             except BaseException as e:  # every waiter must hear about the failure
                 exc = e
-            for _, finish in items:
-                finish(exc)
+            self._settle(items, exc)
             if exc is None:
                 with self._new_data:
                     self._new_data.notify_all()
             if stop:
                 return
 
-    def _write(self, items: list[tuple[Sequence[LogRecord], _Done]]) -> None:
+    def _settle(self, items: list[_Waiter], exc: BaseException | None) -> None:
+        """Wake every waiter of one group commit. Async waiters of the same event loop are
+        woken by one callback (one write to its self-pipe), not one per request."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+        for w in items:
+            if exc is not None:
+                # Released by the writer: a cancelled waiter (client gone, shutdown) must not
+                # release bytes of a write that still commits.
+                self._release(w.size)
+            if w.loop is not None and w.future is not None:
+                by_loop.setdefault(w.loop, []).append(w.future)
+            elif w.event is not None:
+                w.error = exc
+                w.event.set()
+        for loop, futures in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # the event loop is already closed
+                loop.call_soon_threadsafe(_settle_all, futures, exc)
+
+    def _write(self, items: list[_Waiter]) -> None:
         rows = []
         counts: dict[tuple[str, str], int] = defaultdict(int)
-        for records, _ in items:
-            for r in records:
+        for w in items:
+            for r in w.records:
                 rows.append((r.pack, r.source, r.count, r.received_at, r.body))
                 counts[(r.pack, r.source)] += r.count
         c = self._w

@@ -1,6 +1,10 @@
-"""Ingest: ``POST /v1/events`` (native envelopes, JSON array or NDJSON, plain or gzip).
+"""Ingest for every dialect: native ``POST /v1/events``, Segment/RudderStack, PostHog,
+Snowplow and CloudEvents (see docs/collectors.md).
 
-Status codes:
+Ingest requests skip FastAPI's routing and middleware: :class:`IngestApp` answers them from
+the raw ASGI scope (the FastAPI routes below stay for the OpenAPI document and as a fallback).
+A single-event request spends most of its time in framework layers otherwise; see
+BENCHMARKS.md. Native status codes:
 
 * 200 — every event accepted (durable in the log);
 * 207 — some accepted, some rejected (rejected ones are in quarantine; see ``results``);
@@ -14,7 +18,10 @@ Status codes:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import logging
+import urllib.parse
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -30,87 +37,109 @@ from gristmill.core.permissions import Permission
 from gristmill.runtime import Runtime
 
 router = APIRouter(tags=["ingest"])
+log = logging.getLogger(__name__)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """Read at most ``limit`` bytes of the (possibly compressed) body, else 413."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise payload_too_large(limit, "request body")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise payload_too_large(limit, "request body")
-        chunks.append(chunk)
-    return b"".join(chunks)
+@dataclass(frozen=True, slots=True)
+class Route:
+    dialect: str
+    query: Mapping[str, str] = field(default_factory=dict)
+    cloudevents: bool = False
+    """Binary-mode CloudEvents arrive as ``ce-*`` headers + data; they become structured."""
 
 
-async def ingest(
-    request: Request,
+ROUTES: dict[tuple[str, str], Route] = {
+    ("POST", "/v1/events"): Route("native"),
+    ("POST", "/v1/batch"): Route("segment"),
+    **{
+        ("POST", f"/v1/{c}"): Route("segment", {"_call": c})
+        for c in ("track", "identify", "page", "screen", "group", "alias")
+    },
+    **{
+        (m, p): Route("posthog")
+        for p in ("/batch/", "/capture/", "/e/", "/i/v0/e/", "/track/")
+        for m in ("GET", "POST")
+    },
+    ("POST", "/i/v1/analytics/events"): Route("posthog_v1"),
+    ("POST", "/com.snowplowanalytics.snowplow/tp2"): Route("snowplow"),
+    ("GET", "/i"): Route("snowplow_pixel"),
+    ("POST", "/api/v1/events"): Route("cloudevents", cloudevents=True),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Answered:
+    status: int
+    body: bytes
+    media_type: str
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+class TooLarge(Exception):
+    pass
+
+
+Reader = Callable[[int], Awaitable[bytes]]
+
+
+async def handle(
     rt: Runtime,
-    dialect: str,
-    query: dict[str, str] | None = None,
-    rewrite: Callable[[bytes], bytes] | None = None,
-) -> Response:
-    """Read, authenticate (header key, or a key inside the body), frame, append, answer — with
+    counters: Any,
+    route: Route,
+    path: str,
+    headers: Mapping[str, str],
+    query: Mapping[str, str],
+    read: Reader,
+) -> Answered:
+    """Read, authenticate (a header key, or a key inside the body), frame, append, answer —
     every answer, errors included, in the dialect's own format."""
-    d = DIALECTS[dialect]
-    counters = request.app.state.counters
-    route = request.url.path
+    d = DIALECTS[route.dialect]
 
-    def answer(
-        status: int,
-        body: bytes,
-        media: str,
-        headers: Sequence[tuple[str, str]],
-        problem: str | None,
-    ) -> Response:
+    def answer(status: int, body: bytes, media: str, hdrs: Any, problem: str | None) -> Answered:
         if problem is not None and status != 422 and problem != "events-rejected":
             counters.reject(problem)
-        counters.count(route, status)
-        return Response(body, status, dict(headers), media_type=media)
+        counters.count(path, status)
+        return Answered(status, body, media, tuple(hdrs))
 
-    def fail(p: Problem) -> Response:
+    def fail(p: Problem) -> Answered:
         a = d.problem(p)
         return answer(a.status, a.body, a.media_type, a.headers, p.slug)
 
     def who(token: str | None) -> Principal | None:
         return rt.keys.resolve(token) if token else None
 
-    header = token_from_headers(request.headers.get("authorization"))
+    def missing() -> Problem:
+        return unauthorized(
+            "send a valid write key (Authorization: Bearer or Basic, or in "
+            "the body where the client library puts it)"
+        )
+
+    header = token_from_headers(headers.get("authorization"))
     principal = who(header)
     if principal is None and (header is not None or not d.body_key):
-        return fail(
-            unauthorized(
-                "send a valid write key (Authorization: Bearer or Basic, or "
-                "in the body where the client library puts it)"
-            )
-        )
+        return fail(missing())
     try:
-        raw = await read_body(request, rt.collector.body_limit(d))
-        if rewrite is not None:
-            raw = rewrite(raw)
+        limit = rt.collector.body_limit(d)
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise payload_too_large(limit, "request body")
+        raw = await read(limit)
+        ctype = headers.get("content-type", "")
+        if route.cloudevents and (
+            not ctype.startswith(("application/cloudevents", "application/json"))
+            or "ce-id" in headers
+        ):
+            raw = structured_from_binary(headers, raw) or raw
         opened = rt.collector.open(
-            d,
-            raw,
-            request.headers.get("content-type", ""),
-            request.headers.get("content-encoding"),
-            {**request.query_params, **(query or {})},
+            d, raw, ctype, headers.get("content-encoding"), {**query, **route.query}
         )
     except Problem as p:
         return fail(p)
     if principal is None:
         body_key = opened.batch.key if opened.batch is not None else None
-        principal = who(body_key or d.query_key(request.query_params))
+        principal = who(body_key or d.query_key(query))
         if principal is None:
-            return fail(
-                unauthorized(
-                    "send a valid write key (Authorization: Bearer or Basic, "
-                    "or in the body where the client library puts it)"
-                )
-            )
+            return fail(missing())
     if not rt.roles.allows(principal, Permission.INGEST):
         return fail(forbidden(f"role {principal.role!r} may not send events"))
     assert principal.pack is not None
@@ -119,69 +148,104 @@ async def ingest(
     return answer(reply.status, reply.body, reply.media_type, reply.headers, reply.problem)
 
 
-@router.post("/v1/events", summary="Ingest native events")
-async def ingest_native(request: Request, rt: RuntimeDep) -> Response:
-    return await ingest(request, rt, "native")
+class IngestApp:
+    """The ASGI fast path for ingest routes; everything else goes to ``app``."""
+
+    def __init__(self, rt: Runtime, counters: Any) -> None:
+        self.rt = rt
+        self.counters = counters
+
+    def route(self, scope: Mapping[str, Any]) -> Route | None:
+        if scope["type"] != "http":
+            return None
+        return ROUTES.get((scope["method"], scope["path"]))
+
+    async def __call__(
+        self, route: Route, scope: Mapping[str, Any], receive: Any, send: Any
+    ) -> None:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        query = dict(urllib.parse.parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+
+        async def read(limit: int) -> bytes:
+            chunks: list[bytes] = []
+            size = 0
+            while True:
+                msg = await receive()
+                if msg["type"] == "http.disconnect":
+                    raise ConnectionResetError("client went away")
+                body = msg.get("body", b"")
+                size += len(body)
+                if size > limit:
+                    raise payload_too_large(limit, "request body")
+                chunks.append(body)
+                if not msg.get("more_body", False):
+                    return b"".join(chunks)
+
+        try:
+            a = await handle(self.rt, self.counters, route, scope["path"], headers, query, read)
+        except ConnectionResetError:
+            return
+        except Exception:  # the framework's error middleware is bypassed: answer 500 here
+            log.exception("ingest failed")
+            a = Answered(
+                500,
+                b'{"type":"about:blank","title":"Internal Server Error","status":500}',
+                "application/problem+json",
+            )
+        raw_headers = [
+            (b"content-type", a.media_type.encode()),
+            (b"content-length", str(len(a.body)).encode()),
+        ]
+        raw_headers += [(k.lower().encode(), v.encode()) for k, v in a.headers]
+        await send({"type": "http.response.start", "status": a.status, "headers": raw_headers})
+        await send({"type": "http.response.body", "body": a.body})
 
 
-@router.post("/v1/batch", summary="Segment / RudderStack batch")
-async def segment_batch(request: Request, rt: RuntimeDep) -> Response:
-    return await ingest(request, rt, "segment")
+async def _via_framework(request: Request, rt: Runtime) -> Response:
+    route = ROUTES[(request.method, request.url.path)]
+
+    async def read(limit: int) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise payload_too_large(limit, "request body")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    a = await handle(
+        rt,
+        request.app.state.counters,
+        route,
+        request.url.path,
+        request.headers,
+        request.query_params,
+        read,
+    )
+    return Response(a.body, a.status, dict(a.headers), media_type=a.media_type)
 
 
-def _segment_call(call: str) -> Callable[..., Any]:
-    async def handle(request: Request, rt: RuntimeDep) -> Response:
-        return await ingest(request, rt, "segment", {"_call": call})
+SUMMARIES = {
+    "native": "Native events",
+    "segment": "Segment / RudderStack",
+    "posthog": "PostHog capture (v0)",
+    "posthog_v1": "PostHog capture (v1)",
+    "snowplow": "Snowplow tracker protocol",
+    "snowplow_pixel": "Snowplow (GET pixel)",
+    "cloudevents": "CloudEvents (structured, batch or binary mode)",
+}
 
-    handle.__name__ = f"segment_{call}"
-    return handle
+
+def _route_handler(method: str, path: str) -> Callable[..., Any]:
+    async def endpoint(request: Request, rt: RuntimeDep) -> Response:
+        return await _via_framework(request, rt)
+
+    endpoint.__name__ = "ingest_" + method.lower() + path.replace("/", "_").replace(".", "_")
+    return endpoint
 
 
-for _call in ("track", "identify", "page", "screen", "group", "alias"):
+for (_method, _path), _route in ROUTES.items():
     router.add_api_route(
-        f"/v1/{_call}",
-        _segment_call(_call),
-        methods=["POST"],
-        summary=f"Segment / RudderStack {_call}",
+        _path, _route_handler(_method, _path), methods=[_method], summary=SUMMARIES[_route.dialect]
     )
-
-
-def _posthog(path: str) -> None:
-    async def handle(request: Request, rt: RuntimeDep) -> Response:
-        return await ingest(request, rt, "posthog")
-
-    handle.__name__ = "posthog_" + path.strip("/").replace("/", "_")
-    router.add_api_route(path, handle, methods=["GET", "POST"], summary="PostHog capture (v0)")
-
-
-for _path in ("/batch/", "/capture/", "/e/", "/i/v0/e/", "/track/"):
-    _posthog(_path)
-
-
-@router.post("/i/v1/analytics/events", summary="PostHog capture (v1)")
-async def posthog_v1(request: Request, rt: RuntimeDep) -> Response:
-    stamp = request.headers.get("posthog-request-timestamp")
-    return await ingest(request, rt, "posthog_v1", {"_request_timestamp": stamp} if stamp else None)
-
-
-@router.post("/com.snowplowanalytics.snowplow/tp2", summary="Snowplow tracker protocol (POST)")
-async def snowplow_post(request: Request, rt: RuntimeDep) -> Response:
-    return await ingest(request, rt, "snowplow")
-
-
-@router.get("/i", summary="Snowplow tracker protocol (GET pixel)")
-async def snowplow_get(request: Request, rt: RuntimeDep) -> Response:
-    return await ingest(request, rt, "snowplow_pixel")
-
-
-@router.post("/api/v1/events", summary="CloudEvents (structured, batch or binary mode)")
-async def cloudevents(request: Request, rt: RuntimeDep) -> Response:
-    ctype = request.headers.get("content-type", "")
-    binary = not ctype.startswith(("application/cloudevents", "application/json")) or any(
-        k.lower() == "ce-id" for k in request.headers
-    )
-
-    def to_structured(raw: bytes) -> bytes:
-        return structured_from_binary(request.headers, raw) or raw
-
-    return await ingest(request, rt, "cloudevents", rewrite=to_structured if binary else None)
