@@ -99,12 +99,15 @@ def render_dialects(results: dict[str, Any]) -> str:
     lines = [
         f"Run {results['when']} on {results['machine']['cores']} cores.",
         "",
-        "| dialect | 100-event batches | vs native | single-event requests |",
-        "|---|---|---|---|",
+        "| dialect | bytes/event | collector alone | 100-event batches over HTTP (median) "
+        "| runs | vs native | single-event requests |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, r in results["dialects"].items():
+        runs = " / ".join(f"{x / 1000:.1f}k" for x in r["batched_runs"])
         lines.append(
-            f"| {name} | {r['batched_events_per_s']:,} events/s | "
+            f"| {name} | {r['wire_bytes_per_event']} | {r['parse_events_per_s']:,} events/s "
+            f"| {r['batched_events_per_s']:,} events/s | {runs} | "
             f"{r['vs_native_batched']:.0%} | {r['single_requests_per_s']:,} req/s |"
         )
     return "\n".join(lines)

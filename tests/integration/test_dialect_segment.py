@@ -160,9 +160,22 @@ def test_wire_details(rt: Runtime) -> None:
         r = post(url, {"batch": [bad]}, key)
         assert r.status_code == 200
         assert r.json()["errors"][0]["reason"] == "schema_violation"
-        wait_loaded(rt, 4)
+        # a historical import (header or query flag): old device times kept, no correction
+        old = now - timedelta(days=400)
+        for mid, extra_path, hdrs in (
+            ("m-4", "", {"Gristmill-Historical": "true"}),
+            ("m-5", "?_historical=1", {}),
+        ):
+            imported = {**msg, "messageId": mid, "timestamp": old.isoformat()}
+            body = {"batch": [imported], "sentAt": (now + timedelta(hours=5)).isoformat()}
+            r = post(url, body, key, path="/v1/batch" + extra_path, headers=hdrs)
+            assert r.status_code == 200 and r.json()["accepted"] == 1, r.text
+        wait_loaded(rt, 6)
         got = {r["event_id"]: r for r in rows(rt)}
-    assert set(got) == {"m-1", "m-2"}
+    assert set(got) == {"m-1", "m-2", "m-4", "m-5"}
+    for mid in ("m-4", "m-5"):
+        assert got[mid]["occurred_at"] == old
+        assert orjson.loads(got[mid]["context"])["gristmill"]["historical"] is True
     device = now - timedelta(minutes=10)
     assert abs((got["m-2"]["occurred_at"] - device).total_seconds()) < 2  # corrected
     raw = orjson.loads(got["m-2"]["context"])["gristmill"]["device_times"]

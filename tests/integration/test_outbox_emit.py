@@ -11,7 +11,9 @@ from typing import Any
 
 import orjson
 import pytest
+from typer.testing import CliRunner
 
+from gristmill.cli.main import app
 from gristmill.outbox import ddl, emit
 from gristmill.runtime import Runtime
 from tests.factories import order
@@ -64,8 +66,12 @@ def pg() -> Iterator[Any]:
     import psycopg
 
     table = f"outbox_{uuid.uuid4().hex[:8]}"
+    # the DDL as `gristmill outbox ddl` prints it (a wrapped line would break it)
+    printed = CliRunner().invoke(app, ["outbox", "ddl", "--dialect", "postgres", "--table", table])
+    assert printed.exit_code == 0, printed.output
+    assert printed.output.strip() == ddl("postgres", table)
     conn = psycopg.connect("host=127.0.0.1 dbname=postgres user=postgres")
-    conn.execute(ddl("postgres", table))
+    conn.execute(printed.output)
     conn.commit()
     yield conn, table
     conn.rollback()

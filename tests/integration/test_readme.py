@@ -1,4 +1,4 @@
-"""The README walkthrough runs as written."""
+"""The README walkthrough and the docs/collectors.md walkthrough run as written."""
 
 from __future__ import annotations
 
@@ -6,18 +6,20 @@ import os
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
 from gristmill.demo.process import free_port
 from tests.conftest import ROOT
 
+needs_curl = pytest.mark.skipif(not shutil.which("curl"), reason="curl is not installed")
 
-@pytest.mark.skipif(not shutil.which("curl"), reason="curl is not installed")
-def test_readme_walkthrough_runs() -> None:
-    text = (ROOT / "README.md").read_text()
-    match = re.search(r"```bash\n# walkthrough\n(.*?)```", text, re.S)
-    assert match, "README lost its walkthrough block"
+
+def run_block(doc: Path, name: str) -> str:
+    text = doc.read_text()
+    match = re.search(rf"```bash\n# {name}\n(.*?)```", text, re.S)
+    assert match, f"{doc.name} lost its {name} block"
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRISTMILL_")}
     env["PORT"] = str(free_port())
     done = subprocess.run(
@@ -30,7 +32,28 @@ def test_readme_walkthrough_runs() -> None:
     )
     out = done.stdout + done.stderr
     assert done.returncode == 0, out
+    return out
+
+
+@needs_curl
+def test_readme_walkthrough_runs() -> None:
+    out = run_block(ROOT / "README.md", "walkthrough")
     assert '"accepted":2,"rejected":1' in out
     assert '"reason":"schema_violation"' in out
     assert '"status":"loaded"' in out
     assert "{'received': 4, 'loaded': 2, 'quarantined': 1, 'duplicates': 1, 'in_flight': 0}" in out
+
+
+@needs_curl
+def test_collectors_walkthrough_runs() -> None:
+    out = run_block(ROOT / "docs" / "collectors.md", "collectors")
+    assert '"success":true,"accepted":1,"rejected":0' in out  # Segment
+    assert '{"status":1}' in out  # PostHog v0
+    assert "\nok" in out  # Snowplow
+    assert '"accepted":1' in out  # CloudEvents
+    assert "sdk Stats(queued=1, sent=1" in out
+    assert "outbox rows 1" in out
+    assert "unmapped" in out and "Cart Viewed" in out
+    # four dialects + the unmapped one + the SDK's event; the outbox row stays in its table
+    assert "{'received': 6, 'loaded': 5, 'quarantined': 1, 'duplicates': 0, 'in_flight': 0}" in out
+    assert "CREATE TABLE IF NOT EXISTS gristmill_outbox" in out

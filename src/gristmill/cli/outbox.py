@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from gristmill.cli.common import console, fail
+from gristmill.cli.common import fail
 from gristmill.outbox import DEFAULT_TABLE
 from gristmill.outbox import ddl as outbox_ddl
 
@@ -22,6 +22,7 @@ def ddl(
 ) -> None:
     """Print the CREATE TABLE for the outbox that ``gristmill.outbox.emit`` writes to."""
     try:
-        console.print(outbox_ddl(dialect, table), markup=False, highlight=False)
+        sql = outbox_ddl(dialect, table)
     except ValueError as exc:
         fail(str(exc))
+    typer.echo(sql)  # as is: console wrapping would break SQL (a comment split in two)

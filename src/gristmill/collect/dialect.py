@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, Protocol
 
 from gristmill.collect.items import Item
@@ -105,8 +106,14 @@ def occurred(
         note["clamped_future"] = True
     if batch.historical:
         note["historical"] = True
-    note["received_at"] = iso(ctx.received_at)
+    note["received_at"] = _received_iso(ctx.received_at)
     return when, {**(context or {}), "gristmill": note}
+
+
+@lru_cache(maxsize=64)
+def _received_iso(us: int) -> str:
+    """Every event of a request shares its receive time: format it once."""
+    return iso(us)
 
 
 def _dig(props: dict[str, Any], path: str) -> tuple[bool, Any]:
@@ -119,14 +126,20 @@ def _dig(props: dict[str, Any], path: str) -> tuple[bool, Any]:
 
 
 def apply_mapping(m: EventMapping, props: dict[str, Any]) -> dict[str, Any]:
-    """Drop, then rename: a top-level key moves; a dotted path is copied out of its object."""
-    out = {k: v for k, v in props.items() if k not in m.drop}
+    """Drop, then rename: a top-level key moves; a dotted path is copied out of its object.
+    Values are read from the client's properties as sent, so renames may swap names."""
+    out = {k: v for k, v in props.items() if k not in m.drop} if m.drop else dict(props)
+    moved: list[tuple[str, Any]] = []
     for src, dst in m.properties.items():
+        if "." not in src:
+            if src in props:
+                moved.append((dst, props[src]))
+                out.pop(src, None)
+            continue
         found, value = _dig(props, src)
         if found:
-            if "." not in src:
-                out.pop(src, None)
-            out[dst] = value
+            moved.append((dst, value))
+    out.update(moved)
     return out
 
 

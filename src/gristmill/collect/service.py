@@ -11,7 +11,7 @@ parsing it moved (31k vs 37k events/s end to end, see BENCHMARKS.md).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from gristmill.collect.body import Undecodable, decode_body
 from gristmill.collect.cloudevents import CloudEvents
@@ -117,9 +117,11 @@ class Parser:
         content_encoding: str | None = None,
         query: Mapping[str, str] | None = None,
         received_at: int | None = None,
+        historical: bool = False,
     ) -> Opened:
         """Decompress and split. Raises :class:`Problem` for requests that leave nothing to
-        keep (too large, empty, unsupported encoding)."""
+        keep (too large, empty, unsupported encoding). ``historical`` marks an import of old
+        events whatever the wire format says: device times are kept as they are."""
         rec_at = now_us() if received_at is None else received_at
         lim = self.limits
         try:
@@ -139,6 +141,8 @@ class Parser:
             )
             problem.extra = {"limit_events": lim.max_events_per_request}
             raise problem
+        if historical and not batch.historical:
+            batch = replace(batch, historical=True)
         return Opened(raw, batch, None, rec_at)
 
     def frame(self, dialect: Dialect, pack: str, source: str, opened: Opened) -> Prepared:

@@ -80,6 +80,14 @@ class TooLarge(Exception):
 
 
 Reader = Callable[[int], Awaitable[bytes]]
+TRUE = frozenset({"1", "true", "yes"})
+
+
+def is_historical(headers: Mapping[str, str], query: Mapping[str, str]) -> bool:
+    """An import of old events, on any dialect: header ``Gristmill-Historical: true`` or query
+    ``_historical=true``. Device times are then kept as sent, with no clock-skew correction."""
+    flag = headers.get("gristmill-historical") or query.get("_historical") or ""
+    return flag.lower() in TRUE
 
 
 async def handle(
@@ -131,7 +139,12 @@ async def handle(
         ):
             raw = structured_from_binary(headers, raw) or raw
         opened = rt.collector.open(
-            d, raw, ctype, headers.get("content-encoding"), {**query, **route.query}
+            d,
+            raw,
+            ctype,
+            headers.get("content-encoding"),
+            {**query, **route.query},
+            historical=is_historical(headers, query),
         )
     except Problem as p:
         return fail(p)
