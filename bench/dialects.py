@@ -229,7 +229,9 @@ def parse_rates(n: int = 20_000) -> dict[str, tuple[int, float]]:
             p = parser.prepare(
                 pack="marketplace", source="bench", dialect=dialect, raw=body, content_type=ctype
             )
-            assert p.problem is None and p.outcome is not None and p.outcome.rejected == 0
+            assert p.problem is None
+            assert p.outcome is not None
+            assert p.outcome.rejected == 0
         out[name] = (len(body) // 100, n / (time.perf_counter() - t0))
     return out
 
