@@ -69,7 +69,6 @@ def create(
         key, token = store.create_key("secret", name or role, pack=pack, role=role, claims=claims)
     else:
         fail("--kind is write or secret")
-        return
     if json:
         console.print_json(orjson.dumps({"key_id": key.key_id, "token": token}).decode())
     else:

@@ -86,7 +86,6 @@ def query(
             data = _offline(data_dir, params)
     except Problem as p:
         fail(f"{p.title}: {p.detail}")
-        return
     if json:
         console.print_json(
             orjson.dumps(
