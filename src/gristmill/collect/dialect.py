@@ -12,12 +12,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import lru_cache
 from typing import Any, Protocol
 
 from gristmill.collect.items import Item
 from gristmill.collect.pipeline import Accept, Batch, Normalized, Outcome, RequestContext, reject
-from gristmill.core.clock import check_time, clamp_future, correct_skew, from_datetime, iso
+from gristmill.core.clock import check_time, clamp_future, correct_skew, from_datetime
 from gristmill.core.envelope import Reason, Reject
 from gristmill.core.errors import Problem
 from gristmill.pack.mapping import EventMapping
@@ -87,7 +86,8 @@ def occurred(
     ``occurred_at = received_at - (sent_at - device_timestamp)`` unless the batch is a
     historical import; a time more than 23 h ahead of the receive time is clamped and
     flagged. Without any device time the receive time is used. ``exact`` takes the device
-    time as it is (a "true timestamp" the client vouches for).
+    time as it is (a "true timestamp" the client vouches for). The receive time is the row's
+    ``received_at`` column, so it is not repeated here.
     """
     batch = ctx.batch
     if device is None:
@@ -106,14 +106,7 @@ def occurred(
         note["clamped_future"] = True
     if batch.historical:
         note["historical"] = True
-    note["received_at"] = _received_iso(ctx.received_at)
     return when, {**(context or {}), "gristmill": note}
-
-
-@lru_cache(maxsize=64)
-def _received_iso(us: int) -> str:
-    """Every event of a request shares its receive time: format it once."""
-    return iso(us)
 
 
 def _dig(props: dict[str, Any], path: str) -> tuple[bool, Any]:
