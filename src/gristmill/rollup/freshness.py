@@ -20,6 +20,7 @@ from gristmill.pack.analytics import ViewSpec
 from gristmill.pack.models import Pack, RoleSpec
 from gristmill.sql.ddl import column_def, create_table, table_ref
 from gristmill.sql.system import SYSTEM_SCHEMA
+from gristmill.sql.types import Logical, sql_type
 from gristmill.warehouse.base import AfterInsert, Warehouse
 
 FRESHNESS = table_ref(SYSTEM_SCHEMA, "freshness")
@@ -27,11 +28,11 @@ ALL = "*"
 KEY = ("pack", "tbl", "scope_column", "scope_value")
 
 
-def freshness_ddl() -> exp.Create:
-    cols = [column_def(c, exp.DataType.build("VARCHAR"), not_null=True) for c in KEY]
+def freshness_ddl(dialect: str = "duckdb") -> exp.Create:
+    cols = [column_def(c, sql_type(Logical.TEXT, dialect), not_null=True) for c in KEY]
     cols += [
-        column_def("newest_occurred_at", exp.DataType.build("TIMESTAMPTZ")),
-        column_def("newest_loaded_at", exp.DataType.build("TIMESTAMPTZ")),
+        column_def("newest_occurred_at", sql_type(Logical.TIMESTAMP, dialect)),
+        column_def("newest_loaded_at", sql_type(Logical.TIMESTAMP, dialect)),
     ]
     create = create_table(FRESHNESS, cols)
     schema = create.this

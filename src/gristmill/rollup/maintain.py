@@ -16,6 +16,7 @@ from gristmill.rollup.freshness import freshness_ddl, freshness_refresh
 from gristmill.rollup.spec import full_rebuild, refresh, rollup_ddl, rollup_table
 from gristmill.sql.ddl import column_def, create_table, table_ref
 from gristmill.sql.system import SYSTEM_SCHEMA
+from gristmill.sql.types import Logical, sql_type
 from gristmill.warehouse.base import AfterInsert, Warehouse
 
 log = logging.getLogger(__name__)
@@ -54,9 +55,9 @@ def definition(pack: Pack, r: RollupSpec) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
-def _defs_ddl() -> exp.Create:
+def _defs_ddl(dialect: str) -> exp.Create:
     cols = [
-        column_def(c, exp.DataType.build("VARCHAR"), not_null=True)
+        column_def(c, sql_type(Logical.TEXT, dialect), not_null=True)
         for c in ("pack", "rollup", "definition")
     ]
     return create_table(DEFS, cols)
@@ -66,7 +67,7 @@ def provision_analytics(wh: Warehouse, packs: Sequence[Pack]) -> list[str]:
     """Create the freshness table and every rollup table. A rollup that is new, or whose
     definition changed with the pack, is dropped and rebuilt from rows; rollups are derived
     data, so a rebuild loses nothing."""
-    done = wh.provision(packs, apply=True, extra=[freshness_ddl(), _defs_ddl()])
+    done = wh.provision(packs, apply=True, extra=[freshness_ddl(wh.dialect), _defs_ddl(wh.dialect)])
     stored = {
         (r["pack"], r["rollup"]): r["definition"]
         for r in wh.query(exp.select("pack", "rollup", "definition").from_(DEFS)).to_pylist()
@@ -79,7 +80,7 @@ def provision_analytics(wh: Warehouse, packs: Sequence[Pack]) -> list[str]:
                 continue
             log.warning("building rollup %s.%s from rows", pack.name, name)
             wh.execute(exp.Drop(tables=[ref], kind="TABLE", exists=True))
-            done += wh.provision([], apply=True, extra=[rollup_ddl(pack, name, r)])
+            done += wh.provision([], apply=True, extra=[rollup_ddl(pack, name, r, wh.dialect)])
             for stmt in full_rebuild(pack, name, r, wh.dialect):
                 wh.execute(stmt)
             key = exp.and_(

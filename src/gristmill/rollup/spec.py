@@ -13,7 +13,8 @@ from sqlglot import exp
 from gristmill.metrics.compile import AGGS, COMPONENTS, component_columns
 from gristmill.pack.analytics import RollupSpec
 from gristmill.pack.models import ColumnType, Pack
-from gristmill.sql.ddl import column_def, create_table, data_type, table_ref
+from gristmill.sql.ddl import column_def, create_table, table_ref
+from gristmill.sql.types import Logical, array_type, sql_type
 from gristmill.warehouse.base import AfterInsert
 
 PREFIX = "_gm_rollup_"
@@ -24,29 +25,33 @@ def rollup_table(pack: Pack, name: str) -> exp.Table:
     return table_ref(pack.dataset, PREFIX + name)
 
 
-def _component_type(comp: str, ctype: ColumnType | None) -> exp.DataType:
+def _component_type(comp: str, ctype: ColumnType | None, dialect: str) -> exp.DataType:
     if comp == "n":
-        return exp.DataType.build("BIGINT")
+        return sql_type(Logical.INT64, dialect)
     assert ctype is not None
     if comp == "sum":
-        return exp.DataType.build(
-            "HUGEINT" if ctype is ColumnType.INT64 else "DOUBLE", dialect="duckdb"
+        return sql_type(
+            Logical.WIDE_INT if ctype is ColumnType.INT64 else Logical.FLOAT64, dialect
         )
     if comp == "set":
-        return exp.DataType.build(f"{data_type(ctype).sql('duckdb')}[]", dialect="duckdb")
-    return data_type(ctype)
+        return array_type(ctype, dialect)
+    return sql_type(ctype, dialect)
 
 
-def rollup_ddl(pack: Pack, name: str, r: RollupSpec) -> exp.Create:
+def rollup_columns(pack: Pack, r: RollupSpec, dialect: str) -> list[exp.ColumnDef]:
     types = {c.name: c.type for c in pack.columns(r.table)}
-    cols = [column_def("bucket", exp.DataType.build("TIMESTAMPTZ"), not_null=True)]
-    cols += [column_def(d, data_type(types[d])) for d in r.dimensions]
+    cols = [column_def("bucket", sql_type(Logical.TIMESTAMP, dialect), not_null=True)]
+    cols += [column_def(d, sql_type(types[d], dialect)) for d in r.dimensions]
     for m_name in r.metrics:
         m = pack.spec.metrics[m_name]
         ctype = types.get(m.column) if m.column else None
         for comp in COMPONENTS[m.type]:
-            cols.append(column_def(f"{m_name}__{comp}", _component_type(comp, ctype)))
-    return create_table(rollup_table(pack, name), cols)
+            cols.append(column_def(f"{m_name}__{comp}", _component_type(comp, ctype, dialect)))
+    return cols
+
+
+def rollup_ddl(pack: Pack, name: str, r: RollupSpec, dialect: str = "duckdb") -> exp.Create:
+    return create_table(rollup_table(pack, name), rollup_columns(pack, r, dialect))
 
 
 def _bucket(ts: exp.Expr, grain: str) -> exp.Expr:
@@ -71,10 +76,11 @@ def refresh(pack: Pack, name: str, r: RollupSpec, dialect: str = "duckdb") -> Af
     source = table_ref(pack.dataset, r.table)
     dims = [exp.column(d, quoted=True) for d in r.dimensions]
     bucket = _bucket(exp.column("occurred_at", quoted=True), r.grain)
+    # DROP + CREATE rather than CREATE OR REPLACE: PostgreSQL has no OR REPLACE for tables.
+    drop = exp.Drop(tables=[exp.to_table(TOUCHED)], kind="TABLE", exists=True)
     touched = exp.Create(
         this=exp.to_table(TOUCHED),
         kind="TABLE",
-        replace=True,
         properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
         expression=exp.select(exp.alias_(bucket, "bucket"), *dims).from_("_gm_batch").distinct(),
     )
@@ -133,7 +139,7 @@ def refresh(pack: Pack, name: str, r: RollupSpec, dialect: str = "duckdb") -> Af
         )
     )
     insert = exp.insert(keyed, target, columns=_names(pack, r))
-    return AfterInsert(statements=(delete, insert), prepare=(touched,), bounds=bounds)
+    return AfterInsert(statements=(delete, insert), prepare=(drop, touched), bounds=bounds)
 
 
 def _names(pack: Pack, r: RollupSpec) -> list[exp.Identifier]:

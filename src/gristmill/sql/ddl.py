@@ -1,4 +1,8 @@
-"""DDL builders: schemas and tables from the neutral column types of a pack."""
+"""DDL builders: schemas and tables from the neutral column types of a pack.
+
+Types come from :mod:`gristmill.sql.types` per dialect; what an engine adds around a table
+(partitioning, clustering, sort keys, engines) lives in that engine's ``sql.py``.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +11,7 @@ from collections.abc import Sequence
 from sqlglot import exp
 
 from gristmill.pack.models import ColumnType, Pack, TableColumn
-
-_TYPES: dict[ColumnType, str] = {
-    ColumnType.STRING: "VARCHAR",
-    ColumnType.INT64: "BIGINT",
-    ColumnType.FLOAT64: "DOUBLE",
-    ColumnType.BOOL: "BOOLEAN",
-    ColumnType.TIMESTAMP: "TIMESTAMPTZ",
-    ColumnType.DATE: "DATE",
-    ColumnType.JSON: "JSON",
-}
+from gristmill.sql.types import Logical, sql_type
 
 NOT_NULL_ENVELOPE = frozenset(
     {
@@ -31,8 +26,8 @@ NOT_NULL_ENVELOPE = frozenset(
 )
 
 
-def data_type(t: ColumnType) -> exp.DataType:
-    return exp.DataType.build(_TYPES[t])
+def data_type(t: ColumnType | Logical, dialect: str = "duckdb") -> exp.DataType:
+    return sql_type(t, dialect)
 
 
 def table_ref(dataset: str, table: str) -> exp.Table:
@@ -65,16 +60,16 @@ def create_table(
     )
 
 
-def pack_table_columns(pack: Pack, table: str) -> list[exp.ColumnDef]:
+def pack_table_columns(pack: Pack, table: str, dialect: str = "duckdb") -> list[exp.ColumnDef]:
     return [
-        column_def(c.name, data_type(c.type), not_null=c.name in NOT_NULL_ENVELOPE)
+        column_def(c.name, data_type(c.type, dialect), not_null=c.name in NOT_NULL_ENVELOPE)
         for c in pack.columns(table)
     ]
 
 
-def add_column(ref: exp.Table, col: TableColumn) -> exp.Alter:
+def add_column(ref: exp.Table, col: TableColumn, dialect: str = "duckdb") -> exp.Alter:
     return exp.Alter(
         this=ref,
         kind="TABLE",
-        actions=[column_def(col.name, data_type(col.type))],
+        actions=[column_def(col.name, data_type(col.type, dialect))],
     )

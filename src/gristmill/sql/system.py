@@ -11,6 +11,9 @@ from __future__ import annotations
 from sqlglot import exp
 
 from gristmill.sql.ddl import column_def, create_schema, create_table, table_ref
+from gristmill.sql.types import Logical, sql_type
+
+_T, _I, _TS, _J, _B = Logical.TEXT, Logical.INT64, Logical.TIMESTAMP, Logical.JSON, Logical.BINARY
 
 SYSTEM_SCHEMA = "_gristmill"
 
@@ -18,38 +21,38 @@ LOADS = table_ref(SYSTEM_SCHEMA, "loads")
 OFFSETS = table_ref(SYSTEM_SCHEMA, "offsets")
 QUARANTINE = table_ref(SYSTEM_SCHEMA, "quarantine")
 
-LOADS_COLUMNS: tuple[tuple[str, str, bool], ...] = (
-    ("batch_id", "VARCHAR", True),
-    ("log", "VARCHAR", True),
-    ("grp", "VARCHAR", True),
-    ("pack", "VARCHAR", True),
-    ("source", "VARCHAR", True),
-    ("loaded", "BIGINT", True),
-    ("duplicates", "BIGINT", True),
-    ("quarantined", "BIGINT", True),
-    ("last_offset", "BIGINT", True),
-    ("committed_at", "TIMESTAMPTZ", True),
+LOADS_COLUMNS: tuple[tuple[str, Logical, bool], ...] = (
+    ("batch_id", _T, True),
+    ("log", _T, True),
+    ("grp", _T, True),
+    ("pack", _T, True),
+    ("source", _T, True),
+    ("loaded", _I, True),
+    ("duplicates", _I, True),
+    ("quarantined", _I, True),
+    ("last_offset", _I, True),
+    ("committed_at", _TS, True),
 )
-OFFSETS_COLUMNS: tuple[tuple[str, str, bool], ...] = (
-    ("log", "VARCHAR", True),
-    ("grp", "VARCHAR", True),
-    ("offset", "BIGINT", True),
-    ("updated_at", "TIMESTAMPTZ", True),
+OFFSETS_COLUMNS: tuple[tuple[str, Logical, bool], ...] = (
+    ("log", _T, True),
+    ("grp", _T, True),
+    ("offset", _I, True),
+    ("updated_at", _TS, True),
 )
-QUARANTINE_COLUMNS: tuple[tuple[str, str, bool], ...] = (
-    ("quarantine_id", "VARCHAR", True),
-    ("pack", "VARCHAR", True),
-    ("source", "VARCHAR", True),
-    ("dialect", "VARCHAR", True),
-    ("reason", "VARCHAR", True),
-    ("detail", "VARCHAR", True),
-    ("errors", "JSON", False),
-    ("event_id", "VARCHAR", False),
-    ("event_type", "VARCHAR", False),
-    ("received_at", "TIMESTAMPTZ", True),
-    ("quarantined_at", "TIMESTAMPTZ", True),
-    ("raw", "VARBINARY", True),
-    ("replayed_at", "TIMESTAMPTZ", False),
+QUARANTINE_COLUMNS: tuple[tuple[str, Logical, bool], ...] = (
+    ("quarantine_id", _T, True),
+    ("pack", _T, True),
+    ("source", _T, True),
+    ("dialect", _T, True),
+    ("reason", _T, True),
+    ("detail", _T, True),
+    ("errors", _J, False),
+    ("event_id", _T, False),
+    ("event_type", _T, False),
+    ("received_at", _TS, True),
+    ("quarantined_at", _TS, True),
+    ("raw", _B, True),
+    ("replayed_at", _TS, False),
 )
 QUARANTINE_INPUT = tuple(
     c for c, _, _ in QUARANTINE_COLUMNS if c not in ("quarantined_at", "replayed_at")
@@ -57,16 +60,21 @@ QUARANTINE_INPUT = tuple(
 """Columns the loader supplies; the warehouse stamps ``quarantined_at``."""
 
 
-def _create(ref: exp.Table, cols: tuple[tuple[str, str, bool], ...]) -> exp.Create:
-    return create_table(
-        ref, [column_def(n, exp.DataType.build(t), not_null=nn) for n, t, nn in cols]
-    )
+def system_columns(
+    cols: tuple[tuple[str, Logical, bool], ...], dialect: str
+) -> list[exp.ColumnDef]:
+    return [column_def(n, sql_type(t, dialect), not_null=nn) for n, t, nn in cols]
 
 
-def system_ddl() -> list[exp.Expr]:
+SYSTEM_TABLES: tuple[tuple[exp.Table, tuple[tuple[str, Logical, bool], ...]], ...] = (
+    (LOADS, LOADS_COLUMNS),
+    (OFFSETS, OFFSETS_COLUMNS),
+    (QUARANTINE, QUARANTINE_COLUMNS),
+)
+
+
+def system_ddl(dialect: str = "duckdb") -> list[exp.Expr]:
     return [
         create_schema(SYSTEM_SCHEMA),
-        _create(LOADS, LOADS_COLUMNS),
-        _create(OFFSETS, OFFSETS_COLUMNS),
-        _create(QUARANTINE, QUARANTINE_COLUMNS),
+        *(create_table(ref, system_columns(cols, dialect)) for ref, cols in SYSTEM_TABLES),
     ]

@@ -22,13 +22,7 @@ from sqlglot import exp
 from gristmill.core.clock import to_datetime
 from gristmill.pack.models import Pack
 from gristmill.sql import ddl
-from gristmill.sql.system import (
-    LOADS,
-    OFFSETS,
-    QUARANTINE,
-    QUARANTINE_INPUT,
-    system_ddl,
-)
+from gristmill.sql.system import system_ddl
 from gristmill.warehouse.base import (
     AfterInsert,
     LedgerTotals,
@@ -37,6 +31,7 @@ from gristmill.warehouse.base import (
     Readiness,
     TableRows,
 )
+from gristmill.warehouse.common import QUARANTINE_STAGE, SystemSQL, ledger_totals, settle
 from gristmill.warehouse.duckdb.factory import CAPABILITIES, DIALECT, NAME
 from gristmill.warehouse.duckdb.sql import BATCH, LoadStatements
 
@@ -90,7 +85,7 @@ class DuckDBWarehouse:
 
     # -- provisioning -------------------------------------------------------------------
     def _ddl(self, packs: Sequence[Pack]) -> list[exp.Expr]:
-        stmts = system_ddl()
+        stmts = system_ddl(DIALECT)
         for pack in packs:
             stmts.append(ddl.create_schema(pack.dataset))
             stmts.append(
@@ -107,7 +102,8 @@ class DuckDBWarehouse:
             for table in pack.spec.tables:
                 stmts.append(
                     ddl.create_table(
-                        ddl.table_ref(pack.dataset, table), ddl.pack_table_columns(pack, table)
+                        ddl.table_ref(pack.dataset, table),
+                        ddl.pack_table_columns(pack, table, DIALECT),
                     )
                 )
         return stmts
@@ -129,7 +125,9 @@ class DuckDBWarehouse:
                     have = self._columns(pack.dataset, table)
                     for col in pack.columns(table):
                         if col.name not in have:
-                            alter = _sql(ddl.add_column(ddl.table_ref(pack.dataset, table), col))
+                            alter = _sql(
+                                ddl.add_column(ddl.table_ref(pack.dataset, table), col, DIALECT)
+                            )
                             _run(cur, alter)
                             stmts.append(alter)
         return stmts
@@ -179,7 +177,7 @@ class DuckDBWarehouse:
         with self._write_lock:
             _run(cur, "BEGIN TRANSACTION")
             try:
-                seen = _run(cur, _SEEN_BATCH, {"b": batch.batch_id})
+                seen = _run(cur, SYSTEM.seen_batch, {"b": batch.batch_id})
                 if seen:
                     _run(cur, "ROLLBACK")
                     return LoadResult(batch.batch_id, {}, {}, {}, replayed=True)
@@ -209,46 +207,25 @@ class DuckDBWarehouse:
                     for drop in LoadStatements.DROP:
                         _run(cur, drop)
                 if batch.quarantine is not None and batch.quarantine.num_rows:
-                    cur.register("_gm_q", batch.quarantine)
+                    cur.register(QUARANTINE_STAGE, batch.quarantine)
                     try:
-                        _run(cur, _INSERT_QUARANTINE)
+                        _run(cur, SYSTEM.insert_quarantine)
                     finally:
-                        cur.unregister("_gm_q")
-                loaded: dict[tuple[str, str], int] = {}
-                dups: dict[tuple[str, str], int] = {}
-                quarantined: dict[tuple[str, str], int] = {}
-                ledger = []
-                for key, counts in batch.sources.items():
-                    accepted = counts.events - counts.quarantined
-                    loaded[key] = fresh.get(key, 0)
-                    dups[key] = accepted - loaded[key]
-                    quarantined[key] = counts.quarantined
-                    ledger.append(
-                        (
-                            batch.batch_id,
-                            batch.log_name,
-                            batch.group,
-                            key[0],
-                            key[1],
-                            loaded[key],
-                            dups[key],
-                            quarantined[key],
-                            batch.last_offset,
-                        )
-                    )
+                        cur.unregister(QUARANTINE_STAGE)
+                result, ledger = settle(batch, fresh)
                 for row in ledger:
-                    _run(cur, _INSERT_LEDGER, list(row))
-                _run(cur, _DELETE_OFFSET, {"log": batch.log_name, "grp": batch.group})
+                    _run(cur, SYSTEM.insert_ledger, list(row))
+                _run(cur, SYSTEM.delete_offset, {"log": batch.log_name, "grp": batch.group})
                 _run(
                     cur,
-                    _INSERT_OFFSET,
+                    SYSTEM.insert_offset,
                     {"log": batch.log_name, "grp": batch.group, "off": batch.last_offset},
                 )
                 _run(cur, "COMMIT")
             except BaseException:
                 _run(cur, "ROLLBACK")
                 raise
-        return LoadResult(batch.batch_id, loaded, dups, quarantined)
+        return result
 
     @staticmethod
     def _after_insert(cur: duckdb.DuckDBPyConnection, after: AfterInsert) -> None:
@@ -266,23 +243,18 @@ class DuckDBWarehouse:
             _run(cur, _sql(stmt), params or None)
 
     def stored_offset(self, log_name: str, group: str) -> int:
-        rows = _run(self._cur(), _SELECT_OFFSET, {"log": log_name, "grp": group})
+        rows = _run(self._cur(), SYSTEM.select_offset, {"log": log_name, "grp": group})
         return int(rows[0][0]) if rows else 0
 
     def ledger(self, log_name: str, group: str) -> LedgerTotals:
         cur = self._cur()
         _run(cur, "BEGIN TRANSACTION")
         try:
-            rows = _run(cur, _SUM_LEDGER, {"log": log_name})
-            off = _run(cur, _SELECT_OFFSET, {"log": log_name, "grp": group})
+            rows = _run(cur, SYSTEM.sum_ledger, {"log": log_name})
+            off = _run(cur, SYSTEM.select_offset, {"log": log_name, "grp": group})
         finally:
             _run(cur, "COMMIT")
-        return LedgerTotals(
-            loaded={(p, s): int(lo) for p, s, lo, _, _ in rows},
-            duplicates={(p, s): int(d) for p, s, _, d, _ in rows},
-            quarantined={(p, s): int(q) for p, s, _, _, q in rows},
-            offset=int(off[0][0]) if off else 0,
-        )
+        return ledger_totals(rows, off)
 
     def prune_dedupe(self, pack: Pack, now_us: int) -> int:
         cutoff = now_us - int(pack.spec.dedupe.window.total_seconds() * 1_000_000)
@@ -318,67 +290,4 @@ class DuckDBWarehouse:
         self._db.close()
 
 
-_SEEN_BATCH = _sql(
-    exp.select("1")
-    .from_(LOADS)
-    .where(exp.column("batch_id").eq(exp.Placeholder(this="b")))
-    .limit(1)
-)
-_INSERT_QUARANTINE = _sql(
-    exp.insert(
-        exp.select(*QUARANTINE_INPUT, exp.CurrentTimestamp()).from_("_gm_q"),
-        QUARANTINE,
-        columns=[exp.to_identifier(c, quoted=True) for c in (*QUARANTINE_INPUT, "quarantined_at")],
-    )
-)
-_INSERT_LEDGER = _sql(
-    exp.insert(
-        exp.values([(*tuple(exp.Placeholder() for _ in range(9)), exp.CurrentTimestamp())]),
-        LOADS,
-    )
-)
-_DELETE_OFFSET = _sql(
-    exp.delete(OFFSETS).where(
-        exp.and_(
-            exp.column("log").eq(exp.Placeholder(this="log")),
-            exp.column("grp").eq(exp.Placeholder(this="grp")),
-        )
-    )
-)
-_INSERT_OFFSET = _sql(
-    exp.insert(
-        exp.values(
-            [
-                (
-                    exp.Placeholder(this="log"),
-                    exp.Placeholder(this="grp"),
-                    exp.Placeholder(this="off"),
-                    exp.CurrentTimestamp(),
-                )
-            ]
-        ),
-        OFFSETS,
-    )
-)
-_SELECT_OFFSET = _sql(
-    exp.select(exp.column("offset", quoted=True))
-    .from_(OFFSETS)
-    .where(
-        exp.and_(
-            exp.column("log").eq(exp.Placeholder(this="log")),
-            exp.column("grp").eq(exp.Placeholder(this="grp")),
-        )
-    )
-)
-_SUM_LEDGER = _sql(
-    exp.select(
-        "pack",
-        "source",
-        exp.func("sum", exp.column("loaded")),
-        exp.func("sum", exp.column("duplicates")),
-        exp.func("sum", exp.column("quarantined")),
-    )
-    .from_(LOADS)
-    .where(exp.column("log").eq(exp.Placeholder(this="log")))
-    .group_by("pack", "source")
-)
+SYSTEM = SystemSQL.build(DIALECT)

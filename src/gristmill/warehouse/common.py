@@ -1,0 +1,162 @@
+"""What every engine's load transaction shares: the system-table statements (batch ledger,
+log offsets, quarantine) rendered once per dialect, and the arithmetic that turns a batch's
+fresh-row counts into a :class:`LoadResult` and ledger rows.
+
+Keeping this in one place is what makes conservation mean the same thing on every engine:
+``loaded = fresh rows``, ``duplicates = accepted - loaded``, per (pack, source).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlglot import exp
+
+from gristmill.sql.system import LOADS, OFFSETS, QUARANTINE, QUARANTINE_COLUMNS, QUARANTINE_INPUT
+from gristmill.sql.types import Logical, sql_type
+from gristmill.warehouse.base import LedgerTotals, LoadBatch, LoadResult
+
+QUARANTINE_STAGE = "_gm_q"
+"""The temp table (or registered Arrow table) quarantine rows are read from."""
+
+
+def _ph(name: str) -> exp.Placeholder:
+    return exp.Placeholder(this=name)
+
+
+def _log_and_group() -> exp.Expr:
+    return exp.and_(exp.column("log").eq(_ph("log")), exp.column("grp").eq(_ph("grp")))
+
+
+def cast_to(col: str, t: Logical, dialect: str) -> exp.Expr:
+    """A staged text column cast to its stored type (JSON, DATE travel as text)."""
+    return exp.Cast(this=exp.column(col, quoted=True), to=sql_type(t, dialect))
+
+
+@dataclass(frozen=True)
+class SystemSQL:
+    """Ledger, offset and quarantine statements for one dialect (named placeholders:
+    ``b``; ``log``, ``grp``, ``off``; ledger rows are positional)."""
+
+    seen_batch: str
+    insert_ledger: str
+    delete_offset: str
+    insert_offset: str
+    select_offset: str
+    sum_ledger: str
+    insert_quarantine: str
+
+    @classmethod
+    def build(cls, dialect: str) -> SystemSQL:
+        def sql(e: exp.Expr) -> str:
+            return e.sql(dialect=dialect)
+
+        types = {name: t for name, t, _ in QUARANTINE_COLUMNS}
+        q_cols: list[exp.Expr] = [
+            cast_to(c, types[c], dialect)
+            if types[c] is Logical.JSON
+            else exp.column(c, quoted=True)
+            for c in QUARANTINE_INPUT
+        ]
+        return cls(
+            seen_batch=sql(
+                exp.select("1").from_(LOADS).where(exp.column("batch_id").eq(_ph("b"))).limit(1)
+            ),
+            insert_ledger=sql(
+                exp.insert(
+                    exp.values(
+                        [(*tuple(exp.Placeholder() for _ in range(9)), exp.CurrentTimestamp())]
+                    ),
+                    LOADS,
+                )
+            ),
+            delete_offset=sql(exp.delete(OFFSETS).where(_log_and_group())),
+            insert_offset=sql(
+                exp.insert(
+                    exp.values([(_ph("log"), _ph("grp"), _ph("off"), exp.CurrentTimestamp())]),
+                    OFFSETS,
+                )
+            ),
+            select_offset=sql(
+                exp.select(exp.column("offset", quoted=True))
+                .from_(OFFSETS)
+                .where(_log_and_group())
+            ),
+            sum_ledger=sql(
+                exp.select(
+                    "pack",
+                    "source",
+                    exp.func("sum", exp.column("loaded")),
+                    exp.func("sum", exp.column("duplicates")),
+                    exp.func("sum", exp.column("quarantined")),
+                )
+                .from_(LOADS)
+                .where(exp.column("log").eq(_ph("log")))
+                .group_by("pack", "source")
+            ),
+            insert_quarantine=sql(
+                exp.insert(
+                    exp.select(*q_cols, exp.CurrentTimestamp()).from_(QUARANTINE_STAGE),
+                    QUARANTINE,
+                    columns=[
+                        exp.to_identifier(c, quoted=True)
+                        for c in (*QUARANTINE_INPUT, "quarantined_at")
+                    ],
+                )
+            ),
+        )
+
+
+def settle(
+    batch: LoadBatch, fresh: Mapping[tuple[str, str], int]
+) -> tuple[LoadResult, list[tuple[Any, ...]]]:
+    """The batch's result and its ledger rows (one per pack and source), from the number of
+    rows each source actually added."""
+    loaded: dict[tuple[str, str], int] = {}
+    dups: dict[tuple[str, str], int] = {}
+    quarantined: dict[tuple[str, str], int] = {}
+    ledger: list[tuple[Any, ...]] = []
+    for key, counts in batch.sources.items():
+        accepted = counts.events - counts.quarantined
+        loaded[key] = fresh.get(key, 0)
+        dups[key] = accepted - loaded[key]
+        quarantined[key] = counts.quarantined
+        ledger.append(
+            (
+                batch.batch_id,
+                batch.log_name,
+                batch.group,
+                key[0],
+                key[1],
+                loaded[key],
+                dups[key],
+                quarantined[key],
+                batch.last_offset,
+            )
+        )
+    return LoadResult(batch.batch_id, loaded, dups, quarantined), ledger
+
+
+def ledger_totals(rows: Sequence[Sequence[Any]], offset: Sequence[Sequence[Any]]) -> LedgerTotals:
+    return LedgerTotals(
+        loaded={(p, s): int(lo) for p, s, lo, _, _ in rows},
+        duplicates={(p, s): int(d) for p, s, _, d, _ in rows},
+        quarantined={(p, s): int(q) for p, s, _, _, q in rows},
+        offset=int(offset[0][0]) if offset else 0,
+    )
+
+
+def stored_columns(pack_types: Mapping[str, Logical], dialect: str) -> list[exp.Expr]:
+    """Select list that moves staged rows into a pack table: JSON and DATE columns travel as
+    text and are cast; ``loaded_at`` is stamped by the warehouse."""
+    out: list[exp.Expr] = []
+    for name, t in pack_types.items():
+        if name == "loaded_at":
+            out.append(exp.CurrentTimestamp())
+        elif t in (Logical.JSON, Logical.DATE):
+            out.append(cast_to(name, t, dialect))
+        else:
+            out.append(exp.column(name, quoted=True))
+    return out
