@@ -30,9 +30,7 @@ def _component_type(comp: str, ctype: ColumnType | None, dialect: str) -> exp.Da
         return sql_type(Logical.INT64, dialect)
     assert ctype is not None
     if comp == "sum":
-        return sql_type(
-            Logical.WIDE_INT if ctype is ColumnType.INT64 else Logical.FLOAT64, dialect
-        )
+        return sql_type(Logical.WIDE_INT if ctype is ColumnType.INT64 else Logical.FLOAT64, dialect)
     if comp == "set":
         return array_type(ctype, dialect)
     return sql_type(ctype, dialect)

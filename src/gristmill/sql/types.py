@@ -62,9 +62,7 @@ _BASE: dict[Logical, str] = {
 }
 
 TYPES: dict[str, TypeMap] = {
-    "duckdb": TypeMap(
-        {**_BASE, Logical.WIDE_INT: "HUGEINT", Logical.KEY128: "UHUGEINT"}, "{}[]"
-    ),
+    "duckdb": TypeMap({**_BASE, Logical.WIDE_INT: "HUGEINT", Logical.KEY128: "UHUGEINT"}, "{}[]"),
     "postgres": TypeMap(
         {
             **_BASE,

@@ -80,9 +80,7 @@ class SystemSQL:
                 )
             ),
             select_offset=sql(
-                exp.select(exp.column("offset", quoted=True))
-                .from_(OFFSETS)
-                .where(_log_and_group())
+                exp.select(exp.column("offset", quoted=True)).from_(OFFSETS).where(_log_and_group())
             ),
             sum_ledger=sql(
                 exp.select(
