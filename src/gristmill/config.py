@@ -60,7 +60,52 @@ class DuckDBSettings(BaseModel):
     memory_limit: str | None = None
 
 
-WarehouseSettings = Annotated[DuckDBSettings, Field(discriminator="type")]
+class PostgresSettings(BaseModel):
+    """PostgreSQL as the warehouse: pack tables range-partitioned by ``occurred_at``, loads by
+    binary COPY. The DSN is a libpq connection string or URL."""
+
+    type: Literal["postgres"] = "postgres"
+    dsn: SecretStr = SecretStr("host=127.0.0.1 dbname=postgres user=postgres")
+    partitions_ahead: int = Field(7, ge=0, le=366)
+    """Partitions created ahead of time (days, hours or months by the pack's granularity);
+    any other is created on demand before the rows that need it are loaded."""
+
+
+class ClickHouseSettings(BaseModel):
+    """ClickHouse as the warehouse: in process (chdb, data under ``path``) when ``url`` is
+    unset, else a server through clickhouse-connect."""
+
+    type: Literal["clickhouse"] = "clickhouse"
+    url: SecretStr | None = None
+    path: Path | None = None
+
+
+class BigQuerySettings(BaseModel):
+    """BigQuery: datasets per pack in ``project``; credentials as the Google client finds
+    them (``GOOGLE_APPLICATION_CREDENTIALS``)."""
+
+    type: Literal["bigquery"] = "bigquery"
+    project: str | None = None
+    location: str = "US"
+    dataset_prefix: str = ""
+
+
+class SnowflakeSettings(BaseModel):
+    """Snowflake through the official connector; one schema per pack in ``database``."""
+
+    type: Literal["snowflake"] = "snowflake"
+    account: str | None = None
+    user: str | None = None
+    password: SecretStr | None = None
+    database: str = "GRISTMILL"
+    warehouse: str | None = None
+    role: str | None = None
+
+
+WarehouseSettings = Annotated[
+    DuckDBSettings | PostgresSettings | ClickHouseSettings | BigQuerySettings | SnowflakeSettings,
+    Field(discriminator="type"),
+]
 
 
 class LoaderSettings(BaseModel):
@@ -178,7 +223,13 @@ class Settings(BaseSettings):
 
     @property
     def warehouse_path(self) -> Path:
-        return self.warehouse.path or self.data_dir / "warehouse.duckdb"
+        """The DuckDB file (or chdb folder) of the embedded warehouse."""
+        wh = self.warehouse
+        if isinstance(wh, DuckDBSettings):
+            return wh.path or self.data_dir / "warehouse.duckdb"
+        if isinstance(wh, ClickHouseSettings):
+            return wh.path or self.data_dir / "chdb"
+        raise ValueError(f"warehouse {wh.type!r} has no local path")
 
     @property
     def meta_database_url(self) -> str:

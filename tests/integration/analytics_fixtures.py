@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -67,7 +68,15 @@ def late_events(base: list[dict[str, Any]], n: int, rng: random.Random) -> list[
 
 @pytest.fixture(scope="module")
 def loaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loaded]:
-    end = datetime.now(UTC) - timedelta(hours=1)
+    rt = Runtime(make_settings(Path(tmp_path_factory.mktemp("analytics"))))
+    with load_known_events(rt, datetime.now(UTC) - timedelta(hours=1)) as done:
+        yield done
+
+
+@contextmanager
+def load_known_events(rt: Runtime, end: datetime) -> Iterator[Loaded]:
+    """The same events (a function of ``end``), late arrivals and duplicates, into ``rt``;
+    stops the runtime afterwards."""
     traffic = generate(
         DemoConfig(
             events=24_000,
@@ -80,7 +89,6 @@ def loaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loaded]:
             end=end,
         )
     )
-    rt = Runtime(make_settings(Path(tmp_path_factory.mktemp("analytics"))))
     valid: dict[tuple[str, str], dict[str, Any]] = {}
     by_source: dict[str, list[dict[str, Any]]] = {}
     for src, ev in zip(traffic.sources, traffic.events, strict=True):

@@ -62,7 +62,27 @@ DUCKDB = Aggs(
     set_size=lambda s: exp.func("coalesce", exp.func("len", s), exp.Literal.number(0)),
     percentile=lambda c, p: exp.func("quantile_cont", c, exp.Literal.number(p)),
 )
-AGGS: dict[str, Aggs] = {"duckdb": DUCKDB}
+
+
+def _pg_percentile(c: exp.Expr, p: float) -> exp.Expr:
+    return exp.WithinGroup(
+        this=exp.PercentileCont(this=exp.Literal.number(p)),
+        expression=exp.Order(expressions=[exp.Ordered(this=c)]),
+    )
+
+
+def _system_func(name: str, *args: exp.Expr) -> exp.Expr:
+    """A function Gristmill created in its own schema at provisioning."""
+    return exp.Dot(this=exp.to_identifier("_gristmill"), expression=exp.func(name, *args))
+
+
+POSTGRES = Aggs(
+    distinct_set=lambda c: exp.ArrayAgg(this=exp.Distinct(expressions=[c])),
+    merge_sets=lambda s: _system_func("set_union", s),
+    set_size=lambda s: exp.func("coalesce", exp.func("cardinality", s), exp.Literal.number(0)),
+    percentile=_pg_percentile,
+)
+AGGS: dict[str, Aggs] = {"duckdb": DUCKDB, "postgres": POSTGRES}
 
 
 def condition(c: Condition, params: Params | None, table: str | None = None) -> exp.Expr:

@@ -11,6 +11,7 @@ from gristmill.warehouse.base import Capabilities, Warehouse
 
 ENGINES: dict[str, str] = {
     "duckdb": "gristmill.warehouse.duckdb.factory",
+    "postgres": "gristmill.warehouse.postgres.factory",
 }
 """Engine name -> factory module. A factory module is light: no driver import at top level."""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from gristmill.config import Settings
+from gristmill.config import DuckDBSettings, Settings
 from gristmill.warehouse.base import Capabilities
 
 if TYPE_CHECKING:
@@ -26,6 +26,7 @@ def create(settings: Settings, *, read_only: bool = False) -> DuckDBWarehouse:
     from gristmill.warehouse.duckdb.client import DuckDBWarehouse
 
     cfg = settings.warehouse
+    assert isinstance(cfg, DuckDBSettings)
     return DuckDBWarehouse(
         settings.warehouse_path,
         threads=cfg.threads,

@@ -1,0 +1,1 @@
+"""PostgreSQL warehouse (``pip install gristmill[postgres]``)."""

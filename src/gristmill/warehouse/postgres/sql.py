@@ -1,0 +1,274 @@
+"""PostgreSQL statements: partitioned pack tables, their partitions and indexes, the dedupe
+key table, and the load statements of one pack table, built once as sqlglot expressions.
+
+Partitions: each pack table is ``PARTITION BY RANGE (occurred_at)`` with one partition per
+day (or hour, or month: the pack's granularity), created ahead of time at provisioning and on
+demand before a batch that needs one loads, in their own short transaction. There is no
+DEFAULT partition: a default partition would make every later ``CREATE … PARTITION OF`` scan
+it, and a batch never waits for a partition it cannot create.
+
+Dedupe: ``<dataset>._gm_dedupe(k UUID PRIMARY KEY, first_seen)``, ``k = md5(scope ␟ id)``.
+Keys are inserted with ``ON CONFLICT DO NOTHING RETURNING k`` in the load transaction; only
+rows whose key came back are inserted. Two loaders racing on one key serialize on the primary
+key: the second sees the first's key once it commits, so the row loads once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pyarrow as pa
+from sqlglot import exp
+
+from gristmill.pack.models import Pack
+from gristmill.sql.ddl import create_table, pack_table_columns, table_ref
+from gristmill.sql.types import Logical, logical, sql_type
+from gristmill.warehouse.common import stored_columns
+from gristmill.warehouse.postgres.factory import DIALECT
+
+BATCH = "_gm_batch"
+KEYS = "_gm_keys"
+FRESH = "_gm_fresh"
+DEDUPE_TABLE = "_gm_dedupe"
+UNIT_SEPARATOR = "\x1f"
+MAX_IDENT = 63
+
+SET_FUNCTIONS = (
+    # count_distinct rollups store arrays of values; answering merges them across buckets.
+    "CREATE OR REPLACE FUNCTION _gristmill.array_distinct(anycompatiblearray) "
+    "RETURNS anycompatiblearray LANGUAGE sql IMMUTABLE PARALLEL SAFE AS "
+    "$$ SELECT array_agg(DISTINCT x) FROM unnest($1) AS x $$",
+    "CREATE OR REPLACE AGGREGATE _gristmill.set_union(anycompatiblearray) "
+    "(SFUNC = array_cat, STYPE = anycompatiblearray, FINALFUNC = _gristmill.array_distinct)",
+)
+"""Fixed text (no names from packs or requests): PostgreSQL has no aggregate that unions
+arrays, so provisioning creates one."""
+
+
+def sql(e: exp.Expr) -> str:
+    return e.sql(dialect=DIALECT)
+
+
+def _ident(name: str) -> exp.Identifier:
+    return exp.to_identifier(name, quoted=True)
+
+
+def _cols(*names: str) -> list[exp.Identifier]:
+    return [_ident(n) for n in names]
+
+
+def dedupe_key(table: str | None = None) -> exp.Expr:
+    joined = exp.DPipe(
+        this=exp.DPipe(
+            this=exp.column("_dedupe_scope", table=table),
+            expression=exp.Literal.string(UNIT_SEPARATOR),
+        ),
+        expression=exp.column("event_id", table=table),
+    )
+    return exp.Cast(this=exp.func("md5", joined), to=exp.DataType.build("UUID"))
+
+
+# -- provisioning ---------------------------------------------------------------------------
+def partitioned_table(pack: Pack, table: str) -> exp.Create:
+    spec = pack.spec.tables[table].partition_by
+    create = create_table(table_ref(pack.dataset, table), pack_table_columns(pack, table, DIALECT))
+    create.set(
+        "properties",
+        exp.Properties(
+            expressions=[
+                exp.PartitionedByProperty(
+                    this=exp.Anonymous(this="RANGE", expressions=[exp.column(spec.column)])
+                )
+            ]
+        ),
+    )
+    return create
+
+
+def cluster_index(pack: Pack, table: str) -> exp.Create | None:
+    """PostgreSQL has no clustering; a b-tree on the clustering keys serves the same filters
+    (tenant, then event type) and is inherited by every partition."""
+    keys = pack.spec.tables[table].cluster_by
+    if not keys:
+        return None
+    return exp.Create(
+        this=exp.Index(
+            this=_ident(_short(f"{table}_cluster")),
+            table=table_ref(pack.dataset, table),
+            params=exp.IndexParameters(
+                columns=[exp.Ordered(this=exp.column(k, quoted=True)) for k in keys]
+            ),
+        ),
+        kind="INDEX",
+        exists=True,
+    )
+
+
+def dedupe_table(pack: Pack) -> exp.Create:
+    return create_table(
+        table_ref(pack.dataset, DEDUPE_TABLE),
+        [
+            exp.ColumnDef(
+                this=_ident("k"),
+                kind=exp.DataType.build("UUID"),
+                constraints=[exp.ColumnConstraint(kind=exp.PrimaryKeyColumnConstraint())],
+            ),
+            exp.ColumnDef(
+                this=_ident("first_seen"),
+                kind=sql_type(Logical.TIMESTAMP, DIALECT),
+                constraints=[exp.ColumnConstraint(kind=exp.NotNullColumnConstraint())],
+            ),
+        ],
+    )
+
+
+def _short(name: str) -> str:
+    """Identifiers are cut at 63 bytes by PostgreSQL: long names keep a hash instead."""
+    if len(name) <= MAX_IDENT:
+        return name
+    digest = hashlib.sha1(name.encode()).hexdigest()[:8]  # noqa: S324 - a name, not security
+    return f"{name[: MAX_IDENT - 9]}_{digest}"
+
+
+def partition_start(t: datetime, granularity: str) -> datetime:
+    t = t.astimezone(UTC)
+    if granularity == "hour":
+        return t.replace(minute=0, second=0, microsecond=0)
+    if granularity == "day":
+        return t.replace(hour=0, minute=0, second=0, microsecond=0)
+    return t.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def partition_end(start: datetime, granularity: str) -> datetime:
+    if granularity == "hour":
+        return start + timedelta(hours=1)
+    if granularity == "day":
+        return start + timedelta(days=1)
+    return (start + timedelta(days=32)).replace(day=1)
+
+
+def partition(pack: Pack, table: str, start: datetime) -> exp.Create:
+    gran = pack.spec.tables[table].partition_by.granularity
+    fmt = {"hour": "%Y%m%d%H", "day": "%Y%m%d", "month": "%Y%m"}[gran]
+    end = partition_end(start, gran)
+    return exp.Create(
+        this=table_ref(pack.dataset, _short(f"{table}_p{start.strftime(fmt)}")),
+        kind="TABLE",
+        exists=True,
+        properties=exp.Properties(
+            expressions=[
+                exp.PartitionedOfProperty(
+                    this=table_ref(pack.dataset, table),
+                    expression=exp.PartitionBoundSpec(
+                        from_expressions=[exp.Literal.string(start.isoformat())],
+                        to_expressions=[exp.Literal.string(end.isoformat())],
+                    ),
+                )
+            ]
+        ),
+    )
+
+
+# -- loading ---------------------------------------------------------------------------------
+def _temp(name: str, query: exp.Query) -> list[str]:
+    return [
+        sql(exp.Drop(tables=[exp.to_table(name)], kind="TABLE", exists=True)),
+        sql(
+            exp.Create(
+                this=exp.to_table(name),
+                kind="TABLE",
+                properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
+                expression=query,
+            )
+        ),
+    ]
+
+
+_ARROW_TYPES: dict[str, Logical] = {
+    "string": Logical.TEXT,
+    "large_string": Logical.TEXT,
+    "int64": Logical.INT64,
+    "double": Logical.FLOAT64,
+    "bool": Logical.BOOL,
+    "binary": Logical.BINARY,
+    "large_binary": Logical.BINARY,
+}
+
+
+def stage_from_arrow(name: str, schema: pa.Schema) -> list[str]:
+    """A temp table shaped like an Arrow batch, for a binary COPY (JSON and DATE columns
+    travel as text and are cast on insert). Timestamps are ``timestamptz``: the binary COPY
+    format of ``timestamp`` and ``timestamptz`` is the same integer, and pgpq writes UTC."""
+    cols: list[exp.ColumnDef] = []
+    for f in schema:
+        lt = Logical.TIMESTAMP if pa.types.is_timestamp(f.type) else _ARROW_TYPES[str(f.type)]
+        cols.append(exp.ColumnDef(this=_ident(f.name), kind=sql_type(lt, DIALECT)))
+    create = exp.Create(
+        this=exp.Schema(this=exp.to_table(name), expressions=cols),
+        kind="TABLE",
+        properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
+    )
+    return [sql(exp.Drop(tables=[exp.to_table(name)], kind="TABLE", exists=True)), sql(create)]
+
+
+@dataclass(frozen=True)
+class LoadStatements:
+    keys: list[str]
+    remember: list[str]
+    """Fresh keys into the key table, the fresh ones kept in a temp table (its row count is
+    the number of fresh rows)."""
+    insert_all: str
+    insert_fresh: str
+    count_fresh: str
+
+    @classmethod
+    def build(cls, pack: Pack, table: str) -> LoadStatements:
+        target = table_ref(pack.dataset, table)
+        dedupe = table_ref(pack.dataset, DEDUPE_TABLE)
+        types = {c.name: logical(c.type) for c in pack.columns(table)}
+        rows = exp.select(*stored_columns(types, DIALECT)).from_(BATCH)
+        keys = exp.select(exp.alias_(dedupe_key(), "_k"), "received_at", "source").from_(BATCH)
+        returning = exp.insert(
+            exp.select("_k", "received_at").from_(KEYS),
+            dedupe,
+            columns=_cols("k", "first_seen"),
+        )
+        returning.set(
+            "conflict",
+            exp.OnConflict(
+                conflict_keys=[exp.Ordered(this=exp.column("k", quoted=True))],
+                action=exp.var("DO NOTHING"),
+            ),
+        )
+        returning.set("returning", exp.Returning(expressions=[exp.column("k", quoted=True)]))
+        remember = exp.insert(exp.select("k").from_("ins"), FRESH).with_("ins", as_=returning)
+        is_fresh = exp.In(this=dedupe_key(), query=exp.select("k").from_(FRESH).subquery())
+        return cls(
+            keys=_temp(KEYS, keys),
+            remember=[
+                sql(exp.Drop(tables=[exp.to_table(FRESH)], kind="TABLE", exists=True)),
+                sql(
+                    exp.Create(
+                        this=exp.Schema(
+                            this=exp.to_table(FRESH),
+                            expressions=[
+                                exp.ColumnDef(this=_ident("k"), kind=exp.DataType.build("UUID"))
+                            ],
+                        ),
+                        kind="TABLE",
+                        properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
+                    )
+                ),
+                sql(remember),
+            ],
+            insert_all=sql(exp.insert(rows, target, columns=_cols(*types))),
+            insert_fresh=sql(exp.insert(rows.where(is_fresh), target, columns=_cols(*types))),
+            count_fresh=sql(
+                exp.select("source", exp.func("count", exp.Star()))
+                .from_(KEYS)
+                .where(exp.In(this=exp.column("_k"), query=exp.select("k").from_(FRESH).subquery()))
+                .group_by("source")
+            ),
+        )
