@@ -13,11 +13,11 @@ from sqlglot import exp
 from gristmill.pack.analytics import RollupSpec
 from gristmill.pack.models import Pack
 from gristmill.rollup.freshness import freshness_ddl, freshness_refresh
-from gristmill.rollup.spec import full_rebuild, refresh, rollup_ddl, rollup_table
-from gristmill.sql.ddl import column_def, create_table, table_ref
+from gristmill.rollup.spec import PREFIX, full_rebuild, refresh, rollup_ddl, rollup_table
+from gristmill.sql.ddl import column_def, create_index, create_table, table_ref
 from gristmill.sql.system import SYSTEM_SCHEMA
 from gristmill.sql.types import Logical, sql_type
-from gristmill.warehouse.base import AfterInsert, Warehouse
+from gristmill.warehouse.base import AfterInsert, Capabilities, Warehouse
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,27 @@ def _defs_ddl(dialect: str) -> exp.Create:
     return create_table(DEFS, cols)
 
 
+def analytics_ddl(packs: Sequence[Pack], dialect: str, caps: Capabilities) -> list[exp.Expr]:
+    """The freshness and rollup-definition tables and every rollup table, as DDL (for
+    ``gristmill provision`` without a connection; :func:`provision_analytics` applies them)."""
+    out: list[exp.Expr] = [freshness_ddl(dialect), _defs_ddl(dialect)]
+    for pack in packs:
+        for name, r in pack.spec.rollups.items():
+            out += rollup_tables(pack, name, r, dialect, caps)
+    return out
+
+
+def rollup_tables(
+    pack: Pack, name: str, r: RollupSpec, dialect: str, caps: Capabilities
+) -> list[exp.Expr]:
+    """A rollup table, and where indexes help, one on its buckets: refreshes delete and reads
+    select bucket ranges."""
+    out: list[exp.Expr] = [rollup_ddl(pack, name, r, dialect)]
+    if caps.secondary_indexes:
+        out.append(create_index(rollup_table(pack, name), f"{PREFIX}{name}_bucket", ["bucket"]))
+    return out
+
+
 def provision_analytics(wh: Warehouse, packs: Sequence[Pack]) -> list[str]:
     """Create the freshness table and every rollup table. A rollup that is new, or whose
     definition changed with the pack, is dropped and rebuilt from rows; rollups are derived
@@ -80,7 +101,9 @@ def provision_analytics(wh: Warehouse, packs: Sequence[Pack]) -> list[str]:
                 continue
             log.warning("building rollup %s.%s from rows", pack.name, name)
             wh.execute(exp.Drop(tables=[ref], kind="TABLE", exists=True))
-            done += wh.provision([], apply=True, extra=[rollup_ddl(pack, name, r, wh.dialect)])
+            done += wh.provision(
+                [], apply=True, extra=rollup_tables(pack, name, r, wh.dialect, wh.caps)
+            )
             for stmt in full_rebuild(pack, name, r, wh.dialect):
                 wh.execute(stmt)
             key = exp.and_(

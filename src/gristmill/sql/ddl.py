@@ -67,6 +67,20 @@ def pack_table_columns(pack: Pack, table: str, dialect: str = "duckdb") -> list[
     ]
 
 
+def create_index(ref: exp.Table, name: str, columns: Sequence[str]) -> exp.Create:
+    return exp.Create(
+        this=exp.Index(
+            this=exp.to_identifier(name, quoted=True),
+            table=ref,
+            params=exp.IndexParameters(
+                columns=[exp.Ordered(this=exp.column(c, quoted=True)) for c in columns]
+            ),
+        ),
+        kind="INDEX",
+        exists=True,
+    )
+
+
 def add_column(ref: exp.Table, col: TableColumn, dialect: str = "duckdb") -> exp.Alter:
     return exp.Alter(
         this=ref,

@@ -29,6 +29,8 @@ class Capabilities:
     native_clustering: bool
     json_type: bool
     max_identifier_length: int = 63
+    secondary_indexes: bool = False
+    """B-tree indexes help reads (PostgreSQL); columnar engines prune without them."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import cast
 
+from sqlglot import exp
+
 from gristmill.config import Settings
+from gristmill.pack.models import Pack
 from gristmill.warehouse.base import Capabilities, Warehouse
 
 ENGINES: dict[str, str] = {
@@ -25,6 +28,18 @@ def _factory(name: str) -> object:
 
 def capabilities(name: str) -> Capabilities:
     return cast(Capabilities, _factory(name).CAPABILITIES)  # type: ignore[attr-defined]
+
+
+def render_ddl(
+    name: str, packs: Sequence[Pack], settings: Settings, extra: Sequence[exp.Expr] = ()
+) -> list[str]:
+    """An engine's provisioning DDL for ``packs`` (plus ``extra``), without connecting."""
+    render = cast(Callable[..., list[str]], _factory(name).ddl)  # type: ignore[attr-defined]
+    return render(packs, settings, extra)
+
+
+def dialect(name: str) -> str:
+    return cast(str, _factory(name).DIALECT)  # type: ignore[attr-defined]
 
 
 def open_warehouse(settings: Settings, *, read_only: bool = False) -> Warehouse:

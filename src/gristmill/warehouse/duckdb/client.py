@@ -22,7 +22,6 @@ from sqlglot import exp
 from gristmill.core.clock import to_datetime
 from gristmill.pack.models import Pack
 from gristmill.sql import ddl
-from gristmill.sql.system import system_ddl
 from gristmill.warehouse.base import (
     AfterInsert,
     LedgerTotals,
@@ -33,9 +32,7 @@ from gristmill.warehouse.base import (
 )
 from gristmill.warehouse.common import QUARANTINE_STAGE, SystemSQL, ledger_totals, settle
 from gristmill.warehouse.duckdb.factory import CAPABILITIES, DIALECT, NAME
-from gristmill.warehouse.duckdb.sql import BATCH, LoadStatements
-
-DEDUPE_TABLE = "_gm_dedupe"
+from gristmill.warehouse.duckdb.sql import BATCH, DEDUPE_TABLE, LoadStatements, pack_ddl
 
 
 def _sql(e: exp.Expr) -> str:
@@ -84,36 +81,12 @@ class DuckDBWarehouse:
         return cur
 
     # -- provisioning -------------------------------------------------------------------
-    def _ddl(self, packs: Sequence[Pack]) -> list[exp.Expr]:
-        stmts = system_ddl(DIALECT)
-        for pack in packs:
-            stmts.append(ddl.create_schema(pack.dataset))
-            stmts.append(
-                ddl.create_table(
-                    ddl.table_ref(pack.dataset, DEDUPE_TABLE),
-                    [
-                        ddl.column_def("k", exp.DataType.build("UHUGEINT"), not_null=True),
-                        ddl.column_def(
-                            "first_seen", exp.DataType.build("TIMESTAMPTZ"), not_null=True
-                        ),
-                    ],
-                )
-            )
-            for table in pack.spec.tables:
-                stmts.append(
-                    ddl.create_table(
-                        ddl.table_ref(pack.dataset, table),
-                        ddl.pack_table_columns(pack, table, DIALECT),
-                    )
-                )
-        return stmts
-
     def provision(
         self, packs: Sequence[Pack], *, apply: bool, extra: Sequence[exp.Expr] = ()
     ) -> list[str]:
         """DDL for the packs (plus ``extra``, e.g. rollup tables); with ``apply``, run it and
         add any columns a pack gained."""
-        stmts = [_sql(s) for s in [*(self._ddl(packs) if packs else []), *extra]]
+        stmts = [_sql(s) for s in [*(pack_ddl(packs) if packs else []), *extra]]
         if not apply:
             return stmts
         cur = self._cur()

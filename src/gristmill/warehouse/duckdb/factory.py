@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from sqlglot import exp
+
 from gristmill.config import DuckDBSettings, Settings
+from gristmill.pack.models import Pack
 from gristmill.warehouse.base import Capabilities
 
 if TYPE_CHECKING:
@@ -20,6 +24,13 @@ CAPABILITIES = Capabilities(
     native_clustering=False,
     json_type=True,
 )
+
+
+def ddl(packs: Sequence[Pack], settings: Settings, extra: Sequence[exp.Expr] = ()) -> list[str]:
+    """The DDL ``provision`` applies, rendered without opening the warehouse."""
+    from gristmill.warehouse.duckdb.sql import pack_ddl
+
+    return [s.sql(dialect=DIALECT) for s in [*pack_ddl(packs), *extra]]
 
 
 def create(settings: Settings, *, read_only: bool = False) -> DuckDBWarehouse:

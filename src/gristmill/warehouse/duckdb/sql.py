@@ -8,18 +8,50 @@ through a filtered temp table cost about 30% more CPU per row, measured.)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlglot import exp
 
 from gristmill.pack.models import Pack
+from gristmill.sql import ddl
 from gristmill.sql.ddl import table_ref
+from gristmill.sql.system import system_ddl
+from gristmill.sql.types import Logical, sql_type
 from gristmill.warehouse.duckdb.factory import DIALECT
 
 BATCH = "_gm_batch"
+DEDUPE_TABLE = "_gm_dedupe"
 KEYS = "_gm_keys"
 SEEN = "_gm_seen"
 UNIT_SEPARATOR = "\x1f"
+
+
+def pack_ddl(packs: Sequence[Pack]) -> list[exp.Expr]:
+    """Gristmill's system tables, then per pack its schema, key table and tables. DuckDB
+    prunes by per-row-group min/max, so neither partitions nor clustering are declared."""
+    stmts = system_ddl(DIALECT)
+    for pack in packs:
+        stmts.append(ddl.create_schema(pack.dataset))
+        stmts.append(
+            ddl.create_table(
+                ddl.table_ref(pack.dataset, DEDUPE_TABLE),
+                [
+                    ddl.column_def("k", sql_type(Logical.KEY128, DIALECT), not_null=True),
+                    ddl.column_def(
+                        "first_seen", sql_type(Logical.TIMESTAMP, DIALECT), not_null=True
+                    ),
+                ],
+            )
+        )
+        for table in pack.spec.tables:
+            stmts.append(
+                ddl.create_table(
+                    ddl.table_ref(pack.dataset, table),
+                    ddl.pack_table_columns(pack, table, DIALECT),
+                )
+            )
+    return stmts
 
 
 def _key() -> exp.Expr:

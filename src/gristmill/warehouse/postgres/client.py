@@ -12,7 +12,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import pgpq
@@ -26,7 +26,6 @@ from sqlglot import exp
 from gristmill.core.clock import to_datetime
 from gristmill.pack.models import Pack
 from gristmill.sql import ddl
-from gristmill.sql.system import system_ddl
 from gristmill.warehouse.base import (
     AfterInsert,
     LedgerTotals,
@@ -40,13 +39,10 @@ from gristmill.warehouse.postgres.factory import CAPABILITIES, DIALECT, NAME
 from gristmill.warehouse.postgres.sql import (
     BATCH,
     DEDUPE_TABLE,
-    SET_FUNCTIONS,
     LoadStatements,
-    cluster_index,
-    dedupe_table,
+    pack_ddl,
     partition,
-    partition_start,
-    partitioned_table,
+    render,
     sql,
     stage_from_arrow,
 )
@@ -102,37 +98,12 @@ class PostgresWarehouse:
             yield cur
 
     # -- provisioning -------------------------------------------------------------------
-    def _ddl(self, packs: Sequence[Pack]) -> list[exp.Expr | str]:
-        stmts: list[exp.Expr | str] = [*system_ddl(DIALECT), *SET_FUNCTIONS]
-        now = datetime.now(UTC)
-        for pack in packs:
-            stmts.append(ddl.create_schema(pack.dataset))
-            stmts.append(dedupe_table(pack))
-            for table in pack.spec.tables:
-                stmts.append(partitioned_table(pack, table))
-                index = cluster_index(pack, table)
-                if index is not None:
-                    stmts.append(index)
-                stmts += [partition(pack, table, s) for s in self._ahead(pack, table, now)]
-        return stmts
-
-    def _ahead(self, pack: Pack, table: str, now: datetime) -> list[datetime]:
-        gran = pack.spec.tables[table].partition_by.granularity
-        step = {"hour": timedelta(hours=1), "day": timedelta(days=1), "month": timedelta(days=31)}
-        starts = {
-            partition_start(now + step[gran] * i, gran)
-            for i in range(-1, self.partitions_ahead + 1)
-        }
-        return sorted(starts)
-
     def provision(
         self, packs: Sequence[Pack], *, apply: bool, extra: Sequence[exp.Expr] = ()
     ) -> list[str]:
         """DDL for the packs (plus ``extra``); with ``apply``, run it and add any columns a
         pack gained. Idempotent: every statement is IF NOT EXISTS or OR REPLACE."""
-        stmts = [s if isinstance(s, str) else sql(s) for s in [*self._ddl(packs), *extra]]
-        if not packs:
-            stmts = [sql(s) for s in extra]
+        stmts = render(pack_ddl(packs, self.partitions_ahead) if packs else [], extra)
         if not apply:
             return stmts
         with self._txn() as cur:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from sqlglot import exp
+
 from gristmill.config import PostgresSettings, Settings
+from gristmill.pack.models import Pack
 from gristmill.warehouse.base import Capabilities
 
 if TYPE_CHECKING:
@@ -19,7 +23,17 @@ CAPABILITIES = Capabilities(
     native_clustering=False,
     json_type=True,
     max_identifier_length=63,
+    secondary_indexes=True,
 )
+
+
+def ddl(packs: Sequence[Pack], settings: Settings, extra: Sequence[exp.Expr] = ()) -> list[str]:
+    """The DDL ``provision`` applies, rendered without connecting."""
+    from gristmill.warehouse.postgres.sql import pack_ddl, render
+
+    cfg = settings.warehouse
+    ahead = cfg.partitions_ahead if isinstance(cfg, PostgresSettings) else 7
+    return render(pack_ddl(packs, ahead), extra)
 
 
 def create(settings: Settings, *, read_only: bool = False) -> PostgresWarehouse:

@@ -16,6 +16,7 @@ key: the second sees the first's key once it commits, so the row loads once.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -23,7 +24,9 @@ import pyarrow as pa
 from sqlglot import exp
 
 from gristmill.pack.models import Pack
+from gristmill.sql import ddl
 from gristmill.sql.ddl import create_table, pack_table_columns, table_ref
+from gristmill.sql.system import system_ddl
 from gristmill.sql.types import Logical, logical, sql_type
 from gristmill.warehouse.common import stored_columns
 from gristmill.warehouse.postgres.factory import DIALECT
@@ -93,17 +96,7 @@ def cluster_index(pack: Pack, table: str) -> exp.Create | None:
     keys = pack.spec.tables[table].cluster_by
     if not keys:
         return None
-    return exp.Create(
-        this=exp.Index(
-            this=_ident(_short(f"{table}_cluster")),
-            table=table_ref(pack.dataset, table),
-            params=exp.IndexParameters(
-                columns=[exp.Ordered(this=exp.column(k, quoted=True)) for k in keys]
-            ),
-        ),
-        kind="INDEX",
-        exists=True,
-    )
+    return ddl.create_index(table_ref(pack.dataset, table), _short(f"{table}_cluster"), keys)
 
 
 def dedupe_table(pack: Pack) -> exp.Create:
@@ -169,6 +162,38 @@ def partition(pack: Pack, table: str, start: datetime) -> exp.Create:
             ]
         ),
     )
+
+
+def partitions_ahead(pack: Pack, table: str, now: datetime, ahead: int) -> list[datetime]:
+    """Starts of the partitions to have before rows arrive: the previous one, the current one
+    and ``ahead`` more."""
+    gran = pack.spec.tables[table].partition_by.granularity
+    step = {"hour": timedelta(hours=1), "day": timedelta(days=1), "month": timedelta(days=31)}
+    starts = {partition_start(now + step[gran] * i, gran) for i in range(-1, ahead + 1)}
+    return sorted(starts)
+
+
+def pack_ddl(
+    packs: Sequence[Pack], ahead: int = 7, now: datetime | None = None
+) -> list[exp.Expr | str]:
+    """System tables and functions, then per pack its schema, key table, partitioned tables,
+    cluster indexes and the partitions ahead of ``now``."""
+    now = now or datetime.now(UTC)
+    stmts: list[exp.Expr | str] = [*system_ddl(DIALECT), *SET_FUNCTIONS]
+    for pack in packs:
+        stmts.append(ddl.create_schema(pack.dataset))
+        stmts.append(dedupe_table(pack))
+        for table in pack.spec.tables:
+            stmts.append(partitioned_table(pack, table))
+            index = cluster_index(pack, table)
+            if index is not None:
+                stmts.append(index)
+            stmts += [partition(pack, table, s) for s in partitions_ahead(pack, table, now, ahead)]
+    return stmts
+
+
+def render(stmts: Sequence[exp.Expr | str], extra: Sequence[exp.Expr] = ()) -> list[str]:
+    return [s if isinstance(s, str) else sql(s) for s in [*stmts, *extra]]
 
 
 # -- loading ---------------------------------------------------------------------------------
