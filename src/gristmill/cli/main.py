@@ -6,7 +6,7 @@ import logging
 
 import typer
 
-from gristmill.cli import demo, keys, outbox, provision, quarantine, query, serve, status
+from gristmill.cli import demo, keys, outbox, provision, quarantine, query, sdk, serve, status
 
 app = typer.Typer(
     name="gristmill",
@@ -19,6 +19,7 @@ app.command("status")(status.status)
 app.command("demo")(demo.demo)
 app.command("query")(query.query)
 app.command("provision")(provision.provision)
+app.command("sdk")(sdk.sdk)
 app.add_typer(keys.app, name="keys")
 app.add_typer(quarantine.app, name="quarantine")
 app.add_typer(outbox.app, name="outbox")
