@@ -86,7 +86,7 @@ def _method(pack: Pack, event_type: str, version: int, name: str) -> list[str]:
         "        context: dict[str, Any] | None = None,",
         "        extra_properties: dict[str, Any] | None = None,",
         "    ) -> str:",
-        f'        """{title} (``{event_type}``, schema version {version}); returns the event id."""',
+        f'        """{title} (``{event_type}`` v{version}); returns the event id."""',
         "        props: dict[str, Any] = dict(extra_properties or {})",
     ]
     lines += [f"        props[{p!r}] = {p}" for p in req]

@@ -54,7 +54,7 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def mypy(folder: Path, source: str) -> subprocess.CompletedProcess[str]:
     (folder / "usage.py").write_text(source)
-    return subprocess.run(  # noqa: S603 - our interpreter, fixed arguments
+    return subprocess.run(
         [
             sys.executable,
             "-m",
