@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlglot import exp
 
+from gristmill.metrics import cloud_aggs
 from gristmill.metrics.model import Condition, pack_filter
 from gristmill.pack.analytics import MetricSpec
 
@@ -54,6 +55,13 @@ class Aggs:
     merge_sets: Callable[[exp.Expr], exp.Expr]
     set_size: Callable[[exp.Expr], exp.Expr]
     percentile: Callable[[exp.Expr, float], exp.Expr]
+    local_bucket: Callable[[exp.Expr, str, exp.Expr], exp.Expr] | None = None
+    """The caller's local bucket of a timestamp given the zone as an expression, where the
+    canonical :func:`bucket_expr` (``date_trunc`` of ``AT TIME ZONE``) does not translate."""
+    utc_bucket: Callable[[exp.Expr, str], exp.Expr] | None = None
+    """A rollup's UTC hour or day as a timestamp, where the canonical form does not translate."""
+    rewrite: Callable[[exp.Expr], exp.Expr] | None = None
+    """A last pass over a finished query before rendering (see :func:`render`)."""
 
 
 DUCKDB = Aggs(
@@ -83,6 +91,34 @@ POSTGRES = Aggs(
     percentile=_pg_percentile,
 )
 AGGS: dict[str, Aggs] = {"duckdb": DUCKDB, "postgres": POSTGRES}
+
+BIGQUERY = Aggs(
+    distinct_set=cloud_aggs.bq_distinct_set,
+    merge_sets=cloud_aggs.bq_merge_sets,
+    set_size=cloud_aggs.bq_set_size,
+    percentile=cloud_aggs.bq_percentile,
+    local_bucket=cloud_aggs.bq_local_bucket,
+    utc_bucket=cloud_aggs.bq_utc_bucket,
+    rewrite=cloud_aggs.bq_rewrite,
+)
+SNOWFLAKE = Aggs(
+    distinct_set=cloud_aggs.sf_distinct_set,
+    merge_sets=cloud_aggs.sf_merge_sets,
+    set_size=cloud_aggs.sf_set_size,
+    percentile=cloud_aggs.sf_percentile,
+    local_bucket=cloud_aggs.sf_local_bucket,
+    utc_bucket=cloud_aggs.sf_utc_bucket,
+    rewrite=cloud_aggs.sf_rewrite,
+)
+AGGS.update(bigquery=BIGQUERY, snowflake=SNOWFLAKE)
+
+
+def render(query: exp.Expr, dialect: str, *, pretty: bool = False) -> str:
+    """A query's text for ``dialect``, after the dialect's last pass (if it has one)."""
+    aggs = AGGS.get(dialect)
+    if aggs is not None and aggs.rewrite is not None:
+        query = aggs.rewrite(query.copy())
+    return query.sql(dialect=dialect, pretty=pretty)
 
 
 def condition(c: Condition, params: Params | None, table: str | None = None) -> exp.Expr:
@@ -199,7 +235,9 @@ def combine_columns(name: str, m: MetricSpec, aggs: Aggs) -> list[exp.Expr]:
     raise ValueError(f"{m.type} has no components")
 
 
-def bucket_expr(ts: exp.Expr, grain: str, params: Params, tz: Any) -> exp.Expr:
+def bucket_expr(
+    ts: exp.Expr, grain: str, params: Params, tz: Any, dialect: str | None = None
+) -> exp.Expr:
     """The caller's local bucket of ``ts``.
 
     Days and coarser: ``date_trunc(grain, ts AT TIME ZONE tz)``, a local date. Hours: the
@@ -207,6 +245,9 @@ def bucket_expr(ts: exp.Expr, grain: str, params: Params, tz: Any) -> exp.Expr:
     night clocks fall back the two 01:00 hours stay two buckets, and the hour that does not
     exist in spring never appears.
     """
+    aggs = AGGS.get(dialect) if dialect else None
+    if aggs is not None and aggs.local_bucket is not None:
+        return aggs.local_bucket(ts, grain, params.bind(tz))
     local = exp.AtTimeZone(this=ts, zone=params.bind(tz))
     trunc = exp.func("date_trunc", exp.Literal.string(grain), local)
     if grain != "hour":

@@ -27,6 +27,7 @@ from gristmill.metrics.compile import (
     condition,
     conjunction,
     final_columns,
+    render,
 )
 from gristmill.metrics.model import Condition, MetricQuery
 from gristmill.metrics.timerange import whole_hour_offsets
@@ -55,7 +56,7 @@ class TablePlan:
             "metrics": list(self.metrics),
             "path": self.path,
             "rollup": self.rollup,
-            "sql": self.query.sql(dialect, pretty=True),
+            "sql": render(self.query, dialect, pretty=True),
             "params": {k: str(v) for k, v in self.params.items()},
         }
 
@@ -153,7 +154,10 @@ def _build(q: MetricQuery, shape: _Shape) -> tuple[exp.Select, str, dict[str, Sl
         if shape.grain:
             cols.append(
                 exp.alias_(
-                    bucket_expr(exp.column(ts, quoted=True), shape.grain, params, ("tz",)), BUCKET
+                    bucket_expr(
+                        exp.column(ts, quoted=True), shape.grain, params, ("tz",), shape.dialect
+                    ),
+                    BUCKET,
                 )
             )
         return cols + list(dims)
@@ -168,7 +172,7 @@ def _build(q: MetricQuery, shape: _Shape) -> tuple[exp.Select, str, dict[str, Sl
         )
         if keys:
             query = query.group_by(*keys)
-        return query, query.sql(shape.dialect), dict(params.values)
+        return query, render(query, shape.dialect), dict(params.values)
 
     def raw_part(lo: str, hi: str) -> exp.Select:
         cols = [c for m, s in specs.items() for c in component_columns(m, s, aggs)]
@@ -200,7 +204,7 @@ def _build(q: MetricQuery, shape: _Shape) -> tuple[exp.Select, str, dict[str, Sl
     query = exp.select(*outer_keys, *combined).from_(union.subquery("u"))
     if outer_keys:
         query = query.group_by(*outer_keys)
-    return query, query.sql(shape.dialect), dict(params.values)
+    return query, render(query, shape.dialect), dict(params.values)
 
 
 def plan_table(q: MetricQuery, table: str, metrics: list[str], dialect: str) -> TablePlan:

@@ -12,12 +12,14 @@ from sqlglot import exp
 
 from gristmill.pack.analytics import RollupSpec
 from gristmill.pack.models import Pack
+from gristmill.rollup import scripted
 from gristmill.rollup.freshness import freshness_ddl, freshness_refresh
 from gristmill.rollup.spec import PREFIX, full_rebuild, refresh, rollup_ddl, rollup_table
 from gristmill.sql.ddl import column_def, create_index, create_table, table_ref
 from gristmill.sql.system import SYSTEM_SCHEMA
 from gristmill.sql.types import Logical, sql_type
 from gristmill.warehouse.base import AfterInsert, Capabilities, Warehouse
+from gristmill.warehouse.registry import capabilities
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +29,8 @@ def after_insert(
 ) -> dict[tuple[str, str], tuple[AfterInsert, ...]]:
     """(pack, table) -> what every load of that table also does, in its transaction."""
     out: dict[tuple[str, str], tuple[AfterInsert, ...]] = {}
+    if _by_merge(dialect):
+        return _after_insert_by_merge(packs, dialect)
     for pack in packs.values():
         for table in pack.spec.tables:
             steps = [
@@ -35,6 +39,29 @@ def after_insert(
                 if r.table == table
             ]
             steps.append(freshness_refresh(pack, table))
+            out[(pack.name, table)] = tuple(steps)
+    return out
+
+
+def _by_merge(dialect: str) -> bool:
+    try:
+        return capabilities(dialect).upsert_by_merge
+    except ValueError:  # a dialect that is no engine of the registry
+        return False
+
+
+def _after_insert_by_merge(
+    packs: Mapping[str, Pack], dialect: str
+) -> dict[tuple[str, str], tuple[AfterInsert, ...]]:
+    out: dict[tuple[str, str], tuple[AfterInsert, ...]] = {}
+    for pack in packs.values():
+        for table in pack.spec.tables:
+            steps = [
+                scripted.refresh(pack, name, r, dialect)
+                for name, r in pack.spec.rollups.items()
+                if r.table == table
+            ]
+            steps.append(scripted.freshness_refresh(pack, table, dialect))
             out[(pack.name, table)] = tuple(steps)
     return out
 

@@ -52,8 +52,11 @@ def rollup_ddl(pack: Pack, name: str, r: RollupSpec, dialect: str = "duckdb") ->
     return create_table(rollup_table(pack, name), rollup_columns(pack, r, dialect))
 
 
-def _bucket(ts: exp.Expr, grain: str) -> exp.Expr:
+def _bucket(ts: exp.Expr, grain: str, dialect: str = "duckdb") -> exp.Expr:
     """The UTC bucket of a TIMESTAMPTZ: truncating in UTC keeps DST out of rollups."""
+    utc_bucket = AGGS[dialect].utc_bucket
+    if utc_bucket is not None:
+        return utc_bucket(ts, grain)
     return exp.func(
         "timezone",
         exp.Literal.string("UTC"),
@@ -73,7 +76,7 @@ def refresh(pack: Pack, name: str, r: RollupSpec, dialect: str = "duckdb") -> Af
     target = rollup_table(pack, name)
     source = table_ref(pack.dataset, r.table)
     dims = [exp.column(d, quoted=True) for d in r.dimensions]
-    bucket = _bucket(exp.column("occurred_at", quoted=True), r.grain)
+    bucket = _bucket(exp.column("occurred_at", quoted=True), r.grain, dialect)
     # DROP + CREATE rather than CREATE OR REPLACE: PostgreSQL has no OR REPLACE for tables.
     drop = exp.Drop(tables=[exp.to_table(TOUCHED)], kind="TABLE", exists=True)
     touched = exp.Create(
@@ -152,7 +155,7 @@ def full_rebuild(pack: Pack, name: str, r: RollupSpec, dialect: str = "duckdb") 
     aggs = AGGS[dialect]
     target = rollup_table(pack, name)
     dims = [exp.column(d, quoted=True) for d in r.dimensions]
-    bucket = _bucket(exp.column("occurred_at", quoted=True), r.grain)
+    bucket = _bucket(exp.column("occurred_at", quoted=True), r.grain, dialect)
     comps: list[exp.Expr] = []
     for m_name in r.metrics:
         comps += component_columns(m_name, pack.spec.metrics[m_name], aggs)

@@ -31,6 +31,10 @@ class Capabilities:
     max_identifier_length: int = 63
     secondary_indexes: bool = False
     """B-tree indexes help reads (PostgreSQL); columnar engines prune without them."""
+    upsert_by_merge: bool = False
+    """No ``ON CONFLICT``, and no tables may be created inside the load transaction (DDL
+    commits it on Snowflake): rollups and freshness are kept with DELETE/INSERT and MERGE
+    over the staged batch (:mod:`gristmill.rollup.scripted`)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,8 @@ from gristmill.warehouse.base import Capabilities, Warehouse
 ENGINES: dict[str, str] = {
     "duckdb": "gristmill.warehouse.duckdb.factory",
     "postgres": "gristmill.warehouse.postgres.factory",
+    "bigquery": "gristmill.warehouse.bigquery.factory",
+    "snowflake": "gristmill.warehouse.snowflake.factory",
 }
 """Engine name -> factory module. A factory module is light: no driver import at top level."""
 

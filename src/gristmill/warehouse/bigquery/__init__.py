@@ -1,0 +1,1 @@
+"""BigQuery warehouse (``pip install gristmill[bigquery]``)."""

@@ -1,0 +1,48 @@
+"""BigQuery factory: name, capabilities, construction. Imports the client library only in
+``create``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from sqlglot import exp
+
+from gristmill.config import BigQuerySettings, Settings
+from gristmill.pack.models import Pack
+from gristmill.warehouse.base import Capabilities
+
+if TYPE_CHECKING:
+    from gristmill.warehouse.bigquery.client import BigQueryWarehouse
+
+NAME = "bigquery"
+DIALECT = "bigquery"
+CAPABILITIES = Capabilities(
+    # Multi-statement transactions in a session: the load's statements commit together.
+    transactions=True,
+    native_partitioning=True,
+    native_clustering=True,
+    json_type=True,
+    max_identifier_length=1024,
+    upsert_by_merge=True,
+)
+
+
+def _settings(settings: Settings) -> BigQuerySettings:
+    cfg = settings.warehouse
+    return cfg if isinstance(cfg, BigQuerySettings) else BigQuerySettings()
+
+
+def ddl(packs: Sequence[Pack], settings: Settings, extra: Sequence[exp.Expr] = ()) -> list[str]:
+    """The DDL ``provision`` applies, rendered without connecting (no credentials needed)."""
+    from gristmill.warehouse.bigquery.sql import Naming, pack_ddl
+
+    cfg = _settings(settings)
+    naming = Naming(cfg.dataset_prefix)
+    return [naming.sql(s) for s in [*pack_ddl(packs, cfg.location), *extra]]
+
+
+def create(settings: Settings, *, read_only: bool = False) -> BigQueryWarehouse:
+    from gristmill.warehouse.bigquery.client import BigQueryWarehouse
+
+    return BigQueryWarehouse(_settings(settings), read_only=read_only)

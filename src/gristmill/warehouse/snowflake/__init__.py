@@ -1,0 +1,1 @@
+"""Snowflake warehouse (``pip install gristmill[snowflake]``)."""

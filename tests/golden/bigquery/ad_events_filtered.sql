@@ -1,0 +1,1 @@
+SELECT DATETIME_TRUNC(DATETIME(`occurred_at`, @p0), DAY) AS _bucket, COUNTIF(`event_type` = 'ad_impression') AS `ad_impressions`, COUNTIF(`event_type` = 'ad_click') AS `ad_clicks`, SUM(`cost_cents`) AS `ad_spend_cents` FROM `marketplace`.`ad_events` WHERE `occurred_at` >= @p1 AND `occurred_at` < @p2 AND `vendor_store_id` = @p3 AND `event_type` IN (@p4, @p5) GROUP BY _bucket;

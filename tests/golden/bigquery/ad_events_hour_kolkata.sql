@@ -1,0 +1,1 @@
+SELECT TIMESTAMP_TRUNC(`occurred_at`, HOUR, @p0) AS _bucket, COUNTIF(`event_type` = 'ad_impression') AS `ad_impressions`, COUNTIF(`event_type` = 'ad_click') AS `ad_clicks`, SUM(`cost_cents`) AS `ad_spend_cents` FROM `marketplace`.`ad_events` WHERE `occurred_at` >= @p1 AND `occurred_at` < @p2 GROUP BY _bucket;

@@ -1,0 +1,1 @@
+SELECT SUM(ad_impressions__n) AS `ad_impressions` FROM (SELECT SUM(ad_impressions__n) AS ad_impressions__n FROM `marketplace`.`_gm_rollup_ads_hourly` WHERE `bucket` >= @p0 AND `bucket` < @p1 UNION ALL SELECT COUNTIF(`event_type` = 'ad_impression') AS ad_impressions__n FROM `marketplace`.`ad_events` WHERE `occurred_at` >= @p2 AND `occurred_at` < @p3) AS u;

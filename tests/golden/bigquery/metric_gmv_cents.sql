@@ -1,0 +1,1 @@
+SELECT SUM(gmv_cents__sum) AS `gmv_cents` FROM (SELECT SUM(gmv_cents__sum) AS gmv_cents__sum FROM `marketplace`.`_gm_rollup_marketplace_hourly` WHERE `bucket` >= @p0 AND `bucket` < @p1 UNION ALL SELECT SUM(IF(`event_type` = 'order_created', `amount_cents`, NULL)) AS gmv_cents__sum FROM `marketplace`.`marketplace_events` WHERE `occurred_at` >= @p2 AND `occurred_at` < @p3) AS u;

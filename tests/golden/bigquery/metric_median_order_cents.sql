@@ -1,0 +1,1 @@
+SELECT (SELECT PERCENTILE_CONT(_gm_v, 0.5) OVER () FROM UNNEST(ARRAY_AGG(IF(`event_type` = 'order_created', `amount_cents`, NULL) IGNORE NULLS)) AS _gm_v LIMIT 1) AS `median_order_cents` FROM `marketplace`.`marketplace_events` WHERE `occurred_at` >= @p0 AND `occurred_at` < @p1;

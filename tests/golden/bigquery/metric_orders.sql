@@ -1,0 +1,1 @@
+SELECT SUM(orders__n) AS `orders` FROM (SELECT SUM(orders__n) AS orders__n FROM `marketplace`.`_gm_rollup_marketplace_hourly` WHERE `bucket` >= @p0 AND `bucket` < @p1 UNION ALL SELECT COUNTIF(`event_type` = 'order_created') AS orders__n FROM `marketplace`.`marketplace_events` WHERE `occurred_at` >= @p2 AND `occurred_at` < @p3) AS u;

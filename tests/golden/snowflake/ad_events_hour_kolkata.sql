@@ -1,0 +1,1 @@
+SELECT DATE_TRUNC('HOUR', CONVERT_TIMEZONE(:p0, "occurred_at")) AS "_bucket", COUNT_IF("event_type" = 'ad_impression') AS "ad_impressions", COUNT_IF("event_type" = 'ad_click') AS "ad_clicks", SUM("cost_cents") AS "ad_spend_cents" FROM "marketplace"."ad_events" WHERE "occurred_at" >= :p1 AND "occurred_at" < :p2 GROUP BY "_bucket";

@@ -1,0 +1,1 @@
+SELECT SUM("ad_clicks__n") AS "ad_clicks" FROM (SELECT SUM("ad_clicks__n") AS "ad_clicks__n" FROM "marketplace"."_gm_rollup_ads_hourly" WHERE "bucket" >= :p0 AND "bucket" < :p1 UNION ALL SELECT COUNT_IF("event_type" = 'ad_click') AS "ad_clicks__n" FROM "marketplace"."ad_events" WHERE "occurred_at" >= :p2 AND "occurred_at" < :p3) AS "u";

@@ -1,0 +1,1 @@
+SELECT PERCENTILE_CONT(0.5) WITHIN GROUP (ORDER BY IFF("event_type" = 'order_created', "amount_cents", NULL)) AS "median_order_cents" FROM "marketplace"."marketplace_events" WHERE "occurred_at" >= :p0 AND "occurred_at" < :p1;
