@@ -28,11 +28,12 @@ def statements(out: str) -> list[str]:
     return [s.strip() for s in out.split(";\n") if s.strip() and not s.startswith("--")]
 
 
-@pytest.mark.parametrize("target", ["duckdb", "postgres"])
+@pytest.mark.parametrize("target", ["duckdb", "postgres", "bigquery", "snowflake"])
 def test_ddl_is_printed_without_connecting_and_parses_back(target: str, tmp_path: Path) -> None:
     out = run("--target", target, "--data-dir", str(tmp_path / "nowhere"))
     stmts = statements(out)
-    assert any('"marketplace"."marketplace_events"' in s for s in stmts)
+    quoted = "`marketplace`.`marketplace_events`" if target == "bigquery" else None
+    assert any((quoted or '"marketplace"."marketplace_events"') in s for s in stmts)
     assert any("_gm_rollup_marketplace_hourly" in s for s in stmts)
     assert not (tmp_path / "nowhere" / "warehouse.duckdb").exists()
     for s in stmts:
@@ -79,3 +80,82 @@ def test_unknown_target_is_refused() -> None:
     result = runner.invoke(app, ["provision", "--target", "oracle"])
     assert result.exit_code == 1
     assert "unknown target" in result.output
+
+
+INFRA = Path(__file__).parent.parent.parent / "infra" / "bigquery" / "schemas" / "v1"
+
+
+def test_bigquery_schema_files_are_written_and_the_committed_ones_are_current(
+    tmp_path: Path,
+) -> None:
+    """Seed 000 keeps the table schemas as JSON in the repository: they are generated from the
+    pack (``gristmill provision --target bigquery --schemas infra/bigquery/schemas/v1``) and
+    must not drift from it."""
+    out = run("--target", "bigquery", "--schemas", str(tmp_path), "--data-dir", str(tmp_path))
+    assert "2 table schemas written" in out
+    written = {p.name: p.read_text() for p in tmp_path.glob("*.schema.json")}
+    assert set(written) == {"marketplace_events.schema.json", "ad_events.schema.json"}
+    committed = {p.name: p.read_text() for p in INFRA.glob("*.schema.json")}
+    assert committed == written, "regenerate infra/bigquery/schemas/v1 with the command above"
+    fields = {f["name"]: f for f in json.loads(written["marketplace_events.schema.json"])}
+    assert fields["occurred_at"] == {
+        "name": "occurred_at",
+        "type": "TIMESTAMP",
+        "mode": "REQUIRED",
+        "description": "When the event happened (UTC); the partitioning column.",
+    }
+    assert fields["amount_cents"]["type"] == "INTEGER"
+    assert fields["amount_cents"]["mode"] == "NULLABLE"
+    assert fields["properties"]["type"] == "JSON"
+
+
+def test_schemas_are_refused_for_an_engine_without_them(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app,
+        ["provision", "--target", "postgres", "--schemas", str(tmp_path)],
+        env={"GRISTMILL_PACKS_DIR": str(PACKS)},
+    )
+    assert result.exit_code == 1
+    assert "--schemas is for bigquery" in result.output
+
+
+@pytest.mark.parametrize(
+    ("target", "names"),
+    [
+        ("bigquery", ["GRISTMILL_WAREHOUSE__PROJECT", "GOOGLE_APPLICATION_CREDENTIALS"]),
+        (
+            "snowflake",
+            [
+                "GRISTMILL_WAREHOUSE__ACCOUNT",
+                "GRISTMILL_WAREHOUSE__USER",
+                "GRISTMILL_WAREHOUSE__PASSWORD",
+            ],
+        ),
+    ],
+)
+def test_apply_without_credentials_names_what_to_set(
+    target: str, names: list[str], tmp_path: Path
+) -> None:
+    result = runner.invoke(
+        app,
+        ["provision", "--target", target, "--apply", "--data-dir", str(tmp_path)],
+        env={"GRISTMILL_PACKS_DIR": str(PACKS), "COLUMNS": "300"},
+    )
+    assert result.exit_code == 1
+    for name in names:
+        assert name in result.output
+
+
+def test_bigquery_plan_has_native_partitioning_and_clustering(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.json"
+    run("--target", "bigquery", "--plan", str(plan), "--data-dir", str(tmp_path))
+    doc = json.loads(plan.read_text())
+    assert doc["dialect"] == "bigquery"
+    events = {t["name"]: t for t in doc["packs"][0]["tables"]}["marketplace_events"]
+    assert events["partitioning"]["native"] is True
+    assert events["clustering"] == {
+        "columns": ["vendor_store_id", "store_id", "event_type"],
+        "native": True,
+    }
+    assert {"name": "amount_cents", "type": "INT64", "promoted": True} in events["columns"]
+    assert any("PARTITION BY DATE(`occurred_at`)" in s for s in doc["statements"])

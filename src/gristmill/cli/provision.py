@@ -38,6 +38,7 @@ from gristmill.warehouse.registry import (
     dialect,
     open_warehouse,
     render_ddl,
+    schema_files,
 )
 
 DEFAULTS: dict[str, Any] = {
@@ -80,6 +81,14 @@ def provision(
         Path | None,
         typer.Option(help="Write the provisioning plan (JSON) to this file.", show_default=False),
     ] = None,
+    schemas: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write the table schemas as JSON files (<table>.schema.json) to this folder "
+            "(bigquery).",
+            show_default=False,
+        ),
+    ] = None,
     data_dir: DataDirOpt = None,
     packs: PacksOpt = None,
 ) -> None:
@@ -93,6 +102,9 @@ def provision(
     loaded = list(load_packs(settings.resolved_packs_dir, settings.packs).values())
     extra = analytics_ddl(loaded, dialect(target), capabilities(target))
     statements = render_ddl(target, loaded, settings, extra)
+    files = schema_files(target, loaded) if schemas is not None else None
+    if schemas is not None and files is None:
+        fail(f"the {target} target has no schema files; --schemas is for bigquery")
     if apply:
         try:
             wh = open_warehouse(settings)
@@ -112,6 +124,11 @@ def provision(
             console.print(f"-- applied to {target}: created or changed {', '.join(changed)}")
         else:
             console.print(f"-- applied to {target}: already up to date, nothing changed")
+    if schemas is not None and files is not None:
+        schemas.mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            (schemas / name).write_text(text)
+        console.print(f"-- {len(files)} table schemas written to {schemas}", highlight=False)
     if plan is not None:
         doc = provisioning_plan(target, loaded, settings, statements)
         plan.write_text(json.dumps(doc, indent=2) + "\n")

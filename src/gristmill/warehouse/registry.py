@@ -40,6 +40,12 @@ def render_ddl(
     return render(packs, settings, extra)
 
 
+def schema_files(name: str, packs: Sequence[Pack]) -> dict[str, str] | None:
+    """An engine's table schemas as files (name -> text), if it documents them that way."""
+    render = getattr(_factory(name), "schema_files", None)
+    return None if render is None else cast(dict[str, str], render(packs))
+
+
 def dialect(name: str) -> str:
     return cast(str, _factory(name).DIALECT)  # type: ignore[attr-defined]
 

@@ -22,6 +22,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 from google.api_core import exceptions as gexc
+from google.auth.exceptions import DefaultCredentialsError
 from google.cloud import bigquery
 from sqlglot import exp
 
@@ -30,7 +31,7 @@ from gristmill.core.clock import to_datetime
 from gristmill.pack.models import Pack
 from gristmill.sql import ddl
 from gristmill.warehouse.base import LedgerTotals, LoadBatch, LoadResult, Readiness
-from gristmill.warehouse.bigquery.factory import CAPABILITIES, DIALECT, NAME
+from gristmill.warehouse.bigquery.factory import CAPABILITIES, CREDENTIALS, DIALECT, NAME
 from gristmill.warehouse.bigquery.sql import (
     BATCH,
     DEDUPE_TABLE,
@@ -58,12 +59,13 @@ class BigQueryWarehouse:
     caps = CAPABILITIES
 
     def __init__(self, cfg: BigQuerySettings, *, read_only: bool = False) -> None:
-        if not cfg.project:
-            raise ValueError("set GRISTMILL_WAREHOUSE__PROJECT (the Google Cloud project)")
         self.cfg = cfg
         self.read_only = read_only
         self.naming = Naming(cfg.dataset_prefix)
-        self._client: Any = bigquery.Client(project=cfg.project, location=cfg.location)
+        try:
+            self._client: Any = bigquery.Client(project=cfg.project, location=cfg.location)
+        except DefaultCredentialsError as exc:
+            raise ValueError(f"no Google credentials ({exc}): {CREDENTIALS}") from exc
 
     # -- statements -----------------------------------------------------------------------
     def _job(self, text: str, params: Mapping[str, Any] | None, session: str | None) -> Any:

@@ -42,7 +42,26 @@ def ddl(packs: Sequence[Pack], settings: Settings, extra: Sequence[exp.Expr] = (
     return [naming.sql(s) for s in [*pack_ddl(packs, cfg.location), *extra]]
 
 
-def create(settings: Settings, *, read_only: bool = False) -> BigQueryWarehouse:
-    from gristmill.warehouse.bigquery.client import BigQueryWarehouse
+def schema_files(packs: Sequence[Pack]) -> dict[str, str]:
+    """``<table>.schema.json`` per pack table (no client needed)."""
+    from gristmill.warehouse.bigquery.schema import schema_files as files
 
-    return BigQueryWarehouse(_settings(settings), read_only=read_only)
+    return files(list(packs))
+
+
+CREDENTIALS = (
+    "set GRISTMILL_WAREHOUSE__PROJECT (the Google Cloud project) and "
+    "GOOGLE_APPLICATION_CREDENTIALS (a service account key file), or run where "
+    "Application Default Credentials exist"
+)
+
+
+def create(settings: Settings, *, read_only: bool = False) -> BigQueryWarehouse:
+    cfg = _settings(settings)
+    if not cfg.project:
+        raise ValueError(CREDENTIALS)
+    try:
+        from gristmill.warehouse.bigquery.client import BigQueryWarehouse
+    except ImportError as exc:
+        raise ValueError(f"{exc.name} is missing: pip install 'gristmill[bigquery]'") from exc
+    return BigQueryWarehouse(cfg, read_only=read_only)

@@ -45,7 +45,6 @@ from gristmill.warehouse.snowflake.sql import (
 )
 
 SYSTEM = SystemSQL.build(DIALECT)
-REQUIRED = ("account", "user", "password")
 
 
 class SnowflakeWarehouse:
@@ -54,10 +53,6 @@ class SnowflakeWarehouse:
     caps = CAPABILITIES
 
     def __init__(self, cfg: SnowflakeSettings, *, read_only: bool = False) -> None:
-        missing = [f for f in REQUIRED if getattr(cfg, f) is None]
-        if missing:
-            names = ", ".join(f"GRISTMILL_WAREHOUSE__{f.upper()}" for f in missing)
-            raise ValueError(f"set {names}")
         self.cfg = cfg
         self.read_only = read_only
         self._lock = threading.Lock()

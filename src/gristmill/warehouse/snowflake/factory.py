@@ -40,7 +40,19 @@ def ddl(packs: Sequence[Pack], settings: Settings, extra: Sequence[exp.Expr] = (
     return [sql(s) for s in [*pack_ddl(packs), *extra]]
 
 
-def create(settings: Settings, *, read_only: bool = False) -> SnowflakeWarehouse:
-    from gristmill.warehouse.snowflake.client import SnowflakeWarehouse
+REQUIRED = ("account", "user", "password")
 
-    return SnowflakeWarehouse(_settings(settings), read_only=read_only)
+
+def create(settings: Settings, *, read_only: bool = False) -> SnowflakeWarehouse:
+    cfg = _settings(settings)
+    missing = [f"GRISTMILL_WAREHOUSE__{f.upper()}" for f in REQUIRED if getattr(cfg, f) is None]
+    if missing:
+        raise ValueError(
+            f"set {', '.join(missing)} (and GRISTMILL_WAREHOUSE__WAREHOUSE, __ROLE, "
+            "__DATABASE as your account needs)"
+        )
+    try:
+        from gristmill.warehouse.snowflake.client import SnowflakeWarehouse
+    except ImportError as exc:
+        raise ValueError(f"{exc.name} is missing: pip install 'gristmill[snowflake]'") from exc
+    return SnowflakeWarehouse(cfg, read_only=read_only)
