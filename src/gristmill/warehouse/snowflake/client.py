@@ -79,11 +79,10 @@ class SnowflakeWarehouse:
         with self._lock:
             cur = self._conn.cursor()
             self._run(cur, sql_text, params)
-            table = cur.fetch_arrow_all()
-            if table is None:  # no rows: an empty table with the result's columns
-                names = [d[0] for d in cur.description]
-                return pa.table({n: pa.array([]) for n in names})
-            out: pa.Table = table
+            # An empty result still has its columns; timestamps keep microseconds.
+            out: pa.Table = cur.fetch_arrow_all(
+                force_return_table=True, force_microsecond_precision=True
+            )
             return out
 
     def query(self, query: exp.Expr, params: Mapping[str, Any] | None = None) -> pa.Table:

@@ -182,20 +182,27 @@ def copy_into_stage(name: str) -> str:
 
 @lru_cache(maxsize=4096)
 def _qmark(text: str) -> tuple[str, tuple[str | int, ...]]:
+    """Parse once per text: placeholders in the order they appear *in the text* (a tree walk
+    need not follow it), then each replaced by ``?``."""
     tree = sqlglot.parse_one(text, read=DIALECT)
-    order: list[str | int] = []
-    positional = 0
-    for node in list(tree.find_all(exp.Placeholder)):
-        name = node.args.get("this")
-        if name:
-            order.append(name)
-        else:
-            order.append(positional)
-            positional += 1
-        node.replace(exp.Placeholder())
     for ident in tree.find_all(exp.Identifier):
         ident.set("quoted", True)
-    return _fix(tree).sql(dialect=DIALECT), tuple(order)
+    tree = _fix(tree)
+    keys: dict[str, str | None] = {}
+    for i, node in enumerate(list(tree.find_all(exp.Placeholder))):
+        name = node.args.get("this")
+        keys[f"gmq{i}"] = str(name) if name else None
+        node.set("this", f"gmq{i}")
+    marked = tree.sql(dialect=DIALECT)
+    order: list[str | int] = []
+    for t in sqlglot.Dialect.get_or_raise(DIALECT).tokenize(marked):
+        if t.token_type == sqlglot.TokenType.VAR and t.text in keys:
+            name = keys[t.text]
+            order.append(name if name is not None else sum(isinstance(k, int) for k in order))
+    assert len(order) == len(keys), "every placeholder appears once in the text"
+    for node in tree.find_all(exp.Placeholder):
+        node.set("this", None)
+    return tree.sql(dialect=DIALECT), tuple(order)
 
 
 def qmark(
