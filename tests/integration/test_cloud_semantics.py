@@ -122,7 +122,7 @@ def test_scripted_maintenance_equals_a_rebuild(loaded: tuple[DuckDBWarehouse, Pa
 
 
 def test_freshness_is_kept_by_merge(loaded: tuple[DuckDBWarehouse, Pack]) -> None:
-    wh, pack = loaded
+    wh, _ = loaded
     rows = wh.query(sqlglot.exp.select("*").from_(FRESHNESS)).to_pylist()
     whole = [r for r in rows if r["tbl"] == "marketplace_events" and r["scope_column"] == "*"]
     assert len(whole) == 1  # one row per key after three loads: updated, not appended
@@ -184,7 +184,7 @@ def test_metric_plans_agree_with_duckdb(
 
 
 def test_answers_went_through_rollups(loaded: tuple[DuckDBWarehouse, Pack]) -> None:
-    wh, pack = loaded
+    _, pack = loaded
     rng = preset_range("90d", ZoneInfo("UTC"), datetime(2026, 3, 14, 15, 17, tzinfo=UTC))
     paths = {p.path for p in plan(MetricQuery(pack, ("orders", "buyers"), rng), "bigquery")}
     assert paths == {"rollup+raw"}
