@@ -137,12 +137,12 @@ class SnowflakeWarehouse:
         problems: list[str] = []
         try:
             if not self.columns_of(ddl.table_ref("_gristmill", "loads")):
-                problems.append(f"missing table {self.cfg.database}._gristmill.loads")
+                problems.append("missing table _gristmill.loads (run provisioning)")
             for pack in packs:
                 for table in pack.spec.tables:
                     have = self.columns_of(ddl.table_ref(pack.dataset, table))
                     if not have:
-                        problems.append(f"missing table {self.cfg.database}.{pack.dataset}.{table}")
+                        problems.append(f"missing table {pack.dataset}.{table}")
                         continue
                     problems += [
                         f"missing column {pack.dataset}.{table}.{c.name}"
