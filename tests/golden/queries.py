@@ -22,6 +22,7 @@ from gristmill.metrics.planner import plan
 from gristmill.metrics.timerange import TimeRange, preset_range
 from gristmill.pack.models import Pack
 from gristmill.rollup.maintain import after_insert, analytics_ddl
+from gristmill.rollup.spec import full_rebuild
 from gristmill.warehouse.common import SystemSQL
 from gristmill.warehouse.registry import capabilities, render_ddl
 
@@ -57,6 +58,11 @@ def statements(pack: Pack, dialect: str, settings: Settings) -> Iterator[tuple[s
                 out.append(render_stmt(after.bounds))
             out += [render_stmt(s) for s in after.statements]
         yield f"load_{table}", ";\n".join(out)
+    for name, r in pack.spec.rollups.items():
+        yield (
+            f"rebuild_{name}",
+            ";\n".join(render_stmt(s) for s in full_rebuild(pack, name, r, dialect)),
+        )
     yield from _metric_queries(pack, dialect)
     yield "events", _events(pack, render_stmt)
 

@@ -87,6 +87,7 @@ def test_bigquery_naming_points_statements_at_the_stage_and_prefixes_datasets() 
     assert "`pre__gristmill`.`loads`" in naming.sql(system.seen_batch)
     assert naming.sql(system.seen_batch).endswith("@b LIMIT 1")
     # Staged JSON travels as text and is parsed, which CAST cannot do in BigQuery.
+    assert bq.Naming().sql(exp.delete("t")) == "DELETE FROM t WHERE TRUE"
     cast = exp.Cast(this=exp.column("errors"), to=exp.DataType.build("JSON"))
     assert bq.Naming().sql(exp.select(cast)) == "SELECT PARSE_JSON(errors)"
 

@@ -69,6 +69,10 @@ class Naming:
                 return node
             if isinstance(node, exp.Cast) and node.to.is_type(exp.DataType.Type.JSON):
                 return exp.ParseJSON(this=node.this.copy())  # CAST(text AS JSON) is no BigQuery
+            if isinstance(node, exp.Delete) and not node.args.get("where"):
+                node = node.copy()  # BigQuery refuses a DELETE without WHERE
+                node.set("where", exp.Where(this=exp.true()))
+                return node
             if isinstance(node, exp.PrimaryKey):
                 # BigQuery keys are NOT ENFORCED hints; MERGE keeps freshness unique instead.
                 return exp.null()

@@ -1,0 +1,2 @@
+DELETE FROM `marketplace`.`_gm_rollup_ads_hourly` WHERE TRUE;
+INSERT INTO `marketplace`.`_gm_rollup_ads_hourly` (`bucket`, `vendor_store_id`, `campaign_id`, `placement`, `ad_impressions__n`, `ad_clicks__n`, `ad_spend_cents__sum`) SELECT TIMESTAMP_TRUNC(`occurred_at`, HOUR) AS bucket, `vendor_store_id`, `campaign_id`, `placement`, COUNTIF(`event_type` = 'ad_impression') AS ad_impressions__n, COUNTIF(`event_type` = 'ad_click') AS ad_clicks__n, SUM(`cost_cents`) AS ad_spend_cents__sum FROM `marketplace`.`ad_events` GROUP BY bucket, `vendor_store_id`, `campaign_id`, `placement`;
