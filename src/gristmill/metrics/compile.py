@@ -54,6 +54,9 @@ class Aggs:
     merge_sets: Callable[[exp.Expr], exp.Expr]
     set_size: Callable[[exp.Expr], exp.Expr]
     percentile: Callable[[exp.Expr, float], exp.Expr]
+    bucket: Callable[[exp.Expr, str, exp.Expr], exp.Expr] | None = None
+    """The caller's bucket of a timestamp (timestamp, grain, zone), where the engine has no
+    ``AT TIME ZONE`` arithmetic to build it from (see :func:`bucket_expr`)."""
 
 
 DUCKDB = Aggs(
@@ -82,7 +85,37 @@ POSTGRES = Aggs(
     set_size=lambda s: exp.func("coalesce", exp.func("cardinality", s), exp.Literal.number(0)),
     percentile=_pg_percentile,
 )
-AGGS: dict[str, Aggs] = {"duckdb": DUCKDB, "postgres": POSTGRES}
+
+
+_CH_DAYS = {"day": "toDate", "week": "toMonday", "month": "toStartOfMonth"}
+
+
+def _ch_bucket(ts: exp.Expr, grain: str, tz: exp.Expr) -> exp.Expr:
+    """ClickHouse truncates in a zone itself. Hours: the instant the local hour began (as
+    UTC). Days and coarser: the local date as a DateTime64 in ``Etc/GMT``, which the
+    ClickHouse client returns naive (a local date, as the other engines do)."""
+    if grain == "hour":
+        start = exp.Anonymous(this="toStartOfHour", expressions=[ts, tz])
+        zone = exp.Literal.string("UTC")
+    else:
+        start = exp.Anonymous(this=_CH_DAYS[grain], expressions=[ts, tz])
+        zone = exp.Literal.string("Etc/GMT")
+    return exp.Anonymous(this="toDateTime64", expressions=[start, exp.Literal.number(6), zone])
+
+
+CLICKHOUSE = Aggs(
+    distinct_set=lambda c: exp.Anonymous(this="groupUniqArray", expressions=[c]),
+    merge_sets=lambda s: exp.Anonymous(this="groupUniqArrayArray", expressions=[s]),
+    set_size=lambda s: exp.func("coalesce", exp.func("length", s), exp.Literal.number(0)),
+    # Linear interpolation between the closest ranks, as percentile_cont / quantile_cont.
+    percentile=lambda c, p: exp.ParameterizedAgg(
+        this=exp.to_identifier("quantileExactInclusive"),
+        expressions=[exp.Literal.number(p)],
+        params=[c],
+    ),
+    bucket=_ch_bucket,
+)
+AGGS: dict[str, Aggs] = {"duckdb": DUCKDB, "postgres": POSTGRES, "clickhouse": CLICKHOUSE}
 
 
 def condition(c: Condition, params: Params | None, table: str | None = None) -> exp.Expr:
@@ -199,7 +232,9 @@ def combine_columns(name: str, m: MetricSpec, aggs: Aggs) -> list[exp.Expr]:
     raise ValueError(f"{m.type} has no components")
 
 
-def bucket_expr(ts: exp.Expr, grain: str, params: Params, tz: Any) -> exp.Expr:
+def bucket_expr(
+    ts: exp.Expr, grain: str, params: Params, tz: Any, aggs: Aggs | None = None
+) -> exp.Expr:
     """The caller's local bucket of ``ts``.
 
     Days and coarser: ``date_trunc(grain, ts AT TIME ZONE tz)``, a local date. Hours: the
@@ -207,6 +242,8 @@ def bucket_expr(ts: exp.Expr, grain: str, params: Params, tz: Any) -> exp.Expr:
     night clocks fall back the two 01:00 hours stay two buckets, and the hour that does not
     exist in spring never appears.
     """
+    if aggs is not None and aggs.bucket is not None:
+        return aggs.bucket(ts, grain, params.bind(tz))
     local = exp.AtTimeZone(this=ts, zone=params.bind(tz))
     trunc = exp.func("date_trunc", exp.Literal.string(grain), local)
     if grain != "hour":

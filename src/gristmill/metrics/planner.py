@@ -153,7 +153,8 @@ def _build(q: MetricQuery, shape: _Shape) -> tuple[exp.Select, str, dict[str, Sl
         if shape.grain:
             cols.append(
                 exp.alias_(
-                    bucket_expr(exp.column(ts, quoted=True), shape.grain, params, ("tz",)), BUCKET
+                    bucket_expr(exp.column(ts, quoted=True), shape.grain, params, ("tz",), aggs),
+                    BUCKET,
                 )
             )
         return cols + list(dims)

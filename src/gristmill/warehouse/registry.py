@@ -15,6 +15,7 @@ from gristmill.warehouse.base import Capabilities, Warehouse
 ENGINES: dict[str, str] = {
     "duckdb": "gristmill.warehouse.duckdb.factory",
     "postgres": "gristmill.warehouse.postgres.factory",
+    "clickhouse": "gristmill.warehouse.clickhouse.factory",
 }
 """Engine name -> factory module. A factory module is light: no driver import at top level."""
 
