@@ -28,7 +28,7 @@ def statements(out: str) -> list[str]:
     return [s.strip() for s in out.split(";\n") if s.strip() and not s.startswith("--")]
 
 
-@pytest.mark.parametrize("target", ["duckdb", "postgres"])
+@pytest.mark.parametrize("target", ["duckdb", "postgres", "clickhouse"])
 def test_ddl_is_printed_without_connecting_and_parses_back(target: str, tmp_path: Path) -> None:
     out = run("--target", target, "--data-dir", str(tmp_path / "nowhere"))
     stmts = statements(out)
@@ -79,3 +79,22 @@ def test_unknown_target_is_refused() -> None:
     result = runner.invoke(app, ["provision", "--target", "oracle"])
     assert result.exit_code == 1
     assert "unknown target" in result.output
+
+
+@pytest.mark.clickhouse
+def test_clickhouse_apply_is_idempotent_and_writes_the_plan(tmp_path: Path) -> None:
+    pytest.importorskip("chdb")
+    env = {"GRISTMILL_WAREHOUSE__TYPE": "clickhouse"}
+    plan = tmp_path / "plan.json"
+    first = run("--apply", "--plan", str(plan), "--data-dir", str(tmp_path), env=env)
+    assert "created or changed" in first
+    assert "marketplace.marketplace_events" in first
+    assert 'ENGINE=MergeTree PARTITION BY toDate("occurred_at")' in first
+    assert "ENGINE=ReplacingMergeTree" in first  # the rollup
+    second = run("--apply", "--data-dir", str(tmp_path), env=env)
+    assert "already up to date, nothing changed" in second
+    doc = json.loads(plan.read_text())
+    assert doc["target"] == "clickhouse"
+    events = {t["name"]: t for t in doc["packs"][0]["tables"]}["marketplace_events"]
+    assert events["partitioning"]["native"] is True
+    assert events["clustering"]["columns"] == ["vendor_store_id", "store_id", "event_type"]

@@ -29,6 +29,9 @@ SESSION_SETTINGS: dict[str, int | str] = {
     # outer joins yield NULLs, and time is UTC.
     "aggregate_functions_null_for_empty": 1,
     "join_use_nulls": 1,
+    # Types must meet in a UNION ALL (rollup buckets + raw edges) as they do elsewhere,
+    # not as a Variant.
+    "use_variant_as_common_type": 0,
     "session_timezone": "UTC",
     # Deletes and mutations finish before the statement returns.
     "lightweight_deletes_sync": 2,

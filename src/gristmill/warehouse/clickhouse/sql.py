@@ -86,6 +86,15 @@ def _nullable(col: exp.ColumnDef) -> exp.ColumnDef:
     return col
 
 
+def _rollup_column(col: exp.ColumnDef) -> exp.ColumnDef:
+    """Row counts are ``UInt64`` here, the type of ``count()``: a rollup's counts and the raw
+    edges' counts meet in one UNION ALL, and ClickHouse has no common type for Int64 and
+    UInt64."""
+    if col.name.endswith("__n"):
+        return ddl.column_def(col.name, exp.DataType.build("UInt64", dialect=DIALECT))
+    return _nullable(col)
+
+
 def _order(cols: Sequence[str]) -> exp.Order:
     keys: list[exp.Expr] = [_col(c) for c in cols]
     this: exp.Expr = exp.Tuple(expressions=keys) if keys else exp.Tuple(expressions=[])
@@ -121,7 +130,7 @@ def with_engine(create: exp.Expr, partition: exp.Expr | None = None) -> exp.Expr
         props = [exp.EngineProperty(this=exp.var("AggregatingMergeTree")), _order(key)]
     elif names and names[0] == "bucket" and any("__" in n for n in names):
         dims = [n for n in names[1:] if "__" not in n]
-        schema.set("expressions", [_nullable(c) for c in cols])
+        schema.set("expressions", [_rollup_column(c) for c in cols])
         props = [
             exp.EngineProperty(this=exp.var("ReplacingMergeTree")),
             _order(["bucket", *dims]),
