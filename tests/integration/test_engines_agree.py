@@ -1,6 +1,7 @@
 """Every metric and view of the marketplace pack, over the same events, answers identically on
 every warehouse that runs here (DuckDB, PostgreSQL, ClickHouse in process through chdb): all
-metric types, grains, time zones, group-bys and filters, through rollups and rows, after late events and duplicates.
+metric types, grains, time zones, group-bys and filters, through rollups and rows, after late
+events and duplicates.
 
 DuckDB's answers are checked against an independent computation in test_kpis.py; agreement
 here carries that to the other engines."""
