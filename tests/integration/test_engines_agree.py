@@ -1,6 +1,7 @@
 """Every metric and view of the marketplace pack, over the same events, answers identically on
-every warehouse that runs here (DuckDB, PostgreSQL): all metric types, grains, time zones,
-group-bys and filters, through rollups and rows, after late events and duplicates.
+every warehouse that runs here (DuckDB, PostgreSQL, ClickHouse in process through chdb): all
+metric types, grains, time zones, group-bys and filters, through rollups and rows, after late
+events and duplicates.
 
 DuckDB's answers are checked against an independent computation in test_kpis.py; agreement
 here carries that to the other engines."""
@@ -14,13 +15,13 @@ from typing import Any
 
 import pytest
 
-from gristmill.config import PostgresSettings
+from gristmill.config import ClickHouseSettings, PostgresSettings
 from gristmill.runtime import Runtime
 from tests.conftest import make_settings
 from tests.integration.analytics_fixtures import Loaded, load_known_events
 from tests.pg import scratch_database
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.clickhouse]
 
 IGNORED = {"range", "freshness", "debug"}
 """Fields that carry the time of the answer, not the data."""
@@ -37,8 +38,18 @@ def engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Load
                 warehouse=PostgresSettings(dsn=dsn),  # type: ignore[arg-type]
             )
         )
-        with load_known_events(duck, end) as d, load_known_events(pg, end) as p:
-            yield {"duckdb": d, "postgres": p}
+        ch = Runtime(
+            make_settings(
+                Path(tmp_path_factory.mktemp("ch")),
+                warehouse=ClickHouseSettings(),  # type: ignore[arg-type]
+            )
+        )
+        with (
+            load_known_events(duck, end) as d,
+            load_known_events(pg, end) as p,
+            load_known_events(ch, end) as c,
+        ):
+            yield {"duckdb": d, "postgres": p, "clickhouse": c}
 
 
 def _answer(lo: Loaded, who: str, url: str) -> Any:
@@ -60,9 +71,11 @@ def test_the_data_is_the_same(engines: dict[str, Loaded]) -> None:
     assert {name: lo.rt.warehouse.name for name, lo in engines.items()} == {
         "duckdb": "duckdb",
         "postgres": "postgres",
+        "clickhouse": "clickhouse",
     }
     stats = {name: lo.rt.conservation().as_dict()["totals"] for name, lo in engines.items()}
     assert stats["postgres"] == stats["duckdb"]
+    assert stats["clickhouse"] == stats["duckdb"]
     assert stats["duckdb"]["loaded"] > 20_000
 
 
@@ -138,6 +151,7 @@ def test_event_listing_agrees(engines: dict[str, Loaded]) -> None:
 
     assert len(ids(engines["duckdb"])) == 200
     assert ids(engines["postgres"]) == ids(engines["duckdb"])
+    assert ids(engines["clickhouse"]) == ids(engines["duckdb"])
 
 
 def test_answers_are_not_trivial(engines: dict[str, Loaded]) -> None:
@@ -154,3 +168,13 @@ def test_answers_are_not_trivial(engines: dict[str, Loaded]) -> None:
     )
     assert buyers["debug"][0]["path"] == "rollup+raw"
     assert "_gristmill.set_union" in buyers["debug"][0]["sql"]
+
+
+def test_clickhouse_answers_come_through_its_rollup(engines: dict[str, Loaded]) -> None:
+    ch = engines["clickhouse"]
+    body = ch.get("admin", "/api/v1/admin/analytics?preset=90d&debug=true").json()
+    assert body["kpis"]["orders"] > 1000
+    assert {d["path"] for d in body["debug"]} == {"rollup+raw"}
+    buyers = ch.get("operator", "/v1/metrics?metrics=buyers&preset=90d&debug=true").json()
+    assert buyers["debug"][0]["path"] == "rollup+raw"
+    assert "groupUniqArrayArray" in buyers["debug"][0]["sql"]

@@ -28,7 +28,7 @@ def statements(out: str) -> list[str]:
     return [s.strip() for s in out.split(";\n") if s.strip() and not s.startswith("--")]
 
 
-@pytest.mark.parametrize("target", ["duckdb", "postgres", "bigquery", "snowflake"])
+@pytest.mark.parametrize("target", ["duckdb", "postgres", "clickhouse", "bigquery", "snowflake"])
 def test_ddl_is_printed_without_connecting_and_parses_back(target: str, tmp_path: Path) -> None:
     out = run("--target", target, "--data-dir", str(tmp_path / "nowhere"))
     stmts = statements(out)
@@ -159,3 +159,22 @@ def test_bigquery_plan_has_native_partitioning_and_clustering(tmp_path: Path) ->
     }
     assert {"name": "amount_cents", "type": "INT64", "promoted": True} in events["columns"]
     assert any("PARTITION BY DATE(`occurred_at`)" in s for s in doc["statements"])
+
+
+@pytest.mark.clickhouse
+def test_clickhouse_apply_is_idempotent_and_writes_the_plan(tmp_path: Path) -> None:
+    pytest.importorskip("chdb")
+    env = {"GRISTMILL_WAREHOUSE__TYPE": "clickhouse"}
+    plan = tmp_path / "plan.json"
+    first = run("--apply", "--plan", str(plan), "--data-dir", str(tmp_path), env=env)
+    assert "created or changed" in first
+    assert "marketplace.marketplace_events" in first
+    assert 'ENGINE=MergeTree PARTITION BY toDate("occurred_at")' in first
+    assert "ENGINE=ReplacingMergeTree" in first  # the rollup
+    second = run("--apply", "--data-dir", str(tmp_path), env=env)
+    assert "already up to date, nothing changed" in second
+    doc = json.loads(plan.read_text())
+    assert doc["target"] == "clickhouse"
+    events = {t["name"]: t for t in doc["packs"][0]["tables"]}["marketplace_events"]
+    assert events["partitioning"]["native"] is True
+    assert events["clustering"]["columns"] == ["vendor_store_id", "store_id", "event_type"]

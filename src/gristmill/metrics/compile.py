@@ -90,7 +90,40 @@ POSTGRES = Aggs(
     set_size=lambda s: exp.func("coalesce", exp.func("cardinality", s), exp.Literal.number(0)),
     percentile=_pg_percentile,
 )
-AGGS: dict[str, Aggs] = {"duckdb": DUCKDB, "postgres": POSTGRES}
+
+
+_CH_DAYS = {"day": "toDate", "week": "toMonday", "month": "toStartOfMonth"}
+
+
+def _ch_bucket(ts: exp.Expr, grain: str, tz: exp.Expr) -> exp.Expr:
+    """ClickHouse truncates in a zone itself. Hours: the instant the local hour began (as
+    UTC). Days and coarser: the local date as a DateTime64 in ``Etc/GMT``, which the
+    ClickHouse client returns naive (a local date, as the other engines do)."""
+    if grain == "hour":
+        start = exp.Anonymous(this="toStartOfHour", expressions=[ts, tz])
+        zone = exp.Literal.string("UTC")
+    else:
+        start = exp.Anonymous(this=_CH_DAYS[grain], expressions=[ts, tz])
+        zone = exp.Literal.string("Etc/GMT")
+    return exp.Anonymous(this="toDateTime64", expressions=[start, exp.Literal.number(6), zone])
+
+
+CLICKHOUSE = Aggs(
+    distinct_set=lambda c: exp.Anonymous(this="groupUniqArray", expressions=[c]),
+    merge_sets=lambda s: exp.Anonymous(this="groupUniqArrayArray", expressions=[s]),
+    # Anonymous: sqlglot renders exp.Length as lengthUTF8, which refuses arrays.
+    set_size=lambda s: exp.func(
+        "coalesce", exp.Anonymous(this="length", expressions=[s]), exp.Literal.number(0)
+    ),
+    # Linear interpolation between the closest ranks, as percentile_cont / quantile_cont.
+    percentile=lambda c, p: exp.ParameterizedAgg(
+        this=exp.to_identifier("quantileExactInclusive"),
+        expressions=[exp.Literal.number(p)],
+        params=[c],
+    ),
+    local_bucket=_ch_bucket,
+)
+AGGS: dict[str, Aggs] = {"duckdb": DUCKDB, "postgres": POSTGRES, "clickhouse": CLICKHOUSE}
 
 BIGQUERY = Aggs(
     distinct_set=cloud_aggs.bq_distinct_set,

@@ -17,6 +17,7 @@ ENGINES: dict[str, str] = {
     "postgres": "gristmill.warehouse.postgres.factory",
     "bigquery": "gristmill.warehouse.bigquery.factory",
     "snowflake": "gristmill.warehouse.snowflake.factory",
+    "clickhouse": "gristmill.warehouse.clickhouse.factory",
 }
 """Engine name -> factory module. A factory module is light: no driver import at top level."""
 

@@ -1,0 +1,2 @@
+"""ClickHouse warehouse: in process through chdb, or a server through clickhouse-connect
+(``pip install gristmill[clickhouse]``)."""
