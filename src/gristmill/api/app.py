@@ -14,6 +14,7 @@ from gristmill import __version__
 from gristmill.api.metrics import RequestCounters, build_registry
 from gristmill.api.responses import problem_response
 from gristmill.api.routers import analytics, ingest, ops, quarantine, ui
+from gristmill.api.routers import feeds as feeds_router
 from gristmill.api.routers.ingest import IngestApp
 from gristmill.api.routers.views import add_view_routes
 from gristmill.core.errors import Problem
@@ -84,4 +85,5 @@ def create_app(rt: Runtime, *, url: str | None = None, start: bool = True) -> Fa
     app.include_router(analytics.router)
     add_view_routes(app, rt)
     app.include_router(ui.router)
+    app.include_router(feeds_router.router)
     return app

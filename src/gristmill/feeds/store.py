@@ -30,6 +30,7 @@ uploads = sa.Table(
     sa.Column("size", sa.BigInteger, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("feed_id", sa.Integer, nullable=True),
 )
 
 feeds = sa.Table(
@@ -92,6 +93,7 @@ class Upload:
     filename: str
     size: int
     expires_at: datetime
+    feed_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +144,7 @@ class FeedStore:
             r["filename"],
             int(r["size"]),
             _aware(r["expires_at"]),
+            r["feed_id"],
         )
 
     def expired_uploads(self, now: datetime) -> list[Upload]:
@@ -151,6 +154,10 @@ class FeedStore:
             ).scalars()
             tokens_l = list(tokens)
         return [u for t in tokens_l if (u := self.get_upload(t)) is not None]
+
+    def set_upload_feed(self, token: str, feed_id: int) -> None:
+        with self.engine.begin() as c:
+            c.execute(uploads.update().where(uploads.c.token == token).values(feed_id=feed_id))
 
     def drop_upload(self, token: str) -> None:
         with self.engine.begin() as c:
