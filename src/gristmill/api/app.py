@@ -13,7 +13,7 @@ from starlette.responses import Response
 from gristmill import __version__
 from gristmill.api.metrics import RequestCounters, build_registry
 from gristmill.api.responses import problem_response
-from gristmill.api.routers import analytics, ingest, ops, quarantine, ui
+from gristmill.api.routers import analytics, feeds_metrics, ingest, ops, quarantine, ui
 from gristmill.api.routers import feeds as feeds_router
 from gristmill.api.routers.ingest import IngestApp
 from gristmill.api.routers.views import add_view_routes
@@ -86,4 +86,5 @@ def create_app(rt: Runtime, *, url: str | None = None, start: bool = True) -> Fa
     add_view_routes(app, rt)
     app.include_router(ui.router)
     app.include_router(feeds_router.router)
+    app.include_router(feeds_metrics.router)
     return app
