@@ -8,6 +8,8 @@ tenant answers 404 too, an expired or unknown one 410.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -15,8 +17,10 @@ from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse
 
-from gristmill.api.deps import PrincipalDep, RuntimeDep
+from gristmill.api.deps import RuntimeDep, get_principal
+from gristmill.auth.keys import token_from_headers
 from gristmill.auth.permissions import OPERATOR, Principal
+from gristmill.auth.sessions import COOKIE
 from gristmill.core.errors import Problem, forbidden, not_found, payload_too_large
 from gristmill.feeds.service import FeedService
 from gristmill.feeds.template import Feed
@@ -35,8 +39,35 @@ class Caller:
         return self.principal.role == OPERATOR
 
 
+CSRF_HEADER = "x-gristmill-csrf"
+
+
+def csrf_token(sid: str) -> str:
+    """The workbench's anti-forgery token for a session: only a page that read it can send
+    it, and a cross-site form cannot set a custom header at all."""
+    return hashlib.sha256(f"gristmill-csrf:{sid}".encode()).hexdigest()[:40]
+
+
+async def feeds_principal(request: Request, rt: RuntimeDep) -> Principal:
+    """A key or token, else the dashboard session *with* its CSRF header (the workbench
+    posts uploads from the browser, where the session cookie is all it has)."""
+    token = token_from_headers(request.headers.get("authorization"))
+    if token is None:
+        sid = request.cookies.get(COOKIE)
+        sent = request.headers.get(CSRF_HEADER, "")
+        if sid and (
+            request.method in ("GET", "HEAD") or hmac.compare_digest(sent, csrf_token(sid))
+        ):
+            session = rt.sessions.get(sid)
+            if session is not None and rt.keys.still_valid(session):
+                return session
+    return await get_principal(request, rt)
+
+
 async def feed_caller(
-    principal: PrincipalDep, rt: RuntimeDep, pack: Annotated[str | None, Query()] = None
+    principal: Annotated[Principal, Depends(feeds_principal)],
+    rt: RuntimeDep,
+    pack: Annotated[str | None, Query()] = None,
 ) -> Caller:
     """The pack a feed request is about: the key's own, or (operator) the named one or the
     only pack that declares feeds."""
