@@ -69,6 +69,17 @@ class Transformer:
                 self._thread.start()
         self._queue.put(feed_id)
 
+    def requeue(self, feed_id: int) -> None:
+        """Queue a failed feed again; its status says ``queued`` before this returns, so a
+        poller never mistakes the old failure for the new run's outcome."""
+        row = self.store.get_feed(feed_id)
+        if row is None:
+            raise KeyError(feed_id)
+        summary = {k: v for k, v in row["summary"].items() if k not in ("error", "stage")}
+        summary.update(stage="queued", queued_at=iso_z(utcnow()))
+        self.store.update_feed(feed_id, status="queued", summary=summary)
+        self.enqueue(feed_id)
+
     def _work(self) -> None:
         while (feed_id := self._queue.get()) is not None:
             try:

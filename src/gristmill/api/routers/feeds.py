@@ -213,8 +213,10 @@ def retransform(feed_id: int, rt: RuntimeDep, caller: CallerDep) -> JSONResponse
     row = _own_feed(rt, caller, feed_id)
     if row["status"] in ("queued", "transforming"):
         raise Problem(409, "feed-busy", "Feed busy", f"feed {feed_id} is {row['status']}")
-    rt.feeds.transformer.enqueue(feed_id)
-    return JSONResponse({"success": True, "feed_id": feed_id, "status": row["status"]}, 202)
+    if row["status"] == "transformed":
+        return JSONResponse({"success": True, "feed_id": feed_id, "status": row["status"]}, 202)
+    rt.feeds.transformer.requeue(feed_id)
+    return JSONResponse({"success": True, "feed_id": feed_id, "status": "queued"}, 202)
 
 
 @router.get("/{feed_id}/rejects")
