@@ -166,6 +166,8 @@ class FeedSettings(BaseModel):
     """Where uploads wait for their commit; default ``<data_dir>/feeds``."""
     stage_batch_rows: int = Field(50_000, ge=100)
     """Rows per staging write (memory is bounded by one batch)."""
+    fast_lane: bool = True
+    """Check plain-shaped rows in Arrow column batches (same results as the row parser)."""
 
 
 class Settings(BaseSettings):

@@ -137,6 +137,11 @@ class RecordReader:
             if fields and any(f.strip() for f in fields):
                 return Record(start, fields)
 
+    @property
+    def line_num(self) -> int:
+        """The last physical line read so far."""
+        return self._end
+
     def bytes_read(self) -> int:
         """How far into the file reading has got (for progress bars)."""
         return self._fh.tell() if not self._fh.closed else 0

@@ -9,14 +9,14 @@ by construction, and each rejected row carries its line number and reasons.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 from gristmill.feeds.csvread import CsvError, Dialect, Record, RecordReader, open_dialect
-from gristmill.feeds.template import CellType, Feed
+from gristmill.feeds.template import CellType, Feed, FeedColumn
 from gristmill.feeds.values import CellError, parse_date, parse_integer, parse_money
 
 _NORM = re.compile(r"[\s_\-.]+")
@@ -74,42 +74,69 @@ class Row:
         return not self.issues
 
 
-def check_row(feed: Feed, header: Header, rec: Record, dialect: Dialect) -> Row:
-    row = Row(rec.line, {}, {}, raw=rec.fields)
-    n = len(header.names)
-    if len(rec.fields) != n:
-        row.issues.append(f"expected {n} fields, found {len(rec.fields)}")
-    for i, name in enumerate(header.names):
-        if i < len(rec.fields):
-            row.original[name] = rec.fields[i]
-    for col, spec in feed.spec.columns.items():
-        pos = header.index.get(col)
-        text = rec.fields[pos].strip() if pos is not None and pos < len(rec.fields) else ""
+Parser = Callable[[str], Any]
+
+
+def _parser(spec: FeedColumn, dialect: Dialect) -> Parser:
+    comma = dialect.decimal_comma
+    if spec.type is CellType.MONEY:
+        return lambda t: parse_money(t, decimal_comma=comma)
+    if spec.type is CellType.INTEGER:
+        return lambda t: parse_integer(t, decimal_comma=comma)
+    if spec.type is CellType.DATE:
+        return parse_date
+    limit = spec.max_length
+
+    def text(t: str) -> str:
+        if len(t) > limit:
+            raise CellError(f"longer than {limit} characters")
+        if "\ufffd" in t:
+            raise CellError("undecodable characters")
+        return " ".join(t.split())
+
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Per file: for each template column, where it sits and how it is parsed."""
+
+    width: int
+    names: list[str]
+    columns: list[tuple[str, int, FeedColumn, Parser, Any]]
+    """(column, position or -1, spec, parser, value when blank)."""
+
+    @staticmethod
+    def build(feed: Feed, header: Header, dialect: Dialect) -> Plan:
+        cols = []
+        for col, spec in feed.spec.columns.items():
+            blank = 0 if spec.type is CellType.MONEY and not spec.required else None
+            cols.append((col, header.index.get(col, -1), spec, _parser(spec, dialect), blank))
+        return Plan(len(header.names), header.names, cols)
+
+
+def check_row(plan: Plan, rec: Record) -> Row:
+    fields = rec.fields
+    n = len(fields)
+    row = Row(rec.line, dict(zip(plan.names, fields, strict=False)), {}, raw=fields)
+    if n != plan.width:
+        row.issues.append(f"expected {plan.width} fields, found {n}")
+    norm = row.normalized
+    for col, pos, spec, parse, blank in plan.columns:
+        text = fields[pos].strip() if 0 <= pos < n else ""
         if not text:
             if spec.required:
                 row.issues.append(f"{col}: required")
-            row.normalized[col] = 0 if spec.type is CellType.MONEY and not spec.required else None
+            norm[col] = blank
             continue
         try:
-            value: Any
-            if spec.type is CellType.MONEY:
-                value = parse_money(text, decimal_comma=dialect.decimal_comma)
-            elif spec.type is CellType.INTEGER:
-                value = parse_integer(text, decimal_comma=dialect.decimal_comma)
-            elif spec.type is CellType.DATE:
-                value = parse_date(text)
-            else:
-                if len(text) > spec.max_length:
-                    raise CellError(f"longer than {spec.max_length} characters")
-                if "\ufffd" in text:
-                    raise CellError("undecodable characters")
-                value = " ".join(text.split())
+            value = parse(text)
             if spec.min is not None and isinstance(value, int) and value < spec.min:
                 raise CellError(f"below the minimum {spec.min}: {text[:40]!r}")
         except CellError as e:
             row.issues.append(f"{col}: {e}")
             value = None
-        row.normalized[col] = value
+        norm[col] = value
     return row
 
 
@@ -126,6 +153,7 @@ class Scan:
             if first is None:
                 raise CsvError("the file is empty")
             self.header = match_header(feed, first.fields)
+            self._header_end = self._reader.line_num
         except BaseException:
             self._reader.close()
             raise
@@ -133,11 +161,17 @@ class Scan:
 
     @property
     def rows(self) -> Iterator[Row]:
+        plan = Plan.build(self._feed, self.header, self.dialect)
         for rec in self._reader:
-            yield check_row(self._feed, self.header, rec, self.dialect)
+            yield check_row(plan, rec)
 
     def bytes_read(self) -> int:
         return self._reader.bytes_read()
+
+    @property
+    def header_end(self) -> int:
+        """The physical line the header record ends on."""
+        return self._header_end
 
     def close(self) -> None:
         self._reader.close()

@@ -17,14 +17,14 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import pyarrow as pa
-
 from gristmill.config import FeedSettings
 from gristmill.core.errors import Problem, not_found, payload_too_large
 from gristmill.feeds.csvread import CsvError
+from gristmill.feeds.fastlane import stage_fast
 from gristmill.feeds.products import NO_MATCH, Match, Matcher
 from gristmill.feeds.rows import MissingColumns, Row, jsonable, scan
-from gristmill.feeds.sink import FeedTables, insert_rows
+from gristmill.feeds.sink import FeedTables
+from gristmill.feeds.staging import Stager
 from gristmill.feeds.store import FeedStore, Upload, utcnow
 from gristmill.feeds.template import CellType, Feed
 from gristmill.feeds.transform import Transformer, iso_z
@@ -264,71 +264,39 @@ class FeedService:
                     {},
                 )
         feed = self.feed(up.pack, up.data_type)
-        tables = self.tables(feed)
-        matcher = self._matcher(feed, up.business_id)
         feed_id = self.store.create_feed(up.business_id, up.pack, up.data_type, up.filename)
-        created: dict[str, int] = {}
-        accepted = rejected = 0
-        errors: list[dict[str, Any]] = []
-        batch: list[dict[str, Any]] = []
-        bad: list[tuple[int, list[str], list[str]]] = []
-        schema = tables.arrow_schema()
-        tenant = feed.spec.tenant
-        lookup = feed.spec.lookup
+        st = Stager(
+            feed,
+            self.tables(feed),
+            self.store,
+            self.wh,
+            up,
+            feed_id,
+            auto_create=auto_create_products,
+            batch_rows=self.settings.stage_batch_rows,
+        )
         try:
             with self._scan(feed, Path(up.path)) as s:
-                for row in s.rows:
-                    match = self._match(feed, matcher, row)
-                    if row.valid and lookup is not None and match is not None and matcher:
-                        if match.product is None and auto_create_products:
-                            name = str(row.normalized[lookup.column])
-                            created.update(
-                                self.store.create_products(up.business_id, [{"name": name}])
-                            )
-                            matcher = self._matcher(feed, up.business_id)
-                            match = self._match(feed, matcher, row)
-                        if match is None or match.product is None:
-                            row.issues.append(
-                                f"{lookup.column}: unknown product "
-                                f"{str(row.normalized[lookup.column])[:80]!r} (create it, or "
-                                "commit with auto_create_products)"
-                            )
-                    if not row.valid:
-                        rejected += 1
-                        bad.append((row.line, row.issues, row.raw))
-                        if len(errors) < MAX_ROW_ERRORS:
-                            errors.append({"line": row.line, "errors": row.issues})
-                        if len(bad) >= 1000:
-                            self.store.add_rejects(feed_id, bad)
-                            bad = []
-                        continue
-                    accepted += 1
-                    rec = dict(row.normalized)
-                    rec.update(data_feed_id=feed_id, line=row.line)
-                    rec[tenant] = up.business_id
-                    if match is not None and match.product is not None:
-                        rec.update(
-                            product_id=match.product.id,
-                            product_name=match.product.name,
-                            unit_cost=match.product.cost_price_cents,
-                        )
-                    batch.append(rec)
-                    if len(batch) >= self.settings.stage_batch_rows:
-                        insert_rows(self.wh, tables.staging, pa.Table.from_pylist(batch, schema))
-                        batch = []
-                        if progress is not None:
+                fast = self.settings.fast_lane and stage_fast(
+                    st, Path(up.path), s.dialect, s.header, s.header_end, progress
+                )
+                if not fast:
+                    for row in s.rows:
+                        st.add(row)
+                        if progress is not None and st.accepted % 50_000 == 0:
                             progress(s.bytes_read(), up.size)
-                if batch:
-                    insert_rows(self.wh, tables.staging, pa.Table.from_pylist(batch, schema))
+                st.finish()
                 if progress is not None:
                     progress(up.size, up.size)
-            self.store.add_rejects(feed_id, bad)
         except Problem as p:
-            self._fail(feed_id, p.slug.replace("-", "_"), p.detail, accepted + rejected, rejected)
+            self._fail(
+                feed_id, p.slug.replace("-", "_"), p.detail, st.accepted + st.rejected, st.rejected
+            )
             raise
         except Exception as e:
-            self._fail(feed_id, "commit_failed", str(e), accepted + rejected, rejected)
+            self._fail(feed_id, "commit_failed", str(e), st.accepted + st.rejected, st.rejected)
             raise
+        accepted, rejected, errors, created = st.accepted, st.rejected, st.errors, st.created
         rows_in = accepted + rejected
         if accepted == 0 or (rejected and not allow_invalid):
             why = "no valid rows" if accepted == 0 else f"{rejected} of {rows_in} rows are invalid"

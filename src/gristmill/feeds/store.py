@@ -214,6 +214,10 @@ class FeedStore:
             with self.engine.begin() as c:
                 c.execute(rejects.insert(), batch)
 
+    def delete_rejects(self, feed_id: int) -> None:
+        with self.engine.begin() as c:
+            c.execute(rejects.delete().where(rejects.c.feed_id == feed_id))
+
     def list_rejects(self, feed_id: int, limit: int = 1000) -> list[dict[str, Any]]:
         q = rejects.select().where(rejects.c.feed_id == feed_id).order_by(rejects.c.line)
         with self.engine.connect() as c:

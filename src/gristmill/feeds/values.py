@@ -75,9 +75,15 @@ def parse_number(text: str, *, decimal_comma: bool = False) -> Decimal:
     return -value if negative else value
 
 
+_PLAIN_MONEY = re.compile(r"(\d{1,15})(?:\.(\d{1,2}))?")
+
+
 def parse_money(text: str, *, decimal_comma: bool = False) -> int:
     """Integer cents. More than two decimals is refused rather than rounded: a feed that
     carries fractions of a cent is telling us something we must not silently change."""
+    if not decimal_comma and (m := _PLAIN_MONEY.fullmatch(text)):
+        # The common case (``12.5``, ``1234.00``) without the general parser: same result.
+        return int(m[1]) * 100 + int((m[2] or "0").ljust(2, "0"))
     value = parse_number(text, decimal_comma=decimal_comma)
     cents = value * 100
     if cents != cents.to_integral_value():
@@ -86,6 +92,8 @@ def parse_money(text: str, *, decimal_comma: bool = False) -> int:
 
 
 def parse_integer(text: str, *, decimal_comma: bool = False) -> int:
+    if text.isascii() and text.isdigit():
+        return int(text)
     value = parse_number(text, decimal_comma=decimal_comma)
     if value != value.to_integral_value():
         raise CellError(f"not a whole number: {text.strip()[:40]!r}")
@@ -120,6 +128,14 @@ def parse_date(text: str) -> date:
     (``2025-01-31T14:05:00Z``; the date as written, the time of day is not kept) and
     ``Jan 31, 2025`` (or ``January 31, 2025``)."""
     s = text.strip()
+    if len(s) == 10 and s[4] == "-" and s[7] == "-" and s[:4].isdigit():
+        try:  # the common ISO case without the regular expressions
+            d = date.fromisoformat(s)
+        except ValueError:
+            pass
+        else:
+            if 1900 <= d.year <= 2200:
+                return d
     parts: tuple[int, int, int] | None = None
     if m := _ISO.match(s) or _SLASH.match(s) or _ISO_TIME.match(s):
         parts = (int(m[1]), int(m[2]), int(m[3]))
