@@ -153,6 +153,23 @@ class AuthSettings(BaseModel):
     """Dashboard sign-in sessions (kept in memory; a restart signs everyone out)."""
 
 
+class FeedSettings(BaseModel):
+    """CSV feeds (preview -> commit -> transform); see docs/feeds.md."""
+
+    preview_rows: int = Field(25, ge=1, le=1000)
+    """Rows a preview parses and returns."""
+    token_ttl_s: int = Field(3600, ge=1)
+    """How long an upload token can be committed (then 410 Gone)."""
+    max_upload_bytes: int = Field(100 * 1024 * 1024, ge=1024)
+    """Past this an upload answers 413."""
+    upload_dir: Path | None = None
+    """Where uploads wait for their commit; default ``<data_dir>/feeds``."""
+    stage_batch_rows: int = Field(50_000, ge=100)
+    """Rows per staging write (memory is bounded by one batch)."""
+    fast_lane: bool = True
+    """Check plain-shaped rows in Arrow column batches (same results as the row parser)."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="GRISTMILL_", env_nested_delimiter="__", extra="forbid"
@@ -171,6 +188,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     meta_url: str | None = None
     """SQLAlchemy URL of the metadata store; default a SQLite file in the data directory."""
+    feeds: FeedSettings = FeedSettings()
 
     @model_validator(mode="before")
     @classmethod

@@ -18,6 +18,7 @@ from gristmill.collect.service import Collector
 from gristmill.config import Settings
 from gristmill.core.clock import now_us
 from gristmill.core.ids import new_token
+from gristmill.feeds import build_feed_service
 from gristmill.load.conservation import Conservation, conservation
 from gristmill.load.loader import Loader
 from gristmill.log.registry import open_log
@@ -59,6 +60,7 @@ class Runtime:
         self.roles = RoleTable(self.packs)
         self.sessions = SessionStore(settings.auth.session_ttl_s)
         self.started_at = now_us()
+        self.feeds = build_feed_service(settings, self.packs, self.meta.engine, self.warehouse)
         self._server_file: Path | None = None
         self._stopped = False
 
@@ -75,6 +77,7 @@ class Runtime:
             return
         self._stopped = True
         self.loader.stop()
+        self.feeds.close()
         if self._server_file is not None:
             with contextlib.suppress(FileNotFoundError):
                 self._server_file.unlink()

@@ -14,6 +14,9 @@ from gristmill import __version__
 from gristmill.api.metrics import RequestCounters, build_registry
 from gristmill.api.responses import problem_response
 from gristmill.api.routers import analytics, ingest, ops, quarantine, ui
+from gristmill.api.routers import feeds as feeds_router
+from gristmill.api.routers import feeds_metrics as feeds_metrics_router
+from gristmill.api.routers import feeds_ui as feeds_ui_router
 from gristmill.api.routers.ingest import IngestApp
 from gristmill.api.routers.views import add_view_routes
 from gristmill.core.errors import Problem
@@ -84,4 +87,7 @@ def create_app(rt: Runtime, *, url: str | None = None, start: bool = True) -> Fa
     app.include_router(analytics.router)
     add_view_routes(app, rt)
     app.include_router(ui.router)
+    app.include_router(feeds_router.router)
+    app.include_router(feeds_metrics_router.router)
+    app.include_router(feeds_ui_router.router)
     return app

@@ -7,6 +7,7 @@ import logging
 import typer
 
 from gristmill.cli import demo, keys, outbox, provision, quarantine, query, sdk, serve, status
+from gristmill.cli import feeds as feeds_cli
 
 app = typer.Typer(
     name="gristmill",
@@ -23,6 +24,7 @@ app.command("sdk")(sdk.sdk)
 app.add_typer(keys.app, name="keys")
 app.add_typer(quarantine.app, name="quarantine")
 app.add_typer(outbox.app, name="outbox")
+app.add_typer(feeds_cli.app, name="feeds")
 
 
 def main() -> None:

@@ -259,6 +259,37 @@ class DuckDBWarehouse:
     def delete(self, table: exp.Table, where: exp.Expr) -> int:
         return self.execute(exp.delete(table).where(where))
 
+    # -- feeds: plain appends and short transactions outside the event load path ---------
+    def insert_arrow(self, table: exp.Table, rows: pa.Table) -> int:
+        """Append an Arrow table to ``table`` by column name (feed staging rows)."""
+        cols = [exp.to_identifier(c, quoted=True) for c in rows.column_names]
+        stmt = exp.insert(exp.select(*cols).from_("_gm_rows"), table, columns=cols)
+        cur = self._cur()
+        with self._write_lock:
+            cur.register("_gm_rows", rows)
+            try:
+                _run(cur, _sql(stmt))
+            finally:
+                cur.unregister("_gm_rows")
+        return int(rows.num_rows)
+
+    def execute_all(self, stmts: Sequence[tuple[exp.Expr, Mapping[str, Any]]]) -> list[int]:
+        """Run statements in one transaction; each one's first integer result."""
+        cur = self._cur()
+        out: list[int] = []
+        with self._write_lock:
+            _run(cur, "BEGIN TRANSACTION")
+            try:
+                for stmt, params in stmts:
+                    rows = _run(cur, _sql(stmt), dict(params) or None)
+                    first = rows[0][0] if rows and rows[0] else 0
+                    out.append(int(first) if isinstance(first, int) else 0)
+                _run(cur, "COMMIT")
+            except BaseException:
+                _run(cur, "ROLLBACK")
+                raise
+        return out
+
     def close(self) -> None:
         self._db.close()
 

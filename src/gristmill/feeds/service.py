@@ -1,0 +1,366 @@
+"""Preview, commit and auto-create products: the request side of a feed.
+
+``preview`` keeps the upload under a token and parses its first rows; ``commit`` re-parses
+the whole file as a stream (one staging batch in memory at a time), resolves products,
+writes accepted rows to the staging table and rejected rows (line, reasons, original fields)
+to the metadata store, and queues the transform (:mod:`gristmill.feeds.transform`).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from gristmill.config import FeedSettings
+from gristmill.core.errors import Problem, not_found, payload_too_large
+from gristmill.feeds.csvread import CsvError
+from gristmill.feeds.fastlane import stage_fast
+from gristmill.feeds.products import NO_MATCH, Match, Matcher
+from gristmill.feeds.rows import MissingColumns, Row, jsonable, scan
+from gristmill.feeds.sink import FeedTables
+from gristmill.feeds.staging import Stager
+from gristmill.feeds.store import FeedStore, Upload, utcnow
+from gristmill.feeds.template import CellType, Feed
+from gristmill.feeds.transform import Transformer, iso_z
+from gristmill.pack.models import Pack
+from gristmill.warehouse.base import Warehouse
+
+log = logging.getLogger(__name__)
+
+MAX_ROW_ERRORS = 100
+
+
+def gone(detail: str) -> Problem:
+    return Problem(410, "upload-gone", "Upload gone", detail)
+
+
+def money(cents: int | None) -> float | None:
+    """Cents as a JSON number; exact in text for any amount below 2^53 cents."""
+    return None if cents is None else float(Decimal(cents) / 100)
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    feed_id: int
+    record_count: int
+    rows_in: int
+    rejected: int
+    status: str
+    created_products: dict[str, int]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "success": True,
+            "feed_id": self.feed_id,
+            "record_count": self.record_count,
+            "rows_in": self.rows_in,
+            "rejected": self.rejected,
+            "status": self.status,
+            "created_products": self.created_products,
+        }
+
+
+class FeedService:
+    def __init__(
+        self,
+        settings: FeedSettings,
+        data_dir: Path,
+        packs: Mapping[str, Pack],
+        feeds: Mapping[str, Mapping[str, Feed]],
+        store: FeedStore,
+        warehouse: Warehouse,
+    ) -> None:
+        self.settings = settings
+        self.dir = settings.upload_dir or data_dir / "feeds"
+        self.packs = packs
+        self.feeds = feeds
+        self.store = store
+        self.wh = warehouse
+        ddl = [s for fs in feeds.values() for f in fs.values() for s in self.tables(f).ddl()]
+        if ddl:
+            warehouse.provision([], apply=True, extra=ddl)
+        self.transformer = Transformer(store, warehouse, self.feed, self.tables)
+
+    # -- lookups ------------------------------------------------------------------------
+    def tables(self, feed: Feed) -> FeedTables:
+        return FeedTables(feed, self.wh.dialect)
+
+    def feed(self, pack: str, data_type: str) -> Feed:
+        feed = self.feeds.get(pack, {}).get(data_type)
+        if feed is None:
+            known = ", ".join(self.feeds.get(pack, {})) or "none"
+            raise Problem(
+                400,
+                "unknown-data-type",
+                "Unknown data type",
+                f"data_type must be one of: {known} (pack {pack!r})",
+            )
+        return feed
+
+    def _format(self, feed: Feed, values: Mapping[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in values.items():
+            spec = feed.spec.columns.get(k)
+            out[k] = money(v) if spec is not None and spec.type is CellType.MONEY else jsonable(v)
+        return out
+
+    # -- preview ------------------------------------------------------------------------
+    def save_upload(
+        self, business_id: str, pack: str, data_type: str, filename: str, src: BinaryIO
+    ) -> Upload:
+        """Copy the upload to disk under a new token, refusing it past the size limit."""
+        self.feed(pack, data_type)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        token = str(uuid.uuid4())
+        path = self.dir / f"{token}.csv"
+        limit = self.settings.max_upload_bytes
+        size = 0
+        with path.open("wb") as out:
+            while chunk := src.read(1 << 20):
+                size += len(chunk)
+                if size > limit:
+                    out.close()
+                    path.unlink(missing_ok=True)
+                    raise payload_too_large(limit, "upload")
+                out.write(chunk)
+        up = Upload(
+            token,
+            business_id,
+            pack,
+            data_type,
+            str(path),
+            filename,
+            size,
+            utcnow() + timedelta(seconds=self.settings.token_ttl_s),
+        )
+        self.store.put_upload(up)
+        return up
+
+    def preview(self, up: Upload) -> dict[str, Any]:
+        feed = self.feed(up.pack, up.data_type)
+        matcher = self._matcher(feed, up.business_id)
+        rows: list[dict[str, Any]] = []
+        candidates: dict[str, None] = {}
+        valid = invalid = 0
+        more = False
+        with self._scan(feed, Path(up.path)) as s:
+            for row in s.rows:
+                if len(rows) >= self.settings.preview_rows:
+                    more = True
+                    break
+                match = self._match(feed, matcher, row)
+                if match is not None and match.status == "none":
+                    candidates[str(row.normalized[feed.spec.lookup.column])] = None  # type: ignore[union-attr]
+                valid += row.valid
+                invalid += not row.valid
+                item: dict[str, Any] = {
+                    "line": row.line,
+                    "original": row.original,
+                    "normalized": self._format(feed, row.normalized),
+                    "valid": row.valid,
+                    "issues": row.issues,
+                }
+                if match is not None:
+                    item["product_match"] = match.as_dict()
+                rows.append(item)
+            headers, dialect = s.header.names, s.dialect
+        return {
+            "success": True,
+            "upload_token": up.token,
+            "expires_at": iso_z(up.expires_at),
+            "data_type": up.data_type,
+            "headers": headers,
+            "columns": {c: headers[i] for c, i in s.header.index.items()},
+            "ignored_headers": s.header.ignored,
+            "file": {
+                "name": up.filename,
+                "bytes": up.size,
+                "encoding": dialect.encoding,
+                "delimiter": dialect.delimiter,
+            },
+            "rows": rows,
+            "summary": {
+                "total_rows": len(rows),
+                "valid_rows": valid,
+                "invalid_rows": invalid,
+                "new_product_candidates": list(candidates),
+                "more_rows": more,
+            },
+        }
+
+    def _scan(self, feed: Feed, path: Path) -> Any:
+        try:
+            return scan(feed, path)
+        except MissingColumns as e:
+            raise Problem(
+                422,
+                "missing-columns",
+                "Missing required columns",
+                str(e),
+                errors=[{"column": c, "message": "required column not found"} for c in e.missing],
+                extra={"missing": e.missing, "headers": e.headers},
+            ) from e
+        except CsvError as e:
+            raise Problem(422, "unreadable-csv", "Unreadable CSV", str(e)) from e
+
+    def _matcher(self, feed: Feed, business_id: str) -> Matcher | None:
+        if feed.spec.lookup is None:
+            return None
+        return Matcher(self.store.products(business_id), feed.spec.lookup.threshold)
+
+    @staticmethod
+    def _match(feed: Feed, matcher: Matcher | None, row: Row) -> Match | None:
+        if matcher is None or feed.spec.lookup is None:
+            return None
+        name = row.normalized.get(feed.spec.lookup.column)
+        return matcher.match(str(name)) if name else NO_MATCH
+
+    # -- commit -------------------------------------------------------------------------
+    def upload_for(self, token: str, business_id: str | None) -> Upload:
+        """The caller's upload; 410 when missing or expired, 404 when another tenant's."""
+        up = self.store.get_upload(token)
+        if up is None:
+            raise gone("the upload token is unknown or was removed; upload the file again")
+        if business_id is not None and up.business_id != business_id:
+            raise not_found("no such upload here")
+        if up.expires_at <= datetime.now(UTC):
+            self.discard(up)
+            raise gone("the upload token expired; upload the file again")
+        if not Path(up.path).exists():
+            raise gone("the uploaded file is no longer there; upload the file again")
+        return up
+
+    def discard(self, up: Upload) -> None:
+        Path(up.path).unlink(missing_ok=True)
+        self.store.drop_upload(up.token)
+
+    def commit(
+        self,
+        up: Upload,
+        *,
+        auto_create_products: bool,
+        allow_invalid: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+        queue: bool = True,
+    ) -> CommitResult:
+        """Stage the whole file and queue its transform. With rejected rows and not
+        ``allow_invalid`` the feed fails with ``validation_failed`` (422 with the rows)."""
+        if up.feed_id is not None:
+            # The same upload committed again: the feed it already made, nothing staged twice.
+            done = self.store.get_feed(up.feed_id)
+            if done is not None and done["status"] != "failed":
+                return CommitResult(
+                    done["id"],
+                    done["record_count"],
+                    done["rows_in"],
+                    done["rejected_count"],
+                    done["status"],
+                    {},
+                )
+        feed = self.feed(up.pack, up.data_type)
+        feed_id = self.store.create_feed(up.business_id, up.pack, up.data_type, up.filename)
+        st = Stager(
+            feed,
+            self.tables(feed),
+            self.store,
+            self.wh,
+            up,
+            feed_id,
+            auto_create=auto_create_products,
+            batch_rows=self.settings.stage_batch_rows,
+        )
+        try:
+            with self._scan(feed, Path(up.path)) as s:
+                fast = self.settings.fast_lane and stage_fast(
+                    st, Path(up.path), s.dialect, s.header, s.header_end, progress
+                )
+                if not fast:
+                    for row in s.rows:
+                        st.add(row)
+                        if progress is not None and st.accepted % 50_000 == 0:
+                            progress(s.bytes_read(), up.size)
+                st.finish()
+                if progress is not None:
+                    progress(up.size, up.size)
+        except Problem as p:
+            self._fail(
+                feed_id, p.slug.replace("-", "_"), p.detail, st.accepted + st.rejected, st.rejected
+            )
+            raise
+        except Exception as e:
+            self._fail(feed_id, "commit_failed", str(e), st.accepted + st.rejected, st.rejected)
+            raise
+        accepted, rejected, errors, created = st.accepted, st.rejected, st.errors, st.created
+        rows_in = accepted + rejected
+        if accepted == 0 or (rejected and not allow_invalid):
+            why = "no valid rows" if accepted == 0 else f"{rejected} of {rows_in} rows are invalid"
+            self._fail(feed_id, "validation_failed", why, rows_in, rejected, accepted)
+            raise Problem(
+                422,
+                "invalid-rows",
+                "Invalid rows",
+                f"{why}; fix them, or commit with allow_invalid to load the valid rows",
+                errors=errors,
+                extra={"feed_id": feed_id, "rows_in": rows_in, "rejected": rejected},
+            )
+        queued_at = utcnow()
+        self.store.update_feed(
+            feed_id,
+            status="queued",
+            record_count=accepted,
+            rows_in=rows_in,
+            rejected_count=rejected,
+            summary={"stage": "queued", "queued_at": iso_z(queued_at)},
+        )
+        self.store.set_upload_feed(up.token, feed_id)
+        if queue:
+            self.transformer.enqueue(feed_id)
+        return CommitResult(feed_id, accepted, rows_in, rejected, "queued", created)
+
+    def _fail(
+        self, feed_id: int, code: str, message: str, rows_in: int, rejected: int, accepted: int = 0
+    ) -> None:
+        self.store.update_feed(
+            feed_id,
+            status="failed",
+            rows_in=rows_in,
+            rejected_count=rejected,
+            record_count=accepted,
+            summary={
+                "stage": "failed",
+                "error": {"code": code, "message": message, "trace_id": uuid.uuid4().hex},
+            },
+        )
+
+    # -- products -----------------------------------------------------------------------
+    def create_products(
+        self, business_id: str, items: Iterable[Mapping[str, Any]]
+    ) -> dict[str, int]:
+        clean = []
+        for item in items:
+            name = " ".join(str(item.get("name") or "").split())
+            if not name:
+                raise Problem(
+                    422, "invalid-product", "Invalid product", "every product needs a name"
+                )
+            entry = {"name": name[:200], "category": item.get("category"), "unit": item.get("unit")}
+            for field in ("selling_price", "cost_price"):
+                v = item.get(field)
+                entry[f"{field}_cents"] = None if v is None else int(Decimal(str(v)) * 100)
+            clean.append(entry)
+        return self.store.create_products(business_id, clean)
+
+    def purge_expired(self) -> int:
+        gone_ = self.store.expired_uploads(utcnow())
+        for up in gone_:
+            self.discard(up)
+        return len(gone_)
+
+    def close(self) -> None:
+        self.transformer.stop()
