@@ -24,6 +24,10 @@ app.add_typer(keys.app, name="keys")
 app.add_typer(quarantine.app, name="quarantine")
 app.add_typer(outbox.app, name="outbox")
 
+from gristmill.cli import relay as _relay  # noqa: E402  (sources; kept apart for merges)
+
+app.command("relay")(_relay.relay)
+
 
 def main() -> None:
     logging.basicConfig(
