@@ -234,6 +234,7 @@ def tansu() -> Iterator[str]:
 
 
 @pytest.mark.kafka
+@pytest.mark.slow  # a consumer-group join on the bundled broker takes ~25 s
 def test_kafka_consumer_group_commits_after_the_log(tmp_path: Path, tansu: str) -> None:
     from confluent_kafka import Producer
     from confluent_kafka.admin import AdminClient, NewTopic
@@ -251,6 +252,7 @@ def test_kafka_consumer_group_commits_after_the_log(tmp_path: Path, tansu: str) 
         if i % 1000 == 0:
             producer.poll(0)
     assert producer.flush(30) == 0
+    del producer
     settings = consume_settings(
         tmp_path,
         broker="kafka",
@@ -281,3 +283,14 @@ def test_an_empty_message_is_quarantined_not_dropped(tmp_path: Path) -> None:
         assert rt.conservation().total("loaded") == 1
     finally:
         rt.stop()
+
+
+@pytest.mark.rabbitmq
+def test_docs_consume_walkthrough_runs() -> None:
+    from tests.conftest import ROOT
+    from tests.integration.test_readme import run_block
+
+    out = run_block(ROOT / "docs" / "sources.md", "consume")
+    assert "101 messages acknowledged" in out
+    assert "101 received" in out
+    assert "0 left in the queue" in out

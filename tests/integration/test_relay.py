@@ -304,3 +304,18 @@ def test_concurrent_writers_none_skipped_none_twice(
     assert len(expected) == rows
     run_relay(settings)  # whatever settled after the stop
     check_exactly_once(settings, expected)
+
+
+def test_docs_relay_walkthrough_runs() -> None:
+    import shutil
+
+    from tests.conftest import ROOT
+    from tests.integration.test_readme import run_block
+
+    if not shutil.which("curl"):
+        pytest.skip("curl is not installed")
+    out = run_block(ROOT / "docs" / "sources.md", "relay")
+    assert "relay analytics: stopped; 3 rows sent" in out
+    assert "[('ob-3', 'schema_violation')]" in out
+    assert "'pf:evt:processed:analytics:ob-1'" in out
+    assert "{'received': 3, 'loaded': 2, 'quarantined': 1, 'duplicates': 0, 'in_flight': 0}" in out

@@ -39,6 +39,13 @@ class Sink:
         self.stop = stop
         self.max_idle_s = max_idle_s
         self.stats = ConsumeStats()
+        self.ready = True
+        """False while a Kafka consumer waits to be assigned partitions (a group join can
+        take many seconds); idleness counts from the assignment."""
+
+    def assigned(self) -> None:
+        self.ready = True
+        self.stats.last_message_at = time.monotonic()
 
     def durable(self, bodies: Sequence[bytes]) -> bool:
         """True once every body's frame is in the log; False if stopped while the log was
@@ -59,5 +66,7 @@ class Sink:
         """Stopped, or idle for longer than ``max_idle_s``."""
         if self.stop.is_set():
             return True
+        if not self.ready:
+            return False
         idle = time.monotonic() - self.stats.last_message_at
         return self.max_idle_s is not None and idle > self.max_idle_s

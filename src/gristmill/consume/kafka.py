@@ -26,7 +26,8 @@ def run(bootstrap: str, cfg: ConsumeSettings, sink: Sink) -> None:
         }
     )
     try:
-        consumer.subscribe([cfg.subject])
+        sink.ready = False
+        consumer.subscribe([cfg.subject], on_assign=lambda _c, _parts: sink.assigned())
         while not sink.done():
             msgs = consumer.consume(num_messages=cfg.prefetch, timeout=max(cfg.batch_wait_s, 0.25))
             bodies: list[bytes] = []
