@@ -207,6 +207,29 @@ def test_a_slow_transaction_holds_the_relay_back_instead_of_being_skipped(
         reader.close()
 
 
+@pytest.mark.postgres
+def test_transaction_ids_order_as_numbers_not_text(pg_outbox: str) -> None:
+    """Transaction ids cross 9999 -> 10000 in every server's life: sorted as text, a page
+    would end at 10000 and the position would pass 9999 unread."""
+    import psycopg
+
+    with psycopg.connect(pg_outbox, autocommit=True) as c:
+        for i, (eid, txid) in enumerate([("late", "10000"), ("early", "9999")]):
+            c.execute(
+                "INSERT INTO gristmill_outbox (id, event_id, event_type, occurred_at, payload,"
+                " txid) VALUES (%s, %s, 'order_created', now(), '{}', %s::xid8)",
+                (i + 1, eid, txid),
+            )
+    reader = PostgresOutbox(pg_outbox, OutboxSettings())
+    try:
+        first = reader.read(Position(), 1)
+        assert [(r.event_id, r.position.txid) for r in first] == [("early", 9999)]
+        second = reader.read(first[0].position, 1)
+        assert [r.event_id for r in second] == ["late"]
+    finally:
+        reader.close()
+
+
 def write_concurrently(
     dsn: str, writers: int, per_writer: int, max_delay_s: float, seed: int = 1
 ) -> set[str]:

@@ -95,29 +95,36 @@ def _ph(name: str) -> exp.Placeholder:
 
 
 def postgres_read_sql(cfg: OutboxSettings) -> str:
-    """``(txid, id) > (:txid, :id)`` among settled transactions, in ``(txid, id)`` order."""
+    """``(txid, id) > (:txid, :id)`` among settled transactions, in ``(txid, id)`` order.
+
+    Spelled ``txid >= :txid AND (txid > :txid OR id > :id)`` so the ``txid`` index serves
+    both the range and the order (an index scan, then a sort within one transaction's rows),
+    and ordered by the ``xid8`` column itself: the text the query returns would sort
+    ``"10000"`` before ``"9999"``."""
     txid, rid = _col(cfg.txid_column), _col(cfg.id_column)
     x8 = exp.DataType.build("xid8", udt=True)
     at = exp.cast(_ph("txid"), x8)
     horizon = exp.Anonymous(
         this="pg_snapshot_xmin", expressions=[exp.Anonymous(this="pg_current_snapshot")]
     )
-    after = exp.or_(
-        exp.GT(this=txid.copy(), expression=at.copy()),
-        exp.and_(
-            exp.EQ(this=txid.copy(), expression=at.copy()),
+    where = exp.and_(
+        exp.GTE(this=txid.copy(), expression=at.copy()),
+        exp.LT(this=txid.copy(), expression=horizon),
+        exp.or_(
+            exp.GT(this=txid.copy(), expression=at.copy()),
             exp.GT(this=rid.copy(), expression=_ph("id")),
         ),
     )
+    table = _table(cfg.table)
     q = (
         exp.select(
-            exp.cast(txid.copy(), "text").as_("txid"),
+            exp.cast(txid.copy(), "text").as_("txid_text"),
             rid.copy(),
-            exp.cast(_col(cfg.event_id_column), "text").as_("event_id"),
-            exp.cast(_col(cfg.payload_column), "text").as_("payload"),
+            exp.cast(_col(cfg.event_id_column), "text").as_("event_id_text"),
+            exp.cast(_col(cfg.payload_column), "text").as_("payload_text"),
         )
-        .from_(_table(cfg.table))
-        .where(exp.and_(exp.LT(this=txid.copy(), expression=horizon), after))
+        .from_(table)
+        .where(where)
         .order_by(txid.copy(), rid.copy())
         .limit(_ph("n"))
     )
