@@ -131,11 +131,12 @@ def main() -> None:
     ap.add_argument("--pg-events", type=int, default=20_000)
     ap.add_argument("--latency-rate", type=int, default=20_000)
     ap.add_argument("--latency-seconds", type=float, default=20)
-    ap.add_argument("--only", default="ingest,loader,pg_baseline,latency,analytics,dialects")
+    ap.add_argument("--only", default="ingest,loader,pg_baseline,latency,analytics,dialects,relay")
     ap.add_argument(
         "--scales", default="10000000,100000000", help="Event counts for the analytics section."
     )
     ap.add_argument("--no-write", action="store_true", help="Do not touch BENCHMARKS.md.")
+    ap.add_argument("--relay-rows", type=int, default=50_000, help="Outbox rows (relay).")
     args = ap.parse_args()
     only = set(args.only.split(","))
     results: dict[str, Any] = {
@@ -174,6 +175,11 @@ def main() -> None:
         from bench.dialects import run as run_dialects
 
         results["dialects"] = run_dialects()
+    if "relay" in only:
+        from bench.relay import run as run_relay
+
+        results["relay"] = run_relay(args.relay_rows)
+        print("relay", results["relay"], flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"engine-core-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(results, indent=2))
@@ -188,6 +194,13 @@ def main() -> None:
         print(table)
         if not args.no_write:
             update_markdown("dialects", table)
+    if "relay" in only:
+        from bench.relay import render as render_relay
+
+        table = render_relay(results)
+        print(table)
+        if not args.no_write:
+            update_markdown("relay", table)
     if "analytics" in only:
         table = render_analytics(results)
         print(table)

@@ -170,6 +170,70 @@ class FeedSettings(BaseModel):
     """Check plain-shaped rows in Arrow column batches (same results as the row parser)."""
 
 
+class OutboxSettings(BaseModel):
+    """The application database ``gristmill relay`` reads: the table ``gristmill outbox ddl``
+    creates, or a mapping of its column roles onto an existing table."""
+
+    url: SecretStr | None = None
+    """``sqlite:///path/app.db``, or a PostgreSQL DSN (``host=… dbname=…`` or
+    ``postgresql://…``)."""
+    table: str = "gristmill_outbox"
+    """Table name, optionally ``schema.table`` (PostgreSQL)."""
+    id_column: str = "id"
+    event_id_column: str = "event_id"
+    payload_column: str = "payload"
+    """One event per row in the relay's dialect (the native event by default)."""
+    txid_column: str = "txid"
+    """PostgreSQL only: ``xid8 DEFAULT pg_current_xact_id()``, the writing transaction."""
+
+
+class RelaySettings(BaseModel):
+    """``gristmill relay``: outbox rows -> the collector pipeline -> the configured log."""
+
+    outbox: OutboxSettings = OutboxSettings()
+    consumer: str = Field("gristmill", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    """Names this relay's progress, lease and processed markers."""
+    key_prefix: str = Field("gm", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    """Markers are ``<key_prefix>:processed:<consumer>:<event_id>`` (seed 000's format)."""
+    pack: str | None = None
+    """Pack the events belong to; default the only pack served."""
+    source: str = "outbox"
+    dialect: str = "native"
+    batch_size: int = Field(1000, ge=1, le=50_000)
+    poll_interval_s: float = Field(0.2, gt=0)
+    lease_ttl_s: float = Field(15.0, gt=0)
+    """A relay that dies holds the lease this long; a second relay waits for it."""
+    marker_ttl_s: float = Field(7 * 86400.0, gt=0)
+    redis_url: SecretStr | None = None
+    """Keep progress, lease and markers in Redis instead of the metadata store."""
+
+
+class ConsumeSettings(BaseModel):
+    """``gristmill consume``: a foreign queue's JSON messages -> the collector pipeline."""
+
+    broker: Literal["rabbitmq", "nats", "kafka"] = "rabbitmq"
+    url: SecretStr | None = None
+    """amqp://…, nats://…, or Kafka bootstrap servers ``host:port``."""
+    queue: str | None = None
+    """RabbitMQ: queue to consume (declared passive unless ``exchange`` is set)."""
+    exchange: str | None = None
+    """RabbitMQ: bind ``queue`` to this existing exchange with ``routing_key``."""
+    routing_key: str = "#"
+    stream: str | None = None
+    """NATS JetStream: stream name (must exist)."""
+    subject: str | None = None
+    """NATS subject filter, or the Kafka topic."""
+    durable: str = "gristmill"
+    """NATS durable consumer name / Kafka consumer group."""
+    pack: str | None = None
+    source: str = "queue"
+    dialect: str = "native"
+    """Collector dialect of the messages (native, segment, posthog, snowplow, cloudevents)."""
+    prefetch: int = Field(500, ge=1, le=100_000)
+    """Messages in flight, unacknowledged: the broker stops delivering past it."""
+    batch_wait_s: float = Field(0.2, ge=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="GRISTMILL_", env_nested_delimiter="__", extra="forbid"
@@ -189,6 +253,8 @@ class Settings(BaseSettings):
     meta_url: str | None = None
     """SQLAlchemy URL of the metadata store; default a SQLite file in the data directory."""
     feeds: FeedSettings = FeedSettings()
+    relay: RelaySettings = RelaySettings()
+    consume: ConsumeSettings = ConsumeSettings()
 
     @model_validator(mode="before")
     @classmethod

@@ -26,6 +26,12 @@ app.add_typer(quarantine.app, name="quarantine")
 app.add_typer(outbox.app, name="outbox")
 app.add_typer(feeds_cli.app, name="feeds")
 
+from gristmill.cli import consume as _consume  # noqa: E402  (sources; kept apart for merges)
+from gristmill.cli import relay as _relay  # noqa: E402
+
+app.command("relay")(_relay.relay)
+app.command("consume")(_consume.consume)
+
 
 def main() -> None:
     logging.basicConfig(

@@ -1,0 +1,88 @@
+"""``gristmill consume``: load JSON events from an existing RabbitMQ queue or exchange, NATS
+JetStream stream, or Kafka topic."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from contextlib import ExitStack
+from typing import Annotated
+
+import typer
+from pydantic import SecretStr
+
+from gristmill.cli.common import DataDirOpt, PacksOpt, fail, make_settings
+from gristmill.cli.relay import stop_on_signals
+from gristmill.consume import open_consumer
+
+
+def consume(
+    broker: Annotated[str, typer.Argument(help="rabbitmq, nats or kafka.")],
+    data_dir: DataDirOpt = None,
+    pack: PacksOpt = None,
+    url: Annotated[
+        str | None,
+        typer.Option(help="amqp://…, nats://… or Kafka host:port.", show_default=False),
+    ] = None,
+    queue: Annotated[str | None, typer.Option(help="RabbitMQ queue.", show_default=False)] = None,
+    exchange: Annotated[
+        str | None, typer.Option(help="RabbitMQ exchange to bind the queue to.", show_default=False)
+    ] = None,
+    routing_key: Annotated[str | None, typer.Option(help="RabbitMQ binding key.")] = None,
+    stream: Annotated[str | None, typer.Option(help="NATS stream.", show_default=False)] = None,
+    subject: Annotated[
+        str | None, typer.Option(help="NATS subject filter or Kafka topic.", show_default=False)
+    ] = None,
+    durable: Annotated[
+        str | None, typer.Option(help="NATS durable name / Kafka group.", show_default=False)
+    ] = None,
+    source: Annotated[str | None, typer.Option(help="Source name (default queue).")] = None,
+    dialect: Annotated[str | None, typer.Option(help="Message dialect (default native).")] = None,
+    prefetch: Annotated[int | None, typer.Option(help="Unacknowledged messages at most.")] = None,
+    max_idle: Annotated[
+        float | None,
+        typer.Option(help="Exit after this many seconds without a message.", show_default=False),
+    ] = None,
+) -> None:
+    """Consume until interrupted (SIGINT/SIGTERM finish the batch in hand, then exit)."""
+    settings = make_settings(data_dir, pack)
+    given = {
+        "broker": broker,
+        "url": SecretStr(url) if url else None,
+        "queue": queue,
+        "exchange": exchange,
+        "routing_key": routing_key,
+        "stream": stream,
+        "subject": subject,
+        "durable": durable,
+        "source": source,
+        "dialect": dialect,
+        "prefetch": prefetch,
+    }
+    try:
+        settings.consume = type(settings.consume).model_validate(
+            {
+                **settings.consume.model_dump(),
+                **{k: v for k, v in given.items() if v is not None},
+            }
+        )
+    except ValueError as exc:
+        fail(str(exc))
+    stop = threading.Event()
+    stop_on_signals(stop)
+    started = time.monotonic()
+    with ExitStack() as stack:
+        try:
+            consumer = open_consumer(settings, stack, stop=stop, max_idle_s=max_idle)
+            print(f"consume {broker}: started", file=sys.stderr, flush=True)
+            st = consumer.run()
+        except (ValueError, ImportError) as exc:
+            fail(str(exc))
+    took = time.monotonic() - started
+    print(
+        f"consume {broker}: stopped; {st.acked} messages acknowledged in {st.batches} batches "
+        f"({st.acked / max(took, 1e-9):.0f}/s)",
+        file=sys.stderr,
+        flush=True,
+    )

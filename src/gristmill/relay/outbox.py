@@ -1,0 +1,225 @@
+"""Reading an application's outbox table in commit order.
+
+Reading ``id > last seen`` skips rows: a sequence hands out ids before commit, so a slow
+transaction can commit id 7 after id 9 was read. Each reader here only returns rows whose
+position can no longer be overtaken by a row committed later:
+
+* **PostgreSQL** orders rows by ``(txid, id)``, where ``txid`` is the writing transaction's
+  64-bit id (``xid8 DEFAULT pg_current_xact_id()``), and only returns rows with
+  ``txid < pg_snapshot_xmin(pg_current_snapshot())``. Every transaction below the snapshot's
+  ``xmin`` has ended: its rows are visible now or never will be, and every transaction still
+  running or started later has a ``txid ≥ xmin``. So the set of rows below the horizon is
+  final, the horizon never moves back, and paging through that set by ``(txid, id)`` misses
+  nothing (docs/sources.md has the full argument).
+* **SQLite** admits one writer at a time and assigns the rowid inside the write lock, so id
+  order is commit order; ``id > last`` is exact there (with ``AUTOINCREMENT``, ids are never
+  reused after deletes).
+
+Identifiers come from settings and must match a plain-name pattern; values are bound.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import sqlglot.expressions as exp
+
+from gristmill.config import OutboxSettings
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Position:
+    """Where a relay is in the outbox: every row at or before it has been handed on.
+    ``txid`` is 0 on SQLite (id order is commit order there)."""
+
+    txid: int = 0
+    id: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"txid": self.txid, "id": self.id}
+
+    @classmethod
+    def of(cls, doc: dict[str, Any] | None) -> Position:
+        return cls(int(doc["txid"]), int(doc["id"])) if doc else cls()
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    position: Position
+    event_id: str
+    payload: bytes
+
+
+class Outbox(Protocol):
+    kind: str
+
+    def read(self, after: Position, limit: int) -> list[Row]:
+        """The next rows after ``after`` in commit order, only from the settled part."""
+
+    def horizon(self) -> int | None:
+        """PostgreSQL: the oldest transaction id still running (rows at or past it wait)."""
+
+    def frontier(self) -> int | None:
+        """PostgreSQL: the next transaction id; once the horizon reaches it, every
+        transaction that ended before this call is below the horizon."""
+
+    def close(self) -> None: ...
+
+
+def _ident(name: str) -> exp.Identifier:
+    if not _NAME.match(name):
+        raise ValueError(f"outbox identifier {name!r} must match {_NAME.pattern}")
+    return exp.to_identifier(name, quoted=True)
+
+
+def _table(name: str) -> exp.Table:
+    parts = name.split(".")
+    if len(parts) > 2:
+        raise ValueError(f"outbox table {name!r}: use table or schema.table")
+    if len(parts) == 2:
+        return exp.Table(this=_ident(parts[1]), db=_ident(parts[0]))
+    return exp.Table(this=_ident(parts[0]))
+
+
+def _col(name: str) -> exp.Column:
+    return exp.Column(this=_ident(name))
+
+
+def _ph(name: str) -> exp.Placeholder:
+    return exp.Placeholder(this=name)
+
+
+def postgres_read_sql(cfg: OutboxSettings) -> str:
+    """``(txid, id) > (:txid, :id)`` among settled transactions, in ``(txid, id)`` order.
+
+    Spelled ``txid >= :txid AND (txid > :txid OR id > :id)`` so the ``txid`` index serves
+    both the range and the order (an index scan, then a sort within one transaction's rows),
+    and ordered by the ``xid8`` column itself: the text the query returns would sort
+    ``"10000"`` before ``"9999"``."""
+    txid, rid = _col(cfg.txid_column), _col(cfg.id_column)
+    x8 = exp.DataType.build("xid8", udt=True)
+    at = exp.cast(_ph("txid"), x8)
+    horizon = exp.Anonymous(
+        this="pg_snapshot_xmin", expressions=[exp.Anonymous(this="pg_current_snapshot")]
+    )
+    where = exp.and_(
+        exp.GTE(this=txid.copy(), expression=at.copy()),
+        exp.LT(this=txid.copy(), expression=horizon),
+        exp.or_(
+            exp.GT(this=txid.copy(), expression=at.copy()),
+            exp.GT(this=rid.copy(), expression=_ph("id")),
+        ),
+    )
+    table = _table(cfg.table)
+    q = (
+        exp.select(
+            exp.cast(txid.copy(), "text").as_("txid_text"),
+            rid.copy(),
+            exp.cast(_col(cfg.event_id_column), "text").as_("event_id_text"),
+            exp.cast(_col(cfg.payload_column), "text").as_("payload_text"),
+        )
+        .from_(table)
+        .where(where)
+        .order_by(txid.copy(), rid.copy())
+        .limit(_ph("n"))
+    )
+    return q.sql(dialect="postgres")
+
+
+def sqlite_read_sql(cfg: OutboxSettings) -> str:
+    rid = _col(cfg.id_column)
+    q = (
+        exp.select(rid.copy(), _col(cfg.event_id_column), _col(cfg.payload_column))
+        .from_(_table(cfg.table))
+        .where(exp.GT(this=rid.copy(), expression=_ph("id")))
+        .order_by(rid.copy())
+        .limit(_ph("n"))
+    )
+    return q.sql(dialect="sqlite")
+
+
+class PostgresOutbox:
+    """Reads by transaction id under the snapshot horizon (see the module docstring)."""
+
+    kind = "postgres"
+
+    def __init__(self, dsn: str, cfg: OutboxSettings) -> None:
+        import psycopg
+
+        self._sql = postgres_read_sql(cfg)
+        # autocommit: the relay's reads take no transaction id, so they never hold the
+        # horizon back themselves.
+        self._conn = psycopg.connect(dsn, autocommit=True)
+
+    def read(self, after: Position, limit: int) -> list[Row]:
+        cur = self._conn.execute(self._sql, {"txid": str(after.txid), "id": after.id, "n": limit})
+        return [
+            Row(Position(int(t), int(i)), str(e), p.encode() if isinstance(p, str) else bytes(p))
+            for t, i, e, p in cur.fetchall()
+        ]
+
+    def horizon(self) -> int | None:
+        return self._snapshot("pg_snapshot_xmin")
+
+    def frontier(self) -> int | None:
+        return self._snapshot("pg_snapshot_xmax")
+
+    def _snapshot(self, fn: str) -> int:
+        q = exp.select(
+            exp.cast(
+                exp.Anonymous(this=fn, expressions=[exp.Anonymous(this="pg_current_snapshot")]),
+                "text",
+            )
+        )
+        row = self._conn.execute(q.sql(dialect="postgres")).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class SQLiteOutbox:
+    """Reads by id: SQLite's single writer makes id order the commit order."""
+
+    kind = "sqlite"
+
+    def __init__(self, path: str, cfg: OutboxSettings) -> None:
+        self._sql = sqlite_read_sql(cfg)
+        self._conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+        self._conn.execute("PRAGMA busy_timeout=30000")
+
+    def read(self, after: Position, limit: int) -> list[Row]:
+        rows = self._conn.execute(self._sql, {"id": after.id, "n": limit}).fetchall()
+        return [
+            Row(Position(0, int(i)), str(e), p.encode() if isinstance(p, str) else bytes(p))
+            for i, e, p in rows
+        ]
+
+    def horizon(self) -> int | None:
+        return None
+
+    def frontier(self) -> int | None:
+        return None
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def open_outbox(cfg: OutboxSettings) -> Outbox:
+    if cfg.url is None:
+        raise ValueError(
+            "no outbox database: set GRISTMILL_RELAY__OUTBOX__URL (sqlite:///app.db or a "
+            "PostgreSQL DSN) or pass --url"
+        )
+    url = cfg.url.get_secret_value()
+    if url.startswith("sqlite:"):
+        # SQLAlchemy's spelling: sqlite:///relative.db, sqlite:////absolute.db
+        path = url.removeprefix("sqlite:").removeprefix("///")
+        return SQLiteOutbox(path, cfg)
+    return PostgresOutbox(url, cfg)
