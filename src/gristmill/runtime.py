@@ -62,6 +62,7 @@ class Runtime:
                     self.packs,
                     settings.loader,
                     max_partitions=max_partitions,
+                    lease_every_s=self.log.lease_ttl_s / 3,
                     after=after,
                 )
             else:

@@ -119,8 +119,17 @@ class BrokerLog:
     name = "broker"
     partitioned = True
 
-    def __init__(self, *, log_id: str, partitions: int, max_bytes: int, retry_after_s: int) -> None:
+    def __init__(
+        self,
+        *,
+        log_id: str,
+        partitions: int,
+        max_bytes: int,
+        retry_after_s: int,
+        lease_ttl_s: float = 10.0,
+    ) -> None:
         self.log_id = log_id
+        self.lease_ttl_s = lease_ttl_s
         self.partitions = partitions
         self.max_bytes = max_bytes
         self.retry_after_s = retry_after_s

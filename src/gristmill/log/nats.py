@@ -50,6 +50,7 @@ class NATSLog(BrokerLog):
             partitions=cfg.partitions,
             max_bytes=cfg.max_bytes,
             retry_after_s=cfg.retry_after_s,
+            lease_ttl_s=cfg.lease_ttl_s,
         )
         self.cfg = cfg
         self.stream = cfg.stream
@@ -89,9 +90,14 @@ class NATSLog(BrokerLog):
         except NotFoundError:
             with contextlib.suppress(Exception):  # a concurrent creator won the race
                 await self._js.add_stream(config)
-        self._kv = await self._js.create_key_value(
-            bucket=f"{self.stream}_leases", ttl=self.cfg.lease_ttl_s
-        )
+        bucket = f"{self.stream}_leases"
+        try:
+            self._kv = await self._js.key_value(bucket)  # the first process set its TTL
+        except NotFoundError:
+            try:
+                self._kv = await self._js.create_key_value(bucket=bucket, ttl=self.cfg.lease_ttl_s)
+            except Exception:  # a concurrent creator won the race
+                self._kv = await self._js.key_value(bucket)
 
     async def _publish(self, partition: int, records: Sequence[LogRecord]) -> None:
         subject = self.subject(partition)

@@ -53,6 +53,7 @@ class RabbitMQLog(BrokerLog):
             partitions=cfg.partitions,
             max_bytes=cfg.max_bytes,
             retry_after_s=cfg.retry_after_s,
+            lease_ttl_s=cfg.lease_ttl_s,
         )
         self.cfg = cfg
         self._conn: AbstractRobustConnection | None = None
