@@ -7,14 +7,34 @@ after the warehouse committed the batch.
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
+import time
 from typing import Annotated
 
 import typer
 
 from gristmill.cli.common import DataDirOpt, PacksOpt, console, make_settings
+from gristmill.config import Settings
 from gristmill.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+def _runtime(settings: Settings, max_partitions: int | None, attempts: int = 8) -> Runtime:
+    """Start-up provisions the warehouse idempotently; loaders starting together can still
+    collide on the catalog (PostgreSQL: deadlock, "tuple concurrently updated"), so a failed
+    start is retried rather than leaving a partition without its loader."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return Runtime(settings, "load", max_partitions=max_partitions)
+        except Exception as exc:
+            if attempt == attempts:
+                raise
+            log.warning("start-up failed (%s); retrying", exc)
+            time.sleep(min(5.0, 0.2 * 2**attempt))
+    raise AssertionError("unreachable")
 
 
 def load(
@@ -27,7 +47,7 @@ def load(
 ) -> None:
     """Load from the log into the warehouse until interrupted (SIGINT or SIGTERM)."""
     settings = make_settings(data_dir, pack)
-    rt = Runtime(settings, "load", max_partitions=max_partitions)
+    rt = _runtime(settings, max_partitions)
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
