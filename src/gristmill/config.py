@@ -50,7 +50,51 @@ class SQLiteLogSettings(BaseModel):
     """Most appends one fsync may cover."""
 
 
-LogSettings = Annotated[SQLiteLogSettings, Field(discriminator="type")]
+class _BrokerLogSettings(BaseModel):
+    """What every broker log shares (scaled-out mode, docs/scale-out.md)."""
+
+    partitions: int = Field(2, ge=1, le=256)
+    """Ordered sequences the log is split into; each is loaded by one loader at a time, so
+    this bounds how many loaders work in parallel. Fixed once data exists: offsets encode it."""
+    max_bytes: int = Field(1 << 30, ge=1024)
+    """Cap on not-yet-loaded bytes (estimated from broker positions); past it 503."""
+    retry_after_s: int = 5
+    retention_s: float = Field(7 * 86400, gt=0)
+    """How long the broker keeps records, loaded or not. Conservation counts what is kept."""
+    lease_ttl_s: float = Field(10.0, gt=0)
+    """A partition lease not renewed for this long is free (a killed loader's, say)."""
+
+
+class RabbitMQLogSettings(_BrokerLogSettings):
+    """RabbitMQ streams (one per partition), published with publisher confirms."""
+
+    type: Literal["rabbitmq"]
+    url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
+    stream: str = Field("gristmill", pattern=r"^[A-Za-z0-9_.-]{1,200}$")
+
+
+class NATSLogSettings(_BrokerLogSettings):
+    """NATS JetStream: one stream, one subject per partition, durable pull consumers."""
+
+    type: Literal["nats"]
+    url: SecretStr = SecretStr("nats://127.0.0.1:4222")
+    stream: str = Field("gristmill", pattern=r"^[A-Za-z0-9_-]{1,200}$")
+    replicas: int = Field(1, ge=1, le=5)
+
+
+class KafkaLogSettings(_BrokerLogSettings):
+    """Kafka (confluent-kafka): one topic, its partitions are the log's partitions."""
+
+    type: Literal["kafka"]
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topic: str = Field("gristmill", pattern=r"^[A-Za-z0-9_.-]{1,200}$")
+    replication_factor: int = Field(1, ge=1)
+
+
+LogSettings = Annotated[
+    SQLiteLogSettings | RabbitMQLogSettings | NATSLogSettings | KafkaLogSettings,
+    Field(discriminator="type"),
+]
 
 
 class DuckDBSettings(BaseModel):
@@ -303,7 +347,8 @@ class Settings(BaseSettings):
 
     @property
     def log_path(self) -> Path:
-        return self.log.path or self.data_dir / "log.sqlite"
+        path = self.log.path if isinstance(self.log, SQLiteLogSettings) else None
+        return path or self.data_dir / "log.sqlite"
 
     @property
     def warehouse_path(self) -> Path:

@@ -8,7 +8,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from gristmill.auth.keys import KeyResolver
 from gristmill.auth.roles import RoleTable
@@ -19,37 +19,59 @@ from gristmill.config import Settings
 from gristmill.core.clock import now_us
 from gristmill.core.ids import new_token
 from gristmill.feeds import build_feed_service
+from gristmill.feeds.service import FeedService
 from gristmill.load.conservation import Conservation, conservation
 from gristmill.load.loader import Loader
+from gristmill.load.pool import LoaderPool
+from gristmill.log.broker import BrokerLog
 from gristmill.log.registry import open_log
 from gristmill.meta.store import MetaStore
 from gristmill.pack.loader import load_packs
 from gristmill.rollup.freshness import Watermark, watermark
 from gristmill.rollup.maintain import after_insert, provision_analytics
+from gristmill.warehouse.base import Warehouse
 from gristmill.warehouse.registry import open_warehouse
 
 log = logging.getLogger(__name__)
 
 SERVER_FILE = "server.json"
 
+Role = Literal["all", "collect", "load"]
+"""``all``: the embedded mode. ``collect``: ingest only, no warehouse (scaled out, N of them).
+``load``: loaders only (``gristmill load``, M of them)."""
+
 
 class Runtime:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, role: Role = "all", *, max_partitions: int | None = None
+    ) -> None:
         self.settings = settings
+        self.role = role
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.packs = load_packs(settings.resolved_packs_dir, settings.packs)
         self.meta = MetaStore(settings.meta_database_url)
         self.log = open_log(settings)
-        self.warehouse = open_warehouse(settings)
-        provision_analytics(self.warehouse, list(self.packs.values()))
+        self._warehouse: Warehouse | None = None
+        self._loader: Loader | LoaderPool | None = None
+        if role != "collect":
+            self._warehouse = open_warehouse(settings)
+            provision_analytics(self._warehouse, list(self.packs.values()))
+            after = after_insert(self.packs, self._warehouse.dialect)
+            if isinstance(self.log, BrokerLog):
+                self._loader = LoaderPool(
+                    self.log,
+                    self._warehouse,
+                    self.packs,
+                    settings.loader,
+                    max_partitions=max_partitions,
+                    lease_every_s=self.log.lease_ttl_s / 3,
+                    after=after,
+                )
+            else:
+                self._loader = Loader(
+                    self.log, self._warehouse, self.packs, settings.loader, after=after
+                )
         self.collector = Collector(self.packs, self.log, settings.limits)
-        self.loader = Loader(
-            self.log,
-            self.warehouse,
-            self.packs,
-            settings.loader,
-            after=after_insert(self.packs, self.warehouse.dialect),
-        )
         self.local_token = new_token("gml")
         jwt_cfg = settings.auth.jwt
         tokens = None
@@ -60,13 +82,17 @@ class Runtime:
         self.roles = RoleTable(self.packs)
         self.sessions = SessionStore(settings.auth.session_ttl_s)
         self.started_at = now_us()
-        self.feeds = build_feed_service(settings, self.packs, self.meta.engine, self.warehouse)
+        self._feeds: FeedService | None = None
+        if self._warehouse is not None:
+            self._feeds = build_feed_service(
+                settings, self.packs, self.meta.engine, self._warehouse
+            )
         self._server_file: Path | None = None
         self._stopped = False
 
     def start(self, *, url: str | None = None, loader: bool = True) -> None:
-        if loader:
-            self.loader.start()
+        if loader and self._loader is not None:
+            self._loader.start()
         if url is not None:
             self._server_file = self.settings.data_dir / SERVER_FILE
             write_server_file(self._server_file, url=url, token=self.local_token)
@@ -76,17 +102,54 @@ class Runtime:
         if self._stopped:
             return
         self._stopped = True
-        self.loader.stop()
-        self.feeds.close()
+        if self._loader is not None:
+            self._loader.stop()
+        if self._feeds is not None:
+            self._feeds.close()
         if self._server_file is not None:
             with contextlib.suppress(FileNotFoundError):
                 self._server_file.unlink()
         self.log.close()
-        self.warehouse.close()
+        if self._warehouse is not None:
+            self._warehouse.close()
         self.meta.close()
+
+    @property
+    def warehouse(self) -> Warehouse:
+        if self._warehouse is None:
+            raise RuntimeError("a collect-role process has no warehouse")
+        return self._warehouse
+
+    @property
+    def feeds(self) -> FeedService:
+        if self._feeds is None:
+            raise RuntimeError("a collect-role process serves no data feeds")
+        return self._feeds
+
+    @property
+    def loader(self) -> Loader | LoaderPool:
+        if self._loader is None:
+            raise RuntimeError("a collect-role process has no loader")
+        return self._loader
 
     def conservation(self) -> Conservation:
         return conservation(self.log, self.warehouse, self.loader.group)
+
+    def log_depth(self) -> dict[str, object]:
+        """Depth for /readyz: cheap (the broker logs' background estimate, SQLite's own
+        counters), never a scan of the log."""
+        if isinstance(self.log, BrokerLog):
+            return {
+                "log": self.log.name,
+                "partitions": self.log.partitions,
+                "depth_bytes_estimate": self.log.depth_bytes,
+            }
+        snap = self.log.snapshot("loader")
+        return {
+            "log": self.log.name,
+            "depth_events": snap.depth_events,
+            "depth_bytes": snap.depth_bytes,
+        }
 
     def watermark(self, pack: str) -> Watermark:
         """Every event of ``pack`` received before ``as_of`` is queryable."""
@@ -95,9 +158,10 @@ class Runtime:
 
     def readiness(self) -> list[str]:
         problems = list(self.log.check_ready())
-        problems += self.warehouse.check_ready(list(self.packs.values())).problems
-        if self.loader.stats.last_error:
-            problems.append(f"loader: last batch failed: {self.loader.stats.last_error}")
+        if self._warehouse is not None:
+            problems += self._warehouse.check_ready(list(self.packs.values())).problems
+        if self._loader is not None and self._loader.stats.last_error:
+            problems.append(f"loader: last batch failed: {self._loader.stats.last_error}")
         return problems
 
 

@@ -83,6 +83,8 @@ def create_app(rt: Runtime, *, url: str | None = None, start: bool = True) -> Fa
 
     app.include_router(ingest.router)
     app.include_router(ops.router)
+    if rt.role == "collect":
+        return app  # ingest, health and readiness only: no warehouse behind a collector
     app.include_router(quarantine.router)
     app.include_router(analytics.router)
     add_view_routes(app, rt)

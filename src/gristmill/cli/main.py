@@ -6,7 +6,18 @@ import logging
 
 import typer
 
-from gristmill.cli import demo, keys, outbox, provision, quarantine, query, sdk, serve, status
+from gristmill.cli import (
+    demo,
+    keys,
+    load,
+    outbox,
+    provision,
+    quarantine,
+    query,
+    sdk,
+    serve,
+    status,
+)
 from gristmill.cli import feeds as feeds_cli
 
 app = typer.Typer(
@@ -21,6 +32,7 @@ app.command("demo")(demo.demo)
 app.command("query")(query.query)
 app.command("provision")(provision.provision)
 app.command("sdk")(sdk.sdk)
+app.command("load")(load.load)
 app.add_typer(keys.app, name="keys")
 app.add_typer(quarantine.app, name="quarantine")
 app.add_typer(outbox.app, name="outbox")

@@ -9,13 +9,13 @@ import typer
 import uvicorn
 
 from gristmill.api.app import create_app
-from gristmill.cli.common import DataDirOpt, PacksOpt, console, make_settings
+from gristmill.cli.common import DataDirOpt, PacksOpt, console, fail, make_settings
 from gristmill.config import Settings
-from gristmill.runtime import Runtime
+from gristmill.runtime import Role, Runtime
 
 
-def build_server(settings: Settings) -> tuple[uvicorn.Server, Runtime]:
-    rt = Runtime(settings)
+def build_server(settings: Settings, role: Role = "all") -> tuple[uvicorn.Server, Runtime]:
+    rt = Runtime(settings, role)
     host, port = settings.server.host, settings.server.port
     app = create_app(rt, url=f"http://{host}:{port}")
     config = uvicorn.Config(
@@ -36,6 +36,13 @@ def serve(
     pack: PacksOpt = None,
     host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 8765).")] = None,
+    role: Annotated[
+        str,
+        typer.Option(
+            help="all: collector, loader and API (embedded). collect: ingest only, answering "
+            "2xx once the log (a broker when scaled out) confirmed; loaders run elsewhere.",
+        ),
+    ] = "all",
 ) -> None:
     """Serve ingest, the loader and the API until interrupted."""
     settings = make_settings(data_dir, pack)
@@ -43,13 +50,15 @@ def serve(
         settings.server = settings.server.model_copy(
             update={k: v for k, v in {"host": host, "port": port}.items() if v is not None}
         )
-    server, _ = build_server(settings)
+    if role not in ("all", "collect"):
+        fail(f"--role must be all or collect (loaders run as `gristmill load`), not {role!r}")
+    server, _ = build_server(settings, "collect" if role == "collect" else "all")
     # Everything alive now (modules, packs, settings) lives for the whole process: move it out
     # of the collector's view so full collections stay short under load.
     gc.collect()
     gc.freeze()
     console.print(
-        f"gristmill serving packs {', '.join(settings.packs)} on "
+        f"gristmill ({role}) serving packs {', '.join(settings.packs)} on "
         f"http://{settings.server.host}:{settings.server.port} (data in {settings.data_dir})"
     )
     server.run()

@@ -21,8 +21,15 @@ def free_port() -> int:
 
 class ServerProcess:
     def __init__(
-        self, data_dir: Path, port: int, *, packs_dir: Path, env: dict[str, str] | None = None
+        self,
+        data_dir: Path,
+        port: int,
+        *,
+        packs_dir: Path,
+        env: dict[str, str] | None = None,
+        role: str = "all",
     ) -> None:
+        self.role = role
         self.data_dir = data_dir
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
@@ -41,6 +48,8 @@ class ServerProcess:
                 str(self.data_dir),
                 "--port",
                 str(self.port),
+                "--role",
+                self.role,
             ],
             env=self.env,
             stdout=self.log,
@@ -64,6 +73,52 @@ class ServerProcess:
     def pid(self) -> int:
         assert self.proc is not None
         return self.proc.pid
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+class LoaderProcess:
+    """``gristmill load`` as a child process (scaled-out mode); killable like the server."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        packs_dir: Path,
+        env: dict[str, str] | None = None,
+        max_partitions: int | None = None,
+        name: str = "loader",
+    ) -> None:
+        self.data_dir = data_dir
+        self.max_partitions = max_partitions
+        self.env = {**os.environ, "GRISTMILL_PACKS_DIR": str(packs_dir), **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = open(data_dir.parent / f"{name}.log", "ab")  # noqa: SIM115 - kept open across restarts
+
+    def start(self) -> None:
+        args = [sys.executable, "-m", "gristmill", "load", "--data-dir", str(self.data_dir)]
+        if self.max_partitions is not None:
+            args += ["--max-partitions", str(self.max_partitions)]
+        self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and fixed arguments
+            args, env=self.env, stdout=self.log, stderr=subprocess.STDOUT
+        )
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def kill9(self) -> None:
         assert self.proc is not None

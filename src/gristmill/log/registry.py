@@ -17,4 +17,12 @@ def open_log(settings: Settings) -> EventLog:
             retry_after_s=cfg.retry_after_s,
             group_commit_max=cfg.group_commit_max,
         )
+    if cfg.type == "nats":
+        from gristmill.log.nats import NATSLog
+
+        return NATSLog(cfg)
+    if cfg.type == "rabbitmq":
+        from gristmill.log.rabbitmq import RabbitMQLog
+
+        return RabbitMQLog(cfg)
     raise ValueError(f"unknown log type {cfg.type!r}")  # pragma: no cover - pydantic refuses it

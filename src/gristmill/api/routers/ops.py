@@ -41,8 +41,10 @@ def readyz(rt: RuntimeDep) -> Response:
     return JSONBytes(
         {
             "ready": True,
+            "role": rt.role,
             "log": rt.log.name,
-            "warehouse": rt.warehouse.name,
+            "log_depth": rt.log_depth(),
+            "warehouse": None if rt.role == "collect" else rt.warehouse.name,
             "packs": sorted(rt.packs),
         }
     )
