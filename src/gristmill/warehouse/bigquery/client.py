@@ -44,9 +44,10 @@ from gristmill.warehouse.bigquery.sql import (
     stage_table,
     typed_params,
 )
-from gristmill.warehouse.common import SystemSQL, ledger_totals, settle
+from gristmill.warehouse.common import SystemSQL, ledger_snapshot, settle, split_snapshot
 
 SYSTEM = SystemSQL.build(DIALECT)
+LEDGER = ledger_snapshot(DIALECT)
 
 
 def _ref(client: Any, t: exp.Table) -> str:
@@ -261,23 +262,9 @@ class BigQueryWarehouse:
         return int(next(iter(rows[0].values()))) if rows else 0
 
     def ledger(self, log_name: str, group: str) -> LedgerTotals:
-        # A transaction reads one snapshot: the sums and the offset agree.
-        begin = self._client.query(
-            "BEGIN TRANSACTION", job_config=bigquery.QueryJobConfig(create_session=True)
-        )
-        begin.result()
-        session: str = begin.session_info.session_id
-        try:
-            sums = self._job(self.naming.sql(SYSTEM.sum_ledger), {"log": log_name}, session)
-            off = self._job(
-                self.naming.sql(SYSTEM.select_offset), {"log": log_name, "grp": group}, session
-            )
-            return ledger_totals(
-                [tuple(r.values()) for r in sums.result()],
-                [tuple(r.values()) for r in off.result()],
-            )
-        finally:
-            self._job("CALL BQ.ABORT_SESSION()", None, session)
+        # One statement reads one snapshot: the sums and the offset agree.
+        rows = self.query_sql(LEDGER, {"log": log_name, "grp": group})
+        return split_snapshot([tuple(r.values()) for r in rows.to_pylist()])
 
     def prune_dedupe(self, pack: Pack, now_us: int) -> int:
         cutoff = now_us - int(pack.spec.dedupe.window.total_seconds() * 1_000_000)

@@ -29,7 +29,7 @@ from gristmill.core.clock import to_datetime
 from gristmill.pack.models import Pack
 from gristmill.sql import ddl
 from gristmill.warehouse.base import LedgerTotals, LoadBatch, LoadResult, Readiness
-from gristmill.warehouse.common import SystemSQL, ledger_totals, settle
+from gristmill.warehouse.common import SystemSQL, ledger_snapshot, settle, split_snapshot
 from gristmill.warehouse.snowflake.factory import CAPABILITIES, DIALECT, NAME
 from gristmill.warehouse.snowflake.sql import (
     BATCH,
@@ -45,6 +45,7 @@ from gristmill.warehouse.snowflake.sql import (
 )
 
 SYSTEM = SystemSQL.build(DIALECT)
+LEDGER = ledger_snapshot(DIALECT)
 
 
 class SnowflakeWarehouse:
@@ -224,11 +225,11 @@ class SnowflakeWarehouse:
         return int(next(iter(rows[0].values()))) if rows else 0
 
     def ledger(self, log_name: str, group: str) -> LedgerTotals:
+        # One statement reads one snapshot: the sums and the offset agree.
         with self._lock:
             cur = self._conn.cursor()
-            sums = self._run(cur, SYSTEM.sum_ledger, {"log": log_name}).fetchall()
-            off = self._run(cur, SYSTEM.select_offset, {"log": log_name, "grp": group}).fetchall()
-        return ledger_totals(sums, off)
+            rows = self._run(cur, LEDGER, {"log": log_name, "grp": group}).fetchall()
+        return split_snapshot(rows)
 
     def prune_dedupe(self, pack: Pack, now_us: int) -> int:
         cutoff = now_us - int(pack.spec.dedupe.window.total_seconds() * 1_000_000)
