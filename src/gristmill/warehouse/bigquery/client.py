@@ -15,6 +15,7 @@ table; a load touches several tables and must commit them together, so it is not
 from __future__ import annotations
 
 import io
+import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -47,6 +48,7 @@ from gristmill.warehouse.bigquery.sql import (
 from gristmill.warehouse.common import SystemSQL, ledger_snapshot, settle, split_snapshot
 
 SYSTEM = SystemSQL.build(DIALECT)
+READY_TTL_S = 30.0
 LEDGER = ledger_snapshot(DIALECT)
 
 
@@ -62,6 +64,7 @@ class BigQueryWarehouse:
     def __init__(self, cfg: BigQuerySettings, *, read_only: bool = False) -> None:
         self.cfg = cfg
         self.read_only = read_only
+        self._ready_at: dict[tuple[str, ...], float] = {}
         self.naming = Naming(cfg.dataset_prefix)
         try:
             self._client: Any = bigquery.Client(project=cfg.project, location=cfg.location)
@@ -139,6 +142,17 @@ class BigQueryWarehouse:
         return bool(self.columns_of(table))
 
     def check_ready(self, packs: Sequence[Pack]) -> Readiness:
+        """A passing check is remembered for ``READY_TTL_S`` (probes every few seconds would
+        spend API calls and warehouse time); a failing one is never remembered."""
+        key = tuple(p.fingerprint for p in packs)
+        if self._ready_at.get(key, -READY_TTL_S) + READY_TTL_S > time.monotonic():
+            return Readiness(True)
+        ready = self._check_ready(packs)
+        if ready.ok:
+            self._ready_at[key] = time.monotonic()
+        return ready
+
+    def _check_ready(self, packs: Sequence[Pack]) -> Readiness:
         """Fails fast and names what is missing: the dataset, then each table and column."""
         problems: list[str] = []
         datasets = ["_gristmill", *(p.dataset for p in packs)]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import tempfile
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -45,6 +46,7 @@ from gristmill.warehouse.snowflake.sql import (
 )
 
 SYSTEM = SystemSQL.build(DIALECT)
+READY_TTL_S = 30.0
 LEDGER = ledger_snapshot(DIALECT)
 
 
@@ -56,6 +58,7 @@ class SnowflakeWarehouse:
     def __init__(self, cfg: SnowflakeSettings, *, read_only: bool = False) -> None:
         self.cfg = cfg
         self.read_only = read_only
+        self._ready_at: dict[tuple[str, ...], float] = {}
         self._lock = threading.Lock()
         assert cfg.password is not None
         self._conn: Any = snowflake.connector.connect(
@@ -135,6 +138,17 @@ class SnowflakeWarehouse:
         return bool(self.columns_of(table))
 
     def check_ready(self, packs: Sequence[Pack]) -> Readiness:
+        """A passing check is remembered for ``READY_TTL_S`` (probes every few seconds would
+        spend API calls and warehouse time); a failing one is never remembered."""
+        key = tuple(p.fingerprint for p in packs)
+        if self._ready_at.get(key, -READY_TTL_S) + READY_TTL_S > time.monotonic():
+            return Readiness(True)
+        ready = self._check_ready(packs)
+        if ready.ok:
+            self._ready_at[key] = time.monotonic()
+        return ready
+
+    def _check_ready(self, packs: Sequence[Pack]) -> Readiness:
         problems: list[str] = []
         try:
             if not self.columns_of(ddl.table_ref("_gristmill", "loads")):
