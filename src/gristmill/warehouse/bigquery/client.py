@@ -42,6 +42,7 @@ from gristmill.warehouse.bigquery.sql import (
     ledger_insert,
     load_job_id,
     pack_ddl,
+    partition_rollup,
     stage_table,
     typed_params,
 )
@@ -112,7 +113,8 @@ class BigQueryWarehouse:
     ) -> list[str]:
         """DDL for the packs (plus ``extra``); with ``apply``, run it and add the columns a
         pack gained. Idempotent: IF NOT EXISTS everywhere."""
-        stmts = [self.naming.sql(s) for s in [*pack_ddl(packs, self.cfg.location), *extra]]
+        ddl_ = [*pack_ddl(packs, self.cfg.location), *(partition_rollup(e) for e in extra)]
+        stmts = [self.naming.sql(s) for s in ddl_]
         if not apply:
             return stmts
         for s in stmts:

@@ -147,6 +147,27 @@ def create_dataset(name: str, location: str, *, expiration_days: int | None = No
     )
 
 
+def partition_rollup(stmt: exp.Expr) -> exp.Expr:
+    """A rollup table (shared DDL: a ``bucket`` column first, then its dimensions, then
+    ``<metric>__<component>`` columns) partitioned by the bucket's day and clustered by its
+    dimensions, so the refresh after each load and the reads of a range prune partitions."""
+    if not (isinstance(stmt, exp.Create) and stmt.kind == "TABLE"):
+        return stmt
+    schema = stmt.this
+    cols = [c for c in schema.expressions if isinstance(c, exp.ColumnDef)] if schema else []
+    if not cols or cols[0].name != "bucket" or stmt.args.get("properties"):
+        return stmt
+    dims = [c.name for c in cols[1:] if "__" not in c.name][:MAX_CLUSTER_COLUMNS]
+    props: list[exp.Expr] = [
+        exp.PartitionedByProperty(this=exp.Date(this=exp.column("bucket", quoted=True)))
+    ]
+    if dims:
+        props.append(exp.Cluster(expressions=[exp.column(d, quoted=True) for d in dims]))
+    out = stmt.copy()
+    out.set("properties", exp.Properties(expressions=props))
+    return out
+
+
 def pack_ddl(packs: Sequence[Pack], location: str = "US") -> list[exp.Expr]:
     """The system dataset and its tables, the stage dataset, then per pack its dataset, key
     table and tables."""
