@@ -50,6 +50,7 @@ from gristmill.warehouse.common import SystemSQL, ledger_snapshot, settle, split
 
 SYSTEM = SystemSQL.build(DIALECT)
 READY_TTL_S = 30.0
+MAX_STAGE_ATTEMPTS = 5
 LEDGER = ledger_snapshot(DIALECT)
 
 
@@ -76,7 +77,7 @@ class BigQueryWarehouse:
     def _job(self, text: str, params: Mapping[str, Any] | None, session: str | None) -> Any:
         config = bigquery.QueryJobConfig(
             query_parameters=[
-                bigquery.ScalarQueryParameter(n, t, v) for n, t, v in typed_params(params)
+                bigquery.ScalarQueryParameter(n, t, v) for n, t, v in typed_params(params, text)
             ]
         )
         if session is not None:
@@ -86,15 +87,7 @@ class BigQueryWarehouse:
         return job
 
     def query_sql(self, sql_text: str, params: Mapping[str, Any] | None = None) -> pa.Table:
-        job = self._client.query(
-            self.naming.sql(sql_text),
-            job_config=bigquery.QueryJobConfig(
-                query_parameters=[
-                    bigquery.ScalarQueryParameter(n, t, v) for n, t, v in typed_params(params)
-                ]
-            ),
-        )
-        table: pa.Table = job.result().to_arrow()
+        table: pa.Table = self._job(self.naming.sql(sql_text), params, None).to_arrow()
         return table
 
     def query(self, query: exp.Expr, params: Mapping[str, Any] | None = None) -> pa.Table:
@@ -195,15 +188,20 @@ class BigQueryWarehouse:
             source_format=bigquery.SourceFormat.PARQUET,
             write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
         )
-        job_id = load_job_id(batch_id, what)
-        try:
-            job = self._client.load_table_from_file(
-                buf, _ref(self._client, ref), job_id=job_id, job_config=config
-            )
-        except gexc.Conflict:
-            job = self._client.get_job(job_id)
-        job.result()
-        return ref
+        for attempt in range(MAX_STAGE_ATTEMPTS):
+            job_id = load_job_id(batch_id, what, attempt)
+            try:
+                job = self._client.load_table_from_file(
+                    buf, _ref(self._client, ref), job_id=job_id, job_config=config, rewind=True
+                )
+            except gexc.Conflict:
+                job = self._client.get_job(job_id)  # this batch was staged (or is being)
+                job.reload()
+                if job.state == "DONE" and job.error_result:
+                    continue  # that attempt failed: its id is spent, try the next one
+            job.result()
+            return ref
+        raise RuntimeError(f"staging batch {batch_id} for {what} failed {MAX_STAGE_ATTEMPTS}x")
 
     def commit_load(self, batch: LoadBatch) -> LoadResult:
         stages: dict[tuple[str, str], exp.Table] = {}

@@ -15,6 +15,7 @@ Every statement of a load names the staged batch ``_gm_batch`` (and quarantine `
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -237,11 +238,14 @@ def batch_digest(batch_id: str, what: str) -> str:
     return hashlib.sha256(f"{batch_id}\x1f{what}".encode()).hexdigest()[:40]
 
 
-def load_job_id(batch_id: str, what: str) -> str:
+def load_job_id(batch_id: str, what: str, attempt: int = 0) -> str:
     """The id of the load job that stages one batch for one table. BigQuery refuses a second
     job with an id it has seen (409), so a retried batch finds its stage job instead of
-    loading the rows twice."""
-    return f"gristmill_stage_{batch_digest(batch_id, what)}"
+    loading the rows twice; only when that job failed is a new one started, as attempt 1, 2…
+    (the stage is overwritten, and the ledger in the load transaction is what makes the batch
+    count once)."""
+    suffix = f"_r{attempt}" if attempt else ""
+    return f"gristmill_stage_{batch_digest(batch_id, what)}{suffix}"
 
 
 def stage_table(prefix: str, batch_id: str, what: str) -> exp.Table:
@@ -271,9 +275,18 @@ def param_type(value: Any) -> str:
     raise TypeError(f"no BigQuery parameter type for {type(value).__name__}")
 
 
-def typed_params(params: Mapping[str, Any] | None) -> list[tuple[str, str, Any]]:
-    """(name, type, value) per named parameter, in name order."""
-    return [(k, param_type(v), v) for k, v in sorted((params or {}).items())]
+def typed_params(
+    params: Mapping[str, Any] | None, text: str | None = None
+) -> list[tuple[str, str, Any]]:
+    """(name, type, value) per named parameter, in name order; with ``text``, only those the
+    statement names (``@name``): callers share one mapping across statements, and a query
+    job is not the place to find out whether BigQuery tolerates an unused one."""
+    used = None if text is None else set(re.findall(r"@(\w+)", text))
+    return [
+        (k, param_type(v), v)
+        for k, v in sorted((params or {}).items())
+        if used is None or k in used
+    ]
 
 
 def ledger_insert(rows: Sequence[Sequence[Any]]) -> tuple[exp.Insert, dict[str, Any]]:
