@@ -151,6 +151,10 @@ class SnowflakeWarehouse:
     def _check_ready(self, packs: Sequence[Pack]) -> Readiness:
         problems: list[str] = []
         try:
+            with self._lock:
+                current = self._conn.cursor().execute("SELECT CURRENT_DATABASE()").fetchone()
+            if current is None or current[0] is None:  # the session could not use it
+                return Readiness(False, (f"missing database {self.cfg.database} (or no access)",))
             if not self.columns_of(ddl.table_ref("_gristmill", "loads")):
                 problems.append("missing table _gristmill.loads (run provisioning)")
             for pack in packs:
