@@ -23,7 +23,7 @@ from gristmill.metrics.timerange import TimeRange, preset_range
 from gristmill.pack.models import Pack
 from gristmill.rollup.maintain import after_insert, analytics_ddl
 from gristmill.rollup.spec import full_rebuild
-from gristmill.warehouse.common import SystemSQL
+from gristmill.warehouse.common import SystemSQL, ledger_snapshot
 from gristmill.warehouse.registry import capabilities, render_ddl
 
 NOW = datetime(2026, 3, 14, 15, 37, 12, tzinfo=UTC)
@@ -46,7 +46,8 @@ def statements(pack: Pack, dialect: str, settings: Settings) -> Iterator[tuple[s
     extra = analytics_ddl([pack], dialect, capabilities(dialect))
     yield "ddl", ";\n".join(render_ddl(dialect, [pack], settings, extra))
     system = SystemSQL.build(dialect)
-    yield "system", ";\n".join(getattr(system, f) for f in system.__dataclass_fields__)
+    texts = [getattr(system, f) for f in system.__dataclass_fields__]
+    yield "system", ";\n".join([*texts, ledger_snapshot(dialect)])
     render_stmt, load = _load_sql(dialect)
     steps = after_insert({pack.name: pack}, dialect)
     for table in pack.spec.tables:

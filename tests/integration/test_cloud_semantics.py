@@ -36,6 +36,7 @@ from gristmill.rollup.freshness import FRESHNESS
 from gristmill.rollup.maintain import provision_analytics
 from gristmill.rollup.spec import full_rebuild
 from gristmill.warehouse.base import AfterInsert
+from gristmill.warehouse.common import ledger_snapshot, split_snapshot
 from gristmill.warehouse.duckdb.client import DuckDBWarehouse
 from tests.golden.queries import NOW
 from tests.integration.warehouse_conformance import (
@@ -188,3 +189,15 @@ def test_answers_went_through_rollups(loaded: tuple[DuckDBWarehouse, Pack]) -> N
     rng = preset_range("90d", ZoneInfo("UTC"), datetime(2026, 3, 14, 15, 17, tzinfo=UTC))
     paths = {p.path for p in plan(MetricQuery(pack, ("orders", "buyers"), rng), "bigquery")}
     assert paths == {"rollup+raw"}
+
+
+def test_ledger_snapshot_is_the_ledger(loaded: tuple[DuckDBWarehouse, Pack]) -> None:
+    """The one-statement ledger read of BigQuery and Snowflake, run on DuckDB, gives what
+    DuckDB's own two reads give."""
+    wh, _ = loaded
+    rows = wh.query_sql(ledger_snapshot("duckdb"), {"log": "log-test", "grp": "loader"})
+    got = split_snapshot([tuple(r.values()) for r in rows.to_pylist()])
+    assert got == wh.ledger("log-test", "loader")
+    assert got.offset > 0
+    assert sum(got.loaded.values()) == 820  # 400 + 300 + 120; the 30 repeats are duplicates
+    assert sum(got.duplicates.values()) == 30

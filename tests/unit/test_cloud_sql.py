@@ -49,6 +49,19 @@ def test_bigquery_parameter_types(value: object, expected: str) -> None:
     assert bq.param_type(value) == expected
 
 
+def test_bigquery_binds_only_the_parameters_a_statement_names() -> None:
+    params = {"log": "L", "grp": "G", "off": 3}
+    text = "DELETE FROM `_gristmill`.`offsets` WHERE log = @log AND grp = @grp"
+    assert bq.typed_params(params, text) == [("grp", "STRING", "G"), ("log", "STRING", "L")]
+    assert [n for n, _, _ in bq.typed_params({"p1": 1, "p10": 2}, "SELECT @p10")] == ["p10"]
+
+
+def test_a_failed_stage_job_is_retried_under_a_new_id() -> None:
+    ids = {bq.load_job_id("b", "t", attempt) for attempt in range(5)}
+    assert len(ids) == 5
+    assert bq.load_job_id("b", "t", 0) == bq.load_job_id("b", "t")
+
+
 def test_bigquery_parameters_refuse_what_they_cannot_type() -> None:
     with pytest.raises(TypeError, match="list"):
         bq.param_type([1])

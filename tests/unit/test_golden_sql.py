@@ -73,7 +73,18 @@ def test_no_construct_either_engine_lacks() -> None:
         in bq["metric_median_order_cents"]
     )
     assert "PARTITION BY DATE(`occurred_at`)" in bq["ddl"]
+    # Local hours in a +05:30 zone: not TIMESTAMP_TRUNC(…, HOUR, tz), which truncates in UTC.
+    assert "TIMESTAMP_TRUNC" not in bq["marketplace_events_hour_kolkata"]
+    assert (
+        "DATETIME_TRUNC(DATETIME(`occurred_at`, @p0), HOUR)"
+        in bq["marketplace_events_hour_kolkata"]
+    )
     assert "CLUSTER BY `vendor_store_id`, `store_id`, `event_type`" in bq["ddl"]
+    # Rollups prune by their bucket's day too.
+    assert (
+        "`ad_spend_cents__sum` NUMERIC) PARTITION BY DATE(`bucket`) "
+        "CLUSTER BY `vendor_store_id`, `campaign_id`, `placement`"
+    ) in bq["ddl"]
     sf = _texts("snowflake")
     assert 'CLUSTER BY ("vendor_store_id", "store_id", "event_type")' in sf["ddl"]
     assert "ARRAY_UNION_AGG" in sf["metric_buyers"]

@@ -11,7 +11,9 @@ cannot translate lives here:
   ``ARRAY_AGG`` (approximate ``APPROX_QUANTILES`` would disagree with the other engines).
 * **Time buckets**: the caller's local day is ``DATETIME_TRUNC(DATETIME(ts, tz), DAY)`` /
   ``DATE_TRUNC('DAY', CONVERT_TIMEZONE(tz, ts)::TIMESTAMP_NTZ)`` (a local wall-clock time, as
-  DuckDB returns); a local hour is the *instant* it began, ``TIMESTAMP_TRUNC(ts, HOUR, tz)``.
+  DuckDB returns); a local hour is the *instant* it began: ``ts`` minus how far the local
+  clock is into its hour (BigQuery's ``TIMESTAMP_TRUNC`` ignores the zone below a day), or
+  Snowflake's ``DATE_TRUNC('HOUR', CONVERT_TIMEZONE(tz, ts))``, which keeps the offset.
   Weeks start on Monday everywhere (BigQuery ``ISOWEEK``; Snowflake ``WEEK_START = 1`` is set
   on the session).
 """
@@ -93,7 +95,16 @@ def bq_rewrite(query: exp.Expr) -> exp.Expr:
 
 def bq_local_bucket(ts: exp.Expr, grain: str, zone: exp.Expr) -> exp.Expr:
     if grain == "hour":
-        return exp.TimestampTrunc(this=ts, unit=_unit(grain), zone=zone)
+        # TIMESTAMP_TRUNC ignores its zone below DAY (UTC hours; wrong in +05:30), and
+        # TIMESTAMP(local hour, tz) merges the two hours of a DST fall-back. So, as in the
+        # canonical form: ts minus how far the local clock is into its hour.
+        local = exp.Datetime(this=ts, expression=zone)
+        into = exp.DatetimeDiff(
+            this=local,
+            expression=exp.DatetimeTrunc(this=local.copy(), unit=exp.var("HOUR")),
+            unit=exp.var("MICROSECOND"),
+        )
+        return exp.TimestampSub(this=ts.copy(), expression=into, unit=exp.var("MICROSECOND"))
     return exp.DatetimeTrunc(
         this=exp.Datetime(this=ts, expression=zone), unit=_unit(grain, bigquery=True)
     )

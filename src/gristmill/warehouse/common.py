@@ -158,3 +158,43 @@ def stored_columns(pack_types: Mapping[str, Logical], dialect: str) -> list[exp.
         else:
             out.append(exp.column(name, quoted=True))
     return out
+
+
+def ledger_snapshot(dialect: str) -> str:
+    """The ledger sums and the stored offset in **one** statement (one snapshot), for engines
+    that read committed data per statement (BigQuery, Snowflake): the offset row comes last,
+    with NULL pack and source. Named placeholders ``log`` and ``grp``."""
+    null = exp.Null()
+    sums = (
+        exp.select(
+            "pack",
+            "source",
+            exp.alias_(exp.func("sum", exp.column("loaded")), "loaded"),
+            exp.alias_(exp.func("sum", exp.column("duplicates")), "duplicates"),
+            exp.alias_(exp.func("sum", exp.column("quarantined")), "quarantined"),
+            exp.alias_(exp.Cast(this=null.copy(), to=sql_type(Logical.INT64, dialect)), "off"),
+        )
+        .from_(LOADS)
+        .where(exp.column("log").eq(_ph("log")))
+        .group_by("pack", "source")
+    )
+    offset = (
+        exp.select(
+            null.copy(),
+            null.copy(),
+            null.copy(),
+            null.copy(),
+            null.copy(),
+            exp.column("offset", quoted=True),
+        )
+        .from_(OFFSETS)
+        .where(_log_and_group())
+    )
+    return exp.union(sums, offset, distinct=False).sql(dialect=dialect)
+
+
+def split_snapshot(rows: Sequence[Sequence[Any]]) -> LedgerTotals:
+    """:func:`ledger_totals` from the rows of :func:`ledger_snapshot`."""
+    sums = [r[:5] for r in rows if r[0] is not None]
+    offset = [(r[5],) for r in rows if r[0] is None]
+    return ledger_totals(sums, offset)

@@ -15,6 +15,7 @@ table; a load touches several tables and must commit them together, so it is not
 from __future__ import annotations
 
 import io
+import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -41,12 +42,16 @@ from gristmill.warehouse.bigquery.sql import (
     ledger_insert,
     load_job_id,
     pack_ddl,
+    partition_rollup,
     stage_table,
     typed_params,
 )
-from gristmill.warehouse.common import SystemSQL, ledger_totals, settle
+from gristmill.warehouse.common import SystemSQL, ledger_snapshot, settle, split_snapshot
 
 SYSTEM = SystemSQL.build(DIALECT)
+READY_TTL_S = 30.0
+MAX_STAGE_ATTEMPTS = 5
+LEDGER = ledger_snapshot(DIALECT)
 
 
 def _ref(client: Any, t: exp.Table) -> str:
@@ -61,6 +66,7 @@ class BigQueryWarehouse:
     def __init__(self, cfg: BigQuerySettings, *, read_only: bool = False) -> None:
         self.cfg = cfg
         self.read_only = read_only
+        self._ready_at: dict[tuple[str, ...], float] = {}
         self.naming = Naming(cfg.dataset_prefix)
         try:
             self._client: Any = bigquery.Client(project=cfg.project, location=cfg.location)
@@ -71,7 +77,7 @@ class BigQueryWarehouse:
     def _job(self, text: str, params: Mapping[str, Any] | None, session: str | None) -> Any:
         config = bigquery.QueryJobConfig(
             query_parameters=[
-                bigquery.ScalarQueryParameter(n, t, v) for n, t, v in typed_params(params)
+                bigquery.ScalarQueryParameter(n, t, v) for n, t, v in typed_params(params, text)
             ]
         )
         if session is not None:
@@ -81,15 +87,7 @@ class BigQueryWarehouse:
         return job
 
     def query_sql(self, sql_text: str, params: Mapping[str, Any] | None = None) -> pa.Table:
-        job = self._client.query(
-            self.naming.sql(sql_text),
-            job_config=bigquery.QueryJobConfig(
-                query_parameters=[
-                    bigquery.ScalarQueryParameter(n, t, v) for n, t, v in typed_params(params)
-                ]
-            ),
-        )
-        table: pa.Table = job.result().to_arrow()
+        table: pa.Table = self._job(self.naming.sql(sql_text), params, None).to_arrow()
         return table
 
     def query(self, query: exp.Expr, params: Mapping[str, Any] | None = None) -> pa.Table:
@@ -108,7 +106,8 @@ class BigQueryWarehouse:
     ) -> list[str]:
         """DDL for the packs (plus ``extra``); with ``apply``, run it and add the columns a
         pack gained. Idempotent: IF NOT EXISTS everywhere."""
-        stmts = [self.naming.sql(s) for s in [*pack_ddl(packs, self.cfg.location), *extra]]
+        ddl_ = [*pack_ddl(packs, self.cfg.location), *(partition_rollup(e) for e in extra)]
+        stmts = [self.naming.sql(s) for s in ddl_]
         if not apply:
             return stmts
         for s in stmts:
@@ -138,6 +137,17 @@ class BigQueryWarehouse:
         return bool(self.columns_of(table))
 
     def check_ready(self, packs: Sequence[Pack]) -> Readiness:
+        """A passing check is remembered for ``READY_TTL_S`` (probes every few seconds would
+        spend API calls and warehouse time); a failing one is never remembered."""
+        key = tuple(p.fingerprint for p in packs)
+        if self._ready_at.get(key, -READY_TTL_S) + READY_TTL_S > time.monotonic():
+            return Readiness(True)
+        ready = self._check_ready(packs)
+        if ready.ok:
+            self._ready_at[key] = time.monotonic()
+        return ready
+
+    def _check_ready(self, packs: Sequence[Pack]) -> Readiness:
         """Fails fast and names what is missing: the dataset, then each table and column."""
         problems: list[str] = []
         datasets = ["_gristmill", *(p.dataset for p in packs)]
@@ -178,15 +188,20 @@ class BigQueryWarehouse:
             source_format=bigquery.SourceFormat.PARQUET,
             write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
         )
-        job_id = load_job_id(batch_id, what)
-        try:
-            job = self._client.load_table_from_file(
-                buf, _ref(self._client, ref), job_id=job_id, job_config=config
-            )
-        except gexc.Conflict:
-            job = self._client.get_job(job_id)
-        job.result()
-        return ref
+        for attempt in range(MAX_STAGE_ATTEMPTS):
+            job_id = load_job_id(batch_id, what, attempt)
+            try:
+                job = self._client.load_table_from_file(
+                    buf, _ref(self._client, ref), job_id=job_id, job_config=config, rewind=True
+                )
+            except gexc.Conflict:
+                job = self._client.get_job(job_id)  # this batch was staged (or is being)
+                job.reload()
+                if job.state == "DONE" and job.error_result:
+                    continue  # that attempt failed: its id is spent, try the next one
+            job.result()
+            return ref
+        raise RuntimeError(f"staging batch {batch_id} for {what} failed {MAX_STAGE_ATTEMPTS}x")
 
     def commit_load(self, batch: LoadBatch) -> LoadResult:
         stages: dict[tuple[str, str], exp.Table] = {}
@@ -261,23 +276,9 @@ class BigQueryWarehouse:
         return int(next(iter(rows[0].values()))) if rows else 0
 
     def ledger(self, log_name: str, group: str) -> LedgerTotals:
-        # A transaction reads one snapshot: the sums and the offset agree.
-        begin = self._client.query(
-            "BEGIN TRANSACTION", job_config=bigquery.QueryJobConfig(create_session=True)
-        )
-        begin.result()
-        session: str = begin.session_info.session_id
-        try:
-            sums = self._job(self.naming.sql(SYSTEM.sum_ledger), {"log": log_name}, session)
-            off = self._job(
-                self.naming.sql(SYSTEM.select_offset), {"log": log_name, "grp": group}, session
-            )
-            return ledger_totals(
-                [tuple(r.values()) for r in sums.result()],
-                [tuple(r.values()) for r in off.result()],
-            )
-        finally:
-            self._job("CALL BQ.ABORT_SESSION()", None, session)
+        # One statement reads one snapshot: the sums and the offset agree.
+        rows = self.query_sql(LEDGER, {"log": log_name, "grp": group})
+        return split_snapshot([tuple(r.values()) for r in rows.to_pylist()])
 
     def prune_dedupe(self, pack: Pack, now_us: int) -> int:
         cutoff = now_us - int(pack.spec.dedupe.window.total_seconds() * 1_000_000)

@@ -35,11 +35,12 @@ def _settings(settings: Settings) -> BigQuerySettings:
 
 def ddl(packs: Sequence[Pack], settings: Settings, extra: Sequence[exp.Expr] = ()) -> list[str]:
     """The DDL ``provision`` applies, rendered without connecting (no credentials needed)."""
-    from gristmill.warehouse.bigquery.sql import Naming, pack_ddl
+    from gristmill.warehouse.bigquery.sql import Naming, pack_ddl, partition_rollup
 
     cfg = _settings(settings)
     naming = Naming(cfg.dataset_prefix)
-    return [naming.sql(s) for s in [*pack_ddl(packs, cfg.location), *extra]]
+    stmts = [*pack_ddl(packs, cfg.location), *(partition_rollup(e) for e in extra)]
+    return [naming.sql(s) for s in stmts]
 
 
 def schema_files(packs: Sequence[Pack]) -> dict[str, str]:

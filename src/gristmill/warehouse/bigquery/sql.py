@@ -15,6 +15,7 @@ Every statement of a load names the staged batch ``_gm_batch`` (and quarantine `
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -147,6 +148,27 @@ def create_dataset(name: str, location: str, *, expiration_days: int | None = No
     )
 
 
+def partition_rollup(stmt: exp.Expr) -> exp.Expr:
+    """A rollup table (shared DDL: a ``bucket`` column first, then its dimensions, then
+    ``<metric>__<component>`` columns) partitioned by the bucket's day and clustered by its
+    dimensions, so the refresh after each load and the reads of a range prune partitions."""
+    if not (isinstance(stmt, exp.Create) and stmt.kind == "TABLE"):
+        return stmt
+    schema = stmt.this
+    cols = [c for c in schema.expressions if isinstance(c, exp.ColumnDef)] if schema else []
+    if not cols or cols[0].name != "bucket" or stmt.args.get("properties"):
+        return stmt
+    dims = [c.name for c in cols[1:] if "__" not in c.name][:MAX_CLUSTER_COLUMNS]
+    props: list[exp.Expr] = [
+        exp.PartitionedByProperty(this=exp.Date(this=exp.column("bucket", quoted=True)))
+    ]
+    if dims:
+        props.append(exp.Cluster(expressions=[exp.column(d, quoted=True) for d in dims]))
+    out = stmt.copy()
+    out.set("properties", exp.Properties(expressions=props))
+    return out
+
+
 def pack_ddl(packs: Sequence[Pack], location: str = "US") -> list[exp.Expr]:
     """The system dataset and its tables, the stage dataset, then per pack its dataset, key
     table and tables."""
@@ -216,11 +238,14 @@ def batch_digest(batch_id: str, what: str) -> str:
     return hashlib.sha256(f"{batch_id}\x1f{what}".encode()).hexdigest()[:40]
 
 
-def load_job_id(batch_id: str, what: str) -> str:
+def load_job_id(batch_id: str, what: str, attempt: int = 0) -> str:
     """The id of the load job that stages one batch for one table. BigQuery refuses a second
     job with an id it has seen (409), so a retried batch finds its stage job instead of
-    loading the rows twice."""
-    return f"gristmill_stage_{batch_digest(batch_id, what)}"
+    loading the rows twice; only when that job failed is a new one started, as attempt 1, 2…
+    (the stage is overwritten, and the ledger in the load transaction is what makes the batch
+    count once)."""
+    suffix = f"_r{attempt}" if attempt else ""
+    return f"gristmill_stage_{batch_digest(batch_id, what)}{suffix}"
 
 
 def stage_table(prefix: str, batch_id: str, what: str) -> exp.Table:
@@ -250,9 +275,18 @@ def param_type(value: Any) -> str:
     raise TypeError(f"no BigQuery parameter type for {type(value).__name__}")
 
 
-def typed_params(params: Mapping[str, Any] | None) -> list[tuple[str, str, Any]]:
-    """(name, type, value) per named parameter, in name order."""
-    return [(k, param_type(v), v) for k, v in sorted((params or {}).items())]
+def typed_params(
+    params: Mapping[str, Any] | None, text: str | None = None
+) -> list[tuple[str, str, Any]]:
+    """(name, type, value) per named parameter, in name order; with ``text``, only those the
+    statement names (``@name``): callers share one mapping across statements, and a query
+    job is not the place to find out whether BigQuery tolerates an unused one."""
+    used = None if text is None else set(re.findall(r"@(\w+)", text))
+    return [
+        (k, param_type(v), v)
+        for k, v in sorted((params or {}).items())
+        if used is None or k in used
+    ]
 
 
 def ledger_insert(rows: Sequence[Sequence[Any]]) -> tuple[exp.Insert, dict[str, Any]]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import tempfile
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -29,7 +30,7 @@ from gristmill.core.clock import to_datetime
 from gristmill.pack.models import Pack
 from gristmill.sql import ddl
 from gristmill.warehouse.base import LedgerTotals, LoadBatch, LoadResult, Readiness
-from gristmill.warehouse.common import SystemSQL, ledger_totals, settle
+from gristmill.warehouse.common import SystemSQL, ledger_snapshot, settle, split_snapshot
 from gristmill.warehouse.snowflake.factory import CAPABILITIES, DIALECT, NAME
 from gristmill.warehouse.snowflake.sql import (
     BATCH,
@@ -45,6 +46,8 @@ from gristmill.warehouse.snowflake.sql import (
 )
 
 SYSTEM = SystemSQL.build(DIALECT)
+READY_TTL_S = 30.0
+LEDGER = ledger_snapshot(DIALECT)
 
 
 class SnowflakeWarehouse:
@@ -55,6 +58,7 @@ class SnowflakeWarehouse:
     def __init__(self, cfg: SnowflakeSettings, *, read_only: bool = False) -> None:
         self.cfg = cfg
         self.read_only = read_only
+        self._ready_at: dict[tuple[str, ...], float] = {}
         self._lock = threading.Lock()
         assert cfg.password is not None
         self._conn: Any = snowflake.connector.connect(
@@ -134,8 +138,23 @@ class SnowflakeWarehouse:
         return bool(self.columns_of(table))
 
     def check_ready(self, packs: Sequence[Pack]) -> Readiness:
+        """A passing check is remembered for ``READY_TTL_S`` (probes every few seconds would
+        spend API calls and warehouse time); a failing one is never remembered."""
+        key = tuple(p.fingerprint for p in packs)
+        if self._ready_at.get(key, -READY_TTL_S) + READY_TTL_S > time.monotonic():
+            return Readiness(True)
+        ready = self._check_ready(packs)
+        if ready.ok:
+            self._ready_at[key] = time.monotonic()
+        return ready
+
+    def _check_ready(self, packs: Sequence[Pack]) -> Readiness:
         problems: list[str] = []
         try:
+            with self._lock:
+                current = self._conn.cursor().execute("SELECT CURRENT_DATABASE()").fetchone()
+            if current is None or current[0] is None:  # the session could not use it
+                return Readiness(False, (f"missing database {self.cfg.database} (or no access)",))
             if not self.columns_of(ddl.table_ref("_gristmill", "loads")):
                 problems.append("missing table _gristmill.loads (run provisioning)")
             for pack in packs:
@@ -224,11 +243,11 @@ class SnowflakeWarehouse:
         return int(next(iter(rows[0].values()))) if rows else 0
 
     def ledger(self, log_name: str, group: str) -> LedgerTotals:
+        # One statement reads one snapshot: the sums and the offset agree.
         with self._lock:
             cur = self._conn.cursor()
-            sums = self._run(cur, SYSTEM.sum_ledger, {"log": log_name}).fetchall()
-            off = self._run(cur, SYSTEM.select_offset, {"log": log_name, "grp": group}).fetchall()
-        return ledger_totals(sums, off)
+            rows = self._run(cur, LEDGER, {"log": log_name, "grp": group}).fetchall()
+        return split_snapshot(rows)
 
     def prune_dedupe(self, pack: Pack, now_us: int) -> int:
         cutoff = now_us - int(pack.spec.dedupe.window.total_seconds() * 1_000_000)

@@ -210,7 +210,9 @@ def qmark(
 ) -> tuple[str, list[Any]]:
     """SQL rendered here (``:name`` placeholders, unquoted system names) as the connector's
     server-side ``qmark`` style: every identifier quoted, ``?`` per placeholder, and the
-    values in placeholder order (a name used twice is bound twice)."""
+    values in placeholder order (a name used twice is bound twice). The connector binds an
+    aware datetime as its UTC wall-clock time (``TIMESTAMP_NTZ``), which Snowflake compares
+    with ``TIMESTAMP_TZ`` columns in the session's zone: sessions run in UTC (``SESSION``)."""
     out, order = _qmark(text)
     values: list[Any] = []
     for key in order:
