@@ -12,6 +12,7 @@ chdb), all in one run:
 
 from __future__ import annotations
 
+import os
 import random
 import tempfile
 import time
@@ -371,7 +372,7 @@ def vendor_view(engine: str, n: int, iterations: int) -> dict[str, Any]:
 
 
 def run(engines: list[str], events: int, view_events: int, iterations: int) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"_load_average": list(os.getloadavg())}
     for engine in engines:
         try:
             r = {"loader": loader_vs_raw(engine, events)}
@@ -401,6 +402,8 @@ def render(results: dict[str, Any]) -> str:
         "clickhouse": "chdb INSERT ArrowStream",
     }
     for engine, r in results["warehouses"].items():
+        if engine.startswith("_"):
+            continue
         if "skipped" in r:
             lines.append(f"| {engine} | skipped: {r['skipped']} | | | | | | | |")
             continue
@@ -413,7 +416,10 @@ def render(results: dict[str, Any]) -> str:
             f"{v['generate_s']} s + "
             f"{v['rollup_full_rebuild_s']} s |"
         )
-    first = next((r for r in results["warehouses"].values() if "loader" in r), None)
+    first = next(
+        (r for r in results["warehouses"].values() if isinstance(r, dict) and "loader" in r),
+        None,
+    )
     if first:
         lines.append("")
         lines.append(
@@ -421,4 +427,7 @@ def render(results: dict[str, Any]) -> str:
             f"{first['loader']['batches']} log batches; the view is answered in process "
             "(planner + warehouse), rollup path, random vendor and preset per call."
         )
+    load = results["warehouses"].get("_load_average")
+    if load:
+        lines.append(f"Load average when the run started: {load[0]:.1f} on 2 cores.")
     return "\n".join(lines)

@@ -79,3 +79,17 @@ def test_int128_and_local_times_come_back_like_other_engines() -> None:
     out = normalise(raw).to_pylist()[0]
     assert out["s"] == 150
     assert out["d"] == datetime(1970, 1, 1)  # naive: a local wall-clock time
+
+
+def test_the_rollup_refresh_keys_by_a_set_lookup() -> None:
+    """The shared refresh's correlated EXISTS becomes a tuple IN with NULL-safe matching."""
+    from gristmill.rollup.spec import refresh
+
+    pack = load_pack(PACKS / "marketplace")
+    step = refresh(
+        pack, "marketplace_hourly", pack.spec.rollups["marketplace_hourly"], "clickhouse"
+    )
+    text = sql(for_clickhouse(step.statements[1]))
+    assert "EXISTS" not in text
+    assert '(s.bucket, "s"."vendor_store_id") IN (SELECT t.bucket' in text
+    assert text.endswith("SETTINGS transform_null_in = 1")

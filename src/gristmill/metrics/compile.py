@@ -106,7 +106,10 @@ def _ch_bucket(ts: exp.Expr, grain: str, tz: exp.Expr) -> exp.Expr:
 CLICKHOUSE = Aggs(
     distinct_set=lambda c: exp.Anonymous(this="groupUniqArray", expressions=[c]),
     merge_sets=lambda s: exp.Anonymous(this="groupUniqArrayArray", expressions=[s]),
-    set_size=lambda s: exp.func("coalesce", exp.func("length", s), exp.Literal.number(0)),
+    # Anonymous: sqlglot spells length() CHAR_LENGTH for ClickHouse, a string function.
+    set_size=lambda s: exp.func(
+        "coalesce", exp.Anonymous(this="length", expressions=[s]), exp.Literal.number(0)
+    ),
     # Linear interpolation between the closest ranks, as percentile_cont / quantile_cont.
     percentile=lambda c, p: exp.ParameterizedAgg(
         this=exp.to_identifier("quantileExactInclusive"),
