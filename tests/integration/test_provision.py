@@ -83,7 +83,6 @@ def test_unknown_target_is_refused() -> None:
 
 @pytest.mark.clickhouse
 def test_clickhouse_apply_is_idempotent_and_writes_the_plan(tmp_path: Path) -> None:
-    pytest.importorskip("chdb")
     env = {"GRISTMILL_WAREHOUSE__TYPE": "clickhouse"}
     plan = tmp_path / "plan.json"
     first = run("--apply", "--plan", str(plan), "--data-dir", str(tmp_path), env=env)

@@ -64,7 +64,6 @@ def test_collectors_walkthrough_runs() -> None:
 @needs_curl
 @pytest.mark.clickhouse
 def test_clickhouse_walkthrough_runs() -> None:
-    pytest.importorskip("chdb")
     out = run_block(ROOT / "docs" / "warehouses.md", "clickhouse")
     assert out.splitlines()[0] == "2"  # both pack tables: MergeTree partitioned by day
     assert "-- applied to clickhouse: already up to date, nothing changed" in out
