@@ -131,10 +131,17 @@ def main() -> None:
     ap.add_argument("--pg-events", type=int, default=20_000)
     ap.add_argument("--latency-rate", type=int, default=20_000)
     ap.add_argument("--latency-seconds", type=float, default=20)
-    ap.add_argument("--only", default="ingest,loader,pg_baseline,latency,analytics,dialects,relay")
+    ap.add_argument(
+        "--only",
+        default="ingest,loader,pg_baseline,latency,analytics,dialects,relay,warehouses",
+    )
     ap.add_argument(
         "--scales", default="10000000,100000000", help="Event counts for the analytics section."
     )
+    ap.add_argument("--wh-engines", default="duckdb,postgres,clickhouse")
+    ap.add_argument("--wh-events", type=int, default=200_000, help="Loader vs raw, per engine.")
+    ap.add_argument("--wh-view-events", type=int, default=10_000_000)
+    ap.add_argument("--wh-iterations", type=int, default=100)
     ap.add_argument("--no-write", action="store_true", help="Do not touch BENCHMARKS.md.")
     ap.add_argument("--relay-rows", type=int, default=50_000, help="Outbox rows (relay).")
     args = ap.parse_args()
@@ -180,6 +187,12 @@ def main() -> None:
 
         results["relay"] = run_relay(args.relay_rows)
         print("relay", results["relay"], flush=True)
+    if "warehouses" in only:
+        from bench.warehouses import run as run_warehouses
+
+        results["warehouses"] = run_warehouses(
+            args.wh_engines.split(","), args.wh_events, args.wh_view_events, args.wh_iterations
+        )
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"engine-core-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(results, indent=2))
@@ -201,6 +214,13 @@ def main() -> None:
         print(table)
         if not args.no_write:
             update_markdown("relay", table)
+    if "warehouses" in only:
+        from bench.warehouses import render as render_warehouses
+
+        table = render_warehouses(results)
+        print(table)
+        if not args.no_write:
+            update_markdown("warehouses", table)
     if "analytics" in only:
         table = render_analytics(results)
         print(table)

@@ -7,6 +7,7 @@ exercise it.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import socket
@@ -48,6 +49,10 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
             if in_ci:
                 pytest.fail(f"{msg} (CI=true requires it)")
             pytest.skip(msg)
+    if item.get_closest_marker("clickhouse") and importlib.util.find_spec("chdb") is None:
+        if in_ci:
+            pytest.fail("chdb is not installed (CI=true requires it)")
+        pytest.skip("chdb is not installed (pip install gristmill[clickhouse])")
     if item.get_closest_marker("browser") and not shutil.which("chromium"):
         if in_ci:
             pytest.fail("chromium is not installed (CI=true requires it)")

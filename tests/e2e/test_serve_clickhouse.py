@@ -21,7 +21,6 @@ from gristmill.warehouse.clickhouse.connection import ChdbConnection
 from tests.conftest import PACKS
 
 pytestmark = pytest.mark.clickhouse
-pytest.importorskip("chdb")
 
 
 def test_serve_on_clickhouse(tmp_path: Path) -> None:

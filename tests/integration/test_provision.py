@@ -163,7 +163,6 @@ def test_bigquery_plan_has_native_partitioning_and_clustering(tmp_path: Path) ->
 
 @pytest.mark.clickhouse
 def test_clickhouse_apply_is_idempotent_and_writes_the_plan(tmp_path: Path) -> None:
-    pytest.importorskip("chdb")
     env = {"GRISTMILL_WAREHOUSE__TYPE": "clickhouse"}
     plan = tmp_path / "plan.json"
     first = run("--apply", "--plan", str(plan), "--data-dir", str(tmp_path), env=env)

@@ -1,4 +1,5 @@
-"""The README walkthrough and the docs/collectors.md walkthrough run as written."""
+"""The README walkthrough and the walkthroughs of docs/collectors.md and docs/warehouses.md
+(ClickHouse) run as written."""
 
 from __future__ import annotations
 
@@ -58,3 +59,13 @@ def test_collectors_walkthrough_runs() -> None:
     # four dialects + the unmapped one + the SDK's event; the outbox row stays in its table
     assert "{'received': 6, 'loaded': 5, 'quarantined': 1, 'duplicates': 0, 'in_flight': 0}" in out
     assert "CREATE TABLE IF NOT EXISTS gristmill_outbox" in out
+
+
+@needs_curl
+@pytest.mark.clickhouse
+def test_clickhouse_walkthrough_runs() -> None:
+    out = run_block(ROOT / "docs" / "warehouses.md", "clickhouse")
+    assert out.splitlines()[0] == "2"  # both pack tables: MergeTree partitioned by day
+    assert "-- applied to clickhouse: already up to date, nothing changed" in out
+    assert '"warehouse":"clickhouse"' in out
+    assert "orders 1 gmv 125000" in out

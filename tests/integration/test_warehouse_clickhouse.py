@@ -20,7 +20,6 @@ from gristmill.warehouse.clickhouse.connection import ChdbConnection, ServerConn
 from tests.integration.warehouse_conformance import Conformance, batch_of, envelope, frame
 
 pytestmark = pytest.mark.clickhouse
-pytest.importorskip("chdb")
 
 
 def count(wh: Warehouse, pack: Pack, table: str = "marketplace_events") -> int:

@@ -111,7 +111,7 @@ def _ch_bucket(ts: exp.Expr, grain: str, tz: exp.Expr) -> exp.Expr:
 CLICKHOUSE = Aggs(
     distinct_set=lambda c: exp.Anonymous(this="groupUniqArray", expressions=[c]),
     merge_sets=lambda s: exp.Anonymous(this="groupUniqArrayArray", expressions=[s]),
-    # Anonymous: sqlglot renders exp.Length as lengthUTF8, which refuses arrays.
+    # Anonymous: sqlglot spells length() CHAR_LENGTH for ClickHouse, a string function.
     set_size=lambda s: exp.func(
         "coalesce", exp.Anonymous(this="length", expressions=[s]), exp.Literal.number(0)
     ),
