@@ -138,7 +138,7 @@ def _run(
     for batch in reader:
         n = batch.num_rows
         raw = [batch.column(i) for i in range(width)]
-        for col in raw:
+        for col in raw if quoted else ():  # a field holds a line end only inside quotes
             if (
                 pc.any(pc.match_substring(col, "\n")).as_py()
                 or pc.any(pc.match_substring(col, "\r")).as_py()
