@@ -133,8 +133,9 @@ def main() -> None:
     ap.add_argument("--latency-seconds", type=float, default=20)
     ap.add_argument(
         "--only",
-        default="ingest,loader,pg_baseline,latency,analytics,dialects,relay,warehouses",
+        default="ingest,loader,pg_baseline,latency,analytics,dialects,relay,warehouses,feeds",
     )
+    ap.add_argument("--feed-rows", default="250000,1000000", help="Sales CSV sizes (feeds).")
     ap.add_argument(
         "--scales", default="10000000,100000000", help="Event counts for the analytics section."
     )
@@ -193,6 +194,10 @@ def main() -> None:
         results["warehouses"] = run_warehouses(
             args.wh_engines.split(","), args.wh_events, args.wh_view_events, args.wh_iterations
         )
+    if "feeds" in only:
+        from bench.feeds import run as run_feeds
+
+        results["feeds"] = run_feeds([int(x) for x in args.feed_rows.split(",")])
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"engine-core-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(results, indent=2))
@@ -221,6 +226,13 @@ def main() -> None:
         print(table)
         if not args.no_write:
             update_markdown("warehouses", table)
+    if "feeds" in only:
+        from bench.feeds import render as render_feeds
+
+        table = render_feeds(results)
+        print(table)
+        if not args.no_write:
+            update_markdown("feeds", table)
     if "analytics" in only:
         table = render_analytics(results)
         print(table)

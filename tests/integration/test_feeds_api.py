@@ -224,3 +224,41 @@ def test_other_business_feed_is_404(feeds: Feeds) -> None:
     assert feeds.status("b2", fid).status_code == 404
     assert feeds.status("ops", fid).status_code == 200
     feeds.wait("b1", fid)
+
+
+def test_costs_feed_updates_products(feeds: Feeds) -> None:
+    feeds.products("b1", ["Latte", "Mocha"])
+    costs = b"Product;Cost\r\nlatte;1,20\r\nMocha;1,55\r\nUnknown;9,99\r\n"
+    r = feeds.client.post(
+        "/dashboard/data-feeds/preview",
+        headers=feeds.h("b1"),
+        files={"file": ("costs.csv", costs, "text/csv")},
+        data={"data_type": "costs"},
+    )
+    assert r.status_code == 200, r.text
+    assert [row["product_match"]["status"] for row in r.json()["rows"]] == [
+        "exact",
+        "exact",
+        "none",
+    ]
+    c = feeds.client.post(
+        "/dashboard/data-feeds/commit",
+        headers=feeds.h("b1"),
+        json={
+            "upload_token": r.json()["upload_token"],
+            "data_type": "costs",
+            "allow_invalid": True,
+        },
+    )
+    assert c.status_code == 202, c.text
+    assert (c.json()["record_count"], c.json()["rejected"]) == (2, 1)
+    done = feeds.wait("b1", c.json()["feed_id"])
+    assert done["summary"]["metrics"] == {"records": 2, "products_updated": 2}
+    cost = {p.name: p.cost_price_cents for p in feeds.rt.feeds.store.products("1")}
+    assert cost == {"Latte": 120, "Mocha": 155}
+    # A sales feed after it uses the new cost.
+    token = feeds.preview(
+        "b1", "s.csv", b"transaction_date,product_name,quantity,price\n2025-01-01,Mocha,2,4.00\n"
+    ).json()["upload_token"]
+    fid = feeds.commit("b1", token).json()["feed_id"]
+    assert feeds.wait("b1", fid)["summary"]["metrics"]["cogs_amount_cents"] == 310

@@ -132,13 +132,13 @@ def _run(
     plan = Plan.build(feed, header, dialect)
     comma = dialect.decimal_comma
     size = path.stat().st_size
-    total_lines = _physical_lines(path)
+    total_lines, quoted = _physical_lines(path)
     next_line = header_end + 1
     lookup = feed.spec.lookup
     for batch in reader:
         n = batch.num_rows
         raw = [batch.column(i) for i in range(width)]
-        for col in raw:
+        for col in raw if quoted else ():  # a field holds a line end only inside quotes
             if (
                 pc.any(pc.match_substring(col, "\n")).as_py()
                 or pc.any(pc.match_substring(col, "\r")).as_py()
@@ -217,9 +217,11 @@ def _staged(stager: Stager, fast: pa.Table) -> pa.Table:
     return pa.table(cols, schema=stager.schema)
 
 
-def _physical_lines(path: Path) -> int:
-    """Lines in the file as the row reader counts them (\\n, \\r\\n or a lone \\r)."""
+def _physical_lines(path: Path) -> tuple[int, bool]:
+    """Lines in the file as the row reader counts them (\\n, \\r\\n or a lone \\r), and
+    whether it holds a quote character at all."""
     lines = 0
+    quoted = False
     last = b""
     with path.open("rb") as fh:
         while chunk := fh.read(1 << 20):
@@ -227,6 +229,7 @@ def _physical_lines(path: Path) -> int:
             if last == b"\r" and chunk[:1] == b"\n":
                 lines -= 1  # a \r\n split across chunks was counted twice
             last = chunk[-1:]
+            quoted = quoted or b'"' in chunk
     if last not in (b"\n", b"\r", b""):
         lines += 1
-    return lines
+    return lines, quoted

@@ -117,6 +117,7 @@ class FeedService:
         """Copy the upload to disk under a new token, refusing it past the size limit."""
         self.feed(pack, data_type)
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.purge_expired()  # uploads nobody committed in time leave no files behind
         token = str(uuid.uuid4())
         path = self.dir / f"{token}.csv"
         limit = self.settings.max_upload_bytes

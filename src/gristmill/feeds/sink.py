@@ -173,6 +173,17 @@ class FeedTables:
             select, self.fact, columns=[exp.to_identifier(c, quoted=True) for c in values]
         )
 
+    def staged_days(self) -> exp.Expr:
+        """Distinct fact days of the feed (partitioned engines create partitions first)."""
+        into = self.feed.spec.into
+        assert into is not None
+        return (
+            exp.select(_col(into.occurred_at).as_("d"))
+            .distinct()
+            .from_(self.staging)
+            .where(_eq("data_feed_id", "feed"))
+        )
+
     def totals(self, sums: Sequence[str]) -> exp.Expr:
         parts: list[exp.Expr] = [exp.Count(this=exp.Star()).as_("records")]
         for c in sums:

@@ -193,6 +193,17 @@ class FeedStore:
         with self.engine.begin() as c:
             c.execute(feeds.update().where(feeds.c.id == feed_id).values(**values))
 
+    def claim(self, feed_id: int, from_status: Sequence[str], summary: dict[str, Any]) -> bool:
+        """Move a feed to ``transforming`` only if it is in one of ``from_status``: of two
+        runs started together (a retry and the worker, two processes), one wins."""
+        with self.engine.begin() as c:
+            res = c.execute(
+                feeds.update()
+                .where(feeds.c.id == feed_id, feeds.c.status.in_(list(from_status)))
+                .values(status="transforming", summary=json.dumps(summary), updated_at=utcnow())
+            )
+            return bool(res.rowcount)
+
     def get_feed(self, feed_id: int) -> dict[str, Any] | None:
         with self.engine.connect() as c:
             r = c.execute(feeds.select().where(feeds.c.id == feed_id)).mappings().first()

@@ -15,9 +15,11 @@ import queue
 import threading
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime, time
 from decimal import Decimal
 from typing import Any
+
+import pyarrow as pa
 
 from gristmill.feeds.sink import FeedTables, execute_all
 from gristmill.feeds.store import FeedStore, utcnow
@@ -27,6 +29,7 @@ from gristmill.warehouse.base import Warehouse
 log = logging.getLogger(__name__)
 
 TERMINAL = frozenset({"transformed", "failed"})
+CLAIMABLE = ("queued", "failed")
 
 
 def iso_z(t: datetime) -> str:
@@ -107,7 +110,8 @@ class Transformer:
         summary.pop("error", None)
         summary.update(stage="transforming", transform_started_at=iso_z(utcnow()))
         summary.setdefault("queued_at", summary["transform_started_at"])
-        self.store.update_feed(feed_id, status="transforming", summary=summary)
+        if not self.store.claim(feed_id, CLAIMABLE, summary):
+            return str(row["status"])  # another run has it (or it is still being committed)
         try:
             feed = self.feed_of(row["pack"], row["data_type"])
             tables = self.tables_of(feed)
@@ -181,6 +185,7 @@ class Transformer:
         """Replace the feed's facts by its staged rows, in one transaction where the engine
         has them: rerunning it leaves exactly one copy."""
         params: dict[str, Any] = {"feed": feed_id}
+        self._partitions(tables, feed_id)
         execute_all(
             self.wh,
             [
@@ -188,6 +193,18 @@ class Transformer:
                 (tables.insert_facts(), {**params, "now": utcnow()}),
             ],
         )
+
+    def _partitions(self, tables: FeedTables, feed_id: int) -> None:
+        """Engines that partition by time need the partitions before the insert (the event
+        loader creates them on demand; the transform writes outside it)."""
+        ensure = getattr(self.wh, "ensure_partitions", None)
+        if not self.wh.caps.native_partitioning or ensure is None:
+            return
+        into = tables.feed.spec.into
+        assert into is not None
+        days = self.wh.query(tables.staged_days(), {"feed": feed_id}).column("d").to_pylist()
+        times = [datetime.combine(d, time(0), tzinfo=UTC) for d in days if d is not None]
+        ensure(tables.feed.pack, into.table, pa.array(times, pa.timestamp("us", tz="UTC")))
 
     def _apply_updates(
         self, feed: Feed, tables: FeedTables, feed_id: int, business_id: str

@@ -186,6 +186,11 @@ class PostgresWarehouse:
                     self._writer.execute(sql(partition(rows.pack, rows.table, start)))
                 self._partitions.add(key)
 
+    def ensure_partitions(self, pack: Pack, table: str, times: pa.Array) -> None:
+        """Partitions covering ``times`` for rows written outside the load path (feeds)."""
+        rows = pa.table({"occurred_at": times})
+        self._ensure_partitions(LoadBatch("", "", "", 0, [TableRows(pack, table, rows)]))
+
     @staticmethod
     def _copy(cur: psycopg.Cursor[tuple[Any, ...]], table: str, data: pa.Table) -> None:
         for s in stage_from_arrow(table, data.schema):
@@ -290,6 +295,15 @@ class PostgresWarehouse:
         with self._txn() as cur:
             cur.execute(sql(stmt), dict(params) if params else None)
             return max(cur.rowcount, 0)
+
+    def execute_all(self, stmts: Sequence[tuple[exp.Expr, Mapping[str, Any]]]) -> list[int]:
+        """Run statements in one transaction (feeds: replace a feed's facts atomically)."""
+        out: list[int] = []
+        with self._txn() as cur:
+            for stmt, params in stmts:
+                cur.execute(sql(stmt), dict(params) if params else None)
+                out.append(max(cur.rowcount, 0))
+        return out
 
     def delete(self, table: exp.Table, where: exp.Expr) -> int:
         return self.execute(exp.delete(table).where(where))
