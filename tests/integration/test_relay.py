@@ -108,14 +108,15 @@ def test_lease_keeps_a_second_relay_out_and_fences_a_stale_one(tmp_path: Path) -
     settings = make_settings(tmp_path / "data")
     rt = Runtime(settings)
     try:
-        a = MetaProgress(rt.meta.engine, "c1", "gm", lease_ttl_s=0.5, marker_ttl_s=60)
-        b = MetaProgress(rt.meta.engine, "c1", "gm", lease_ttl_s=0.5, marker_ttl_s=60)
-        other = MetaProgress(rt.meta.engine, "c2", "gm", lease_ttl_s=0.5, marker_ttl_s=60)
+        a = MetaProgress(rt.meta.engine, "c1", "gm", lease_ttl_s=600, marker_ttl_s=60)
+        b = MetaProgress(rt.meta.engine, "c1", "gm", lease_ttl_s=600, marker_ttl_s=60)
+        other = MetaProgress(rt.meta.engine, "c2", "gm", lease_ttl_s=600, marker_ttl_s=60)
         assert a.acquire() is None
         assert b.acquire() == a.holder  # held
         assert other.acquire() is None  # another consumer is independent
         a.commit(Position(0, 5), ["e1"])
-        threading.Event().wait(0.6)  # a's lease runs out (a paused relay)
+        with rt.meta.engine.begin() as c:  # a's lease runs out (a relay paused past its TTL)
+            c.exec_driver_sql("UPDATE relay_state SET lease_until = 0 WHERE consumer = 'c1'")
         assert b.acquire() is None
         with pytest.raises(LeaseLost):
             a.commit(Position(0, 9), ["e2"])  # fenced: nothing written
