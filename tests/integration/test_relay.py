@@ -232,10 +232,17 @@ def test_transaction_ids_order_as_numbers_not_text(pg_outbox: str) -> None:
 
 
 def write_concurrently(
-    dsn: str, writers: int, per_writer: int, max_delay_s: float, seed: int = 1
+    dsn: str,
+    writers: int,
+    per_writer: int,
+    max_delay_s: float,
+    seed: int = 1,
+    until: threading.Event | None = None,
 ) -> set[str]:
     """``writers`` threads, each committing transactions of 1-10 rows after a random pause;
-    some transactions roll back (their rows must never appear). Returns committed ids."""
+    some transactions roll back (their rows must never appear). Each writer commits
+    ``per_writer`` rows, and with ``until`` keeps going until it is set. Returns the ids
+    that were committed."""
     import psycopg
 
     committed: set[str] = set()
@@ -244,29 +251,24 @@ def write_concurrently(
 
     def work(w: int) -> None:
         rng = random.Random(seed * 1000 + w)
+        seq = 0
         try:
             with psycopg.connect(dsn) as conn:
-                left = per_writer
-                while left > 0:
-                    k = min(left, rng.randint(1, 10))
-                    ids = [
-                        emit(
-                            conn,
-                            "order_created",
-                            PROPS,
-                            schema_version=1,
-                            event_id=f"w{w}-{left - i}",
-                        )
-                        for i in range(k)
-                    ]
+                done = 0
+                while done < per_writer or (until is not None and not until.is_set()):
+                    k = rng.randint(1, 10)
+                    if until is None:
+                        k = min(k, per_writer - done)
+                    ids = [f"w{w}-{seq + i}" for i in range(k)]
+                    for eid in ids:
+                        emit(conn, "order_created", PROPS, schema_version=1, event_id=eid)
                     threading.Event().wait(rng.uniform(0, max_delay_s))
                     if rng.random() < 0.02:
-                        conn.rollback()
-                        conn.execute("SELECT 1")  # the ids are burnt, the rows never exist
-                        conn.rollback()
+                        conn.rollback()  # the ids are burnt, the rows never exist
                         continue
                     conn.commit()
-                    left -= k
+                    seq += k
+                    done += k
                     with lock:
                         committed.update(ids)
         except BaseException as exc:  # surfaced by the caller
