@@ -39,7 +39,7 @@ _DDL = {
     -- the writing transaction: a relay reads by commit visibility, not by id order
     txid XID8 NOT NULL DEFAULT pg_current_xact_id()
 );
-CREATE INDEX IF NOT EXISTS {t}_txid ON {t} (txid);""",
+CREATE INDEX IF NOT EXISTS {t}_txid ON {t} (txid, id);""",
     "sqlite": """CREATE TABLE IF NOT EXISTS {t} (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     event_id TEXT NOT NULL UNIQUE,

@@ -108,14 +108,15 @@ def test_lease_keeps_a_second_relay_out_and_fences_a_stale_one(tmp_path: Path) -
     settings = make_settings(tmp_path / "data")
     rt = Runtime(settings)
     try:
-        a = MetaProgress(rt.meta.engine, "c1", "gm", lease_ttl_s=0.5, marker_ttl_s=60)
-        b = MetaProgress(rt.meta.engine, "c1", "gm", lease_ttl_s=0.5, marker_ttl_s=60)
-        other = MetaProgress(rt.meta.engine, "c2", "gm", lease_ttl_s=0.5, marker_ttl_s=60)
+        a = MetaProgress(rt.meta.engine, "c1", "gm", lease_ttl_s=600, marker_ttl_s=60)
+        b = MetaProgress(rt.meta.engine, "c1", "gm", lease_ttl_s=600, marker_ttl_s=60)
+        other = MetaProgress(rt.meta.engine, "c2", "gm", lease_ttl_s=600, marker_ttl_s=60)
         assert a.acquire() is None
         assert b.acquire() == a.holder  # held
         assert other.acquire() is None  # another consumer is independent
         a.commit(Position(0, 5), ["e1"])
-        threading.Event().wait(0.6)  # a's lease runs out (a paused relay)
+        with rt.meta.engine.begin() as c:  # a's lease runs out (a relay paused past its TTL)
+            c.exec_driver_sql("UPDATE relay_state SET lease_until = 0 WHERE consumer = 'c1'")
         assert b.acquire() is None
         with pytest.raises(LeaseLost):
             a.commit(Position(0, 9), ["e2"])  # fenced: nothing written
@@ -231,10 +232,17 @@ def test_transaction_ids_order_as_numbers_not_text(pg_outbox: str) -> None:
 
 
 def write_concurrently(
-    dsn: str, writers: int, per_writer: int, max_delay_s: float, seed: int = 1
+    dsn: str,
+    writers: int,
+    per_writer: int,
+    max_delay_s: float,
+    seed: int = 1,
+    until: threading.Event | None = None,
 ) -> set[str]:
     """``writers`` threads, each committing transactions of 1-10 rows after a random pause;
-    some transactions roll back (their rows must never appear). Returns committed ids."""
+    some transactions roll back (their rows must never appear). Each writer commits
+    ``per_writer`` rows, and with ``until`` keeps going until it is set. Returns the ids
+    that were committed."""
     import psycopg
 
     committed: set[str] = set()
@@ -243,29 +251,24 @@ def write_concurrently(
 
     def work(w: int) -> None:
         rng = random.Random(seed * 1000 + w)
+        seq = 0
         try:
             with psycopg.connect(dsn) as conn:
-                left = per_writer
-                while left > 0:
-                    k = min(left, rng.randint(1, 10))
-                    ids = [
-                        emit(
-                            conn,
-                            "order_created",
-                            PROPS,
-                            schema_version=1,
-                            event_id=f"w{w}-{left - i}",
-                        )
-                        for i in range(k)
-                    ]
+                done = 0
+                while done < per_writer or (until is not None and not until.is_set()):
+                    k = rng.randint(1, 10)
+                    if until is None:
+                        k = min(k, per_writer - done)
+                    ids = [f"w{w}-{seq + i}" for i in range(k)]
+                    for eid in ids:
+                        emit(conn, "order_created", PROPS, schema_version=1, event_id=eid)
                     threading.Event().wait(rng.uniform(0, max_delay_s))
                     if rng.random() < 0.02:
-                        conn.rollback()
-                        conn.execute("SELECT 1")  # the ids are burnt, the rows never exist
-                        conn.rollback()
+                        conn.rollback()  # the ids are burnt, the rows never exist
                         continue
                     conn.commit()
-                    left -= k
+                    seq += k
+                    done += k
                     with lock:
                         committed.update(ids)
         except BaseException as exc:  # surfaced by the caller

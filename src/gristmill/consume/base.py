@@ -23,6 +23,8 @@ class ConsumeStats:
     messages: int = 0
     acked: int = 0
     batches: int = 0
+    max_batch: int = 0
+    """Most messages framed and acknowledged together (never above ``prefetch``)."""
     started_at: float = field(default_factory=time.monotonic)
     last_message_at: float = field(default_factory=time.monotonic)
 
@@ -56,6 +58,7 @@ class Sink:
             st = self.stats
             st.messages += len(bodies)
             st.batches += 1
+            st.max_batch = max(st.max_batch, len(bodies))
             st.last_message_at = time.monotonic()
         return ok
 

@@ -97,23 +97,28 @@ def _ph(name: str) -> exp.Placeholder:
 def postgres_read_sql(cfg: OutboxSettings) -> str:
     """``(txid, id) > (:txid, :id)`` among settled transactions, in ``(txid, id)`` order.
 
-    Spelled ``txid >= :txid AND (txid > :txid OR id > :id)`` so the ``txid`` index serves
-    both the range and the order (an index scan, then a sort within one transaction's rows),
-    and ordered by the ``xid8`` column itself: the text the query returns would sort
-    ``"10000"`` before ``"9999"``."""
+    A row comparison, so the ``(txid, id)`` index of the outbox DDL serves both the range and
+    the order (a plain index scan that stops after ``n`` rows, even inside one transaction of
+    a million rows). Ordered by the ``xid8`` column itself: the text the query returns would
+    sort ``"10000"`` before ``"9999"``."""
     txid, rid = _col(cfg.txid_column), _col(cfg.id_column)
     x8 = exp.DataType.build("xid8", udt=True)
     at = exp.cast(_ph("txid"), x8)
-    horizon = exp.Anonymous(
-        this="pg_snapshot_xmin", expressions=[exp.Anonymous(this="pg_current_snapshot")]
+    # A scalar subquery: computed once per statement (an InitPlan), not once per row, and
+    # usable as an index bound. Same statement, same snapshot.
+    horizon = exp.Subquery(
+        this=exp.select(
+            exp.Anonymous(
+                this="pg_snapshot_xmin", expressions=[exp.Anonymous(this="pg_current_snapshot")]
+            )
+        )
     )
     where = exp.and_(
-        exp.GTE(this=txid.copy(), expression=at.copy()),
-        exp.LT(this=txid.copy(), expression=horizon),
-        exp.or_(
-            exp.GT(this=txid.copy(), expression=at.copy()),
-            exp.GT(this=rid.copy(), expression=_ph("id")),
+        exp.GT(
+            this=exp.Tuple(expressions=[txid.copy(), rid.copy()]),
+            expression=exp.Tuple(expressions=[at, _ph("id")]),
         ),
+        exp.LT(this=txid.copy(), expression=horizon),
     )
     table = _table(cfg.table)
     q = (

@@ -91,6 +91,10 @@ class MetaProgress:
         self.lease_ttl_s = lease_ttl_s
         self.marker_ttl_s = marker_ttl_s
         self.holder = new_holder()
+        compiled = _insert_ignore(engine).compile(
+            dialect=engine.dialect, column_keys=["key", "consumer", "created_at"]
+        )
+        self._insert = (str(compiled), list(compiled.positiontup or []))
         _md.create_all(engine)
         # Two relays starting at once may both insert: the loser's insert fails, the row exists.
         with contextlib.suppress(sa.exc.IntegrityError), self.engine.begin() as c:
@@ -167,17 +171,19 @@ class MetaProgress:
             if res.rowcount != 1:
                 raise LeaseLost(f"relay {self.consumer!r}: another relay took the lease")
             if event_ids:
-                c.execute(
-                    _insert_ignore(self.engine),
-                    [
-                        {
-                            "key": marker_key(self.prefix, self.consumer, e),
-                            "consumer": self.consumer,
-                            "created_at": now,
-                        }
-                        for e in event_ids
-                    ],
-                )
+                # The driver's executemany on the compiled statement: SQLAlchemy's per-row
+                # parameter processing cost more than the inserts themselves.
+                sql, order = self._insert
+                rows = [
+                    {
+                        "key": marker_key(self.prefix, self.consumer, e),
+                        "consumer": self.consumer,
+                        "created_at": now,
+                    }
+                    for e in event_ids
+                ]
+                params: Any = [tuple(r[k] for k in order) for r in rows] if order else rows
+                c.exec_driver_sql(sql, params)
 
     def prune(self) -> int:
         cutoff = time.time() - self.marker_ttl_s
