@@ -131,11 +131,14 @@ def main() -> None:
     ap.add_argument("--pg-events", type=int, default=20_000)
     ap.add_argument("--latency-rate", type=int, default=20_000)
     ap.add_argument("--latency-seconds", type=float, default=20)
-    ap.add_argument("--only", default="ingest,loader,pg_baseline,latency,analytics,dialects")
+    ap.add_argument(
+        "--only", default="ingest,loader,pg_baseline,latency,analytics,dialects,sources"
+    )
     ap.add_argument(
         "--scales", default="10000000,100000000", help="Event counts for the analytics section."
     )
     ap.add_argument("--no-write", action="store_true", help="Do not touch BENCHMARKS.md.")
+    ap.add_argument("--sources-events", type=int, default=100_000)
     args = ap.parse_args()
     only = set(args.only.split(","))
     results: dict[str, Any] = {
@@ -174,6 +177,10 @@ def main() -> None:
         from bench.dialects import run as run_dialects
 
         results["dialects"] = run_dialects()
+    if "sources" in only:
+        from bench.sources import run as run_sources
+
+        results["sources"] = run_sources(args.sources_events)
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"engine-core-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(results, indent=2))
@@ -188,6 +195,13 @@ def main() -> None:
         print(table)
         if not args.no_write:
             update_markdown("dialects", table)
+    if "sources" in only:
+        from bench.sources import render as render_sources
+
+        table = render_sources(results)
+        print(table)
+        if not args.no_write:
+            update_markdown("sources", table)
     if "analytics" in only:
         table = render_analytics(results)
         print(table)
