@@ -57,7 +57,7 @@ def _database() -> Iterator[str]:
 class Deployment:
     """One mode's processes: collectors, loaders, and an observer runtime for conservation."""
 
-    def __init__(self, tmp: Path, kind: str, dsn: str) -> None:
+    def __init__(self, tmp: Path, kind: str, dsn: str, loaders: int = 2) -> None:
         self.kind = kind
         self.dsn = dsn
         data = tmp / "data"
@@ -96,8 +96,10 @@ class Deployment:
                 for _ in range(2)
             ]
             self.loaders = [
-                LoaderProcess(data, packs_dir=PACKS, env=env, max_partitions=1, name=f"ld{i}")
-                for i in range(2)
+                LoaderProcess(
+                    data, packs_dir=PACKS, env=env, max_partitions=2 // loaders, name=f"ld{i}"
+                )
+                for i in range(loaders)
             ]
             for c in self.collectors:
                 c.start()
@@ -115,7 +117,7 @@ class Deployment:
                 return c
             if time.monotonic() > deadline:
                 raise TimeoutError(c.as_dict())
-            time.sleep(0.05)
+            time.sleep(0.25)  # a snapshot scans the broker: do not compete with the loaders
 
     def stop(self) -> None:
         for c in self.collectors:
