@@ -133,7 +133,7 @@ def main() -> None:
     ap.add_argument("--latency-seconds", type=float, default=20)
     ap.add_argument(
         "--only",
-        default="ingest,loader,pg_baseline,latency,analytics,dialects,relay,warehouses,feeds",
+        default="ingest,loader,pg_baseline,latency,analytics,dialects,relay,warehouses,feeds,sources",
     )
     ap.add_argument("--feed-rows", default="250000,1000000", help="Sales CSV sizes (feeds).")
     ap.add_argument(
@@ -145,6 +145,7 @@ def main() -> None:
     ap.add_argument("--wh-iterations", type=int, default=100)
     ap.add_argument("--no-write", action="store_true", help="Do not touch BENCHMARKS.md.")
     ap.add_argument("--relay-rows", type=int, default=50_000, help="Outbox rows (relay).")
+    ap.add_argument("--sources-events", type=int, default=100_000)
     args = ap.parse_args()
     only = set(args.only.split(","))
     results: dict[str, Any] = {
@@ -198,6 +199,10 @@ def main() -> None:
         from bench.feeds import run as run_feeds
 
         results["feeds"] = run_feeds([int(x) for x in args.feed_rows.split(",")])
+    if "sources" in only:
+        from bench.sources import run as run_sources
+
+        results["sources"] = run_sources(args.sources_events)
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"engine-core-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(results, indent=2))
@@ -233,6 +238,13 @@ def main() -> None:
         print(table)
         if not args.no_write:
             update_markdown("feeds", table)
+    if "sources" in only:
+        from bench.sources import render as render_sources
+
+        table = render_sources(results)
+        print(table)
+        if not args.no_write:
+            update_markdown("sources", table)
     if "analytics" in only:
         table = render_analytics(results)
         print(table)

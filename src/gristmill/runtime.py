@@ -93,7 +93,7 @@ class Runtime:
     def start(self, *, url: str | None = None, loader: bool = True) -> None:
         if loader and self._loader is not None:
             self._loader.start()
-        if url is not None:
+        if url is not None and self.role != "collect":  # collectors have no operator API
             self._server_file = self.settings.data_dir / SERVER_FILE
             write_server_file(self._server_file, url=url, token=self.local_token)
 

@@ -16,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from gristmill.api.app import create_app
-from gristmill.config import NATSLogSettings, RabbitMQLogSettings
+from gristmill.config import KafkaLogSettings, NATSLogSettings, RabbitMQLogSettings
 from gristmill.log.base import EventLog, LogRecord
 from gristmill.log.broker import BrokerLog, partition_group
 from gristmill.log.sqlite import SQLiteLog
@@ -136,9 +136,8 @@ class BrokerContract(LogContract):
     """Broker logs: the contract on partition 0, plus partitions, leases and the pipeline."""
 
     group = partition_group("loader", 0)
-    settings_type: type[RabbitMQLogSettings] | type[NATSLogSettings]
 
-    def settings(self, partitions: int) -> RabbitMQLogSettings | NATSLogSettings:
+    def settings(self, partitions: int) -> RabbitMQLogSettings | NATSLogSettings | KafkaLogSettings:
         raise NotImplementedError
 
     def make(self, tmp_path: Path, partitions: int) -> EventLog:

@@ -25,4 +25,8 @@ def open_log(settings: Settings) -> EventLog:
         from gristmill.log.rabbitmq import RabbitMQLog
 
         return RabbitMQLog(cfg)
+    if cfg.type == "kafka":
+        from gristmill.log.kafka import KafkaLog
+
+        return KafkaLog(cfg)
     raise ValueError(f"unknown log type {cfg.type!r}")  # pragma: no cover - pydantic refuses it
