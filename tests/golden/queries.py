@@ -16,6 +16,8 @@ import pyarrow as pa
 from sqlglot import exp
 
 from gristmill.config import Settings
+from gristmill.load.quarantine import QuarantineFilter, count_quarantine, list_quarantine
+from gristmill.load.trace import trace_event
 from gristmill.metrics.events import list_events
 from gristmill.metrics.model import Condition, MetricQuery
 from gristmill.metrics.planner import plan
@@ -66,6 +68,7 @@ def statements(pack: Pack, dialect: str, settings: Settings) -> Iterator[tuple[s
         )
     yield from _metric_queries(pack, dialect)
     yield "events", _events(pack, render_stmt)
+    yield "operations", _operations(pack, render_stmt)
 
 
 def _queries(
@@ -151,3 +154,24 @@ def _events(pack: Pack, render_stmt: Any) -> str:
         scope=(Condition("vendor_store_id", "eq", "store-1"),),
     )
     return ";\n".join(render_stmt(q) for q in seen)
+
+
+class _Recorder:
+    """Keeps the statements the shared operations code sends a warehouse (no rows back)."""
+
+    def __init__(self) -> None:
+        self.seen: list[exp.Expr] = []
+
+    def query(self, query: exp.Expr, params: dict[str, Any] | None = None) -> pa.Table:
+        self.seen.append(query)
+        return pa.table({})
+
+
+def _operations(pack: Pack, render_stmt: Any) -> str:
+    """Event trace, quarantine listing and counts: what the ops endpoints and CLI send."""
+    rec = _Recorder()
+    trace_event(rec, {pack.name: pack}, "evt-1")  # type: ignore[arg-type]
+    f = QuarantineFilter(pack=pack.name, reason="schema_violation", ids=("q1", "q2"))
+    list_quarantine(rec, f, limit=50, after="q0", with_raw=True)  # type: ignore[arg-type]
+    count_quarantine(rec, QuarantineFilter(pack=pack.name))  # type: ignore[arg-type]
+    return ";\n".join(render_stmt(q) for q in rec.seen)

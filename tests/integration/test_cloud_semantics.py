@@ -31,11 +31,9 @@ from gristmill.metrics.planner import plan
 from gristmill.metrics.service import ZERO_WHEN_EMPTY
 from gristmill.metrics.timerange import preset_range
 from gristmill.pack.models import Pack
-from gristmill.rollup import scripted
 from gristmill.rollup.freshness import FRESHNESS
-from gristmill.rollup.maintain import provision_analytics
+from gristmill.rollup.maintain import _after_insert_by_merge, provision_analytics
 from gristmill.rollup.spec import full_rebuild
-from gristmill.warehouse.base import AfterInsert
 from gristmill.warehouse.common import ledger_snapshot, split_snapshot
 from gristmill.warehouse.duckdb.client import DuckDBWarehouse
 from tests.golden.queries import NOW
@@ -83,18 +81,6 @@ def _ad_events(seed: int, n: int) -> list[Envelope]:
     return out
 
 
-def _scripted_after(pack: Pack) -> dict[tuple[str, str], tuple[AfterInsert, ...]]:
-    out: dict[tuple[str, str], tuple[AfterInsert, ...]] = {}
-    for table in pack.spec.tables:
-        steps = [
-            scripted.refresh(pack, name, r, "duckdb")
-            for name, r in pack.spec.rollups.items()
-            if r.table == table
-        ]
-        out[(pack.name, table)] = (*steps, scripted.freshness_refresh(pack, table, "duckdb"))
-    return out
-
-
 @pytest.fixture(scope="module")
 def loaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DuckDBWarehouse, Pack]]:
     from gristmill.pack.loader import load_pack
@@ -104,7 +90,8 @@ def loaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DuckDBWar
     wh = DuckDBWarehouse(Path(tmp_path_factory.mktemp("sem")) / "wh.duckdb")
     wh.provision([pack], apply=True)
     provision_analytics(wh, [pack])
-    after = _scripted_after(pack)
+    # What BigQuery and Snowflake get after each load, built for DuckDB.
+    after = _after_insert_by_merge({pack.name: pack}, "duckdb")
     first = _events(1, 400) + _ad_events(3, 300)
     for chunk in (first[:350], first[350:], _events(2, 120) + first[10:40]):  # late + repeats
         wh.commit_load(build_batch_with_after(batch_of(pack, frame("web", *chunk)), pack, after))

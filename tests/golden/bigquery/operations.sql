@@ -1,0 +1,4 @@
+SELECT 'marketplace' AS pack, 'marketplace_events' AS table, source, event_type, occurred_at, received_at, loaded_at FROM `marketplace`.`marketplace_events` WHERE event_id = @id UNION ALL SELECT 'marketplace' AS pack, 'ad_events' AS table, source, event_type, occurred_at, received_at, loaded_at FROM `marketplace`.`ad_events` WHERE event_id = @id;
+SELECT quarantine_id, pack, source, reason, detail, received_at, replayed_at FROM `_gristmill`.`quarantine` WHERE event_id = @id AND pack IN (@k0);
+SELECT `quarantine_id`, `pack`, `source`, `dialect`, `reason`, `detail`, `errors`, `event_id`, `event_type`, `received_at`, `quarantined_at`, `replayed_at`, `raw` FROM `_gristmill`.`quarantine` WHERE (pack = @pack AND reason = @reason AND replayed_at IS NULL AND quarantine_id IN (@id0, @id1)) AND quarantine_id > @after ORDER BY quarantine_id LIMIT @limit;
+SELECT reason, COUNT(*) AS n FROM `_gristmill`.`quarantine` WHERE pack = @pack AND replayed_at IS NULL GROUP BY reason;
