@@ -30,7 +30,8 @@ def stream() -> str:
 
 def collector(tmp_path: Path, stream: str, **log: object) -> Runtime:
     cfg = NATSLogSettings(type="nats", stream=stream, **log)  # type: ignore[arg-type]
-    return Runtime(make_settings(tmp_path / "data", log=cfg), "collect")
+    settings = make_settings(tmp_path / "data", log=cfg, server={"metrics_allow": ["*"]})
+    return Runtime(settings, "collect")
 
 
 @pytest.fixture
@@ -53,6 +54,10 @@ def test_collect_role_serves_ingest_and_readiness_only(rt: Runtime) -> None:
         assert (body["role"], body["log"], body["warehouse"]) == ("collect", "nats", None)
         assert body["log_depth"]["partitions"] == 2
         assert client.get("/v1/metrics").status_code == 404
+        prom = client.get("/metrics")
+        assert prom.status_code == 200
+        assert "gristmill_log_depth_bytes" in prom.text
+        assert "gristmill_events_received" not in prom.text
     with pytest.raises(RuntimeError, match="collect-role"):
         _ = rt.warehouse
     assert isinstance(rt.log, BrokerLog)
