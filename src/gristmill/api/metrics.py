@@ -36,6 +36,16 @@ class PipelineCollector(Collector):
         self.counters = counters
 
     def collect(self) -> Iterator[Metric]:
+        if self.rt.role == "collect":  # no warehouse behind a collector: the log's depth only
+            depth = self.rt.log_depth().get("depth_bytes_estimate", 0)
+            yield GaugeMetricFamily(
+                "gristmill_log_depth_bytes", "Log bytes not yet loaded.", value=float(str(depth))
+            )
+        else:
+            yield from self._pipeline()
+        yield from self._requests()
+
+    def _pipeline(self) -> Iterator[Metric]:
         c = self.rt.conservation()
         labels = ["pack", "source"]
         for name, field, doc in (
@@ -78,6 +88,8 @@ class PipelineCollector(Collector):
         yield CounterMetricFamily(
             "gristmill_loader_failures", "Failed load attempts.", value=st.failures
         )
+
+    def _requests(self) -> Iterator[Metric]:
         req = CounterMetricFamily(
             "gristmill_http_requests",
             "HTTP requests by route and status.",
