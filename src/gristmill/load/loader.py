@@ -39,6 +39,22 @@ class _Built:
     build_seconds: float
 
 
+TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
+"""Serialization failure, deadlock, lock not available: another writer got in the way."""
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether a failed commit lost a race with another writer (concurrent loaders on one
+    warehouse) rather than being refused for its rows. Such a batch is retried as it is:
+    counting it towards isolation could quarantine good events as ``unloadable``."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if getattr(seen, "sqlstate", None) in TRANSIENT_SQLSTATES:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 @dataclass(slots=True)
 class LoaderStats:
     batches: int = 0
@@ -161,6 +177,8 @@ class Loader:
                 )
                 self._commit(_Built(load, entry.record.count, 0.0))
             except Exception as exc:  # the warehouse refused this entry's rows
+                if transient(exc):
+                    raise  # a lock conflict says nothing about the rows: retry, never quarantine
                 detail = f"the warehouse refused these rows: {type(exc).__name__}: {exc}"[:2000]
                 q = quarantine_batch(
                     [entry],
@@ -226,7 +244,7 @@ class Loader:
                     self.stats.last_error = f"{type(exc).__name__}: {exc}"
                     self._offset = None  # re-read the position from the warehouse
                     log.exception("load failed; retrying in %.1f s", self.settings.retry_backoff_s)
-                    if self._failed_again():
+                    if not transient(exc) and self._failed_again():
                         try:
                             self.isolate()
                         except Exception:  # the warehouse itself is failing: back off

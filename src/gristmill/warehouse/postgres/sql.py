@@ -256,7 +256,9 @@ class LoadStatements:
         rows = exp.select(*stored_columns(types, DIALECT)).from_(BATCH)
         keys = exp.select(exp.alias_(dedupe_key(), "_k"), "received_at", "source").from_(BATCH)
         returning = exp.insert(
-            exp.select("_k", "received_at").from_(KEYS),
+            # Key order: concurrent loaders take the unique-index locks in the same order,
+            # so overlapping batches wait for each other instead of deadlocking.
+            exp.select("_k", "received_at").from_(KEYS).order_by("_k"),
             dedupe,
             columns=_cols("k", "first_seen"),
         )
