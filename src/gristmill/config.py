@@ -212,6 +212,8 @@ class FeedSettings(BaseModel):
     """Rows per staging write (memory is bounded by one batch)."""
     fast_lane: bool = True
     """Check plain-shaped rows in Arrow column batches (same results as the row parser)."""
+    stale_after_s: int = Field(900, ge=1)
+    """A queued or transforming feed this long unchanged may be retried (its process died)."""
 
 
 class OutboxSettings(BaseModel):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from gristmill.feeds.store import feeds as feed_table
 from gristmill.feeds.store import uploads
 from gristmill.sql import ddl
 from tests.integration.feeds_fixtures import FIXTURES, Feeds, feeds_fixture  # noqa: F401
@@ -262,3 +263,21 @@ def test_costs_feed_updates_products(feeds: Feeds) -> None:
     ).json()["upload_token"]
     fid = feeds.commit("b1", token).json()["feed_id"]
     assert feeds.wait("b1", fid)["summary"]["metrics"]["cogs_amount_cents"] == 310
+
+
+def test_stale_transforming_feed_can_be_retried(feeds: Feeds) -> None:
+    token = feeds.preview("b1", "s.csv", SALES).json()["upload_token"]
+    up = feeds.rt.feeds.upload_for(token, "1")
+    res = feeds.rt.feeds.commit(up, auto_create_products=True, queue=False)
+    feeds.rt.feeds.store.update_feed(res.feed_id, status="transforming")  # a run that died
+    url = f"/dashboard/data-feeds/{res.feed_id}/transform"
+    assert feeds.client.post(url, headers=feeds.h("b1")).status_code == 409
+    with feeds.rt.meta.engine.begin() as c:
+        c.execute(
+            feed_table.update()
+            .where(feed_table.c.id == res.feed_id)
+            .values(updated_at=datetime.now(UTC) - timedelta(hours=1))
+        )
+    assert feeds.client.post(url, headers=feeds.h("b1")).status_code == 202
+    assert feeds.wait("b1", res.feed_id)["status"] == "transformed"
+    assert len(fact_rows(feeds, res.feed_id)) == 4

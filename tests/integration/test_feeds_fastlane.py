@@ -97,16 +97,40 @@ def test_lane_taken_or_refused(tmp_path: Path) -> None:
         rt.stop()
 
 
-def test_large_mixed_file_same_both_ways(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sep", [",", ";"])
+def test_large_mixed_file_same_both_ways(tmp_path: Path, sep: str) -> None:
     rng = random.Random(11)
-    lines = ["transaction_date,product_name,quantity,price,discount,order_id,channel"]
-    shapes = ["12.50", "3", "$4.25", '"1,234.50"', "0.5", "abc", "1.005", "-2", ""]
+    header = "transaction_date product_name quantity price discount order_id channel"
+    lines = [sep.join(header.split())]
+    shapes = [
+        "12.50",
+        "3",
+        "$4.25",
+        '"1,234.50"',
+        "0.5",
+        "abc",
+        "1.005",
+        "-2",
+        "",
+        "12,5",
+        "1.234,50",
+        "0,99",
+        "1,234",
+        "7,125",
+    ]
     names = ["Latte", "latte", "Lattee", "Mocha", "Café Crème", "Tea  Pot", " Bagel ", "x" * 250]
     dates = ["2025-03-01", "2025/03/02", "2025-02-30", "03.03.2025", "2025-3-4", "1800-01-01"]
     for i in range(3000):
         qty = rng.choice(["1", "2", "0", "1.0", "x", ""])
-        extra = f"{rng.choice(['', '0.25', 'no'])},o-{i % 700},{rng.choice(['Web', ''])}"
-        lines.append(f"{rng.choice(dates)},{rng.choice(names)},{qty},{rng.choice(shapes)},{extra}")
+        extra = sep.join(
+            [rng.choice(["", "0.25", "0,25", "no"]), f"o-{i % 700}", rng.choice(["Web", ""])]
+        )
+        price = rng.choice(shapes)
+        if sep == "," and "," in price and not price.startswith('"'):
+            price = f'"{price}"'
+        if sep == ",":
+            extra = extra.replace("0,25", '"0,25"')
+        lines.append(sep.join([rng.choice(dates), rng.choice(names), qty, price, extra]))
     path = tmp_path / "mixed.csv"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     for auto in (True, False):

@@ -34,6 +34,7 @@ _WS = "".join(f"\\x{{{c:x}}}" for c in range(sys.maxunicode + 1) if chr(c).isspa
 _TEXT = rf"^[^{_WS}]+( [^{_WS}]+)*$"
 _INT = r"^[0-9]{1,15}$"
 _MONEY = r"^(?P<i>[0-9]{1,15})(?:\.(?P<f>[0-9]{1,2}))?$"
+_MONEY_COMMA = r"^(?P<i>[0-9]{1,15})(?:,(?P<f>[0-9]{1,2}))?$"
 _DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 
 
@@ -44,12 +45,12 @@ class GiveUp(Exception):
 def _fast_column(s: pa.Array, spec: FeedColumn, comma: bool) -> tuple[pa.Array, pa.Array]:
     """(values, ok) for one trimmed string column; ``ok`` false sends the row to the row path."""
     blank = pc.equal(s, "")
-    if spec.type is CellType.INTEGER or (spec.type is CellType.MONEY and not comma):
+    if spec.type in (CellType.INTEGER, CellType.MONEY):
         if spec.type is CellType.INTEGER:
             good = pc.match_substring_regex(s, _INT)
             values = pc.cast(pc.if_else(good, s, None), pa.int64())
         else:
-            parts = pc.extract_regex(s, _MONEY)
+            parts = pc.extract_regex(s, _MONEY_COMMA if comma else _MONEY)
             good = pc.is_valid(parts)
             whole = pc.cast(pc.struct_field(parts, [0]), pa.int64())
             frac = pc.cast(pc.utf8_rpad(pc.struct_field(parts, [1]), 2, "0"), pa.int64())
@@ -74,8 +75,8 @@ def _fast_column(s: pa.Array, spec: FeedColumn, comma: bool) -> tuple[pa.Array, 
             pc.less_equal(pc.utf8_length(s), spec.max_length),
         )
         values = s
-    else:  # money in a decimal-comma file: the row path reads those
-        return pa.nulls(len(s), pa.int64()), pc.is_null(s)  # all false: no nulls here
+    else:  # pragma: no cover - every CellType is handled above
+        raise AssertionError(spec.type)
     good = pc.fill_null(good, False)
     if spec.required:
         return values, good

@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from gristmill.feeds.products import NO_MATCH, Match, Matcher
 from gristmill.feeds.rows import Row
-from gristmill.feeds.sink import FeedTables, insert_rows
+from gristmill.feeds.sink import FeedTables, execute_all, insert_rows
 from gristmill.feeds.store import FeedStore, Upload
 from gristmill.feeds.template import Feed
 from gristmill.warehouse.base import Warehouse
@@ -127,8 +127,6 @@ class Stager:
 
     def discard_staged(self) -> None:
         """Drop what this commit staged and rejected so far (before the row path restarts)."""
-        from gristmill.feeds.sink import execute_all
-
         execute_all(self.wh, [(self.tables.delete_staged(), {"feed": self.feed_id})])
         self.store.delete_rejects(self.feed_id)
         self.reset()

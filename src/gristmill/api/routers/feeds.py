@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
@@ -209,10 +210,14 @@ def transform_status(feed_id: int, rt: RuntimeDep, caller: CallerDep) -> JSONRes
 
 @router.post("/{feed_id}/transform", status_code=202)
 def retransform(feed_id: int, rt: RuntimeDep, caller: CallerDep) -> JSONResponse:
-    """Queue the transform again (after a failure; a transformed feed stays as it is)."""
+    """Queue the transform again: after a failure, or when a queued or transforming feed has
+    not moved for ``feeds.stale_after_s`` (its process died). A transformed feed stays."""
     row = _own_feed(rt, caller, feed_id)
     if row["status"] in ("queued", "transforming"):
-        raise Problem(409, "feed-busy", "Feed busy", f"feed {feed_id} is {row['status']}")
+        age = (datetime.now(UTC) - datetime.fromisoformat(row["updated_at"])).total_seconds()
+        if age < rt.settings.feeds.stale_after_s:
+            raise Problem(409, "feed-busy", "Feed busy", f"feed {feed_id} is {row['status']}")
+        rt.feeds.store.update_feed(feed_id, status="failed")  # stale: claimable again
     if row["status"] == "transformed":
         return JSONResponse({"success": True, "feed_id": feed_id, "status": row["status"]}, 202)
     rt.feeds.transformer.requeue(feed_id)
