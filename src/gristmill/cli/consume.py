@@ -14,7 +14,7 @@ from pydantic import SecretStr
 
 from gristmill.cli.common import DataDirOpt, PacksOpt, fail, make_settings
 from gristmill.cli.relay import stop_on_signals
-from gristmill.consume import open_consumer
+from gristmill.consume import ConsumeStats, open_consumer
 
 
 def consume(
@@ -72,9 +72,22 @@ def consume(
     stop = threading.Event()
     stop_on_signals(stop)
     started = time.monotonic()
+    last = {"t": 0.0}
+
+    def progress(st: ConsumeStats) -> None:
+        if time.monotonic() - last["t"] >= 1.0:
+            last["t"] = time.monotonic()
+            print(
+                f"consume {broker}: {st.acked} messages acknowledged ({st.rate():.0f}/s)",
+                file=sys.stderr,
+                flush=True,
+            )
+
     with ExitStack() as stack:
         try:
-            consumer = open_consumer(settings, stack, stop=stop, max_idle_s=max_idle)
+            consumer = open_consumer(
+                settings, stack, stop=stop, max_idle_s=max_idle, on_progress=progress
+            )
             print(f"consume {broker}: started", file=sys.stderr, flush=True)
             st = consumer.run()
         except (ValueError, ImportError) as exc:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from contextlib import ExitStack
 
 from gristmill.collect.service import Parser
@@ -54,6 +55,7 @@ def open_consumer(
     *,
     stop: threading.Event | None = None,
     max_idle_s: float | None = None,
+    on_progress: Callable[[ConsumeStats], None] | None = None,
 ) -> Consumer:
     """Wire a consumer from settings: packs, the log, the collector's parser. The warehouse
     is not opened; a loader moves the log on."""
@@ -70,4 +72,4 @@ def open_consumer(
         dialect=cfg.dialect,
         stop=stop,
     )
-    return Consumer(cfg, Sink(feed, stop, max_idle_s))
+    return Consumer(cfg, Sink(feed, stop, max_idle_s, on_progress))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from gristmill.relay.feed import Feed
@@ -36,8 +36,15 @@ class Sink:
     """Frames a batch of message bodies and appends them durably (thread-safe to call from
     an event loop through ``asyncio.to_thread``)."""
 
-    def __init__(self, feed: Feed, stop: threading.Event, max_idle_s: float | None) -> None:
+    def __init__(
+        self,
+        feed: Feed,
+        stop: threading.Event,
+        max_idle_s: float | None,
+        on_progress: Callable[[ConsumeStats], None] | None = None,
+    ) -> None:
         self.feed = feed
+        self.on_progress = on_progress
         self.stop = stop
         self.max_idle_s = max_idle_s
         self.stats = ConsumeStats()
@@ -64,6 +71,8 @@ class Sink:
 
     def acked(self, n: int) -> None:
         self.stats.acked += n
+        if self.on_progress is not None:
+            self.on_progress(self.stats)
 
     def done(self) -> bool:
         """Stopped, or idle for longer than ``max_idle_s``."""
