@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import platform
@@ -184,25 +185,22 @@ def main() -> None:
         from bench.dialects import run as run_dialects
 
         results["dialects"] = run_dialects()
-    if "relay" in only:
-        from bench.relay import run as run_relay
-
-        results["relay"] = run_relay(args.relay_rows)
-        print("relay", results["relay"], flush=True)
-    if "warehouses" in only:
-        from bench.warehouses import run as run_warehouses
-
-        results["warehouses"] = run_warehouses(
-            args.wh_engines.split(","), args.wh_events, args.wh_view_events, args.wh_iterations
-        )
-    if "feeds" in only:
-        from bench.feeds import run as run_feeds
-
-        results["feeds"] = run_feeds([int(x) for x in args.feed_rows.split(",")])
-    if "sources" in only:
-        from bench.sources import run as run_sources
-
-        results["sources"] = run_sources(args.sources_events)
+    # Sections that are one module each: ``run(*args)`` measures, ``render(results)`` tabulates.
+    modular: dict[str, tuple[Any, ...]] = {
+        "relay": (args.relay_rows,),
+        "warehouses": (
+            args.wh_engines.split(","),
+            args.wh_events,
+            args.wh_view_events,
+            args.wh_iterations,
+        ),
+        "feeds": ([int(x) for x in args.feed_rows.split(",")],),
+        "sources": (args.sources_events,),
+    }
+    for name, run_args in modular.items():
+        if name in only:
+            results[name] = importlib.import_module(f"bench.{name}").run(*run_args)
+            print(name, results[name], flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"engine-core-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(results, indent=2))
@@ -217,34 +215,12 @@ def main() -> None:
         print(table)
         if not args.no_write:
             update_markdown("dialects", table)
-    if "relay" in only:
-        from bench.relay import render as render_relay
-
-        table = render_relay(results)
-        print(table)
-        if not args.no_write:
-            update_markdown("relay", table)
-    if "warehouses" in only:
-        from bench.warehouses import render as render_warehouses
-
-        table = render_warehouses(results)
-        print(table)
-        if not args.no_write:
-            update_markdown("warehouses", table)
-    if "feeds" in only:
-        from bench.feeds import render as render_feeds
-
-        table = render_feeds(results)
-        print(table)
-        if not args.no_write:
-            update_markdown("feeds", table)
-    if "sources" in only:
-        from bench.sources import render as render_sources
-
-        table = render_sources(results)
-        print(table)
-        if not args.no_write:
-            update_markdown("sources", table)
+    for name in modular:
+        if name in only:
+            table = importlib.import_module(f"bench.{name}").render(results)
+            print(table)
+            if not args.no_write:
+                update_markdown(name, table)
     if "analytics" in only:
         table = render_analytics(results)
         print(table)
