@@ -12,10 +12,12 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 
+from gristmill.config import NATSLogSettings
 from gristmill.outbox import ddl, emit
 from tests.conftest import PACKS
 from tests.factories import order
@@ -76,18 +78,37 @@ class RelayProcess:
         self.proc.wait()
 
 
+LOGS = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("nats", id="nats", marks=pytest.mark.nats),
+]
+
+
+def _log(kind: str) -> tuple[dict[str, str], dict[str, object]]:
+    """The log the relay feeds: environment for the child, settings for the checking side."""
+    if kind == "sqlite":
+        return {}, {}
+    stream = f"gmrelay-{uuid.uuid4().hex[:10]}"
+    env = {"GRISTMILL_LOG__TYPE": kind, "GRISTMILL_LOG__STREAM": stream}
+    return env, {"log": NATSLogSettings(type="nats", stream=stream)}
+
+
 @pytest.mark.slow
 @pytest.mark.postgres
-def test_kill_minus_nine_relay_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("log_kind", LOGS)
+def test_kill_minus_nine_relay_loses_and_duplicates_nothing(tmp_path: Path, log_kind: str) -> None:
+    """Over the embedded log and over NATS JetStream: the relay appends to whichever log is
+    configured, and its position and markers are what must survive the kills."""
     import psycopg
 
     from tests.pg import scratch_database
 
+    env, log_settings = _log(log_kind)
     with scratch_database() as dsn:
         with psycopg.connect(dsn, autocommit=True) as c:
             c.execute(ddl("postgres"))
         data = tmp_path / "data"
-        relay = RelayProcess(data, dsn)
+        relay = RelayProcess(data, dsn, **env)
         committed: set[str] = set()
         kills_done = threading.Event()
 
@@ -114,7 +135,7 @@ def test_kill_minus_nine_relay_loses_and_duplicates_nothing(tmp_path: Path) -> N
         assert kills == KILLS
         assert mid_write == KILLS, "every kill lands while writers commit"
         assert len(committed) >= 50_000
-        totals = check_exactly_once(relay_settings(tmp_path, dsn), committed)
+        totals = check_exactly_once(relay_settings(tmp_path, dsn, **log_settings), committed)
         # re-sent rows (killed between log append and progress commit) were dropped by dedupe
         print(f"kill -9 x{kills} ({mid_write} while writing): {totals}")
 

@@ -26,9 +26,10 @@ from tests.factories import order
 PROPS = dict(order()["properties"])
 
 
-def relay_settings(tmp: Path, url: str, **relay: Any) -> Settings:
+def relay_settings(tmp: Path, url: str, log: Any = None, **relay: Any) -> Settings:
     cfg = RelaySettings(outbox=OutboxSettings(url=SecretStr(url)), **relay)
-    return make_settings(tmp / "data", relay=cfg)
+    extra = {} if log is None else {"log": log}
+    return make_settings(tmp / "data", relay=cfg, **extra)
 
 
 def run_relay(settings: Settings) -> Any:

@@ -66,6 +66,8 @@ def open_relay(
     not opened; a loader (``gristmill serve`` or ``gristmill load``) moves the log on."""
     cfg = settings.relay
     stop = stop or threading.Event()
+    # The metadata store (progress, lease, markers) lives here even when the log is a broker.
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     packs = load_packs(settings.resolved_packs_dir, settings.packs)
     outbox = open_outbox(cfg.outbox)
     stack.callback(outbox.close)
