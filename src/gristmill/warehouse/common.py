@@ -8,12 +8,13 @@ Keeping this in one place is what makes conservation mean the same thing on ever
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlglot import exp
 
+from gristmill.pack.models import Pack
 from gristmill.sql.system import LOADS, OFFSETS, QUARANTINE, QUARANTINE_COLUMNS, QUARANTINE_INPUT
 from gristmill.sql.types import Logical, sql_type
 from gristmill.warehouse.base import LedgerTotals, LoadBatch, LoadResult
@@ -198,3 +199,27 @@ def split_snapshot(rows: Sequence[Sequence[Any]]) -> LedgerTotals:
     sums = [r[:5] for r in rows if r[0] is not None]
     offset = [(r[5],) for r in rows if r[0] is None]
     return ledger_totals(sums, offset)
+
+
+def catalog_problems(
+    packs: Sequence[Pack], columns: Callable[[str, str], Mapping[str, str]]
+) -> list[str]:
+    """What readiness reports on every engine: the ledger table, then each pack table and
+    column missing from the catalog. ``columns(schema, table)`` is the engine's catalog
+    lookup (empty when the table does not exist); its connection errors propagate, so the
+    engine can report "unreachable" in its own words."""
+    problems: list[str] = []
+    if not columns("_gristmill", "loads"):
+        problems.append("missing table _gristmill.loads (run provisioning)")
+    for pack in packs:
+        for table in pack.spec.tables:
+            have = columns(pack.dataset, table)
+            if not have:
+                problems.append(f"missing table {pack.dataset}.{table}")
+                continue
+            problems += [
+                f"missing column {pack.dataset}.{table}.{c.name}"
+                for c in pack.columns(table)
+                if c.name not in have
+            ]
+    return problems

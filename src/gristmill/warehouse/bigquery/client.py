@@ -46,7 +46,13 @@ from gristmill.warehouse.bigquery.sql import (
     stage_table,
     typed_params,
 )
-from gristmill.warehouse.common import SystemSQL, ledger_snapshot, settle, split_snapshot
+from gristmill.warehouse.common import (
+    SystemSQL,
+    catalog_problems,
+    ledger_snapshot,
+    settle,
+    split_snapshot,
+)
 
 SYSTEM = SystemSQL.build(DIALECT)
 READY_TTL_S = 30.0
@@ -160,19 +166,9 @@ class BigQueryWarehouse:
                     problems.append(f"missing dataset {self._client.project}.{name}")
             if problems:
                 return Readiness(False, tuple(problems))
-            if not self.columns_of(ddl.table_ref("_gristmill", "loads")):
-                problems.append("missing table _gristmill.loads (run provisioning)")
-            for pack in packs:
-                for table in pack.spec.tables:
-                    have = self.columns_of(ddl.table_ref(pack.dataset, table))
-                    if not have:
-                        problems.append(f"missing table {pack.dataset}.{table}")
-                        continue
-                    problems += [
-                        f"missing column {pack.dataset}.{table}.{c.name}"
-                        for c in pack.columns(table)
-                        if c.name not in have
-                    ]
+            problems += catalog_problems(
+                packs, lambda schema, table: self.columns_of(ddl.table_ref(schema, table))
+            )
         except gexc.GoogleAPIError as exc:
             return Readiness(False, (f"bigquery unreachable: {exc}",))
         return Readiness(not problems, tuple(problems))

@@ -67,7 +67,7 @@ from gristmill.warehouse.clickhouse.sql import (
     sql,
     stage,
 )
-from gristmill.warehouse.common import SystemSQL, ledger_totals, settle
+from gristmill.warehouse.common import SystemSQL, catalog_problems, ledger_totals, settle
 
 SYSTEM = SystemSQL.build(DIALECT)
 _COLUMNS = (
@@ -167,21 +167,10 @@ class ClickHouseWarehouse:
         return self._columns(table.db, table.name)
 
     def check_ready(self, packs: Sequence[Pack]) -> Readiness:
-        problems: list[str] = []
         try:
-            if not self._columns("_gristmill", "loads"):
-                problems.append("missing table _gristmill.loads (run provisioning)")
+            problems = catalog_problems(packs, self._columns)
         except Exception as exc:  # the driver's own error types differ per connection
             return Readiness(False, (f"clickhouse unreachable: {exc}".strip()[:500],))
-        for pack in packs:
-            for table in pack.spec.tables:
-                have = self._columns(pack.dataset, table)
-                if not have:
-                    problems.append(f"missing table {pack.dataset}.{table}")
-                    continue
-                for col in pack.columns(table):
-                    if col.name not in have:
-                        problems.append(f"missing column {pack.dataset}.{table}.{col.name}")
         return Readiness(not problems, tuple(problems))
 
     # -- loading ------------------------------------------------------------------------

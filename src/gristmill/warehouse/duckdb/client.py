@@ -30,7 +30,13 @@ from gristmill.warehouse.base import (
     Readiness,
     TableRows,
 )
-from gristmill.warehouse.common import QUARANTINE_STAGE, SystemSQL, ledger_totals, settle
+from gristmill.warehouse.common import (
+    QUARANTINE_STAGE,
+    SystemSQL,
+    catalog_problems,
+    ledger_totals,
+    settle,
+)
 from gristmill.warehouse.duckdb.factory import CAPABILITIES, DIALECT, NAME
 from gristmill.warehouse.duckdb.sql import BATCH, DEDUPE_TABLE, LoadStatements, pack_ddl
 
@@ -122,18 +128,7 @@ class DuckDBWarehouse:
         return self._columns(table.db, table.name)
 
     def check_ready(self, packs: Sequence[Pack]) -> Readiness:
-        problems: list[str] = []
-        if not self._columns("_gristmill", "loads"):
-            problems.append("missing table _gristmill.loads (run provisioning)")
-        for pack in packs:
-            for table in pack.spec.tables:
-                have = self._columns(pack.dataset, table)
-                if not have:
-                    problems.append(f"missing table {pack.dataset}.{table}")
-                    continue
-                for col in pack.columns(table):
-                    if col.name not in have:
-                        problems.append(f"missing column {pack.dataset}.{table}.{col.name}")
+        problems = catalog_problems(packs, self._columns)
         return Readiness(not problems, tuple(problems))
 
     # -- loading ------------------------------------------------------------------------

@@ -34,7 +34,13 @@ from gristmill.warehouse.base import (
     Readiness,
     TableRows,
 )
-from gristmill.warehouse.common import QUARANTINE_STAGE, SystemSQL, ledger_totals, settle
+from gristmill.warehouse.common import (
+    QUARANTINE_STAGE,
+    SystemSQL,
+    catalog_problems,
+    ledger_totals,
+    settle,
+)
 from gristmill.warehouse.postgres.factory import CAPABILITIES, DIALECT, NAME
 from gristmill.warehouse.postgres.sql import (
     BATCH,
@@ -141,21 +147,10 @@ class PostgresWarehouse:
         return self._columns(table.db, table.name)
 
     def check_ready(self, packs: Sequence[Pack]) -> Readiness:
-        problems: list[str] = []
         try:
-            if not self._columns("_gristmill", "loads"):
-                problems.append("missing table _gristmill.loads (run provisioning)")
+            problems = catalog_problems(packs, self._columns)
         except psycopg.OperationalError as exc:
             return Readiness(False, (f"postgres unreachable: {exc}".strip(),))
-        for pack in packs:
-            for table in pack.spec.tables:
-                have = self._columns(pack.dataset, table)
-                if not have:
-                    problems.append(f"missing table {pack.dataset}.{table}")
-                    continue
-                for col in pack.columns(table):
-                    if col.name not in have:
-                        problems.append(f"missing column {pack.dataset}.{table}.{col.name}")
         return Readiness(not problems, tuple(problems))
 
     # -- loading ------------------------------------------------------------------------

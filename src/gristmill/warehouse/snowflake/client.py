@@ -30,7 +30,13 @@ from gristmill.core.clock import to_datetime
 from gristmill.pack.models import Pack
 from gristmill.sql import ddl
 from gristmill.warehouse.base import LedgerTotals, LoadBatch, LoadResult, Readiness
-from gristmill.warehouse.common import SystemSQL, ledger_snapshot, settle, split_snapshot
+from gristmill.warehouse.common import (
+    SystemSQL,
+    catalog_problems,
+    ledger_snapshot,
+    settle,
+    split_snapshot,
+)
 from gristmill.warehouse.snowflake.factory import CAPABILITIES, DIALECT, NAME
 from gristmill.warehouse.snowflake.sql import (
     BATCH,
@@ -155,19 +161,9 @@ class SnowflakeWarehouse:
                 current = self._conn.cursor().execute("SELECT CURRENT_DATABASE()").fetchone()
             if current is None or current[0] is None:  # the session could not use it
                 return Readiness(False, (f"missing database {self.cfg.database} (or no access)",))
-            if not self.columns_of(ddl.table_ref("_gristmill", "loads")):
-                problems.append("missing table _gristmill.loads (run provisioning)")
-            for pack in packs:
-                for table in pack.spec.tables:
-                    have = self.columns_of(ddl.table_ref(pack.dataset, table))
-                    if not have:
-                        problems.append(f"missing table {pack.dataset}.{table}")
-                        continue
-                    problems += [
-                        f"missing column {pack.dataset}.{table}.{c.name}"
-                        for c in pack.columns(table)
-                        if c.name not in have
-                    ]
+            problems += catalog_problems(
+                packs, lambda schema, table: self.columns_of(ddl.table_ref(schema, table))
+            )
         except snowflake.connector.errors.Error as exc:
             return Readiness(False, (f"snowflake unreachable: {exc}",))
         return Readiness(not problems, tuple(problems))
