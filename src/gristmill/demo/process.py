@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 import httpx
 
@@ -19,7 +20,30 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class ServerProcess:
+class _Child:
+    """A gristmill child process with its log file kept open across restarts: crash tests
+    kill it with SIGKILL, everyone else stops it with SIGTERM (then SIGKILL after 30 s)."""
+
+    proc: subprocess.Popen[bytes] | None
+    log: BinaryIO
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+class ServerProcess(_Child):
     def __init__(
         self,
         data_dir: Path,
@@ -74,23 +98,8 @@ class ServerProcess:
         assert self.proc is not None
         return self.proc.pid
 
-    def kill9(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
 
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-
-
-class LoaderProcess:
+class LoaderProcess(_Child):
     """``gristmill load`` as a child process (scaled-out mode); killable like the server."""
 
     def __init__(
@@ -119,18 +128,3 @@ class LoaderProcess:
     @property
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
