@@ -280,6 +280,23 @@ class ConsumeSettings(BaseModel):
     batch_wait_s: float = Field(0.2, ge=0)
 
 
+class GovernanceSettings(BaseModel):
+    """Retention and erasure (docs/governance.md)."""
+
+    retention_interval_s: float = Field(86400.0, ge=0)
+    """How often ``serve`` enforces retention; 0 turns the schedule off (the CLI still runs)."""
+    retention_first_run_s: float = Field(300.0, ge=0)
+    """Delay of the first scheduled run after start (not while the server is warming up)."""
+    quarantine_retention_days: int = Field(90, ge=1)
+    """Quarantined items older than this are removed by a retention run."""
+    erasure_drain_timeout_s: float = Field(300.0, gt=0)
+    """An erasure waits this long for the loader to load what the log held at request time
+    (so nothing of the subject lands after it); past it the request fails and says why."""
+    erasure_deadline_s: float = Field(3600.0, gt=0)
+    """The documented completion time of an erasure request; its receipt says whether it
+    finished within it."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="GRISTMILL_", env_nested_delimiter="__", extra="forbid"
@@ -301,6 +318,7 @@ class Settings(BaseSettings):
     feeds: FeedSettings = FeedSettings()
     relay: RelaySettings = RelaySettings()
     consume: ConsumeSettings = ConsumeSettings()
+    governance: GovernanceSettings = GovernanceSettings()
 
     @model_validator(mode="before")
     @classmethod

@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,13 +19,16 @@ from gristmill.collect.service import Collector
 from gristmill.config import Settings
 from gristmill.core.clock import now_us
 from gristmill.core.ids import new_token
+from gristmill.core.subjects import Suppression
 from gristmill.feeds import build_feed_service
 from gristmill.feeds.service import FeedService
+from gristmill.governance.service import Governance
 from gristmill.load.conservation import Conservation, conservation
 from gristmill.load.loader import Loader
 from gristmill.load.pool import LoaderPool
 from gristmill.log.broker import BrokerLog
 from gristmill.log.registry import open_log
+from gristmill.log.sqlite import SQLiteLog
 from gristmill.meta.store import MetaStore
 from gristmill.pack.loader import load_packs
 from gristmill.rollup.freshness import Watermark, watermark
@@ -71,7 +75,17 @@ class Runtime:
                 self._loader = Loader(
                     self.log, self._warehouse, self.packs, settings.loader, after=after
                 )
-        self.collector = Collector(self.packs, self.log, settings.limits)
+        self.suppression = Suppression()
+        self.collector = Collector(self.packs, self.log, settings.limits, self.suppression)
+        self.governance = Governance(
+            self.meta.governance,
+            self.suppression,
+            self.packs,
+            settings.governance,
+            warehouse=self._warehouse,
+            wait_loaded=self.wait_loaded,
+            scrub_log=self.log.scrub if isinstance(self.log, SQLiteLog) else None,
+        )
         self.local_token = new_token("gml")
         jwt_cfg = settings.auth.jwt
         tokens = None
@@ -93,6 +107,7 @@ class Runtime:
     def start(self, *, url: str | None = None, loader: bool = True) -> None:
         if loader and self._loader is not None:
             self._loader.start()
+            self.governance.start()  # erasure worker and retention schedule beside the loader
         if url is not None and self.role != "collect":  # collectors have no operator API
             self._server_file = self.settings.data_dir / SERVER_FILE
             write_server_file(self._server_file, url=url, token=self.local_token)
@@ -102,6 +117,7 @@ class Runtime:
         if self._stopped:
             return
         self._stopped = True
+        self.governance.stop()
         if self._loader is not None:
             self._loader.stop()
         if self._feeds is not None:
@@ -134,6 +150,32 @@ class Runtime:
 
     def conservation(self) -> Conservation:
         return conservation(self.log, self.warehouse, self.loader.group)
+
+    def wait_loaded(self, timeout_s: float) -> dict[str, object]:
+        """Block until everything the log held when called is in the warehouse (an erasure
+        must not be followed by the subject's older events landing). The embedded log has a
+        head offset to reach; a broker log is waited on until nothing is in flight. Without a
+        running loader (the CLI offline), this process loads."""
+        loader = self.loader
+        deadline = time.monotonic() + timeout_s
+        if isinstance(self.log, SQLiteLog):
+            head = self.log.head()
+            while (done := self.warehouse.stored_offset(self.log.log_id, loader.group)) < head:
+                self._load_step(loader, deadline)
+            return {"log": self.log.name, "head": head, "loaded_to": done}
+        while (pending := self.conservation().total("in_flight")) > 0:
+            self._load_step(loader, deadline, pending)
+        return {"log": self.log.name, "in_flight": 0}
+
+    @staticmethod
+    def _load_step(loader: Loader | LoaderPool, deadline: float, pending: int = -1) -> None:
+        if time.monotonic() > deadline:
+            left = f" ({pending} events in flight)" if pending >= 0 else ""
+            raise TimeoutError(f"the loader did not load the log's backlog in time{left}")
+        if not loader.alive and isinstance(loader, Loader):
+            loader.run_once(timeout_s=0)
+        else:
+            time.sleep(0.05)
 
     def log_depth(self) -> dict[str, object]:
         """Depth for /readyz: cheap (the broker logs' background estimate, SQLite's own

@@ -81,12 +81,49 @@ class PipelineCollector(Collector):
         yield GaugeMetricFamily(
             "gristmill_load_lag_seconds", "Age of the oldest event not yet loaded.", value=lag
         )
+        sup = CounterMetricFamily(
+            "gristmill_events_suppressed",
+            "Events of erased subjects dropped at collect time.",
+            labels=labels,
+        )
+        for s in c.sources:
+            sup.add_metric([s.pack, s.source], s.suppressed)
+        yield sup
+        yield from self._governance()
         st = self.rt.loader.stats
         yield CounterMetricFamily(
             "gristmill_loader_batches", "Warehouse load transactions.", value=st.batches
         )
         yield CounterMetricFamily(
             "gristmill_loader_failures", "Failed load attempts.", value=st.failures
+        )
+
+    def _governance(self) -> Iterator[Metric]:
+        g = self.rt.governance.counters
+        er = CounterMetricFamily(
+            "gristmill_erasure_requests", "Erasure requests by final status.", labels=["status"]
+        )
+        for status, n in sorted(g.erasures.items()):
+            er.add_metric([status], n)
+        yield er
+        yield CounterMetricFamily(
+            "gristmill_erasure_rows", "Rows deleted or anonymized by erasure.", value=g.erased_rows
+        )
+        yield CounterMetricFamily(
+            "gristmill_retention_runs", "Retention runs that changed data.", value=g.retention_runs
+        )
+        rr = CounterMetricFamily(
+            "gristmill_retention_rows_removed",
+            "Rows removed by retention, by table and method.",
+            labels=["table", "method"],
+        )
+        for (table, method), n in sorted(g.retention_rows.items()):
+            rr.add_metric([table, method], n)
+        yield rr
+        yield CounterMetricFamily(
+            "gristmill_retention_partitions_dropped",
+            "Whole partitions dropped by retention.",
+            value=g.partitions_dropped,
         )
 
     def _requests(self) -> Iterator[Metric]:

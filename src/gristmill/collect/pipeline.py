@@ -18,6 +18,7 @@ import msgspec
 from gristmill.collect.items import Item, parse_object
 from gristmill.core.clock import BadTime, check_time, parse_rfc3339_us
 from gristmill.core.envelope import Envelope, Frame, Reason, Reject
+from gristmill.core.subjects import Mode, SuppressionSet, raw_subjects, strip_keys
 from gristmill.pack.models import ColumnType, Pack
 from gristmill.schema.registry import SchemaRegistry
 
@@ -51,6 +52,8 @@ class RequestContext:
     plans: dict[str, EventPlan]
     batch: Batch = NO_BATCH
     mapping: str = "native"
+    suppress: SuppressionSet | None = None
+    """Erased subjects; ``None`` (or empty) costs nothing per event."""
 
 
 class Accept(msgspec.Struct, gc=False):
@@ -225,7 +228,7 @@ def coerce(value: Any, ctype: ColumnType) -> Any:
     return value
 
 
-def _one(item: Item, ctx: RequestContext, normalize: Normalizer) -> Envelope | Reject:
+def _one(item: Item, ctx: RequestContext, normalize: Normalizer) -> Envelope | Reject | _Suppressed:
     """One item to an envelope, or to a reject with its reason."""
     if len(item.raw) > ctx.max_event_bytes:
         obj = parse_object(item)  # only for the id the client will look for in the answer
@@ -259,6 +262,15 @@ def _one(item: Item, ctx: RequestContext, normalize: Normalizer) -> Envelope | R
         )
     plan = ctx.plans[n.event_type]
     props = n.properties
+    if ctx.suppress:
+        gov = ctx.pack.spec.governance
+        mode = ctx.suppress.match(
+            (n.user_id, n.anonymous_id, *(props.get(k) for k in gov.subject_properties))
+        )
+        if mode is Mode.DELETE:
+            return SUPPRESSED
+        if mode is Mode.ANONYMIZE:
+            return _anonymized(n, ctx, plan, verdict.version)
     entity_id = None
     if plan.entity_property is not None:
         ev = props.get(plan.entity_property)
@@ -285,6 +297,49 @@ def _one(item: Item, ctx: RequestContext, normalize: Normalizer) -> Envelope | R
     )
 
 
+class _Suppressed:
+    """What :func:`_one` returns for an event of an erased subject (delete mode)."""
+
+
+SUPPRESSED = _Suppressed()
+
+
+def _anonymized(n: Accept, ctx: RequestContext, plan: EventPlan, version: int) -> Envelope:
+    """An erased subject's event in anonymize mode: the same event without identity, PII
+    property and context keys stripped (promoted PII columns follow the properties)."""
+    pii = ctx.pack.spec.governance.pii
+    props = {k: v for k, v in n.properties.items() if k not in set(pii.properties)}
+    context = None
+    if n.context is not None:
+        context = strip_keys(_json(n.context), pii.context)
+    promoted = _promote(props, plan)  # fewer keys: nothing new can fail a column
+    entity_id = None
+    if plan.entity_property is not None:
+        ev = props.get(plan.entity_property)
+        entity_id = None if ev is None else str(ev)
+    return Envelope(
+        n.event_id,
+        n.event_type,
+        version,
+        n.occurred_at,
+        _json(props),
+        promoted,
+        None,
+        None,
+        n.session_id,
+        plan.entity_type,
+        entity_id,
+        context,
+    )
+
+
+def _suppressed_reject(r: Reject, ctx: RequestContext) -> bool:
+    """A reject naming an erased subject is dropped too: its raw bytes would keep them."""
+    assert ctx.suppress is not None
+    subject_props = ctx.pack.spec.governance.subject_properties
+    return ctx.suppress.match(raw_subjects(r.raw, subject_props)) is not None
+
+
 def build_frame(items: Sequence[Item], ctx: RequestContext, normalize: Normalizer) -> Outcome:
     frame = Frame(ctx.pack.name, ctx.source, ctx.received_at, [], [], ctx.dialect)
     out = Outcome(frame)
@@ -295,7 +350,12 @@ def build_frame(items: Sequence[Item], ctx: RequestContext, normalize: Normalize
             got = _one(item, ctx, normalize)
         except RecursionError:
             got = reject(item, Reason.UNDECODABLE, "JSON nested too deeply")
-        if isinstance(got, Envelope):
+        if isinstance(got, _Suppressed) or (
+            isinstance(got, Reject) and ctx.suppress and _suppressed_reject(got, ctx)
+        ):
+            frame.suppressed += 1
+            results.append({"index": item.index, "status": "suppressed"})
+        elif isinstance(got, Envelope):
             events.append(got)
             results.append({"index": item.index, "event_id": got.event_id, "status": "accepted"})
         else:

@@ -33,6 +33,7 @@ from gristmill.config import LimitSettings
 from gristmill.core.clock import now_us
 from gristmill.core.envelope import Frame, encode_frame
 from gristmill.core.errors import Problem, bad_request, payload_too_large, unavailable
+from gristmill.core.subjects import Suppression
 from gristmill.log.base import EventLog, LogFull, LogRecord
 from gristmill.pack.models import Pack
 from gristmill.schema.registry import SchemaRegistry
@@ -49,7 +50,7 @@ class Prepared:
 
     def record(self) -> LogRecord:
         f = self.frame
-        return LogRecord(f.pack, f.source, f.count, f.received_at, encode_frame(f))
+        return LogRecord(f.pack, f.source, f.count, f.received_at, encode_frame(f), f.suppressed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +100,15 @@ DIALECTS: dict[str, Dialect] = {d.name: d for d in _ALL}
 class Parser:
     """Stateless body -> frame conversion for a set of packs."""
 
-    def __init__(self, packs: Mapping[str, Pack], limits: LimitSettings) -> None:
+    def __init__(
+        self,
+        packs: Mapping[str, Pack],
+        limits: LimitSettings,
+        suppression: Suppression | None = None,
+    ) -> None:
         self.packs = dict(packs)
+        self.suppression = suppression or Suppression()
+        """Erased subjects (``gristmill.governance`` swaps in new snapshots)."""
         self.registries = {name: SchemaRegistry(p) for name, p in packs.items()}
         self.plans = {name: event_plans(p) for name, p in packs.items()}
         self.limits = limits
@@ -162,6 +170,7 @@ class Parser:
             plans=self.plans[pack],
             batch=opened.batch,
             mapping=dialect.mapping,
+            suppress=self.suppression.current or None,
         )
         outcome = build_frame(opened.batch.items, ctx, dialect.normalize)
         return Prepared(outcome.frame, outcome)
@@ -213,8 +222,14 @@ class Parser:
 class Collector(Parser):
     """A :class:`Parser` bound to a log."""
 
-    def __init__(self, packs: Mapping[str, Pack], log: EventLog, limits: LimitSettings) -> None:
-        super().__init__(packs, limits)
+    def __init__(
+        self,
+        packs: Mapping[str, Pack],
+        log: EventLog,
+        limits: LimitSettings,
+        suppression: Suppression | None = None,
+    ) -> None:
+        super().__init__(packs, limits, suppression)
         self.log = log
 
     async def finish(self, dialect: Dialect, pack: str, source: str, opened: Opened) -> Reply:

@@ -99,6 +99,9 @@ class Frame(msgspec.Struct, array_like=True):
     events: list[Envelope]
     rejects: list[Reject]
     dialect: str = "native"
+    suppressed: int = 0
+    """Items dropped because their subject was erased (not in ``count``: the log counts
+    them apart, and conservation shows them as ``suppressed``)."""
 
     @property
     def count(self) -> int:
@@ -153,6 +156,7 @@ class FrameRows(msgspec.Struct, array_like=True):
     events: list[EnvelopeRow]
     rejects: list[Reject]
     dialect: str = "native"
+    suppressed: int = 0
 
 
 _encoder = msgspec.msgpack.Encoder()

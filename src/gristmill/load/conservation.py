@@ -1,4 +1,5 @@
-"""Conservation: ``received = loaded + quarantined + duplicates + in_flight``, per source.
+"""Conservation: ``received = loaded + quarantined + duplicates + in_flight``, per source
+(and ``suppressed`` beside it: events of erased subjects the collector dropped).
 
 The terms come from different stores, so the check is real: ``received`` is counted by the log
 in the append transaction, ``in_flight`` is what the log still holds past the warehouse's
@@ -23,6 +24,9 @@ class SourceBalance:
     quarantined: int
     duplicates: int
     in_flight: int
+    suppressed: int = 0
+    """Events of erased subjects dropped at collect time: never received, shown so that what
+    senders offered (``received + suppressed``) is accounted for too."""
 
     @property
     def balanced(self) -> bool:
@@ -49,7 +53,7 @@ class Conservation:
         return sum(int(getattr(s, field)) for s in self.sources)
 
     def as_dict(self) -> dict[str, object]:
-        fields = ("received", "loaded", "quarantined", "duplicates", "in_flight")
+        fields = ("received", "loaded", "quarantined", "duplicates", "in_flight", "suppressed")
         return {
             "balanced": self.balanced,
             "totals": {f: self.total(f) for f in fields},
@@ -92,7 +96,11 @@ def conservation(log: EventLog, warehouse: Warehouse, group: str = "loader") -> 
 
 def _combine(ledger: LedgerTotals, snap: LogSnapshot) -> Conservation:
     keys = sorted(
-        set(snap.received) | set(ledger.loaded) | set(ledger.quarantined) | set(snap.pending)
+        set(snap.received)
+        | set(ledger.loaded)
+        | set(ledger.quarantined)
+        | set(snap.pending)
+        | set(snap.suppressed)
     )
     return Conservation(
         sources=tuple(
@@ -104,6 +112,7 @@ def _combine(ledger: LedgerTotals, snap: LogSnapshot) -> Conservation:
                 quarantined=ledger.quarantined.get(k, 0),
                 duplicates=ledger.duplicates.get(k, 0),
                 in_flight=snap.pending.get(k, 0),
+                suppressed=snap.suppressed.get(k, 0),
             )
             for k in keys
         ),

@@ -24,6 +24,8 @@ class LogRecord:
     """Events (accepted and rejected) inside ``body``; conservation counts these."""
     received_at: int
     body: bytes
+    suppressed: int = 0
+    """Events of erased subjects the collector dropped from this frame (not in ``count``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +63,8 @@ class LogSnapshot:
     oldest_pending_received_at: int | None
     oldest_pending: dict[str, int]
     """pack -> receive time of its oldest event not yet loaded."""
+    suppressed: dict[tuple[str, str], int] = field(default_factory=dict)
+    """(pack, source) -> events of erased subjects dropped at collect time."""
 
 
 class LogFull(Exception):

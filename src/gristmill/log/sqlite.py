@@ -39,6 +39,12 @@ CREATE TABLE IF NOT EXISTS counters (
     received INTEGER NOT NULL,
     PRIMARY KEY (pack, source)
 );
+CREATE TABLE IF NOT EXISTS suppressed (
+    pack TEXT NOT NULL,
+    source TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (pack, source)
+);
 CREATE TABLE IF NOT EXISTS log_info (
     log_id TEXT NOT NULL
 );
@@ -125,7 +131,7 @@ class SQLiteLog:
 
     # -- append -------------------------------------------------------------------------
     def _reserve(self, records: Sequence[LogRecord]) -> int:
-        size = sum(len(r.body) for r in records)
+        size = sum(len(r.body) for r in records if r.count)  # count 0: never stored
         with self._bytes_lock:
             if self._pending_bytes + size > self.max_bytes and self._pending_bytes > 0:
                 raise LogFull(self._pending_bytes, self.max_bytes, self.retry_after_s)
@@ -206,8 +212,13 @@ class SQLiteLog:
     def _write(self, items: list[_Waiter]) -> None:
         rows = []
         counts: dict[tuple[str, str], int] = defaultdict(int)
+        suppressed: dict[tuple[str, str], int] = defaultdict(int)
         for w in items:
             for r in w.records:
+                if r.suppressed:
+                    suppressed[(r.pack, r.source)] += r.suppressed
+                if r.count == 0:
+                    continue  # every item suppressed: nothing to load, only counted
                 rows.append((r.pack, r.source, r.count, r.received_at, r.body))
                 counts[(r.pack, r.source)] += r.count
         c = self._w
@@ -222,6 +233,12 @@ class SQLiteLog:
                 "ON CONFLICT (pack, source) DO UPDATE SET received = received + excluded.received",
                 [(p, s, n) for (p, s), n in counts.items()],
             )
+            if suppressed:
+                c.executemany(
+                    "INSERT INTO suppressed (pack, source, n) VALUES (?,?,?) "
+                    "ON CONFLICT (pack, source) DO UPDATE SET n = n + excluded.n",
+                    [(p, s, n) for (p, s), n in suppressed.items()],
+                )
             c.execute("COMMIT")
         except BaseException:
             c.execute("ROLLBACK")
@@ -300,6 +317,31 @@ class SQLiteLog:
         ).fetchone()
         return int(row[0])
 
+    # -- erasure ------------------------------------------------------------------------
+    def head(self) -> int:
+        """The offset of the newest record ever appended (0 for an empty log): an erasure
+        waits until the warehouse has loaded up to here."""
+        with self._r_lock:
+            row = self._r.execute(
+                "SELECT seq FROM sqlite_sequence WHERE name = 'records'"
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def scrub(self) -> dict[str, int]:
+        """Make consumed records unrecoverable from the files: SQLite leaves deleted rows in
+        free pages and in the WAL until they are reused. ``VACUUM`` rewrites the database
+        without free pages and a ``TRUNCATE`` checkpoint empties the WAL. Appends wait behind
+        it for as long as the log holds unloaded data to copy (an erasure drains it first)."""
+        with self._c_lock:
+            self._c.execute("VACUUM")
+            busy, _, _ = self._c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        wal = self.path.with_name(self.path.name + "-wal")
+        return {
+            "log_bytes": self.path.stat().st_size,
+            "wal_bytes": wal.stat().st_size if wal.exists() else 0,
+            "checkpoint_busy": int(busy),
+        }
+
     # -- observe ------------------------------------------------------------------------
     def snapshot(self, group: str, after_offset: int | None = None) -> LogSnapshot:
         with self._r_lock:
@@ -331,6 +373,10 @@ class SQLiteLog:
                         (after,),
                     )
                 }
+                suppressed = {
+                    (p, s): int(n)
+                    for p, s, n in c.execute("SELECT pack, source, n FROM suppressed")
+                }
                 depth = c.execute(
                     "SELECT count(*), coalesce(sum(n), 0), coalesce(sum(length(body)), 0), "
                     'min(received_at) FROM records WHERE "offset" > ?',
@@ -347,6 +393,7 @@ class SQLiteLog:
             depth_bytes=int(depth[2]),
             oldest_pending_received_at=None if depth[3] is None else int(depth[3]),
             oldest_pending=oldest,
+            suppressed=suppressed,
         )
 
     @property

@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from gristmill.core.ids import hash_token, new_token
+from gristmill.meta.governance import GovernanceStore, write_audit
 
 SCHEMA_VERSION = 1
 
@@ -90,6 +91,7 @@ class MetaStore:
         with self.engine.begin() as c:
             if c.execute(sa.select(sa.func.count()).select_from(schema_info)).scalar() == 0:
                 c.execute(schema_info.insert().values(version=SCHEMA_VERSION))
+        self.governance = GovernanceStore(self.engine)
 
     # -- keys ---------------------------------------------------------------------------
     def create_key(
@@ -122,6 +124,7 @@ class MetaStore:
         }
         with self.engine.begin() as c:
             c.execute(api_keys.insert().values(**row))
+            write_audit(c, "cli", "key.created", key_id, kind=kind, pack=pack, role=role, name=name)
         return _row_to_key(row), token
 
     def lookup_key(self, token: str) -> ApiKey | None:
@@ -152,6 +155,8 @@ class MetaStore:
                 .where(api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None))
                 .values(revoked_at=datetime.now(UTC))
             )
+            if res.rowcount:
+                write_audit(c, "cli", "key.revoked", key_id)
         return bool(res.rowcount)
 
     def close(self) -> None:

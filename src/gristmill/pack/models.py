@@ -124,6 +124,28 @@ class DedupeSpec(_Model):
     window: Duration = timedelta(days=7)
 
 
+class PiiSpec(_Model):
+    """Keys that identify a person, stripped when a subject is anonymized (GDPR Art. 17)."""
+
+    properties: list[str] = []
+    """Property keys removed from ``properties`` (the seed's ``event_data``); a promoted
+    column of the same name is nulled too."""
+    context: list[str] = ["ip", "user_agent"]
+    """Context keys removed from ``context`` (the seed's ``metadata``)."""
+
+
+class GovernanceSpec(_Model):
+    """Erasure and retention choices of one pack (docs/governance.md)."""
+
+    pii: PiiSpec = PiiSpec()
+    subject_properties: list[str] = []
+    """Property keys whose value names a subject besides ``user_id`` / ``anonymous_id``
+    (``email``): an erasure request matching one of them reaches that row too."""
+    aggregates_outlive_raw: bool = True
+    """Rollup buckets stay after the rows they summarise pass retention: aggregates carry no
+    personal data. ``false`` expires them with the rows."""
+
+
 class WarehouseSpec(_Model):
     dataset: Ident | None = None
     """Schema (BigQuery dataset) holding the pack's tables; default the pack name."""
@@ -144,6 +166,7 @@ class PackSpec(_Model):
     rollups: dict[Ident, RollupSpec] = {}
     views: dict[Ident, ViewSpec] = {}
     mappings: MappingsSpec = MappingsSpec()
+    governance: GovernanceSpec = GovernanceSpec()
 
     @property
     def dataset(self) -> str:

@@ -8,6 +8,8 @@ re-delivered events leave exact numbers, distinct counts included.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlglot import exp
 
 from gristmill.metrics.compile import AGGS, COMPONENTS, component_columns
@@ -165,3 +167,66 @@ def full_rebuild(pack: Pack, name: str, r: RollupSpec, dialect: str = "duckdb") 
         .group_by(exp.column("bucket"), *dims)
     )
     return [exp.delete(target), exp.insert(rows, target, columns=_names(pack, r))]
+
+
+def bucket_of(us: int, grain: str) -> int:
+    """The UTC bucket (µs) of a time in µs, as :func:`_bucket` computes it in SQL."""
+    step = 3_600_000_000 if grain == "hour" else 86_400_000_000
+    return us - us % step
+
+
+def recompute(
+    pack: Pack,
+    name: str,
+    r: RollupSpec,
+    keys: list[tuple[Any, ...]],
+    dialect: str = "duckdb",
+) -> list[tuple[exp.Expr, dict[str, Any]]]:
+    """Statements that rebuild the given buckets ``(bucket, *dims)`` from rows, for changes
+    made outside a load (erasure, retention): delete them, insert what the rows say now. A
+    bucket whose rows are all gone stays deleted. Keys are bound, never inlined."""
+    aggs = AGGS[dialect]
+    target = rollup_table(pack, name)
+    dims = [exp.column(d, quoted=True) for d in r.dimensions]
+    bucket = _bucket(exp.column("occurred_at", quoted=True), r.grain, dialect)
+    comps: list[exp.Expr] = []
+    for m_name in r.metrics:
+        comps += component_columns(m_name, pack.spec.metrics[m_name], aggs)
+    span = exp.Interval(this=exp.Literal.string("1"), unit=exp.var(r.grain.upper()))
+    params: dict[str, Any] = {}
+
+    def key_match(table: str | None) -> exp.Expr:
+        ors: list[exp.Expr] = []
+        for i, key in enumerate(keys):
+            params[f"b{i}"] = key[0]
+            conds: list[exp.Expr] = [
+                exp.column("bucket", table=table).eq(exp.Placeholder(this=f"b{i}"))
+            ]
+            for j, d in enumerate(r.dimensions):
+                col = exp.column(d, table=table, quoted=True)
+                if key[j + 1] is None:
+                    conds.append(exp.Is(this=col, expression=exp.Null()))
+                else:
+                    params[f"d{i}_{j}"] = key[j + 1]
+                    conds.append(col.eq(exp.Placeholder(this=f"d{i}_{j}")))
+            ors.append(exp.and_(*conds))
+        return exp.or_(*ors)
+
+    params["lo"] = min(k[0] for k in keys)
+    params["hi"] = max(k[0] for k in keys)
+    lo, hi = exp.Placeholder(this="lo"), exp.Placeholder(this="hi")
+    delete = exp.delete(target).where(key_match(None))
+    rows = (
+        exp.select(exp.alias_(bucket, "bucket"), *dims, *comps)
+        .from_(table_ref(pack.dataset, r.table))
+        .where(exp.GTE(this=exp.column("occurred_at", quoted=True), expression=lo))
+        .where(
+            exp.LT(
+                this=exp.column("occurred_at", quoted=True),
+                expression=exp.Add(this=hi, expression=span),
+            )
+        )
+        .group_by(exp.column("bucket"), *dims)
+    )
+    keyed = exp.select("s.*").from_(rows.subquery("s")).where(key_match("s"))
+    return [(delete, params), (exp.insert(keyed, target, columns=_names(pack, r)), params)]

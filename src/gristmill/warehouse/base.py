@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
 
 import pyarrow as pa
 from sqlglot import exp
@@ -141,3 +142,22 @@ class Warehouse(Protocol):
     def prune_dedupe(self, pack: Pack, now_us: int) -> int: ...
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Partition:
+    name: str
+    """The engine's own name for it (a child table, a ClickHouse partition id)."""
+    start: datetime
+    end: datetime
+    """Exclusive: every row of the partition has ``occurred_at < end``."""
+
+
+@runtime_checkable
+class PartitionedWarehouse(Protocol):
+    """Engines whose pack tables are physically partitioned by event time: retention drops a
+    whole partition (a catalogue change, no row scan) when all its rows are past retention."""
+
+    def partitions(self, pack: Pack, table: str) -> list[Partition]: ...
+
+    def drop_partition(self, pack: Pack, table: str, part: Partition) -> None: ...

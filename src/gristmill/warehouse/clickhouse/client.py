@@ -26,10 +26,11 @@ collectors at the same moment is the remaining window, and is documented).
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
@@ -46,6 +47,7 @@ from gristmill.warehouse.base import (
     LedgerTotals,
     LoadBatch,
     LoadResult,
+    Partition,
     Readiness,
     TableRows,
 )
@@ -98,6 +100,32 @@ _BINARY: dict[tuple[str, str], list[str]] = {
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+_PARTS = (
+    "SELECT DISTINCT partition, partition_id FROM system.parts "
+    "WHERE database = {s:String} AND table = {t:String} AND active"
+)
+_PARTITION_ID = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
+
+
+def _partition_start(value: str, granularity: str) -> datetime | None:
+    v = value.strip("'")
+    try:
+        if granularity == "month":
+            return datetime(int(v[:4]), int(v[4:6]), 1, tzinfo=UTC)
+        t = datetime.fromisoformat(v)
+    except ValueError:
+        return None
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t
+
+
+def _partition_end(start: datetime, granularity: str) -> datetime:
+    if granularity == "hour":
+        return start + timedelta(hours=1)
+    if granularity == "day":
+        return start + timedelta(days=1)
+    return start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
 
 
 class ClickHouseWarehouse:
@@ -315,6 +343,28 @@ class ClickHouseWarehouse:
             exp.LT(this=exp.column("first_seen"), expression=exp.Placeholder(this="cutoff"))
         )
         return self.execute(stmt, {"cutoff": to_datetime(cutoff)})
+
+    # -- retention ----------------------------------------------------------------------
+    def partitions(self, pack: Pack, table: str) -> list[Partition]:
+        """Active partitions from ``system.parts``, oldest first; their time range follows
+        from the partition value and the pack's granularity (``toDate``, ``toStartOfHour``,
+        ``toYYYYMM``)."""
+        gran = pack.spec.tables[table].partition_by.granularity
+        rows = self._conn.query(_PARTS, {"s": pack.dataset, "t": table}).to_pylist()
+        out = []
+        for r in rows:
+            start = _partition_start(str(r["partition"]), gran)
+            if start is None:
+                continue
+            out.append(Partition(str(r["partition_id"]), start, _partition_end(start, gran)))
+        return sorted(out, key=lambda p: p.start)
+
+    def drop_partition(self, pack: Pack, table: str, part: Partition) -> None:
+        if not _PARTITION_ID.match(part.name):
+            raise ValueError(f"not a partition id: {part.name!r}")
+        ref = sql(ddl.table_ref(pack.dataset, table))
+        with self._write_lock:
+            self._conn.command(f"ALTER TABLE {ref} DROP PARTITION ID '{part.name}'")
 
     # -- reading ------------------------------------------------------------------------
     def query(self, query: exp.Expr, params: Mapping[str, Any] | None = None) -> pa.Table:

@@ -8,11 +8,12 @@ in UTC, and JSON comes back as text, as it does from DuckDB.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import pgpq
@@ -31,6 +32,7 @@ from gristmill.warehouse.base import (
     LedgerTotals,
     LoadBatch,
     LoadResult,
+    Partition,
     Readiness,
     TableRows,
 )
@@ -57,6 +59,18 @@ SYSTEM = SystemSQL.build(DIALECT)
 PARTITION_LOCK = "SELECT pg_advisory_xact_lock(7215031166010370101)"
 """A fixed advisory lock key ("gristmill partitions")."""
 _UNITS = {"hour": "hour", "day": "day", "month": "month"}
+PARTITIONS_SQL = (
+    "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i "
+    "JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent "
+    "JOIN pg_namespace n ON n.oid = p.relnamespace "
+    "WHERE n.nspname = %(s)s AND p.relname = %(t)s"
+)
+_BOUND = re.compile(r"FROM \('([^']+)'\) TO \('([^']+)'\)")
+
+
+def _ts(text: str) -> datetime:
+    t = datetime.fromisoformat(text)
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
 
 
 def _connect(dsn: str, *, autocommit: bool) -> psycopg.Connection[tuple[Any, ...]]:
@@ -272,6 +286,26 @@ class PostgresWarehouse:
             exp.LT(this=exp.column("first_seen"), expression=exp.Placeholder(this="cutoff"))
         )
         return self.execute(stmt, {"cutoff": to_datetime(cutoff)})
+
+    # -- retention ----------------------------------------------------------------------
+    def partitions(self, pack: Pack, table: str) -> list[Partition]:
+        """The table's partitions from the catalogue, oldest first."""
+        rows = self._reader().execute(PARTITIONS_SQL, {"s": pack.dataset, "t": table}).fetchall()
+        out = []
+        for name, bound in rows:
+            m = _BOUND.search(str(bound))
+            if m is None:  # not a range partition Gristmill made
+                continue
+            out.append(Partition(str(name), _ts(m.group(1)), _ts(m.group(2))))
+        return sorted(out, key=lambda p: p.start)
+
+    def drop_partition(self, pack: Pack, table: str, part: Partition) -> None:
+        stmt = exp.Drop(tables=[ddl.table_ref(pack.dataset, part.name)], kind="TABLE", exists=True)
+        with self._txn() as cur:
+            cur.execute(PARTITION_LOCK)
+            cur.execute(sql(stmt))
+        # A late event for that time recreates the partition on demand.
+        self._partitions.discard((pack.dataset, table, part.start))
 
     # -- reading ------------------------------------------------------------------------
     def query(self, query: exp.Expr, params: Mapping[str, Any] | None = None) -> pa.Table:

@@ -1,0 +1,120 @@
+"""Governance endpoints: erasure requests and their receipts, retention runs, the audit log.
+
+Erasure answers ``202 Accepted`` once the request is recorded and the subject suppressed
+(from that moment nothing new of the subject loads); the rows are erased by the worker and
+``GET /v1/erasure/{id}`` shows the lifecycle and, when done, the receipt.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, Field, model_validator
+from starlette.responses import Response
+
+from gristmill.api.deps import RuntimeDep, require
+from gristmill.api.responses import JSONBytes
+from gristmill.auth.permissions import Principal
+from gristmill.core.errors import bad_request, not_found
+from gristmill.core.permissions import Permission
+from gristmill.core.subjects import Mode
+from gristmill.governance.erasure import Subject
+
+router = APIRouter(tags=["governance"])
+EraserDep = Annotated[Principal, Depends(require(Permission.ERASURE_WRITE))]
+ErasureReaderDep = Annotated[Principal, Depends(require(Permission.ERASURE_READ))]
+RetentionDep = Annotated[Principal, Depends(require(Permission.RETENTION_RUN))]
+AuditDep = Annotated[Principal, Depends(require(Permission.AUDIT_READ))]
+
+Ident = Annotated[str, Field(min_length=1, max_length=512, pattern=r"^[^\x00]+$")]
+
+
+class ErasureBody(BaseModel):
+    """Who to erase. Every identifier is matched in every pack: ``user_id`` and
+    ``anonymous_id`` columns, and the properties a pack declares as ``subject_properties``."""
+
+    user_id: Ident | None = None
+    user_ids: list[Ident] = Field(default=[], max_length=100)
+    anonymous_ids: list[Ident] = Field(default=[], max_length=100)
+    emails: list[Ident] = Field(default=[], max_length=100)
+    mode: Mode = Mode.DELETE
+
+    @model_validator(mode="after")
+    def _some_subject(self) -> ErasureBody:
+        if not (self.user_id or self.user_ids or self.anonymous_ids or self.emails):
+            raise ValueError("name at least one of user_id, user_ids, anonymous_ids, emails")
+        return self
+
+
+def _actor(p: Principal) -> str:
+    return f"{p.kind}:{p.key_id or p.role}"
+
+
+@router.post(
+    "/v1/erasure",
+    status_code=202,
+    summary="Erase or anonymize a subject everywhere (GDPR Art. 17)",
+    responses={202: {"description": "Recorded and suppressed; the job runs in the background"}},
+)
+def request_erasure(rt: RuntimeDep, principal: EraserDep, body: ErasureBody) -> Response:
+    subject = Subject(
+        (*([body.user_id] if body.user_id else []), *body.user_ids),
+        tuple(body.anonymous_ids),
+        tuple(body.emails),
+    )
+    request_id = rt.governance.request_erasure(subject, body.mode, _actor(principal))
+    record = rt.governance.status(request_id)
+    assert record is not None
+    return JSONBytes(
+        record.as_dict() | {"links": {"self": f"/v1/erasure/{request_id}"}},
+        status_code=202,
+        headers={"Location": f"/v1/erasure/{request_id}"},
+    )
+
+
+@router.get("/v1/erasure/{request_id}", summary="An erasure request's status and receipt")
+def erasure_status(rt: RuntimeDep, _: ErasureReaderDep, request_id: str) -> Response:
+    record = rt.governance.status(request_id)
+    if record is None:
+        raise not_found(f"no erasure request {request_id[:64]!r}")
+    return JSONBytes(record.as_dict())
+
+
+@router.get("/v1/erasure", summary="Erasure requests, newest first")
+def erasure_list(
+    rt: RuntimeDep,
+    _: ErasureReaderDep,
+    status: Annotated[str | None, Query(pattern="^(pending|running|completed|failed)$")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Response:
+    items = rt.governance.store.requests(status=status, limit=limit)
+    return JSONBytes({"items": [r.as_dict() for r in items]})
+
+
+@router.post("/v1/retention/run", summary="Enforce retention now (or count what it would do)")
+def retention_run(rt: RuntimeDep, principal: RetentionDep, dry_run: bool = False) -> Response:
+    report = rt.governance.run_retention(dry_run=dry_run, actor=_actor(principal))
+    return JSONBytes(report.as_dict())
+
+
+@router.get("/v1/audit", summary="The audit log, newest first")
+def audit(
+    rt: RuntimeDep,
+    _: AuditDep,
+    action: Annotated[str | None, Query(max_length=64, description="e.g. erasure.* ")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    before: Annotated[int | None, Query(ge=1, description="id cursor")] = None,
+) -> Response:
+    if (
+        action is not None
+        and not action.replace("*", "").replace(".", "").replace("_", "").isalnum()
+    ):
+        raise bad_request("invalid-action", "action holds letters, digits, '.', '_' and '*'")
+    rows = rt.governance.store.audit_entries(limit=limit, action=action, before_id=before)
+    return JSONBytes(
+        {
+            "items": [e.as_dict() for e in rows],
+            "next_before": rows[-1].id if len(rows) == limit else None,
+        }
+    )

@@ -1,0 +1,1 @@
+"""Governance: retention enforcement, erasure with suppression, audit (docs/governance.md)."""

@@ -1,0 +1,327 @@
+"""GDPR Art. 17 erasure as a verifiable job: every place a subject lives, then a receipt.
+
+Order matters, and is what makes the erasure stick:
+
+1. **Suppress first.** The request and the subject's keyed hashes commit together; from then
+   on the collector drops (``delete``) or strips (``anonymize``) the subject's new events,
+   re-sends, replays and backfills included.
+2. **Drain.** Events the log accepted before the suppression are loaded (the job waits until
+   the warehouse's offset passes the log's head at request time), so none of them lands
+   after the rows are erased.
+3. **Rows.** In every pack table, rows naming the subject (``user_id``, ``anonymous_id`` or
+   a pack's ``subject_properties``) are deleted, or keep their event without identity.
+4. **Derived data.** Rollup buckets those rows fed are recomputed from what remains, so a
+   unique-user count drops by the erased user.
+5. **Quarantine.** Items whose original bytes contain an identifier are deleted.
+6. **Log files.** Consumed records are scrubbed from the embedded log's pages and WAL.
+
+Identifiers live only in this job's memory: the metadata store keeps keyed hashes, and the
+report keeps table names and counts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import pyarrow as pa
+from sqlglot import exp
+
+from gristmill.core.subjects import Mode, strip_keys
+from gristmill.pack.models import Pack
+from gristmill.rollup.spec import recompute
+from gristmill.sql.ddl import table_ref
+from gristmill.sql.system import QUARANTINE
+from gristmill.sql.types import Logical, sql_type
+from gristmill.warehouse.base import Warehouse
+
+CHUNK = 200
+"""Rows (or buckets) per statement: bound parameters stay well under every engine's cap."""
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    user_ids: tuple[str, ...] = ()
+    anonymous_ids: tuple[str, ...] = ()
+    emails: tuple[str, ...] = ()
+
+    def identifiers(self) -> tuple[str, ...]:
+        seen = dict.fromkeys(v.strip() for v in (*self.user_ids, *self.anonymous_ids, *self.emails))
+        return tuple(v for v in seen if v)
+
+
+@dataclass(slots=True)
+class Report:
+    """The receipt: what was touched, where, how much, and when."""
+
+    mode: Mode
+    tables: list[dict[str, Any]] = field(default_factory=list)
+    rollups: list[dict[str, Any]] = field(default_factory=list)
+    quarantine_items: int = 0
+    log: dict[str, Any] = field(default_factory=dict)
+    steps_s: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode.value,
+            "tables": self.tables,
+            "rollups": self.rollups,
+            "quarantine_items": self.quarantine_items,
+            "log": self.log,
+            "steps_s": self.steps_s,
+            "rows_total": sum(int(t["rows"]) for t in self.tables),
+        }
+
+
+def _ph(name: str) -> exp.Placeholder:
+    return exp.Placeholder(this=name)
+
+
+def _in(col: str, values: Sequence[str], prefix: str, params: dict[str, Any]) -> exp.Expr:
+    names = []
+    for i, v in enumerate(values):
+        params[f"{prefix}{i}"] = v
+        names.append(_ph(f"{prefix}{i}"))
+    return exp.In(this=exp.column(col, quoted=True), expressions=names)
+
+
+def candidates(
+    pack: Pack, table: str, ids: Sequence[str], dialect: str, columns: Sequence[str]
+) -> tuple[exp.Select, dict[str, Any]]:
+    """Rows that may name the subject: identity columns by value, and (when the pack names
+    subject properties) the properties text containing an identifier as a JSON string. The
+    text match over-approximates; :func:`names_subject` decides exactly."""
+    params: dict[str, Any] = {}
+    conds: list[exp.Expr] = [
+        _in("user_id", ids, "u", params),
+        _in("anonymous_id", ids, "a", params),
+    ]
+    if pack.spec.governance.subject_properties:
+        text = exp.Cast(
+            this=exp.column("properties", quoted=True), to=sql_type(Logical.TEXT, dialect)
+        )
+        for i, v in enumerate(ids):
+            # Backslash is an escape character in some engines' LIKE: any-char instead.
+            needle = msgspec.json.encode(v).decode().replace("\\", "_")
+            params[f"l{i}"] = f"%{needle}%"
+            conds.append(exp.Like(this=text.copy(), expression=_ph(f"l{i}")))
+    cols = [exp.column(c, quoted=True) for c in columns]
+    return exp.select(*cols).from_(table_ref(pack.dataset, table)).where(exp.or_(*conds)), params
+
+
+def names_subject(
+    row: Mapping[str, Any], ids: frozenset[str], subject_props: Sequence[str]
+) -> bool:
+    if row.get("user_id") in ids or row.get("anonymous_id") in ids:
+        return True
+    if not subject_props or row.get("properties") is None:
+        return False
+    try:
+        props = msgspec.json.decode(str(row["properties"]))
+    except msgspec.DecodeError:
+        return False
+    return isinstance(props, dict) and any(props.get(k) in ids for k in subject_props)
+
+
+def _key(i: int, row: Mapping[str, Any], params: dict[str, Any]) -> exp.Expr:
+    params[f"e{i}"], params[f"s{i}"], params[f"t{i}"] = (
+        row["event_id"],
+        row["source"],
+        row["event_type"],
+    )
+    return exp.and_(
+        exp.column("event_id", quoted=True).eq(_ph(f"e{i}")),
+        exp.column("source", quoted=True).eq(_ph(f"s{i}")),
+        exp.column("event_type", quoted=True).eq(_ph(f"t{i}")),
+    )
+
+
+def delete_rows(
+    pack: Pack, table: str, rows: Sequence[Mapping[str, Any]]
+) -> list[tuple[exp.Expr, dict[str, Any]]]:
+    out: list[tuple[exp.Expr, dict[str, Any]]] = []
+    ref = table_ref(pack.dataset, table)
+    for start in range(0, len(rows), CHUNK):
+        params: dict[str, Any] = {}
+        keys = [_key(i, r, params) for i, r in enumerate(rows[start : start + CHUNK])]
+        out.append((exp.delete(ref).where(exp.or_(*keys)), params))
+    return out
+
+
+def anonymize_rows(
+    pack: Pack, table: str, rows: Sequence[Mapping[str, Any]], dialect: str
+) -> list[tuple[exp.Expr, dict[str, Any]]]:
+    """One UPDATE per row: identity nulled, PII keys stripped from properties and context,
+    promoted PII columns nulled (the seed's ``event_data - 'email' …``)."""
+    pii = pack.spec.governance.pii
+    promoted = {c.name for c in pack.columns(table) if c.promoted}
+    json_t = sql_type(Logical.JSON, dialect)
+    sets: dict[str, exp.Expr] = {
+        "user_id": exp.Null(),
+        "anonymous_id": exp.Null(),
+        "properties": exp.Cast(this=_ph("p"), to=json_t),
+        "context": exp.Cast(this=_ph("c"), to=json_t.copy()),
+    }
+    sets |= {c: exp.Null() for c in pii.properties if c in promoted}
+    ref = table_ref(pack.dataset, table)
+    out: list[tuple[exp.Expr, dict[str, Any]]] = []
+    for r in rows:
+        params: dict[str, Any] = {}
+        where = _key(0, r, params)
+        props = strip_keys(_bytes(r.get("properties")), pii.properties)
+        ctx = strip_keys(_bytes(r.get("context")), pii.context)
+        params["p"] = None if props is None else props.decode()
+        params["c"] = None if ctx is None else ctx.decode()
+        out.append((exp.update(ref, dict(sets), where=where), params))
+    return out
+
+
+def _bytes(v: Any) -> bytes | None:
+    if v is None:
+        return None
+    return v if isinstance(v, bytes) else str(v).encode()
+
+
+def _utc(t: datetime) -> datetime:
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
+def touched_buckets(
+    pack: Pack, table: str, rows: Sequence[Mapping[str, Any]]
+) -> dict[str, list[tuple[Any, ...]]]:
+    """rollup -> the (bucket, *dims) keys the rows fed."""
+    out: dict[str, list[tuple[Any, ...]]] = {}
+    for name, r in pack.spec.rollups.items():
+        if r.table != table:
+            continue
+        keys: dict[tuple[Any, ...], None] = {}
+        for row in rows:
+            t = _utc(row["occurred_at"])
+            if r.grain == "hour":
+                b = t.replace(minute=0, second=0, microsecond=0)
+            else:
+                b = t.replace(hour=0, minute=0, second=0, microsecond=0)
+            keys[(b, *(row.get(d) for d in r.dimensions))] = None
+        out[name] = list(keys)
+    return out
+
+
+def run_statements(wh: Warehouse, stmts: Sequence[tuple[exp.Expr, Mapping[str, Any]]]) -> None:
+    """In one transaction where the engine has one; else in order (each is idempotent)."""
+    atomic: Callable[[Sequence[tuple[exp.Expr, Mapping[str, Any]]]], list[int]] | None = getattr(
+        wh, "execute_all", None
+    )
+    if atomic is not None and wh.caps.transactions:
+        atomic(stmts)
+        return
+    for stmt, params in stmts:
+        wh.execute(stmt, params)
+
+
+def erase_table(
+    wh: Warehouse, pack: Pack, table: str, ids: frozenset[str], mode: Mode, report: Report
+) -> None:
+    rollup_dims = {d for r in pack.spec.rollups.values() if r.table == table for d in r.dimensions}
+    cols = ["event_id", "source", "event_type", "occurred_at", "user_id", "anonymous_id"]
+    cols += ["properties", "context", *sorted(rollup_dims - set(cols) - {"properties", "context"})]
+    query, params = candidates(pack, table, sorted(ids), wh.dialect, cols)
+    found = wh.query(query, params).to_pylist()
+    gov = pack.spec.governance
+    rows = [r for r in found if names_subject(r, ids, gov.subject_properties)]
+    if not rows:
+        report.tables.append({"table": f"{pack.dataset}.{table}", "rows": 0, "action": "none"})
+        return
+    if mode is Mode.DELETE:
+        stmts = delete_rows(pack, table, rows)
+    else:
+        stmts = anonymize_rows(pack, table, rows, wh.dialect)
+    touched = touched_buckets(pack, table, rows)
+    for name, keys in touched.items():
+        r = pack.spec.rollups[name]
+        for start in range(0, len(keys), CHUNK):
+            stmts += recompute(pack, name, r, keys[start : start + CHUNK], wh.dialect)
+    run_statements(wh, stmts)
+    action = "deleted" if mode is Mode.DELETE else "anonymized"
+    report.tables.append({"table": f"{pack.dataset}.{table}", "rows": len(rows), "action": action})
+    for name, keys in touched.items():
+        report.rollups.append({"rollup": f"{pack.dataset}.{name}", "buckets_recomputed": len(keys)})
+
+
+def needles(ids: Iterable[str]) -> list[bytes]:
+    """Byte strings whose presence in an original item means it names the subject: the
+    identifier as sent and as JSON escapes it."""
+    out: set[bytes] = set()
+    for v in ids:
+        out.add(v.encode())
+        out.add(msgspec.json.encode(v)[1:-1])
+    return sorted(out)
+
+
+def erase_quarantine(wh: Warehouse, ids: Sequence[str]) -> int:
+    """Delete quarantined items whose original bytes contain an identifier (both modes: the
+    bytes cannot be kept without the identity in them). A scan of the quarantine, which is
+    small by design (items expire after ``quarantine_retention_days``)."""
+    wanted = needles(ids)
+    rows = wh.query(exp.select("quarantine_id", "raw").from_(QUARANTINE)).to_pylist()
+    hits = [
+        str(r["quarantine_id"])
+        for r in rows
+        if r["raw"] is not None and any(n in bytes(r["raw"]) for n in wanted)
+    ]
+    for start in range(0, len(hits), CHUNK):
+        params: dict[str, Any] = {}
+        cond = _in("quarantine_id", hits[start : start + CHUNK], "q", params)
+        wh.execute(exp.delete(QUARANTINE).where(cond), params)
+    return len(hits)
+
+
+def erase(
+    wh: Warehouse,
+    packs: Mapping[str, Pack],
+    ids: Sequence[str],
+    mode: Mode,
+    *,
+    wait_loaded: Callable[[], dict[str, Any]],
+    scrub_log: Callable[[], dict[str, Any]] | None = None,
+) -> Report:
+    """Run steps 2-6 of the module docstring (the caller has suppressed the subject)."""
+    report = Report(mode)
+    id_set = frozenset(ids)
+
+    def step(name: str, fn: Callable[[], Any]) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return fn()
+        finally:
+            report.steps_s[name] = round(time.perf_counter() - t0, 4)
+
+    report.log = step("drain", wait_loaded)
+    for pack in packs.values():
+        for table in pack.spec.tables:
+            t0 = time.perf_counter()
+            erase_table(wh, pack, table, id_set, mode, report)
+            report.steps_s[f"{pack.name}.{table}"] = round(time.perf_counter() - t0, 4)
+    report.quarantine_items = step("quarantine", lambda: erase_quarantine(wh, ids))
+    if scrub_log is not None:
+        report.log["scrub"] = step("scrub_log", scrub_log)
+    return report
+
+
+def rows_naming(wh: Warehouse, packs: Mapping[str, Pack], ids: Sequence[str]) -> dict[str, int]:
+    """Rows per table that still name the subject (the check a test or an auditor runs)."""
+    out: dict[str, int] = {}
+    id_set = frozenset(ids)
+    for pack in packs.values():
+        for table in pack.spec.tables:
+            cols = ["event_id", "source", "event_type", "user_id", "anonymous_id", "properties"]
+            q, params = candidates(pack, table, sorted(ids), wh.dialect, cols)
+            rows: pa.Table = wh.query(q, params)
+            gov = pack.spec.governance
+            out[f"{pack.dataset}.{table}"] = sum(
+                names_subject(r, id_set, gov.subject_properties) for r in rows.to_pylist()
+            )
+    return out

@@ -1,0 +1,197 @@
+"""Retention enforcement: rows past their category's retention leave every warehouse.
+
+Per pack table, each category's cutoff is ``now - retention``. Where the engine partitions
+tables by event time (PostgreSQL child tables, ClickHouse partitions), a partition whose
+whole range lies before the *earliest* cutoff of the table's categories holds only expired
+rows and is dropped — a catalogue change, no row scan. What remains past a cutoff is deleted
+by category (``event_type IN (…) AND occurred_at < cutoff``), which is also the whole method
+on engines without partitions (DuckDB) or with their own expiry (BigQuery partition
+expiration is set at provisioning; the delete catches what it has not yet expired).
+
+Rollup buckets outlive raw rows by default: they hold counts and sums, no personal data. A
+pack with ``governance.aggregates_outlive_raw: false`` loses buckets older than its table's
+longest retention too. Quarantined items expire after ``quarantine_retention_days``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlglot import exp
+
+from gristmill.pack.models import Pack
+from gristmill.rollup.spec import rollup_table
+from gristmill.sql.ddl import table_ref
+from gristmill.sql.system import QUARANTINE
+from gristmill.warehouse.base import PartitionedWarehouse, Warehouse
+
+
+@dataclass(slots=True)
+class RetentionReport:
+    dry_run: bool
+    now: datetime
+    actions: list[dict[str, Any]] = field(default_factory=list)
+    partitions_dropped: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        return sum(int(a["rows"]) for a in self.actions)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "now": self.now.isoformat(),
+            "rows": self.rows,
+            "actions": self.actions,
+            "partitions_dropped": self.partitions_dropped,
+        }
+
+
+def _ph(name: str) -> exp.Placeholder:
+    return exp.Placeholder(this=name)
+
+
+def _count(wh: Warehouse, table: exp.Table, where: exp.Expr, params: dict[str, Any]) -> int:
+    q = exp.select(exp.alias_(exp.func("count", exp.Star()), "n")).from_(table).where(where)
+    return int(wh.query(q, params).column("n")[0].as_py() or 0)
+
+
+def categories_of(pack: Pack, table: str) -> dict[str, list[str]]:
+    """category -> the event types of ``table`` in it."""
+    out: dict[str, list[str]] = {}
+    for name, et in pack.spec.event_types.items():
+        if et.table == table:
+            out.setdefault(et.category, []).append(name)
+    return out
+
+
+def _drop_partitions(
+    wh: Warehouse, pack: Pack, table: str, before: datetime, report: RetentionReport
+) -> None:
+    if not (wh.caps.native_partitioning and isinstance(wh, PartitionedWarehouse)):
+        return
+    ref = table_ref(pack.dataset, table)
+    for part in wh.partitions(pack, table):
+        if part.end > before:
+            break
+        where = exp.and_(
+            exp.GTE(this=exp.column("occurred_at", quoted=True), expression=_ph("lo")),
+            exp.LT(this=exp.column("occurred_at", quoted=True), expression=_ph("hi")),
+        )
+        rows = _count(wh, ref, where, {"lo": part.start, "hi": part.end})
+        if not report.dry_run:
+            wh.drop_partition(pack, table, part)
+        report.partitions_dropped.append(
+            {
+                "table": f"{pack.dataset}.{table}",
+                "partition": part.name,
+                "start": part.start.isoformat(),
+                "end": part.end.isoformat(),
+                "rows": rows,
+            }
+        )
+        report.actions.append(
+            {
+                "table": f"{pack.dataset}.{table}",
+                "category": "*",
+                "method": "drop_partition",
+                "cutoff": before.isoformat(),
+                "rows": rows,
+            }
+        )
+
+
+def _delete_expired(
+    wh: Warehouse, pack: Pack, table: str, report: RetentionReport
+) -> datetime | None:
+    """Per category: delete (or count, on a dry run) rows past the cutoff. Returns the
+    table's earliest cutoff (the one its longest retention gives)."""
+    cats = categories_of(pack, table)
+    if not cats:
+        return None
+    cutoffs = {c: report.now - pack.spec.categories[c].retention for c in cats}
+    earliest = min(cutoffs.values())
+    _drop_partitions(wh, pack, table, earliest, report)
+    ref = table_ref(pack.dataset, table)
+    for cat, types in sorted(cats.items()):
+        params: dict[str, Any] = {"cutoff": cutoffs[cat]}
+        names = []
+        for i, t in enumerate(sorted(types)):
+            params[f"t{i}"] = t
+            names.append(_ph(f"t{i}"))
+        where = exp.and_(
+            exp.In(this=exp.column("event_type", quoted=True), expressions=names),
+            exp.LT(this=exp.column("occurred_at", quoted=True), expression=_ph("cutoff")),
+        )
+        rows = _count(wh, ref, where, params)
+        if rows and not report.dry_run:
+            wh.execute(exp.delete(ref).where(where), params)
+        report.actions.append(
+            {
+                "table": f"{pack.dataset}.{table}",
+                "category": cat,
+                "method": "delete",
+                "cutoff": cutoffs[cat].isoformat(),
+                "rows": rows,
+            }
+        )
+    return earliest
+
+
+def _expire_rollups(
+    wh: Warehouse, pack: Pack, table: str, before: datetime, report: RetentionReport
+) -> None:
+    for name, r in pack.spec.rollups.items():
+        if r.table != table:
+            continue
+        ref = rollup_table(pack, name)
+        where = exp.LT(this=exp.column("bucket"), expression=_ph("cutoff"))
+        rows = _count(wh, ref, where, {"cutoff": before})
+        if rows and not report.dry_run:
+            wh.execute(exp.delete(ref).where(where), {"cutoff": before})
+        report.actions.append(
+            {
+                "table": f"{pack.dataset}.{ref.name}",
+                "category": "*",
+                "method": "delete_buckets",
+                "cutoff": before.isoformat(),
+                "rows": rows,
+            }
+        )
+
+
+def enforce(
+    wh: Warehouse,
+    packs: Mapping[str, Pack],
+    now: datetime,
+    *,
+    quarantine_days: int,
+    dry_run: bool = False,
+) -> RetentionReport:
+    """One retention run over every pack table, the rollups that expire with them, and the
+    quarantine. A dry run counts the same rows and lists the same partitions, and changes
+    nothing."""
+    report = RetentionReport(dry_run, now)
+    for pack in packs.values():
+        for table in pack.spec.tables:
+            earliest = _delete_expired(wh, pack, table, report)
+            if earliest is not None and not pack.spec.governance.aggregates_outlive_raw:
+                _expire_rollups(wh, pack, table, earliest, report)
+    cutoff = now - timedelta(days=quarantine_days)
+    where = exp.LT(this=exp.column("received_at"), expression=_ph("cutoff"))
+    rows = _count(wh, QUARANTINE, where, {"cutoff": cutoff})
+    if rows and not dry_run:
+        wh.execute(exp.delete(QUARANTINE).where(where), {"cutoff": cutoff})
+    report.actions.append(
+        {
+            "table": "_gristmill.quarantine",
+            "category": "*",
+            "method": "delete",
+            "cutoff": cutoff.isoformat(),
+            "rows": rows,
+        }
+    )
+    return report

@@ -1,0 +1,218 @@
+"""Governance for one process: erasure requests (queued, run by one worker, resumed after a
+restart), scheduled retention, the suppression list the collector reads, and counters for
+``/metrics``. Built by :class:`~gristmill.runtime.Runtime`; the API and the CLI call it."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from gristmill.config import GovernanceSettings
+from gristmill.core.ids import new_token
+from gristmill.core.subjects import Mode, Suppression, subject_hash
+from gristmill.governance.erasure import Report, Subject, erase
+from gristmill.governance.retention import RetentionReport, enforce
+from gristmill.meta.governance import ErasureRecord, GovernanceStore
+from gristmill.pack.models import Pack
+from gristmill.warehouse.base import Warehouse
+
+log = logging.getLogger(__name__)
+
+
+class ErasureRefused(ValueError):
+    """A request that names no subject."""
+
+
+@dataclass(slots=True)
+class GovernanceCounters:
+    erasures: Counter[str] = field(default_factory=Counter)
+    """status -> requests that reached it."""
+    erased_rows: int = 0
+    retention_runs: int = 0
+    retention_rows: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """(table, method) -> rows removed."""
+    partitions_dropped: int = 0
+    last_retention_at: float | None = None
+
+
+class Governance:
+    def __init__(
+        self,
+        store: GovernanceStore,
+        suppression: Suppression,
+        packs: Mapping[str, Pack],
+        settings: GovernanceSettings,
+        *,
+        warehouse: Warehouse | None,
+        wait_loaded: Callable[[float], dict[str, Any]],
+        scrub_log: Callable[[], dict[str, Any]] | None,
+    ) -> None:
+        self.store = store
+        self.suppression = suppression
+        self.packs = dict(packs)
+        self.settings = settings
+        self._warehouse = warehouse
+        self._wait_loaded = wait_loaded
+        self._scrub_log = scrub_log
+        self.counters = GovernanceCounters()
+        self._queue: list[tuple[str, Mode, list[str]]] = []
+        self._cv = threading.Condition()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._busy = threading.Lock()
+        """One erasure or retention run at a time: both rewrite the same tables."""
+        self.refresh_suppression()
+
+    # -- suppression ----------------------------------------------------------------------
+    def refresh_suppression(self) -> None:
+        self.suppression.replace(self.store.suppression_set())
+
+    # -- erasure ----------------------------------------------------------------------------
+    def request_erasure(self, subject: Subject, mode: Mode, actor: str) -> str:
+        """Record and suppress now; the rows are erased by the worker (or :meth:`run_pending`
+        in a process without one). Returns the request id."""
+        ids = subject.identifiers()
+        if not ids:
+            raise ErasureRefused("name at least one user_id, anonymous_id or email")
+        request_id = new_token("era", 12)
+        hashes = sorted({subject_hash(self.store.secret, v) for v in ids})
+        self.store.create_request(request_id, mode, hashes, actor, ids)
+        self.refresh_suppression()
+        self.counters.erasures["pending"] += 1
+        with self._cv:
+            self._queue.append((request_id, mode, list(ids)))
+            self._cv.notify_all()
+        return request_id
+
+    def status(self, request_id: str) -> ErasureRecord | None:
+        return self.store.request(request_id)
+
+    def run_pending(self) -> list[str]:
+        """Run every queued request in this thread (the CLI without a server)."""
+        done: list[str] = []
+        while True:
+            with self._cv:
+                if not self._queue:
+                    return done
+                item = self._queue.pop(0)
+            self._run(*item)
+            done.append(item[0])
+
+    def _run(self, request_id: str, mode: Mode, ids: list[str]) -> None:
+        wh = self._warehouse
+        if wh is None:
+            self.store.set_status(request_id, "failed", error="this process has no warehouse")
+            return
+        with self._busy:
+            self.store.set_status(request_id, "running")
+            started = time.monotonic()
+            try:
+                report: Report = erase(
+                    wh,
+                    self.packs,
+                    ids,
+                    mode,
+                    wait_loaded=lambda: self._wait_loaded(self.settings.erasure_drain_timeout_s),
+                    scrub_log=self._scrub_log,
+                )
+            except Exception as exc:
+                log.exception("erasure %s failed", request_id)
+                self.counters.erasures["failed"] += 1
+                self.store.set_status(
+                    request_id, "failed", error=f"{type(exc).__name__}: {exc}"[:2000]
+                )
+                return
+            took = time.monotonic() - started
+            body = report.as_dict() | {
+                "seconds": round(took, 3),
+                "deadline_s": self.settings.erasure_deadline_s,
+                "within_deadline": took <= self.settings.erasure_deadline_s,
+            }
+            self.counters.erasures["completed"] += 1
+            self.counters.erased_rows += int(body["rows_total"])
+            self.store.set_status(request_id, "completed", report=body)
+
+    def _worker(self) -> None:
+        while not self._stop.is_set():
+            with self._cv:
+                while not self._queue and not self._stop.is_set():
+                    self._cv.wait(1.0)
+                if self._stop.is_set():
+                    return
+                item = self._queue.pop(0)
+            self._run(*item)
+
+    # -- retention --------------------------------------------------------------------------
+    def run_retention(
+        self, *, dry_run: bool = False, actor: str = "scheduler", now: datetime | None = None
+    ) -> RetentionReport:
+        if self._warehouse is None:
+            raise RuntimeError("this process has no warehouse")
+        with self._busy:
+            report = enforce(
+                self._warehouse,
+                self.packs,
+                now or datetime.now(UTC),
+                quarantine_days=self.settings.quarantine_retention_days,
+                dry_run=dry_run,
+            )
+        if not dry_run:
+            c = self.counters
+            c.retention_runs += 1
+            c.last_retention_at = time.time()
+            c.partitions_dropped += len(report.partitions_dropped)
+            for a in report.actions:
+                c.retention_rows[(a["table"], a["method"])] += int(a["rows"])
+        action = "retention.dry_run" if dry_run else "retention.run"
+        self.store.audit(
+            actor,
+            action,
+            "",
+            rows=report.rows,
+            partitions=[p["partition"] for p in report.partitions_dropped],
+            actions=[a for a in report.actions if a["rows"]],
+        )
+        return report
+
+    def _scheduler(self) -> None:
+        interval = self.settings.retention_interval_s
+        if self._stop.wait(self.settings.retention_first_run_s):
+            return
+        while True:
+            try:
+                self.run_retention()
+            except Exception:  # the next run tries again; the failure is in the log
+                log.exception("scheduled retention run failed")
+            if self._stop.wait(interval):
+                return
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> None:
+        """Resume unfinished requests, then run the worker and (if configured) the schedule."""
+        with self._cv:
+            self._queue.extend(self.store.unfinished())
+        self._threads.append(threading.Thread(target=self._worker, name="erasure", daemon=True))
+        if self.settings.retention_interval_s > 0 and self._warehouse is not None:
+            self._threads.append(
+                threading.Thread(target=self._scheduler, name="retention", daemon=True)
+            )
+        for t in self._threads:
+            t.start()
+
+    def resume_unfinished(self) -> None:
+        """Queue requests an earlier process left unfinished (for :meth:`run_pending`)."""
+        with self._cv:
+            self._queue.extend(self.store.unfinished())
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._cv:
+            self._cv.notify_all()
+        for t in self._threads:
+            t.join(timeout=30)
