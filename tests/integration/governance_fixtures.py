@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 from sqlglot import exp
 
-from gristmill.core.clock import iso, from_datetime
+from gristmill.core.clock import from_datetime, iso
 from gristmill.runtime import Runtime
 from gristmill.sql.ddl import table_ref
 
@@ -41,7 +41,9 @@ def platform_event(
     return ev
 
 
-def users_events(base: datetime, users: tuple[str, ...] = (SUBJECT, *OTHERS)) -> list[dict[str, Any]]:
+def users_events(
+    base: datetime, users: tuple[str, ...] = (SUBJECT, *OTHERS)
+) -> list[dict[str, Any]]:
     """Every user logs in, registers (email) and creates a project in the same hours."""
     out = []
     for i, u in enumerate(users):
@@ -93,8 +95,10 @@ def send(rt: Runtime, events: list[dict[str, Any]], *, drain: bool = True) -> di
 def rows_of(rt: Runtime, user: str) -> int:
     """Plain SQL, independent of the erasure code."""
     t = table_ref("platform", "platform_events")
-    q = exp.select(exp.func("count", exp.Star()).as_("n")).from_(t).where(
-        exp.column("user_id").eq(exp.Placeholder(this="u"))
+    q = (
+        exp.select(exp.func("count", exp.Star()).as_("n"))
+        .from_(t)
+        .where(exp.column("user_id").eq(exp.Placeholder(this="u")))
     )
     return int(rt.warehouse.query(q, {"u": user}).column("n")[0].as_py())
 
@@ -104,7 +108,9 @@ def unique_users(rt: Runtime, start: datetime, end: datetime) -> int:
     q = (
         exp.select(exp.func("count", exp.Distinct(expressions=[exp.column("user_id")])).as_("n"))
         .from_(t)
-        .where(exp.column("occurred_at").between(exp.Placeholder(this="a"), exp.Placeholder(this="b")))
+        .where(
+            exp.column("occurred_at").between(exp.Placeholder(this="a"), exp.Placeholder(this="b"))
+        )
     )
     return int(rt.warehouse.query(q, {"a": start, "b": end}).column("n")[0].as_py())
 

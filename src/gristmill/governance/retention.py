@@ -70,10 +70,13 @@ def categories_of(pack: Pack, table: str) -> dict[str, list[str]]:
 
 def _drop_partitions(
     wh: Warehouse, pack: Pack, table: str, before: datetime, report: RetentionReport
-) -> None:
+) -> datetime | None:
+    """Drop the partitions wholly before ``before``; returns the end of the last one (rows
+    before it are gone, or on a dry run, counted already)."""
     if not (wh.caps.native_partitioning and isinstance(wh, PartitionedWarehouse)):
-        return
+        return None
     ref = table_ref(pack.dataset, table)
+    floor = None
     for part in wh.partitions(pack, table):
         if part.end > before:
             break
@@ -84,6 +87,7 @@ def _drop_partitions(
         rows = _count(wh, ref, where, {"lo": part.start, "hi": part.end})
         if not report.dry_run:
             wh.drop_partition(pack, table, part)
+        floor = part.end
         report.partitions_dropped.append(
             {
                 "table": f"{pack.dataset}.{table}",
@@ -102,6 +106,7 @@ def _drop_partitions(
                 "rows": rows,
             }
         )
+    return floor
 
 
 def _delete_expired(
@@ -114,7 +119,7 @@ def _delete_expired(
         return None
     cutoffs = {c: report.now - pack.spec.categories[c].retention for c in cats}
     earliest = min(cutoffs.values())
-    _drop_partitions(wh, pack, table, earliest, report)
+    floor = _drop_partitions(wh, pack, table, earliest, report)
     ref = table_ref(pack.dataset, table)
     for cat, types in sorted(cats.items()):
         params: dict[str, Any] = {"cutoff": cutoffs[cat]}
@@ -126,6 +131,12 @@ def _delete_expired(
             exp.In(this=exp.column("event_type", quoted=True), expressions=names),
             exp.LT(this=exp.column("occurred_at", quoted=True), expression=_ph("cutoff")),
         )
+        if floor is not None:  # what the partition drops took (or, dry, will take)
+            params["floor"] = floor
+            where = exp.and_(
+                where,
+                exp.GTE(this=exp.column("occurred_at", quoted=True), expression=_ph("floor")),
+            )
         rows = _count(wh, ref, where, params)
         if rows and not report.dry_run:
             wh.execute(exp.delete(ref).where(where), params)

@@ -167,4 +167,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA busy_timeout=30000")
+    # Overwrite deleted content: an erasure request's identifiers are wiped from its row
+    # when it completes, and must not survive in a free page.
+    cur.execute("PRAGMA secure_delete=ON")
     cur.close()

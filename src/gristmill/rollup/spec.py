@@ -212,10 +212,11 @@ def recompute(
             ors.append(exp.and_(*conds))
         return exp.or_(*ors)
 
+    delete = exp.delete(target).where(key_match(None))
+    delete_params = dict(params)  # engines refuse parameters a statement does not use
     params["lo"] = min(k[0] for k in keys)
     params["hi"] = max(k[0] for k in keys)
     lo, hi = exp.Placeholder(this="lo"), exp.Placeholder(this="hi")
-    delete = exp.delete(target).where(key_match(None))
     rows = (
         exp.select(exp.alias_(bucket, "bucket"), *dims, *comps)
         .from_(table_ref(pack.dataset, r.table))
@@ -229,4 +230,4 @@ def recompute(
         .group_by(exp.column("bucket"), *dims)
     )
     keyed = exp.select("s.*").from_(rows.subquery("s")).where(key_match("s"))
-    return [(delete, params), (exp.insert(keyed, target, columns=_names(pack, r)), params)]
+    return [(delete, delete_params), (exp.insert(keyed, target, columns=_names(pack, r)), params)]

@@ -128,6 +128,10 @@ def _partition_end(start: datetime, granularity: str) -> datetime:
     return start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
 
 
+REWRITTEN = "erasure-rewrite"
+"""``_gm_batch_id`` of rows an UPDATE rewrote (never a load's id, so never compensated)."""
+
+
 class ClickHouseWarehouse:
     name = NAME
     dialect = DIALECT
@@ -398,6 +402,9 @@ class ClickHouseWarehouse:
                 n = int(self._conn.query(sql(count), params).column("n")[0].as_py())
                 if n == 0:
                     return 0
+            if isinstance(stmt, exp.Update):
+                self._rewrite(stmt, params)
+                return n
             self._conn.command(sql(stmt), params)
             if isinstance(stmt, exp.Drop | exp.Create | exp.Alter):
                 self._engines.clear()
@@ -405,6 +412,31 @@ class ClickHouseWarehouse:
 
     def delete(self, table: exp.Table, where: exp.Expr) -> int:
         return self.execute(exp.delete(table).where(where))
+
+    def _rewrite(self, stmt: exp.Update, params: Mapping[str, Any] | None) -> None:
+        """``UPDATE`` as insert-the-new-rows then delete-the-old: MergeTree cannot update
+        its key columns (``user_id`` is one when a pack clusters by it), and lightweight
+        updates need a table setting. Used by erasure in anonymize mode, on few rows."""
+        table = stmt.this
+        where = stmt.args.get("where")
+        cond = where.this if where is not None else exp.true()
+        sets = {e.this.name: e.expression for e in stmt.expressions}
+        cols = list(self._columns(table.db, table.name))
+        old = exp.and_(cond.copy(), exp.column(BATCH_COLUMN).neq(exp.Literal.string(REWRITTEN)))
+        # No aliases: ClickHouse resolves a SELECT alias in WHERE before the column.
+        select = [
+            exp.Literal.string(REWRITTEN)
+            if c == BATCH_COLUMN
+            else (sets[c].copy() if c in sets else exp.column(c, quoted=True))
+            for c in cols
+        ]
+        insert = exp.insert(
+            exp.select(*select).from_(table.copy()).where(old.copy()),
+            table.copy(),
+            columns=[exp.to_identifier(c, quoted=True) for c in cols],
+        )
+        self._conn.command(sql(for_clickhouse(insert)), params)
+        self._conn.command(sql(for_clickhouse(exp.delete(table.copy()).where(old))), params)
 
     def close(self) -> None:
         self._conn.close()
