@@ -19,6 +19,7 @@ from gristmill.cli import (
     status,
 )
 from gristmill.cli import feeds as feeds_cli
+from gristmill.cli import governance as governance_cli
 
 app = typer.Typer(
     name="gristmill",
@@ -37,6 +38,10 @@ app.add_typer(keys.app, name="keys")
 app.add_typer(quarantine.app, name="quarantine")
 app.add_typer(outbox.app, name="outbox")
 app.add_typer(feeds_cli.app, name="feeds")
+app.command("erase")(governance_cli.erase)
+app.add_typer(governance_cli.erasure_app, name="erasure")
+app.add_typer(governance_cli.retention_app, name="retention")
+app.command("audit")(governance_cli.audit)
 
 from gristmill.cli import consume as _consume  # noqa: E402  (sources; kept apart for merges)
 from gristmill.cli import relay as _relay  # noqa: E402
