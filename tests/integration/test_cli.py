@@ -86,6 +86,7 @@ def test_status_and_quarantine_offline_and_online(cli: CliRunner, tmp_path: Path
             "quarantined": 1,
             "duplicates": 0,
             "in_flight": 0,
+            "suppressed": 0,
         }
         assert "balanced" in cli.invoke(app, ["status"]).output
         rows = orjson.loads(cli.invoke(app, ["quarantine", "list", "--json"]).output)

@@ -42,7 +42,10 @@ def test_readme_walkthrough_runs() -> None:
     assert '"accepted":2,"rejected":1' in out
     assert '"reason":"schema_violation"' in out
     assert '"status":"loaded"' in out
-    assert "{'received': 4, 'loaded': 2, 'quarantined': 1, 'duplicates': 1, 'in_flight': 0}" in out
+    assert (
+        "{'received': 4, 'loaded': 2, 'quarantined': 1, 'duplicates': 1, 'in_flight': 0, 'suppressed': 0}"
+        in out
+    )
 
 
 @needs_curl
@@ -57,7 +60,10 @@ def test_collectors_walkthrough_runs() -> None:
     assert "unmapped" in out
     assert "Cart Viewed" in out
     # four dialects + the unmapped one + the SDK's event; the outbox row stays in its table
-    assert "{'received': 6, 'loaded': 5, 'quarantined': 1, 'duplicates': 0, 'in_flight': 0}" in out
+    assert (
+        "{'received': 6, 'loaded': 5, 'quarantined': 1, 'duplicates': 0, 'in_flight': 0, 'suppressed': 0}"
+        in out
+    )
     assert "CREATE TABLE IF NOT EXISTS gristmill_outbox" in out
 
 

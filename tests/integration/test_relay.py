@@ -211,12 +211,19 @@ def test_a_slow_transaction_holds_the_relay_back_instead_of_being_skipped(
 
 @pytest.mark.postgres
 def test_transaction_ids_order_as_numbers_not_text(pg_outbox: str) -> None:
-    """Transaction ids cross 9999 -> 10000 in every server's life: sorted as text, a page
-    would end at 10000 and the position would pass 9999 unread."""
+    """Transaction ids cross 9999 -> 10000 (every power of ten) in every server's life:
+    sorted as text, a page would end at 10000 and the position would pass 9999 unread."""
     import psycopg
 
     with psycopg.connect(pg_outbox, autocommit=True) as c:
-        for i, (eid, txid) in enumerate([("late", "10000"), ("early", "9999")]):
+        # The largest power of ten the server's ids have passed: rows with ids the server
+        # has not reached yet would sit above the snapshot horizon, unread by design.
+        row = c.execute("SELECT pg_current_xact_id()::text").fetchone()
+        assert row is not None
+        boundary = 10 ** (len(row[0]) - 1)
+        assert boundary >= 100, f"server transaction id {row[0]} too young for this test"
+        later, earlier = str(boundary), str(boundary - 1)
+        for i, (eid, txid) in enumerate([("late", later), ("early", earlier)]):
             c.execute(
                 "INSERT INTO gristmill_outbox (id, event_id, event_type, occurred_at, payload,"
                 " txid) VALUES (%s, %s, 'order_created', now(), '{}', %s::xid8)",
@@ -225,7 +232,7 @@ def test_transaction_ids_order_as_numbers_not_text(pg_outbox: str) -> None:
     reader = PostgresOutbox(pg_outbox, OutboxSettings())
     try:
         first = reader.read(Position(), 1)
-        assert [(r.event_id, r.position.txid) for r in first] == [("early", 9999)]
+        assert [(r.event_id, r.position.txid) for r in first] == [("early", boundary - 1)]
         second = reader.read(first[0].position, 1)
         assert [r.event_id for r in second] == ["late"]
     finally:
@@ -345,4 +352,7 @@ def test_docs_relay_walkthrough_runs() -> None:
     assert "relay analytics: stopped; 3 rows sent" in out
     assert "[('ob-3', 'schema_violation')]" in out
     assert "'pf:evt:processed:analytics:ob-1'" in out
-    assert "{'received': 3, 'loaded': 2, 'quarantined': 1, 'duplicates': 0, 'in_flight': 0}" in out
+    assert (
+        "{'received': 3, 'loaded': 2, 'quarantined': 1, 'duplicates': 0, 'in_flight': 0, 'suppressed': 0}"
+        in out
+    )

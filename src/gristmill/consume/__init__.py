@@ -13,6 +13,7 @@ from gristmill.collect.service import Parser
 from gristmill.config import ConsumeSettings, Settings
 from gristmill.consume.base import ConsumeStats, Sink
 from gristmill.log.registry import open_log
+from gristmill.meta.governance import watch_suppression
 from gristmill.pack.loader import load_packs
 from gristmill.relay.feed import Feed
 
@@ -64,8 +65,10 @@ def open_consumer(
     packs = load_packs(settings.resolved_packs_dir, settings.packs)
     event_log = open_log(settings)
     stack.callback(event_log.close)
+    # Erased subjects: their events are dropped here too, not only behind the API.
+    suppressed = watch_suppression(settings.meta_database_url, stop)
     feed = Feed(
-        Parser(packs, settings.limits),
+        Parser(packs, settings.limits, suppressed),
         event_log,
         pack=cfg.pack,
         source=cfg.source,

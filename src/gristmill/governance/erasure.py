@@ -59,6 +59,8 @@ class Report:
     """The receipt: what was touched, where, how much, and when."""
 
     mode: Mode
+    packs: list[str] = field(default_factory=list)
+    """The packs this process serves: the ones whose tables the erasure reached."""
     tables: list[dict[str, Any]] = field(default_factory=list)
     rollups: list[dict[str, Any]] = field(default_factory=list)
     quarantine_items: int = 0
@@ -68,6 +70,7 @@ class Report:
     def as_dict(self) -> dict[str, Any]:
         return {
             "mode": self.mode.value,
+            "packs": self.packs,
             "tables": self.tables,
             "rollups": self.rollups,
             "quarantine_items": self.quarantine_items,
@@ -299,6 +302,7 @@ def erase(
         finally:
             report.steps_s[name] = round(time.perf_counter() - t0, 4)
 
+    report.packs = sorted(packs)
     report.log = step("drain", wait_loaded)
     for pack in packs.values():
         for table in pack.spec.tables:

@@ -8,8 +8,10 @@ The identifiers themselves live only in the running job's memory.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,7 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from gristmill.core.subjects import Mode, SuppressionSet
+from gristmill.core.subjects import Mode, Suppression, SuppressionSet
 
 metadata = sa.MetaData()
 
@@ -175,8 +177,11 @@ class GovernanceStore:
         self, *, limit: int = 100, action: str | None = None, before_id: int | None = None
     ) -> list[AuditEntry]:
         q = sa.select(audit_log).order_by(audit_log.c.id.desc()).limit(limit)
-        if action is not None:
-            q = q.where(audit_log.c.action.like(action.replace("*", "%")))
+        if action is not None:  # exact, or a prefix ending in "*" ("erasure.*")
+            if action.endswith("*"):
+                q = q.where(audit_log.c.action.startswith(action[:-1], autoescape=True))
+            else:
+                q = q.where(audit_log.c.action == action)
         if before_id is not None:
             q = q.where(audit_log.c.id < before_id)
         with self.engine.connect() as c:
@@ -320,3 +325,23 @@ def _record(r: Mapping[Any, Any]) -> ErasureRecord:
         report=json.loads(r["report"] or "{}"),
         error=r["error"],
     )
+
+
+def watch_suppression(url: str, stop: threading.Event, every_s: float = 5.0) -> Suppression:
+    """A :class:`Suppression` kept current from the metadata store by a daemon thread, for
+    processes that collect without the API (the relay, queue consumers): an erasure recorded
+    by ``serve`` reaches them within ``every_s``."""
+    kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+    store = GovernanceStore(sa.create_engine(url, **kwargs))
+    held = Suppression(store.suppression_set())
+
+    def loop() -> None:
+        while not stop.wait(every_s):
+            with contextlib.suppress(sa.exc.SQLAlchemyError):  # next round tries again
+                held.replace(store.suppression_set())
+        store.engine.dispose()
+
+    threading.Thread(target=loop, name="suppression-watch", daemon=True).start()
+    return held

@@ -10,6 +10,7 @@ from contextlib import ExitStack
 from gristmill.collect.service import Parser
 from gristmill.config import Settings
 from gristmill.log.registry import open_log
+from gristmill.meta.governance import watch_suppression
 from gristmill.meta.store import MetaStore
 from gristmill.pack.loader import load_packs
 from gristmill.relay.feed import Feed
@@ -74,8 +75,10 @@ def open_relay(
     event_log = open_log(settings)
     stack.callback(event_log.close)
     progress = open_progress(settings, stack)
+    # Erased subjects: their events are dropped here too, not only behind the API.
+    suppressed = watch_suppression(settings.meta_database_url, stop)
     feed = Feed(
-        Parser(packs, settings.limits),
+        Parser(packs, settings.limits, suppressed),
         event_log,
         pack=cfg.pack,
         source=cfg.source,
