@@ -25,6 +25,6 @@ def test_scale_out_walkthrough_runs() -> None:
     assert out.count('"accepted":1') == 4
     assert "loaded 4" in out
     assert (
-        "{'received': 4, 'loaded': 4, 'quarantined': 0, 'duplicates': 0, 'in_flight': 0, 'suppressed': 0}"
-        in out
+        "{'received': 4, 'loaded': 4, 'quarantined': 0, 'duplicates': 0, "
+        "'in_flight': 0, 'suppressed': 0}" in out
     )

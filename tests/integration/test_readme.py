@@ -43,8 +43,8 @@ def test_readme_walkthrough_runs() -> None:
     assert '"reason":"schema_violation"' in out
     assert '"status":"loaded"' in out
     assert (
-        "{'received': 4, 'loaded': 2, 'quarantined': 1, 'duplicates': 1, 'in_flight': 0, 'suppressed': 0}"
-        in out
+        "{'received': 4, 'loaded': 2, 'quarantined': 1, 'duplicates': 1, "
+        "'in_flight': 0, 'suppressed': 0}" in out
     )
 
 
@@ -61,8 +61,8 @@ def test_collectors_walkthrough_runs() -> None:
     assert "Cart Viewed" in out
     # four dialects + the unmapped one + the SDK's event; the outbox row stays in its table
     assert (
-        "{'received': 6, 'loaded': 5, 'quarantined': 1, 'duplicates': 0, 'in_flight': 0, 'suppressed': 0}"
-        in out
+        "{'received': 6, 'loaded': 5, 'quarantined': 1, 'duplicates': 0, "
+        "'in_flight': 0, 'suppressed': 0}" in out
     )
     assert "CREATE TABLE IF NOT EXISTS gristmill_outbox" in out
 

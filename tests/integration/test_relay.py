@@ -353,6 +353,6 @@ def test_docs_relay_walkthrough_runs() -> None:
     assert "[('ob-3', 'schema_violation')]" in out
     assert "'pf:evt:processed:analytics:ob-1'" in out
     assert (
-        "{'received': 3, 'loaded': 2, 'quarantined': 1, 'duplicates': 0, 'in_flight': 0, 'suppressed': 0}"
-        in out
+        "{'received': 3, 'loaded': 2, 'quarantined': 1, 'duplicates': 0, "
+        "'in_flight': 0, 'suppressed': 0}" in out
     )
