@@ -13,11 +13,12 @@ one folder under ``warehouse/`` or ``log/``, and nothing else branches on its na
 
 from __future__ import annotations
 
+import ipaddress
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -297,6 +298,63 @@ class GovernanceSettings(BaseModel):
     finished within it."""
 
 
+class EnrichmentSettings(BaseModel):
+    """Collect-time enrichment (a pack's ``enrichment:`` section)."""
+
+    mmdb_path: Path | None = None
+    """A MaxMind GeoIP2/GeoLite2 ``.mmdb`` for country and city; unset: geoip2fast's bundled
+    country data."""
+
+
+class RateLimitSettings(BaseModel):
+    """Token-bucket rate limits on ingest and query, per key and per client IP.
+
+    Limits count **requests, not events**: a 500-event batch costs one token. Over a limit
+    the answer is 429 with ``Retry-After`` (whole seconds) and nothing is written to the log.
+    A rate of 0 turns that one limit off. Buckets are in memory, per server process.
+
+    The defaults are deliberately high so they never throttle ``make bench`` or ``make demo``
+    (both send from 127.0.0.1 with one write key; the single-event bench reaches 3-5k
+    requests/s against an aim of 10k, the demo sends 500-event batches): out of the box they
+    only stop floods. Set them to your clients' real rates. Loopback is *not* exempt by
+    default: behind a reverse proxy on the same host every client would look like 127.0.0.1
+    (use ``trust_forwarded_for`` there).
+    """
+
+    enabled: bool = True
+    ingest_per_key_rps: float = Field(20_000, ge=0)
+    """Ingest requests per second one key (write key id, or a JWT subject) may send."""
+    ingest_burst: int = Field(40_000, ge=1)
+    """Requests a key may send at once after being idle (the bucket's size)."""
+    ingest_per_ip_rps: float = Field(50_000, ge=0)
+    """Ingest requests per second from one client address, all keys (and bad keys) together."""
+    ingest_per_ip_burst: int = Field(100_000, ge=1)
+    query_per_key_rps: float = Field(100, ge=0)
+    """Query requests (GET ``/v1/metrics``, ``/v1/events``, ``/v1/freshness``, pack views
+    under ``/api/…``, ``/analytics/…``) per second per key, JWT subject or dashboard session."""
+    query_burst: int = Field(200, ge=1)
+    query_per_ip_rps: float = Field(500, ge=0)
+    query_per_ip_burst: int = Field(1000, ge=1)
+    trusted_ips: list[str] = []
+    """Client addresses or CIDR networks exempt from every limit (none by default)."""
+    trust_forwarded_for: bool = False
+    """Take the client address from the last ``X-Forwarded-For`` entry (the one your proxy
+    appended). Off by default: any client can write that header."""
+    max_keys: int = Field(100_000, ge=100)
+    """Buckets kept per limit; past it idle (refilled) buckets are dropped, then the least
+    recently used, so memory stays bounded under many distinct keys or addresses."""
+
+    @field_validator("trusted_ips")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        for item in v:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"trusted_ips: {item!r} is not an address or network") from exc
+        return v
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="GRISTMILL_", env_nested_delimiter="__", extra="forbid"
@@ -319,6 +377,8 @@ class Settings(BaseSettings):
     relay: RelaySettings = RelaySettings()
     consume: ConsumeSettings = ConsumeSettings()
     governance: GovernanceSettings = GovernanceSettings()
+    rate_limits: RateLimitSettings = RateLimitSettings()
+    enrichment: EnrichmentSettings = EnrichmentSettings()
 
     @model_validator(mode="before")
     @classmethod

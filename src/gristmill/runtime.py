@@ -15,6 +15,7 @@ from gristmill.auth.keys import KeyResolver
 from gristmill.auth.roles import RoleTable
 from gristmill.auth.sessions import SessionStore
 from gristmill.auth.tokens import TokenVerifier
+from gristmill.collect.enrich import build_enrichers
 from gristmill.collect.service import Collector
 from gristmill.config import Settings
 from gristmill.core.clock import now_us
@@ -76,7 +77,10 @@ class Runtime:
                     self.log, self._warehouse, self.packs, settings.loader, after=after
                 )
         self.suppression = Suppression()
-        self.collector = Collector(self.packs, self.log, settings.limits, self.suppression)
+        enrichers = build_enrichers(self.packs, self.meta.traits, settings.enrichment.mmdb_path)
+        self.collector = Collector(
+            self.packs, self.log, settings.limits, self.suppression, enrichers
+        )
         self.governance = Governance(
             self.meta.governance,
             self.suppression,
@@ -85,6 +89,7 @@ class Runtime:
             warehouse=self._warehouse,
             wait_loaded=self.wait_loaded,
             scrub_log=self.log.scrub if isinstance(self.log, SQLiteLog) else None,
+            forget=self.meta.traits.forget,
         )
         self.local_token = new_token("gml")
         jwt_cfg = settings.auth.jwt

@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from gristmill.collect.enrich import Enricher
 from gristmill.collect.items import Item, parse_object
 from gristmill.core.clock import BadTime, check_time, parse_rfc3339_us
 from gristmill.core.envelope import Envelope, Frame, Reason, Reject
@@ -54,6 +55,8 @@ class RequestContext:
     mapping: str = "native"
     suppress: SuppressionSet | None = None
     """Erased subjects; ``None`` (or empty) costs nothing per event."""
+    enrich: Enricher | None = None
+    """The pack's enrichment, if it declares any."""
 
 
 class Accept(msgspec.Struct, gc=False):
@@ -280,6 +283,16 @@ def _one(item: Item, ctx: RequestContext, normalize: Normalizer) -> Envelope | R
     except Unloadable as exc:
         return reject(
             item, Reason.SCHEMA_VIOLATION, str(exc), event_id=n.event_id, event_type=n.event_type
+        )
+    if ctx.enrich is not None:
+        promoted = ctx.enrich.fill(
+            n.event_type,
+            promoted,
+            user_id=n.user_id,
+            occurred_at=n.occurred_at,
+            received_at=ctx.received_at,
+            properties=props,
+            context=n.context,
         )
     return Envelope(
         n.event_id,

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from gristmill.collect.body import Undecodable, decode_body
 from gristmill.collect.cloudevents import CloudEvents
 from gristmill.collect.dialect import Dialect
+from gristmill.collect.enrich import Enricher
 from gristmill.collect.items import BodyNotJSON, Item
 from gristmill.collect.native import Native
 from gristmill.collect.pipeline import (
@@ -105,8 +106,10 @@ class Parser:
         packs: Mapping[str, Pack],
         limits: LimitSettings,
         suppression: Suppression | None = None,
+        enrichers: Mapping[str, Enricher] | None = None,
     ) -> None:
         self.packs = dict(packs)
+        self.enrichers = dict(enrichers or {})
         self.suppression = suppression or Suppression()
         """Erased subjects (``gristmill.governance`` swaps in new snapshots)."""
         self.registries = {name: SchemaRegistry(p) for name, p in packs.items()}
@@ -171,6 +174,7 @@ class Parser:
             batch=opened.batch,
             mapping=dialect.mapping,
             suppress=self.suppression.current or None,
+            enrich=self.enrichers.get(pack),
         )
         outcome = build_frame(opened.batch.items, ctx, dialect.normalize)
         return Prepared(outcome.frame, outcome)
@@ -228,8 +232,9 @@ class Collector(Parser):
         log: EventLog,
         limits: LimitSettings,
         suppression: Suppression | None = None,
+        enrichers: Mapping[str, Enricher] | None = None,
     ) -> None:
-        super().__init__(packs, limits, suppression)
+        super().__init__(packs, limits, suppression, enrichers)
         self.log = log
 
     async def finish(self, dialect: Dialect, pack: str, source: str, opened: Opened) -> Reply:

@@ -65,6 +65,8 @@ class Report:
     rollups: list[dict[str, Any]] = field(default_factory=list)
     quarantine_items: int = 0
     log: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, int] = field(default_factory=dict)
+    """Rows removed from the metadata store (user traits)."""
     steps_s: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -75,6 +77,7 @@ class Report:
             "rollups": self.rollups,
             "quarantine_items": self.quarantine_items,
             "log": self.log,
+            "metadata": self.metadata,
             "steps_s": self.steps_s,
             "rows_total": sum(int(t["rows"]) for t in self.tables),
         }
@@ -290,6 +293,7 @@ def erase(
     *,
     wait_loaded: Callable[[], dict[str, Any]],
     scrub_log: Callable[[], dict[str, Any]] | None = None,
+    forget: Callable[[Sequence[str]], int] | None = None,
 ) -> Report:
     """Run steps 2-6 of the module docstring (the caller has suppressed the subject)."""
     report = Report(mode)
@@ -310,6 +314,8 @@ def erase(
             erase_table(wh, pack, table, id_set, mode, report)
             report.steps_s[f"{pack.name}.{table}"] = round(time.perf_counter() - t0, 4)
     report.quarantine_items = step("quarantine", lambda: erase_quarantine(wh, ids))
+    if forget is not None:
+        report.metadata["user_traits"] = step("metadata", lambda: forget(ids))
     if scrub_log is not None:
         report.log["scrub"] = step("scrub_log", scrub_log)
     return report

@@ -8,7 +8,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -52,6 +52,7 @@ class Governance:
         warehouse: Warehouse | None,
         wait_loaded: Callable[[float], dict[str, Any]],
         scrub_log: Callable[[], dict[str, Any]] | None,
+        forget: Callable[[Sequence[str]], int] | None = None,
     ) -> None:
         self.store = store
         self.suppression = suppression
@@ -60,6 +61,8 @@ class Governance:
         self._warehouse = warehouse
         self._wait_loaded = wait_loaded
         self._scrub_log = scrub_log
+        self._forget = forget
+        """Metadata keyed by subject (user traits for enrichment)."""
         self.counters = GovernanceCounters()
         self._queue: list[tuple[str, Mode, list[str]]] = []
         self._cv = threading.Condition()
@@ -120,6 +123,7 @@ class Governance:
                     mode,
                     wait_loaded=lambda: self._wait_loaded(self.settings.erasure_drain_timeout_s),
                     scrub_log=self._scrub_log,
+                    forget=self._forget,
                 )
             except Exception as exc:
                 log.exception("erasure %s failed", request_id)

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from gristmill.core.ids import hash_token, new_token
 from gristmill.meta.governance import GovernanceStore, write_audit
+from gristmill.meta.traits import TraitStore
 
 SCHEMA_VERSION = 1
 
@@ -92,6 +93,7 @@ class MetaStore:
             if c.execute(sa.select(sa.func.count()).select_from(schema_info)).scalar() == 0:
                 c.execute(schema_info.insert().values(version=SCHEMA_VERSION))
         self.governance = GovernanceStore(self.engine)
+        self.traits = TraitStore(self.engine)
 
     # -- keys ---------------------------------------------------------------------------
     def create_key(
@@ -160,6 +162,7 @@ class MetaStore:
         return bool(res.rowcount)
 
     def close(self) -> None:
+        self.traits.close()
         self.engine.dispose()
 
 

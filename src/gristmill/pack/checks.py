@@ -9,7 +9,7 @@ from typing import Any
 import jsonschema_rs
 
 from gristmill.core.envelope import ENVELOPE_COLUMNS
-from gristmill.pack.models import JSON_TYPES, Pack
+from gristmill.pack.models import JSON_TYPES, ColumnType, Pack
 
 DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
 
@@ -38,6 +38,10 @@ def check_pack(pack: Pack, file: Path) -> list[PackIssue]:
         issues.append(PackIssue(where, path, msg))
 
     routed: dict[str, set[str]] = {t: set() for t in spec.tables}
+    enriched = set(spec.enrichment.columns())
+    for t_name in spec.tables:
+        routed[t_name] |= enriched & set(spec.tables[t_name].columns)
+    issues += _check_enrichment(pack)
     for et_name, et in spec.event_types.items():
         base = ("event_types", et_name)
         if et.category not in spec.categories:
@@ -117,3 +121,53 @@ def _check_schema(doc: Any, sfile: Path) -> list[PackIssue]:
         path = tuple(str(p) for p in exc.instance_path)
         out.append(PackIssue(sfile, path, f"not a valid JSON Schema: {exc.message}"))
     return out
+
+
+def _check_enrichment(pack: Pack) -> list[PackIssue]:
+    """Enrichment columns exist, with the type their values have, in every table an event
+    type routes to (a table without one simply is not enriched there)."""
+    spec = pack.spec
+    en = spec.enrichment
+    issues: list[PackIssue] = []
+    want: dict[str, tuple[ColumnType, tuple[str, ...]]] = {}
+    if en.category_column:
+        want[en.category_column] = (ColumnType.STRING, ("enrichment", "category_column"))
+    if en.received_column:
+        want[en.received_column] = (ColumnType.TIMESTAMP, ("enrichment", "received_column"))
+    for key, ce in (("user_agent", en.user_agent), ("geo", en.geo)):
+        if ce is not None:
+            want[ce.column] = (ColumnType.JSON, ("enrichment", key, "column"))
+    if en.traits is not None:
+        for col in en.traits.columns:
+            want[col] = (ColumnType.STRING, ("enrichment", "traits", "columns", col))
+        if en.traits.tenure_column:
+            want[en.traits.tenure_column] = (
+                ColumnType.INT64,
+                ("enrichment", "traits", "tenure_column"),
+            )
+        for i, et in enumerate(en.traits.from_events):
+            if et not in spec.event_types:
+                issues.append(
+                    PackIssue(
+                        pack.root / "pack.yaml",
+                        ("enrichment", "traits", "from_events", str(i)),
+                        f"unknown event type {et!r}",
+                    )
+                )
+    for col, (ctype, path) in want.items():
+        tables = [t for t, table in spec.tables.items() if col in table.columns]
+        if not tables:
+            issues.append(
+                PackIssue(pack.root / "pack.yaml", path, f"{col!r} is not a column of any table")
+            )
+        for t in tables:
+            have = spec.tables[t].columns[col].type
+            if have is not ctype:
+                issues.append(
+                    PackIssue(
+                        pack.root / "pack.yaml",
+                        path,
+                        f"{t}.{col} is {have}; enrichment fills a {ctype} column",
+                    )
+                )
+    return issues

@@ -146,6 +146,49 @@ class GovernanceSpec(_Model):
     personal data. ``false`` expires them with the rows."""
 
 
+class ContextEnrichment(_Model):
+    column: Ident
+    """A ``json`` column of the table the event lands in."""
+    keys: list[str]
+    """Context keys to read it from, first present wins (``user_agent``, ``userAgent``)."""
+
+
+class TraitsEnrichment(_Model):
+    """User metadata as of the event's time, from the pack's own trait events (and Segment
+    ``identify`` calls mapped to them): the latest traits seen for the user at or before the
+    event's ``occurred_at`` — never today's values on an old event."""
+
+    from_events: list[Annotated[str, Field(pattern=EVENT_NAME)]]
+    """Event types whose properties are traits of their ``user_id`` from their time on."""
+    columns: dict[Ident, str] = {}
+    """column -> trait key (``user_role: account_type``)."""
+    tenure_column: Ident | None = None
+    """An ``int64`` column: whole days from the user's first trait event to this event."""
+
+
+class EnrichmentSpec(_Model):
+    """Columns the collector fills beyond promoted properties (docs/packs.md)."""
+
+    category_column: Ident | None = None
+    """A ``string`` column holding the event type's category."""
+    received_column: Ident | None = None
+    """A ``timestamp`` column holding the receive time (the seed's ``ingested_at``)."""
+    user_agent: ContextEnrichment | None = None
+    """``{device_type, browser, browser_version, os, os_version, device}`` parsed with
+    ua-parser."""
+    geo: ContextEnrichment | None = None
+    """``{country}`` (and ``city`` from a MaxMind database when one is configured)."""
+    traits: TraitsEnrichment | None = None
+
+    def columns(self) -> list[str]:
+        out = [c for c in (self.category_column, self.received_column) if c]
+        out += [e.column for e in (self.user_agent, self.geo) if e is not None]
+        if self.traits is not None:
+            out += list(self.traits.columns)
+            out += [self.traits.tenure_column] if self.traits.tenure_column else []
+        return out
+
+
 class WarehouseSpec(_Model):
     dataset: Ident | None = None
     """Schema (BigQuery dataset) holding the pack's tables; default the pack name."""
@@ -167,6 +210,7 @@ class PackSpec(_Model):
     views: dict[Ident, ViewSpec] = {}
     mappings: MappingsSpec = MappingsSpec()
     governance: GovernanceSpec = GovernanceSpec()
+    enrichment: EnrichmentSpec = EnrichmentSpec()
 
     @property
     def dataset(self) -> str:
