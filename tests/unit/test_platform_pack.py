@@ -260,7 +260,7 @@ def test_metrics_rollups_roles_and_view() -> None:
     assert spec.rollups["platform_hourly"].grain == "hour"
     assert spec.rollups["platform_daily"].grain == "day"
     for r in spec.rollups.values():
-        assert r.dimensions == ["event_type"]
+        assert r.dimensions == ["event_type", "event_category"]
         assert {"events", "unique_users", "payment_volume"} <= set(r.metrics)
     assert set(spec.roles["analyst"].permissions) == {
         "metrics:read",

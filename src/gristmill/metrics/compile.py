@@ -21,8 +21,10 @@ from typing import Any
 
 from sqlglot import exp
 
+from gristmill.core.errors import Problem
 from gristmill.metrics import cloud_aggs
 from gristmill.metrics.model import Condition, pack_filter
+from gristmill.metrics.timerange import base_grain
 from gristmill.pack.analytics import MetricSpec
 
 COMPONENTS: dict[str, tuple[str, ...]] = {
@@ -278,10 +280,33 @@ def bucket_expr(
     night clocks fall back the two 01:00 hours stay two buckets, and the hour that does not
     exist in spring never appears.
     """
+    grain, week_start = base_grain(grain)
     aggs = AGGS.get(dialect) if dialect else None
+    if week_start and dialect == "clickhouse":
+        # Local date N days back, its Monday, N days on: weeks starting N days after Monday.
+        day = exp.Anonymous(this="toDate", expressions=[ts, params.bind(tz)])
+        back = exp.Anonymous(this="subtractDays", expressions=[day, exp.Literal.number(week_start)])
+        monday = exp.Anonymous(this="toMonday", expressions=[back])
+        start = exp.Anonymous(this="addDays", expressions=[monday, exp.Literal.number(week_start)])
+        return exp.Anonymous(
+            this="toDateTime64",
+            expressions=[start, exp.Literal.number(6), exp.Literal.string("Etc/GMT")],
+        )
     if aggs is not None and aggs.local_bucket is not None:
+        if week_start:
+            raise Problem(
+                400,
+                "unsupported-week-start",
+                "Week start not supported here",
+                f"weeks starting on another day than Monday are not available on {dialect}",
+            )
         return aggs.local_bucket(ts, grain, params.bind(tz))
     local = exp.AtTimeZone(this=ts, zone=params.bind(tz))
+    if week_start:
+        days = exp.Interval(this=exp.Literal.string(str(week_start)), unit=exp.var("DAY"))
+        shifted = exp.Sub(this=local, expression=days)
+        week = exp.func("date_trunc", exp.Literal.string("week"), shifted)
+        return exp.Add(this=week, expression=days.copy())
     trunc = exp.func("date_trunc", exp.Literal.string(grain), local)
     if grain != "hour":
         return trunc

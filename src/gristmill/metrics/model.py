@@ -85,6 +85,9 @@ def dimensions(pack: Pack, tables: Sequence[str]) -> list[str]:
 
 
 def check_grain(grain: str | None) -> str | None:
+    """A grain, or ``week@N`` (weeks starting N days after Monday, 1 <= N <= 6)."""
+    if grain is not None and grain.startswith("week@") and grain[5:] in tuple("123456"):
+        return grain
     if grain is not None and grain not in GRAINS:
         raise _bad("invalid-grain", f"grain must be one of {', '.join(GRAINS)}")
     return grain

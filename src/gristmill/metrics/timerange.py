@@ -101,9 +101,28 @@ def explicit_range(start: datetime, end: datetime, tz: ZoneInfo) -> TimeRange:
     return TimeRange(s, e, tz)
 
 
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+def week_grain(week_start: str = "monday") -> str:
+    """The grain of weeks starting on ``week_start``: ``week`` (Monday, ISO) or ``week@N``
+    (N days after Monday), carried through the query like any grain."""
+    n = WEEKDAYS.index(week_start)
+    return "week" if n == 0 else f"week@{n}"
+
+
+def base_grain(grain: str) -> tuple[str, int]:
+    """``week@6`` -> (``week``, 6); any other grain -> (grain, 0)."""
+    if grain.startswith("week@"):
+        return "week", int(grain[5:])
+    return grain, 0
+
+
 def bucket_start(t: datetime, grain: str, tz: ZoneInfo) -> datetime:
     """The local (naive) start of the bucket holding instant ``t``, as SQL's
-    ``date_trunc(grain, t AT TIME ZONE tz)`` computes it (weeks start on Monday)."""
+    ``date_trunc(grain, t AT TIME ZONE tz)`` computes it (weeks start on Monday, or N days
+    later for ``week@N``)."""
+    grain, week_start = base_grain(grain)
     local = t.astimezone(tz).replace(tzinfo=None)
     if grain == "hour":
         return local.replace(minute=0, second=0, microsecond=0)
@@ -111,13 +130,14 @@ def bucket_start(t: datetime, grain: str, tz: ZoneInfo) -> datetime:
     if grain == "day":
         return day
     if grain == "week":
-        return day - timedelta(days=day.weekday())
+        return day - timedelta(days=(day.weekday() - week_start) % 7)
     if grain == "month":
         return day.replace(day=1)
     raise ValueError(grain)
 
 
 def next_bucket(b: datetime, grain: str) -> datetime:
+    grain = base_grain(grain)[0]
     if grain == "hour":
         return b + timedelta(hours=1)
     if grain == "day":

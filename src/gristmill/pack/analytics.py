@@ -77,8 +77,45 @@ class SeriesSpec(_Model):
     metrics: list[Ident] = Field(min_length=1)
 
 
+class AggregateSpec(_Model):
+    """``kind: aggregations``: named metrics per time bucket (the seed's
+    ``queryAggregations``), exact because they are the metric layer's answers."""
+
+    metrics: dict[Ident, Ident] = Field(min_length=1)
+    """answer field -> metric (``total_events: events``)."""
+    filters: list[Ident] = []
+    """Dimensions a caller may filter on by name (``event_category=transaction``)."""
+    week_start: Literal[
+        "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"
+    ] = "monday"
+    """Default first day of weekly buckets (a caller may pass ``week_start``)."""
+
+
+class RealtimeValue(_Model):
+    metric: Ident
+    window: Annotated[str, Field(pattern=r"^(today|\d+[mhd])$")]
+    """``today`` (since local midnight) or a trailing window (``15m``, ``1h``, ``7d``)."""
+
+
+class RealtimeSpec(_Model):
+    """``kind: realtime``: a few live values served from a cache (the seed's
+    ``platform_metrics_realtime``), recomputed after ``ttl_s`` or after the next load."""
+
+    values: dict[Ident, RealtimeValue] = Field(min_length=1)
+    ttl_s: float = Field(30.0, gt=0, le=3600)
+
+
+ViewKind = Literal["kpis", "events", "aggregations", "realtime", "sync_status"]
+
+
 class ViewSpec(_Model):
-    """An HTTP endpoint answering KPIs and a series for the roles it names."""
+    """An HTTP endpoint for the roles it names. ``kind`` picks what it answers: KPIs and a
+    series (default), raw events, bucketed aggregations, cached live values, or the load
+    status per table (docs/packs.md, *Views*)."""
+
+    kind: ViewKind = "kpis"
+    aggregate: AggregateSpec | None = None
+    realtime: RealtimeSpec | None = None
 
     route: Annotated[str, Field(pattern=r"^/[a-z0-9_\-/]+$")]
     title: str = ""
@@ -90,7 +127,7 @@ class ViewSpec(_Model):
     default_preset: Annotated[str, Field(pattern=PRESET)] = "30d"
     allow_range: bool = False
     """Whether explicit ``start``/``end`` are accepted besides the presets."""
-    kpis: list[Ident] = Field(min_length=1)
+    kpis: list[Ident] = []
     series: SeriesSpec | None = None
     filters: dict[Ident, Any] = {}
 
@@ -98,4 +135,17 @@ class ViewSpec(_Model):
     def _preset(self) -> ViewSpec:
         if self.default_preset not in self.presets:
             raise ValueError(f"default_preset {self.default_preset!r} is not in presets")
+        if self.kind == "kpis" and not self.kpis:
+            raise ValueError("a kpis view names at least one kpi")
+        if self.kind == "aggregations" and self.aggregate is None:
+            raise ValueError("an aggregations view needs aggregate: {metrics: {...}}")
+        if self.kind == "realtime" and self.realtime is None:
+            raise ValueError("a realtime view needs realtime: {values: {...}}")
         return self
+
+    def metric_names(self) -> list[str]:
+        """Every metric the view answers, for the pack checks."""
+        out = [*self.kpis, *(self.series.metrics if self.series else [])]
+        out += list(self.aggregate.metrics.values()) if self.aggregate else []
+        out += [v.metric for v in self.realtime.values.values()] if self.realtime else []
+        return out

@@ -169,7 +169,8 @@ def check_analytics(pack: Pack, file: Path) -> list[PackIssue]:
     routes: dict[str, str] = {}
     for v_name, view in spec.views.items():
         base = ("views", v_name)
-        if view.route.startswith(RESERVED_ROUTES):
+        own = view.route.startswith(f"/v1/{pack.name}/")  # a pack's own namespace
+        if view.route.startswith(RESERVED_ROUTES) and not own:
             add((*base, "route"), f"{view.route!r} collides with Gristmill's own routes")
         if view.route in routes:
             add(
@@ -183,11 +184,13 @@ def check_analytics(pack: Pack, file: Path) -> list[PackIssue]:
                 missing = set(view.scope.values()) - set(spec.roles[role_name].claims)
                 if missing:
                     add((*base, "scope"), f"role {role_name!r} carries no claim {sorted(missing)}")
-        names = [*view.kpis, *(view.series.metrics if view.series else [])]
-        for i, ref in enumerate(names):
+        for ref in view.metric_names():
             if ref not in spec.metrics:
-                part = "kpis" if i < len(view.kpis) else "series"
-                add((*base, part), f"unknown metric {ref!r}")
+                add(base, f"unknown metric {ref!r}")
+        if view.aggregate is not None:
+            for dim in view.aggregate.filters:
+                if not any(dim in t.dimensions for t in spec.tables.values()):
+                    add((*base, "aggregate", "filters"), f"{dim!r} is no table's dimension")
         issues += _check_scope(pack, file, (*base, "scope"), view.scope, None)
     return issues
 

@@ -10,12 +10,20 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Query
+from fastapi import Depends, FastAPI, Query, Request
 from starlette.responses import Response
 
 from gristmill.api.deps import PrincipalDep, RuntimeDep
 from gristmill.api.query import debug_allowed, metric_query, time_range
 from gristmill.api.responses import JSONBytes
+from gristmill.api.routers.view_kinds import (
+    RealtimeCache,
+    answer_aggregations,
+    answer_events,
+    answer_realtime,
+    answer_sync_status,
+    parse_when,
+)
 from gristmill.auth.permissions import Principal
 from gristmill.core.errors import forbidden
 from gristmill.metrics.service import fold, foldable, run
@@ -137,12 +145,128 @@ def _handler(pack: Pack, name: str, view: ViewSpec) -> Callable[..., Response]:
     return handle
 
 
+def _allowed(pack: Pack, name: str, view: ViewSpec) -> Callable[..., Principal]:
+    def allowed(principal: PrincipalDep) -> Principal:
+        if principal.role != "operator" and not (
+            principal.pack == pack.name and principal.role in view.roles
+        ):
+            raise forbidden(f"view {name!r} is for roles: {', '.join(view.roles)}")
+        return principal
+
+    return allowed
+
+
+def _events_handler(pack: Pack, name: str, view: ViewSpec) -> Callable[..., Response]:
+    def handle(
+        rt: RuntimeDep,
+        principal: Annotated[Principal, Depends(_allowed(pack, name, view))],
+        event_types: Annotated[str | None, Query(description="Comma-separated types.")] = None,
+        start_date: Annotated[str | None, Query(description="Inclusive; time or date.")] = None,
+        end_date: Annotated[
+            str | None, Query(description="Exclusive time, or a whole date.")
+        ] = None,
+        tz: str = "UTC",
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        cursor: str | None = None,
+    ) -> Response:
+        types = [t for t in (event_types or "").split(",") if t]
+        return JSONBytes(
+            answer_events(
+                rt,
+                principal,
+                pack,
+                view,
+                event_types=types,
+                start=parse_when(start_date, tz, end=False),
+                end=parse_when(end_date, tz, end=True),
+                tz=tz,
+                limit=limit,
+                cursor=cursor,
+            )
+        )
+
+    return handle
+
+
+def _aggregations_handler(pack: Pack, name: str, view: ViewSpec) -> Callable[..., Response]:
+    agg = view.aggregate
+    assert agg is not None
+    names = ", ".join(agg.filters) or "none"
+
+    def handle(
+        request: Request,
+        rt: RuntimeDep,
+        principal: Annotated[Principal, Depends(_allowed(pack, name, view))],
+        aggregation_type: Annotated[str, Query(pattern="^(hourly|daily|weekly)$")] = "daily",
+        start_date: Annotated[str | None, Query(description="Inclusive; time or date.")] = None,
+        end_date: Annotated[
+            str | None, Query(description="Exclusive time, or a whole date.")
+        ] = None,
+        preset: str | None = None,
+        tz: Annotated[str, Query(description="IANA time zone of the buckets.")] = "UTC",
+        week_start: Annotated[str | None, Query(description="monday … sunday")] = None,
+    ) -> Response:
+        filters = {k: v for k, v in request.query_params.items() if k in agg.filters}
+        return JSONBytes(
+            answer_aggregations(
+                rt,
+                principal,
+                pack,
+                view,
+                aggregation_type=aggregation_type,
+                start=parse_when(start_date, tz, end=False),
+                end=parse_when(end_date, tz, end=True),
+                preset=preset,
+                tz=tz,
+                week_start=week_start,
+                filters=filters,
+            )
+        )
+
+    handle.__doc__ = f"Filters by name (query parameters): {names}."
+    return handle
+
+
+def _realtime_handler(pack: Pack, name: str, view: ViewSpec) -> Callable[..., Response]:
+    def handle(
+        request: Request,
+        rt: RuntimeDep,
+        principal: Annotated[Principal, Depends(_allowed(pack, name, view))],
+        tz: str = "UTC",
+    ) -> Response:
+        cache: RealtimeCache = request.app.state.realtime
+        return JSONBytes(answer_realtime(rt, cache, principal, pack, name, view, tz=tz))
+
+    return handle
+
+
+def _sync_handler(pack: Pack, name: str, view: ViewSpec) -> Callable[..., Response]:
+    def handle(
+        rt: RuntimeDep, _: Annotated[Principal, Depends(_allowed(pack, name, view))]
+    ) -> Response:
+        return JSONBytes(answer_sync_status(rt, pack))
+
+    return handle
+
+
+HANDLERS = {
+    "kpis": lambda pack, name, view: _handler(pack, name, view),
+    "events": _events_handler,
+    "aggregations": _aggregations_handler,
+    "realtime": _realtime_handler,
+    "sync_status": _sync_handler,
+}
+
+
 def add_view_routes(app: FastAPI, rt: Runtime) -> None:
+    app.state.realtime = RealtimeCache()
     for pack in rt.packs.values():
         for name, view in pack.spec.views.items():
+            handler = HANDLERS[view.kind](pack, name, view)
+            handler.__name__ = f"view_{pack.name}_{name}"
             app.add_api_route(
                 view.route,
-                _handler(pack, name, view),
+                handler,
                 methods=["GET"],
                 tags=["views"],
                 summary=view.title or name,
