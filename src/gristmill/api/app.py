@@ -12,6 +12,7 @@ from starlette.responses import Response
 
 from gristmill import __version__
 from gristmill.api.metrics import RequestCounters, build_registry
+from gristmill.api.ratelimit import RateLimiter
 from gristmill.api.responses import problem_response
 from gristmill.api.routers import analytics, governance, ingest, ops, quarantine, ui
 from gristmill.api.routers import feeds as feeds_router
@@ -24,9 +25,11 @@ from gristmill.runtime import Runtime
 
 
 class GristmillAPI(FastAPI):
-    """FastAPI, with ingest requests answered before its routing and middleware run."""
+    """FastAPI, with ingest requests answered before its routing and middleware run (and
+    query requests over a rate limit refused there too)."""
 
     ingest: IngestApp | None = None
+    limiter: RateLimiter | None = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if self.ingest is not None:
@@ -34,6 +37,8 @@ class GristmillAPI(FastAPI):
             if route is not None:
                 await self.ingest(route, scope, receive, send)
                 return
+        if self.limiter is not None and await self.limiter.refuse_query(scope, send):
+            return
         await super().__call__(scope, receive, send)
 
 
@@ -59,7 +64,15 @@ def create_app(rt: Runtime, *, url: str | None = None, start: bool = True) -> Fa
     app.state.runtime = rt
     app.state.counters = RequestCounters()
     app.state.prometheus = build_registry(rt, app.state.counters)
-    app.ingest = IngestApp(rt, app.state.counters)
+    app.state.ratelimiter = RateLimiter(
+        rt.settings.rate_limits,
+        app.state.counters,
+        resolve=rt.keys.resolve,
+        session=rt.sessions.get,
+        query_paths={v.route for p in rt.packs.values() for v in p.spec.views.values()},
+    )
+    app.limiter = app.state.ratelimiter if rt.settings.rate_limits.enabled else None
+    app.ingest = IngestApp(rt, app.state.counters, app.state.ratelimiter)
 
     @app.exception_handler(Problem)
     async def on_problem(_: Request, exc: Problem) -> Response:

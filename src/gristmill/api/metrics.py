@@ -20,6 +20,9 @@ class RequestCounters:
         self._lock = threading.Lock()
         self.requests: dict[tuple[str, int], int] = defaultdict(int)
         self.rejected_requests: dict[str, int] = defaultdict(int)
+        self.rate_limited: dict[tuple[str, str], int] = {
+            (scope, cls): 0 for scope in ("key", "ip") for cls in ("ingest", "query")
+        }
 
     def count(self, route: str, status: int) -> None:
         with self._lock:
@@ -28,6 +31,13 @@ class RequestCounters:
     def reject(self, reason: str) -> None:
         with self._lock:
             self.rejected_requests[reason] += 1
+
+    def limited(self, scope: str, route_class: str) -> None:
+        """A request refused by a rate limit (``scope`` key or ip, ``route_class`` ingest or
+        query); see :mod:`gristmill.api.ratelimit`."""
+        with self._lock:
+            key = (scope, route_class)
+            self.rate_limited[key] = self.rate_limited.get(key, 0) + 1
 
 
 class PipelineCollector(Collector):
@@ -141,6 +151,14 @@ class PipelineCollector(Collector):
         for reason, n in sorted(self.counters.rejected_requests.items()):
             rej.add_metric([reason], n)
         yield rej
+        lim = CounterMetricFamily(
+            "gristmill_rate_limited",
+            "Requests answered 429 by a rate limit, by limit scope and route class.",
+            labels=["scope", "route_class"],
+        )
+        for (scope, route_class), n in sorted(self.counters.rate_limited.items()):
+            lim.add_metric([scope, route_class], n)
+        yield lim
         yield GaugeMetricFamily(
             "gristmill_uptime_seconds",
             "Seconds since start.",

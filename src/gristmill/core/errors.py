@@ -72,6 +72,19 @@ def unavailable(detail: str, retry_after_s: int) -> Problem:
     )
 
 
+def too_many_requests(detail: str, retry_after_s: int, **extra: Any) -> Problem:
+    """429 + ``Retry-After`` (whole seconds, at least 1): a rate limit was hit."""
+    retry_after_s = max(1, retry_after_s)
+    return Problem(
+        429,
+        "rate-limited",
+        "Too many requests",
+        detail,
+        headers={"Retry-After": str(retry_after_s)},
+        extra={**extra, "retry_after_seconds": retry_after_s},
+    )
+
+
 def unauthorized(detail: str) -> Problem:
     return Problem(
         401, "unauthorized", "Unauthorized", detail, headers={"WWW-Authenticate": "Bearer"}

@@ -13,6 +13,8 @@ BENCHMARKS.md. Native status codes:
 * 401 / 403 — no key, unknown or revoked key, or a key that may not ingest;
 * 413 — over a size limit (the limit is in the body); nothing is kept;
 * 415 — an unsupported Content-Encoding;
+* 429 + Retry-After — over a rate limit per key or per client address (settings
+  ``rate_limits``, :mod:`gristmill.api.ratelimit`); nothing is kept;
 * 503 + Retry-After — the log is over its cap; nothing is kept, retry later.
 """
 
@@ -28,6 +30,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from gristmill.api.deps import RuntimeDep
+from gristmill.api.ratelimit import RateLimiter
 from gristmill.auth.keys import token_from_headers
 from gristmill.auth.permissions import Principal
 from gristmill.collect.cloudevents import structured_from_binary
@@ -98,9 +101,13 @@ async def handle(
     headers: Mapping[str, str],
     query: Mapping[str, str],
     read: Reader,
+    *,
+    client: str | None = None,
+    limiter: RateLimiter | None = None,
 ) -> Answered:
     """Read, authenticate (a header key, or a key inside the body), frame, append, answer —
-    every answer, errors included, in the dialect's own format."""
+    every answer, errors included, in the dialect's own format. Rate limits (``limiter``):
+    the client address first, the key as soon as it is known; both before the append."""
     d = DIALECTS[route.dialect]
 
     def answer(status: int, body: bytes, media: str, hdrs: Any, problem: str | None) -> Answered:
@@ -122,10 +129,22 @@ async def handle(
             "the body where the client library puts it)"
         )
 
+    lim = limiter
+    if lim is not None:
+        ip = lim.address(client, headers)
+        if lim.trusted(ip):
+            lim = None
+        elif (over := lim.ingest_by_ip(ip)) is not None:
+            return fail(over)
+
     header = token_from_headers(headers.get("authorization"))
     principal = who(header)
     if principal is None and (header is not None or not d.body_key):
         return fail(missing())
+    if lim is not None and principal is not None:
+        over = lim.ingest_by_key(principal, header)
+        if over is not None:
+            return fail(over)
     try:
         limit = rt.collector.body_limit(d)
         declared = headers.get("content-length", "")
@@ -153,6 +172,8 @@ async def handle(
         principal = who(body_key or d.query_key(query))
         if principal is None:
             return fail(missing())
+        if lim is not None and (over := lim.ingest_by_key(principal, None)) is not None:
+            return fail(over)
     if not rt.roles.allows(principal, Permission.INGEST):
         return fail(forbidden(f"role {principal.role!r} may not send events"))
     assert principal.pack is not None
@@ -164,9 +185,10 @@ async def handle(
 class IngestApp:
     """The ASGI fast path for ingest routes; everything else goes to ``app``."""
 
-    def __init__(self, rt: Runtime, counters: Any) -> None:
+    def __init__(self, rt: Runtime, counters: Any, limiter: RateLimiter | None = None) -> None:
         self.rt = rt
         self.counters = counters
+        self.limiter = limiter if limiter is not None and limiter.enabled else None
 
     def route(self, scope: Mapping[str, Any]) -> Route | None:
         if scope["type"] != "http":
@@ -194,8 +216,19 @@ class IngestApp:
                 if not msg.get("more_body", False):
                     return b"".join(chunks)
 
+        peer = scope.get("client")
         try:
-            a = await handle(self.rt, self.counters, route, scope["path"], headers, query, read)
+            a = await handle(
+                self.rt,
+                self.counters,
+                route,
+                scope["path"],
+                headers,
+                query,
+                read,
+                client=peer[0] if peer else None,
+                limiter=self.limiter,
+            )
         except ConnectionResetError:
             return
         except Exception:  # the framework's error middleware is bypassed: answer 500 here
@@ -235,6 +268,8 @@ async def _via_framework(request: Request, rt: Runtime) -> Response:
         request.headers,
         request.query_params,
         read,
+        client=request.client.host if request.client else None,
+        limiter=getattr(request.app.state, "ratelimiter", None),
     )
     return Response(a.body, a.status, dict(a.headers), media_type=a.media_type)
 
