@@ -21,7 +21,15 @@ install: $(STAMP)
 demo: $(STAMP)  ## generate marketplace traffic, load it, keep serving on 127.0.0.1:8765
 	$(BIN)/gristmill demo
 
-test: $(STAMP)  ## the whole suite; service-marked tests skip without the service (fail when CI=true)
+# typescript and esbuild for the TypeScript SDK tests (docs/sdk-ts.md); reinstalled when the
+# lock file is newer. Without npm those tests skip (and fail when CI=true).
+node_modules: package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+	  npm ci --no-audit --no-fund && touch node_modules; \
+	elif [ "$$CI" = true ]; then echo "npm is required (CI=true)" >&2; exit 1; \
+	else echo "npm not found: the TypeScript SDK tests will skip" >&2; fi
+
+test: $(STAMP) node_modules  ## the whole suite; service-marked tests skip without the service (fail when CI=true)
 	$(BIN)/pytest
 
 test-fast: $(STAMP)
