@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install demo test test-fast lint format bench clean
+.PHONY: install demo test test-fast lint format bench clean browser
 
 $(STAMP): pyproject.toml
 	@test -n "$(PY)" || { echo "Python 3.11 or newer is required" >&2; exit 1; }
@@ -29,7 +29,14 @@ node_modules: package-lock.json
 	elif [ "$$CI" = true ]; then echo "npm is required (CI=true)" >&2; exit 1; \
 	else echo "npm not found: the TypeScript SDK tests will skip" >&2; fi
 
-test: $(STAMP) node_modules  ## the whole suite; service-marked tests skip without the service (fail when CI=true)
+# Debian's chromium for the browser tests (never a downloaded browser); installed when CI=true.
+browser:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  if [ "$$CI" = true ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium not found: the browser tests will skip (apt-get install chromium)" >&2; fi; \
+	fi
+
+test: $(STAMP) node_modules browser  ## the whole suite; service-marked tests skip without the service (fail when CI=true)
 	$(BIN)/pytest
 
 test-fast: $(STAMP)
