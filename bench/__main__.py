@@ -134,7 +134,10 @@ def main() -> None:
     ap.add_argument("--latency-seconds", type=float, default=20)
     ap.add_argument(
         "--only",
-        default="ingest,loader,pg_baseline,latency,analytics,dialects,relay,warehouses,feeds,sources",
+        default=(
+            "ingest,loader,pg_baseline,latency,analytics,dialects,relay,warehouses,feeds,sources,"
+            "governance,enrichment"
+        ),
     )
     ap.add_argument("--feed-rows", default="250000,1000000", help="Sales CSV sizes (feeds).")
     ap.add_argument(
@@ -147,6 +150,8 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true", help="Do not touch BENCHMARKS.md.")
     ap.add_argument("--relay-rows", type=int, default=50_000, help="Outbox rows (relay).")
     ap.add_argument("--sources-events", type=int, default=100_000)
+    ap.add_argument("--gov-events", type=int, default=10_000_000, help="Erasure/retention.")
+    ap.add_argument("--gov-chdb-events", type=int, default=200_000)
     args = ap.parse_args()
     only = set(args.only.split(","))
     results: dict[str, Any] = {
@@ -196,6 +201,8 @@ def main() -> None:
         ),
         "feeds": ([int(x) for x in args.feed_rows.split(",")],),
         "sources": (args.sources_events,),
+        "governance": (args.gov_events, args.gov_chdb_events),
+        "enrichment": (50_000,),
     }
     for name, run_args in modular.items():
         if name in only:

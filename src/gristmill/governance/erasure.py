@@ -153,8 +153,14 @@ def delete_rows(
     ref = table_ref(pack.dataset, table)
     for start in range(0, len(rows), CHUNK):
         params: dict[str, Any] = {}
-        keys = [_key(i, r, params) for i, r in enumerate(rows[start : start + CHUNK])]
-        out.append((exp.delete(ref).where(exp.or_(*keys)), params))
+        chunk = rows[start : start + CHUNK]
+        keys = [_key(i, r, params) for i, r in enumerate(chunk)]
+        # An IN list first (hashed by the engine), the exact keys only on rows passing it.
+        ids = exp.In(
+            this=exp.column("event_id", quoted=True),
+            expressions=[_ph(f"e{i}") for i in range(len(chunk))],
+        )
+        out.append((exp.delete(ref).where(exp.and_(ids, exp.Paren(this=exp.or_(*keys)))), params))
     return out
 
 

@@ -76,18 +76,17 @@ def _drop_partitions(
     if not (wh.caps.native_partitioning and isinstance(wh, PartitionedWarehouse)):
         return None
     ref = table_ref(pack.dataset, table)
-    floor = None
-    for part in wh.partitions(pack, table):
-        if part.end > before:
-            break
-        where = exp.and_(
-            exp.GTE(this=exp.column("occurred_at", quoted=True), expression=_ph("lo")),
-            exp.LT(this=exp.column("occurred_at", quoted=True), expression=_ph("hi")),
+    expired = [p for p in wh.partitions(pack, table) if p.end <= before]
+    where = exp.and_(
+        exp.GTE(this=exp.column("occurred_at", quoted=True), expression=_ph("lo")),
+        exp.LT(this=exp.column("occurred_at", quoted=True), expression=_ph("hi")),
+    )
+    for part in expired:
+        rows = (
+            part.rows
+            if part.rows is not None
+            else _count(wh, ref, where, {"lo": part.start, "hi": part.end})
         )
-        rows = _count(wh, ref, where, {"lo": part.start, "hi": part.end})
-        if not report.dry_run:
-            wh.drop_partition(pack, table, part)
-        floor = part.end
         report.partitions_dropped.append(
             {
                 "table": f"{pack.dataset}.{table}",
@@ -97,16 +96,20 @@ def _drop_partitions(
                 "rows": rows,
             }
         )
+    if expired:
+        if not report.dry_run:
+            wh.drop_partitions(pack, table, expired)
         report.actions.append(
             {
                 "table": f"{pack.dataset}.{table}",
                 "category": "*",
-                "method": "drop_partition",
+                "method": "drop_partitions",
                 "cutoff": before.isoformat(),
-                "rows": rows,
+                "partitions": len(expired),
+                "rows": sum(int(p["rows"]) for p in report.partitions_dropped[-len(expired) :]),
             }
         )
-    return floor
+    return max((p.end for p in expired), default=None)
 
 
 def _delete_expired(

@@ -184,50 +184,53 @@ def recompute(
 ) -> list[tuple[exp.Expr, dict[str, Any]]]:
     """Statements that rebuild the given buckets ``(bucket, *dims)`` from rows, for changes
     made outside a load (erasure, retention): delete them, insert what the rows say now. A
-    bucket whose rows are all gone stays deleted. Keys are bound, never inlined."""
+    bucket whose rows are all gone stays deleted. Only the rows of those buckets are read
+    (each key's time span and dimension values), not the span between the first and the
+    last: an erased user's buckets are spread over years. Keys are bound, never inlined."""
     aggs = AGGS[dialect]
     target = rollup_table(pack, name)
     dims = [exp.column(d, quoted=True) for d in r.dimensions]
-    bucket = _bucket(exp.column("occurred_at", quoted=True), r.grain, dialect)
+    occurred = exp.column("occurred_at", quoted=True)
+    bucket = _bucket(occurred, r.grain, dialect)
     comps: list[exp.Expr] = []
     for m_name in r.metrics:
         comps += component_columns(m_name, pack.spec.metrics[m_name], aggs)
     span = exp.Interval(this=exp.Literal.string("1"), unit=exp.var(r.grain.upper()))
     params: dict[str, Any] = {}
 
-    def key_match(table: str | None) -> exp.Expr:
-        ors: list[exp.Expr] = []
-        for i, key in enumerate(keys):
-            params[f"b{i}"] = key[0]
-            conds: list[exp.Expr] = [
-                exp.column("bucket", table=table).eq(exp.Placeholder(this=f"b{i}"))
-            ]
-            for j, d in enumerate(r.dimensions):
-                col = exp.column(d, table=table, quoted=True)
-                if key[j + 1] is None:
-                    conds.append(exp.Is(this=col, expression=exp.Null()))
-                else:
-                    params[f"d{i}_{j}"] = key[j + 1]
-                    conds.append(col.eq(exp.Placeholder(this=f"d{i}_{j}")))
-            ors.append(exp.and_(*conds))
-        return exp.or_(*ors)
+    def dims_match(i: int, key: tuple[Any, ...]) -> list[exp.Expr]:
+        conds: list[exp.Expr] = []
+        for j, d in enumerate(r.dimensions):
+            col = exp.column(d, quoted=True)
+            if key[j + 1] is None:
+                conds.append(exp.Is(this=col, expression=exp.Null()))
+            else:
+                params[f"d{i}_{j}"] = key[j + 1]
+                conds.append(col.eq(exp.Placeholder(this=f"d{i}_{j}")))
+        return conds
 
-    delete = exp.delete(target).where(key_match(None))
-    delete_params = dict(params)  # engines refuse parameters a statement does not use
-    params["lo"] = min(k[0] for k in keys)
-    params["hi"] = max(k[0] for k in keys)
-    lo, hi = exp.Placeholder(this="lo"), exp.Placeholder(this="hi")
+    stored: list[exp.Expr] = []
+    rows_of: list[exp.Expr] = []
+    for i, key in enumerate(keys):
+        params[f"b{i}"] = key[0]
+        b = exp.Placeholder(this=f"b{i}")
+        stored.append(exp.and_(exp.column("bucket").eq(b), *dims_match(i, key)))
+        in_span = [
+            exp.GTE(this=occurred.copy(), expression=b.copy()),
+            exp.LT(this=occurred.copy(), expression=exp.Add(this=b.copy(), expression=span.copy())),
+        ]
+        rows_of.append(exp.and_(*in_span, *dims_match(i, key)))
+    # A cheap test first (one IN list, hashed by the engine); the exact OR runs only on the
+    # rows that pass it.
+    starts = [exp.Placeholder(this=f"b{i}") for i in range(len(keys))]
+    stored_in = exp.In(this=exp.column("bucket"), expressions=[b.copy() for b in starts])
+    delete = exp.delete(target).where(exp.and_(stored_in, exp.Paren(this=exp.or_(*stored))))
+    rows_in = exp.In(this=bucket.copy(), expressions=[b.copy() for b in starts])
     rows = (
         exp.select(exp.alias_(bucket, "bucket"), *dims, *comps)
         .from_(table_ref(pack.dataset, r.table))
-        .where(exp.GTE(this=exp.column("occurred_at", quoted=True), expression=lo))
-        .where(
-            exp.LT(
-                this=exp.column("occurred_at", quoted=True),
-                expression=exp.Add(this=hi, expression=span),
-            )
-        )
+        .where(exp.and_(rows_in, exp.Paren(this=exp.or_(*rows_of))))
         .group_by(exp.column("bucket"), *dims)
     )
-    keyed = exp.select("s.*").from_(rows.subquery("s")).where(key_match("s"))
-    return [(delete, delete_params), (exp.insert(keyed, target, columns=_names(pack, r)), params)]
+    insert = exp.insert(rows, target, columns=_names(pack, r))
+    return [(delete, params), (insert, params)]

@@ -151,6 +151,8 @@ class Partition:
     start: datetime
     end: datetime
     """Exclusive: every row of the partition has ``occurred_at < end``."""
+    rows: int | None = None
+    """Rows in it, where the catalogue knows exactly (ClickHouse parts); else counted."""
 
 
 @runtime_checkable
@@ -160,4 +162,4 @@ class PartitionedWarehouse(Protocol):
 
     def partitions(self, pack: Pack, table: str) -> list[Partition]: ...
 
-    def drop_partition(self, pack: Pack, table: str, part: Partition) -> None: ...
+    def drop_partitions(self, pack: Pack, table: str, parts: Sequence[Partition]) -> None: ...

@@ -103,8 +103,9 @@ def _now() -> datetime:
 
 
 _PARTS = (
-    "SELECT DISTINCT partition, partition_id FROM system.parts "
-    "WHERE database = {s:String} AND table = {t:String} AND active"
+    "SELECT partition, partition_id, sum(rows) AS rows FROM system.parts "
+    "WHERE database = {s:String} AND table = {t:String} AND active "
+    "GROUP BY partition, partition_id"
 )
 _PARTITION_ID = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
 
@@ -360,15 +361,21 @@ class ClickHouseWarehouse:
             start = _partition_start(str(r["partition"]), gran)
             if start is None:
                 continue
-            out.append(Partition(str(r["partition_id"]), start, _partition_end(start, gran)))
+            end = _partition_end(start, gran)
+            out.append(Partition(str(r["partition_id"]), start, end, int(r["rows"])))
         return sorted(out, key=lambda p: p.start)
 
-    def drop_partition(self, pack: Pack, table: str, part: Partition) -> None:
-        if not _PARTITION_ID.match(part.name):
-            raise ValueError(f"not a partition id: {part.name!r}")
+    def drop_partitions(self, pack: Pack, table: str, parts: Sequence[Partition]) -> None:
+        """One ``ALTER TABLE`` dropping up to a hundred partitions at a time."""
         ref = sql(ddl.table_ref(pack.dataset, table))
-        with self._write_lock:
-            self._conn.command(f"ALTER TABLE {ref} DROP PARTITION ID '{part.name}'")
+        for start in range(0, len(parts), 100):
+            chunk = parts[start : start + 100]
+            for p in chunk:
+                if not _PARTITION_ID.match(p.name):
+                    raise ValueError(f"not a partition id: {p.name!r}")
+            drops = ", ".join(f"DROP PARTITION ID '{p.name}'" for p in chunk)
+            with self._write_lock:
+                self._conn.command(f"ALTER TABLE {ref} {drops}")
 
     # -- reading ------------------------------------------------------------------------
     def query(self, query: exp.Expr, params: Mapping[str, Any] | None = None) -> pa.Table:

@@ -299,13 +299,20 @@ class PostgresWarehouse:
             out.append(Partition(str(name), _ts(m.group(1)), _ts(m.group(2))))
         return sorted(out, key=lambda p: p.start)
 
-    def drop_partition(self, pack: Pack, table: str, part: Partition) -> None:
-        stmt = exp.Drop(tables=[ddl.table_ref(pack.dataset, part.name)], kind="TABLE", exists=True)
-        with self._txn() as cur:
-            cur.execute(PARTITION_LOCK)
-            cur.execute(sql(stmt))
-        # A late event for that time recreates the partition on demand.
-        self._partitions.discard((pack.dataset, table, part.start))
+    def drop_partitions(self, pack: Pack, table: str, parts: Sequence[Partition]) -> None:
+        """One ``DROP TABLE`` per hundred partitions, in one transaction."""
+        for start in range(0, len(parts), 100):
+            chunk = parts[start : start + 100]
+            stmt = exp.Drop(
+                tables=[ddl.table_ref(pack.dataset, p.name) for p in chunk],
+                kind="TABLE",
+                exists=True,
+            )
+            with self._txn() as cur:
+                cur.execute(PARTITION_LOCK)
+                cur.execute(sql(stmt))
+            for p in chunk:  # a late event for that time recreates the partition on demand
+                self._partitions.discard((pack.dataset, table, p.start))
 
     # -- reading ------------------------------------------------------------------------
     def query(self, query: exp.Expr, params: Mapping[str, Any] | None = None) -> pa.Table:
