@@ -100,6 +100,8 @@ def test_delete_reaches_rows_rollups_quarantine_log_and_stays_erased(rt: Runtime
         assert after["events"] == before["events"] - report["rows_total"] + 1  # +1: backlog
         assert rows_of(rt, SUBJECT) == 0
         assert {u: rows_of(rt, u) for u in OTHERS} == others_before
+        keys = rt.warehouse.query_sql("SELECT count(*) AS n FROM platform._gm_dedupe")
+        assert int(keys.column("n")[0].as_py()) == 3 * 7  # the other users' keys only
         q = client.get("/v1/quarantine", headers={"Authorization": f"Bearer {admin}"}).json()
         assert all(SUBJECT.encode() not in orjson.dumps(i) for i in q["items"])
 
@@ -264,9 +266,12 @@ def test_erasure_on_every_engine(tmp_path: Path, engine: str, mode: Mode) -> Non
             .column("n")[0]
             .as_py()
         )
+        keys = rt.warehouse.query_sql("SELECT count(*) AS n FROM platform._gm_dedupe")
+        kept = int(keys.column("n")[0].as_py())
         if mode is Mode.DELETE:
             assert anonymous == 0
             assert sum(rows_of(rt, u) for u in OTHERS) == total - 7
+            assert kept == total - 7  # the erased rows' dedupe keys went with them
         else:
             assert anonymous == 7
             text = rt.warehouse.query_sql(

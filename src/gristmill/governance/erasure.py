@@ -21,6 +21,7 @@ report keeps table names and counts.
 
 from __future__ import annotations
 
+import importlib
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -202,6 +203,37 @@ def _utc(t: datetime) -> datetime:
     return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
+def _scope(pack: Pack, source: str, event_type: str) -> str:
+    """The dedupe scope as the loader builds it (``load.batch``)."""
+    return "\x1e".join(source if f == "source" else event_type for f in pack.spec.dedupe.scope)
+
+
+def delete_dedupe_keys(
+    pack: Pack, rows: Sequence[Mapping[str, Any]], dialect: str
+) -> list[tuple[exp.Expr, dict[str, Any]]]:
+    """The erased rows' dedupe keys (delete mode): the engine's own key expression with the
+    row's scope and event id bound in place of its columns."""
+    key_of = importlib.import_module(f"gristmill.warehouse.{dialect}.sql").dedupe_key
+    ref = table_ref(pack.dataset, "_gm_dedupe")
+    out: list[tuple[exp.Expr, dict[str, Any]]] = []
+    for start in range(0, len(rows), CHUNK):
+        params: dict[str, Any] = {}
+        keys: list[exp.Expr] = []
+        for i, r in enumerate(rows[start : start + CHUNK]):
+            params[f"ks{i}"] = _scope(pack, str(r["source"]), str(r["event_type"]))
+            params[f"ke{i}"] = r["event_id"]
+            bound = {"_dedupe_scope": f"ks{i}", "event_id": f"ke{i}"}
+
+            def bind(node: exp.Expr, names: dict[str, str] = bound) -> exp.Expr:
+                if isinstance(node, exp.Column) and node.name in names:
+                    return _ph(names[node.name])
+                return node
+
+            keys.append(key_of().transform(bind))
+        out.append((exp.delete(ref).where(exp.In(this=exp.column("k"), expressions=keys)), params))
+    return out
+
+
 def touched_buckets(
     pack: Pack, table: str, rows: Sequence[Mapping[str, Any]]
 ) -> dict[str, list[tuple[Any, ...]]]:
@@ -248,7 +280,7 @@ def erase_table(
         report.tables.append({"table": f"{pack.dataset}.{table}", "rows": 0, "action": "none"})
         return
     if mode is Mode.DELETE:
-        stmts = delete_rows(pack, table, rows)
+        stmts = delete_rows(pack, table, rows) + delete_dedupe_keys(pack, rows, wh.dialect)
     else:
         stmts = anonymize_rows(pack, table, rows, wh.dialect)
     touched = touched_buckets(pack, table, rows)

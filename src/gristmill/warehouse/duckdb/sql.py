@@ -54,8 +54,9 @@ def pack_ddl(packs: Sequence[Pack]) -> list[exp.Expr]:
     return stmts
 
 
-def _key() -> exp.Expr:
-    """128-bit dedupe key of (scope, event_id)."""
+def dedupe_key() -> exp.Expr:
+    """128-bit dedupe key of (scope, event_id), over columns ``_dedupe_scope`` and
+    ``event_id`` (every engine's ``sql.dedupe_key`` has this shape: erasure binds them)."""
     joined = exp.DPipe(
         this=exp.DPipe(
             this=exp.column("_dedupe_scope"), expression=exp.Literal.string(UNIT_SEPARATOR)
@@ -109,7 +110,7 @@ class LoadStatements:
         select_cols: list[exp.Expr] = [
             exp.CurrentTimestamp() if c == "loaded_at" else exp.column(c, quoted=True) for c in cols
         ]
-        keys = exp.select(exp.alias_(_key(), "_k"), "received_at", "source").from_(BATCH)
+        keys = exp.select(exp.alias_(dedupe_key(), "_k"), "received_at", "source").from_(BATCH)
         seen = (
             exp.select(exp.column("_k").as_("k"))
             .from_(KEYS)
@@ -130,7 +131,7 @@ class LoadStatements:
                 columns=_idents("k", "first_seen"),
             ).sql(DIALECT),
             insert_fresh=exp.insert(
-                rows.where(_not_seen(_key())), target, columns=_idents(*cols)
+                rows.where(_not_seen(dedupe_key())), target, columns=_idents(*cols)
             ).sql(DIALECT),
             count_fresh=exp.select("source", exp.func("count", exp.Star()))
             .from_(KEYS)
