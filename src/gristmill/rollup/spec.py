@@ -225,12 +225,22 @@ def recompute(
     starts = [exp.Placeholder(this=f"b{i}") for i in range(len(keys))]
     stored_in = exp.In(this=exp.column("bucket"), expressions=[b.copy() for b in starts])
     delete = exp.delete(target).where(exp.and_(stored_in, exp.Paren(this=exp.or_(*stored))))
-    rows_in = exp.In(this=bucket.copy(), expressions=[b.copy() for b in starts])
+    # The span of all keys as a plain range the engine can prune on, then the exact keys.
+    params["lo"] = min(k[0] for k in keys)
+    params["hi"] = max(k[0] for k in keys)
+    span_all = exp.and_(
+        exp.GTE(this=occurred.copy(), expression=exp.Placeholder(this="lo")),
+        exp.LT(
+            this=occurred.copy(),
+            expression=exp.Add(this=exp.Placeholder(this="hi"), expression=span.copy()),
+        ),
+    )
     rows = (
         exp.select(exp.alias_(bucket, "bucket"), *dims, *comps)
         .from_(table_ref(pack.dataset, r.table))
-        .where(exp.and_(rows_in, exp.Paren(this=exp.or_(*rows_of))))
+        .where(exp.and_(span_all, exp.Paren(this=exp.or_(*rows_of))))
         .group_by(exp.column("bucket"), *dims)
     )
     insert = exp.insert(rows, target, columns=_names(pack, r))
-    return [(delete, params), (insert, params)]
+    delete_params = {k: v for k, v in params.items() if k not in ("lo", "hi")}
+    return [(delete, delete_params), (insert, params)]
