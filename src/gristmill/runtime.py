@@ -90,6 +90,7 @@ class Runtime:
             wait_loaded=self.wait_loaded,
             scrub_log=self.log.scrub if isinstance(self.log, SQLiteLog) else None,
             forget=self.meta.traits.forget,
+            staging=lambda: self._feeds.staging_text_columns() if self._feeds else [],
         )
         self.local_token = new_token("gml")
         jwt_cfg = settings.auth.jwt

@@ -278,3 +278,45 @@ def test_erasure_on_every_engine(tmp_path: Path, engine: str, mode: Mode) -> Non
                 "SELECT properties FROM platform.platform_events WHERE user_id IS NULL"
             ).to_pylist()
             assert all(EMAIL not in str(r["properties"]) for r in text)
+
+
+def test_erasure_reaches_feed_staging(tmp_path: Path) -> None:
+    """Rows of a feed whose transform failed stay staged for inspection: an identifier in
+    one of their text fields (here an order id that is an email) is erased there too."""
+    from tests.integration.feeds_fixtures import Feeds, feeds_fixture
+
+    gen = feeds_fixture.__wrapped__(tmp_path)  # type: ignore[attr-defined]
+    feeds: Feeds = next(gen)
+    try:
+        csv = (
+            b"transaction_date,product_name,quantity,price,discount,order_id\n"
+            b"2025-01-05,Latte,2,3.50,0.50,ann@example.org\n"
+            b"2025-01-05,Latte,1,3.50,,o-2\n"
+        )
+        token = feeds.preview("b1", "s.csv", csv).json()["upload_token"]
+        up = feeds.rt.feeds.upload_for(token, "1")
+        res = feeds.rt.feeds.commit(up, auto_create_products=True, queue=False)
+        stage = "sales_feeds.staging_sales_items"
+        fact = "sales_feeds.fact_sales"
+        feeds.rt.warehouse.query_sql(f"ALTER TABLE {fact} RENAME TO fact_sales_away")
+        assert feeds.rt.feeds.transformer.run(res.feed_id) == "failed"
+        feeds.rt.warehouse.query_sql(f"ALTER TABLE {fact}_away RENAME TO fact_sales")
+
+        def staged() -> int:
+            got = feeds.rt.warehouse.query_sql(f"SELECT count(*) AS n FROM {stage}")
+            return int(got.column("n")[0].as_py())
+
+        assert staged() == 2
+        rid = feeds.rt.governance.request_erasure(
+            Subject((), (), ("ann@example.org",)), Mode.DELETE, "t"
+        )
+        feeds.rt.governance.run_pending()
+        record = feeds.rt.governance.status(rid)
+        assert record is not None
+        assert record.status == "completed", record
+        assert {"table": stage, "rows": 1, "action": "deleted (feed staging)"} in record.report[
+            "tables"
+        ]
+        assert staged() == 1
+    finally:
+        gen.close()

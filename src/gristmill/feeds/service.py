@@ -17,6 +17,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from sqlglot import exp
+
 from gristmill.config import FeedSettings
 from gristmill.core.errors import Problem, not_found, payload_too_large
 from gristmill.feeds.csvread import CsvError
@@ -28,7 +30,7 @@ from gristmill.feeds.staging import Stager
 from gristmill.feeds.store import FeedStore, Upload, utcnow
 from gristmill.feeds.template import CellType, Feed
 from gristmill.feeds.transform import Transformer, iso_z
-from gristmill.pack.models import Pack
+from gristmill.pack.models import ColumnType, Pack
 from gristmill.warehouse.base import Warehouse
 
 log = logging.getLogger(__name__)
@@ -88,6 +90,17 @@ class FeedService:
         self.transformer = Transformer(store, warehouse, self.feed, self.tables)
 
     # -- lookups ------------------------------------------------------------------------
+    def staging_text_columns(self) -> list[tuple[exp.Table, list[str]]]:
+        """Every feed's staging table and its text columns (erasure scans them)."""
+        out = []
+        for by_type in self.feeds.values():
+            for feed in by_type.values():
+                t = self.tables(feed)
+                cols = [c for c, ct in t.stage_columns().items() if ct is ColumnType.STRING]
+                if cols:
+                    out.append((t.staging, cols))
+        return out
+
     def tables(self, feed: Feed) -> FeedTables:
         return FeedTables(feed, self.wh.dialect)
 

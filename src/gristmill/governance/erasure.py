@@ -349,6 +349,7 @@ def erase(
     wait_loaded: Callable[[], dict[str, Any]],
     scrub_log: Callable[[], dict[str, Any]] | None = None,
     forget: Callable[[Sequence[str]], int] | None = None,
+    staging: Sequence[tuple[exp.Table, list[str]]] = (),
 ) -> Report:
     """Run steps 2-6 of the module docstring (the caller has suppressed the subject)."""
     report = Report(mode)
@@ -368,6 +369,14 @@ def erase(
             t0 = time.perf_counter()
             erase_table(wh, pack, table, id_set, mode, report)
             report.steps_s[f"{pack.name}.{table}"] = round(time.perf_counter() - t0, 4)
+    for stage, cols in staging:
+        t0 = time.perf_counter()
+        params: dict[str, Any] = {}
+        cond = exp.or_(*(_in(c, list(ids), f"f{j}_", params) for j, c in enumerate(cols)))
+        n = wh.execute(exp.delete(stage).where(cond), params)
+        name = f"{stage.db}.{stage.name}"
+        report.tables.append({"table": name, "rows": n, "action": "deleted (feed staging)"})
+        report.steps_s[name] = round(time.perf_counter() - t0, 4)
     report.quarantine_items = step("quarantine", lambda: erase_quarantine(wh, ids))
     if forget is not None:
         report.metadata["user_traits"] = step("metadata", lambda: forget(ids))

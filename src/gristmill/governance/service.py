@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlglot import exp
+
 from gristmill.config import GovernanceSettings
 from gristmill.core.ids import new_token
 from gristmill.core.subjects import Mode, Suppression, subject_hash
@@ -53,6 +55,7 @@ class Governance:
         wait_loaded: Callable[[float], dict[str, Any]],
         scrub_log: Callable[[], dict[str, Any]] | None,
         forget: Callable[[Sequence[str]], int] | None = None,
+        staging: Callable[[], list[tuple[exp.Table, list[str]]]] | None = None,
     ) -> None:
         self.store = store
         self.suppression = suppression
@@ -62,6 +65,8 @@ class Governance:
         self._wait_loaded = wait_loaded
         self._scrub_log = scrub_log
         self._forget = forget
+        self._staging = staging
+        """Feed staging tables and their text columns."""
         """Metadata keyed by subject (user traits for enrichment)."""
         self.counters = GovernanceCounters()
         self._queue: list[tuple[str, Mode, list[str]]] = []
@@ -124,6 +129,7 @@ class Governance:
                     wait_loaded=lambda: self._wait_loaded(self.settings.erasure_drain_timeout_s),
                     scrub_log=self._scrub_log,
                     forget=self._forget,
+                    staging=self._staging() if self._staging else (),
                 )
             except Exception as exc:
                 log.exception("erasure %s failed", request_id)
