@@ -113,7 +113,10 @@ class Runtime:
     def start(self, *, url: str | None = None, loader: bool = True) -> None:
         if loader and self._loader is not None:
             self._loader.start()
-            self.governance.start()  # erasure worker and retention schedule beside the loader
+            if self.role == "all":
+                # One process runs the erasure worker and the retention schedule: M scaled-out
+                # loaders (role "load") would each resume the same requests and runs.
+                self.governance.start()
         if url is not None and self.role != "collect":  # collectors have no operator API
             self._server_file = self.settings.data_dir / SERVER_FILE
             write_server_file(self._server_file, url=url, token=self.local_token)
