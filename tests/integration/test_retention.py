@@ -159,3 +159,47 @@ def test_each_category_keeps_exactly_its_window(rt: Runtime) -> None:
     audit = rt.governance.store.audit_entries(action="retention.*")
     assert [a.action for a in audit][:2] == ["retention.run", "retention.run"]
     assert audit[1].detail["rows"] == removed
+
+
+def test_status_shows_each_category_and_the_dashboard_too(tmp_path: Path) -> None:
+    """What the next run removes, per category, before it runs — and on the dashboard of
+    the platform pack (whose API-only views are not dashboard panels)."""
+    from fastapi.testclient import TestClient
+
+    from gristmill.api.app import create_app
+
+    rt = Runtime(make_settings(tmp_path / "d", packs=["platform"]))
+    try:
+        events = eight_years()
+        _send(rt, events)
+        spec = rt.packs["platform"].spec
+        now = datetime.now(UTC)
+        past = Counter(
+            e["_cat"]
+            for e in events
+            if datetime.fromisoformat(e["occurred_at"]) < now - spec.categories[e["_cat"]].retention
+        )
+        body = rt.governance.retention_status()
+        got = {c["category"]: c for c in body["categories"]}
+        assert {k: v["rows_past_cutoff"] for k, v in got.items()} == {
+            c: past.get(c, 0) for c in ONE_PER_CATEGORY
+        }
+        assert {k: v["rows"] for k, v in got.items()} == Counter(e["_cat"] for e in events)
+        assert got["interaction"]["retention_days"] == 365
+        admin = rt.meta.create_key("secret", "a", pack="platform", role="admin")[1]
+        with TestClient(create_app(rt, start=False)) as client:
+            h = {"Authorization": f"Bearer {admin}"}
+            api = client.get("/v1/retention", headers=h)
+            assert api.status_code == 200
+            assert len(api.json()["categories"]) == 4
+            page = client.get("/ui", headers=h)
+            assert page.status_code == 200, page.text
+            assert 'id="retention"' in page.text
+            for cat in ONE_PER_CATEGORY:
+                assert f"<td>{cat}</td>" in page.text
+        rt.governance.run_retention()
+        after = {c["category"]: c for c in rt.governance.retention_status()["categories"]}
+        assert all(c["rows_past_cutoff"] == 0 for c in after.values())
+        assert after["interaction"]["oldest_kept"] >= after["interaction"]["cutoff"]
+    finally:
+        rt.stop()

@@ -209,3 +209,60 @@ def enforce(
         }
     )
     return report
+
+
+def status(wh: Warehouse, packs: Mapping[str, Pack], now: datetime) -> list[dict[str, Any]]:
+    """Per pack table and category: the retention, today's cutoff, the oldest row kept and
+    how many rows the next run removes (what the dashboard shows)."""
+    out: list[dict[str, Any]] = []
+    for pack in packs.values():
+        for table in pack.spec.tables:
+            ref = table_ref(pack.dataset, table)
+            for cat, types in sorted(categories_of(pack, table).items()):
+                retention = pack.spec.categories[cat].retention
+                cutoff = now - retention
+                params: dict[str, Any] = {f"t{i}": t for i, t in enumerate(sorted(types))}
+                params["cutoff"] = cutoff
+                of_cat = exp.In(
+                    this=exp.column("event_type", quoted=True),
+                    expressions=[_ph(f"t{i}") for i in range(len(types))],
+                )
+                past = exp.func(
+                    "sum",
+                    exp.Case(
+                        ifs=[
+                            exp.If(
+                                this=exp.LT(
+                                    this=exp.column("occurred_at", quoted=True),
+                                    expression=_ph("cutoff"),
+                                ),
+                                true=exp.Literal.number(1),
+                            )
+                        ],
+                        default=exp.Literal.number(0),
+                    ),
+                )
+                q = (
+                    exp.select(
+                        exp.alias_(exp.Min(this=exp.column("occurred_at", quoted=True)), "oldest"),
+                        exp.alias_(exp.func("count", exp.Star()), "n"),
+                        exp.alias_(past, "past"),
+                    )
+                    .from_(ref)
+                    .where(of_cat)
+                )
+                row = wh.query(q, params).to_pylist()[0]
+                oldest = row["oldest"]
+                out.append(
+                    {
+                        "pack": pack.name,
+                        "table": f"{pack.dataset}.{table}",
+                        "category": cat,
+                        "retention_days": retention.days,
+                        "cutoff": cutoff.isoformat(),
+                        "rows": int(row["n"] or 0),
+                        "oldest_kept": None if oldest is None else oldest.isoformat(),
+                        "rows_past_cutoff": int(row["past"] or 0),
+                    }
+                )
+    return out

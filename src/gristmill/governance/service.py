@@ -20,6 +20,7 @@ from gristmill.core.ids import new_token
 from gristmill.core.subjects import Mode, Suppression, subject_hash
 from gristmill.governance.erasure import Report, Subject, erase
 from gristmill.governance.retention import RetentionReport, enforce
+from gristmill.governance.retention import status as retention_status
 from gristmill.meta.governance import ErasureRecord, GovernanceStore
 from gristmill.pack.models import Pack
 from gristmill.warehouse.base import Warehouse
@@ -75,6 +76,7 @@ class Governance:
         self._threads: list[threading.Thread] = []
         self._busy = threading.Lock()
         """One erasure or retention run at a time: both rewrite the same tables."""
+        self._scheduled_from: float | None = None
         self.refresh_suppression()
 
     # -- suppression ----------------------------------------------------------------------
@@ -190,6 +192,27 @@ class Governance:
         )
         return report
 
+    def retention_status(self) -> dict[str, Any]:
+        """Per category: retention, oldest row kept, rows the next run removes, and when the
+        schedule runs next (``None`` when this process runs no schedule)."""
+        if self._warehouse is None:
+            raise RuntimeError("this process has no warehouse")
+        now = datetime.now(UTC)
+        interval = self.settings.retention_interval_s
+        next_run = None
+        if self._scheduled_from is not None and interval > 0:
+            last = self.counters.last_retention_at
+            first = self._scheduled_from + self.settings.retention_first_run_s
+            at = first if last is None else max(first, last + interval)
+            next_run = datetime.fromtimestamp(at, UTC).isoformat()
+        return {
+            "categories": retention_status(self._warehouse, self.packs, now),
+            "next_run_at": next_run,
+            "last_run_at": None
+            if self.counters.last_retention_at is None
+            else datetime.fromtimestamp(self.counters.last_retention_at, UTC).isoformat(),
+        }
+
     def _scheduler(self) -> None:
         interval = self.settings.retention_interval_s
         if self._stop.wait(self.settings.retention_first_run_s):
@@ -209,6 +232,7 @@ class Governance:
             self._queue.extend(self.store.unfinished())
         self._threads.append(threading.Thread(target=self._worker, name="erasure", daemon=True))
         if self.settings.retention_interval_s > 0 and self._warehouse is not None:
+            self._scheduled_from = time.time()
             self._threads.append(
                 threading.Thread(target=self._scheduler, name="retention", daemon=True)
             )

@@ -26,6 +26,7 @@ EraserDep = Annotated[Principal, Depends(require(Permission.ERASURE_WRITE))]
 ErasureReaderDep = Annotated[Principal, Depends(require(Permission.ERASURE_READ))]
 RetentionDep = Annotated[Principal, Depends(require(Permission.RETENTION_RUN))]
 AuditDep = Annotated[Principal, Depends(require(Permission.AUDIT_READ))]
+RetentionReaderDep = Annotated[Principal, Depends(require(Permission.PIPELINE_READ))]
 
 Ident = Annotated[str, Field(min_length=1, max_length=512, pattern=r"^[^\x00]+$")]
 
@@ -96,6 +97,11 @@ def erasure_list(
 def retention_run(rt: RuntimeDep, principal: RetentionDep, dry_run: bool = False) -> Response:
     report = rt.governance.run_retention(dry_run=dry_run, actor=_actor(principal))
     return JSONBytes(report.as_dict())
+
+
+@router.get("/v1/retention", summary="Retention per category: oldest row kept, next drop")
+def retention_status(rt: RuntimeDep, _: RetentionReaderDep) -> Response:
+    return JSONBytes(rt.governance.retention_status())
 
 
 @router.get("/v1/audit", summary="The audit log, newest first")

@@ -79,6 +79,8 @@ def dashboard(
             continue
         wm = rt.watermark(pack.name)
         for name, view in pack.spec.views.items():
+            if view.kind != "kpis":  # events, aggregations … are APIs, not dashboard panels
+                continue
             if principal.role != OPERATOR and principal.role not in view.roles:
                 continue
             chosen = preset if preset in view.presets else view.default_preset
@@ -136,10 +138,15 @@ def dashboard(
                 }
             )
     conservation = None
+    retention: dict[str, Any] | None = None
     if rt.roles.allows(principal, Permission.PIPELINE_READ):
         conservation = rt.conservation()
         if principal.pack is not None:
             conservation = conservation.only_pack(principal.pack)
+        retention = rt.governance.retention_status()
+        retention["categories"] = [
+            c for c in retention["categories"] if principal.pack in (None, c["pack"])
+        ]
     page = env.get_template("dashboard.html").render(
         views=views,
         charts_json=_script_json(charts),
@@ -148,6 +155,7 @@ def dashboard(
         tz=tz,
         freshness=(wm.as_dict() if wm else {"as_of": "", "lag_seconds": 0.0}),
         conservation=conservation,
+        retention=retention,
         who=f"{principal.role}" + (f" · {principal.pack}" if principal.pack else ""),
     )
     return HTMLResponse(page)
