@@ -29,10 +29,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-import pyarrow as pa
 from sqlglot import exp
 
 from gristmill.core.subjects import Mode, strip_keys
+from gristmill.load.batch import dedupe_scope
 from gristmill.pack.models import Pack
 from gristmill.rollup.spec import recompute
 from gristmill.sql.ddl import table_ref
@@ -212,11 +212,6 @@ def _utc(t: datetime) -> datetime:
     return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
-def _scope(pack: Pack, source: str, event_type: str) -> str:
-    """The dedupe scope as the loader builds it (``load.batch``)."""
-    return "\x1e".join(source if f == "source" else event_type for f in pack.spec.dedupe.scope)
-
-
 def delete_dedupe_keys(
     pack: Pack, rows: Sequence[Mapping[str, Any]], dialect: str
 ) -> list[tuple[exp.Expr, dict[str, Any]]]:
@@ -229,7 +224,7 @@ def delete_dedupe_keys(
         params: dict[str, Any] = {}
         keys: list[exp.Expr] = []
         for i, r in enumerate(rows[start : start + CHUNK]):
-            params[f"ks{i}"] = _scope(pack, str(r["source"]), str(r["event_type"]))
+            params[f"ks{i}"] = dedupe_scope(pack, str(r["source"]), str(r["event_type"]))
             params[f"ke{i}"] = r["event_id"]
             bound = {"_dedupe_scope": f"ks{i}", "event_id": f"ke{i}"}
 
@@ -383,19 +378,3 @@ def erase(
     if scrub_log is not None:
         report.log["scrub"] = step("scrub_log", scrub_log)
     return report
-
-
-def rows_naming(wh: Warehouse, packs: Mapping[str, Pack], ids: Sequence[str]) -> dict[str, int]:
-    """Rows per table that still name the subject (the check a test or an auditor runs)."""
-    out: dict[str, int] = {}
-    id_set = frozenset(ids)
-    for pack in packs.values():
-        for table in pack.spec.tables:
-            cols = ["event_id", "source", "event_type", "user_id", "anonymous_id", "properties"]
-            q, params = candidates(pack, table, sorted(ids), wh.dialect, cols)
-            rows: pa.Table = wh.query(q, params)
-            gov = pack.spec.governance
-            out[f"{pack.dataset}.{table}"] = sum(
-                names_subject(r, id_set, gov.subject_properties) for r in rows.to_pylist()
-            )
-    return out

@@ -27,6 +27,9 @@ from gristmill.warehouse.base import Warehouse
 
 log = logging.getLogger(__name__)
 
+STATUS_TTL_S = 60.0
+"""How long a retention status is reused (its counts move only with a run or a day)."""
+
 
 class ErasureRefused(ValueError):
     """A request that names no subject."""
@@ -77,6 +80,9 @@ class Governance:
         self._busy = threading.Lock()
         """One erasure or retention run at a time: both rewrite the same tables."""
         self._scheduled_from: float | None = None
+        self._status: tuple[float, dict[str, Any]] | None = None
+        """The last retention status: it scans each table, and the dashboard asks on every
+        page view."""
         self.refresh_suppression()
 
     # -- suppression ----------------------------------------------------------------------
@@ -175,6 +181,7 @@ class Governance:
                 dry_run=dry_run,
             )
         if not dry_run:
+            self._status = None
             c = self.counters
             c.retention_runs += 1
             c.last_retention_at = time.time()
@@ -197,6 +204,9 @@ class Governance:
         schedule runs next (``None`` when this process runs no schedule)."""
         if self._warehouse is None:
             raise RuntimeError("this process has no warehouse")
+        cached = self._status
+        if cached is not None and time.monotonic() - cached[0] < STATUS_TTL_S:
+            return cached[1]
         now = datetime.now(UTC)
         interval = self.settings.retention_interval_s
         next_run = None
@@ -205,13 +215,15 @@ class Governance:
             first = self._scheduled_from + self.settings.retention_first_run_s
             at = first if last is None else max(first, last + interval)
             next_run = datetime.fromtimestamp(at, UTC).isoformat()
-        return {
+        body = {
             "categories": retention_status(self._warehouse, self.packs, now),
             "next_run_at": next_run,
             "last_run_at": None
             if self.counters.last_retention_at is None
             else datetime.fromtimestamp(self.counters.last_retention_at, UTC).isoformat(),
         }
+        self._status = (time.monotonic(), body)
+        return body
 
     def _scheduler(self) -> None:
         interval = self.settings.retention_interval_s
@@ -228,8 +240,7 @@ class Governance:
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
         """Resume unfinished requests, then run the worker and (if configured) the schedule."""
-        with self._cv:
-            self._queue.extend(self.store.unfinished())
+        self.resume_unfinished()
         self._threads.append(threading.Thread(target=self._worker, name="erasure", daemon=True))
         if self.settings.retention_interval_s > 0 and self._warehouse is not None:
             self._scheduled_from = time.time()

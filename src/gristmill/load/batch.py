@@ -94,7 +94,7 @@ class _TableBuilder:
         if scope is not None:
             self.scope.extend([scope] * n)
         else:  # the scope includes event_type, so it differs per event
-            self.scope.extend([_scope(self.pack, frame.source, r[1]) for r in rows])
+            self.scope.extend([dedupe_scope(self.pack, frame.source, r[1]) for r in rows])
 
     def drop_repeats(self) -> int:
         """Keep the first delivery of each (scope, event_id) in this batch; return how many
@@ -132,7 +132,8 @@ class _TableBuilder:
         return pa.table(arrays, names=names)
 
 
-def _scope(pack: Pack, source: str, event_type: str) -> str:
+def dedupe_scope(pack: Pack, source: str, event_type: str) -> str:
+    """The scope an event_id is unique in (``dedupe.scope``), as keys are built from it."""
     return "\x1e".join(source if f == "source" else event_type for f in pack.spec.dedupe.scope)
 
 
@@ -239,7 +240,9 @@ def build_batch(
             if b is None:
                 b = builders[(frame.pack, table)] = _TableBuilder(pack, table)
             scope = (
-                None if "event_type" in pack.spec.dedupe.scope else _scope(pack, frame.source, "")
+                None
+                if "event_type" in pack.spec.dedupe.scope
+                else dedupe_scope(pack, frame.source, "")
             )
             b.add(rows, frame, scope)
     for b in builders.values():

@@ -48,6 +48,21 @@ def parse_when(text: str | None, tz: str, *, end: bool) -> datetime | None:
     return t if t.tzinfo is not None else t.replace(tzinfo=zone(tz))
 
 
+def _range(
+    view: ViewSpec, preset: str | None, start: datetime | None, end: datetime | None, tz: str
+) -> TimeRange:
+    """The view's presets, or an explicit range (always accepted by these kinds)."""
+    return time_range(
+        preset or (None if (start or end) else view.default_preset),
+        start,
+        end,
+        tz,
+        default_preset=view.default_preset,
+        allowed_presets=view.presets,
+        allow_range=True,
+    )
+
+
 def answer_events(
     rt: Runtime,
     principal: Principal,
@@ -62,15 +77,7 @@ def answer_events(
     cursor: str | None,
 ) -> dict[str, Any]:
     """The seed's ``queryEvents``: ``total`` and a page of ``events``, newest first."""
-    rng = time_range(
-        None if (start or end) else view.default_preset,
-        start,
-        end,
-        tz,
-        default_preset=view.default_preset,
-        allowed_presets=view.presets,
-        allow_range=True,
-    )
+    rng = _range(view, None, start, end, tz)
     unknown = [t for t in event_types if t not in pack.spec.event_types]
     if unknown:
         raise bad_request("unknown-event-type", f"unknown event types: {', '.join(unknown)}")
@@ -123,49 +130,33 @@ def answer_aggregations(
     grain = GRAINS[aggregation_type]
     if grain == "week":
         grain = week_grain(week_start or agg.week_start)
-    rng = time_range(
-        preset,
-        start,
-        end,
-        tz,
-        default_preset=view.default_preset,
-        allowed_presets=view.presets,
-        allow_range=True,
-    )
+    rng = _range(view, preset, start, end, tz)
     conds = [f"{k}:eq:{v}" for k, v in view.filters.items()]
     conds += [f"{k}:eq:{v}" for k, v in filters.items() if k in agg.filters]
     names = list(dict.fromkeys(agg.metrics.values()))
-    q = metric_query(
-        rt,
-        principal,
-        pack,
-        metrics=names,
-        rng=rng,
-        grain=grain,
-        group_by=(),
-        filters=conds,
-        view_scope=view.scope,
-    )
-    result = run(rt.warehouse, q)
+
+    def answer(g: str | None) -> list[dict[str, Any]]:
+        q = metric_query(
+            rt,
+            principal,
+            pack,
+            metrics=names,
+            rng=rng,
+            grain=g,
+            group_by=(),
+            filters=conds,
+            view_scope=view.scope,
+        )
+        return run(rt.warehouse, q).rows
+
     buckets = [
         {"bucket": r["bucket"], **{field: r[m] for field, m in agg.metrics.items()}}
-        for r in result.rows
+        for r in answer(grain)
     ]
-    totals_q = metric_query(
-        rt,
-        principal,
-        pack,
-        metrics=names,
-        rng=rng,
-        grain=None,
-        group_by=(),
-        filters=conds,
-        view_scope=view.scope,
-    )
-    total_row = run(rt.warehouse, totals_q).rows
+    total_row = answer(None)  # a distinct count over the range is not the sum of its buckets
     totals = {field: (total_row[0][m] if total_row else None) for field, m in agg.metrics.items()}
     return {
-        **totals,  # over the whole range (a distinct count is not the sum of its buckets)
+        **totals,
         "aggregation_type": aggregation_type,
         "week_start": (week_start or agg.week_start) if grain.startswith("week") else None,
         "filters": {k: v for k, v in filters.items() if k in agg.filters},

@@ -108,16 +108,9 @@ def answer_view(
 
 
 def _handler(pack: Pack, name: str, view: ViewSpec) -> Callable[..., Response]:
-    def allowed(principal: PrincipalDep) -> Principal:
-        if principal.role != "operator" and not (
-            principal.pack == pack.name and principal.role in view.roles
-        ):
-            raise forbidden(f"view {name!r} is for roles: {', '.join(view.roles)}")
-        return principal
-
     def handle(
         rt: RuntimeDep,
-        principal: Annotated[Principal, Depends(allowed)],
+        principal: Annotated[Principal, Depends(_allowed(pack, name, view))],
         preset: Annotated[
             str | None, Query(description=f"One of {', '.join(view.presets)}.")
         ] = None,
