@@ -118,11 +118,8 @@ def _run(kind: str, data: Path, env: dict[str, str], observer: Runtime, dsn: str
     done = threading.Event()
     started = time.monotonic()
 
-    schedule = _kill_schedule(rng)
-    due = {"at": schedule[0][0] * total}  # events sent by which the next kill is due
-
     def killer() -> None:
-        for i, (frac, target) in enumerate(schedule):
+        for frac, target in _kill_schedule(rng):
             while sent["n"] < frac * total and not done.is_set():
                 time.sleep(0.01)
             if done.is_set():
@@ -136,15 +133,9 @@ def _run(kind: str, data: Path, env: dict[str, str], observer: Runtime, dsn: str
                 victim.kill9()
                 victim.start()
             kills[target] += 1
-            due["at"] = schedule[i + 1][0] * total if i + 1 < len(schedule) else float("inf")
 
     def progress(n: int) -> None:
         sent["n"] += n
-        # A sender that runs ahead of the kill schedule waits for it (bounded), so all kills
-        # land inside the run however fast this machine sends; the others keep sending.
-        deadline = time.monotonic() + 30
-        while sent["n"] >= due["at"] + 0.05 * total and time.monotonic() < deadline:
-            time.sleep(0.01)
 
     k = threading.Thread(target=killer)
     k.start()
