@@ -59,6 +59,12 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         pytest.skip("chromium is not installed")
 
 
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    from tests.brokers import drop_all
+
+    drop_all()
+
+
 def make_settings(tmp: Path, **overrides: object) -> Settings:
     kwargs: dict[str, object] = {"data_dir": tmp, "packs_dir": PACKS, "packs": ["marketplace"]}
     return Settings(**(kwargs | overrides))  # type: ignore[arg-type]

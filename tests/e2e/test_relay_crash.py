@@ -12,13 +12,13 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 
 from gristmill.config import NATSLogSettings
 from gristmill.outbox import ddl, emit
+from tests.brokers import scratch_stream
 from tests.conftest import PACKS
 from tests.factories import order
 from tests.integration.test_relay import check_exactly_once, relay_settings, write_concurrently
@@ -88,7 +88,7 @@ def _log(kind: str) -> tuple[dict[str, str], dict[str, object]]:
     """The log the relay feeds: environment for the child, settings for the checking side."""
     if kind == "sqlite":
         return {}, {}
-    stream = f"gmrelay-{uuid.uuid4().hex[:10]}"
+    stream = scratch_stream("nats", "gmrelay")
     env = {"GRISTMILL_LOG__TYPE": kind, "GRISTMILL_LOG__STREAM": stream}
     return env, {"log": NATSLogSettings(type="nats", stream=stream)}
 

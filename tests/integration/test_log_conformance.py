@@ -21,6 +21,7 @@ from gristmill.log.base import EventLog, LogRecord
 from gristmill.log.broker import BrokerLog, partition_group
 from gristmill.log.sqlite import SQLiteLog
 from gristmill.runtime import Runtime
+from tests.brokers import scratch_stream
 from tests.conftest import make_settings
 from tests.factories import order
 
@@ -217,15 +218,11 @@ class BrokerContract(LogContract):
             rt.stop()
 
 
-def _name() -> str:
-    return f"gmtest-{uuid.uuid4().hex[:10]}"
-
-
 @pytest.mark.rabbitmq
 class TestRabbitMQLog(BrokerContract):
     @pytest.fixture(autouse=True)
     def _stream(self) -> None:
-        self.stream = _name()
+        self.stream = scratch_stream("rabbitmq")
 
     def settings(self, partitions: int) -> RabbitMQLogSettings:
         return RabbitMQLogSettings(type="rabbitmq", stream=self.stream, partitions=partitions)
@@ -235,7 +232,7 @@ class TestRabbitMQLog(BrokerContract):
 class TestNATSLog(BrokerContract):
     @pytest.fixture(autouse=True)
     def _stream(self) -> None:
-        self.stream = _name()
+        self.stream = scratch_stream("nats")
 
     def settings(self, partitions: int) -> NATSLogSettings:
         return NATSLogSettings(type="nats", stream=self.stream, partitions=partitions)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from gristmill.api.app import create_app
 from gristmill.config import NATSLogSettings
 from gristmill.log.broker import BrokerLog
 from gristmill.runtime import Runtime
+from tests.brokers import scratch_stream
 from tests.conftest import make_settings
 from tests.factories import order
 
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.nats
 
 @pytest.fixture
 def stream() -> str:
-    return f"gmroles-{uuid.uuid4().hex[:10]}"
+    return scratch_stream("nats", "gmroles")
 
 
 def collector(tmp_path: Path, stream: str, **log: object) -> Runtime:

@@ -27,6 +27,13 @@ class _Child:
     proc: subprocess.Popen[bytes] | None
     log: BinaryIO
 
+    def tail(self, lines: int = 40) -> str:
+        """The last lines of the child's log (for a failing test's message)."""
+        self.log.flush()
+        text = Path(self.log.name).read_text(errors="replace").splitlines()[-lines:]
+        state = "not started" if self.proc is None else f"exit code {self.proc.poll()}"
+        return f"--- {self.log.name} ({state}) ---\n" + "\n".join(text)
+
     def kill9(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)

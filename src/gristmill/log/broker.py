@@ -84,7 +84,15 @@ class LoopThread:
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        return self.submit(coro).result(timeout)
+        """Run ``coro`` on the loop and wait for it; past ``timeout`` the coroutine is
+        cancelled (not left running on the loop) and ``TimeoutError`` raised, so a broker
+        that stopped answering fails the caller's step instead of hanging it."""
+        fut = self.submit(coro)
+        try:
+            return fut.result(timeout)
+        except TimeoutError:
+            fut.cancel()
+            raise
 
     async def run_async(self, coro: Coroutine[Any, Any, T]) -> T:
         return await asyncio.wrap_future(self.submit(coro))
@@ -372,6 +380,11 @@ class PartitionReader:
         raise NotImplementedError
 
 
+READ_GRACE_S = 60.0
+"""How long past its own timeout a partition read may take (repositioning a consumer, a slow
+broker) before it is abandoned and the loader retries from the warehouse's offset."""
+
+
 class PartitionLog:
     """One partition as an :class:`EventLog`, for the ordinary loader. ``group`` is the
     partition group (``<group>.p<n>``); the warehouse keys its offset by it."""
@@ -399,7 +412,10 @@ class PartitionLog:
         self, group: str, max_events: int, timeout_s: float, after: int | None = None
     ) -> LogBatch:
         start = self.committed(group) if after is None else after
-        entries = self.parent.io.run(self._reader(group).fetch(start, max_events, timeout_s))
+        entries = self.parent.io.run(
+            self._reader(group).fetch(start, max_events, timeout_s),
+            timeout=timeout_s + READ_GRACE_S,
+        )
         return LogBatch(group, entries)
 
     def commit(self, group: str, offset: int) -> None:

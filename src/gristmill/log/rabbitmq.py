@@ -233,6 +233,7 @@ class _Reader(PartitionReader):
             self._ch = await self.log.conn.channel()
             await self._ch.set_qos(prefetch_count=self.prefetch)
             self._queue = await self._ch.get_queue(self.log.stream(self.partition), ensure=False)
+            self._tag = None  # a consumer of the old channel went with it
         assert self._queue is not None
         if self._tag is not None:
             await self._queue.cancel(self._tag)
@@ -254,7 +255,9 @@ class _Reader(PartitionReader):
         self._at = after
 
     async def fetch(self, after: int, max_events: int, timeout_s: float) -> list[LogEntry]:
-        if self._at != after:
+        if self._at != after or self._ch is None or self._ch.is_closed:
+            # A channel the broker closed delivers nothing more: start a new consumer rather
+            # than wait on a buffer that can never fill.
             await self._position(after)
         out: list[LogEntry] = []
         events = 0
