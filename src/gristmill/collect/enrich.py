@@ -10,7 +10,10 @@ per-row work for them:
   installed), cached per distinct string — a site sees few distinct agents;
 * **geo location** from the IP: the country from geoip2fast's bundled data file, or country
   and city from a MaxMind ``.mmdb`` when one is configured;
-* **user traits as of the event's time** (role, tenure) from the pack's trait events.
+* **user traits as of the event's time** (role, tenure) from the pack's trait events;
+* **spend** from the pack's price book at the event's time (pack/pricing.py);
+* **log-spaced bins** of a numeric property, the histogram percentiles are read from
+  (core/sketch.py).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from gristmill.core import sketch
 from gristmill.pack.models import ContextEnrichment, Pack
 
 DAY_US = 86_400_000_000
@@ -124,6 +128,11 @@ class Enricher:
         self.geo = geo
         self.traits = traits if self.spec.traits is not None else None
         self.trait_events = frozenset(self.spec.traits.from_events if self.spec.traits else ())
+        self.book = pack.price_book
+        self._bins = {
+            col: (b.property, sketch.gamma(b.relative_error))
+            for col, b in self.spec.log_bins.items()
+        }
         self._slots: dict[str, dict[str, int]] = {}
         for name, et in pack.spec.event_types.items():
             cols = [c.name for c in pack.columns(et.table) if c.promoted]
@@ -155,6 +164,12 @@ class Enricher:
         if en.geo is not None and (ip := _first(context, en.geo)):
             geo = self.geo.lookup(ip)
             put(en.geo.column, None if geo is None else geo.decode())
+        if self.book is not None and en.pricing is not None:
+            put(en.pricing.column, self.book.spend_micros(properties, occurred_at))
+        for col, (prop, g) in self._bins.items():
+            v = properties.get(prop)
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                put(col, sketch.bin_of(v, g))
         if self.traits is not None and en.traits is not None and user_id:
             if event_type in self.trait_events:
                 self.traits.record(self.pack.name, user_id, occurred_at, dict(properties))

@@ -224,7 +224,7 @@ def delete_dedupe_keys(
         params: dict[str, Any] = {}
         keys: list[exp.Expr] = []
         for i, r in enumerate(rows[start : start + CHUNK]):
-            params[f"ks{i}"] = dedupe_scope(pack, str(r["source"]), str(r["event_type"]))
+            params[f"ks{i}"] = dedupe_scope(pack, str(r["source"]), str(r["event_type"]), r)
             params[f"ke{i}"] = r["event_id"]
             bound = {"_dedupe_scope": f"ks{i}", "event_id": f"ke{i}"}
 
@@ -275,7 +275,8 @@ def erase_table(
 ) -> None:
     rollup_dims = {d for r in pack.spec.rollups.values() if r.table == table for d in r.dimensions}
     cols = ["event_id", "source", "event_type", "occurred_at", "user_id", "anonymous_id"]
-    cols += ["properties", "context", *sorted(rollup_dims - set(cols) - {"properties", "context"})]
+    extra = (rollup_dims | set(pack.spec.dedupe.columns())) - set(cols)
+    cols += ["properties", "context", *sorted(extra - {"properties", "context"})]
     query, params = candidates(pack, table, sorted(ids), wh.dialect, cols)
     found = wh.query(query, params).to_pylist()
     gov = pack.spec.governance

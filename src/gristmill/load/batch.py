@@ -81,6 +81,8 @@ class _TableBuilder:
         self.pack = pack
         self.table = table
         self.promoted = [(c.name, ARROW[c.type]) for c in pack.columns(table) if c.promoted]
+        slots = {name: i for i, (name, _) in enumerate(self.promoted)}
+        self._scope_slots = [(f, slots.get(f)) for f in pack.spec.dedupe.scope]
         self.rows: list[EnvelopeRow] = []
         self.received_at: list[int] = []
         self.source: list[str] = []
@@ -93,8 +95,20 @@ class _TableBuilder:
         self.source.extend([frame.source] * n)
         if scope is not None:
             self.scope.extend([scope] * n)
-        else:  # the scope includes event_type, so it differs per event
-            self.scope.extend([dedupe_scope(self.pack, frame.source, r[1]) for r in rows])
+        else:  # the scope includes event_type or a column, so it differs per event
+            self.scope.extend([self._row_scope(frame.source, r) for r in rows])
+
+    def _row_scope(self, source: str, row: EnvelopeRow) -> str:
+        parts: list[str] = []
+        for field, slot in self._scope_slots:
+            if field == "source":
+                parts.append(source)
+            elif field == "event_type":
+                parts.append(row[1])
+            else:
+                v = None if slot is None else row[5][slot]
+                parts.append("" if v is None else str(v))
+        return SCOPE_SEPARATOR.join(parts)
 
     def drop_repeats(self) -> int:
         """Keep the first delivery of each (scope, event_id) in this batch; return how many
@@ -132,9 +146,24 @@ class _TableBuilder:
         return pa.table(arrays, names=names)
 
 
-def dedupe_scope(pack: Pack, source: str, event_type: str) -> str:
-    """The scope an event_id is unique in (``dedupe.scope``), as keys are built from it."""
-    return "\x1e".join(source if f == "source" else event_type for f in pack.spec.dedupe.scope)
+SCOPE_SEPARATOR = "\x1e"
+
+
+def dedupe_scope(
+    pack: Pack, source: str, event_type: str, values: Mapping[str, Any] | None = None
+) -> str:
+    """The scope an event_id is unique in (``dedupe.scope``), as keys are built from it;
+    ``values`` holds the row's columns when the scope names one (a missing value is "")."""
+    parts: list[str] = []
+    for f in pack.spec.dedupe.scope:
+        if f == "source":
+            parts.append(source)
+        elif f == "event_type":
+            parts.append(event_type)
+        else:
+            v = (values or {}).get(f)
+            parts.append("" if v is None else str(v))
+    return SCOPE_SEPARATOR.join(parts)
 
 
 def build_batch(
@@ -240,9 +269,9 @@ def build_batch(
             if b is None:
                 b = builders[(frame.pack, table)] = _TableBuilder(pack, table)
             scope = (
-                None
-                if "event_type" in pack.spec.dedupe.scope
-                else dedupe_scope(pack, frame.source, "")
+                dedupe_scope(pack, frame.source, "")
+                if set(pack.spec.dedupe.scope) == {"source"}
+                else None
             )
             b.add(rows, frame, scope)
     for b in builders.values():

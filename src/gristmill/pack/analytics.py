@@ -6,6 +6,7 @@ keys; identifiers match ``IDENT``; filters are data, compiled to SQL by ``gristm
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -105,7 +106,55 @@ class RealtimeSpec(_Model):
     ttl_s: float = Field(30.0, gt=0, le=3600)
 
 
-ViewKind = Literal["kpis", "events", "aggregations", "realtime", "sync_status"]
+class BreakdownSpec(_Model):
+    """``kind: breakdown``: named metrics per time bucket and per dimension value (the usage
+    seed's "usage by model and time range"), their totals, and the data's freshness."""
+
+    metrics: dict[Ident, Ident] = Field(min_length=1)
+    """answer field -> metric (``spend_micros: spend_micros``)."""
+    by: list[Ident] = []
+    """Dimensions each row is broken down by (``[model]``)."""
+    grains: list[Literal["hour", "day"]] = ["hour", "day"]
+    default_grain: Literal["hour", "day"] = "day"
+    filters: list[Ident] = []
+    """Dimensions a caller may filter on by name (``model=gpt-4o``; a comma list means any)."""
+
+
+class ReliabilitySpec(_Model):
+    """``kind: reliability``: error rate and latency percentiles per dimension value and
+    bucket, and the buckets that spike above their trailing baseline."""
+
+    requests: Ident
+    """Count metric of all requests."""
+    errors: Ident
+    """Count metric of failed requests (its filter says which statuses fail)."""
+    latency_bins: Ident
+    """An ``enrichment.log_bins`` column: its histogram answers percentiles (rollups)."""
+    by: list[Ident] = []
+    grains: list[Literal["hour", "day"]] = ["hour", "day"]
+    default_grain: Literal["hour", "day"] = "hour"
+    filters: list[Ident] = []
+    percentiles: list[Annotated[float, Field(gt=0, lt=100)]] = [50, 95, 99]
+    """Default ``percentiles=`` (a caller may ask for others, each between 0 and 100)."""
+    exact_max_hours: int = Field(24, ge=0, le=24 * 31)
+    """Ranges up to this many hours get exact percentiles from rows; longer ones read the
+    histogram (within the bins' relative error)."""
+    baseline_buckets: int = Field(24, ge=1, le=24 * 31)
+    """A bucket's baseline is the same dimension's figure over this many preceding buckets."""
+    spike_factor: float = Field(2.0, gt=1)
+    """A bucket spikes when its error rate or p95 exceeds the baseline's times this."""
+    min_requests: int = Field(20, ge=1)
+    """Buckets with fewer requests are never flagged (one error in two calls is noise)."""
+    min_error_rate: float = Field(0.02, ge=0, le=1)
+    """An error rate below this never spikes, whatever its baseline (0 errors before)."""
+    significance: float = Field(0.001, gt=0, lt=1)
+    """A spike must be this unlikely by chance (a binomial tail bound, metrics/reliability)."""
+
+
+ViewKind = Literal[
+    "kpis", "events", "aggregations", "realtime", "sync_status", "breakdown", "reliability"
+]
+PATH_PARAM = r"\{([A-Za-z][A-Za-z0-9_]{0,62})\}"
 
 
 class ViewSpec(_Model):
@@ -116,8 +165,13 @@ class ViewSpec(_Model):
     kind: ViewKind = "kpis"
     aggregate: AggregateSpec | None = None
     realtime: RealtimeSpec | None = None
+    breakdown: BreakdownSpec | None = None
+    reliability: ReliabilitySpec | None = None
 
-    route: Annotated[str, Field(pattern=r"^/[a-z0-9_\-/]+$")]
+    route: Annotated[str, Field(pattern=r"^/([a-z0-9_\-/]|\{[A-Za-z][A-Za-z0-9_]{0,62}\})+$")]
+    path: dict[Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,62}$")], Ident] = {}
+    """route parameter -> column (``{orgId: org_id}``): the answer is limited to rows whose
+    column equals the path's value; a caller scoped to another value gets 404."""
     title: str = ""
     description: str = ""
     roles: list[Ident] = Field(min_length=1)
@@ -141,6 +195,18 @@ class ViewSpec(_Model):
             raise ValueError("an aggregations view needs aggregate: {metrics: {...}}")
         if self.kind == "realtime" and self.realtime is None:
             raise ValueError("a realtime view needs realtime: {values: {...}}")
+        if self.kind == "breakdown" and self.breakdown is None:
+            raise ValueError("a breakdown view needs breakdown: {metrics: {...}}")
+        if self.kind == "reliability" and self.reliability is None:
+            raise ValueError("a reliability view needs reliability: {requests, errors, ...}")
+        if self.path and self.kind not in ("breakdown", "reliability"):
+            raise ValueError("route parameters (path) are for breakdown and reliability views")
+        params = re.findall(PATH_PARAM, self.route)
+        if sorted(params) != sorted(self.path):
+            raise ValueError(
+                f"route parameters {sorted(params)} must be exactly the keys of path "
+                f"{sorted(self.path)}"
+            )
         return self
 
     def metric_names(self) -> list[str]:
@@ -148,4 +214,7 @@ class ViewSpec(_Model):
         out = [*self.kpis, *(self.series.metrics if self.series else [])]
         out += list(self.aggregate.metrics.values()) if self.aggregate else []
         out += [v.metric for v in self.realtime.values.values()] if self.realtime else []
+        out += list(self.breakdown.metrics.values()) if self.breakdown else []
+        if self.reliability:
+            out += [self.reliability.requests, self.reliability.errors]
         return out

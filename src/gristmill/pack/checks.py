@@ -42,6 +42,7 @@ def check_pack(pack: Pack, file: Path) -> list[PackIssue]:
     for t_name in spec.tables:
         routed[t_name] |= enriched & set(spec.tables[t_name].columns)
     issues += _check_enrichment(pack)
+    issues += _check_dedupe(pack)
     for et_name, et in spec.event_types.items():
         base = ("event_types", et_name)
         if et.category not in spec.categories:
@@ -154,6 +155,10 @@ def _check_enrichment(pack: Pack) -> list[PackIssue]:
                         f"unknown event type {et!r}",
                     )
                 )
+    if en.pricing is not None:
+        want[en.pricing.column] = (ColumnType.INT64, ("enrichment", "pricing", "column"))
+    for col in en.log_bins:
+        want[col] = (ColumnType.INT64, ("enrichment", "log_bins", col))
     for col, (ctype, path) in want.items():
         tables = [t for t, table in spec.tables.items() if col in table.columns]
         if not tables:
@@ -171,3 +176,24 @@ def _check_enrichment(pack: Pack) -> list[PackIssue]:
                     )
                 )
     return issues
+
+
+def _check_dedupe(pack: Pack) -> list[PackIssue]:
+    """A column in the dedupe scope is promoted by every event type, so every row has it
+    (a key built from a missing value would merge unrelated events)."""
+    spec = pack.spec
+    out: list[PackIssue] = []
+    for i, col in enumerate(spec.dedupe.scope):
+        if col in ("source", "event_type"):
+            continue
+        missing = [et for et, e in spec.event_types.items() if col not in e.promote]
+        if missing:
+            out.append(
+                PackIssue(
+                    pack.root / "pack.yaml",
+                    ("dedupe", "scope", str(i)),
+                    f"{col!r} is not promoted by event types {', '.join(sorted(missing))}; "
+                    "a scope column must be in every row",
+                )
+            )
+    return out

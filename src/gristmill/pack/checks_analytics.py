@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from gristmill.core.permissions import Permission
-from gristmill.pack.analytics import FILTER_OPS
+from gristmill.pack.analytics import FILTER_OPS, ViewSpec
 from gristmill.pack.checks import PackIssue
 from gristmill.pack.models import ENVELOPE_TYPES, ColumnType, Pack
 
@@ -192,7 +192,47 @@ def check_analytics(pack: Pack, file: Path) -> list[PackIssue]:
                 if not any(dim in t.dimensions for t in spec.tables.values()):
                     add((*base, "aggregate", "filters"), f"{dim!r} is no table's dimension")
         issues += _check_scope(pack, file, (*base, "scope"), view.scope, None)
+        issues += _check_view_dims(pack, file, base, view)
     return issues
+
+
+def _check_view_dims(
+    pack: Pack, file: Path, base: tuple[str, ...], view: ViewSpec
+) -> list[PackIssue]:
+    """Path columns, breakdown and reliability dimensions are dimensions of every table the
+    view's metrics read (the allowlist a caller's values are checked against)."""
+    spec = pack.spec
+    tables = {t for m in view.metric_names() if m in spec.metrics and (t := spec.metrics[m].table)}
+    dims = [set(spec.tables[t].dimensions) for t in tables if t in spec.tables]
+    shared = set.intersection(*dims) if dims else set()
+    out: list[PackIssue] = []
+
+    def need(path: tuple[str, ...], cols: list[str]) -> None:
+        for c in cols:
+            if c not in shared:
+                out.append(PackIssue(file, path, f"{c!r} is not a dimension of {sorted(tables)}"))
+
+    need((*base, "path"), list(view.path.values()))
+    if view.breakdown is not None:
+        need((*base, "breakdown", "by"), view.breakdown.by)
+        need((*base, "breakdown", "filters"), view.breakdown.filters)
+    r = view.reliability
+    if r is not None:
+        need((*base, "reliability", "by"), r.by)
+        need((*base, "reliability", "filters"), r.filters)
+        if r.latency_bins not in spec.enrichment.log_bins:
+            out.append(
+                PackIssue(
+                    file,
+                    (*base, "reliability", "latency_bins"),
+                    f"{r.latency_bins!r} is not an enrichment.log_bins column",
+                )
+            )
+        for key in ("requests", "errors"):
+            m = spec.metrics.get(getattr(r, key))
+            if m is not None and m.type != "count":
+                out.append(PackIssue(file, (*base, "reliability", key), "must name a count metric"))
+    return out
 
 
 def _check_scope(

@@ -20,6 +20,7 @@ from gristmill.core.errors import ConfigError
 from gristmill.pack.checks import PackIssue, check_pack
 from gristmill.pack.checks_analytics import check_analytics
 from gristmill.pack.models import Pack, PackSpec, build_table_columns
+from gristmill.pack.pricing import load_book
 
 
 def _line_index(text: str) -> dict[tuple[str, ...], int]:
@@ -105,12 +106,17 @@ def load_pack(root: Path) -> Pack:
 
     digest = hashlib.sha256(text.encode())
     digest.update(json.dumps(schemas, sort_keys=True).encode())
+    book = None
+    if spec.enrichment.pricing is not None:
+        book = load_book(root, spec.enrichment.pricing)
+        digest.update(book.digest.encode())
     pack = Pack(
         spec=spec,
         root=root,
         schemas=schemas,
         table_columns=build_table_columns(spec),
         fingerprint=digest.hexdigest()[:16],
+        price_book=book,
     )
     issues += check_pack(pack, file)
     if not issues:

@@ -20,6 +20,7 @@ from gristmill.core.envelope import ENVELOPE_COLUMNS
 from gristmill.pack.analytics import MetricSpec, RollupSpec, ViewSpec
 from gristmill.pack.mapping import MappingsSpec
 from gristmill.pack.names import EVENT_NAME, IDENT
+from gristmill.pack.pricing import PriceBook, PricingSpec
 
 __all__ = ["EVENT_NAME", "IDENT"]
 
@@ -118,10 +119,18 @@ DEDUPE_SCOPE_FIELDS = frozenset({"source", "event_type"})
 
 
 class DedupeSpec(_Model):
-    """Events are unique per (scope, event_id) within ``window`` of their first receipt."""
+    """Events are unique per (scope, event_id) within ``window`` of their first receipt.
 
-    scope: list[Literal["source", "event_type"]] = ["source"]
+    A scope field is ``source``, ``event_type`` or a column every table of the pack has and
+    every event type fills (``org_id``: a request id is unique per organisation, whichever
+    path — queue, HTTP, replay — delivered it)."""
+
+    scope: list[Ident] = Field(["source"], min_length=1)
     window: Duration = timedelta(days=7)
+
+    def columns(self) -> list[str]:
+        """Scope fields that are table columns (not ``source`` / ``event_type``)."""
+        return [f for f in self.scope if f not in DEDUPE_SCOPE_FIELDS]
 
 
 class PiiSpec(_Model):
@@ -166,6 +175,15 @@ class TraitsEnrichment(_Model):
     """An ``int64`` column: whole days from the user's first trait event to this event."""
 
 
+class LogBinSpec(_Model):
+    """A ``int64`` column holding the log-spaced bin of a numeric property (core/sketch.py):
+    a rollup with this column as a dimension keeps a mergeable histogram of the property,
+    from which percentiles come within ``relative_error`` of the exact ones."""
+
+    property: Ident
+    relative_error: float = Field(0.02, gt=0, le=0.5)
+
+
 class EnrichmentSpec(_Model):
     """Columns the collector fills beyond promoted properties (docs/packs.md)."""
 
@@ -179,9 +197,15 @@ class EnrichmentSpec(_Model):
     geo: ContextEnrichment | None = None
     """``{country}`` (and ``city`` from a MaxMind database when one is configured)."""
     traits: TraitsEnrichment | None = None
+    pricing: PricingSpec | None = None
+    """Spend computed from a price book in the pack folder (pack/pricing.py)."""
+    log_bins: dict[Ident, LogBinSpec] = {}
+    """column -> the property it bins (``latency_bin: {property: latency_ms}``)."""
 
     def columns(self) -> list[str]:
         out = [c for c in (self.category_column, self.received_column) if c]
+        out += [self.pricing.column] if self.pricing else []
+        out += list(self.log_bins)
         out += [e.column for e in (self.user_agent, self.geo) if e is not None]
         if self.traits is not None:
             out += list(self.traits.columns)
@@ -211,6 +235,8 @@ class PackSpec(_Model):
     mappings: MappingsSpec = MappingsSpec()
     governance: GovernanceSpec = GovernanceSpec()
     enrichment: EnrichmentSpec = EnrichmentSpec()
+    freshness_budget: Duration | None = None
+    """How stale answers may be: past it, a breakdown's freshness says ``stale: true``."""
 
     @property
     def dataset(self) -> str:
@@ -253,7 +279,9 @@ class Pack:
     """event_type -> version -> JSON Schema document."""
     table_columns: dict[str, tuple[TableColumn, ...]] = field(default_factory=dict)
     fingerprint: str = ""
-    """Hash of pack.yaml and the schemas: caches keyed by it never outlive an edit."""
+    """Hash of pack.yaml, the schemas and the price book: caches keyed by it never outlive
+    an edit."""
+    price_book: PriceBook | None = None
 
     @property
     def name(self) -> str:

@@ -48,7 +48,7 @@ def parse_when(text: str | None, tz: str, *, end: bool) -> datetime | None:
     return t if t.tzinfo is not None else t.replace(tzinfo=zone(tz))
 
 
-def _range(
+def view_range(
     view: ViewSpec, preset: str | None, start: datetime | None, end: datetime | None, tz: str
 ) -> TimeRange:
     """The view's presets, or an explicit range (always accepted by these kinds)."""
@@ -77,7 +77,7 @@ def answer_events(
     cursor: str | None,
 ) -> dict[str, Any]:
     """The seed's ``queryEvents``: ``total`` and a page of ``events``, newest first."""
-    rng = _range(view, None, start, end, tz)
+    rng = view_range(view, None, start, end, tz)
     unknown = [t for t in event_types if t not in pack.spec.event_types]
     if unknown:
         raise bad_request("unknown-event-type", f"unknown event types: {', '.join(unknown)}")
@@ -130,7 +130,7 @@ def answer_aggregations(
     grain = GRAINS[aggregation_type]
     if grain == "week":
         grain = week_grain(week_start or agg.week_start)
-    rng = _range(view, preset, start, end, tz)
+    rng = view_range(view, preset, start, end, tz)
     conds = [f"{k}:eq:{v}" for k, v in view.filters.items()]
     conds += [f"{k}:eq:{v}" for k, v in filters.items() if k in agg.filters]
     names = list(dict.fromkeys(agg.metrics.values()))

@@ -6,16 +6,18 @@ scope limit every row; nothing in the request can widen them.
 
 # No ``from __future__ import annotations`` here: the handlers' parameter annotations refer
 # to each view (its presets) and FastAPI must evaluate them where they are defined.
+import inspect
 from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from starlette.responses import Response
 
 from gristmill.api.deps import PrincipalDep, RuntimeDep
 from gristmill.api.query import debug_allowed, metric_query, time_range
 from gristmill.api.responses import JSONBytes
+from gristmill.api.routers.view_breakdown import answer_breakdown, answer_reliability
 from gristmill.api.routers.view_kinds import (
     RealtimeCache,
     answer_aggregations,
@@ -242,12 +244,112 @@ def _sync_handler(pack: Pack, name: str, view: ViewSpec) -> Callable[..., Respon
     return handle
 
 
+def _with_path(view: ViewSpec, handle: Callable[..., Response]) -> Callable[..., Response]:
+    """FastAPI reads a handler's parameters from its signature: declare each route parameter
+    (``{orgId}``) as a path parameter and hand them to ``handle`` as one ``path`` dict."""
+    sig = inspect.signature(handle)
+    rest = [p for p in sig.parameters.values() if p.name != "path"]
+    declared = [
+        inspect.Parameter(
+            name,
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=Annotated[str, Path(max_length=200, description=f"Value of {column}.")],
+        )
+        for name, column in view.path.items()
+    ]
+
+    def wrapper(**kwargs: Any) -> Response:
+        path = {name: kwargs.pop(name) for name in view.path}
+        return handle(path=path, **kwargs)
+
+    wrapper.__signature__ = sig.replace(  # type: ignore[attr-defined]
+        parameters=[*(p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in rest), *declared]
+    )
+    return wrapper
+
+
+def _breakdown_handler(pack: Pack, name: str, view: ViewSpec) -> Callable[..., Response]:
+    spec = view.breakdown
+    assert spec is not None
+
+    def handle(
+        request: Request,
+        rt: RuntimeDep,
+        principal: Annotated[Principal, Depends(_allowed(pack, name, view))],
+        path: dict[str, str],
+        grain: Annotated[str | None, Query(description=" | ".join(spec.grains))] = None,
+        preset: Annotated[str | None, Query(description=", ".join(view.presets))] = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        tz: Annotated[str, Query(description="IANA time zone of the buckets.")] = "UTC",
+    ) -> Response:
+        return JSONBytes(
+            answer_breakdown(
+                rt,
+                principal,
+                pack,
+                view,
+                path=path,
+                query=dict(request.query_params),
+                grain=grain,
+                preset=preset,
+                start=start,
+                end=end,
+                tz=tz,
+            )
+        )
+
+    handle.__doc__ = f"Filters by name (query parameters): {', '.join(spec.filters) or 'none'}."
+    return _with_path(view, handle)
+
+
+def _reliability_handler(pack: Pack, name: str, view: ViewSpec) -> Callable[..., Response]:
+    spec = view.reliability
+    assert spec is not None
+
+    def handle(
+        request: Request,
+        rt: RuntimeDep,
+        principal: Annotated[Principal, Depends(_allowed(pack, name, view))],
+        path: dict[str, str],
+        grain: Annotated[str | None, Query(description=" | ".join(spec.grains))] = None,
+        preset: Annotated[str | None, Query(description=", ".join(view.presets))] = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        tz: Annotated[str, Query(description="IANA time zone of the buckets.")] = "UTC",
+        percentiles: Annotated[
+            str | None, Query(description="Comma list, e.g. 50,95,99 (each 0 < p < 100).")
+        ] = None,
+    ) -> Response:
+        return JSONBytes(
+            answer_reliability(
+                rt,
+                principal,
+                pack,
+                view,
+                path=path,
+                query=dict(request.query_params),
+                grain=grain,
+                preset=preset,
+                start=start,
+                end=end,
+                tz=tz,
+                percentiles=percentiles,
+            )
+        )
+
+    handle.__doc__ = f"Filters by name (query parameters): {', '.join(spec.filters) or 'none'}."
+    return _with_path(view, handle)
+
+
 HANDLERS = {
     "kpis": lambda pack, name, view: _handler(pack, name, view),
     "events": _events_handler,
     "aggregations": _aggregations_handler,
     "realtime": _realtime_handler,
     "sync_status": _sync_handler,
+    "breakdown": _breakdown_handler,
+    "reliability": _reliability_handler,
 }
 
 

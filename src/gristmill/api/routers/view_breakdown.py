@@ -1,0 +1,340 @@
+"""Answers of ``kind: breakdown`` and ``kind: reliability`` views (the usage seed's
+``/usage`` and ``/reliability``): metric-layer queries grouped by the view's dimensions, with
+path parameters as tenant filters and a freshness block that says when the answer is stale.
+
+A path parameter (``{orgId}``) becomes an equality filter on its column; the tenant rule of
+``api.query`` then answers 404 when the caller is scoped to another value, so the route is
+no oracle of which organisations exist.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from gristmill.api.query import metric_query
+from gristmill.api.routers.view_kinds import view_range
+from gristmill.auth.permissions import Principal
+from gristmill.core import sketch
+from gristmill.core.errors import bad_request
+from gristmill.metrics.reliability import Series, SpikeRule, merged, rate, spikes
+from gristmill.metrics.service import run
+from gristmill.metrics.timerange import TimeRange, buckets, label
+from gristmill.pack.analytics import MetricSpec, ViewSpec
+from gristmill.pack.models import Pack
+from gristmill.rollup.freshness import list_freshness
+from gristmill.runtime import Runtime
+
+MAX_PATH_VALUE = 200
+MAX_PERCENTILES = 10
+
+
+def path_filters(view: ViewSpec, values: Mapping[str, str]) -> list[str]:
+    """``column:eq:value`` filters of the route's parameters."""
+    out = []
+    for param, column in view.path.items():
+        v = values.get(param, "")
+        if not v or len(v) > MAX_PATH_VALUE or "\x00" in v:
+            raise bad_request("invalid-path", f"{param} must be 1 to {MAX_PATH_VALUE} characters")
+        out.append(f"{column}:eq:{v}")
+    return out
+
+
+def request_filters(allowed: Sequence[str], query: Mapping[str, str]) -> list[str]:
+    """Filters a caller passes by dimension name; a comma list means any of them."""
+    out = []
+    for dim in allowed:
+        v = query.get(dim)
+        if v:
+            out.append(f"{dim}:in:{v}" if "," in v else f"{dim}:eq:{v}")
+    return out
+
+
+def freshness_block(
+    rt: Runtime, pack: Pack, view: ViewSpec, path: Mapping[str, str]
+) -> dict[str, Any]:
+    """Newest event and load of the rows this answer reads (the path's tenant when there is
+    one), the pipeline's lag, and ``stale`` past the pack's budget."""
+    wm = rt.watermark(pack.name)
+    scope = {col: path[param] for param, col in view.path.items()}
+    tables = {pack.spec.metrics[m].table for m in view.metric_names()}
+    rows = [
+        r
+        for r in list_freshness(rt.warehouse, [pack.name], scope or None, wm)
+        if r["table"] in tables
+    ]
+    newest_event = max(
+        (r["newest_occurred_at"] for r in rows if r["newest_occurred_at"]), default=None
+    )
+    newest_load = max((r["newest_loaded_at"] for r in rows if r["newest_loaded_at"]), default=None)
+    budget = pack.spec.freshness_budget
+    out: dict[str, Any] = {
+        "newest_event_at": newest_event,
+        "newest_load_at": newest_load,
+        **wm.as_dict(),
+        "budget_seconds": None if budget is None else budget.total_seconds(),
+        "stale": budget is not None and wm.lag_seconds > budget.total_seconds(),
+    }
+    return out
+
+
+def _grain(grain: str | None, allowed: Sequence[str], default: str) -> str:
+    g = grain or default
+    if g not in allowed:
+        raise bad_request("invalid-grain", f"grain must be one of {', '.join(allowed)}")
+    return g
+
+
+def answer_breakdown(
+    rt: Runtime,
+    principal: Principal,
+    pack: Pack,
+    view: ViewSpec,
+    *,
+    path: Mapping[str, str],
+    query: Mapping[str, str],
+    grain: str | None,
+    preset: str | None,
+    start: datetime | None,
+    end: datetime | None,
+    tz: str,
+) -> dict[str, Any]:
+    spec = view.breakdown
+    assert spec is not None
+    g = _grain(grain, spec.grains, spec.default_grain)
+    rng = view_range(view, preset, start, end, tz)
+    conds = [f"{c}:eq:{v}" for c, v in view.filters.items()]
+    conds += path_filters(view, path) + request_filters(spec.filters, query)
+    names = list(dict.fromkeys(spec.metrics.values()))
+
+    def answer(grain_: str | None, by: Sequence[str]) -> list[dict[str, Any]]:
+        q = metric_query(
+            rt,
+            principal,
+            pack,
+            metrics=names,
+            rng=rng,
+            grain=grain_,
+            group_by=by,
+            filters=conds,
+            view_scope=view.scope,
+        )
+        return run(rt.warehouse, q).rows
+
+    def fields(row: Mapping[str, Any]) -> dict[str, Any]:
+        return {f: row.get(m) for f, m in spec.metrics.items()}
+
+    series = [
+        {"bucket": r["bucket"], **{d: r[d] for d in spec.by}, **fields(r)}
+        for r in answer(g, spec.by)
+    ]
+    by_value = [{**{d: r[d] for d in spec.by}, **fields(r)} for r in answer(None, spec.by)]
+    totals = answer(None, ())
+    return {
+        **{param: path[param] for param in view.path},
+        "range": rng.as_dict(),
+        "grain": g,
+        "filters": {k: query[k] for k in spec.filters if query.get(k)},
+        "units": {f: pack.spec.metrics[m].unit or None for f, m in spec.metrics.items()},
+        "currency": pack.price_book.spec.currency if pack.price_book else None,
+        "totals": fields(totals[0]) if totals else {},
+        f"by_{'_'.join(spec.by)}" if spec.by else "by": by_value,
+        "buckets": series,
+        "freshness": freshness_block(rt, pack, view, path),
+    }
+
+
+def parse_percentiles(text: str | None, default: Sequence[float]) -> list[float]:
+    if not text:
+        return list(default)
+    out: list[float] = []
+    for part in text.split(",")[: MAX_PERCENTILES + 1]:
+        try:
+            v = float(part)
+        except ValueError:
+            raise bad_request("invalid-percentiles", f"{part[:20]!r} is not a number") from None
+        if not 0 < v < 100:
+            raise bad_request("invalid-percentiles", "each percentile lies between 0 and 100")
+        out.append(v)
+    if len(out) > MAX_PERCENTILES:
+        raise bad_request("invalid-percentiles", f"at most {MAX_PERCENTILES} percentiles")
+    return list(dict.fromkeys(out))
+
+
+def _pname(p: float) -> str:
+    return f"p{p:g}".replace(".", "_")
+
+
+def _with_percentiles(pack: Pack, column: str, table: str, ps: Sequence[float]) -> Pack:
+    """The pack plus transient exact-percentile metrics of ``column`` (the raw path answers
+    them); the fingerprint changes with them so cached SQL never mixes shapes."""
+    extra = {
+        f"_gm_{_pname(p)}": MetricSpec(
+            type="percentile", p=p / 100, table=table, column=column, precision=3
+        )
+        for p in ps
+    }
+    spec = pack.spec.model_copy(update={"metrics": {**pack.spec.metrics, **extra}})
+    tag = ",".join(f"{p:g}" for p in ps)
+    return dataclasses.replace(pack, spec=spec, fingerprint=f"{pack.fingerprint}|p{tag}")
+
+
+def _extended(rng: TimeRange, grain: str, n: int) -> TimeRange:
+    step = timedelta(hours=n) if grain == "hour" else timedelta(days=n)
+    return TimeRange(rng.start - step, rng.end, rng.tz, rng.preset)
+
+
+def answer_reliability(
+    rt: Runtime,
+    principal: Principal,
+    pack: Pack,
+    view: ViewSpec,
+    *,
+    path: Mapping[str, str],
+    query: Mapping[str, str],
+    grain: str | None,
+    preset: str | None,
+    start: datetime | None,
+    end: datetime | None,
+    tz: str,
+    percentiles: str | None,
+) -> dict[str, Any]:
+    spec = view.reliability
+    assert spec is not None
+    g = _grain(grain, spec.grains, spec.default_grain)
+    ps = parse_percentiles(percentiles, spec.percentiles)
+    rng = view_range(view, preset, start, end, tz)
+    ext = _extended(rng, g, spec.baseline_buckets)
+    bins = pack.spec.enrichment.log_bins[spec.latency_bins]
+    gamma = sketch.gamma(bins.relative_error)
+    conds = [f"{c}:eq:{v}" for c, v in view.filters.items()]
+    conds += path_filters(view, path) + request_filters(spec.filters, query)
+    by = list(spec.by)
+
+    def rows(
+        p: Pack, metrics: list[str], r: TimeRange, grain_: str | None, group: list[str]
+    ) -> list[dict[str, Any]]:
+        q = metric_query(
+            rt,
+            principal,
+            p,
+            metrics=metrics,
+            rng=r,
+            grain=grain_,
+            group_by=group,
+            filters=conds,
+            view_scope=view.scope,
+        )
+        return run(rt.warehouse, q).rows
+
+    labels = [label(b, g, ext.tz) for b in buckets(ext, g)]
+    index = {lab: i for i, lab in enumerate(labels)}
+    first = index[label(buckets(rng, g)[0], g, rng.tz)]
+    s = Series(labels)
+    # The range and the trailing window before it are asked apart: a bucket cut by the
+    # range's start reports only the range's rows; its earlier part is not baseline either.
+    parts = [(rng, True)]
+    if ext.start < rng.start:
+        parts.append((TimeRange(ext.start, rng.start, rng.tz), False))
+    for part, inside in parts:
+        for r in rows(pack, [spec.requests, spec.errors], part, g, by):
+            i = index.get(r["bucket"])
+            if i is not None and (i >= first) == inside:
+                s.add_counts(tuple(r[d] for d in by), i, r[spec.requests] or 0, r[spec.errors] or 0)
+        for r in rows(pack, [spec.requests], part, g, [*by, spec.latency_bins]):
+            i = index.get(r["bucket"])
+            if i is not None and (i >= first) == inside and r[spec.latency_bins] is not None:
+                s.add_bin(
+                    tuple(r[d] for d in by), i, int(r[spec.latency_bins]), r[spec.requests] or 0
+                )
+
+    hours = (rng.end - rng.start).total_seconds() / 3600
+    exact = hours <= spec.exact_max_hours
+    exact_rows: dict[tuple[Any, ...], dict[str, Any]] = {}
+    exact_totals: dict[tuple[Any, ...], dict[str, Any]] = {}
+    if exact:
+        table = pack.spec.metrics[spec.requests].table
+        assert table is not None
+        xp = _with_percentiles(pack, bins.property, table, ps)
+        names = [f"_gm_{_pname(p)}" for p in ps]
+        for r in rows(xp, names, rng, g, by):
+            exact_rows[(r["bucket"], *(r[d] for d in by))] = r
+        for r in rows(xp, names, rng, None, by):
+            exact_totals[tuple(r[d] for d in by)] = r
+
+    def pcts(hist: dict[int, int], exact_row: Mapping[str, Any] | None) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for p in ps:
+            name = f"{_pname(p)}_ms"
+            if exact_row is not None:
+                out[name] = exact_row.get(f"_gm_{_pname(p)}")
+            else:
+                v = sketch.quantile(hist.items(), p / 100, gamma)
+                out[name] = None if v is None else round(v, 3)
+        return out
+
+    out_buckets: list[dict[str, Any]] = []
+    out_by: list[dict[str, Any]] = []
+    for key in sorted(s.requests, key=lambda k: tuple((v is None, v) for v in k)):
+        dims = dict(zip(by, key, strict=True))
+        req, err, hist = s.requests[key], s.errors[key], s.hist[key]
+        for i in range(first, len(labels)):
+            if req[i] == 0:
+                continue
+            xr = exact_rows.get((labels[i], *key), {}) if exact else None
+            out_buckets.append(
+                {
+                    "bucket": labels[i],
+                    **dims,
+                    "requests": req[i],
+                    "errors": err[i],
+                    "error_rate": rate(err[i], req[i]),
+                    **pcts(hist[i], xr),
+                }
+            )
+        total_req, total_err = sum(req[first:]), sum(err[first:])
+        if total_req:
+            xt = exact_totals.get(key, {}) if exact else None
+            out_by.append(
+                {
+                    **dims,
+                    "requests": total_req,
+                    "errors": total_err,
+                    "error_rate": rate(total_err, total_req),
+                    **pcts(merged(hist[first:]), xt),
+                }
+            )
+    rule = SpikeRule(
+        spec.baseline_buckets,
+        spec.spike_factor,
+        spec.min_requests,
+        spec.min_error_rate,
+        spec.significance,
+    )
+    return {
+        **{param: path[param] for param in view.path},
+        "range": rng.as_dict(),
+        "grain": g,
+        "filters": {k: query[k] for k in spec.filters if query.get(k)},
+        "percentiles": ps,
+        "latency": {
+            "column": bins.property,
+            "method": "exact" if exact else "histogram",
+            "relative_error": None if exact else bins.relative_error,
+            "exact_max_hours": spec.exact_max_hours,
+        },
+        f"by_{'_'.join(by)}" if by else "by": out_by,
+        "buckets": out_buckets,
+        "spikes": spikes(s, first, rule, gamma, by),
+        "baseline": {
+            "buckets": spec.baseline_buckets,
+            "factor": spec.spike_factor,
+            "min_requests": spec.min_requests,
+            "min_error_rate": spec.min_error_rate,
+            "significance": spec.significance,
+            "latency": "histogram",
+        },
+        "freshness": freshness_block(rt, pack, view, path),
+    }
