@@ -116,10 +116,13 @@ def spikes(
             dims = dict(zip(by, key, strict=True))
             here = err[i] / req[i]
             base = base_err / base_req
+            # A baseline without errors is not a rate of 0: take at least one error's worth,
+            # or the first error after a quiet day would always spike.
+            floor = max(base, 1 / base_req)
             if (
                 here >= rule.min_error_rate
-                and here > rule.factor * base
-                and tail_bound(err[i], req[i], rule.factor * base) < rule.significance
+                and here > rule.factor * floor
+                and tail_bound(err[i], req[i], rule.factor * floor) < rule.significance
             ):
                 out.append(
                     {
