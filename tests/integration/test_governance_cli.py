@@ -247,8 +247,14 @@ def test_against_a_running_server(cli: CliRunner, data: Path) -> None:
         _one_line_error(cli.invoke(app, ["erasure", "status", "era_nope"]), "404")
         dry = _run(cli, "retention", "run", "--dry-run", "--json")
         assert (dry["dry_run"], dry["rows"]) == (True, 1)
-        actions = [e["action"] for e in _run(cli, "audit", "--json")["items"]]
+        items = _run(cli, "audit", "--json")["items"]
+        actions = [e["action"] for e in items if not e["action"].endswith(".read")]
         assert actions == ["retention.dry_run", "erasure.completed", "erasure.requested"]
+        # Every read through the server is in the trail too, with the caller and the result.
+        reads = [e for e in items if e["action"] == "governance.read"]
+        assert {e["target"] for e in reads} >= {"/v1/erasure", f"/v1/erasure/{rec['request_id']}"}
+        assert {(e["actor"], e["role"]) for e in reads} == {("local:operator", "operator")}
+        assert any(e["result"] == 404 for e in reads)  # the unknown request id
     finally:
         server.stop()
     assert _rows(data) == (0, U2_RECENT + 1)  # the dry run changed nothing

@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.responses import Response
 
 from gristmill import __version__
+from gristmill.api.audit import audit_middleware
 from gristmill.api.metrics import RequestCounters, build_registry
 from gristmill.api.ratelimit import RateLimiter
 from gristmill.api.responses import problem_response
@@ -98,6 +99,7 @@ def create_app(rt: Runtime, *, url: str | None = None, start: bool = True) -> Fa
     app.include_router(ops.router)
     if rt.role == "collect":
         return app  # ingest, health and readiness only: no warehouse behind a collector
+    app.middleware("http")(audit_middleware(rt))
     app.include_router(quarantine.router)
     app.include_router(governance.router)
     app.include_router(analytics.router)

@@ -38,11 +38,13 @@ async def get_principal(request: Request, rt: RuntimeDep) -> Principal:
         principal = rt.keys.resolve(token)
         if principal is None:
             raise unauthorized("the key or token is unknown, revoked or expired")
+        request.state.principal = principal  # for the audit trail (api/audit.py)
         return principal
     sid = request.cookies.get(COOKIE)
     if sid and request.method in ("GET", "HEAD"):
         session = rt.sessions.get(sid)
         if session is not None and rt.keys.still_valid(session):
+            request.state.principal = session
             return session
     raise unauthorized("send a key as 'Authorization: Bearer <key>'")
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import math
+import re
 import time
 from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Any
@@ -177,7 +178,13 @@ class RateLimiter:
         self.enabled = cfg.enabled
         self.resolve = resolve
         self.session = session
-        self.query_paths = QUERY_PATHS | frozenset(query_paths)
+        self.query_paths = QUERY_PATHS | frozenset(p for p in query_paths if "{" not in p)
+        # Routes with parameters (``/orgs/{orgId}/usage``) match as patterns.
+        self._query_patterns = [
+            re.compile("^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(p)) + "$")
+            for p in query_paths
+            if "{" in p
+        ]
         self.forwarded = cfg.trust_forwarded_for
         self._networks = [ipaddress.ip_network(n, strict=False) for n in cfg.trusted_ips]
         self._trusted: dict[str, bool] = {}
@@ -244,7 +251,9 @@ class RateLimiter:
         if scope["type"] != "http" or scope["method"] not in QUERY_METHODS:
             return False
         path: str = scope["path"]
-        return path in self.query_paths or path.startswith(QUERY_PREFIXES)
+        if path in self.query_paths or path.startswith(QUERY_PREFIXES):
+            return True
+        return any(p.match(path) for p in self._query_patterns)
 
     def check_query(self, scope: Mapping[str, Any]) -> Problem | None:
         """The address limit, then (for a known key, token or session) the key limit."""

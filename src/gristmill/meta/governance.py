@@ -69,6 +69,23 @@ install_secret = sa.Table(
 )
 
 
+APPEND_ONLY: dict[str, tuple[str, ...]] = {
+    "sqlite": tuple(
+        f"CREATE TRIGGER IF NOT EXISTS audit_log_no_{op.lower()} BEFORE {op} ON audit_log "
+        "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END"
+        for op in ("UPDATE", "DELETE")
+    ),
+    "postgresql": (
+        "CREATE OR REPLACE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql "
+        "AS $$ BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$",
+        "DROP TRIGGER IF EXISTS audit_log_append_only ON audit_log",
+        "CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON audit_log "
+        "FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only()",
+    ),
+}
+"""Triggers that refuse UPDATE and DELETE on ``audit_log``, per metadata-store dialect."""
+
+
 @dataclass(frozen=True, slots=True)
 class AuditEntry:
     id: int
@@ -83,8 +100,10 @@ class AuditEntry:
             "id": self.id,
             "at": self.at.isoformat(),
             "actor": self.actor,
+            "role": self.detail.get("role"),
             "action": self.action,
             "target": self.target,
+            "result": self.detail.get("result"),
             "detail": self.detail,
         }
 
@@ -155,7 +174,16 @@ class GovernanceStore:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
         metadata.create_all(engine)
+        self._append_only()
         self.secret = self._secret()
+
+    def _append_only(self) -> None:
+        """Make the store itself refuse to change or remove audit rows (triggers), so no code
+        path — an API, a script, a bug — can rewrite history; only dropping the table can."""
+        stmts = APPEND_ONLY.get(self.engine.dialect.name, ())
+        with self.engine.begin() as c:
+            for stmt in stmts:
+                c.exec_driver_sql(stmt)
 
     def _secret(self) -> bytes:
         with self.engine.begin() as c:
