@@ -47,11 +47,13 @@ def send(
 
 @contextmanager
 def loaded_runtime(
-    tmp: Path, warehouse: dict[str, Any] | None = None
+    tmp: Path, warehouse: dict[str, Any] | None = None, packs_dir: Path | None = None
 ) -> Iterator[tuple[Runtime, UsageTraffic]]:
     """The traffic loaded in three goes: most of it, then late events (older than what was
     loaded, over buckets already rolled up), then re-deliveries from another source."""
-    extra = {} if warehouse is None else {"warehouse": warehouse}
+    extra: dict[str, Any] = {} if warehouse is None else {"warehouse": warehouse}
+    if packs_dir is not None:
+        extra["packs_dir"] = packs_dir
     rt = Runtime(make_settings(tmp, packs=["usage_metering"], **extra))
     t = traffic()
     late = [e for i, e in enumerate(t.distinct) if i % 9 == 0]
@@ -66,11 +68,14 @@ def loaded_runtime(
         rt.stop()
 
 
-def spend_micros(props: dict[str, Any], occurred_at: str) -> int | None:
+def spend_micros(
+    props: dict[str, Any], occurred_at: str, book: dict[str, Any] | None = None
+) -> int | None:
     """Spend from prices.yaml with plain Decimal arithmetic (the oracle)."""
+    book = BOOK if book is None else book
     day = datetime.fromisoformat(occurred_at.replace("Z", "+00:00")).astimezone(UTC).date()
     best: dict[str, Any] | None = None
-    for e in BOOK["entries"]:
+    for e in book["entries"]:
         m = e["match"]
         eff = e["effective_from"]
         eff = eff if isinstance(eff, date) else date.fromisoformat(eff)
@@ -88,12 +93,17 @@ def spend_micros(props: dict[str, Any], occurred_at: str) -> int | None:
             if k not in prices:
                 return None
             total += Decimal(n) * prices[k]
-    micros = total * Decimal(1_000_000) / Decimal(BOOK["per_units"])
+    micros = total * Decimal(1_000_000) / Decimal(book["per_units"])
     return int(micros.quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
 def expected_usage(
-    events: list[dict[str, Any]], org: str, start: datetime, end: datetime, grain: str
+    events: list[dict[str, Any]],
+    org: str,
+    start: datetime,
+    end: datetime,
+    grain: str,
+    book: dict[str, Any] | None = None,
 ) -> dict[tuple[str, str], dict[str, int]]:
     """(bucket label, model) -> sums, from the distinct events of ``org`` in the range."""
     out: dict[tuple[str, str], dict[str, int]] = defaultdict(
@@ -112,7 +122,7 @@ def expected_usage(
         row["requests"] += 1
         row["tokens_in"] += p["tokens_in"]
         row["tokens_out"] += p["tokens_out"]
-        s = spend_micros(p, e["occurred_at"])
+        s = spend_micros(p, e["occurred_at"], book)
         if s is None:
             row["unpriced"] += 1
         else:

@@ -71,8 +71,10 @@ class ServerClient:
         r.raise_for_status()
         return r.json()
 
-    def post(self, path: str, body: Any) -> Any:
-        r = httpx.post(self.url + path, headers=self._headers, json=body, timeout=600)
+    def post(self, path: str, body: Any, params: dict[str, str] | None = None) -> Any:
+        r = httpx.post(
+            self.url + path, headers=self._headers, json=body, params=params, timeout=600
+        )
         r.raise_for_status()
         return r.json()
 

@@ -20,6 +20,7 @@ from gristmill.cli import (
 )
 from gristmill.cli import feeds as feeds_cli
 from gristmill.cli import governance as governance_cli
+from gristmill.cli import reprice as reprice_cli
 
 app = typer.Typer(
     name="gristmill",
@@ -42,6 +43,7 @@ app.command("erase")(governance_cli.erase)
 app.add_typer(governance_cli.erasure_app, name="erasure")
 app.add_typer(governance_cli.retention_app, name="retention")
 app.command("audit")(governance_cli.audit)
+app.command("reprice")(reprice_cli.reprice)
 
 from gristmill.cli import consume as _consume  # noqa: E402  (sources; kept apart for merges)
 from gristmill.cli import relay as _relay  # noqa: E402

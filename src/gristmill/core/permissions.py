@@ -18,6 +18,8 @@ class Permission(StrEnum):
     """Request that a subject be erased or anonymized (every pack)."""
     ERASURE_READ = "erasure:read"
     RETENTION_RUN = "retention:run"
+    REPRICE_RUN = "reprice:run"
+    """Restate stored spend from a pack's current price book."""
     AUDIT_READ = "audit:read"
     DEBUG = "debug"
     """See the SQL and the plan a query took (``debug=true``)."""

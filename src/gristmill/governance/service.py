@@ -19,6 +19,7 @@ from gristmill.config import GovernanceSettings
 from gristmill.core.ids import new_token
 from gristmill.core.subjects import Mode, Suppression, subject_hash
 from gristmill.governance.erasure import Report, Subject, erase
+from gristmill.governance.reprice import RepriceReport, reprice
 from gristmill.governance.retention import RetentionReport, enforce
 from gristmill.governance.retention import status as retention_status
 from gristmill.meta.governance import ErasureRecord, GovernanceStore
@@ -167,6 +168,28 @@ class Governance:
             self._run(*item)
 
     # -- retention --------------------------------------------------------------------------
+    def run_reprice(
+        self,
+        pack: str,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        dry_run: bool = False,
+        actor: str = "cli",
+    ) -> RepriceReport:
+        """Price the pack's rows again from its current book (governance/reprice.py); the
+        restatement is audited with the book's digest and the spend before and after."""
+        if self._warehouse is None:
+            raise RuntimeError("this process has no warehouse")
+        with self._busy:
+            report = reprice(
+                self._warehouse, self.packs[pack], since=since, until=until, dry_run=dry_run
+            )
+        self.store.audit(
+            actor, "reprice.dry_run" if dry_run else "reprice.run", pack, **report.as_dict()
+        )
+        return report
+
     def run_retention(
         self, *, dry_run: bool = False, actor: str = "scheduler", now: datetime | None = None
     ) -> RetentionReport:

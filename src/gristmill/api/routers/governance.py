@@ -1,4 +1,5 @@
-"""Governance endpoints: erasure requests and their receipts, retention runs, the audit log.
+"""Governance endpoints: erasure requests and their receipts, retention runs, spend
+restatements (reprice), the audit log.
 
 Erasure answers ``202 Accepted`` once the request is recorded and the subject suppressed
 (from that moment nothing new of the subject loads); the rows are erased by the worker and
@@ -7,9 +8,10 @@ Erasure answers ``202 Accepted`` once the request is recorded and the subject su
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, Field, model_validator
 from starlette.responses import Response
 
@@ -25,6 +27,7 @@ router = APIRouter(tags=["governance"])
 EraserDep = Annotated[Principal, Depends(require(Permission.ERASURE_WRITE))]
 ErasureReaderDep = Annotated[Principal, Depends(require(Permission.ERASURE_READ))]
 RetentionDep = Annotated[Principal, Depends(require(Permission.RETENTION_RUN))]
+RepriceDep = Annotated[Principal, Depends(require(Permission.REPRICE_RUN))]
 AuditDep = Annotated[Principal, Depends(require(Permission.AUDIT_READ))]
 RetentionReaderDep = Annotated[Principal, Depends(require(Permission.PIPELINE_READ))]
 
@@ -97,6 +100,34 @@ def erasure_list(
 def retention_run(rt: RuntimeDep, principal: RetentionDep, dry_run: bool = False) -> Response:
     report = rt.governance.run_retention(dry_run=dry_run, actor=_actor(principal))
     return JSONBytes(report.as_dict())
+
+
+@router.post("/v1/reprice/{pack}", summary="Restate stored spend from the pack's price book")
+def reprice_run(
+    rt: RuntimeDep,
+    principal: RepriceDep,
+    pack: Annotated[str, Path(max_length=64)],
+    since: datetime | None = None,
+    until: datetime | None = None,
+    dry_run: bool = False,
+) -> Response:
+    """Price every row in ``[since, until)`` again, update rows whose spend changed and
+    recompute the rollup buckets they feed; audited as ``reprice.run``."""
+    target = rt.roles.pack_for(principal, pack)
+    if target.price_book is None:
+        raise bad_request("no-price-book", f"pack {target.name!r} declares no enrichment.pricing")
+    report = rt.governance.run_reprice(
+        target.name,
+        since=_aware(since),
+        until=_aware(until),
+        dry_run=dry_run,
+        actor=_actor(principal),
+    )
+    return JSONBytes(report.as_dict())
+
+
+def _aware(t: datetime | None) -> datetime | None:
+    return None if t is None or t.tzinfo is not None else t.replace(tzinfo=UTC)
 
 
 @router.get("/v1/retention", summary="Retention per category: oldest row kept, next drop")
