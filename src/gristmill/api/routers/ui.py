@@ -18,6 +18,13 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
 from gristmill.api.deps import RuntimeDep
+from gristmill.api.routers.ui_panels import (
+    breakdown_panel,
+    fmt,
+    label,
+    path_values,
+    reliability_panel,
+)
 from gristmill.api.routers.views import answer_view
 from gristmill.auth.keys import token_from_headers
 from gristmill.auth.permissions import OPERATOR, Principal
@@ -46,18 +53,7 @@ def _caller(rt: Runtime, request: Request) -> Principal | None:
     return session if session is not None and rt.keys.still_valid(session) else None
 
 
-def _fmt(value: Any, unit: str) -> str:
-    if value is None:
-        return "n/a"
-    if unit == "cents":
-        return f"${value / 100:,.2f}"
-    if isinstance(value, float):
-        return f"{value:,.4f}".rstrip("0").rstrip(".")
-    return f"{value:,}"
-
-
-def _label(metric: str) -> str:
-    return metric.removesuffix("_cents").replace("_", " ")
+PANEL_KINDS = frozenset({"kpis", "breakdown", "reliability"})
 
 
 def _script_json(data: Any) -> str:
@@ -72,19 +68,37 @@ def dashboard(
     principal = _caller(rt, request)
     if principal is None or principal.role == "writer":
         return RedirectResponse("/ui/login", status_code=303)
-    views, charts, presets = [], [], ["7d", "30d", "90d"]
+    views: list[dict[str, Any]] = []
+    charts: list[dict[str, Any]] = []
+    presets = ["7d", "30d", "90d"]
     wm = None
     for pack in rt.packs.values():
         if principal.pack not in (None, pack.name):
             continue
         wm = rt.watermark(pack.name)
         for name, view in pack.spec.views.items():
-            if view.kind != "kpis":  # events, aggregations … are APIs, not dashboard panels
+            if view.kind not in PANEL_KINDS:  # events, aggregations … are APIs only
                 continue
             if principal.role != OPERATOR and principal.role not in view.roles:
                 continue
             chosen = preset if preset in view.presets else view.default_preset
             presets = view.presets
+            if view.kind != "kpis":
+                path = path_values(pack, view, principal, request.query_params)
+                if path is None:
+                    views.append(
+                        {"name": name, "title": view.title or name, "pick": list(view.path)}
+                    )
+                    continue
+                build = breakdown_panel if view.kind == "breakdown" else reliability_panel
+                try:
+                    panel, more = build(rt, principal, pack, name, view, path, chosen)
+                except Problem as p:
+                    panel = {"name": name, "title": view.title or name, "error": p.detail}
+                    more = []
+                views.append(panel)
+                charts += more
+                continue
             try:
                 body = answer_view(
                     rt,
@@ -105,9 +119,9 @@ def dashboard(
             kpis = [
                 {
                     "name": k,
-                    "label": _label(k),
+                    "label": label(k),
                     "raw": body["kpis"].get(k),
-                    "text": _fmt(body["kpis"].get(k), units[k]),
+                    "text": fmt(body["kpis"].get(k), units[k]),
                 }
                 for k in view.kpis
             ]
@@ -117,7 +131,7 @@ def dashboard(
                 charts.append(
                     {
                         "id": f"chart-{name}-{metric}",
-                        "title": _label(metric),
+                        "title": label(metric),
                         "x": [p["bucket"] for p in pts],
                         "y": [
                             (p[metric] / 100 if money and p[metric] is not None else p[metric])
@@ -151,7 +165,8 @@ def dashboard(
         views=views,
         charts_json=_script_json(charts),
         presets=presets,
-        preset=views[0]["preset"] if views else None,
+        preset=next((v["preset"] for v in views if "preset" in v), None),
+        query=dict(request.query_params),
         tz=tz,
         freshness=(wm.as_dict() if wm else {"as_of": "", "lag_seconds": 0.0}),
         conservation=conservation,
