@@ -18,6 +18,7 @@ from gristmill.cli import (
     serve,
     status,
 )
+from gristmill.cli import exports as exports_cli
 from gristmill.cli import feeds as feeds_cli
 from gristmill.cli import governance as governance_cli
 
@@ -42,6 +43,7 @@ app.command("erase")(governance_cli.erase)
 app.add_typer(governance_cli.erasure_app, name="erasure")
 app.add_typer(governance_cli.retention_app, name="retention")
 app.command("audit")(governance_cli.audit)
+app.add_typer(exports_cli.app, name="exports")
 
 from gristmill.cli import consume as _consume  # noqa: E402  (sources; kept apart for merges)
 from gristmill.cli import relay as _relay  # noqa: E402
