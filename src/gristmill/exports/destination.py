@@ -47,7 +47,11 @@ class Destination:
             self.fs = fsspec.filesystem("file")
         elif self.scheme == "s3":
             self.root = (parsed.netloc + parsed.path).rstrip("/")
-            kwargs: dict[str, Any] = {"skip_instance_cache": True}
+            # SigV4 presigned URLs (X-Amz-Expires): the only kind every region accepts.
+            kwargs: dict[str, Any] = {
+                "skip_instance_cache": True,
+                "config_kwargs": {"signature_version": "s3v4"},
+            }
             if s3.key is not None:
                 kwargs["key"] = s3.key.get_secret_value()
             if s3.secret is not None:
