@@ -42,7 +42,7 @@ def s3_endpoint() -> Iterator[str]:
         "s3",
         endpoint_url=url,
         aws_access_key_id="testing",
-        aws_secret_access_key="testing",  # noqa: S106 (moto's fixed test credentials)
+        aws_secret_access_key="testing",
         region_name="us-east-1",
     ).create_bucket(Bucket=BUCKET)
     try:
@@ -88,7 +88,7 @@ def _objects(endpoint: str) -> list[str]:
         "s3",
         endpoint_url=endpoint,
         aws_access_key_id="testing",
-        aws_secret_access_key="testing",  # noqa: S106
+        aws_secret_access_key="testing",
         region_name="us-east-1",
     )
     return [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])]
