@@ -76,7 +76,7 @@ def test_offline_create_list_show_reconcile(data: Path, tmp_path: Path) -> None:
                 "--as-job",
                 "--json",
             ],
-        )  # fmt: skip
+        )
     )
     assert job["status"] == "succeeded"
     assert job["reconciled"] is True
@@ -94,7 +94,7 @@ def test_offline_create_list_show_reconcile(data: Path, tmp_path: Path) -> None:
                 "vendor_store_id=vnd_000",
                 "--json",
             ],
-        )  # fmt: skip
+        )
     )
     assert metrics["scope"] == {"vendor_store_id": "vnd_000"}
     listed = _json(cli.invoke(app, ["exports", "list", "--json"]))["items"]
