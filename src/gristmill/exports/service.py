@@ -9,12 +9,9 @@ Built by :class:`~gristmill.runtime.Runtime`; the API routes, the CLI and a pack
 from __future__ import annotations
 
 import logging
-import os
-import socket
-import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +30,6 @@ from gristmill.exports.destination import Destination, DestinationUnavailable
 from gristmill.exports.rows import RowsSlice, count, export_columns, total_columns
 from gristmill.exports.runner import (
     Runner,
-    Superseded,
     conditions,
     object_keys,
     period_params,
@@ -41,6 +37,7 @@ from gristmill.exports.runner import (
 )
 from gristmill.exports.signing import BadToken, sign, verify
 from gristmill.exports.store import ExportJob, ExportStore, NewJob, now
+from gristmill.exports.worker import Worker
 from gristmill.metrics.compile import Params
 from gristmill.metrics.timerange import utc_now, zone
 from gristmill.pack.checks_exports import export_tables
@@ -76,25 +73,6 @@ def actor(p: Principal) -> str:
     return f"{p.kind}:{p.key_id or p.role}"
 
 
-def _owner() -> str:
-    return f"{socket.gethostname()[:40]}:{os.getpid()}:{new_token('w', 6)[2:]}"
-
-
-def _owner_dead(owner: str) -> bool:
-    """Whether a running job's owner (``host:pid:nonce``) was a process on this host that is
-    gone. Another host's jobs are judged by their heartbeat instead (``stale_after_s``)."""
-    parts = owner.rsplit(":", 2)
-    if len(parts) != 3 or parts[0] != socket.gethostname()[:40] or not parts[1].isdigit():
-        return False
-    try:
-        os.kill(int(parts[1]), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, someone else's
-        return False
-    return False
-
-
 class ExportService:
     def __init__(
         self,
@@ -116,10 +94,7 @@ class ExportService:
         self._audit = audit
         self._dest: Destination | None = None
         self._key: bytes | None = None
-        self.owner = _owner()
-        self._cv = threading.Condition()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.worker = Worker(store, settings, self._produce, self._after_success)
 
     # -- parts made on first use (a process that never exports needs no fsspec) --------------
     @property
@@ -313,8 +288,7 @@ class ExportService:
             scope=dict(scope),
             period=period,
         )
-        with self._cv:
-            self._cv.notify_all()
+        self.worker.notify()
         return job
 
     # -- reading jobs -------------------------------------------------------------------------
@@ -461,85 +435,37 @@ class ExportService:
             self.dest,
             self.cut,
             self.settings.chunk_rows,
-            heartbeat=lambda: self.store.heartbeat(job.id, self.owner),
+            heartbeat=lambda: self.store.heartbeat(job.id, self.worker.owner),
             pause_s=self.settings.test_chunk_pause_s,
         )
 
+    def _produce(self, job: ExportJob) -> dict[str, Any]:
+        pack, spec = self._spec(job)
+        return self._runner(job).produce(pack, spec, job)
+
+    def _after_success(self, job_id: str) -> None:
+        done = self.store.get(job_id)
+        assert done is not None
+        try:
+            self.reconcile(done)
+        except Exception as exc:  # the file stands; the check says why it could not run
+            log.exception("reconciling export job %s failed", job_id)
+            self.store.set_reconciliation(job_id, False, {"error": f"{exc}"})
+
     def run_one(self) -> str | None:
         """Claim and run one runnable job in this thread; its id, or None when none is."""
-        stale = now() - timedelta(seconds=self.settings.stale_after_s)
-        job = self.store.claim(self.owner, stale)
-        if job is None:
-            return None
-        try:
-            pack, spec = self._spec(job)
-            result = self._runner(job).produce(pack, spec, job)
-        except Superseded:
-            log.warning("export job %s was taken over by another worker", job.id)
-            return job.id
-        except Exception as exc:
-            log.exception("export job %s attempt %d failed", job.id, job.attempts)
-            retry = job.attempts < self.settings.max_attempts
-            at = now() + timedelta(seconds=self.settings.retry_backoff_s * job.attempts)
-            self.store.fail(
-                job.id, self.owner, f"{type(exc).__name__}: {exc}", retry_at=at if retry else None
-            )
-            return job.id
-        if self.store.succeed(job.id, self.owner, **result):
-            done = self.store.get(job.id)
-            assert done is not None
-            try:
-                self.reconcile(done)
-            except Exception as exc:  # the file stands; the check says why it could not run
-                log.exception("reconciling export job %s failed", job.id)
-                self.store.set_reconciliation(job.id, False, {"error": f"{exc}"})
-        return job.id
+        return self.worker.run_one()
 
     def run_pending(self) -> list[str]:
         """Run every runnable job in this thread (the CLI without a server, tests)."""
-        self.resume_dead()
-        done: list[str] = []
-        while (job_id := self.run_one()) is not None:
-            done.append(job_id)
-        return done
-
-    def resume_dead(self) -> list[str]:
-        """Queue again the running jobs of processes on this host that died."""
-        out = []
-        for job in self.store.running():
-            if (
-                job.owner is not None
-                and job.owner != self.owner
-                and _owner_dead(job.owner)
-                and self.store.requeue(job.id, job.owner)
-            ):
-                out.append(job.id)
-        return out
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                if self.run_one() is not None:
-                    continue
-            except Exception:  # the metadata store or warehouse hiccuped: try again later
-                log.exception("export worker step failed")
-            with self._cv:
-                self._cv.wait(self.settings.poll_interval_s)
+        return self.worker.run_pending()
 
     def start(self) -> None:
         """Resume what dead processes left running, then run the worker thread."""
-        resumed = self.resume_dead()
-        if resumed:
-            log.info("resuming export jobs %s", ", ".join(resumed))
-        self._thread = threading.Thread(target=self._loop, name="exports", daemon=True)
-        self._thread.start()
+        self.worker.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        with self._cv:
-            self._cv.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
+        self.worker.stop()
 
     # -- governance hooks (issue #12) ------------------------------------------------------------
     def expire(self, older_than: datetime | None = None) -> list[str]:

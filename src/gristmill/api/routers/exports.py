@@ -18,13 +18,14 @@ from gristmill.core.permissions import Permission
 from gristmill.exports import ExportJob, RowsStream
 from gristmill.exports.requests import MetricsRequest, RowsRequest
 from gristmill.exports.service import actor
+from gristmill.runtime import Runtime
 
 router = APIRouter(tags=["exports"])
 CreatorDep = Annotated[Principal, Depends(require(Permission.EXPORTS_CREATE))]
 ReaderDep = Annotated[Principal, Depends(require(Permission.EXPORTS_READ))]
 
 
-def _job(request: Request, rt: Any, job: ExportJob, p: Principal, **kw: Any) -> Response:
+def _job(request: Request, rt: Runtime, job: ExportJob, p: Principal, **kw: Any) -> Response:
     body = rt.exports.describe(job, base_url=str(request.base_url), issued_to=actor(p), **kw)
     return JSONBytes(
         body,
