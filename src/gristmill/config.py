@@ -298,6 +298,46 @@ class GovernanceSettings(BaseModel):
     finished within it."""
 
 
+class S3Settings(BaseModel):
+    """Credentials and endpoint of an S3-compatible store (AWS, MinIO, Ceph …) for exports."""
+
+    endpoint_url: str | None = None
+    """Unset for AWS itself; e.g. ``http://127.0.0.1:9000`` for MinIO."""
+    key: SecretStr | None = None
+    """Access key id; unset: the usual AWS credential chain (environment, profile, role)."""
+    secret: SecretStr | None = None
+    region: str | None = None
+
+
+class ExportSettings(BaseModel):
+    """CSV exports (docs/exports.md)."""
+
+    destination: str | None = None
+    """``file:///path`` or ``s3://bucket/prefix``; default ``<data_dir>/exports``."""
+    s3: S3Settings = S3Settings()
+    expires_s: int = Field(3600, ge=1, le=7 * 86400)
+    """Lifetime of a signed download URL (S3 presigned, or Gristmill's own HMAC-signed one)."""
+    signing_key: SecretStr | None = None
+    """HMAC key of local download URLs; default a random key kept in the metadata store."""
+    public_url: str | None = None
+    """Base of local download URLs (``https://analytics.example.com``); default the URL the
+    request came in on."""
+    retention: Annotated[str, Field(pattern=r"^\s*\d+\s*[smhdwy]\s*$")] = "30d"
+    """Jobs and files older than this are removed by ``ExportService.expire`` (governance)."""
+    chunk_rows: int = Field(50_000, ge=1)
+    """Rows read and written per step (memory is bounded by one chunk)."""
+    max_attempts: int = Field(3, ge=1, le=100)
+    retry_backoff_s: float = Field(5.0, ge=0)
+    """A failed attempt waits ``retry_backoff_s * attempts`` before the next one."""
+    stale_after_s: float = Field(60.0, ge=0)
+    """A running job whose heartbeat is older than this belongs to a dead process: a worker
+    takes it over (on start, and while it polls)."""
+    poll_interval_s: float = Field(1.0, gt=0)
+    test_chunk_pause_s: float = Field(0.0, ge=0)
+    """Test-only: sleep this long after each written chunk, so a test can kill a worker
+    between chunks. Leave at 0."""
+
+
 class EnrichmentSettings(BaseModel):
     """Collect-time enrichment (a pack's ``enrichment:`` section)."""
 
@@ -379,6 +419,7 @@ class Settings(BaseSettings):
     governance: GovernanceSettings = GovernanceSettings()
     rate_limits: RateLimitSettings = RateLimitSettings()
     enrichment: EnrichmentSettings = EnrichmentSettings()
+    exports: ExportSettings = ExportSettings()
 
     @model_validator(mode="before")
     @classmethod

@@ -21,6 +21,8 @@ from gristmill.config import Settings
 from gristmill.core.clock import now_us
 from gristmill.core.ids import new_token
 from gristmill.core.subjects import Suppression
+from gristmill.exports import ExportService
+from gristmill.exports.store import ExportStore
 from gristmill.feeds import build_feed_service
 from gristmill.feeds.service import FeedService
 from gristmill.governance.service import Governance
@@ -100,6 +102,15 @@ class Runtime:
             tokens = TokenVerifier(jwt_cfg, only)
         self.keys = KeyResolver(self.meta, settings.auth.key_cache_ttl_s, self.local_token, tokens)
         self.roles = RoleTable(self.packs)
+        self.exports = ExportService(
+            packs=self.packs,
+            roles=self.roles,
+            store=ExportStore(self.meta.engine),
+            settings=settings.exports,
+            data_dir=settings.data_dir,
+            warehouse=lambda: self.warehouse,
+            audit=self.meta.governance.audit,
+        )
         self.sessions = SessionStore(settings.auth.session_ttl_s)
         self.started_at = now_us()
         self._feeds: FeedService | None = None
@@ -115,8 +126,10 @@ class Runtime:
             self._loader.start()
             if self.role == "all":
                 # One process runs the erasure worker and the retention schedule: M scaled-out
-                # loaders (role "load") would each resume the same requests and runs.
+                # loaders (role "load") would each resume the same requests and runs. The
+                # export worker likewise: one per installation, resuming dead jobs.
                 self.governance.start()
+                self.exports.start()
         if url is not None and self.role != "collect":  # collectors have no operator API
             self._server_file = self.settings.data_dir / SERVER_FILE
             write_server_file(self._server_file, url=url, token=self.local_token)
@@ -127,6 +140,7 @@ class Runtime:
             return
         self._stopped = True
         self.governance.stop()
+        self.exports.stop()
         if self._loader is not None:
             self._loader.stop()
         if self._feeds is not None:

@@ -53,8 +53,8 @@ def test_scoped_roles_cannot_hold_unscoped_permissions(tmp_path: Path, perm: str
     f = dst / "pack.yaml"
     f.write_text(
         f.read_text().replace(
-            "    permissions: [metrics:read, events:read, freshness:read]\n",
-            f"    permissions: [metrics:read, events:read, freshness:read, {perm}]\n",
+            "    permissions: [metrics:read, events:read, freshness:read, exports:create",
+            f"    permissions: [metrics:read, events:read, freshness:read, {perm}, exports:create",
         )
     )
     with pytest.raises(ConfigError, match=r"roles\.vendor\.permissions\.3"):

@@ -16,6 +16,7 @@ from gristmill.api.metrics import RequestCounters, build_registry
 from gristmill.api.ratelimit import RateLimiter
 from gristmill.api.responses import problem_response
 from gristmill.api.routers import analytics, governance, ingest, ops, quarantine, ui
+from gristmill.api.routers import exports as exports_router
 from gristmill.api.routers import feeds as feeds_router
 from gristmill.api.routers import feeds_metrics as feeds_metrics_router
 from gristmill.api.routers import feeds_ui as feeds_ui_router
@@ -102,6 +103,7 @@ def create_app(rt: Runtime, *, url: str | None = None, start: bool = True) -> Fa
     app.middleware("http")(audit_middleware(rt))
     app.include_router(quarantine.router)
     app.include_router(governance.router)
+    app.include_router(exports_router.router)
     app.include_router(analytics.router)
     add_view_routes(app, rt)
     app.include_router(ui.router)

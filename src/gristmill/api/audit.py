@@ -3,8 +3,8 @@
 Every request to a route tagged with one of :data:`AUDITED_TAGS` gets exactly one row in the
 append-only audit log (meta/governance.py), written before the response leaves: the caller
 (key or token id), its role and pack, the route and the concrete path, the query parameters,
-and the result (HTTP status). A non-GET call that succeeded is the exception: its handler
-records the domain action itself (``erasure.requested``, ``export.created`` …) with richer
+and the result (HTTP status). A non-GET call that succeeded, or a download through a signed
+link, is the exception: its handler records the domain action itself (``erasure.requested``, ``export.created`` …) with richer
 detail, so the middleware does not write a second row for it. Refusals (401, 403, 404, 429
 from a handler) are always recorded here, since no handler got to record them.
 """
@@ -22,6 +22,8 @@ from gristmill.auth.permissions import Principal
 from gristmill.runtime import Runtime
 
 AUDITED_TAGS = frozenset({"views", "analytics", "exports", "governance", "quarantine", "feeds"})
+SELF_AUDITED = frozenset({"download"})
+"""GET routes whose handler writes its own entry (``export.download``) when it succeeds."""
 MAX_PARAMS = 30
 MAX_VALUE = 200
 
@@ -47,7 +49,8 @@ def audit_middleware(
         if route is None or not tags & AUDITED_TAGS:
             return response
         method = request.method
-        if method not in ("GET", "HEAD") and response.status_code < 400:
+        self_audited = method not in ("GET", "HEAD") or getattr(route, "name", "") in SELF_AUDITED
+        if self_audited and response.status_code < 400:
             return response  # the handler recorded the action itself
         p: Principal | None = getattr(request.state, "principal", None)
         tag = sorted(tags & AUDITED_TAGS)[0]

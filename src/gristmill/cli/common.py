@@ -71,6 +71,10 @@ class ServerClient:
         r.raise_for_status()
         return r.json()
 
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """A raw call (the caller reads the status and the body, e.g. a CSV)."""
+        return httpx.request(method, self.url + path, headers=self._headers, timeout=600, **kwargs)
+
     def post(self, path: str, body: Any, params: dict[str, str] | None = None) -> Any:
         r = httpx.post(
             self.url + path, headers=self._headers, json=body, params=params, timeout=600

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from gristmill.core.errors import ConfigError
 from gristmill.pack.checks import PackIssue, check_pack
 from gristmill.pack.checks_analytics import check_analytics
+from gristmill.pack.checks_exports import check_exports
 from gristmill.pack.models import Pack, PackSpec, build_table_columns
 from gristmill.pack.pricing import load_book
 
@@ -121,6 +122,8 @@ def load_pack(root: Path) -> Pack:
     issues += check_pack(pack, file)
     if not issues:
         issues += check_analytics(pack, file)
+    if not issues:
+        issues += check_exports(pack, file)
     if issues:
         rendered = []
         for issue in issues:

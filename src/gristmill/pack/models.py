@@ -18,6 +18,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSeriali
 from gristmill.core.durations import format_duration, parse_duration
 from gristmill.core.envelope import ENVELOPE_COLUMNS
 from gristmill.pack.analytics import MetricSpec, RollupSpec, ViewSpec
+from gristmill.pack.exports import ExportSpec
 from gristmill.pack.mapping import MappingsSpec
 from gristmill.pack.names import EVENT_NAME, IDENT
 from gristmill.pack.pricing import PriceBook, PricingSpec
@@ -232,6 +233,7 @@ class PackSpec(_Model):
     metrics: dict[Ident, MetricSpec] = {}
     rollups: dict[Ident, RollupSpec] = {}
     views: dict[Ident, ViewSpec] = {}
+    exports: dict[Ident, ExportSpec] = {}
     mappings: MappingsSpec = MappingsSpec()
     governance: GovernanceSpec = GovernanceSpec()
     enrichment: EnrichmentSpec = EnrichmentSpec()
