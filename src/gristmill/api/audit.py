@@ -4,9 +4,10 @@ Every request to a route tagged with one of :data:`AUDITED_TAGS` gets exactly on
 append-only audit log (meta/governance.py), written before the response leaves: the caller
 (key or token id), its role and pack, the route and the concrete path, the query parameters,
 and the result (HTTP status). A non-GET call that succeeded, or a download through a signed
-link, is the exception: its handler records the domain action itself (``erasure.requested``, ``export.created`` …) with richer
-detail, so the middleware does not write a second row for it. Refusals (401, 403, 404, 429
-from a handler) are always recorded here, since no handler got to record them.
+link, is the exception: its handler records the domain action itself (``erasure.requested``,
+``export.create`` …) with richer detail, so the middleware does not write a second row for
+it. Refusals (401, 403, 404, 429 from a handler) are always recorded here, since no handler
+got to record them.
 """
 
 from __future__ import annotations
