@@ -104,6 +104,7 @@ def create_app(rt: Runtime, *, url: str | None = None, start: bool = True) -> Fa
     app.include_router(quarantine.router)
     app.include_router(governance.router)
     app.include_router(exports_router.router)
+    exports_router.add_export_routes(app, rt)
     app.include_router(analytics.router)
     add_view_routes(app, rt)
     app.include_router(ui.router)

@@ -113,4 +113,14 @@ def check_exports(pack: Pack, file: Path) -> list[PackIssue]:
             ex.prefix_by in spec.tables[t].dimensions for t in tables
         ):
             add((name, "prefix_by"), f"{ex.prefix_by!r} is not a dimension of {tables}")
+        for param, col in ex.path.items():
+            if isinstance(ex, RowsExportSpec) and col not in ex.filters:
+                add((name, "path", param), f"{col!r} must also be one of the export's filters")
+            if not all(col in spec.tables[t].dimensions for t in tables if t in spec.tables):
+                add((name, "path", param), f"{col!r} is not a dimension of {tables}")
+        if ex.route is not None:
+            taken = {v.route for v in spec.views.values()}
+            taken |= {e.route for n, e in spec.exports.items() if n != name and e.route}
+            if ex.route in taken or ex.route.startswith(("/v1/", "/ui", "/dashboard")):
+                add((name, "route"), f"{ex.route!r} collides with another route")
     return issues

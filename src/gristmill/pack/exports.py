@@ -8,15 +8,17 @@ that may ask and the scope that limits the rows, like views do.
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
 
 from gristmill.core.durations import format_duration, parse_duration
 from gristmill.pack.names import IDENT
 
 Ident = Annotated[str, Field(pattern=IDENT)]
+ROUTE = r"^/([a-z0-9_\-/]|\{[A-Za-z][A-Za-z0-9_]{0,62}\})+$"
 
 
 def _duration(v: Any) -> Any:
@@ -40,6 +42,23 @@ class _Export(BaseModel):
     prefix_by: Ident | None = None
     """A scope column: when an export is for one value of it, its objects live under
     ``<value>/`` (each tenant's files under its own prefix); otherwise under ``_all/``."""
+    route: Annotated[str, Field(pattern=ROUTE)] | None = None
+    """A route of the pack's own (the seed's ``/analytics/v1/orgs/{orgId}/exports/incident``):
+    ``POST`` asks for the export, ``GET`` lists its jobs, ``GET {route}/{job_id}`` shows one.
+    The engine's ``/v1/exports/{pack}/{export}`` works as well."""
+    path: dict[Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,62}$")], Ident] = {}
+    """route parameter -> column: a rows export filters on it, a metrics export is scoped to
+    it; a caller scoped to another value gets 404."""
+
+    @model_validator(mode="after")
+    def _params(self) -> _Export:
+        params = re.findall(r"\{([A-Za-z][A-Za-z0-9_]{0,62})\}", self.route or "")
+        if sorted(params) != sorted(self.path):
+            raise ValueError(
+                f"route parameters {sorted(params)} must be exactly the keys of path "
+                f"{sorted(self.path)}"
+            )
+        return self
 
 
 class RowsExportSpec(_Export):

@@ -244,10 +244,11 @@ def _sync_handler(pack: Pack, name: str, view: ViewSpec) -> Callable[..., Respon
     return handle
 
 
-def _with_path(view: ViewSpec, handle: Callable[..., Response]) -> Callable[..., Response]:
+def with_path(path: dict[str, str], handle: Callable[..., Response]) -> Callable[..., Response]:
     """FastAPI reads a handler's parameters from its signature: declare each route parameter
-    (``{orgId}``) as a path parameter and hand them to ``handle`` as one ``path`` dict."""
-    sig = inspect.signature(handle)
+    (``{orgId}``, mapped to its column in ``path``) as a path parameter and hand them to
+    ``handle`` as one ``path`` dict."""
+    sig = inspect.signature(handle, eval_str=True)  # a module may postpone annotations
     rest = [p for p in sig.parameters.values() if p.name != "path"]
     declared = [
         inspect.Parameter(
@@ -255,12 +256,12 @@ def _with_path(view: ViewSpec, handle: Callable[..., Response]) -> Callable[...,
             inspect.Parameter.KEYWORD_ONLY,
             annotation=Annotated[str, Path(max_length=200, description=f"Value of {column}.")],
         )
-        for name, column in view.path.items()
+        for name, column in path.items()
     ]
 
     def wrapper(**kwargs: Any) -> Response:
-        path = {name: kwargs.pop(name) for name in view.path}
-        return handle(path=path, **kwargs)
+        values = {name: kwargs.pop(name) for name in path}
+        return handle(path=values, **kwargs)
 
     wrapper.__signature__ = sig.replace(  # type: ignore[attr-defined]
         parameters=[*(p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in rest), *declared]
@@ -300,7 +301,7 @@ def _breakdown_handler(pack: Pack, name: str, view: ViewSpec) -> Callable[..., R
         )
 
     handle.__doc__ = f"Filters by name (query parameters): {', '.join(spec.filters) or 'none'}."
-    return _with_path(view, handle)
+    return with_path(view.path, handle)
 
 
 def _reliability_handler(pack: Pack, name: str, view: ViewSpec) -> Callable[..., Response]:
@@ -339,7 +340,7 @@ def _reliability_handler(pack: Pack, name: str, view: ViewSpec) -> Callable[...,
         )
 
     handle.__doc__ = f"Filters by name (query parameters): {', '.join(spec.filters) or 'none'}."
-    return _with_path(view, handle)
+    return with_path(view.path, handle)
 
 
 HANDLERS = {
