@@ -111,6 +111,7 @@ class Runtime:
             warehouse=lambda: self.warehouse,
             audit=self.meta.governance.audit,
         )
+        self.governance.attach_exports(self.exports)
         self.sessions = SessionStore(settings.auth.session_ttl_s)
         self.started_at = now_us()
         self._feeds: FeedService | None = None

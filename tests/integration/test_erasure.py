@@ -75,6 +75,15 @@ def test_delete_reaches_rows_rollups_quarantine_log_and_stays_erased(rt: Runtime
     send(rt, [platform_event("user.login", SUBJECT, BASE, 50, props=LOGIN)], drain=False)
     admin = rt.meta.create_key("secret", "adm", pack="platform", role="admin")[1]
     with TestClient(create_app(rt, start=False)) as client:
+        # An export not yet downloaded holds the subject's rows too.
+        job = client.post(
+            "/v1/exports/platform/events_window",
+            json={"start": WINDOW[0].isoformat(), "end": WINDOW[1].isoformat(), "as_job": True},
+            headers={"Authorization": f"Bearer {admin}"},
+        )
+        assert job.status_code == 202, job.text
+        rt.exports.run_pending()
+        assert rt.exports.job(rt.keys.resolve(admin), job.json()["id"]).status == "succeeded"  # type: ignore[arg-type]
         before = _metrics(client, admin)
         assert before["unique_users"] == 4 == unique_users(rt, *WINDOW)
         others_before = {u: rows_of(rt, u) for u in OTHERS}
@@ -89,6 +98,7 @@ def test_delete_reaches_rows_rollups_quarantine_log_and_stays_erased(rt: Runtime
             report
         )  # logins, projects, registered, backlog
         assert report["quarantine_items"] == 1
+        assert report["exports"] == {"pending": 1, "delivered": 0, "scanned": 1}
         assert report["within_deadline"] is True
         assert {r["rollup"] for r in report["rollups"]} == {
             "platform.platform_hourly",

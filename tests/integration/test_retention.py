@@ -203,3 +203,40 @@ def test_status_shows_each_category_and_the_dashboard_too(tmp_path: Path) -> Non
         assert after["interaction"]["oldest_kept"] >= after["interaction"]["cutoff"]
     finally:
         rt.stop()
+
+
+def test_retention_expires_exports_past_their_horizon(tmp_path: Path) -> None:
+    """Export jobs and files older than ``exports.retention`` go with the retention run (a dry
+    run only counts them); the audit entry says how many."""
+    import time
+
+    rt = Runtime(make_settings(tmp_path / "d", packs=["platform"], exports={"retention": "1s"}))
+    try:
+        send = [platform_event("user.login", "u1", datetime.now(UTC) - timedelta(hours=1), 1)]
+        rt.collector.submit_sync(
+            rt.collector.prepare(
+                pack="platform", source="web", dialect="native", raw=orjson.dumps(send)
+            )
+        )
+        rt.loader.drain()
+        admin = rt.keys.resolve(rt.meta.create_key("secret", "a", pack="platform", role="admin")[1])
+        assert admin is not None
+        now = datetime.now(UTC)
+        job = rt.exports.create_rows_export(
+            admin, "platform", "events_window", start=now - timedelta(days=1), end=now, as_job=True
+        )
+        rt.exports.run_pending()
+        path = rt.exports.job(admin, job.id).csv_path  # type: ignore[union-attr]
+        assert path is not None
+        time.sleep(1.2)
+        dry = rt.governance.run_retention(dry_run=True)
+        assert dry.exports_expired == 1
+        assert rt.exports.job(admin, job.id).status == "succeeded"  # type: ignore[union-attr]
+        done = rt.governance.run_retention()
+        assert done.exports_expired == 1
+        assert rt.exports.store.get(job.id) is None
+        assert not Path(path).exists()
+        entry = rt.governance.store.audit_entries(action="retention.run", limit=1)[0]
+        assert entry.detail["exports_expired"] == 1
+    finally:
+        rt.stop()

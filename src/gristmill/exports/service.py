@@ -468,24 +468,54 @@ class ExportService:
         self.worker.stop()
 
     # -- governance hooks (issue #12) ------------------------------------------------------------
-    def expire(self, older_than: datetime | None = None) -> list[str]:
+    def expire(self, older_than: datetime | None = None, *, dry_run: bool = False) -> list[str]:
         """Delete the files and rows of jobs created before ``older_than`` (default: now minus
-        ``exports.retention``); running jobs are left to finish. Returns the job ids."""
+        ``exports.retention``); running jobs are left to finish. Returns the job ids (with
+        ``dry_run``, those it would delete, deleting nothing)."""
         cutoff = older_than or now() - parse_duration(self.settings.retention)
         gone = []
         for job in self.store.created_before(cutoff):
             if job.status == "running":
                 continue
+            if dry_run:
+                gone.append(job.id)
+                continue
             for path in (job.csv_path, job.manifest_path):
                 if path:
                     self.dest.delete(path)
             gone.append(job.id)
+        if dry_run:
+            return gone
         self.store.delete(gone)
         if gone:
             self._audit(
                 "governance", "export.expire", "", jobs=len(gone), before=cutoff.isoformat()
             )
         return gone
+
+    def erase_subject(self, needles: Sequence[bytes]) -> dict[str, int]:
+        """Erasure (GDPR Art. 17): delete every stored export file whose bytes name the
+        subject, and its job (the file cannot be kept without the identity in it). Counts
+        what was not yet downloaded apart from what already was — a delivered copy is out of
+        Gristmill's reach, which the receipt says."""
+        out = {"pending": 0, "delivered": 0, "scanned": 0}
+        gone: list[str] = []
+        for job in self.store.with_files():
+            if job.csv_path is None or not self.dest.exists(job.csv_path):
+                continue
+            out["scanned"] += 1
+            data = self.dest.read(job.csv_path)
+            if not any(n in data for n in needles):
+                continue
+            for path in (job.csv_path, job.manifest_path):
+                if path:
+                    self.dest.delete(path)
+            gone.append(job.id)
+            out["delivered" if job.downloaded_at is not None else "pending"] += 1
+        self.store.delete(gone)
+        if gone:
+            self._audit("governance", "export.erase", "", jobs=len(gone))
+        return out
 
     def pending_files(self) -> list[str]:
         """Files of finished exports nobody has downloaded yet (``file://`` or ``s3://``), for

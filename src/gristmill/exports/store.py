@@ -318,6 +318,12 @@ class ExportStore:
         with self.engine.connect() as c:
             return [_job(r._mapping) for r in c.execute(q)]
 
+    def with_files(self) -> list[ExportJob]:
+        """Succeeded jobs (their files exist unless something removed them)."""
+        q = sa.select(export_jobs).where(export_jobs.c.status == "succeeded")
+        with self.engine.connect() as c:
+            return [_job(r._mapping) for r in c.execute(q.order_by(export_jobs.c.seq))]
+
     def not_downloaded(self) -> list[ExportJob]:
         q = (
             sa.select(export_jobs)

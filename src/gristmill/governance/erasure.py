@@ -68,6 +68,9 @@ class Report:
     log: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, int] = field(default_factory=dict)
     """Rows removed from the metadata store (user traits)."""
+    exports: dict[str, int] = field(default_factory=dict)
+    """Export files deleted because they named the subject: ``pending`` (never downloaded)
+    and ``delivered`` (downloaded before the request; that copy is beyond reach)."""
     steps_s: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -79,6 +82,7 @@ class Report:
             "quarantine_items": self.quarantine_items,
             "log": self.log,
             "metadata": self.metadata,
+            "exports": self.exports,
             "steps_s": self.steps_s,
             "rows_total": sum(int(t["rows"]) for t in self.tables),
         }
@@ -346,6 +350,7 @@ def erase(
     scrub_log: Callable[[], dict[str, Any]] | None = None,
     forget: Callable[[Sequence[str]], int] | None = None,
     staging: Sequence[tuple[exp.Table, list[str]]] = (),
+    exports: Callable[[Sequence[bytes]], dict[str, int]] | None = None,
 ) -> Report:
     """Run steps 2-6 of the module docstring (the caller has suppressed the subject)."""
     report = Report(mode)
@@ -374,6 +379,8 @@ def erase(
         report.tables.append({"table": name, "rows": n, "action": "deleted (feed staging)"})
         report.steps_s[name] = round(time.perf_counter() - t0, 4)
     report.quarantine_items = step("quarantine", lambda: erase_quarantine(wh, ids))
+    if exports is not None:
+        report.exports = step("exports", lambda: exports(needles(ids)))
     if forget is not None:
         report.metadata["user_traits"] = step("metadata", lambda: forget(ids))
     if scrub_log is not None:

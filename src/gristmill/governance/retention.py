@@ -35,6 +35,8 @@ class RetentionReport:
     now: datetime
     actions: list[dict[str, Any]] = field(default_factory=list)
     partitions_dropped: list[dict[str, Any]] = field(default_factory=list)
+    exports_expired: int = 0
+    """Export jobs (files and rows) past ``exports.retention``."""
 
     @property
     def rows(self) -> int:
@@ -47,6 +49,7 @@ class RetentionReport:
             "rows": self.rows,
             "actions": self.actions,
             "partitions_dropped": self.partitions_dropped,
+            "exports_expired": self.exports_expired,
         }
 
 

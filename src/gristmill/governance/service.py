@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlglot import exp
 
@@ -34,6 +34,14 @@ STATUS_TTL_S = 60.0
 
 class ErasureRefused(ValueError):
     """A request that names no subject."""
+
+
+class ExportHooks(Protocol):
+    """What governance asks of the exports engine (exports/service.py)."""
+
+    def erase_subject(self, needles: Sequence[bytes]) -> dict[str, int]: ...
+
+    def expire(self, older_than: datetime | None = None, *, dry_run: bool = False) -> list[str]: ...
 
 
 @dataclass(slots=True)
@@ -61,6 +69,7 @@ class Governance:
         scrub_log: Callable[[], dict[str, Any]] | None,
         forget: Callable[[Sequence[str]], int] | None = None,
         staging: Callable[[], list[tuple[exp.Table, list[str]]]] | None = None,
+        exports: ExportHooks | None = None,
     ) -> None:
         self.store = store
         self.suppression = suppression
@@ -71,6 +80,8 @@ class Governance:
         self._scrub_log = scrub_log
         self._forget = forget
         self._staging = staging
+        self._exports = exports
+        """Stored export files: scrubbed by erasure, expired by retention."""
         """Feed staging tables and their text columns."""
         """Metadata keyed by subject (user traits for enrichment)."""
         self.counters = GovernanceCounters()
@@ -139,6 +150,7 @@ class Governance:
                     scrub_log=self._scrub_log,
                     forget=self._forget,
                     staging=self._staging() if self._staging else (),
+                    exports=self._exports.erase_subject if self._exports else None,
                 )
             except Exception as exc:
                 log.exception("erasure %s failed", request_id)
@@ -168,6 +180,10 @@ class Governance:
             self._run(*item)
 
     # -- retention --------------------------------------------------------------------------
+    def attach_exports(self, exports: ExportHooks) -> None:
+        """The exports engine is built after governance (it needs the role table)."""
+        self._exports = exports
+
     def run_reprice(
         self,
         pack: str,
@@ -203,6 +219,8 @@ class Governance:
                 quarantine_days=self.settings.quarantine_retention_days,
                 dry_run=dry_run,
             )
+        if self._exports is not None:
+            report.exports_expired = len(self._exports.expire(dry_run=dry_run))
         if not dry_run:
             self._status = None
             c = self.counters
@@ -217,6 +235,7 @@ class Governance:
             action,
             "",
             rows=report.rows,
+            exports_expired=report.exports_expired,
             partitions=[p["partition"] for p in report.partitions_dropped],
             actions=[a for a in report.actions if a["rows"]],
         )
