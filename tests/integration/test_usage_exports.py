@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 
 from gristmill.api.app import create_app
 from gristmill.runtime import Runtime
-from tests.integration.usage_fixtures import expected_usage, loaded_runtime
+from tests.integration.usage_fixtures import expected_usage, loaded_runtime, send
 
 START = datetime(2026, 11, 27, 12, tzinfo=UTC)
 STOP = datetime(2026, 11, 28, 12, tzinfo=UTC)
@@ -156,3 +156,48 @@ def test_finance_export_of_one_org_under_its_prefix(world: World) -> None:
     assert "/org_002/" in job["object"]
     eng = world.call("eng0", "POST", "/analytics/v1/exports", json={"period": "mtd"})
     assert eng.status_code == 403
+
+
+def test_a_late_event_restates_an_exported_month(world: World) -> None:
+    """The exported file stays as it was at its watermark; the late call is listed as a
+    restatement of exactly its bucket, and a new export of the month is a new version."""
+    first = world.call(
+        "finance", "POST", "/analytics/v1/exports", json={"period": "2026-11"}
+    ).json()
+    world.rt.exports.run_pending()
+    old = world.call("finance", "GET", f"/analytics/v1/exports/{first['id']}").json()
+    late = {
+        "event_id": "req_late_after_export",
+        "event_type": "usage_recorded",
+        "occurred_at": "2026-11-25T10:30:00Z",
+        "properties": {
+            "org_id": "org_003",
+            "model": "gpt-4o",
+            "provider": "openai",
+            "tokens_in": 1000,
+            "tokens_out": 500,
+            "cached_tokens": 200,
+            "latency_ms": 900,
+            "status": "ok",
+        },
+    }
+    send(world.rt, [late], source="late")
+    check = world.call("finance", "GET", f"/v1/exports/jobs/{first['id']}/reconcile").json()
+    assert check["reconciled"] is False
+    assert check["restated_buckets"] == 1
+    (row,) = check["restated"]
+    assert (row["day"], row["org_id"], row["model"]) == ("2026-11-25", "org_003", "gpt-4o")
+    assert row["changes"]["requests"]["now"] == row["changes"]["requests"]["exported"] + 1
+    assert (
+        row["changes"]["spend_micros"]["now"] - row["changes"]["spend_micros"]["exported"] == 7250
+    )
+    again = world.call("finance", "GET", f"/analytics/v1/exports/{first['id']}").json()
+    assert again["checksum"] == old["checksum"]  # the old version is untouched
+    second = world.call(
+        "finance", "POST", "/analytics/v1/exports", json={"period": "2026-11"}
+    ).json()
+    assert second["id"] != first["id"]  # a new watermark: a new version
+    world.rt.exports.run_pending()
+    new = world.call("finance", "GET", f"/analytics/v1/exports/{second['id']}").json()
+    assert new["reconciled"] is True
+    assert new["totals"]["requests"] == old["totals"]["requests"] + 1

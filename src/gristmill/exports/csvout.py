@@ -134,3 +134,11 @@ class _ChunkReader(io.RawIOBase):
         b[:n] = self._buf[:n]
         self._buf = self._buf[n:]
         return n
+
+
+def read_rows(chunks: Iterator[bytes]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of a stored CSV (the restatement check compares them cell by cell)."""
+    text = io.TextIOWrapper(io.BufferedReader(_ChunkReader(chunks)), encoding="utf-8", newline="")
+    reader = csv.reader(text)
+    header = next(reader, None) or []
+    return header, list(reader)

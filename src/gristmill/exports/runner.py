@@ -16,7 +16,7 @@ from typing import Any
 
 from gristmill.core.clock import iso, now_us
 from gristmill.exports import report
-from gristmill.exports.csvout import CsvSink, read_totals
+from gristmill.exports.csvout import CsvSink, read_rows, read_totals
 from gristmill.exports.destination import Destination
 from gristmill.exports.rows import RowsSlice, chunks, export_columns, sums, total_columns
 from gristmill.exports.store import ExportJob
@@ -209,11 +209,12 @@ class Runner:
             )
             source = "metric layer totals (same period and scope)"
             compared = {c: (csv_totals.get(c, 0), src_totals[c]) for c in spec.metrics}
+            restated = self._restated(pack, spec, job, period)
         columns = {
             c: {"csv": a, "expected": b, "difference": a - b} for c, (a, b) in compared.items()
         }
         differences = {c: v for c, v in columns.items() if v["difference"] != 0}
-        return {
+        out = {
             "reconciled": not differences,
             "source": source,
             "columns": columns,
@@ -221,6 +222,46 @@ class Runner:
             "checked_at": iso(now_us()),
             "watermark": None if wm[0] is None else iso(wm[0]),
         }
+        if not isinstance(spec, RowsExportSpec):
+            out["restated"] = restated[:MAX_RESTATED]
+            out["restated_buckets"] = len(restated)
+        return out
+
+    def _restated(
+        self, pack: Pack, spec: MetricsExportSpec, job: ExportJob, period: report.Period
+    ) -> list[dict[str, Any]]:
+        """Rows of the stored file whose figures the data now says differently (late events
+        landed after the export's watermark, an erasure, a reprice): the file stays as it was
+        — reproducible at its watermark — and the restatement is listed, cell by cell."""
+        assert job.csv_path is not None
+        header, stored = read_rows(self.dest.chunks(job.csv_path))
+        keys = [spec.grain, *spec.group_by]
+        k = len(keys)
+        now = {
+            tuple(r[:k]): r[k:] for r in report.rows(self.wh, pack, spec, period, self.scope(job))
+        }
+        old = {tuple(r[:k]): r[k:] for r in stored}
+        names = header[k:]
+        out: list[dict[str, Any]] = []
+        for key in sorted(set(now) | set(old)):
+            a, b = old.get(key), now.get(key)
+            if a == b:
+                continue
+            changes = {
+                n: {"exported": _num(a[i] if a else ""), "now": _num(b[i] if b else "")}
+                for i, n in enumerate(names)
+                if (a[i] if a else "") != (b[i] if b else "")
+            }
+            out.append(dict(zip(keys, key, strict=True)) | {"changes": changes})
+        return out
+
+
+MAX_RESTATED = 1000
+"""Restated rows listed in one reconciliation (the count is always complete)."""
+
+
+def _num(v: str) -> int | None:
+    return int(v) if v else None
 
 
 def _tables(pack: Pack, spec: MetricsExportSpec) -> list[str]:
