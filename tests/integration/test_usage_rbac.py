@@ -133,3 +133,47 @@ def test_nothing_rewrites_the_audit_log(world: tuple[Runtime, TestClient]) -> No
     with rt.meta.engine.begin() as c, pytest.raises(sa.exc.DatabaseError, match="append-only"):
         c.execute(audit_log.delete())
     assert rt.governance.store.audit_entries(limit=1)[0].action == "probe"
+
+
+EXPORT_ALLOWED = {
+    "incident": {"engineer", "org_admin", "platform_admin"},
+    "finance": {"finance", "platform_admin"},
+}
+
+
+def test_export_endpoints_every_role_and_org(world: tuple[Runtime, TestClient]) -> None:
+    """The seed's export routes: allowed calls answer 200/202 with only the caller's org in
+    them; others 403 or 404; each refused call is one audit row, each accepted one an
+    ``export.create`` row."""
+    rt, client = world
+    callers = _callers(rt)
+    first_id = rt.governance.store.audit_entries(limit=1)[0].id
+    window = {"start": "2026-11-29T00:00:00Z", "end": "2026-11-29T06:00:00Z"}
+    expected: list[tuple[str, int]] = []
+    for name, (role, own, token) in callers.items():
+        auth = {"Authorization": f"Bearer {token}"}
+        for org in ORGS:
+            r = client.post(f"/analytics/v1/orgs/{org}/exports/incident", json=window, headers=auth)
+            if role not in EXPORT_ALLOWED["incident"]:
+                want = 403
+            elif role in SCOPED and org != own:
+                want = 404
+            else:
+                want = 200
+            assert r.status_code == want, (name, org, r.text[:200])
+            if want == 200:
+                assert all(o.encode() not in r.content for o in ORGS if o != org)
+            expected.append(("exports.post" if want >= 400 else "export.create", want))
+        r = client.post("/analytics/v1/exports", json={"period": "2026-11"}, headers=auth)
+        want = 202 if role in EXPORT_ALLOWED["finance"] else 403
+        assert r.status_code == want, (name, r.text[:200])
+        expected.append(("exports.post" if want >= 400 else "export.create", want))
+    entries = [
+        e
+        for e in reversed(rt.governance.store.audit_entries(limit=1000))
+        if e.id > first_id and e.action in ("exports.post", "export.create")
+    ]
+    assert [
+        (e.action, e.detail.get("result", 200 if e.detail.get("mode") == "stream" else 202))
+        for e in entries
+    ] == expected
