@@ -20,6 +20,7 @@ from gristmill.core.envelope import ENVELOPE_COLUMNS
 from gristmill.pack.analytics import MetricSpec, RollupSpec, ViewSpec
 from gristmill.pack.mapping import MappingsSpec
 from gristmill.pack.names import EVENT_NAME, IDENT
+from gristmill.pack.observe import ObserveSpec
 
 __all__ = ["EVENT_NAME", "IDENT"]
 
@@ -211,6 +212,11 @@ class PackSpec(_Model):
     mappings: MappingsSpec = MappingsSpec()
     governance: GovernanceSpec = GovernanceSpec()
     enrichment: EnrichmentSpec = EnrichmentSpec()
+    observe: ObserveSpec | None = None
+    """Metrics published to Prometheus over a trailing window (``pack/observe.py``)."""
+    freshness_budget: Duration | None = None
+    """How stale a table may get (now minus its newest load) before the freshness alert
+    fires; exposed as ``gristmill_freshness_budget_seconds{pack}``."""
 
     @property
     def dataset(self) -> str:
