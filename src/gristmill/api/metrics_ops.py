@@ -1,10 +1,11 @@
 """Freshness and export-job series on ``/metrics`` (beside :mod:`gristmill.api.metrics`).
 
 Freshness per pack table is read from ``_gristmill.freshness`` (kept inside each load
-transaction, so it is never ahead of or behind the rows). The rows are cached for
-``FRESHNESS_CACHE_S`` because on BigQuery or Snowflake every read is a billed query; the lag
-itself is computed at scrape time, so a cached row can only make it look older (by at most the
-cache age), never fresher.
+transaction, so it is never ahead of or behind the rows). The rows are read again when this
+process's loader has committed a batch since the last read, else at most every
+``FRESHNESS_CACHE_S`` (loaders in other processes): on BigQuery or Snowflake every read is a
+billed query. The lag itself is computed at scrape time, so a cached row can only make it look
+older (by at most the cache age), never fresher.
 """
 
 from __future__ import annotations
@@ -39,12 +40,15 @@ class FreshnessCollector(Collector):
         self.rt = rt
         self._lock = threading.Lock()
         self._at = float("-inf")
+        self._batches = -1
         self._loaded: dict[tuple[str, str], int] = {}
 
     def _newest_loads(self) -> dict[tuple[str, str], int]:
-        """(pack, table) -> newest load time (µs), cached for ``FRESHNESS_CACHE_S``."""
+        """(pack, table) -> newest load time (µs), cached (see the module docstring)."""
         with self._lock:
-            if time.monotonic() - self._at >= FRESHNESS_CACHE_S:
+            batches = self.rt.loader.stats.batches
+            if batches != self._batches or time.monotonic() - self._at >= FRESHNESS_CACHE_S:
+                self._batches = batches
                 try:
                     self._loaded = self._read()
                 except Exception:  # a scrape must not fail because the warehouse is down
