@@ -4,6 +4,7 @@ Expected values are computed from the events the test sends, not from the engine
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 import orjson
 import pytest
 from fastapi.testclient import TestClient
+from sqlglot import exp
 
 from gristmill.api.app import create_app
 from gristmill.core.errors import ConfigError
@@ -201,3 +203,31 @@ def test_unscoped_even_for_a_vendor_pack(tmp_path: Path) -> None:
         text = client.get("/metrics").text
     values = [s.value for s in samples(text) if s.labels.get("metric") == "orders"]
     assert sum(values) == 3
+
+
+def test_a_failing_query_keeps_the_last_values_and_counts(tmp_path: Path) -> None:
+    """A warehouse error during a scrape is counted; the scrape still answers, with the last
+    values computed."""
+    spec = {"window": "1h", "metrics": ["orders"], "cache_s": 0.5}
+    with served(tmp_path, packs_with(tmp_path, observe=spec)) as (rt, client, key):
+        post(client, key, recent_orders([100, 200]))
+        rt.loader.drain()
+        first = client.get("/metrics").text
+        rt.warehouse.execute(  # the table disappears under the running server
+            exp.Alter(
+                this=exp.to_table("marketplace.marketplace_events"),
+                kind="TABLE",
+                actions=[exp.AlterRename(this=exp.to_table("gone"))],
+            )
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            r = client.get("/metrics")
+            failures = find(r.text, "gristmill_pack_metric_failures_total", pack="marketplace")
+            if failures[0].value > 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    assert r.status_code == 200
+    assert failures[0].value >= 1
+    for text in (first, r.text):
+        assert [s.value for s in find(text, "gristmill_pack_metric", metric="orders")] == [2]
