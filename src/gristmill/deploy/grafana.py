@@ -6,8 +6,9 @@ the pack gives the metric). Code instead of a hand-edited JSON file, because the
 follow what ``/metrics`` exposes: a test regenerates the file, checks the committed one is
 current, and checks every metric name in every panel expression against a live ``/metrics``.
 
-Expressions reduce over ``instance`` before summing pack-wide series (pack metrics,
-freshness), since every serving process reports the same warehouse-wide values.
+Expressions reduce over ``instance`` before summing warehouse-wide series (conservation
+counters, log depth, pack metrics, freshness), since every serving process reports the same
+values; per-process series (loader batches, requests, consumers) are summed.
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ def _pipeline() -> list[timeseries.Panel | stat.Panel]:
         ),
         _stat(
             "Events in flight",
-            f"sum(gristmill_events_in_flight{{{PACK}}})",
+            f"sum(max without (instance) (gristmill_events_in_flight{{{PACK}}}))",
             description="Received, durable in the log, not yet in the warehouse.",
         ),
         _stat(
@@ -144,7 +145,8 @@ def _pipeline() -> list[timeseries.Panel | stat.Panel]:
             "Events per second",
             [
                 Query(
-                    f"sum by (pack) (rate(gristmill_events_{what}_total{{{PACK}}}{RATE}))",
+                    "sum by (pack) (max without (instance) "
+                    f"(rate(gristmill_events_{what}_total{{{PACK}}}{RATE})))",
                     f"{{{{pack}}}} {what}",
                 )
                 for what in ("received", "loaded", "quarantined", "duplicates")
@@ -216,14 +218,16 @@ def _log_and_loader() -> list[timeseries.Panel | stat.Panel]:
         _panel(
             "Log depth",
             [
-                Query("sum(gristmill_log_depth_events)", "events"),
+                Query("max(gristmill_log_depth_events)", "events"),
                 Query(
-                    f"sum by (pack) (gristmill_events_in_flight{{{PACK}}})", "{{pack}} in flight"
+                    "sum by (pack) (max without (instance) "
+                    f"(gristmill_events_in_flight{{{PACK}}}))",
+                    "{{pack}} in flight",
                 ),
             ],
         ),
         _panel(
-            "Log depth (bytes)", [Query("sum(gristmill_log_depth_bytes)", "bytes")], unit="bytes"
+            "Log depth (bytes)", [Query("max(gristmill_log_depth_bytes)", "bytes")], unit="bytes"
         ),
         _panel(
             "Loader",
