@@ -46,6 +46,20 @@ def test_amtool_checks_the_alertmanager_example() -> None:
     assert "SUCCESS" in out
 
 
+@pytest.mark.parametrize(("severity", "receiver"), [("critical", "page"), ("warning", "chat")])
+def test_alertmanager_routes_by_severity(severity: str, receiver: str) -> None:
+    out = run(
+        "amtool",
+        "config",
+        "routes",
+        "test",
+        f"--config.file={ALERTMANAGER}",
+        f"severity={severity}",
+        "alertname=GristmillLoaderFailing",
+    )
+    assert out.splitlines()[0] == f"gristmill-{receiver}"
+
+
 def github_anchors(markdown: str) -> set[str]:
     """The anchors GitHub gives the headings of a markdown file."""
     out = set()
