@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install demo test test-fast lint format bench clean browser
+.PHONY: install demo test test-fast lint format bench clean browser prometheus
 
 $(STAMP): pyproject.toml
 	@test -n "$(PY)" || { echo "Python 3.11 or newer is required" >&2; exit 1; }
@@ -36,7 +36,15 @@ browser:
 	  else echo "chromium not found: the browser tests will skip (apt-get install chromium)" >&2; fi; \
 	fi
 
-test: $(STAMP) node_modules browser  ## the whole suite; service-marked tests skip without the service (fail when CI=true)
+# Debian's prometheus (prometheus, promtool) and prometheus-alertmanager (amtool) for the alert
+# rule tests and the real scrape test (deploy/prometheus); installed when CI=true.
+prometheus:
+	@if ! command -v promtool >/dev/null 2>&1 || ! command -v amtool >/dev/null 2>&1; then \
+	  if [ "$$CI" = true ]; then apt-get update -qq && apt-get install -y -qq prometheus prometheus-alertmanager >/dev/null; \
+	  else echo "promtool/amtool not found: the Prometheus tests will skip (apt-get install prometheus prometheus-alertmanager)" >&2; fi; \
+	fi
+
+test: $(STAMP) node_modules browser prometheus  ## the whole suite; service-marked tests skip without the service (fail when CI=true)
 	$(BIN)/pytest
 
 test-fast: $(STAMP)

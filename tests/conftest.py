@@ -1,8 +1,8 @@
 """Shared fixtures and the service-marker policy.
 
-A test marked with a service (postgres, rabbitmq, redis, nats, kafka, clickhouse, browser)
-skips with a reason when the service is absent — and fails when ``CI=true``, because CI must
-exercise it.
+A test marked with a service (postgres, rabbitmq, redis, nats, kafka, clickhouse, browser,
+prometheus) skips with a reason when the service is absent — and fails when ``CI=true``,
+because CI must exercise it.
 """
 
 from __future__ import annotations
@@ -57,6 +57,14 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         if in_ci:
             pytest.fail("chromium is not installed (CI=true requires it)")
         pytest.skip("chromium is not installed")
+    if item.get_closest_marker("prometheus"):
+        missing = [b for b in ("prometheus", "promtool", "amtool") if not shutil.which(b)]
+        if missing:
+            msg = f"{', '.join(missing)} not installed"
+            msg += " (apt-get install prometheus prometheus-alertmanager)"
+            if in_ci:
+                pytest.fail(f"{msg}; CI=true requires it")
+            pytest.skip(msg)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -279,6 +279,12 @@ class ConsumeSettings(BaseModel):
     prefetch: int = Field(500, ge=1, le=100_000)
     """Messages in flight, unacknowledged: the broker stops delivering past it."""
     batch_wait_s: float = Field(0.2, ge=0)
+    metrics_port: int | None = Field(None, ge=0, le=65535)
+    """Serve Prometheus text (``gristmill_consumer_*``) on this port; unset serves nothing."""
+    metrics_host: str = "127.0.0.1"
+    """Address the metrics server binds (loopback unless a scraper elsewhere needs it)."""
+    backlog_interval_s: float = Field(5.0, gt=0)
+    """How often the broker is asked for the backlog while metrics are served."""
 
 
 class GovernanceSettings(BaseModel):

@@ -1,5 +1,8 @@
 """Prometheus exposition: pipeline counters read from the conservation snapshot at scrape
-time (so they can never disagree with ``gristmill status``), plus request counters."""
+time (so they can never disagree with ``gristmill status``), plus request counters and the
+ingest latency histogram. Freshness and export jobs are in :mod:`gristmill.api.metrics_ops`,
+pack KPI gauges in :mod:`gristmill.api.observe`; every series is listed in
+docs/operations.md."""
 
 from __future__ import annotations
 
@@ -7,12 +10,16 @@ import threading
 from collections import defaultdict
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from gristmill.api.metrics_ops import ExportsCollector, FreshnessCollector
+from gristmill.api.observe import PackMetricsCollector
 from gristmill.core.clock import MICROS, now_us
 from gristmill.runtime import Runtime
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 class RequestCounters:
@@ -23,10 +30,20 @@ class RequestCounters:
         self.rate_limited: dict[tuple[str, str], int] = {
             (scope, cls): 0 for scope in ("key", "ip") for cls in ("ingest", "query")
         }
+        # Not in any global registry: each app (and each test's app) has its own.
+        self.duration = Histogram(
+            "gristmill_http_request_duration_seconds",
+            "Time from the start of an ingest request to its answer (durable in the log).",
+            ["route"],
+            registry=None,
+            buckets=LATENCY_BUCKETS,
+        )
 
-    def count(self, route: str, status: int) -> None:
+    def count(self, route: str, status: int, seconds: float | None = None) -> None:
         with self._lock:
             self.requests[(route, status)] += 1
+        if seconds is not None:
+            self.duration.labels(route).observe(seconds)
 
     def reject(self, reason: str) -> None:
         with self._lock:
@@ -91,6 +108,16 @@ class PipelineCollector(Collector):
         yield GaugeMetricFamily(
             "gristmill_load_lag_seconds", "Age of the oldest event not yet loaded.", value=lag
         )
+        now = now_us()
+        wm = GaugeMetricFamily(
+            "gristmill_freshness_watermark_lag_seconds",
+            "Age of the pack's oldest received event not yet queryable (0 when caught up).",
+            labels=["pack"],
+        )
+        for pack in sorted(self.rt.packs):
+            oldest = c.log.oldest_pending.get(pack)
+            wm.add_metric([pack], 0.0 if oldest is None else max(0.0, (now - oldest) / MICROS))
+        yield wm
         sup = CounterMetricFamily(
             "gristmill_events_suppressed",
             "Events of erased subjects dropped at collect time.",
@@ -169,4 +196,9 @@ class PipelineCollector(Collector):
 def build_registry(rt: Runtime, counters: RequestCounters) -> CollectorRegistry:
     reg = CollectorRegistry(auto_describe=False)
     reg.register(PipelineCollector(rt, counters))
+    reg.register(counters.duration)
+    if rt.role != "collect":  # freshness and pack metrics read the warehouse
+        reg.register(FreshnessCollector(rt))
+        reg.register(PackMetricsCollector(rt))
+        reg.register(ExportsCollector(rt))
     return reg

@@ -15,6 +15,7 @@ from pydantic import SecretStr
 from gristmill.cli.common import DataDirOpt, PacksOpt, fail, make_settings
 from gristmill.cli.relay import stop_on_signals
 from gristmill.consume import ConsumeStats, open_consumer
+from gristmill.consume import metrics as consumer_metrics
 
 
 def consume(
@@ -44,6 +45,16 @@ def consume(
         float | None,
         typer.Option(help="Exit after this many seconds without a message.", show_default=False),
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Serve Prometheus metrics (gristmill_consumer_*) on this port.",
+            show_default=False,
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str | None, typer.Option(help="Address the metrics server binds (default 127.0.0.1).")
+    ] = None,
 ) -> None:
     """Consume until interrupted (SIGINT/SIGTERM finish the batch in hand, then exit)."""
     settings = make_settings(data_dir, pack)
@@ -59,6 +70,8 @@ def consume(
         "source": source,
         "dialect": dialect,
         "prefetch": prefetch,
+        "metrics_port": metrics_port,
+        "metrics_host": metrics_host,
     }
     try:
         settings.consume = type(settings.consume).model_validate(
@@ -88,9 +101,19 @@ def consume(
             consumer = open_consumer(
                 settings, stack, stop=stop, max_idle_s=max_idle, on_progress=progress
             )
+            cfg = settings.consume
+            if cfg.metrics_port is not None:
+                server = consumer_metrics.serve(consumer.sink, cfg.metrics_host, cfg.metrics_port)
+                stack.callback(consumer_metrics.stop, server)
+                print(
+                    f"consume {broker}: metrics on "
+                    f"http://{cfg.metrics_host}:{server.server_port}/metrics",
+                    file=sys.stderr,
+                    flush=True,
+                )
             print(f"consume {broker}: started", file=sys.stderr, flush=True)
             st = consumer.run()
-        except (ValueError, ImportError) as exc:
+        except (ValueError, ImportError, OSError) as exc:
             fail(str(exc))
     took = time.monotonic() - started
     print(

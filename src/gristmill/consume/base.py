@@ -22,6 +22,9 @@ from gristmill.relay.feed import Feed
 class ConsumeStats:
     messages: int = 0
     acked: int = 0
+    quarantined: int = 0
+    """Items of acknowledged messages that went to quarantine (a whole unreadable message
+    counts one)."""
     batches: int = 0
     max_batch: int = 0
     """Most messages framed and acknowledged together (never above ``prefetch``)."""
@@ -48,6 +51,10 @@ class Sink:
         self.stop = stop
         self.max_idle_s = max_idle_s
         self.stats = ConsumeStats()
+        self.backlog: dict[str, int] = {}
+        """queue -> messages waiting in the broker, as last polled (only while metrics are
+        served, see ``ConsumeSettings.metrics_port``)."""
+        self._framed_rejects = 0
         self.ready = True
         """False while a Kafka consumer waits to be assigned partitions (a group join can
         take many seconds); idleness counts from the assignment."""
@@ -59,18 +66,28 @@ class Sink:
     def durable(self, bodies: Sequence[bytes]) -> bool:
         """True once every body's frame is in the log; False if stopped while the log was
         full (nothing appended: the caller leaves the messages unacknowledged)."""
+        before = self.feed.stats.rejected
         records = [self.feed.message(b) for b in bodies]
+        rejected = self.feed.stats.rejected - before
         ok = self.feed.append(records)
         if ok:
             st = self.stats
+            self._framed_rejects += rejected
             st.messages += len(bodies)
             st.batches += 1
             st.max_batch = max(st.max_batch, len(bodies))
             st.last_message_at = time.monotonic()
         return ok
 
+    @property
+    def paused(self) -> bool:
+        """The log is at its cap: the batch in hand waits and nothing is acknowledged."""
+        return self.feed.paused
+
     def acked(self, n: int) -> None:
         self.stats.acked += n
+        self.stats.quarantined += self._framed_rejects
+        self._framed_rejects = 0
         if self.on_progress is not None:
             self.on_progress(self.stats)
 

@@ -7,8 +7,26 @@ client's fetch queue is bounded too, so a slow log slows the fetching.
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 from gristmill.config import ConsumeSettings
 from gristmill.consume.base import Sink
+
+
+def lag(consumer: Any) -> dict[str, int]:
+    """topic -> messages past the consumer's position on its assigned partitions, from the
+    client's cached high watermarks (no broker round trip). Partitions with no position yet
+    (nothing fetched) or no cached watermark are left out."""
+    out: dict[str, int] = {}
+    for tp in consumer.position(consumer.assignment()):
+        if tp.offset < 0:
+            continue
+        _low, high = consumer.get_watermark_offsets(tp, cached=True)
+        if high is None or high < 0:
+            continue
+        out[tp.topic] = out.get(tp.topic, 0) + max(0, high - tp.offset)
+    return out
 
 
 def run(bootstrap: str, cfg: ConsumeSettings, sink: Sink) -> None:
@@ -28,7 +46,11 @@ def run(bootstrap: str, cfg: ConsumeSettings, sink: Sink) -> None:
     try:
         sink.ready = False
         consumer.subscribe([cfg.subject], on_assign=lambda _c, _parts: sink.assigned())
+        polled = 0.0
         while not sink.done():
+            if cfg.metrics_port is not None and time.monotonic() - polled >= cfg.backlog_interval_s:
+                polled = time.monotonic()
+                sink.backlog.update(lag(consumer))
             msgs = consumer.consume(num_messages=cfg.prefetch, timeout=max(cfg.batch_wait_s, 0.25))
             bodies: list[bytes] = []
             for m in msgs:

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from typing import Any
 
 from gristmill.config import ConsumeSettings
 from gristmill.consume.base import Sink
+
+log = logging.getLogger(__name__)
 
 
 async def _queue(channel: Any, cfg: ConsumeSettings) -> Any:
@@ -28,6 +31,27 @@ async def _queue(channel: Any, cfg: ConsumeSettings) -> Any:
     return await channel.get_queue(cfg.queue, ensure=True)  # passive: must exist
 
 
+async def watch_backlog(connection: Any, name: str, cfg: ConsumeSettings, sink: Sink) -> None:
+    """Poll the queue's ready messages with a passive declare on a channel of its own (a
+    failed passive declare closes its channel; the consuming one must not go with it).
+
+    The declare goes through the underlying AMQP channel: aio-pika's ``declare_queue`` on a
+    robust channel answers a repeated declaration from its cache, with the first count.
+    """
+    channel = None
+    while not sink.done():
+        try:
+            if channel is None or channel.is_closed:
+                channel = await connection.channel()
+            amqp = await channel.get_underlay_channel()
+            ok = await amqp.queue_declare(name, passive=True)
+            sink.backlog[name] = int(ok.message_count or 0)
+        except Exception as exc:  # a broker hiccup costs one reading, not the consumer
+            log.debug("rabbitmq backlog of %s: %s", name, exc)
+            channel = None
+        await asyncio.sleep(cfg.backlog_interval_s)
+
+
 async def run(url: str, cfg: ConsumeSettings, sink: Sink) -> None:
     import aio_pika
 
@@ -38,6 +62,9 @@ async def run(url: str, cfg: ConsumeSettings, sink: Sink) -> None:
         queue = await _queue(channel, cfg)
         inbox: asyncio.Queue[Any] = asyncio.Queue()
         tag = await queue.consume(inbox.put, no_ack=False)
+        watcher = None
+        if cfg.metrics_port is not None:
+            watcher = asyncio.create_task(watch_backlog(connection, queue.name, cfg, sink))
         try:
             while not sink.done():
                 try:
@@ -60,5 +87,9 @@ async def run(url: str, cfg: ConsumeSettings, sink: Sink) -> None:
                 else:
                     await batch[-1].nack(multiple=True, requeue=True)
         finally:
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
             with contextlib.suppress(Exception):
                 await queue.cancel(tag)

@@ -25,7 +25,7 @@ from gristmill.core.durations import parse_duration
 from gristmill.core.errors import Problem, bad_request, forbidden, not_found
 from gristmill.core.ids import new_token
 from gristmill.core.permissions import Permission
-from gristmill.exports import report, requests
+from gristmill.exports import housekeeping, report, requests
 from gristmill.exports.destination import Destination, DestinationUnavailable
 from gristmill.exports.rows import RowsSlice, count, export_columns, total_columns
 from gristmill.exports.runner import (
@@ -467,59 +467,29 @@ class ExportService:
     def stop(self) -> None:
         self.worker.stop()
 
-    # -- governance hooks (issue #12) ------------------------------------------------------------
+    # -- observability (api/metrics_ops.py reads these) ---------------------------------------
+    def counts(self) -> dict[str, int]:
+        """status -> jobs now in it (``gristmill_export_jobs{status}``)."""
+        return self.store.counts()
+
+    @property
+    def failures(self) -> int:
+        """Failed attempts in this process (``gristmill_export_job_failures_total``)."""
+        return self.worker.failures
+
+    # -- governance hooks (exports/housekeeping.py) ---------------------------------------------
     def expire(self, older_than: datetime | None = None, *, dry_run: bool = False) -> list[str]:
-        """Delete the files and rows of jobs created before ``older_than`` (default: now minus
-        ``exports.retention``); running jobs are left to finish. Returns the job ids (with
-        ``dry_run``, those it would delete, deleting nothing)."""
+        """Jobs created before ``older_than`` (default now minus ``exports.retention``): their
+        files and rows deleted (with ``dry_run``, only listed)."""
         cutoff = older_than or now() - parse_duration(self.settings.retention)
-        gone = []
-        for job in self.store.created_before(cutoff):
-            if job.status == "running":
-                continue
-            if dry_run:
-                gone.append(job.id)
-                continue
-            for path in (job.csv_path, job.manifest_path):
-                if path:
-                    self.dest.delete(path)
-            gone.append(job.id)
-        if dry_run:
-            return gone
-        self.store.delete(gone)
-        if gone:
-            self._audit(
-                "governance", "export.expire", "", jobs=len(gone), before=cutoff.isoformat()
-            )
-        return gone
+        return housekeeping.expire(self.store, self.dest, self._audit, cutoff, dry_run=dry_run)
 
     def erase_subject(self, needles: Sequence[bytes]) -> dict[str, int]:
-        """Erasure (GDPR Art. 17): delete every stored export file whose bytes name the
-        subject, and its job (the file cannot be kept without the identity in it). Counts
-        what was not yet downloaded apart from what already was — a delivered copy is out of
-        Gristmill's reach, which the receipt says."""
-        out = {"pending": 0, "delivered": 0, "scanned": 0}
-        gone: list[str] = []
-        for job in self.store.with_files():
-            if job.csv_path is None or not self.dest.exists(job.csv_path):
-                continue
-            out["scanned"] += 1
-            data = self.dest.read(job.csv_path)
-            if not any(n in data for n in needles):
-                continue
-            for path in (job.csv_path, job.manifest_path):
-                if path:
-                    self.dest.delete(path)
-            gone.append(job.id)
-            out["delivered" if job.downloaded_at is not None else "pending"] += 1
-        self.store.delete(gone)
-        if gone:
-            self._audit("governance", "export.erase", "", jobs=len(gone))
-        return out
+        """Delete every stored export file whose bytes name the subject, and its job."""
+        return housekeeping.erase_subject(self.store, self.dest, self._audit, needles)
 
     def pending_files(self) -> list[str]:
-        """Files of finished exports nobody has downloaded yet (``file://`` or ``s3://``), for
-        an erasure to scrub or delete."""
+        """Files of finished exports nobody has downloaded yet (``file://`` or ``s3://``)."""
         out = []
         for job in self.store.not_downloaded():
             out += [self.dest.display(p) for p in (job.csv_path, job.manifest_path) if p]

@@ -318,6 +318,12 @@ class ExportStore:
         with self.engine.connect() as c:
             return [_job(r._mapping) for r in c.execute(q)]
 
+    def counts(self) -> dict[str, int]:
+        """status -> jobs in it now."""
+        q = sa.select(export_jobs.c.status, sa.func.count()).group_by(export_jobs.c.status)
+        with self.engine.connect() as c:
+            return {str(status): int(n) for status, n in c.execute(q)}
+
     def with_files(self) -> list[ExportJob]:
         """Succeeded jobs (their files exist unless something removed them)."""
         q = sa.select(export_jobs).where(export_jobs.c.status == "succeeded")

@@ -56,6 +56,8 @@ class Worker:
         self._produce = produce
         self._after_success = after_success
         self.owner = new_owner()
+        self.failures = 0
+        """Attempts that failed in this process (``gristmill_export_job_failures_total``)."""
         self._cv = threading.Condition()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -77,6 +79,7 @@ class Worker:
             return job.id
         except Exception as exc:
             log.exception("export job %s attempt %d failed", job.id, job.attempts)
+            self.failures += 1
             retry = job.attempts < self.settings.max_attempts
             at = now() + timedelta(seconds=self.settings.retry_backoff_s * job.attempts)
             self.store.fail(

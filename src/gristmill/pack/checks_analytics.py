@@ -9,6 +9,7 @@ from gristmill.core.permissions import Permission
 from gristmill.pack.analytics import FILTER_OPS, ViewSpec
 from gristmill.pack.checks import PackIssue
 from gristmill.pack.models import ENVELOPE_TYPES, ColumnType, Pack
+from gristmill.pack.observe import check_observe
 
 NUMERIC = frozenset({ColumnType.INT64, ColumnType.FLOAT64})
 ROLLUP_TYPES = frozenset({"count", "sum", "avg", "min", "max", "count_distinct"})
@@ -193,6 +194,7 @@ def check_analytics(pack: Pack, file: Path) -> list[PackIssue]:
                     add((*base, "aggregate", "filters"), f"{dim!r} is no table's dimension")
         issues += _check_scope(pack, file, (*base, "scope"), view.scope, None)
         issues += _check_view_dims(pack, file, base, view)
+    issues += [PackIssue(file, path, msg) for path, msg in check_observe(pack)]
     return issues
 
 

@@ -21,6 +21,7 @@ from gristmill.pack.analytics import MetricSpec, RollupSpec, ViewSpec
 from gristmill.pack.exports import ExportSpec
 from gristmill.pack.mapping import MappingsSpec
 from gristmill.pack.names import EVENT_NAME, IDENT
+from gristmill.pack.observe import ObserveSpec
 from gristmill.pack.pricing import PriceBook, PricingSpec
 
 __all__ = ["EVENT_NAME", "IDENT"]
@@ -237,8 +238,12 @@ class PackSpec(_Model):
     mappings: MappingsSpec = MappingsSpec()
     governance: GovernanceSpec = GovernanceSpec()
     enrichment: EnrichmentSpec = EnrichmentSpec()
+    observe: ObserveSpec | None = None
+    """Metrics published to Prometheus over a trailing window (``pack/observe.py``)."""
     freshness_budget: Duration | None = None
-    """How stale answers may be: past it, a breakdown's freshness says ``stale: true``."""
+    """How far behind the pipeline may be (the age of the oldest event not yet queryable):
+    past it a breakdown's freshness says ``stale: true`` and the freshness alert fires;
+    exposed as ``gristmill_freshness_budget_seconds{pack}``."""
 
     @property
     def dataset(self) -> str:

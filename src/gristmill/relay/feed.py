@@ -56,6 +56,9 @@ class Feed:
         self.dialect = DIALECTS[dialect]
         self.stop = stop or threading.Event()
         self.stats = FeedStats()
+        self.paused = False
+        """True while an append waits for the log to drop under its cap (nothing is
+        acknowledged meanwhile); exposed as ``gristmill_consumer_paused``."""
 
     def rows(self, raws: Sequence[bytes]) -> LogRecord:
         """One frame for rows that each hold one event (an outbox)."""
@@ -88,8 +91,10 @@ class Feed:
         while True:
             try:
                 self.log.append(records)
+                self.paused = False
                 return True
             except LogFull as exc:
                 self.stats.log_full_waits += 1
+                self.paused = True
                 if self.stop.wait(exc.retry_after_s):
                     return False

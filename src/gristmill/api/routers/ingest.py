@@ -21,6 +21,7 @@ BENCHMARKS.md. Native status codes:
 from __future__ import annotations
 
 import logging
+import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -109,11 +110,12 @@ async def handle(
     every answer, errors included, in the dialect's own format. Rate limits (``limiter``):
     the client address first, the key as soon as it is known; both before the append."""
     d = DIALECTS[route.dialect]
+    started = time.perf_counter()
 
     def answer(status: int, body: bytes, media: str, hdrs: Any, problem: str | None) -> Answered:
         if problem is not None and status != 422 and problem != "events-rejected":
             counters.reject(problem)
-        counters.count(path, status)
+        counters.count(path, status, time.perf_counter() - started)
         return Answered(status, body, media, tuple(hdrs))
 
     def fail(p: Problem) -> Answered:
