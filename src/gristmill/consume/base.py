@@ -78,7 +78,7 @@ class Sink:
     def durable(self, bodies: Sequence[bytes]) -> bool:
         """True once every body's frame is in the log; False if stopped while the log was
         full (nothing appended: the caller leaves the messages unacknowledged)."""
-        records = [self.feed.message(b) for b in bodies]
+        records = self.feed.messages(bodies)
         st = self.stats
         st.held = len(bodies)
         ok = self.feed.append(records)

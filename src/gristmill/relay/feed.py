@@ -105,6 +105,53 @@ class Feed:
             return self._count(Prepared(frame, None))
         return self._count(self.parser.frame(self.dialect, self.pack, self.source, opened))
 
+    def messages(
+        self, bodies: Sequence[bytes], content_type: str = "application/json"
+    ) -> list[LogRecord]:
+        """Frames for a batch of messages, each a request body in the dialect: the events of
+        consecutive messages that say the same about their batch (write key, send time,
+        historical) share one frame, up to ``max_events_per_request`` events.
+
+        One frame per message would make the loader pay its per-frame cost for every event
+        (a queue carries one event per message); shared frames load like an HTTP batch. A
+        message that cannot be read at all still gets a frame of its own with its bytes.
+        """
+        out: list[LogRecord] = []
+        items: list[Item] = []
+        shape: tuple[str | None, int | None, bool, str | None] | None = None
+        received_at = 0
+        cap = self.parser.limits.max_events_per_request
+
+        def flush() -> None:
+            nonlocal items, shape
+            if items:
+                assert shape is not None
+                key, sent_at, historical, call = shape
+                batch = Batch(items, key, sent_at, historical, call)
+                opened = Opened(b"", batch, None, received_at)
+                out.append(
+                    self._count(self.parser.frame(self.dialect, self.pack, self.source, opened))
+                )
+            items, shape = [], None
+
+        for body in bodies:
+            try:
+                opened = self.parser.open(self.dialect, body, content_type)
+            except Problem:
+                opened = None
+            if opened is None or opened.batch is None:
+                flush()  # frames stay in message order
+                out.append(self.message(body, content_type))  # quarantined whole
+                continue
+            b = opened.batch
+            this = (b.key, b.sent_at, b.historical, b.call)
+            if this != shape or len(items) + len(b.items) > cap:
+                flush()
+                shape, received_at = this, opened.received_at
+            items += [Item(len(items) + j, it.raw) for j, it in enumerate(b.items)]
+        flush()
+        return out
+
     def _count(self, prepared: Prepared) -> LogRecord:
         st, f = self.stats, prepared.frame
         st.events += f.count
