@@ -35,6 +35,7 @@ from gristmill.consume import Consumer, open_consumer
 from gristmill.runtime import Runtime
 from tests.brokers import RABBITMQ_URL, scratch_queue
 from tests.conftest import make_settings
+from tests.integration.test_readme import needs_curl
 from tests.integration.usage_queue import (
     POISON,
     UsageMessages,
@@ -246,3 +247,15 @@ def test_usage_freshness_while_consuming(tmp_path: Path) -> None:
         assert delete(queue) == 0
     finally:
         rt.stop()
+
+
+@needs_curl
+def test_docs_usage_walkthrough_runs() -> None:
+    from tests.conftest import ROOT
+    from tests.integration.test_readme import run_block
+
+    out = run_block(ROOT / "docs" / "usage.md", "usage-rabbitmq")
+    assert "requests 2 spend_micros 215000 unpriced 0" in out
+    assert "stale False budget 300.0" in out
+    assert "'received': 4, 'loaded': 2, 'quarantined': 1, 'duplicates': 1, 'in_flight': 0" in out
+    assert "0 left in the queue" in out
