@@ -136,7 +136,7 @@ def main() -> None:
         "--only",
         default=(
             "ingest,loader,pg_baseline,latency,analytics,dialects,relay,warehouses,feeds,sources,"
-            "governance,enrichment"
+            "governance,enrichment,usage"
         ),
     )
     ap.add_argument("--feed-rows", default="250000,1000000", help="Sales CSV sizes (feeds).")
@@ -152,6 +152,10 @@ def main() -> None:
     ap.add_argument("--sources-events", type=int, default=100_000)
     ap.add_argument("--gov-events", type=int, default=10_000_000, help="Erasure/retention.")
     ap.add_argument("--gov-chdb-events", type=int, default=200_000)
+    ap.add_argument("--usage-messages", type=int, default=100_000, help="Queued (usage).")
+    ap.add_argument("--usage-events", type=int, default=10_000_000, help="Views (usage).")
+    ap.add_argument("--usage-rate", type=int, default=1000, help="Background msgs/s (usage).")
+    ap.add_argument("--usage-seconds", type=float, default=20, help="Probing time (usage).")
     args = ap.parse_args()
     only = set(args.only.split(","))
     results: dict[str, Any] = {
@@ -203,6 +207,7 @@ def main() -> None:
         "sources": (args.sources_events,),
         "governance": (args.gov_events, args.gov_chdb_events),
         "enrichment": (50_000,),
+        "usage": (args.usage_messages, args.usage_events, args.usage_rate, args.usage_seconds),
     }
     for name, run_args in modular.items():
         if name in only:

@@ -4,7 +4,9 @@ A RabbitMQ stream or a JetStream stream outlives the process that declared it, a
 test leaves hundreds of thousands of messages in one. Left behind run after run, they fill the
 broker's disk on the machine the suite runs on (CI runs on the same services), so every test
 that names a broker log takes its name from :func:`scratch_stream`, and the session's last
-fixture deletes them.
+fixture deletes them. Durable queues that consumer tests fill (and exchanges of the same
+name) come from :func:`scratch_queue` and are deleted the same way, even when a test failed
+before its own cleanup.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ NATS_URL = "nats://127.0.0.1:4222"
 MAX_PARTITIONS = 8
 """Partition queues to try per RabbitMQ stream (tests use at most 4)."""
 
-_made: dict[str, set[str]] = {"rabbitmq": set(), "nats": set()}
+_made: dict[str, set[str]] = {"rabbitmq": set(), "nats": set(), "rabbitmq_queues": set()}
 
 
 def scratch_stream(kind: str, prefix: str = "gmtest") -> str:
@@ -26,6 +28,28 @@ def scratch_stream(kind: str, prefix: str = "gmtest") -> str:
     name = f"{prefix}-{uuid.uuid4().hex[:10]}"
     _made[kind].add(name)
     return name
+
+
+def scratch_queue(prefix: str = "gmtest-q") -> str:
+    """A fresh RabbitMQ queue name (the test declares it), deleted at session end together
+    with an exchange of the same name if the test made one."""
+    name = f"{prefix}-{uuid.uuid4().hex[:10]}"
+    _made["rabbitmq_queues"].add(name)
+    return name
+
+
+async def _drop_rabbitmq_queues(names: set[str]) -> None:
+    import aio_pika
+
+    conn = await aio_pika.connect(RABBITMQ_URL, timeout=5)
+    async with conn:
+        for name in names:
+            for drop in ("queue_delete", "exchange_delete"):
+                ch = await conn.channel()
+                with contextlib.suppress(Exception):  # already deleted by the test
+                    await getattr(ch, drop)(name)
+                with contextlib.suppress(Exception):
+                    await ch.close()
 
 
 async def _drop_rabbitmq(names: set[str]) -> None:
@@ -60,7 +84,11 @@ async def _drop_nats(names: set[str]) -> None:
 
 def drop_all() -> None:
     """Delete every stream this session named (a broker that is down keeps them)."""
-    for kind, drop in (("rabbitmq", _drop_rabbitmq), ("nats", _drop_nats)):
+    for kind, drop in (
+        ("rabbitmq", _drop_rabbitmq),
+        ("nats", _drop_nats),
+        ("rabbitmq_queues", _drop_rabbitmq_queues),
+    ):
         names, _made[kind] = _made[kind], set()
         if names:
             with contextlib.suppress(Exception):

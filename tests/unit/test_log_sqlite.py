@@ -113,3 +113,28 @@ def test_data_is_durable_across_reopen(tmp_path: Path) -> None:
     assert batch.entries[0].record.body == b"payload"
     assert lg.pending_bytes == len(b"payload")
     lg.close()
+
+
+def test_the_cap_follows_commits_made_by_another_process(tmp_path: Path) -> None:
+    """``gristmill consume`` appends to the file a ``gristmill serve`` loads: the writer never
+    commits itself, so its own byte count only grows. Once the other side has loaded and
+    deleted the backlog, a writer at the cap must find room again instead of waiting forever
+    (and, the other way round, must see bytes other processes appended)."""
+    path = tmp_path / "shared.sqlite"
+    writer = SQLiteLog(path, max_bytes=10_000, sync_interval_s=0)
+    loader = SQLiteLog(path, max_bytes=10_000)
+    try:
+        writer.append([rec(body=b"x" * 6000)])
+        with pytest.raises(LogFull):
+            writer.append([rec(body=b"x" * 6000)])
+        loader.commit("g", loader.read("g", 10, 0).last_offset)  # loaded elsewhere
+        writer.append([rec(body=b"x" * 6000)])  # room again
+        assert writer.pending_bytes == 6000
+        # The loader's process never appended: it learns of the writer's bytes at the cap.
+        loader.sync_interval_s = 0
+        with pytest.raises(LogFull):
+            loader.append([rec(body=b"y" * 6000)])
+        assert loader.pending_bytes == 6000
+    finally:
+        writer.close()
+        loader.close()

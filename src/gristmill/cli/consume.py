@@ -88,6 +88,16 @@ def consume(
     last = {"t": 0.0}
 
     def progress(st: ConsumeStats) -> None:
+        if st.paused:
+            # Printed at every wait (one per retry_after_s): a stalled consumer says why.
+            print(
+                f"consume {broker}: paused for {time.monotonic() - (st.paused_since or 0):.0f} s, "
+                f"{st.held} messages held unacknowledged: {st.log_full} (waiting for the "
+                "loader)",
+                file=sys.stderr,
+                flush=True,
+            )
+            return
         if time.monotonic() - last["t"] >= 1.0:
             last["t"] = time.monotonic()
             print(

@@ -1,5 +1,6 @@
 """``gristmill demo``: a data directory, realistic marketplace traffic through the real HTTP
-path with a progress bar, a summary, then keep serving."""
+path with a progress bar, a summary, then keep serving. ``--pack usage_metering`` runs the
+usage demo (``cli/demo_usage.py``) instead."""
 
 from __future__ import annotations
 
@@ -32,19 +33,72 @@ def _prepare_dir(path: Path) -> None:
     (path / MARKER).write_text("created by gristmill demo; deleted by the next demo run\n")
 
 
+DEFAULTS = {"marketplace": (250_000, 90), "usage_metering": (100_000, 14)}
+"""Events and days of history per pack when not given."""
+
+
 def demo(
     data_dir: Annotated[
         Path, typer.Option("--data-dir", "-d", help="Demo data directory (recreated).")
     ] = Path(".gristmill-demo"),
-    events: Annotated[int, typer.Option(help="Events to generate.")] = 250_000,
-    days: Annotated[int, typer.Option(help="Days of history.")] = 90,
+    events: Annotated[
+        int | None,
+        typer.Option(help="Events to generate (default 250,000; usage_metering 100,000)."),
+    ] = None,
+    days: Annotated[
+        int | None, typer.Option(help="Days of history (default 90; usage_metering 14).")
+    ] = None,
     port: Annotated[int, typer.Option(help="Port to serve on.")] = 8765,
     seed: Annotated[int, typer.Option(help="Random seed of the traffic.")] = 7,
     serve: Annotated[
         bool, typer.Option("--serve/--no-serve", help="Keep serving afterwards.")
     ] = True,
+    pack: Annotated[
+        str, typer.Option("--pack", "-p", help="marketplace or usage_metering.")
+    ] = "marketplace",
+    via: Annotated[
+        str,
+        typer.Option(
+            help="usage_metering: auto (RabbitMQ when it answers, else HTTP), rabbitmq or http."
+        ),
+    ] = "auto",
+    amqp_url: Annotated[
+        str | None,
+        typer.Option(
+            help="usage_metering: RabbitMQ URL (default GRISTMILL_CONSUME__URL, else "
+            "amqp://guest:guest@127.0.0.1:5672/).",
+            show_default=False,
+        ),
+    ] = None,
+    queue: Annotated[
+        str, typer.Option(help="usage_metering: the queue the demo publishes to (emptied).")
+    ] = "gristmill-demo-usage",
 ) -> None:
-    """Generate marketplace traffic, send it through HTTP, load it, and keep serving."""
+    """Generate a pack's traffic, send it in, load it, and keep serving.
+
+    marketplace: orders, payments and ads over HTTP.
+    usage_metering: AI model calls through RabbitMQ when it answers (else over HTTP),
+    then spend per org and the error spikes the reliability view finds."""
+    if pack not in DEFAULTS:
+        fail(f"--pack must be one of {', '.join(DEFAULTS)}, not {pack!r}")
+    events = DEFAULTS[pack][0] if events is None else events
+    days = DEFAULTS[pack][1] if days is None else days
+    if pack == "usage_metering":
+        from gristmill.cli.demo_usage import run_usage_demo
+
+        run_usage_demo(
+            data_dir=data_dir,
+            events=events,
+            days=days,
+            port=port,
+            seed=seed,
+            serve=serve,
+            via=via,
+            amqp_url=amqp_url,
+            queue=queue,
+            prepare_dir=_prepare_dir,
+        )
+        return
     _prepare_dir(data_dir)
     settings = make_settings(data_dir, ["marketplace"])
     settings.server = settings.server.model_copy(update={"port": port})

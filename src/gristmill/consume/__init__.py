@@ -9,13 +9,11 @@ import threading
 from collections.abc import Callable
 from contextlib import ExitStack
 
-from gristmill.collect.service import Parser
 from gristmill.config import ConsumeSettings, Settings
 from gristmill.consume.base import ConsumeStats, Sink
 from gristmill.log.registry import open_log
-from gristmill.meta.governance import watch_suppression
 from gristmill.pack.loader import load_packs
-from gristmill.relay.feed import Feed
+from gristmill.relay.feed import Feed, source_parser
 
 __all__ = ["ConsumeStats", "Consumer", "open_consumer"]
 
@@ -62,13 +60,12 @@ def open_consumer(
     is not opened; a loader moves the log on."""
     cfg = settings.consume
     stop = stop or threading.Event()
+    stack.callback(stop.set)  # ends the suppression watcher with the consumer's resources
     packs = load_packs(settings.resolved_packs_dir, settings.packs)
     event_log = open_log(settings)
     stack.callback(event_log.close)
-    # Erased subjects: their events are dropped here too, not only behind the API.
-    suppressed = watch_suppression(settings.meta_database_url, stop)
     feed = Feed(
-        Parser(packs, settings.limits, suppressed),
+        source_parser(settings, packs, stack, stop),
         event_log,
         pack=cfg.pack,
         source=cfg.source,

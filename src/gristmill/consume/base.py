@@ -6,6 +6,11 @@ body of the configured dialect, appends the frames to the log, and only then ack
 A message that cannot be read (not JSON, empty, over a limit) becomes a quarantine frame with
 its original bytes and is acknowledged like any other: a poison message never stalls the
 queue or partition, and nothing is dropped.
+
+When the log is over its cap (the loader is stopped or behind), the batch in hand waits for
+room and stays unacknowledged: the broker stops at ``prefetch`` and the rest stays queued.
+The consumer says so (``paused``) each time it waits, and goes on by itself once the loader
+has made room.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from gristmill.log.base import LogFull
 from gristmill.relay.feed import Feed
 
 
@@ -30,6 +36,18 @@ class ConsumeStats:
     """Most messages framed and acknowledged together (never above ``prefetch``)."""
     started_at: float = field(default_factory=time.monotonic)
     last_message_at: float = field(default_factory=time.monotonic)
+    log_full_waits: int = 0
+    """Waits for room in a full log (each ``retry_after_s`` long at most)."""
+    paused_since: float | None = None
+    """Monotonic time the batch in hand began waiting for room; None while not paused."""
+    held: int = 0
+    """Messages of the paused batch (unacknowledged while it waits)."""
+    log_full: str = ""
+    """The log's last "full" message (bytes not yet loaded and its cap)."""
+
+    @property
+    def paused(self) -> bool:
+        return self.paused_since is not None
 
     def rate(self) -> float:
         return self.acked / max(time.monotonic() - self.started_at, 1e-9)
@@ -47,6 +65,7 @@ class Sink:
         on_progress: Callable[[ConsumeStats], None] | None = None,
     ) -> None:
         self.feed = feed
+        feed.on_wait = self._waiting
         self.on_progress = on_progress
         self.stop = stop
         self.max_idle_s = max_idle_s
@@ -67,11 +86,13 @@ class Sink:
         """True once every body's frame is in the log; False if stopped while the log was
         full (nothing appended: the caller leaves the messages unacknowledged)."""
         before = self.feed.stats.rejected
-        records = [self.feed.message(b) for b in bodies]
+        records = self.feed.messages(bodies)
         rejected = self.feed.stats.rejected - before
+        st = self.stats
+        st.held = len(bodies)
         ok = self.feed.append(records)
+        st.paused_since, st.held = None, 0
         if ok:
-            st = self.stats
             self._framed_rejects += rejected
             st.messages += len(bodies)
             st.batches += 1
@@ -83,6 +104,15 @@ class Sink:
     def paused(self) -> bool:
         """The log is at its cap: the batch in hand waits and nothing is acknowledged."""
         return self.feed.paused
+
+    def _waiting(self, exc: LogFull) -> None:
+        st = self.stats
+        st.log_full_waits += 1
+        st.log_full = str(exc)
+        if st.paused_since is None:
+            st.paused_since = time.monotonic()
+        if self.on_progress is not None:
+            self.on_progress(st)
 
     def acked(self, n: int) -> None:
         self.stats.acked += n

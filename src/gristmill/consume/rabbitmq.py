@@ -74,6 +74,12 @@ async def run(url: str, cfg: ConsumeSettings, sink: Sink) -> None:
                 batch = [first]
                 deadline = asyncio.get_running_loop().time() + cfg.batch_wait_s
                 while len(batch) < cfg.prefetch:
+                    # Take what has arrived without a timer per message; wait only when the
+                    # inbox is empty (a wait_for per message cost more than the framing).
+                    with contextlib.suppress(asyncio.QueueEmpty):
+                        while len(batch) < cfg.prefetch:
+                            batch.append(inbox.get_nowait())
+                        break
                     left = deadline - asyncio.get_running_loop().time()
                     if left <= 0:
                         break

@@ -5,7 +5,9 @@ their own latency (log-normal) and token profiles, traffic follows business hour
 bursts — a window of minutes where one model of one org fails a large share of calls and
 slows down — are placed where the config says, so a test knows exactly which buckets spike.
 A small share of calls is re-delivered (the same request id again, as a queue redelivery
-would) and some name a model the price book does not know (loaded unpriced).
+would) and some name a model the price book does not know (loaded unpriced). With
+``invalid_rate``, broken calls (the ways a producer breaks them) are added on top, each with
+its own request id; they are not in ``distinct`` and end in quarantine.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class UsageConfig:
     duplicate_rate: float = 0.01
     error_rate: float = 0.01
     timeout_rate: float = 0.003
+    invalid_rate: float = 0.0
     bursts: list[Burst] = field(default_factory=list)
     end: datetime = field(default_factory=lambda: datetime.now(UTC))
 
@@ -67,6 +70,8 @@ class UsageTraffic:
     distinct: list[dict[str, Any]]
     """Each request once (what the warehouse must hold)."""
     duplicates: int
+    invalid: int = 0
+    """Broken calls added (schema violations), not in ``distinct``."""
 
 
 def org_name(i: int) -> str:
@@ -141,4 +146,18 @@ def generate_usage(cfg: UsageConfig) -> UsageTraffic:
         i = rng.randrange(len(distinct))
         order.append((rng.uniform(i, len(distinct)), i))
     order.sort()
-    return UsageTraffic([distinct[i] for _, i in order], distinct, n_dups)
+    events = [distinct[i] for _, i in order]
+    n_bad = int(len(distinct) * cfg.invalid_rate)
+    for k in range(n_bad):
+        bad = dict(events[rng.randrange(len(events))])
+        props = dict(bad["properties"])
+        if k % 3 == 0:
+            props["tokens_in"] = f"{props['tokens_in']:,}"  # a formatted number, not an integer
+        elif k % 3 == 1:
+            props["status"] = "cancelled"  # not one of ok, error, timeout
+        else:
+            del props["org_id"]  # nobody to bill
+        bad["properties"] = props
+        bad["event_id"] = f"req_bad_{rng.getrandbits(48):012x}{k:06x}"
+        events.insert(rng.randrange(len(events) + 1), bad)
+    return UsageTraffic(events, distinct, n_dups, n_bad)

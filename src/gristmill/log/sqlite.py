@@ -6,6 +6,13 @@ every waiter. Under load, dozens of requests share an fsync; idle, a request pay
 
 Offsets come from an ``AUTOINCREMENT`` key so they never repeat after the consumed prefix is
 deleted: the warehouse stores the last offset it loaded, and reuse would make it skip data.
+
+The cap counts bytes not yet loaded **in the file**, whoever appended or loaded them: a
+``gristmill consume`` or ``relay`` process appends to the file a ``gristmill serve`` loads.
+Each append and each commit moves a running total kept in the file (``log_bytes``) in its own
+transaction; a process keeps a copy in memory for the hot path and re-reads the total (one
+row) before refusing an append and at least every ``sync_interval_s``. A copy that only ever
+counted its own appends would stay "full" forever in a process that never loads.
 """
 
 from __future__ import annotations
@@ -52,6 +59,10 @@ CREATE TABLE IF NOT EXISTS offsets (
     grp TEXT PRIMARY KEY,
     "offset" INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS log_bytes (
+    appended INTEGER NOT NULL,
+    freed INTEGER NOT NULL
+);
 """
 
 _STOP = object()
@@ -97,23 +108,32 @@ class SQLiteLog:
         max_bytes: int,
         retry_after_s: int = 5,
         group_commit_max: int = 512,
+        sync_interval_s: float = 0.25,
     ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.max_bytes = max_bytes
         self.retry_after_s = retry_after_s
         self.group_commit_max = group_commit_max
+        self.sync_interval_s = sync_interval_s
+        """How stale the in-memory byte count may get (other processes append and load)."""
         self._w = _connect(path)
         self._w.executescript(_SCHEMA)
         self.log_id = self._identity()
+        self._init_byte_total()
         self._r = _connect(path)
         self._r_lock = threading.Lock()
         self._c = _connect(path)
         self._c_lock = threading.Lock()
         self._q: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._new_data = threading.Condition()
-        self._pending_bytes = self._count_pending_bytes()
         self._bytes_lock = threading.Lock()
+        self._b = _connect(path)
+        """Reads the byte total under ``_bytes_lock``: never behind a long snapshot."""
+        self._inflight = 0
+        """Bytes this process reserved that the writer has not settled yet (not in the file)."""
+        self._pending_bytes = self._stored_pending()
+        self._synced_at = time.monotonic()
         self.fsyncs = 0
         self._closed = False
         self._writer = threading.Thread(target=self._write_loop, name="log-writer", daemon=True)
@@ -130,17 +150,55 @@ class SQLiteLog:
         return log_id
 
     # -- append -------------------------------------------------------------------------
+    def _init_byte_total(self) -> None:
+        """A file made before ``log_bytes`` existed starts its total from what it holds."""
+        c = self._w
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            if c.execute("SELECT 1 FROM log_bytes").fetchone() is None:
+                c.execute(
+                    "INSERT INTO log_bytes (appended, freed) VALUES (?, 0)",
+                    (self._count_pending_bytes(c),),
+                )
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+
+    def _stored_pending(self) -> int:
+        """Unloaded bytes in the file, every process's appends and commits included (called
+        under ``_bytes_lock``, or before other threads exist)."""
+        row = self._b.execute("SELECT appended - freed FROM log_bytes").fetchone()
+        return int(row[0]) if row else 0
+
     def _reserve(self, records: Sequence[LogRecord]) -> int:
         size = sum(len(r.body) for r in records if r.count)  # count 0: never stored
         with self._bytes_lock:
-            if self._pending_bytes + size > self.max_bytes and self._pending_bytes > 0:
+            now = time.monotonic()
+            full = self._pending_bytes + size > self.max_bytes and self._pending_bytes > 0
+            if full or now - self._synced_at >= self.sync_interval_s:
+                # Reserved bytes still on their way to the file count too; a write that
+                # commits between the two reads is counted twice until the next sync (an
+                # early "full" that the re-read before refusing corrects, never a late one).
+                self._pending_bytes = self._stored_pending() + self._inflight
+                self._synced_at = now
+                full = self._pending_bytes + size > self.max_bytes and self._pending_bytes > 0
+            if full:
                 raise LogFull(self._pending_bytes, self.max_bytes, self.retry_after_s)
             self._pending_bytes += size
+            self._inflight += size
         return size
+
+    def _settled(self, size: int, *, written: bool) -> None:
+        with self._bytes_lock:
+            self._inflight -= size
+            if not written:
+                self._pending_bytes -= size
 
     def _release(self, size: int) -> None:
         with self._bytes_lock:
-            self._pending_bytes -= size
+            # Another process may have appended what this one loaded: never below nothing.
+            self._pending_bytes = max(0, self._pending_bytes - size)
 
     def append(self, records: Sequence[LogRecord]) -> None:
         if not records:
@@ -196,10 +254,9 @@ class SQLiteLog:
         woken by one callback (one write to its self-pipe), not one per request."""
         by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
         for w in items:
-            if exc is not None:
-                # Released by the writer: a cancelled waiter (client gone, shutdown) must not
-                # release bytes of a write that still commits.
-                self._release(w.size)
+            # Settled by the writer: a cancelled waiter (client gone, shutdown) must not
+            # release bytes of a write that still commits.
+            self._settled(w.size, written=exc is None)
             if w.loop is not None and w.future is not None:
                 by_loop.setdefault(w.loop, []).append(w.future)
             elif w.event is not None:
@@ -211,6 +268,7 @@ class SQLiteLog:
 
     def _write(self, items: list[_Waiter]) -> None:
         rows = []
+        size = 0
         counts: dict[tuple[str, str], int] = defaultdict(int)
         suppressed: dict[tuple[str, str], int] = defaultdict(int)
         for w in items:
@@ -220,6 +278,7 @@ class SQLiteLog:
                 if r.count == 0:
                     continue  # every item suppressed: nothing to load, only counted
                 rows.append((r.pack, r.source, r.count, r.received_at, r.body))
+                size += len(r.body)
                 counts[(r.pack, r.source)] += r.count
         c = self._w
         c.execute("BEGIN IMMEDIATE")
@@ -233,6 +292,7 @@ class SQLiteLog:
                 "ON CONFLICT (pack, source) DO UPDATE SET received = received + excluded.received",
                 [(p, s, n) for (p, s), n in counts.items()],
             )
+            c.execute("UPDATE log_bytes SET appended = appended + ?", (size,))
             if suppressed:
                 c.executemany(
                     "INSERT INTO suppressed (pack, source, n) VALUES (?,?,?) "
@@ -304,14 +364,16 @@ class SQLiteLog:
                     (low,),
                 ).fetchone()[0]
                 c.execute('DELETE FROM records WHERE "offset" <= ?', (low,))
+                c.execute("UPDATE log_bytes SET freed = freed + ?", (freed,))
                 c.execute("COMMIT")
             except BaseException:
                 c.execute("ROLLBACK")
                 raise
         self._release(int(freed))
 
-    def _count_pending_bytes(self) -> int:
-        row = self._r.execute(
+    @staticmethod
+    def _count_pending_bytes(c: sqlite3.Connection) -> int:
+        row = c.execute(
             'SELECT coalesce(sum(length(body)), 0) FROM records WHERE "offset" > '
             '(SELECT coalesce(min("offset"), 0) FROM offsets)'
         ).fetchone()
@@ -421,3 +483,4 @@ class SQLiteLog:
             self._w.close()
             self._r.close()
             self._c.close()
+            self._b.close()

@@ -7,13 +7,11 @@ import threading
 from collections.abc import Callable
 from contextlib import ExitStack
 
-from gristmill.collect.service import Parser
 from gristmill.config import Settings
 from gristmill.log.registry import open_log
-from gristmill.meta.governance import watch_suppression
 from gristmill.meta.store import MetaStore
 from gristmill.pack.loader import load_packs
-from gristmill.relay.feed import Feed
+from gristmill.relay.feed import Feed, source_parser
 from gristmill.relay.outbox import Outbox, Position, Row, open_outbox
 from gristmill.relay.progress import LeaseLost, MetaProgress, Progress, RedisProgress, marker_key
 from gristmill.relay.relay import Relay, RelayStats
@@ -75,10 +73,8 @@ def open_relay(
     event_log = open_log(settings)
     stack.callback(event_log.close)
     progress = open_progress(settings, stack)
-    # Erased subjects: their events are dropped here too, not only behind the API.
-    suppressed = watch_suppression(settings.meta_database_url, stop)
     feed = Feed(
-        Parser(packs, settings.limits, suppressed),
+        source_parser(settings, packs, stack, stop),
         event_log,
         pack=cfg.pack,
         source=cfg.source,
