@@ -350,6 +350,23 @@ def render(results: dict[str, Any]) -> str:
         f"| `/usage` 7d by day, `project_id` filter (no rollup has it) | — | "
         f"{p['rows_p50_ms']} / {p['rows_p95_ms']} ms | — |"
     )
+    fx = v.get("finance_export")
+    if fx:
+        g, d = fx["gristmill"], fx["duckdb_copy"]
+        lines += [
+            "",
+            f"Finance export of {fx['period']} (one month of the {v['events']:,}), each side "
+            "in its own process:",
+            "",
+            "| measure | Gristmill `finance_monthly` job | DuckDB `COPY (GROUP BY) TO csv` over "
+            "raw rows | ratio |",
+            "|---|---|---|---|",
+            f"| seconds (rows: {g['rows']:,} per day, org and model; {g['requests']:,} "
+            f"requests) | {g['seconds']} s (CSV + manifest + sha256 + reconciliation: "
+            f"{'reconciled' if g['reconciled'] else 'NOT reconciled'}) | {d['seconds']} s | "
+            f"{fx['ratio_seconds']}x |",
+            f"| peak RSS | {g['peak_rss_mb']} MB | {d['peak_rss_mb']} MB | — |",
+        ]
     return "\n".join(lines)
 
 

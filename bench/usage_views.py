@@ -16,10 +16,12 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from bench.common import PACKS, pct
+from bench.usage_export import finance_export
 from gristmill.config import Settings
 
 PACK = "usage_metering"
@@ -221,4 +223,8 @@ def views_at_scale(n: int, iterations: int = 100, rows_iterations: int = 10) -> 
             out["warehouse_mb"] = round(db.stat().st_size / 1e6)
         finally:
             rt.stop()
+        # Part 3: the finance export of the last whole month, in child processes.
+        last = datetime.now(UTC).replace(day=1) - timedelta(days=1)
+        out["finance_export"] = finance_export(Path(tmp) / "d", f"{last.year}-{last.month:02d}")
+        print("usage finance export", out["finance_export"], flush=True)
     return out

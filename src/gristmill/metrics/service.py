@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal, localcontext
@@ -81,6 +82,41 @@ def run(wh: Warehouse, q: MetricQuery) -> MetricResult:
             row[name] = _finish(name, q.metric(name), raw, q)
         out.append(row)
     return MetricResult(out, plans)
+
+
+def additive_rows(wh: Warehouse, q: MetricQuery) -> Iterator[tuple[Any, ...]]:
+    """``(bucket label, *group_by values, *metric values)`` straight from the engine's Arrow
+    columns, for count and sum metrics of one table: no zero-filled buckets, no per-row
+    dicts. For answers that post-process many rows (a latency histogram: a row per bucket,
+    model and bin) the per-row work of :func:`run` costs ten times the query itself."""
+    names = list(q.metrics)
+    for name in names:
+        if q.metric(name).type not in ("count", "sum"):
+            raise ValueError(f"{name}: additive_rows takes count and sum metrics only")
+    labels: dict[Any, str] = {}
+
+    def lab(b: Any) -> Any:
+        if not q.grain or not isinstance(b, datetime):
+            return b
+        got = labels.get(b)
+        if got is None:
+            got = labels[b] = label(b, q.grain, q.range.tz)
+        return got
+
+    for p in plan(q, wh.dialect):
+        t = wh.query_sql(p.sql, p.params)
+        dims = [t.column(c).to_pylist() for c in q.group_by]
+        values = [[_integral(v) for v in t.column(c).to_pylist()] for c in names]
+        bucket = t.column(BUCKET).to_pylist() if q.grain else [None] * t.num_rows
+        for i, b in enumerate(bucket):
+            yield (lab(b), *(c[i] for c in dims), *(c[i] for c in values))
+
+
+def _integral(v: Any) -> Any:
+    """Sums of integers come back as Decimal from some engines (DuckDB's HUGEINT)."""
+    if isinstance(v, Decimal) and v == v.to_integral_value():
+        return int(v)
+    return v
 
 
 def _sort_key(key: tuple[Any, ...]) -> tuple[Any, ...]:

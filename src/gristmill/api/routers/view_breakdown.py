@@ -19,8 +19,9 @@ from gristmill.api.routers.view_kinds import view_range
 from gristmill.auth.permissions import Principal
 from gristmill.core import sketch
 from gristmill.core.errors import bad_request
+from gristmill.metrics.model import MetricQuery
 from gristmill.metrics.reliability import Series, SpikeRule, merged, rate, spikes
-from gristmill.metrics.service import run
+from gristmill.metrics.service import additive_rows, run
 from gristmill.metrics.timerange import TimeRange, buckets, label
 from gristmill.pack.analytics import MetricSpec, ViewSpec
 from gristmill.pack.models import Pack
@@ -213,10 +214,10 @@ def answer_reliability(
     conds += path_filters(view, path) + request_filters(spec.filters, query)
     by = list(spec.by)
 
-    def rows(
+    def mq(
         p: Pack, metrics: list[str], r: TimeRange, grain_: str | None, group: list[str]
-    ) -> list[dict[str, Any]]:
-        q = metric_query(
+    ) -> MetricQuery:
+        return metric_query(
             rt,
             principal,
             p,
@@ -227,7 +228,11 @@ def answer_reliability(
             filters=conds,
             view_scope=view.scope,
         )
-        return run(rt.warehouse, q).rows
+
+    def rows(
+        p: Pack, metrics: list[str], r: TimeRange, grain_: str | None, group: list[str]
+    ) -> list[dict[str, Any]]:
+        return run(rt.warehouse, mq(p, metrics, r, grain_, group)).rows
 
     labels = [label(b, g, ext.tz) for b in buckets(ext, g)]
     index = {lab: i for i, lab in enumerate(labels)}
@@ -238,17 +243,18 @@ def answer_reliability(
     parts = [(rng, True)]
     if ext.start < rng.start:
         parts.append((TimeRange(ext.start, rng.start, rng.tz), False))
+    n = len(by)
     for part, inside in parts:
-        for r in rows(pack, [spec.requests, spec.errors], part, g, by):
-            i = index.get(r["bucket"])
+        counts = mq(pack, [spec.requests, spec.errors], part, g, by)
+        for b, *rest in additive_rows(rt.warehouse, counts):
+            i = index.get(b)
             if i is not None and (i >= first) == inside:
-                s.add_counts(tuple(r[d] for d in by), i, r[spec.requests] or 0, r[spec.errors] or 0)
-        for r in rows(pack, [spec.requests], part, g, [*by, spec.latency_bins]):
-            i = index.get(r["bucket"])
-            if i is not None and (i >= first) == inside and r[spec.latency_bins] is not None:
-                s.add_bin(
-                    tuple(r[d] for d in by), i, int(r[spec.latency_bins]), r[spec.requests] or 0
-                )
+                s.add_counts(tuple(rest[:n]), i, rest[n] or 0, rest[n + 1] or 0)
+        bins_q = mq(pack, [spec.requests], part, g, [*by, spec.latency_bins])
+        for b, *rest in additive_rows(rt.warehouse, bins_q):
+            i = index.get(b)
+            if i is not None and (i >= first) == inside and rest[n] is not None:
+                s.add_bin(tuple(rest[:n]), i, int(rest[n]), rest[n + 1] or 0)
 
     hours = (rng.end - rng.start).total_seconds() / 3600
     exact = hours <= spec.exact_max_hours
