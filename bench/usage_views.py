@@ -156,7 +156,7 @@ def _without_clock(answer: dict[str, Any]) -> dict[str, Any]:
 
 
 def views_at_scale(n: int, iterations: int = 100, rows_iterations: int = 10) -> dict[str, Any]:
-    from gristmill.api.routers.view_breakdown import answer_breakdown, answer_reliability
+    from gristmill.api.routers.view_breakdown import Ask, answer_breakdown, answer_reliability
     from gristmill.auth.permissions import Principal
     from gristmill.metrics import planner
     from gristmill.rollup.spec import full_rebuild
@@ -177,15 +177,13 @@ def views_at_scale(n: int, iterations: int = 100, rows_iterations: int = 10) -> 
 
             def usage_view(preset: str, **query: str) -> Any:
                 return lambda org: answer_breakdown(
-                    rt, who, pack, usage, path={"orgId": org}, query=query, grain="day",
-                    preset=preset, start=None, end=None, tz="UTC",
-                )  # fmt: skip
+                    rt, who, pack, usage, Ask({"orgId": org}, query, "day", preset)
+                )
 
             def reliability_view(preset: str) -> Any:
                 return lambda org: answer_reliability(
-                    rt, who, pack, reliability, path={"orgId": org}, query={}, grain="hour",
-                    preset=preset, start=None, end=None, tz="UTC", percentiles=None,
-                )  # fmt: skip
+                    rt, who, pack, reliability, Ask({"orgId": org}, grain="hour", preset=preset)
+                )
 
             cases = {
                 "usage_7d_day": usage_view("7d"),

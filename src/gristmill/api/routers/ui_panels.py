@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
-from gristmill.api.routers.view_breakdown import answer_breakdown, answer_reliability
+from gristmill.api.routers.view_breakdown import Ask, answer_breakdown, answer_reliability
 from gristmill.auth.permissions import Principal
 from gristmill.pack.analytics import ViewSpec
 from gristmill.pack.models import Pack
@@ -89,19 +89,7 @@ def breakdown_panel(
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     spec = view.breakdown
     assert spec is not None
-    body = answer_breakdown(
-        rt,
-        principal,
-        pack,
-        view,
-        path=path,
-        query={},
-        grain=None,
-        preset=preset,
-        start=None,
-        end=None,
-        tz="UTC",
-    )
+    body = answer_breakdown(rt, principal, pack, view, Ask(path, preset=preset))
     units = {f: pack.spec.metrics[m].unit for f, m in spec.metrics.items()}
     kpis = [
         {"name": f, "label": label(f), "raw": v, "text": fmt(v, units[f])}
@@ -128,18 +116,7 @@ def reliability_panel(
     spec = view.reliability
     assert spec is not None
     body = answer_reliability(
-        rt,
-        principal,
-        pack,
-        view,
-        path=path,
-        query={},
-        grain=None,
-        preset=preset,
-        start=None,
-        end=None,
-        tz="UTC",
-        percentiles="50,95",
+        rt, principal, pack, view, Ask(path, preset=preset, percentiles="50,95")
     )
     by = spec.by[0] if spec.by else ""
     kpis = [

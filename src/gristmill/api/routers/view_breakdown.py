@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -30,6 +31,22 @@ from gristmill.runtime import Runtime
 
 MAX_PATH_VALUE = 200
 MAX_PERCENTILES = 10
+
+
+@dataclass(frozen=True)
+class Ask:
+    """What a caller asked of a breakdown or reliability view: the route's parameters, the
+    query string (filters by name) and the range, grain and zone."""
+
+    path: Mapping[str, str]
+    query: Mapping[str, str] = field(default_factory=dict)
+    grain: str | None = None
+    preset: str | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    tz: str = "UTC"
+    percentiles: str | None = None
+    """Reliability only: ``50,95,99``."""
 
 
 def path_filters(view: ViewSpec, values: Mapping[str, str]) -> list[str]:
@@ -88,26 +105,35 @@ def _grain(grain: str | None, allowed: Sequence[str], default: str) -> str:
     return g
 
 
+def _prologue(
+    view: ViewSpec, ask: Ask, grains: Sequence[str], default: str, filters: Sequence[str]
+) -> tuple[str, TimeRange, list[str]]:
+    """The grain, the range and the filters (the view's, the path's, the caller's)."""
+    g = _grain(ask.grain, grains, default)
+    rng = view_range(view, ask.preset, ask.start, ask.end, ask.tz)
+    conds = [f"{c}:eq:{v}" for c, v in view.filters.items()]
+    conds += path_filters(view, ask.path) + request_filters(filters, ask.query)
+    return g, rng, conds
+
+
+def _echo(
+    view: ViewSpec, ask: Ask, rng: TimeRange, g: str, filters: Sequence[str]
+) -> dict[str, Any]:
+    """What every answer restates of its question."""
+    return {
+        **{param: ask.path[param] for param in view.path},
+        "range": rng.as_dict(),
+        "grain": g,
+        "filters": {k: ask.query[k] for k in filters if ask.query.get(k)},
+    }
+
+
 def answer_breakdown(
-    rt: Runtime,
-    principal: Principal,
-    pack: Pack,
-    view: ViewSpec,
-    *,
-    path: Mapping[str, str],
-    query: Mapping[str, str],
-    grain: str | None,
-    preset: str | None,
-    start: datetime | None,
-    end: datetime | None,
-    tz: str,
+    rt: Runtime, principal: Principal, pack: Pack, view: ViewSpec, ask: Ask
 ) -> dict[str, Any]:
     spec = view.breakdown
     assert spec is not None
-    g = _grain(grain, spec.grains, spec.default_grain)
-    rng = view_range(view, preset, start, end, tz)
-    conds = [f"{c}:eq:{v}" for c, v in view.filters.items()]
-    conds += path_filters(view, path) + request_filters(spec.filters, query)
+    g, rng, conds = _prologue(view, ask, spec.grains, spec.default_grain, spec.filters)
     names = list(dict.fromkeys(spec.metrics.values()))
 
     def answer(grain_: str | None, by: Sequence[str]) -> list[dict[str, Any]]:
@@ -134,16 +160,13 @@ def answer_breakdown(
     by_value = [{**{d: r[d] for d in spec.by}, **fields(r)} for r in answer(None, spec.by)]
     totals = answer(None, ())
     return {
-        **{param: path[param] for param in view.path},
-        "range": rng.as_dict(),
-        "grain": g,
-        "filters": {k: query[k] for k in spec.filters if query.get(k)},
+        **_echo(view, ask, rng, g, spec.filters),
         "units": {f: pack.spec.metrics[m].unit or None for f, m in spec.metrics.items()},
         "currency": pack.price_book.spec.currency if pack.price_book else None,
         "totals": fields(totals[0]) if totals else {},
         f"by_{'_'.join(spec.by)}" if spec.by else "by": by_value,
         "buckets": series,
-        "freshness": freshness_block(rt, pack, view, path),
+        "freshness": freshness_block(rt, pack, view, ask.path),
     }
 
 
@@ -188,30 +211,15 @@ def _extended(rng: TimeRange, grain: str, n: int) -> TimeRange:
 
 
 def answer_reliability(
-    rt: Runtime,
-    principal: Principal,
-    pack: Pack,
-    view: ViewSpec,
-    *,
-    path: Mapping[str, str],
-    query: Mapping[str, str],
-    grain: str | None,
-    preset: str | None,
-    start: datetime | None,
-    end: datetime | None,
-    tz: str,
-    percentiles: str | None,
+    rt: Runtime, principal: Principal, pack: Pack, view: ViewSpec, ask: Ask
 ) -> dict[str, Any]:
     spec = view.reliability
     assert spec is not None
-    g = _grain(grain, spec.grains, spec.default_grain)
-    ps = parse_percentiles(percentiles, spec.percentiles)
-    rng = view_range(view, preset, start, end, tz)
+    g, rng, conds = _prologue(view, ask, spec.grains, spec.default_grain, spec.filters)
+    ps = parse_percentiles(ask.percentiles, spec.percentiles)
     ext = _extended(rng, g, spec.baseline_buckets)
     bins = pack.spec.enrichment.log_bins[spec.latency_bins]
     gamma = sketch.gamma(bins.relative_error)
-    conds = [f"{c}:eq:{v}" for c, v in view.filters.items()]
-    conds += path_filters(view, path) + request_filters(spec.filters, query)
     by = list(spec.by)
 
     def mq(
@@ -320,10 +328,7 @@ def answer_reliability(
         spec.significance,
     )
     return {
-        **{param: path[param] for param in view.path},
-        "range": rng.as_dict(),
-        "grain": g,
-        "filters": {k: query[k] for k in spec.filters if query.get(k)},
+        **_echo(view, ask, rng, g, spec.filters),
         "percentiles": ps,
         "latency": {
             "column": bins.property,
@@ -342,5 +347,5 @@ def answer_reliability(
             "significance": spec.significance,
             "latency": "histogram",
         },
-        "freshness": freshness_block(rt, pack, view, path),
+        "freshness": freshness_block(rt, pack, view, ask.path),
     }

@@ -17,7 +17,7 @@ from starlette.responses import Response
 from gristmill.api.deps import PrincipalDep, RuntimeDep
 from gristmill.api.query import debug_allowed, metric_query, time_range
 from gristmill.api.responses import JSONBytes
-from gristmill.api.routers.view_breakdown import answer_breakdown, answer_reliability
+from gristmill.api.routers.view_breakdown import Ask, answer_breakdown, answer_reliability
 from gristmill.api.routers.view_kinds import (
     RealtimeCache,
     answer_aggregations,
@@ -269,44 +269,13 @@ def with_path(path: dict[str, str], handle: Callable[..., Response]) -> Callable
     return wrapper
 
 
-def _breakdown_handler(pack: Pack, name: str, view: ViewSpec) -> Callable[..., Response]:
-    spec = view.breakdown
+def _series_handler(pack: Pack, name: str, view: ViewSpec) -> Callable[..., Response]:
+    """Breakdown and reliability views: the same parameters, ``percentiles`` for the
+    latter; filters by dimension name come from the query string."""
+    spec = view.breakdown or view.reliability
     assert spec is not None
-
-    def handle(
-        request: Request,
-        rt: RuntimeDep,
-        principal: Annotated[Principal, Depends(_allowed(pack, name, view))],
-        path: dict[str, str],
-        grain: Annotated[str | None, Query(description=" | ".join(spec.grains))] = None,
-        preset: Annotated[str | None, Query(description=", ".join(view.presets))] = None,
-        start: datetime | None = None,
-        end: datetime | None = None,
-        tz: Annotated[str, Query(description="IANA time zone of the buckets.")] = "UTC",
-    ) -> Response:
-        return JSONBytes(
-            answer_breakdown(
-                rt,
-                principal,
-                pack,
-                view,
-                path=path,
-                query=dict(request.query_params),
-                grain=grain,
-                preset=preset,
-                start=start,
-                end=end,
-                tz=tz,
-            )
-        )
-
-    handle.__doc__ = f"Filters by name (query parameters): {', '.join(spec.filters) or 'none'}."
-    return with_path(view.path, handle)
-
-
-def _reliability_handler(pack: Pack, name: str, view: ViewSpec) -> Callable[..., Response]:
-    spec = view.reliability
-    assert spec is not None
+    answer = answer_breakdown if view.kind == "breakdown" else answer_reliability
+    reliability = view.kind == "reliability"
 
     def handle(
         request: Request,
@@ -319,25 +288,15 @@ def _reliability_handler(pack: Pack, name: str, view: ViewSpec) -> Callable[...,
         end: datetime | None = None,
         tz: Annotated[str, Query(description="IANA time zone of the buckets.")] = "UTC",
         percentiles: Annotated[
-            str | None, Query(description="Comma list, e.g. 50,95,99 (each 0 < p < 100).")
+            str | None,
+            Query(
+                description="Comma list, e.g. 50,95,99 (each 0 < p < 100).",
+                include_in_schema=reliability,
+            ),
         ] = None,
     ) -> Response:
-        return JSONBytes(
-            answer_reliability(
-                rt,
-                principal,
-                pack,
-                view,
-                path=path,
-                query=dict(request.query_params),
-                grain=grain,
-                preset=preset,
-                start=start,
-                end=end,
-                tz=tz,
-                percentiles=percentiles,
-            )
-        )
+        ask = Ask(path, dict(request.query_params), grain, preset, start, end, tz, percentiles)
+        return JSONBytes(answer(rt, principal, pack, view, ask))
 
     handle.__doc__ = f"Filters by name (query parameters): {', '.join(spec.filters) or 'none'}."
     return with_path(view.path, handle)
@@ -349,8 +308,8 @@ HANDLERS = {
     "aggregations": _aggregations_handler,
     "realtime": _realtime_handler,
     "sync_status": _sync_handler,
-    "breakdown": _breakdown_handler,
-    "reliability": _reliability_handler,
+    "breakdown": _series_handler,
+    "reliability": _series_handler,
 }
 
 
