@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import httpx
+import orjson
 import typer
 from rich.console import Console
 
 from gristmill.config import Settings
 from gristmill.core.errors import ConfigError
-from gristmill.runtime import read_server_file
+from gristmill.runtime import Runtime, read_server_file
 
 console = Console()
 err_console = Console(stderr=True)
@@ -86,3 +89,50 @@ class ServerClient:
 def running_server(settings: Settings) -> ServerClient | None:
     info = read_server_file(settings.data_dir)
     return ServerClient(info) if info else None
+
+
+T = TypeVar("T")
+
+
+def one_line(text: object) -> str:
+    """The first non-blank line (an error's message without its traceback-like tail)."""
+    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
+    return lines[0] if lines else ""
+
+
+def api_call(call: Callable[[], T], client: ServerClient) -> T:
+    """A server call; its errors as one line (the API's problem detail when it sent one)."""
+    try:
+        return call()
+    except httpx.HTTPStatusError as exc:
+        r = exc.response
+        detail = ""
+        try:
+            body = r.json()
+            if isinstance(body, dict):
+                detail = str(body.get("detail") or body.get("title") or "")
+        except ValueError:
+            detail = r.text
+        fail(f"the server answered {r.status_code}: {one_line(detail) or r.reason_phrase}")
+    except httpx.TransportError as exc:
+        fail(
+            f"the server at {client.url} is not reachable ({type(exc).__name__}); "
+            "if it is not running, remove server.json from the data directory"
+        )
+
+
+@contextmanager
+def open_runtime(settings: Settings) -> Iterator[Runtime]:
+    """The data directory's parts in this process (no server is running)."""
+    try:
+        rt = Runtime(settings)
+    except Exception as exc:
+        fail(f"cannot open {settings.data_dir}: {type(exc).__name__}: {one_line(exc)}")
+    try:
+        yield rt
+    finally:
+        rt.stop()
+
+
+def print_json(data: Any) -> None:
+    console.print_json(orjson.dumps(data).decode())

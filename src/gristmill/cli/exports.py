@@ -22,13 +22,16 @@ from gristmill.cli.common import (
     JsonOpt,
     PacksOpt,
     ServerClient,
+    api_call,
     console,
     err_console,
     fail,
     make_settings,
+    one_line,
+    open_runtime,
+    print_json,
     running_server,
 )
-from gristmill.cli.governance import _api, _one_line, _print_json, _runtime
 from gristmill.core.errors import Problem
 from gristmill.exports import RowsStream
 
@@ -75,7 +78,7 @@ def render(job: dict[str, Any]) -> None:
         if job.get(k):
             console.print(f"{k}: {job[k]}")
     if job.get("error"):
-        console.print(f"[red]error:[/] {_one_line(job['error'])}")
+        console.print(f"[red]error:[/] {one_line(job['error'])}")
 
 
 def _wait_server(client: ServerClient, job: dict[str, Any], timeout_s: float) -> dict[str, Any]:
@@ -86,7 +89,7 @@ def _wait_server(client: ServerClient, job: dict[str, Any], timeout_s: float) ->
             if time.monotonic() > deadline:
                 fail(f"export {job['id']} is still {job['status']}; see `gristmill exports show`")
             time.sleep(POLL_S)
-            job = _api(lambda: client.get(path), client)
+            job = api_call(lambda: client.get(path), client)
             spinner.update(f"export {job['id']}: {job['status']} (attempt {job['attempts']})")
     return job
 
@@ -129,7 +132,7 @@ def create(
         except httpx.TransportError as exc:
             fail(f"the server at {client.url} is not reachable ({type(exc).__name__})")
         if r.status_code >= 400:
-            fail(f"the server answered {r.status_code}: {_one_line(r.json().get('detail'))}")
+            fail(f"the server answered {r.status_code}: {one_line(r.json().get('detail'))}")
         if r.headers.get("content-type", "").startswith("text/csv"):
             _write_csv(r.iter_bytes(), out)
             return
@@ -137,7 +140,7 @@ def create(
         if wait:
             job = _wait_server(client, job, timeout)
     else:
-        with _runtime(settings) as rt:
+        with open_runtime(settings) as rt:
             try:
                 made = rt.exports.create(LOCAL, pack, export, body)
             except Problem as exc:
@@ -150,7 +153,7 @@ def create(
                     rt.exports.run_pending()
             job = rt.exports.describe(rt.exports.job(LOCAL, made.id))
     if json:
-        _print_json(job)
+        print_json(job)
     else:
         render(job)
     if job["status"] == "failed":
@@ -170,7 +173,7 @@ def list_(
     settings = make_settings(data_dir)
     client = running_server(settings)
     if client is not None:
-        got = _api(
+        got = api_call(
             lambda: client.get(
                 "/v1/exports/jobs", pack=pack, export=export, status=status, limit=limit
             ),
@@ -178,13 +181,13 @@ def list_(
         )
         items: list[dict[str, Any]] = got["items"]
     else:
-        with _runtime(settings) as rt:
+        with open_runtime(settings) as rt:
             jobs, _ = rt.exports.list_jobs(
                 LOCAL, pack=pack, export=export, status=status, limit=limit
             )
             items = [j.as_dict() for j in jobs]
     if json:
-        _print_json({"items": items})
+        print_json({"items": items})
         return
     t = Table(title=f"{len(items)} export job(s)")
     for col in ("job", "export", "period", "scope", "status", "tries", "rows", "reconciled"):
@@ -214,17 +217,17 @@ def show(
     settings = make_settings(data_dir)
     client = running_server(settings)
     if client is not None:
-        job: dict[str, Any] = _api(lambda: client.get(f"/v1/exports/jobs/{job_id}"), client)
+        job: dict[str, Any] = api_call(lambda: client.get(f"/v1/exports/jobs/{job_id}"), client)
         if wait:
             job = _wait_server(client, job, 3600)
     else:
-        with _runtime(settings) as rt:
+        with open_runtime(settings) as rt:
             try:
                 job = rt.exports.describe(rt.exports.job(LOCAL, job_id))
             except Problem as exc:
                 fail(exc.detail)
     if json:
-        _print_json(job)
+        print_json(job)
     else:
         render(job)
 
@@ -239,17 +242,17 @@ def reconcile(
     settings = make_settings(data_dir)
     client = running_server(settings)
     if client is not None:
-        result: dict[str, Any] = _api(
+        result: dict[str, Any] = api_call(
             lambda: client.get(f"/v1/exports/jobs/{job_id}/reconcile"), client
         )
     else:
-        with _runtime(settings) as rt:
+        with open_runtime(settings) as rt:
             try:
                 result = rt.exports.reconcile(job_id, LOCAL)
             except Problem as exc:
                 fail(exc.detail)
     if json:
-        _print_json(result)
+        print_json(result)
     else:
         t = Table(title=f"export {job_id}: {result.get('source', '')}")
         for col in ("column", "csv", "expected", "difference"):

@@ -10,12 +10,11 @@ directory) they call its API as the local operator; without one they open the fi
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
-import httpx
 import orjson
 import typer
 from rich.table import Table
@@ -25,10 +24,14 @@ from gristmill.cli.common import (
     JsonOpt,
     PacksOpt,
     ServerClient,
+    api_call,
     console,
     err_console,
     fail,
     make_settings,
+    one_line,
+    open_runtime,
+    print_json,
     running_server,
 )
 from gristmill.config import Settings
@@ -37,9 +40,6 @@ from gristmill.governance.erasure import Subject
 from gristmill.governance.service import ErasureRefused
 from gristmill.meta.governance import GovernanceStore
 from gristmill.meta.store import MetaStore
-from gristmill.runtime import Runtime
-
-T = TypeVar("T")
 
 POLL_S = 0.2
 FINISHED = ("completed", "failed")
@@ -59,42 +59,6 @@ LimitOpt = Annotated[int, typer.Option(min=1, max=1000, help="At most this many 
 
 
 # -- plumbing ----------------------------------------------------------------------------------
-def _one_line(text: object) -> str:
-    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
-    return lines[0] if lines else ""
-
-
-def _api(call: Callable[[], T], client: ServerClient) -> T:
-    """A server call; its errors as one line (the API's problem detail when it sent one)."""
-    try:
-        return call()
-    except httpx.HTTPStatusError as exc:
-        r = exc.response
-        detail = ""
-        try:
-            body = r.json()
-            if isinstance(body, dict):
-                detail = str(body.get("detail") or body.get("title") or "")
-        except ValueError:
-            detail = r.text
-        fail(f"the server answered {r.status_code}: {_one_line(detail) or r.reason_phrase}")
-    except httpx.TransportError as exc:
-        fail(
-            f"the server at {client.url} is not reachable ({type(exc).__name__}); "
-            "if it is not running, remove server.json from the data directory"
-        )
-
-
-@contextmanager
-def _runtime(settings: Settings) -> Iterator[Runtime]:
-    try:
-        rt = Runtime(settings)
-    except Exception as exc:
-        fail(f"cannot open {settings.data_dir}: {type(exc).__name__}: {_one_line(exc)}")
-    try:
-        yield rt
-    finally:
-        rt.stop()
 
 
 @contextmanager
@@ -105,15 +69,11 @@ def _store(settings: Settings) -> Iterator[GovernanceStore]:
     try:
         meta = MetaStore(settings.meta_database_url)
     except Exception as exc:
-        fail(f"cannot open the metadata store: {type(exc).__name__}: {_one_line(exc)}")
+        fail(f"cannot open the metadata store: {type(exc).__name__}: {one_line(exc)}")
     try:
         yield meta.governance
     finally:
         meta.close()
-
-
-def _print_json(data: Any) -> None:
-    console.print_json(orjson.dumps(data).decode())
 
 
 # -- receipts ----------------------------------------------------------------------------------
@@ -158,7 +118,7 @@ def render_receipt(rec: dict[str, Any]) -> None:
         )
         console.print(f"took {seconds} s{verdict}")
     if rec.get("error"):
-        console.print(f"[red]error:[/] {_one_line(rec['error'])}")
+        console.print(f"[red]error:[/] {one_line(rec['error'])}")
 
 
 def _wait(client: ServerClient, record: dict[str, Any], timeout_s: float) -> dict[str, Any]:
@@ -172,7 +132,7 @@ def _wait(client: ServerClient, record: dict[str, Any], timeout_s: float) -> dic
                     f"see `gristmill erasure status {request_id}`"
                 )
             time.sleep(POLL_S)
-            record = _api(lambda: client.get(f"/v1/erasure/{request_id}"), client)
+            record = api_call(lambda: client.get(f"/v1/erasure/{request_id}"), client)
             spinner.update(f"erasing {request_id}: {record['status']}")
     return record
 
@@ -220,11 +180,11 @@ def erase(
             "emails": list(subject.emails),
             "mode": mode.value,
         }
-        record: dict[str, Any] = _api(lambda: client.post("/v1/erasure", body), client)
+        record: dict[str, Any] = api_call(lambda: client.post("/v1/erasure", body), client)
         if wait:
             record = _wait(client, record, timeout)
     else:
-        with _runtime(settings) as rt:
+        with open_runtime(settings) as rt:
             gov = rt.governance
             gov.resume_unfinished()  # an earlier request no process finished runs first
             try:
@@ -244,13 +204,13 @@ def erase(
             assert got is not None
             record = got.as_dict()
     if json:
-        _print_json(record)
+        print_json(record)
     else:
         render_receipt(record)
         if record["status"] not in FINISHED:
             console.print(f"see `gristmill erasure status {record['request_id']}`")
     if record["status"] == "failed":
-        fail(f"erasure {record['request_id']} failed: {_one_line(record.get('error') or '')}")
+        fail(f"erasure {record['request_id']} failed: {one_line(record.get('error') or '')}")
 
 
 # -- erasure status / list ---------------------------------------------------------------------
@@ -264,7 +224,7 @@ def erasure_status(
     settings = make_settings(data_dir)
     client = running_server(settings)
     if client is not None:
-        record: dict[str, Any] = _api(lambda: client.get(f"/v1/erasure/{request_id}"), client)
+        record: dict[str, Any] = api_call(lambda: client.get(f"/v1/erasure/{request_id}"), client)
     else:
         with _store(settings) as store:
             got = store.request(request_id)
@@ -272,7 +232,7 @@ def erasure_status(
             fail(f"no erasure request {request_id[:64]!r}")
         record = got.as_dict()
     if json:
-        _print_json(record)
+        print_json(record)
     else:
         render_receipt(record)
 
@@ -292,13 +252,13 @@ def erasure_list(
     wanted = status.value if status else None
     items: list[dict[str, Any]]
     if client is not None:
-        res = _api(lambda: client.get("/v1/erasure", status=wanted, limit=limit), client)
+        res = api_call(lambda: client.get("/v1/erasure", status=wanted, limit=limit), client)
         items = res["items"]
     else:
         with _store(settings) as store:
             items = [r.as_dict() for r in store.requests(status=wanted, limit=limit)]
     if json:
-        _print_json({"items": items})
+        print_json({"items": items})
         return
     t = Table(title=f"{len(items)} erasure request(s)")
     for col in ("request", "status", "mode", "ids", "by", "requested", "seconds", "rows", "error"):
@@ -314,7 +274,7 @@ def erasure_list(
             r["requested_at"] or "",
             "" if r["seconds"] is None else f"{r['seconds']:g}",
             "" if "rows_total" not in report else f"{int(report['rows_total']):,}",
-            _one_line(r.get("error") or "")[:80],
+            one_line(r.get("error") or "")[:80],
         )
     console.print(t)
 
@@ -335,15 +295,15 @@ def retention_run(
     report: dict[str, Any]
     if client is not None:
         flag = "true" if dry_run else "false"
-        report = _api(lambda: client.post(f"/v1/retention/run?dry_run={flag}", None), client)
+        report = api_call(lambda: client.post(f"/v1/retention/run?dry_run={flag}", None), client)
     else:
-        with _runtime(settings) as rt:
+        with open_runtime(settings) as rt:
             try:
                 report = rt.governance.run_retention(dry_run=dry_run, actor="cli").as_dict()
             except Exception as exc:
-                fail(f"retention failed: {type(exc).__name__}: {_one_line(exc)}")
+                fail(f"retention failed: {type(exc).__name__}: {one_line(exc)}")
     if json:
-        _print_json(report)
+        print_json(report)
         return
     t = Table(title="Retention" + (" (dry run)" if report["dry_run"] else ""))
     for col in ("table", "category", "method", "cutoff", "rows"):
@@ -398,7 +358,7 @@ def audit(
     client = running_server(settings)
     res: dict[str, Any]
     if client is not None:
-        res = _api(
+        res = api_call(
             lambda: client.get("/v1/audit", action=action, limit=limit, before=before), client
         )
     else:
@@ -409,7 +369,7 @@ def audit(
             "next_before": rows[-1].id if len(rows) == limit else None,
         }
     if json:
-        _print_json(res)
+        print_json(res)
         return
     items = res["items"]
     t = Table(title=f"{len(items)} audit entr{'y' if len(items) == 1 else 'ies'}, newest first")

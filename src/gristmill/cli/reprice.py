@@ -16,12 +16,15 @@ from gristmill.cli.common import (
     DataDirOpt,
     JsonOpt,
     PacksOpt,
+    api_call,
     console,
     fail,
     make_settings,
+    one_line,
+    open_runtime,
+    print_json,
     running_server,
 )
-from gristmill.cli.governance import _api, _one_line, _print_json, _runtime
 
 
 def _when(text: str | None, name: str) -> datetime | None:
@@ -55,9 +58,9 @@ def reprice(
     if client is not None:
         params = {"dry_run": str(dry_run).lower()}
         params |= {k: v.isoformat() for k, v in (("since", start), ("until", end)) if v}
-        report = _api(lambda: client.post(f"/v1/reprice/{target}", None, params=params), client)
+        report = api_call(lambda: client.post(f"/v1/reprice/{target}", None, params=params), client)
     else:
-        with _runtime(settings) as rt:
+        with open_runtime(settings) as rt:
             if target not in rt.packs or rt.packs[target].price_book is None:
                 fail(f"pack {target!r} is not loaded or has no price book")
             with console.status(f"pricing the rows of {target} again"):
@@ -66,9 +69,9 @@ def reprice(
                         target, since=start, until=end, dry_run=dry_run, actor="cli"
                     ).as_dict()
                 except Exception as exc:
-                    fail(f"reprice failed: {type(exc).__name__}: {_one_line(exc)}")
+                    fail(f"reprice failed: {type(exc).__name__}: {one_line(exc)}")
     if json:
-        _print_json(report)
+        print_json(report)
         return
     t = Table(title=f"Reprice of {report['pack']}" + (" (dry run)" if report["dry_run"] else ""))
     t.add_column("measure")
