@@ -8,6 +8,7 @@ Built by :class:`~gristmill.runtime.Runtime`; the API routes, the CLI and a pack
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -94,7 +95,7 @@ class ExportService:
         self._audit = audit
         self._dest: Destination | None = None
         self._key: bytes | None = None
-        self.worker = Worker(store, settings, self._produce, self._after_success)
+        self.worker = Worker(store, settings, self._produce, self._checked)
 
     # -- parts made on first use (a process that never exports needs no fsspec) --------------
     @property
@@ -443,14 +444,20 @@ class ExportService:
         pack, spec = self._spec(job)
         return self._runner(job).produce(pack, spec, job)
 
-    def _after_success(self, job_id: str) -> None:
-        done = self.store.get(job_id)
-        assert done is not None
+    def _checked(self, job: ExportJob, result: dict[str, Any]) -> dict[str, Any]:
+        """The reconciliation of a file just written, for the update that marks the job
+        succeeded (so nobody sees it finished and not yet checked)."""
+        known = {f.name for f in dataclasses.fields(ExportJob)}
+        done = dataclasses.replace(
+            job, status="succeeded", **{k: v for k, v in result.items() if k in known}
+        )
         try:
-            self.reconcile(done)
+            pack, spec = self._spec(done)
+            r = self._runner(done).reconcile(pack, spec, done)
+            return {"reconciled": bool(r["reconciled"]), "reconciliation": r}
         except Exception as exc:  # the file stands; the check says why it could not run
-            log.exception("reconciling export job %s failed", job_id)
-            self.store.set_reconciliation(job_id, False, {"error": f"{exc}"})
+            log.exception("reconciling export job %s failed", job.id)
+            return {"reconciled": False, "reconciliation": {"error": f"{exc}"}}
 
     def run_one(self) -> str | None:
         """Claim and run one runnable job in this thread; its id, or None when none is."""

@@ -49,12 +49,14 @@ class Worker:
         store: ExportStore,
         settings: ExportSettings,
         produce: Callable[[ExportJob], dict[str, Any]],
-        after_success: Callable[[str], None],
+        check: Callable[[ExportJob, dict[str, Any]], dict[str, Any]],
     ) -> None:
         self.store = store
         self.settings = settings
         self._produce = produce
-        self._after_success = after_success
+        self._check = check
+        """The reconciliation of a produced file, stored with the success itself: a job is
+        never seen finished without saying whether it reconciled."""
         self.owner = new_owner()
         self.failures = 0
         """Attempts that failed in this process (``gristmill_export_job_failures_total``)."""
@@ -86,8 +88,7 @@ class Worker:
                 job.id, self.owner, f"{type(exc).__name__}: {exc}", retry_at=at if retry else None
             )
             return job.id
-        if self.store.succeed(job.id, self.owner, **result):
-            self._after_success(job.id)
+        self.store.succeed(job.id, self.owner, **result, **self._check(job, result))
         return job.id
 
     def run_pending(self) -> list[str]:
