@@ -28,6 +28,7 @@ from gristmill.meta.store import MetaStore
 from gristmill.runtime import Runtime
 from tests.brokers import scratch_stream
 from tests.conftest import PACKS
+from tests.e2e.kills import KillSchedule
 from tests.pg import scratch_database
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -65,17 +66,6 @@ def _settings(data: Path, env: dict[str, str]) -> Settings:
         log=log,  # type: ignore[arg-type]
         warehouse={"type": "postgres", "dsn": env["GRISTMILL_WAREHOUSE__DSN"]},  # type: ignore[arg-type]
     )
-
-
-def _kill_schedule(rng: random.Random) -> list[tuple[float, str]]:
-    """One kill at a random point inside each of 2 x KILLS_EACH equal slices of the run, the
-    targets shuffled. Uniform points anywhere could bunch up near the end, where a killer
-    still restarting the collector falls behind a sender that then finishes first."""
-    targets = ["collector"] * KILLS_EACH + ["loader"] * KILLS_EACH
-    rng.shuffle(targets)
-    lo, hi = 0.03, 0.95
-    width = (hi - lo) / len(targets)
-    return [(lo + width * (i + rng.uniform(0.0, 0.5)), target) for i, target in enumerate(targets)]
 
 
 @pytest.mark.parametrize(
@@ -119,32 +109,21 @@ def _run(kind: str, data: Path, env: dict[str, str], observer: Runtime, dsn: str
         lp.start()
 
     rng = random.Random(f"crash-{kind}")  # str seeds are stable; hash() is salted
-    total = len(traffic.events)
-    sent = {"n": 0}
-    kills = {"collector": 0, "loader": 0}
-    done = threading.Event()
+    targets = ["collector"] * KILLS_EACH + ["loader"] * KILLS_EACH
+    rng.shuffle(targets)
+    schedule = KillSchedule(len(traffic.events), targets, rng)
     started = time.monotonic()
 
-    def killer() -> None:
-        for frac, target in _kill_schedule(rng):
-            while sent["n"] < frac * total and not done.is_set():
-                time.sleep(0.01)
-            if done.is_set():
-                return
-            time.sleep(rng.uniform(0, 0.3))  # anywhere inside a request or a load
-            if target == "collector":
-                collector.kill9()
-                collector.start()
-            else:
-                victim = rng.choice(loaders)
-                victim.kill9()
-                victim.start()
-            kills[target] += 1
+    def kill(target: str) -> None:
+        if target == "collector":
+            collector.kill9()
+            collector.start()
+        else:
+            victim = rng.choice(loaders)
+            victim.kill9()
+            victim.start()
 
-    def progress(n: int) -> None:
-        sent["n"] += n
-
-    k = threading.Thread(target=killer)
+    k = threading.Thread(target=schedule.run, args=(kill,))
     k.start()
     try:
         stats = send_events(
@@ -154,11 +133,12 @@ def _run(kind: str, data: Path, env: dict[str, str], observer: Runtime, dsn: str
             traffic.sources,
             batch_size=500,
             concurrency=4,
-            on_progress=progress,
+            on_progress=schedule.progress,
         )
     finally:
-        done.set()
+        schedule.stop()
         k.join()
+    kills = {t: schedule.count(t) for t in ("collector", "loader")}
     try:
         assert kills == {"collector": KILLS_EACH, "loader": KILLS_EACH}, kills
         assert stats.retries > 0

@@ -15,11 +15,12 @@ import duckdb
 import orjson
 import pytest
 
-from gristmill.demo.marketplace import DemoConfig, generate
+from gristmill.demo.marketplace import DemoConfig, DemoTraffic, generate
 from gristmill.demo.process import ServerProcess, free_port
 from gristmill.demo.send import SendStats, send_events
 from gristmill.meta.store import MetaStore
 from tests.conftest import PACKS
+from tests.e2e.kills import KillSchedule
 
 pytestmark = pytest.mark.slow
 
@@ -45,40 +46,42 @@ def test_kill_minus_nine_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     server.start()
 
     rng = random.Random(5)
-    total = len(traffic.events)
-    thresholds = sorted(rng.uniform(0.05, 0.9) * total for _ in range(KILLS))
-    sent = {"n": 0}
-    kills: list[int] = []
-    done = threading.Event()
+    schedule = KillSchedule(len(traffic.events), ["server"] * KILLS, rng, lo=0.05, hi=0.9)
 
-    def killer() -> None:
-        for t in thresholds:
-            while sent["n"] < t and not done.is_set():
-                time.sleep(0.01)
-            if done.is_set():
-                return
-            time.sleep(rng.uniform(0, 0.3))  # land anywhere in a request or a load
-            server.kill9()
-            kills.append(sent["n"])
-            server.start()
+    def kill(_: str) -> None:
+        server.kill9()
+        server.start()
 
-    def progress(n: int) -> None:
-        sent["n"] += n
-
-    k = threading.Thread(target=killer)
+    k = threading.Thread(target=schedule.run, args=(kill,))
     k.start()
-    stats: SendStats = send_events(
-        server.url,
-        keys,
-        traffic.events,
-        traffic.sources,
-        batch_size=500,
-        concurrency=4,
-        on_progress=progress,
-    )
-    done.set()
-    k.join()
-    assert len(kills) == KILLS, f"only {len(kills)} kills happened"
+    try:
+        stats: SendStats = send_events(
+            server.url,
+            keys,
+            traffic.events,
+            traffic.sources,
+            batch_size=500,
+            concurrency=4,
+            on_progress=schedule.progress,
+        )
+    finally:
+        schedule.stop()
+        k.join()
+    try:
+        _check(server, data, schedule, stats, operator, traffic)
+    finally:
+        server.stop()
+
+
+def _check(
+    server: ServerProcess,
+    data: Path,
+    schedule: KillSchedule,
+    stats: SendStats,
+    operator: str,
+    traffic: DemoTraffic,
+) -> None:
+    assert len(schedule.done) == KILLS, f"only {len(schedule.done)} kills happened"
     assert stats.retries > 0
 
     import httpx
