@@ -103,7 +103,7 @@ class Sink:
     @property
     def paused(self) -> bool:
         """The log is at its cap: the batch in hand waits and nothing is acknowledged."""
-        return self.feed.paused
+        return self.stats.paused
 
     def _waiting(self, exc: LogFull) -> None:
         st = self.stats

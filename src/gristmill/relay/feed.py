@@ -9,7 +9,6 @@ conservation counts its events like any others.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -51,8 +50,6 @@ class FeedStats:
     accepted: int = 0
     rejected: int = 0
     log_full_waits: int = 0
-    paused_since: float | None = None
-    """Monotonic time the current wait on a full log began; None while appends go through."""
 
 
 class Feed:
@@ -86,12 +83,6 @@ class Feed:
         self.on_wait = on_wait
         """Called before each wait on a full log (a consumer reports that it is paused)."""
         self.stats = FeedStats()
-
-    @property
-    def paused(self) -> bool:
-        """True while an append waits for the log to drop under its cap (nothing is
-        acknowledged meanwhile); exposed as ``gristmill_consumer_paused``."""
-        return self.stats.paused_since is not None
 
     def rows(self, raws: Sequence[bytes]) -> LogRecord:
         """One frame for rows that each hold one event (an outbox)."""
@@ -177,14 +168,10 @@ class Feed:
         while True:
             try:
                 self.log.append(records)
-                st.paused_since = None
                 return True
             except LogFull as exc:
                 st.log_full_waits += 1
-                if st.paused_since is None:
-                    st.paused_since = time.monotonic()
                 if self.on_wait is not None:
                     self.on_wait(exc)
                 if self.stop.wait(exc.retry_after_s):
-                    st.paused_since = None
                     return False
