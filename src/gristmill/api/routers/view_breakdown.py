@@ -22,7 +22,7 @@ from gristmill.core import sketch
 from gristmill.core.errors import bad_request
 from gristmill.metrics.model import MetricQuery
 from gristmill.metrics.reliability import Series, SpikeRule, merged, rate, spikes
-from gristmill.metrics.service import additive_rows, run
+from gristmill.metrics.service import additive_rows, fold, foldable, run
 from gristmill.metrics.timerange import TimeRange, buckets, label
 from gristmill.pack.analytics import MetricSpec, ViewSpec
 from gristmill.pack.models import Pack
@@ -136,8 +136,8 @@ def answer_breakdown(
     g, rng, conds = _prologue(view, ask, spec.grains, spec.default_grain, spec.filters)
     names = list(dict.fromkeys(spec.metrics.values()))
 
-    def answer(grain_: str | None, by: Sequence[str]) -> list[dict[str, Any]]:
-        q = metric_query(
+    def query(grain_: str | None, by: Sequence[str]) -> MetricQuery:
+        return metric_query(
             rt,
             principal,
             pack,
@@ -148,26 +148,42 @@ def answer_breakdown(
             filters=conds,
             view_scope=view.scope,
         )
-        return run(rt.warehouse, q).rows
 
     def fields(row: Mapping[str, Any]) -> dict[str, Any]:
         return {f: row.get(m) for f, m in spec.metrics.items()}
 
-    series = [
-        {"bucket": r["bucket"], **{d: r[d] for d in spec.by}, **fields(r)}
-        for r in answer(g, spec.by)
-    ]
-    by_value = [{**{d: r[d] for d in spec.by}, **fields(r)} for r in answer(None, spec.by)]
-    totals = answer(None, ())
+    sq = query(g, spec.by)
+    rows = run(rt.warehouse, sq).rows
+    series = [{"bucket": r["bucket"], **{d: r[d] for d in spec.by}, **fields(r)} for r in rows]
+    if foldable(sq, tuple(names)):
+        # Counts and sums add up: the per-value rows and the totals follow from the series,
+        # one query instead of three.
+        groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+        for r in rows:
+            groups.setdefault(tuple(r[d] for d in spec.by), []).append(r)
+        per_value = [
+            dict(zip(spec.by, key, strict=True)) | fold(sq, grouped, tuple(names))
+            for key, grouped in sorted(groups.items(), key=lambda kv: _order(kv[0]))
+        ]
+        total = fold(sq, rows, tuple(names))
+    else:
+        per_value = run(rt.warehouse, query(None, spec.by)).rows
+        total = (run(rt.warehouse, query(None, ())).rows or [{}])[0]
+    by_value = [{**{d: r[d] for d in spec.by}, **fields(r)} for r in per_value]
     return {
         **_echo(view, ask, rng, g, spec.filters),
         "units": {f: pack.spec.metrics[m].unit or None for f, m in spec.metrics.items()},
         "currency": pack.price_book.spec.currency if pack.price_book else None,
-        "totals": fields(totals[0]) if totals else {},
+        "totals": fields(total),
         f"by_{'_'.join(spec.by)}" if spec.by else "by": by_value,
         "buckets": series,
         "freshness": freshness_block(rt, pack, view, ask.path),
     }
+
+
+def _order(key: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The metric layer's row order: by value, NULL last."""
+    return tuple((v is None, v) for v in key)
 
 
 def parse_percentiles(text: str | None, default: Sequence[float]) -> list[float]:
