@@ -99,62 +99,96 @@ def _share_above(hist: dict[int, int], threshold: float, g: float) -> tuple[int,
     return above, total
 
 
+class _Window:
+    """The trailing ``size`` buckets of one dimension value, kept as running sums: each
+    bucket is added once and dropped once, instead of the window being summed again for
+    every bucket it is the baseline of."""
+
+    def __init__(self, req: list[int], err: list[int], hist: list[dict[int, int]]) -> None:
+        self.req, self.err, self.hist = req, err, hist
+        self.requests = self.errors = 0
+        self.bins: dict[int, int] = defaultdict(int)
+
+    def add(self, i: int, sign: int = 1) -> None:
+        self.requests += sign * self.req[i]
+        self.errors += sign * self.err[i]
+        for b, n in self.hist[i].items():
+            self.bins[b] += sign * n
+            if not self.bins[b]:
+                del self.bins[b]
+
+
 def spikes(
     s: Series, first: int, rule: SpikeRule, g: float, by: Sequence[str]
 ) -> list[dict[str, Any]]:
     """Spiking buckets at index >= ``first`` (the caller's range; earlier ones are baseline)."""
     out: list[dict[str, Any]] = []
+    size = rule.baseline_buckets
     for key in sorted(s.requests, key=lambda k: tuple((v is None, v) for v in k)):
         req, err, hist = s.requests[key], s.errors[key], s.hist[key]
+        base = _Window(req, err, hist)
+        for j in range(max(0, first - size), first):
+            base.add(j)
+        dims = dict(zip(by, key, strict=True))
         for i in range(first, len(s.labels)):
-            if req[i] < rule.min_requests:
-                continue
-            lo = max(0, i - rule.baseline_buckets)
-            base_req, base_err = sum(req[lo:i]), sum(err[lo:i])
-            if base_req < rule.min_requests:
-                continue  # no baseline to compare with
-            dims = dict(zip(by, key, strict=True))
-            here = err[i] / req[i]
-            base = base_err / base_req
-            # A baseline without errors is not a rate of 0: take at least one error's worth,
-            # or the first error after a quiet day would always spike.
-            floor = max(base, 1 / base_req)
-            if (
-                here >= rule.min_error_rate
-                and here > rule.factor * floor
-                and tail_bound(err[i], req[i], rule.factor * floor) < rule.significance
-            ):
-                out.append(
-                    {
-                        "bucket": s.labels[i],
-                        **dims,
-                        "kind": "error_rate",
-                        "value": round(here, 6),
-                        "baseline": round(base, 6),
-                        "requests": req[i],
-                        "baseline_requests": base_req,
-                    }
-                )
-            p95 = sketch.quantile(hist[i].items(), 0.95, g)
-            base_hist = merged(hist[lo:i])
-            base_p95 = sketch.quantile(base_hist.items(), 0.95, g)
-            if p95 is not None and base_p95 and p95 > rule.factor * base_p95:
-                # As many slow calls by chance? Compare the share of calls above the
-                # threshold here with the baseline's share above it.
-                slow, n_here = _share_above(hist[i], rule.factor * base_p95, g)
-                slow_base, n_base = _share_above(base_hist, rule.factor * base_p95, g)
-                q = max(slow_base / n_base, 1 / n_base) if n_base else 1.0
-                if tail_bound(slow, n_here, q) >= rule.significance:
-                    continue
-                out.append(
-                    {
-                        "bucket": s.labels[i],
-                        **dims,
-                        "kind": "p95_latency",
-                        "value": round(p95, 3),
-                        "baseline": round(base_p95, 3),
-                        "requests": req[i],
-                        "baseline_requests": base_req,
-                    }
-                )
+            if req[i] >= rule.min_requests and base.requests >= rule.min_requests:
+                out += _verdicts(rule, g, s.labels[i], dims, req[i], err[i], hist[i], base)
+            base.add(i)  # the window moves on: [i - size + 1, i + 1)
+            if i - size >= 0:
+                base.add(i - size, -1)
+    return out
+
+
+def _verdicts(
+    rule: SpikeRule,
+    g: float,
+    label: str,
+    dims: dict[str, Any],
+    requests: int,
+    errors: int,
+    hist: dict[int, int],
+    base: _Window,
+) -> list[dict[str, Any]]:
+    """The spikes of one bucket against its trailing window (error rate, p95 latency)."""
+    out: list[dict[str, Any]] = []
+    here = errors / requests
+    rate = base.errors / base.requests
+    # A baseline without errors is not a rate of 0: take at least one error's worth, or the
+    # first error after a quiet day would always spike.
+    floor = max(rate, 1 / base.requests)
+    row = {"bucket": label, **dims}
+    if (
+        here >= rule.min_error_rate
+        and here > rule.factor * floor
+        and tail_bound(errors, requests, rule.factor * floor) < rule.significance
+    ):
+        out.append(
+            row
+            | {
+                "kind": "error_rate",
+                "value": round(here, 6),
+                "baseline": round(rate, 6),
+                "requests": requests,
+                "baseline_requests": base.requests,
+            }
+        )
+    p95 = sketch.quantile(hist.items(), 0.95, g)
+    base_p95 = sketch.quantile(base.bins.items(), 0.95, g)
+    if p95 is not None and base_p95 and p95 > rule.factor * base_p95:
+        # As many slow calls by chance? Compare the share of calls above the threshold here
+        # with the baseline's share above it.
+        slow, n_here = _share_above(hist, rule.factor * base_p95, g)
+        slow_base, n_base = _share_above(base.bins, rule.factor * base_p95, g)
+        q = max(slow_base / n_base, 1 / n_base) if n_base else 1.0
+        if tail_bound(slow, n_here, q) < rule.significance:
+            out.append(
+                row
+                | {
+                    "kind": "p95_latency",
+                    "value": round(p95, 3),
+                    "baseline": round(base_p95, 3),
+                    "requests": requests,
+                    "baseline_requests": base.requests,
+                }
+            )
     return out
