@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,13 +13,27 @@ import httpx
 import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from gristmill.config import Settings
 from gristmill.core.errors import ConfigError
 from gristmill.runtime import Runtime, read_server_file
 
-console = Console()
-err_console = Console(stderr=True)
+PIPE_WIDTH = 1000
+"""Width of tables written to a pipe or file: wide enough that rich never truncates or wraps
+a cell (a table is only as wide as its content), so ``gristmill status > out.txt`` and
+``| grep`` see whole rows. A terminal, or ``COLUMNS``, keeps its own width."""
+
+
+def _console(stderr: bool = False) -> Console:
+    stream = sys.stderr if stderr else sys.stdout
+    interactive = hasattr(stream, "isatty") and stream.isatty()
+    width = None if interactive or os.environ.get("COLUMNS") else PIPE_WIDTH
+    return Console(stderr=stderr, width=width)
+
+
+console = _console()
+err_console = _console(stderr=True)
 
 DataDirOpt = Annotated[
     Path | None,
@@ -53,7 +69,9 @@ def make_settings(
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}")
+    """One line on stderr (never wrapped, whatever the width) and exit ``code``."""
+    line = " ".join(str(message).split())
+    err_console.print(f"[bold red]error:[/] {escape(line)}", soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -119,6 +137,34 @@ def api_call(call: Callable[[], T], client: ServerClient) -> T:
             f"the server at {client.url} is not reachable ({type(exc).__name__}); "
             "if it is not running, remove server.json from the data directory"
         )
+
+
+def missing_state(settings: Settings) -> Path | None:
+    """The first local store that does not exist yet (data directory, SQLite log, metadata
+    database, DuckDB file or chdb folder), or None when every local store is there.
+
+    Opening a :class:`Runtime` creates all of them (and builds the rollups, with a warning):
+    read-only commands (status, query, quarantine list, ...) call this first and answer
+    "nothing stored yet" instead, so pointing them at an empty or mistyped directory leaves
+    it unchanged. Remote stores (PostgreSQL, a broker, ``meta_url``) are not checked here.
+    """
+    paths = [settings.data_dir]
+    if settings.log.type == "sqlite":
+        paths.append(settings.log_path)
+    if settings.meta_url is None:
+        paths.append(settings.data_dir / "meta.sqlite")
+    if settings.warehouse.type in ("duckdb", "clickhouse") and not getattr(
+        settings.warehouse, "url", None
+    ):
+        paths.append(settings.warehouse_path)
+    return next((p for p in paths if not p.exists()), None)
+
+
+def nothing_stored(settings: Settings) -> str:
+    return (
+        f"nothing stored in {settings.data_dir} yet (no {missing_state(settings)}): "
+        "start with `gristmill serve` or `gristmill demo`, or pass the right --data-dir"
+    )
 
 
 @contextmanager

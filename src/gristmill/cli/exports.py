@@ -28,6 +28,8 @@ from gristmill.cli.common import (
     fail,
     make_settings,
     one_line,
+    missing_state,
+    nothing_stored,
     open_runtime,
     print_json,
     running_server,
@@ -180,6 +182,8 @@ def list_(
             client,
         )
         items: list[dict[str, Any]] = got["items"]
+    elif missing_state(settings) is not None:
+        items = []
     else:
         with open_runtime(settings) as rt:
             jobs, _ = rt.exports.list_jobs(
@@ -220,6 +224,8 @@ def show(
         job: dict[str, Any] = api_call(lambda: client.get(f"/v1/exports/jobs/{job_id}"), client)
         if wait:
             job = _wait_server(client, job, 3600)
+    elif missing_state(settings) is not None:
+        fail(f"no export job {job_id!r}: {nothing_stored(settings)}")
     else:
         with open_runtime(settings) as rt:
             try:

@@ -83,8 +83,12 @@ def list_(
     json: JsonOpt = False,
 ) -> None:
     """List keys (never their tokens)."""
-    store, _ = _store(data_dir)
-    keys = store.list_keys(include_revoked=revoked)
+    settings = make_settings(data_dir)
+    if settings.meta_url is None and not (settings.data_dir / "meta.sqlite").exists():
+        keys = []  # no metadata store yet: no keys (and listing creates none)
+    else:
+        store, _ = _store(data_dir)
+        keys = store.list_keys(include_revoked=revoked)
     if json:
         console.print_json(
             orjson.dumps(

@@ -4,11 +4,22 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import httpx
 import orjson
 import typer
 from rich.table import Table
 
-from gristmill.cli.common import DataDirOpt, JsonOpt, console, fail, make_settings, running_server
+from gristmill.cli.common import (
+    DataDirOpt,
+    JsonOpt,
+    api_call,
+    console,
+    fail,
+    make_settings,
+    missing_state,
+    nothing_stored,
+    running_server,
+)
 from gristmill.core.envelope import Reason
 from gristmill.load.quarantine import QuarantineFilter, list_quarantine, replay
 from gristmill.runtime import Runtime
@@ -35,13 +46,18 @@ def list_(
     client = running_server(settings)
     rows: list[dict[str, Any]]
     if client is not None:
-        rows = client.get(
-            "/v1/quarantine",
-            reason=reason.value if reason else None,
-            pack=pack,
-            limit=limit,
-            include_replayed=replayed,
+        rows = api_call(
+            lambda: client.get(
+                "/v1/quarantine",
+                reason=reason.value if reason else None,
+                pack=pack,
+                limit=limit,
+                include_replayed=replayed,
+            ),
+            client,
         )["items"]
+    elif missing_state(settings) is not None:
+        rows = []  # nothing stored: nothing quarantined (and nothing created by looking)
     else:
         rt = _offline(data_dir)
         try:
@@ -78,7 +94,14 @@ def show(quarantine_id: str, data_dir: DataDirOpt = None) -> None:
     settings = make_settings(data_dir)
     client = running_server(settings)
     if client is not None:
-        row = client.get(f"/v1/quarantine/{quarantine_id}")
+        try:
+            row = client.get(f"/v1/quarantine/{quarantine_id}")
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code != 404:
+                raise
+            fail(f"no quarantined event {quarantine_id!r} (`gristmill quarantine list` shows ids)")
+    elif missing_state(settings) is not None:
+        fail(f"no quarantined event {quarantine_id!r}: {nothing_stored(settings)}")
     else:
         rt = _offline(data_dir)
         try:
@@ -91,7 +114,7 @@ def show(quarantine_id: str, data_dir: DataDirOpt = None) -> None:
         finally:
             rt.stop()
         if not rows:
-            fail(f"no quarantined event {quarantine_id!r}")
+            fail(f"no quarantined event {quarantine_id!r} (`gristmill quarantine list` shows ids)")
         row = rows[0]
     console.print_json(orjson.dumps(row).decode())
 

@@ -11,7 +11,16 @@ import typer
 from rich.syntax import Syntax
 from rich.table import Table
 
-from gristmill.cli.common import DataDirOpt, JsonOpt, console, fail, make_settings, running_server
+from gristmill.cli.common import (
+    DataDirOpt,
+    JsonOpt,
+    console,
+    fail,
+    make_settings,
+    missing_state,
+    nothing_stored,
+    running_server,
+)
 from gristmill.core.errors import Problem
 
 
@@ -82,6 +91,8 @@ def query(
     try:
         if client is not None:
             data = client.get("/v1/metrics", **{k: v for k, v in params.items() if v}, debug="true")
+        elif missing_state(settings) is not None:
+            fail(nothing_stored(settings))
         else:
             data = _offline(data_dir, params)
     except Problem as p:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import gc
+import socket
 from typing import Annotated
 
 import typer
@@ -14,7 +16,35 @@ from gristmill.config import Settings
 from gristmill.runtime import Role, Runtime
 
 
-def build_server(settings: Settings, role: Role = "all") -> tuple[uvicorn.Server, Runtime]:
+def bind(host: str, port: int) -> socket.socket:
+    """The listening address, bound before anything else starts: a port in use is one clear
+    line (and nothing opened), not a traceback after the warehouse was opened."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            fail(f"{host}:{port} is already in use (another gristmill serve?): pick another --port")
+        fail(f"cannot bind {host}:{port}: {exc.strerror or exc}")
+    sock.listen(2048)  # held from now on: a second bind fails even with SO_REUSEADDR
+    return sock
+
+
+class AnnouncingServer(uvicorn.Server):
+    """Prints the URL once uvicorn listens: a script waiting for that line can connect."""
+
+    announcement = ""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and self.announcement:
+            console.print(self.announcement, soft_wrap=True)
+
+
+def build_server(settings: Settings, role: Role = "all") -> tuple[AnnouncingServer, Runtime]:
     rt = Runtime(settings, role)
     host, port = settings.server.host, settings.server.port
     app = create_app(rt, url=f"http://{host}:{port}")
@@ -28,7 +58,7 @@ def build_server(settings: Settings, role: Role = "all") -> tuple[uvicorn.Server
         log_level="warning",
         timeout_graceful_shutdown=10,
     )
-    return uvicorn.Server(config), rt
+    return AnnouncingServer(config), rt
 
 
 def serve(
@@ -52,13 +82,17 @@ def serve(
         )
     if role not in ("all", "collect"):
         fail(f"--role must be all or collect (loaders run as `gristmill load`), not {role!r}")
+    sock = bind(settings.server.host, settings.server.port)
     server, _ = build_server(settings, "collect" if role == "collect" else "all")
+    server.announcement = (
+        f"gristmill ({role}) serving packs {', '.join(settings.packs)} on "
+        f"http://{settings.server.host}:{settings.server.port} (data in {settings.data_dir})"
+    )
     # Everything alive now (modules, packs, settings) lives for the whole process: move it out
     # of the collector's view so full collections stay short under load.
     gc.collect()
     gc.freeze()
-    console.print(
-        f"gristmill ({role}) serving packs {', '.join(settings.packs)} on "
-        f"http://{settings.server.host}:{settings.server.port} (data in {settings.data_dir})"
-    )
-    server.run()
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()

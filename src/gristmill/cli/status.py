@@ -12,19 +12,25 @@ from gristmill.cli.common import (
     JsonOpt,
     PacksOpt,
     console,
+    err_console,
     make_settings,
+    missing_state,
+    nothing_stored,
     running_server,
 )
 from gristmill.runtime import Runtime
 
 
-def collect_status(data_dir: DataDirOpt = None, pack: PacksOpt = None) -> dict[str, Any]:
+def collect_status(data_dir: DataDirOpt = None, pack: PacksOpt = None) -> dict[str, Any] | None:
+    """The server's figures, else the files' (None when nothing is stored yet)."""
     settings = make_settings(data_dir, pack)
     client = running_server(settings)
     if client is not None:
         data: dict[str, Any] = client.get("/v1/pipeline/stats")
         data["server"] = client.url
         return data
+    if missing_state(settings) is not None:
+        return None
     # No server: open the files directly (DuckDB allows one writing process at a time).
     from gristmill.api.routers.ops import pipeline_stats
 
@@ -88,6 +94,12 @@ def render(data: dict[str, Any]) -> None:
 def status(data_dir: DataDirOpt = None, pack: PacksOpt = None, json: JsonOpt = False) -> None:
     """Show conservation per source, log depth and loader state."""
     data = collect_status(data_dir, pack)
+    if data is None:
+        settings = make_settings(data_dir, pack)
+        err_console.print(nothing_stored(settings), soft_wrap=True, highlight=False)
+        if json:
+            console.print_json(orjson.dumps({"server": None, "sources": [], "empty": True}).decode())
+        return
     if json:
         console.print_json(orjson.dumps(data).decode())
     else:
