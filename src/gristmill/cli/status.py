@@ -18,11 +18,50 @@ from gristmill.cli.common import (
     nothing_stored,
     running_server,
 )
+from gristmill.config import Settings
 from gristmill.runtime import Runtime
 
 
-def collect_status(data_dir: DataDirOpt = None, pack: PacksOpt = None) -> dict[str, Any] | None:
-    """The server's figures, else the files' (None when nothing is stored yet)."""
+def empty_status(settings: Settings) -> dict[str, Any]:
+    """What ``status`` reports for a data directory holding nothing yet, without creating
+    it: every count zero, in the same shape as a real answer (``"empty": true`` added)."""
+    from gristmill.pack.loader import load_packs
+
+    load_packs(settings.resolved_packs_dir, settings.packs)  # a bad pack is still an error
+    fields = ("received", "loaded", "quarantined", "duplicates", "in_flight", "suppressed")
+    return {
+        "balanced": True,
+        "totals": dict.fromkeys(fields, 0),
+        "sources": [],
+        "log": {
+            "depth_records": 0,
+            "depth_events": 0,
+            "depth_bytes": 0,
+            "oldest_pending_received_at": None,
+            "committed_offset": 0,
+        },
+        "warehouse_offset": 0,
+        "load_lag_seconds": 0.0,
+        "loader": {
+            "running": False,
+            "batches": 0,
+            "events": 0,
+            "loaded": 0,
+            "failures": 0,
+            "last_error": None,
+            "last_commit_at": None,
+            "last_batch_seconds": 0.0,
+        },
+        "log_cap_bytes": settings.log.max_bytes,
+        "warehouse": None,
+        "packs": sorted(settings.packs),
+        "server": None,
+        "empty": True,
+    }
+
+
+def collect_status(data_dir: DataDirOpt = None, pack: PacksOpt = None) -> dict[str, Any]:
+    """The server's figures, else the files' (all zero when nothing is stored yet)."""
     settings = make_settings(data_dir, pack)
     client = running_server(settings)
     if client is not None:
@@ -30,7 +69,7 @@ def collect_status(data_dir: DataDirOpt = None, pack: PacksOpt = None) -> dict[s
         data["server"] = client.url
         return data
     if missing_state(settings) is not None:
-        return None
+        return empty_status(settings)
     # No server: open the files directly (DuckDB allows one writing process at a time).
     from gristmill.api.routers.ops import pipeline_stats
 
@@ -94,11 +133,8 @@ def render(data: dict[str, Any]) -> None:
 def status(data_dir: DataDirOpt = None, pack: PacksOpt = None, json: JsonOpt = False) -> None:
     """Show conservation per source, log depth and loader state."""
     data = collect_status(data_dir, pack)
-    if data is None:
-        settings = make_settings(data_dir, pack)
-        err_console.print(nothing_stored(settings), soft_wrap=True, highlight=False)
-        if json:
-            console.print_json(orjson.dumps({"server": None, "sources": [], "empty": True}).decode())
+    if data.get("empty") and not json:
+        err_console.print(nothing_stored(make_settings(data_dir, pack)), soft_wrap=True)
         return
     if json:
         console.print_json(orjson.dumps(data).decode())
