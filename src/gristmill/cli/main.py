@@ -138,6 +138,9 @@ app = typer.Typer(
     help="Collect events, validate, quarantine, load exactly once in effect, serve KPIs.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # Plain click help for the command list: rich's help renderer imports markdown-it and
+    # pygments (about 150 modules), which would double the time of `gristmill --help`.
+    rich_markup_mode=None,
 )
 
 
