@@ -11,6 +11,18 @@ position can no longer be overtaken by a row committed later:
   running or started later has a ``txid ≥ xmin``. So the set of rows below the horizon is
   final, the horizon never moves back, and paging through that set by ``(txid, id)`` misses
   nothing (docs/sources.md has the full argument).
+* **MySQL / MariaDB (InnoDB)** hands out ``AUTO_INCREMENT`` ids at insert time, in increasing
+  order, and commits in any order, and it exposes no transaction-id horizon to SQL. So the
+  relay builds one from ids and time: each read first notes ``(NOW(6), MAX(id))`` in one
+  autocommit statement. Every row with an id up to that ``MAX(id)`` got its id before that
+  moment, so its transaction had started by then. Once the oldest transaction still running
+  (``information_schema.INNODB_TRX``, other than the relay's own) started *after* that
+  moment, every such transaction has ended, and the ids up to that ``MAX(id)`` are final.
+  Rows are read by ``id`` only below the newest final mark. ``trx_started`` has whole
+  seconds, so the mark trails by one to two seconds under steady writes; a transaction left
+  open anywhere on the server holds it back (as on PostgreSQL). Needs the PROCESS privilege,
+  and ids the database assigns (an id an application picks itself could be lower than one
+  already read).
 * **SQLite** admits one writer at a time and assigns the rowid inside the write lock, so id
   order is commit order; ``id > last`` is exact there (with ``AUTOINCREMENT``, ids are never
   reused after deletes).
@@ -22,7 +34,9 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from collections import deque
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 import sqlglot.expressions as exp
@@ -216,13 +230,129 @@ class SQLiteOutbox:
         self._conn.close()
 
 
+def mysql_read_sql(cfg: OutboxSettings) -> str:
+    """Rows past the position and at or below the final mark, in id order."""
+    rid = _col(cfg.id_column)
+    q = (
+        exp.select(
+            rid.copy(),
+            exp.cast(_col(cfg.event_id_column), "char").as_("event_id_text"),
+            exp.cast(_col(cfg.payload_column), "char").as_("payload_text"),
+        )
+        .from_(_table(cfg.table))
+        .where(
+            exp.and_(
+                exp.GT(this=rid.copy(), expression=_ph("id")),
+                exp.LTE(this=rid.copy(), expression=_ph("mark")),
+            )
+        )
+        .order_by(rid.copy())
+        .limit(_ph("n"))
+    )
+    return q.sql(dialect="mysql")
+
+
+def mysql_mark_sql(cfg: OutboxSettings) -> str:
+    """``(NOW(6), MAX(id))`` in one statement: the ids seen, and a time they all preceded."""
+    q = exp.select(
+        exp.Anonymous(this="NOW", expressions=[exp.Literal.number(6)]),
+        exp.Coalesce(this=exp.Max(this=_col(cfg.id_column)), expressions=[exp.Literal.number(0)]),
+    ).from_(_table(cfg.table))
+    return q.sql(dialect="mysql")
+
+
+MYSQL_OLDEST_SQL = (
+    "SELECT MIN(trx_started) FROM information_schema.INNODB_TRX "
+    "WHERE trx_mysql_thread_id <> CONNECTION_ID()"
+)
+"""The start of the oldest transaction still running, other than the relay's own."""
+
+
+def mysql_connect_args(url: str) -> dict[str, Any]:
+    """``mysql://user:password@host:port/database`` (or ``mysql+pymysql://``) as PyMySQL
+    keyword arguments."""
+    from urllib.parse import unquote, urlsplit
+
+    u = urlsplit(url)
+    if not u.path.strip("/"):
+        raise ValueError("a MySQL outbox URL names its database: mysql://user@host:3306/db")
+    return {
+        "host": u.hostname or "127.0.0.1",
+        "port": u.port or 3306,
+        "user": unquote(u.username or "root"),
+        "password": unquote(u.password or ""),
+        "database": unquote(u.path.strip("/")),
+    }
+
+
+class MySQLOutbox:
+    """Reads by id below a mark no transaction can still fill (see the module docstring)."""
+
+    kind = "mysql"
+    _KEEP = 10_000  # marks waiting to settle (one per read: hours of idle polling)
+
+    def __init__(self, url: str, cfg: OutboxSettings) -> None:
+        import pymysql
+
+        # PyMySQL binds ``%(name)s``; sqlglot writes placeholders as ``:name``.
+        self._read_sql = re.sub(r":([a-z]+)\b", r"%(\1)s", mysql_read_sql(cfg))
+        self._mark_sql = mysql_mark_sql(cfg)
+        # autocommit: every statement sees what committed before it, and the relay itself
+        # holds no transaction open (it would hold its own mark back).
+        self._conn = pymysql.connect(**mysql_connect_args(url), autocommit=True, charset="utf8mb4")
+        with self._conn.cursor() as cur:
+            cur.execute("SET time_zone = 'SYSTEM'")  # NOW() in INNODB_TRX's clock
+        self._pending: deque[tuple[datetime, int]] = deque(maxlen=self._KEEP)
+        self._final = 0
+
+    def settle(self) -> int:
+        """The largest id up to which every row is final (it only ever grows)."""
+        with self._conn.cursor() as cur:
+            cur.execute(self._mark_sql)
+            at, top = cur.fetchone()
+            self._pending.append((at, int(top)))
+            cur.execute(MYSQL_OLDEST_SQL)
+            (oldest,) = cur.fetchone()
+        # ``oldest`` has whole seconds: a start shown after ``at`` really was after it.
+        while self._pending and (oldest is None or self._pending[0][0] < oldest):
+            self._final = max(self._final, self._pending.popleft()[1])
+        return self._final
+
+    def read(self, after: Position, limit: int) -> list[Row]:
+        mark = self.settle()
+        if mark <= after.id:
+            return []
+        with self._conn.cursor() as cur:
+            cur.execute(self._read_sql, {"id": after.id, "mark": mark, "n": limit})
+            rows = cur.fetchall()
+        return [
+            Row(Position(0, int(i)), str(e), p.encode() if isinstance(p, str) else bytes(p))
+            for i, e, p in rows
+        ]
+
+    def horizon(self) -> int | None:
+        """The final mark, an id (``until_idle`` waits for it to reach :meth:`frontier`)."""
+        return self.settle()
+
+    def frontier(self) -> int | None:
+        """The largest id now: every row committed before this call is at or below it."""
+        with self._conn.cursor() as cur:
+            cur.execute(self._mark_sql)
+            return int(cur.fetchone()[1])
+
+    def close(self) -> None:
+        self._conn.close()
+
+
 def open_outbox(cfg: OutboxSettings) -> Outbox:
     if cfg.url is None:
         raise ValueError(
-            "no outbox database: set GRISTMILL_RELAY__OUTBOX__URL (sqlite:///app.db or a "
-            "PostgreSQL DSN) or pass --url"
+            "no outbox database: set GRISTMILL_RELAY__OUTBOX__URL (sqlite:///app.db, "
+            "mysql://user:password@host:3306/db or a PostgreSQL DSN) or pass --url"
         )
     url = cfg.url.get_secret_value()
+    if url.startswith(("mysql:", "mysql+pymysql:", "mariadb:")):
+        return MySQLOutbox(url, cfg)
     if url.startswith("sqlite:"):
         # SQLAlchemy's spelling: sqlite:///relative.db, sqlite:////absolute.db
         path = url.removeprefix("sqlite:").removeprefix("///")
