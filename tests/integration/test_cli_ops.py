@@ -261,3 +261,29 @@ def test_consume_nats_max_idle_exits_cleanly(tmp_path: Path) -> None:
     assert r.code == 0, r
     assert "drain" not in r.err.lower() and "Traceback" not in r.err, r.err
     assert "stopped; 1 messages acknowledged" in r.err
+
+
+def test_readme_names_the_quarantine_json_keys(tmp_path: Path) -> None:
+    """The keys README documents for ``quarantine list --json`` are the ones it prints."""
+    import re
+
+    from tests.conftest import ROOT
+    from tests.factories import order
+
+    data = used_dir(tmp_path)
+    rt = Runtime(Settings(data_dir=data, packs_dir=PACKS))
+    try:
+        raw = orjson.dumps([order("order_refunded")])  # not in the pack: quarantined
+        p = rt.collector.prepare(pack="marketplace", source="web", dialect="native", raw=raw)
+        rt.collector.submit_sync(p)
+        rt.loader.drain()
+    finally:
+        rt.stop()
+    r = run(["quarantine", "list", "--json", "-d", str(data)])
+    rows = orjson.loads(r.out)
+    assert rows, r
+    lines = (ROOT / "README.md").read_text().splitlines()
+    row = next(ln for ln in lines if "`gristmill quarantine list` |" in ln)
+    keys = re.sub(r"\([^)]*\)", "", row.split("--json")[1].split("|")[0])  # minus asides
+    documented = re.findall(r"`([a-z_]+)`", keys)
+    assert documented == list(rows[0]), (documented, list(rows[0]))

@@ -55,6 +55,7 @@ def test_collectors_walkthrough_runs() -> None:
     assert '{"status":1}' in out  # PostHog v0
     assert "\nok" in out  # Snowplow
     assert '"accepted":1' in out  # CloudEvents
+    assert '{"event_id":"billing#1","status":"loaded"' in out  # traced as billing%231
     assert "sdk Stats(queued=1, sent=1" in out
     assert "outbox rows 1" in out
     assert "unmapped" in out

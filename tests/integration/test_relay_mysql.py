@@ -145,3 +145,13 @@ def test_concurrent_writers_none_skipped_none_twice(table: str, tmp_path: Path) 
     assert len(expected) == 1000
     run_relay(settings)  # whatever settled after the stop (until_idle: up to the frontier)
     check_exactly_once(settings, expected)
+
+
+def test_docs_relay_mysql_walkthrough_runs() -> None:
+    from tests.conftest import ROOT
+    from tests.integration.test_readme import run_block
+
+    out = run_block(ROOT / "docs" / "sources.md", "relay-mysql")
+    assert "relay gristmill: stopped; 2 rows sent, 0 already processed" in out
+    assert "position txid=0 id=2" in out
+    assert "'received': 2, 'loaded': 0, 'quarantined': 0, 'duplicates': 0, 'in_flight': 2" in out

@@ -140,29 +140,31 @@ def api_call(call: Callable[[], T], client: ServerClient) -> T:
 
 
 def missing_state(settings: Settings) -> Path | None:
-    """The first local store that does not exist yet (data directory, SQLite log, metadata
-    database, DuckDB file or chdb folder), or None when every local store is there.
+    """The data directory, when this installation keeps everything in local files and none
+    of them exists yet (no SQLite log, metadata database or DuckDB file / chdb folder); else
+    None.
 
     Opening a :class:`Runtime` creates all of them (and builds the rollups, with a warning):
     read-only commands (status, query, quarantine list, ...) call this first and answer
     "nothing stored yet" instead, so pointing them at an empty or mistyped directory leaves
-    it unchanged. Remote stores (PostgreSQL, a broker, ``meta_url``) are not checked here.
+    it unchanged. With any remote store (a broker log, a PostgreSQL warehouse, ``meta_url``)
+    there may be data without local files, so the command opens the stores as usual.
     """
-    paths = [settings.data_dir]
-    if settings.log.type == "sqlite":
-        paths.append(settings.log_path)
-    if settings.meta_url is None:
-        paths.append(settings.data_dir / "meta.sqlite")
-    if settings.warehouse.type in ("duckdb", "clickhouse") and not getattr(
-        settings.warehouse, "url", None
+    wh = settings.warehouse
+    if (
+        settings.log.type != "sqlite"
+        or settings.meta_url is not None
+        or wh.type not in ("duckdb", "clickhouse")
+        or getattr(wh, "url", None) is not None
     ):
-        paths.append(settings.warehouse_path)
-    return next((p for p in paths if not p.exists()), None)
+        return None
+    stores = (settings.log_path, settings.data_dir / "meta.sqlite", settings.warehouse_path)
+    return None if any(p.exists() for p in stores) else settings.data_dir
 
 
 def nothing_stored(settings: Settings) -> str:
     return (
-        f"nothing stored in {settings.data_dir} yet (no {missing_state(settings)}): "
+        f"nothing stored in {settings.data_dir} yet: "
         "start with `gristmill serve` or `gristmill demo`, or pass the right --data-dir"
     )
 
