@@ -57,6 +57,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         if in_ci:
             pytest.fail("chromium is not installed (CI=true requires it)")
         pytest.skip("chromium is not installed")
+    _tools_missing(item, in_ci)
     if item.get_closest_marker("prometheus"):
         missing = [b for b in ("prometheus", "promtool", "amtool") if not shutil.which(b)]
         if missing:
@@ -65,6 +66,24 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
             if in_ci:
                 pytest.fail(f"{msg}; CI=true requires it")
             pytest.skip(msg)
+
+
+# Command-line tools the doc walkthroughs call, and the Debian package `make test` installs
+# for each when CI=true (Makefile, target `tools`).
+TOOLS = {"curl": "curl", "psql": "postgresql-client"}
+
+
+def _tools_missing(item: pytest.Item, in_ci: bool) -> None:
+    marker = item.get_closest_marker("tools")
+    if marker is None:
+        return
+    missing = [t for t in marker.args if not shutil.which(t)]
+    if missing:
+        pkgs = " ".join(TOOLS.get(t, t) for t in missing)
+        msg = f"{', '.join(missing)} not installed (apt-get install {pkgs}, or make test CI=true)"
+        if in_ci:
+            pytest.fail(f"{msg}; CI=true requires it")
+        pytest.skip(msg)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -14,25 +15,42 @@ import pytest
 from gristmill.demo.process import free_port
 from tests.conftest import ROOT
 
-needs_curl = pytest.mark.skipif(not shutil.which("curl"), reason="curl is not installed")
+needs_curl = pytest.mark.tools("curl")
 
 
-def run_block(doc: Path, name: str) -> str:
+def run_block(doc: Path, name: str, timeout: float = 120, **env_extra: str) -> str:
+    """Run the ``# name`` bash block of ``doc`` from the repository root, with free ports in
+    ``PORT`` and ``PORT2``. The block runs in its own process group, killed whole when it
+    ends, fails or times out: servers it left running never outlive the test."""
     text = doc.read_text()
     match = re.search(rf"```bash\n# {name}\n(.*?)```", text, re.S)
     assert match, f"{doc.name} lost its {name} block"
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRISTMILL_")}
     env["PORT"] = str(free_port())
-    done = subprocess.run(
+    env["PORT2"] = str(free_port())
+    env.update(env_extra)
+    proc = subprocess.Popen(  # noqa: S603 - bash running the doc's own block
         ["bash", "-euo", "pipefail", "-c", match.group(1)],
         cwd=ROOT,
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=120,
+        start_new_session=True,
     )
-    out = done.stdout + done.stderr
-    assert done.returncode == 0, out
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"{doc.name} {name} block timed out after {timeout} s:\n{stdout}{stderr}")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever the block left behind
+        if proc.poll() is None:
+            proc.communicate()
+    out = stdout + stderr
+    assert proc.returncode == 0, out
     return out
 
 

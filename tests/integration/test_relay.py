@@ -340,14 +340,11 @@ def test_concurrent_writers_none_skipped_none_twice(
     check_exactly_once(settings, expected)
 
 
+@pytest.mark.tools("curl")
 def test_docs_relay_walkthrough_runs() -> None:
-    import shutil
-
     from tests.conftest import ROOT
     from tests.integration.test_readme import run_block
 
-    if not shutil.which("curl"):
-        pytest.skip("curl is not installed")
     out = run_block(ROOT / "docs" / "sources.md", "relay")
     assert "relay analytics: stopped; 3 rows sent" in out
     assert "[('ob-3', 'schema_violation')]" in out

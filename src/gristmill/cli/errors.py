@@ -77,6 +77,22 @@ def _unreachable(what: str) -> Explain:
     return explain
 
 
+_CONNECT_WORDS = ("connect", "refused", "timed out", "timeout", "unable to open", "resolve",
+                  "host", "access denied", "authentication")
+
+
+def _database(what: str) -> Explain:
+    """A database driver's OperationalError: unreachable when it says so, else its line."""
+
+    def explain(exc: BaseException) -> tuple[str, int]:
+        text = first_line(exc)
+        if any(w in text.lower() for w in _CONNECT_WORDS):
+            return _unreachable(what)(exc)
+        return f"{what} error: {text} ({DEBUG_HINT})", 1
+
+    return explain
+
+
 def _os_error(exc: BaseException) -> tuple[str, int] | None:
     if not isinstance(exc, OSError):
         return None
@@ -98,9 +114,9 @@ KNOWN: tuple[tuple[tuple[str, str], Explain], ...] = (
     (("pydantic_core", "ValidationError"), _settings),
     (("duckdb", "IOException"), _duckdb_io),
     (("httpx", "TransportError"), _unreachable("the gristmill server")),
-    (("psycopg", "OperationalError"), _unreachable("PostgreSQL")),
-    (("sqlalchemy", "OperationalError"), _unreachable("the database")),
-    (("pymysql", "OperationalError"), _unreachable("MySQL/MariaDB")),
+    (("psycopg", "OperationalError"), _database("PostgreSQL")),
+    (("sqlalchemy", "OperationalError"), _database("the database")),
+    (("pymysql", "OperationalError"), _database("MySQL/MariaDB")),
     (("nats", "NoServersError"), _unreachable("NATS")),
     (("aiormq", "AMQPConnectionError"), _unreachable("RabbitMQ")),
     (("redis", "ConnectionError"), _unreachable("Redis")),

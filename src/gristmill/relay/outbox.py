@@ -292,7 +292,12 @@ class MySQLOutbox:
     _KEEP = 10_000  # marks waiting to settle (one per read: hours of idle polling)
 
     def __init__(self, url: str, cfg: OutboxSettings) -> None:
-        import pymysql
+        try:
+            import pymysql
+        except ImportError:
+            raise ImportError(
+                "a MySQL/MariaDB outbox needs PyMySQL: pip install 'gristmill[mysql]'"
+            ) from None
 
         # PyMySQL binds ``%(name)s``; sqlglot writes placeholders as ``:name``.
         self._read_sql = re.sub(r":([a-z]+)\b", r"%(\1)s", mysql_read_sql(cfg))
