@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install demo test test-fast lint format bench clean browser prometheus
+.PHONY: install demo test test-fast lint format bench clean browser prometheus system-tools
 
 $(STAMP): pyproject.toml
 	@test -n "$(PY)" || { echo "Python 3.11 or newer is required" >&2; exit 1; }
@@ -21,30 +21,33 @@ install: $(STAMP)
 demo: $(STAMP)  ## generate marketplace traffic, load it, keep serving on 127.0.0.1:8765
 	$(BIN)/gristmill demo
 
+# Debian packages behind the tests that would otherwise skip (tests/conftest.py names them in
+# every skip reason): Chromium for the browser tests (driven by the playwright Python package
+# from the dev extra, never a downloaded browser), Prometheus and its tools for the alert rule
+# and scrape tests, curl and psql for the doc walkthroughs, npm for the TypeScript SDK tests.
+# Installed when CI=true; otherwise the missing ones are named and their tests skip.
+SYSTEM_TOOLS := chromium:chromium promtool:prometheus prometheus:prometheus \
+  amtool:prometheus-alertmanager curl:curl psql:postgresql-client npm:npm
+system-tools:
+	@missing=""; for pair in $(SYSTEM_TOOLS); do \
+	  command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \
+	missing=$$(echo $$missing | tr ' ' '\n' | sort -u | tr '\n' ' '); \
+	if [ -n "$${missing// }" ]; then \
+	  if [ "$$CI" = true ]; then apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "not installed: $$missing(their tests will skip: apt-get install $$missing)" >&2; fi; \
+	fi
+
+browser prometheus: system-tools
+
 # typescript and esbuild for the TypeScript SDK tests (docs/sdk-ts.md); reinstalled when the
 # lock file is newer. Without npm those tests skip (and fail when CI=true).
-node_modules: package-lock.json
+node_modules: package-lock.json | system-tools
 	@if command -v npm >/dev/null 2>&1; then \
 	  npm ci --no-audit --no-fund && touch node_modules; \
 	elif [ "$$CI" = true ]; then echo "npm is required (CI=true)" >&2; exit 1; \
 	else echo "npm not found: the TypeScript SDK tests will skip" >&2; fi
 
-# Debian's chromium for the browser tests (never a downloaded browser); installed when CI=true.
-browser:
-	@if ! command -v chromium >/dev/null 2>&1; then \
-	  if [ "$$CI" = true ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
-	  else echo "chromium not found: the browser tests will skip (apt-get install chromium)" >&2; fi; \
-	fi
-
-# Debian's prometheus (prometheus, promtool) and prometheus-alertmanager (amtool) for the alert
-# rule tests and the real scrape test (deploy/prometheus); installed when CI=true.
-prometheus:
-	@if ! command -v promtool >/dev/null 2>&1 || ! command -v amtool >/dev/null 2>&1; then \
-	  if [ "$$CI" = true ]; then apt-get update -qq && apt-get install -y -qq prometheus prometheus-alertmanager >/dev/null; \
-	  else echo "promtool/amtool not found: the Prometheus tests will skip (apt-get install prometheus prometheus-alertmanager)" >&2; fi; \
-	fi
-
-test: $(STAMP) node_modules browser prometheus  ## the whole suite; service-marked tests skip without the service (fail when CI=true)
+test: $(STAMP) system-tools node_modules  ## the whole suite; service-marked tests skip without the service (fail when CI=true)
 	$(BIN)/pytest
 
 test-fast: $(STAMP)
