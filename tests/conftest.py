@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 from gristmill.api.app import create_app
 from gristmill.config import Settings
 from gristmill.runtime import Runtime
+from tests.procs import Children
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKS = ROOT / "packs"
@@ -95,6 +96,17 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 def make_settings(tmp: Path, **overrides: object) -> Settings:
     kwargs: dict[str, object] = {"data_dir": tmp, "packs_dir": PACKS, "packs": ["marketplace"]}
     return Settings(**(kwargs | overrides))  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def children() -> Iterator[Children]:
+    """Register child processes (started with ``start_new_session=True``): their process
+    groups are stopped when the test ends, however it ends."""
+    kids = Children()
+    try:
+        yield kids
+    finally:
+        kids.stop_all()
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import pytest
 from gristmill.runtime import Runtime
 from tests.conftest import PACKS, make_settings
 from tests.integration.test_consume import _rabbit_cleanup, _rabbit_publish, messages
+from tests.procs import Children, stop_group
 
 KILLS = 4
 
@@ -40,7 +40,9 @@ def received(data: Path) -> int:
 
 @pytest.mark.slow
 @pytest.mark.rabbitmq
-def test_kill_minus_nine_consumer_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+def test_kill_minus_nine_consumer_loses_and_duplicates_nothing(
+    tmp_path: Path, children: Children
+) -> None:
     exchange, queue = f"gm-ex-{uuid.uuid4().hex[:8]}", f"gm-q-{uuid.uuid4().hex[:8]}"
     bodies, valid, _poison = messages(20_000)
     asyncio.run(_rabbit_publish(exchange, queue, bodies))
@@ -66,7 +68,11 @@ def test_kill_minus_nine_consumer_loses_and_duplicates_nothing(tmp_path: Path) -
     try:
         for _ in range(KILLS):
             with open(log_path, "ab") as log:
-                proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
+                proc = children.add(
+                    subprocess.Popen(
+                        args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                    )
+                )
             before = received(data)
             deadline = time.monotonic() + 120
             while received(data) == before:  # until this process appends: it is consuming
@@ -74,8 +80,7 @@ def test_kill_minus_nine_consumer_loses_and_duplicates_nothing(tmp_path: Path) -
                 assert time.monotonic() < deadline
                 time.sleep(0.02)
             time.sleep(rng.uniform(0, 0.4))  # mid-batch: framed, appended, or acking
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
+            stop_group(proc, 0)  # SIGKILL, the whole group
         with open(log_path, "ab") as log:
             final = subprocess.run(
                 [*args, "--max-idle", "3"], env=env, stdout=log, stderr=subprocess.STDOUT

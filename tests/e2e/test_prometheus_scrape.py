@@ -10,7 +10,6 @@ need. Waits are bounded; nothing asserts on timing.
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +24,7 @@ import yaml
 from gristmill.demo.process import ServerProcess, free_port
 from gristmill.runtime import Runtime
 from tests.conftest import make_settings
+from tests.procs import stop_group
 from tests.prom import RULES, packs_with, recent_ads
 
 pytestmark = pytest.mark.prometheus
@@ -112,6 +112,7 @@ def prometheus(tmp_path: Path, gristmill: ServerProcess) -> Iterator[str]:
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -121,12 +122,7 @@ def prometheus(tmp_path: Path, gristmill: ServerProcess) -> Iterator[str]:
         print((tmp_path / "prometheus.log").read_text(errors="replace")[-4000:])
         raise
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_group(proc, 30)
         log.close()
 
 

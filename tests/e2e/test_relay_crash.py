@@ -22,6 +22,7 @@ from tests.brokers import scratch_stream
 from tests.conftest import PACKS
 from tests.factories import order
 from tests.integration.test_relay import check_exactly_once, relay_settings, write_concurrently
+from tests.procs import Children, stop_group
 
 KILLS = 10
 
@@ -54,7 +55,11 @@ class RelayProcess:
     def start(self, *extra: str) -> subprocess.Popen[bytes]:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [*self.args, *extra], env=self.env, stdout=log, stderr=subprocess.STDOUT
+                [*self.args, *extra],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         return self.proc
 
@@ -74,8 +79,7 @@ class RelayProcess:
 
     def kill9(self) -> None:
         assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
+        stop_group(self.proc, 0)  # SIGKILL, the whole group
 
 
 LOGS = [
@@ -96,7 +100,9 @@ def _log(kind: str) -> tuple[dict[str, str], dict[str, object]]:
 @pytest.mark.slow
 @pytest.mark.postgres
 @pytest.mark.parametrize("log_kind", LOGS)
-def test_kill_minus_nine_relay_loses_and_duplicates_nothing(tmp_path: Path, log_kind: str) -> None:
+def test_kill_minus_nine_relay_loses_and_duplicates_nothing(
+    tmp_path: Path, log_kind: str, children: Children
+) -> None:
     """Over the embedded log and over NATS JetStream: the relay appends to whichever log is
     configured, and its position and markers are what must survive the kills."""
     import psycopg
@@ -121,7 +127,7 @@ def test_kill_minus_nine_relay_loses_and_duplicates_nothing(tmp_path: Path, log_
         kills = 0
         mid_write = 0
         for _ in range(KILLS):
-            relay.start()
+            children.add(relay.start())
             relay.wait_working()
             time.sleep(rng.uniform(0, 0.6))  # anywhere in a read, an append or a commit
             relay.kill9()
@@ -129,7 +135,7 @@ def test_kill_minus_nine_relay_loses_and_duplicates_nothing(tmp_path: Path, log_
             mid_write += writers.is_alive()
         kills_done.set()
         writers.join()
-        final = relay.start("--until-idle")
+        final = children.add(relay.start("--until-idle"))
         assert final.wait(300) == 0, relay.log_path.read_text()[-2000:]
 
         assert kills == KILLS
@@ -140,7 +146,7 @@ def test_kill_minus_nine_relay_loses_and_duplicates_nothing(tmp_path: Path, log_
         print(f"kill -9 x{kills} ({mid_write} while writing): {totals}")
 
 
-def test_sigterm_stops_cleanly_and_releases_the_lease(tmp_path: Path) -> None:
+def test_sigterm_stops_cleanly_and_releases_the_lease(tmp_path: Path, children: Children) -> None:
     app = tmp_path / "app.db"
     conn = sqlite3.connect(app)
     conn.executescript(ddl("sqlite"))
@@ -149,7 +155,7 @@ def test_sigterm_stops_cleanly_and_releases_the_lease(tmp_path: Path) -> None:
             emit(conn, "order_created", dict(order()["properties"]), schema_version=1)
     data = tmp_path / "data"
     relay = RelayProcess(data, f"sqlite:///{app}", GRISTMILL_RELAY__LEASE_TTL_S="600")
-    proc = relay.start()
+    proc = children.add(relay.start())
     deadline = time.monotonic() + 60
     while "20 rows sent" not in relay.log_path.read_text():
         assert proc.poll() is None, relay.log_path.read_text()

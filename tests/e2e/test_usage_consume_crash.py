@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from tests.integration.usage_queue import (
     publish,
     usage_messages,
 )
+from tests.procs import Children, stop_group
 
 KILLS = 5
 
@@ -54,7 +54,9 @@ def _right_after_an_append(data: Path, proc: subprocess.Popen[bytes]) -> None:
 
 @pytest.mark.slow
 @pytest.mark.rabbitmq
-def test_usage_consumer_killed_minus_nine_loses_and_doubles_nothing(tmp_path: Path) -> None:
+def test_usage_consumer_killed_minus_nine_loses_and_doubles_nothing(
+    tmp_path: Path, children: Children
+) -> None:
     msgs = usage_messages(20_000, seed=33)
     queue = scratch_queue()
     publish(queue, msgs.bodies)
@@ -84,7 +86,11 @@ def test_usage_consumer_killed_minus_nine_loses_and_doubles_nothing(tmp_path: Pa
     depths = []
     for k in range(KILLS):
         with open(log_path, "ab") as log:
-            proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
+            proc = children.add(
+                subprocess.Popen(
+                    args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                )
+            )
         before = received(data)
         # Kills spread over the stream: the k-th once the queue is down to (5-k)/6 of it.
         target = len(msgs.bodies) * (KILLS - k) // (KILLS + 1)
@@ -97,8 +103,7 @@ def test_usage_consumer_killed_minus_nine_loses_and_doubles_nothing(tmp_path: Pa
             time.sleep(rng.uniform(0, 0.4))  # mid-batch: framing, appending or acknowledging
         else:
             _right_after_an_append(data, proc)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        stop_group(proc, 0)  # SIGKILL, the whole group
         depths.append(depth(queue))
     # Every kill landed with messages still queued: the process was killed mid-stream.
     assert all(d > 0 for d in depths), depths

@@ -25,6 +25,7 @@ from gristmill.consume import ConsumeStats, open_consumer
 from gristmill.runtime import Runtime
 from tests.conftest import make_settings
 from tests.factories import order
+from tests.procs import stop_group
 
 N = 10_000
 UNDECODABLE = b'{"event_id": "broken", "event_type": \xff\xfe not json'
@@ -271,6 +272,7 @@ def tansu() -> Iterator[str]:
         [binary, "broker", "--listener-url", url, "--advertised-listener-url", url],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 30
@@ -284,8 +286,7 @@ def tansu() -> Iterator[str]:
                 time.sleep(0.1)
         yield f"127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop_group(proc)
 
 
 @pytest.mark.kafka

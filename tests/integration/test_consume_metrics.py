@@ -39,6 +39,7 @@ from tests.integration.test_consume import (  # noqa: F401 - tansu: the Kafka br
     _rabbit_publish,
     tansu,
 )
+from tests.procs import stop_group
 
 N = 200
 PREFETCH = 10
@@ -206,7 +207,9 @@ def test_cli_serves_consumer_metrics_on_loopback(tmp_path: Path) -> None:
     args = [sys.executable, "-m", "gristmill", "consume", "rabbitmq"]
     args += ["--data-dir", str(tmp_path / "data"), "--queue", queue]
     args += ["--url", "amqp://guest:guest@127.0.0.1/", "--metrics-port", "0"]
-    proc = subprocess.Popen(args, env=env, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        args, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
         assert proc.stderr is not None
         url = None
@@ -221,8 +224,7 @@ def test_cli_serves_consumer_metrics_on_loopback(tmp_path: Path) -> None:
             "5 messages acknowledged", lambda: scrape(url)["gristmill_consumer_acked_total"] == 5
         )
     finally:
-        proc.terminate()
-        proc.wait(30)
+        stop_group(proc, 30)
         if proc.stderr is not None:
             proc.stderr.close()
         asyncio.run(_rabbit_cleanup(exchange, queue))

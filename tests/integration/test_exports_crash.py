@@ -20,6 +20,7 @@ from gristmill.exports.store import ExportStore
 from gristmill.runtime import Runtime
 from tests.conftest import PACKS, make_settings
 from tests.integration.analytics_fixtures import send
+from tests.procs import stop_group
 
 LOCAL = Principal(kind="local", role=OPERATOR)
 CHUNK = 100
@@ -75,6 +76,7 @@ def test_killed_worker_is_resumed_and_writes_the_same_bytes(tmp_path: Path) -> N
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
+        start_new_session=True,
     )  # fmt: skip
     engine = sa.create_engine(f"sqlite:///{data / 'meta.sqlite'}")
     store = ExportStore(engine)
@@ -89,8 +91,7 @@ def test_killed_worker_is_resumed_and_writes_the_same_bytes(tmp_path: Path) -> N
         os.kill(child.pid, signal.SIGKILL)
         child.wait(timeout=30)
     finally:
-        if child.poll() is None:
-            child.kill()
+        stop_group(child, 0)
         log.close()
         engine.dispose()
     assert victim.csv_path is not None

@@ -17,6 +17,7 @@ import pytest
 
 from gristmill.config import KafkaLogSettings
 from tests.integration.test_log_conformance import BrokerContract
+from tests.procs import stop_group
 
 pytestmark = pytest.mark.kafka
 
@@ -46,6 +47,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url],
         stdout=log,
         stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 20
@@ -59,12 +61,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 time.sleep(0.05)
         yield f"127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_group(proc)
         log.close()
 
 

@@ -29,7 +29,7 @@ def run_block(doc: Path, name: str, timeout: float = 120, **env_extra: str) -> s
     env["PORT"] = str(free_port())
     env["PORT2"] = str(free_port())
     env.update(env_extra)
-    proc = subprocess.Popen(  # noqa: S603 - bash running the doc's own block
+    proc = subprocess.Popen(
         ["bash", "-euo", "pipefail", "-c", match.group(1)],
         cwd=ROOT,
         env=env,

@@ -103,7 +103,14 @@ def write_concurrently(table: str, writers: int, per_writer: int, max_delay_s: f
                     k = min(rng.randint(1, 5), per_writer - done)
                     ids = [f"m{w}-{seq + i}" for i in range(k)]
                     for eid in ids:
-                        emit(conn, "order_created", PROPS, schema_version=1, event_id=eid, table=table)
+                        emit(
+                            conn,
+                            "order_created",
+                            PROPS,
+                            schema_version=1,
+                            event_id=eid,
+                            table=table,
+                        )
                     threading.Event().wait(rng.uniform(0, max_delay_s))
                     if rng.random() < 0.05:
                         conn.rollback()

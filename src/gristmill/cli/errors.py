@@ -66,7 +66,7 @@ def _duckdb_io(exc: BaseException) -> tuple[str, int] | None:
     )
 
 
-def _unreachable(what: str) -> Explain:
+def _unreachable(what: str) -> Callable[[BaseException], tuple[str, int]]:
     def explain(exc: BaseException) -> tuple[str, int]:
         return (
             f"cannot reach {what} ({first_line(exc)}): start it, or fix its URL in the "
@@ -77,8 +77,17 @@ def _unreachable(what: str) -> Explain:
     return explain
 
 
-_CONNECT_WORDS = ("connect", "refused", "timed out", "timeout", "unable to open", "resolve",
-                  "host", "access denied", "authentication")
+_CONNECT_WORDS = (
+    "connect",
+    "refused",
+    "timed out",
+    "timeout",
+    "unable to open",
+    "resolve",
+    "host",
+    "access denied",
+    "authentication",
+)
 
 
 def _database(what: str) -> Explain:
@@ -99,7 +108,7 @@ def _os_error(exc: BaseException) -> tuple[str, int] | None:
     if exc.errno == errno.EADDRINUSE:
         return f"the address is already in use ({first_line(exc)}): pick another --port", 1
     if isinstance(exc, ConnectionError) or exc.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH):
-        return _unreachable("a service")(exc)
+        return f"cannot reach a service ({first_line(exc)}): start it, or fix its URL", 1
     if isinstance(exc, FileNotFoundError):
         name = exc.filename or first_line(exc)
         return f"{name}: no such file or directory", 2

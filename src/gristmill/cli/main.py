@@ -14,11 +14,11 @@ import logging
 import os
 import sys
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
-import click
 import typer
-from typer.core import TyperGroup
+from typer._click import ClickException, Command, Context, echo  # typer's own click
+from typer.core import TyperCommand, TyperGroup
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,31 +34,114 @@ class CommandSpec:
 
 _M = "gristmill.cli."
 COMMANDS: tuple[CommandSpec, ...] = (
-    CommandSpec("serve", _M + "serve", "serve", "Serve ingest, the loader and the API until interrupted."),
-    CommandSpec("status", _M + "status", "status", "Show conservation per source, log depth and loader state."),
-    CommandSpec("demo", _M + "demo", "demo", "Generate a pack's traffic, send it in, load it, and keep serving."),
+    CommandSpec(
+        "serve", _M + "serve", "serve", "Serve ingest, the loader and the API until interrupted."
+    ),
+    CommandSpec(
+        "status",
+        _M + "status",
+        "status",
+        "Show conservation per source, log depth and loader state.",
+    ),
+    CommandSpec(
+        "demo",
+        _M + "demo",
+        "demo",
+        "Generate a pack's traffic, send it in, load it, and keep serving.",
+    ),
     CommandSpec("query", _M + "query", "query", "Query pack metrics as the operator (unscoped)."),
-    CommandSpec("provision", _M + "provision", "provision", "Print the warehouse DDL for the packs; with --apply, run it; with --plan, write the plan."),
-    CommandSpec("sdk", _M + "sdk", "sdk", "Generate a client with one typed method per event type of the pack."),
-    CommandSpec("load", _M + "load", "load", "Load from the log into the warehouse until interrupted (SIGINT or SIGTERM)."),
-    CommandSpec("erase", _M + "governance", "erase", "Erase (or anonymize) a subject everywhere: rows, rollups, quarantine, log (GDPR Art. 17)."),
-    CommandSpec("audit", _M + "governance", "audit", "The audit log, newest first: erasures, retention runs and other governance actions."),
-    CommandSpec("reprice", _M + "reprice", "reprice", "Price stored rows again from the pack's current price book and recompute rollups."),
-    CommandSpec("relay", _M + "relay", "relay", "Relay outbox rows in commit order until interrupted (SIGINT/SIGTERM stop cleanly)."),
-    CommandSpec("consume", _M + "consume", "consume", "Consume until interrupted (SIGINT/SIGTERM finish the batch in hand, then exit)."),
-    CommandSpec("keys", _M + "keys", "app", "Create, list and revoke API keys (stored hashed).", group=True),
-    CommandSpec("quarantine", _M + "quarantine", "app", "Inspect and replay events that were not loaded.", group=True),
-    CommandSpec("outbox", _M + "outbox", "app", "The transactional outbox in your application's database.", group=True),
-    CommandSpec("feeds", _M + "feeds", "app", "Import CSV feeds (preview, commit, transform).", group=True),
-    CommandSpec("erasure", _M + "governance", "erasure_app", "Erasure requests and their receipts.", group=True),
-    CommandSpec("retention", _M + "governance", "retention_app", "Enforce the packs' retention.", group=True),
-    CommandSpec("exports", _M + "exports", "app", "CSV exports a pack declares (docs/exports.md).", group=True),
-)  # fmt: skip
+    CommandSpec(
+        "provision",
+        _M + "provision",
+        "provision",
+        "Print the warehouse DDL for the packs; with --apply, run it; with --plan, write the plan.",
+    ),
+    CommandSpec(
+        "sdk",
+        _M + "sdk",
+        "sdk",
+        "Generate a client with one typed method per event type of the pack.",
+    ),
+    CommandSpec(
+        "load",
+        _M + "load",
+        "load",
+        "Load from the log into the warehouse until interrupted (SIGINT or SIGTERM).",
+    ),
+    CommandSpec(
+        "erase",
+        _M + "governance",
+        "erase",
+        "Erase (or anonymize) a subject everywhere: rows, rollups, quarantine, log (GDPR Art. 17).",
+    ),
+    CommandSpec(
+        "audit",
+        _M + "governance",
+        "audit",
+        "The audit log, newest first: erasures, retention runs and other governance actions.",
+    ),
+    CommandSpec(
+        "reprice",
+        _M + "reprice",
+        "reprice",
+        "Price stored rows again from the pack's current price book and recompute rollups.",
+    ),
+    CommandSpec(
+        "relay",
+        _M + "relay",
+        "relay",
+        "Relay outbox rows in commit order until interrupted (SIGINT/SIGTERM stop cleanly).",
+    ),
+    CommandSpec(
+        "consume",
+        _M + "consume",
+        "consume",
+        "Consume until interrupted (SIGINT/SIGTERM finish the batch in hand, then exit).",
+    ),
+    CommandSpec(
+        "keys", _M + "keys", "app", "Create, list and revoke API keys (stored hashed).", group=True
+    ),
+    CommandSpec(
+        "quarantine",
+        _M + "quarantine",
+        "app",
+        "Inspect and replay events that were not loaded.",
+        group=True,
+    ),
+    CommandSpec(
+        "outbox",
+        _M + "outbox",
+        "app",
+        "The transactional outbox in your application's database.",
+        group=True,
+    ),
+    CommandSpec(
+        "feeds", _M + "feeds", "app", "Import CSV feeds (preview, commit, transform).", group=True
+    ),
+    CommandSpec(
+        "erasure",
+        _M + "governance",
+        "erasure_app",
+        "Erasure requests and their receipts.",
+        group=True,
+    ),
+    CommandSpec(
+        "retention", _M + "governance", "retention_app", "Enforce the packs' retention.", group=True
+    ),
+    CommandSpec(
+        "exports",
+        _M + "exports",
+        "app",
+        "CSV exports a pack declares (docs/exports.md).",
+        group=True,
+    ),
+)
 
 
-def load_command(spec: CommandSpec) -> click.Command:
+def load_command(spec: CommandSpec) -> Command:
     """The real click command behind ``spec`` (imports its module)."""
     target = getattr(importlib.import_module(spec.module), spec.attr)
+    cmd: Command
     if spec.group:
         cmd = typer.main.get_group(target)
     else:
@@ -69,7 +152,7 @@ def load_command(spec: CommandSpec) -> click.Command:
     return cmd
 
 
-class LazyCommand(click.Command):
+class LazyCommand(TyperCommand):
     """Stands in for a command in listings (name and help only); invoking it builds the real
     one, whose context then runs (so options, help and completion are the real command's)."""
 
@@ -81,13 +164,13 @@ class LazyCommand(click.Command):
         self,
         info_name: str | None,
         args: list[str],
-        parent: click.Context | None = None,
+        parent: Context | None = None,
         **extra: Any,
-    ) -> click.Context:
+    ) -> Context:
         return load_command(self.spec).make_context(info_name, args, parent=parent, **extra)
 
 
-def debug_enabled(ctx: click.Context | None = None) -> bool:
+def debug_enabled(ctx: Context | None = None) -> bool:
     root = ctx.find_root() if ctx is not None else None
     if root is not None and root.params.get("debug"):
         return True
@@ -97,21 +180,21 @@ def debug_enabled(ctx: click.Context | None = None) -> bool:
 class GristmillGroup(TyperGroup):
     """The top-level group: lazy commands, and one handler turning errors into one line."""
 
-    _specs = {s.name: s for s in COMMANDS}
+    _specs: ClassVar[dict[str, CommandSpec]] = {s.name: s for s in COMMANDS}
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
+    def list_commands(self, ctx: Context) -> list[str]:
         return [*super().list_commands(ctx), *(n for n in self._specs if n not in self.commands)]
 
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+    def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
         found = super().get_command(ctx, cmd_name)
         if found is None and cmd_name in self._specs:
             return LazyCommand(self._specs[cmd_name])
         return found
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.ClickException, click.Abort, typer.Exit, typer.Abort):
+        except (ClickException, typer.Exit, typer.Abort):
             raise
         except BrokenPipeError:
             # `gristmill ... | head`: the reader left; say nothing more to it.
@@ -120,7 +203,7 @@ class GristmillGroup(TyperGroup):
         except KeyboardInterrupt:
             if debug_enabled(ctx):
                 raise
-            click.echo("interrupted", err=True)
+            echo("interrupted", err=True)
             raise typer.Exit(130) from None
         except Exception as exc:
             if debug_enabled(ctx):
@@ -128,7 +211,7 @@ class GristmillGroup(TyperGroup):
             from gristmill.cli.errors import explain
 
             message, code = explain(exc)
-            click.echo("error: " + " ".join(message.split()), err=True)
+            echo("error: " + " ".join(message.split()), err=True)
             raise typer.Exit(code) from None
 
 
@@ -148,9 +231,7 @@ app = typer.Typer(
 def _root(
     debug: Annotated[
         bool,
-        typer.Option(
-            "--debug", help="Show the full traceback on errors (env GRISTMILL_DEBUG=1)."
-        ),
+        typer.Option("--debug", help="Show the full traceback on errors (env GRISTMILL_DEBUG=1)."),
     ] = False,
 ) -> None:
     """Collect events, validate, quarantine, load exactly once in effect, serve KPIs."""

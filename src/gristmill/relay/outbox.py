@@ -293,7 +293,7 @@ class MySQLOutbox:
 
     def __init__(self, url: str, cfg: OutboxSettings) -> None:
         try:
-            import pymysql
+            import pymysql  # type: ignore[import-untyped]
         except ImportError:
             raise ImportError(
                 "a MySQL/MariaDB outbox needs PyMySQL: pip install 'gristmill[mysql]'"
