@@ -18,8 +18,9 @@ position can no longer be overtaken by a row committed later:
   moment, so its transaction had started by then. Once the oldest transaction still running
   (``information_schema.INNODB_TRX``, other than the relay's own) started *after* that
   moment, every such transaction has ended, and the ids up to that ``MAX(id)`` are final.
-  Rows are read by ``id`` only below the newest final mark. ``trx_started`` has whole
-  seconds, so the mark trails by one to two seconds under steady writes; a transaction left
+  Rows are read by ``id`` only below the newest final mark. ``INNODB_TRX`` is a cache
+  refreshed at most every 0.1 s, so a mark is only judged from a list read 0.5 s after it.
+  ``trx_started`` has whole seconds, so the mark trails by one to two seconds under steady writes; a transaction left
   open anywhere on the server holds it back (as on PostgreSQL). Needs the PROCESS privilege,
   and ids the database assigns (an id an application picks itself could be lower than one
   already read).
@@ -36,7 +37,7 @@ import re
 import sqlite3
 from collections import deque
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import sqlglot.expressions as exp
@@ -262,10 +263,15 @@ def mysql_mark_sql(cfg: OutboxSettings) -> str:
 
 
 MYSQL_OLDEST_SQL = (
-    "SELECT MIN(trx_started) FROM information_schema.INNODB_TRX "
+    "SELECT NOW(6), MIN(trx_started) FROM information_schema.INNODB_TRX "
     "WHERE trx_mysql_thread_id <> CONNECTION_ID()"
 )
 """The start of the oldest transaction still running, other than the relay's own."""
+
+MYSQL_TRX_CACHE_S = timedelta(seconds=0.5)
+"""``INNODB_TRX`` is served from a cache InnoDB refreshes at most every 0.1 s: a mark only
+settles when the list was read this long after it, so a transaction that started just before
+the mark cannot be missing from a stale copy."""
 
 
 def mysql_connect_args(url: str) -> dict[str, Any]:
@@ -317,9 +323,13 @@ class MySQLOutbox:
             at, top = cur.fetchone()
             self._pending.append((at, int(top)))
             cur.execute(MYSQL_OLDEST_SQL)
-            (oldest,) = cur.fetchone()
+            seen, oldest = cur.fetchone()
         # ``oldest`` has whole seconds: a start shown after ``at`` really was after it.
-        while self._pending and (oldest is None or self._pending[0][0] < oldest):
+        while (
+            self._pending
+            and self._pending[0][0] < seen - MYSQL_TRX_CACHE_S
+            and (oldest is None or self._pending[0][0] < oldest)
+        ):
             self._final = max(self._final, self._pending.popleft()[1])
         return self._final
 
