@@ -22,8 +22,8 @@ position can no longer be overtaken by a row committed later:
   refreshed at most every 0.1 s, so a mark is only judged from a list read 0.5 s after it.
   ``trx_started`` has whole seconds, so the mark trails by one to two seconds under steady
   writes; a transaction left open anywhere on the server holds it back (as on PostgreSQL).
-  Needs the PROCESS privilege, and ids the database assigns (an id an application picks itself could be lower than one
-  already read).
+  Needs the PROCESS privilege, and ids the database assigns (an id an application picks
+  itself could be lower than one already read).
 * **SQLite** admits one writer at a time and assigns the rowid inside the write lock, so id
   order is commit order; ``id > last`` is exact there (with ``AUTOINCREMENT``, ids are never
   reused after deletes).
