@@ -293,6 +293,7 @@ def _one(item: Item, ctx: RequestContext, normalize: Normalizer) -> Envelope | R
             received_at=ctx.received_at,
             properties=props,
             context=n.context,
+            raw=item.raw,
         )
     return Envelope(
         n.event_id,

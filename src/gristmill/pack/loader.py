@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from gristmill.core.errors import ConfigError
 from gristmill.pack.checks import PackIssue, check_pack
 from gristmill.pack.checks_analytics import check_analytics
+from gristmill.pack.checks_entities import check_entity_views
 from gristmill.pack.checks_exports import check_exports
 from gristmill.pack.models import Pack, PackSpec, build_table_columns
 from gristmill.pack.pricing import load_book
@@ -122,6 +123,7 @@ def load_pack(root: Path) -> Pack:
     issues += check_pack(pack, file)
     if not issues:
         issues += check_analytics(pack, file)
+        issues += check_entity_views(pack, file)
     if not issues:
         issues += check_exports(pack, file)
     if issues:
