@@ -149,7 +149,9 @@ def build(
         outer.append(exp.alias_(exp.Count(this=dcol), f"n__{name}", quoted=True))
         for p in spec.percentiles:
             outer.append(
-                exp.alias_(aggs.percentile(dcol.copy(), p / 100), f"{pname(p)}__{name}", quoted=True)
+                exp.alias_(
+                    aggs.percentile(dcol.copy(), p / 100), f"{pname(p)}__{name}", quoted=True
+                )
             )
         sla = spec.sla.get(name)
         if sla is not None:

@@ -142,29 +142,35 @@ def build(
     def a(c: str) -> exp.Column:
         return _col(c, "a")
 
-    dt = exp.Sub(this=a("t"), expression=a("prev_t"))
+    # One level computes each step's gap and distance once; the next one classifies it.
+    keep = [spec.entity, "occurred_at", "event_id", *spec.by]
+    measured = exp.select(
+        *(a(x) for x in keep),
+        exp.alias_(exp.Sub(this=a("t"), expression=a("prev_t")), "dt", quoted=True),
+        exp.alias_(_haversine(a("prev_lat"), a("prev_lon"), a("lat"), a("lon")), "km", quoted=True),
+    ).from_(base.subquery("a"))
+
+    def k(c: str) -> exp.Column:
+        return _col(c, "k")
+
     new_shift = exp.or_(
-        exp.Is(this=a("prev_t"), expression=exp.Null()),
-        exp.GT(this=dt, expression=_num(spec.shift_gap.total_seconds())),
+        exp.Is(this=k("dt"), expression=exp.Null()),
+        exp.GT(this=k("dt"), expression=_num(spec.shift_gap.total_seconds())),
     )
-    km = _haversine(a("prev_lat"), a("prev_lon"), a("lat"), a("lon"))
     if spec.max_speed_kmh is not None:
         # km > speed * hours, without dividing by a zero gap
-        limit = exp.Mul(this=_num(spec.max_speed_kmh / 3600), expression=dt.copy())
-        jump: exp.Expr = exp.GT(this=km.copy(), expression=limit)
+        limit = exp.Mul(this=_num(spec.max_speed_kmh / 3600), expression=k("dt"))
+        jump: exp.Expr = exp.GT(this=k("km"), expression=limit)
     else:
         jump = exp.false()
-    step = exp.Case().when(new_shift.copy(), _num(0.0)).when(jump.copy(), _num(0.0)).else_(km)
+    step = exp.Case().when(new_shift.copy(), _num(0.0)).when(jump.copy(), _num(0.0)).else_(k("km"))
     is_jump = (
         exp.Case()
         .when(exp.and_(exp.Not(this=exp.Paren(this=new_shift.copy())), jump), exp.Literal.number(1))
         .else_(exp.Literal.number(0))
     )
     flagged = exp.select(
-        a(spec.entity),
-        a("occurred_at"),
-        a("event_id"),
-        *(a(d) for d in spec.by),
+        *(k(x) for x in keep),
         exp.alias_(step, "step_km", quoted=True),
         exp.alias_(is_jump, "jump", quoted=True),
         exp.alias_(
@@ -172,7 +178,7 @@ def build(
             "new_shift",
             quoted=True,
         ),
-    ).from_(base.subquery("a"))
+    ).from_(measured.subquery("k"))
 
     def b(c: str) -> exp.Column:
         return _col(c, "b")
