@@ -232,9 +232,7 @@ def test_deliveries_per_driver_and_outreach_conversion(world: Any) -> None:
         if p.get("status") == "delivered" and p["branch_id"] == "br_01" and START <= at < END:
             want.setdefault(p["driver_id"], set()).add(p["order_id"])
     got = {r["driver_id"]: r["deliveries"] for r in body["by_driver_id"] if r["deliveries"]}
-    assert got == {
-        d: len(o) for d, o in want.items()
-    }
+    assert got == {d: len(o) for d, o in want.items()}
     out = _get(client, tokens["ops"], "/delivery/v1/outreach", **RANGE)
     for row in out["by_template_key"]:
         assert row["completion_rate"] == round(row["completions"] / row["attempts"], 4)

@@ -88,7 +88,7 @@ def _point(depot: tuple[float, float], rnd: random.Random, km: float) -> tuple[f
 
 
 def generate_delivery(cfg: DeliveryConfig) -> DeliveryTraffic:
-    rnd = random.Random(cfg.seed)
+    rnd = random.Random(cfg.seed)  # noqa: S311 - reproducible demo data, not secrets
     start = cfg.end - timedelta(days=cfg.days)
     out: list[dict[str, Any]] = []
     branches = [f"br_{i:02d}" for i in range(cfg.branches)]
