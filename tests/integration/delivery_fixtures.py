@@ -8,6 +8,7 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -159,7 +160,7 @@ def expected_tracks(
     for d, ps in pings.items():
         ps.sort()
         km, shifts = 0.0, 1
-        for (t0, _, la0, lo0), (t1, _, la1, lo1) in zip(ps, ps[1:], strict=False):
+        for (t0, _, la0, lo0), (t1, _, la1, lo1) in pairwise(ps):
             dt = (t1 - t0).total_seconds()
             if dt > gap_s:
                 shifts += 1

@@ -41,11 +41,13 @@ def test_delivery_demo_loads_and_reports(tmp_path: Path) -> None:
     try:
         n = 0
         for table in ("order_lifecycle", "driver_telemetry", "campaign_interaction"):
-            q = f'SELECT count(*) AS n, count(DISTINCT "event_id") AS d FROM "delivery"."analytics_{table}_events"'
+            q = (
+                'SELECT count(*) AS n, count(DISTINCT "event_id") AS d '
+                f'FROM "delivery"."analytics_{table}_events"'
+            )
             row = rt.warehouse.query_sql(q).to_pylist()[0]
             assert row["n"] == row["d"] > 0
             n += row["n"]
-        stats = rt.warehouse.query_sql("SELECT 1 AS x").to_pylist()
-        assert stats and n > 5000
+        assert n > 5000
     finally:
         rt.stop()
