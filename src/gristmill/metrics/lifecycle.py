@@ -9,7 +9,8 @@ new id is still only a later occurrence). The query has two levels:
    ``by`` dimension from the first step's events, the durations in seconds (from instants,
    so a daylight-saving change inside a duration changes nothing), and the current step
    (the one reached last; a later declared step wins a tie);
-2. per bucket and ``by`` value: entities started, entities per step reached and per current
+2. per bucket and ``by`` value, per ``by`` value and in total (one pass, ``GROUPING SETS``):
+   entities started, entities per step reached and per current
    step, percentiles of each duration, and how many finished within their SLA.
 
 Rows are read from ``start`` to ``end + max_span``: an entity started in the range has its
@@ -26,6 +27,7 @@ from sqlglot import exp
 
 from gristmill.metrics.compile import AGGS, Params, bucket_expr, condition, conjunction, render
 from gristmill.metrics.model import Condition, pack_filter
+from gristmill.metrics.shapes import ShapeCache, cond_shape, cond_values
 from gristmill.metrics.timerange import TimeRange
 from gristmill.pack.entities import LifecycleSpec
 from gristmill.sql.ddl import table_ref
@@ -60,7 +62,9 @@ def _epoch(e: exp.Expr) -> exp.Expr:
 class LifecycleQuery:
     sql: str
     params: dict[str, Any]
-    query: exp.Select
+
+
+_SHAPES = ShapeCache()
 
 
 def build(
@@ -70,11 +74,35 @@ def build(
     rng: TimeRange,
     conds: Sequence[Condition],
     *,
-    grain: str | None,
+    grain: str,
     group_by: Sequence[str],
 ) -> LifecycleQuery:
-    """One query answering the lifecycle figures per (bucket if ``grain``) and ``group_by``
-    value; ``conds`` (the caller's scope, the path's and the request's filters) limit rows."""
+    """One query answering the lifecycle figures per bucket and ``group_by`` value, per
+    ``group_by`` value, and in total (``_no_bucket`` / ``_no_by`` say which); ``conds`` (the
+    caller's scope, the path's and the request's filters) limit rows. The SQL is built once
+    per shape (``metrics/shapes.py``)."""
+    values = [rng.start, rng.end + spec.max_span, *cond_values(conds), rng.tz.key]
+    values += [rng.start, rng.end]
+    key = (dataset, dialect, grain, tuple(group_by), cond_shape(conds))
+    sql, params = _SHAPES.get(
+        spec,
+        key,
+        values,
+        lambda: _build(spec, dataset, dialect, rng, conds, grain=grain, group_by=group_by),
+    )
+    return LifecycleQuery(sql, params)
+
+
+def _build(
+    spec: LifecycleSpec,
+    dataset: str,
+    dialect: str,
+    rng: TimeRange,
+    conds: Sequence[Condition],
+    *,
+    grain: str,
+    group_by: Sequence[str],
+) -> tuple[str, dict[str, Any]]:
     aggs = AGGS[dialect]
     params = Params()
     steps = list(spec.steps)
@@ -121,18 +149,22 @@ def build(
             exp.alias_(exp.If(this=ok, true=diff, false=exp.Null()), _dur(name), quoted=True)
         )
     mid.append(exp.alias_(_current(steps, s), "status", quoted=True))
+    mid.append(exp.alias_(bucket_expr(s(first), grain, params, rng.tz.key, dialect), BUCKET))
     middle = exp.select(*mid).from_(inner.subquery("m"))
 
-    # Level 2: the figures per bucket and by-value, for entities started in the range.
+    # Level 2: the figures per bucket and by-value, per by-value and in total — one pass
+    # over the entities (GROUPING SETS), for entities started in the range.
     started = _col(_step(first), "x")
-    outer: list[exp.Expr] = []
-    keys: list[exp.Expr] = []
-    if grain is not None:
-        outer.append(exp.alias_(bucket_expr(started, grain, params, rng.tz.key, dialect), BUCKET))
-        keys.append(exp.column(BUCKET))
-    for d in group_by:
-        outer.append(exp.alias_(_col(d, "x"), d, quoted=True))
-        keys.append(_col(d, "x"))
+    bucket = _col(BUCKET, "x")
+    dims = [_col(d, "x") for d in group_by]
+    outer: list[exp.Expr] = [
+        exp.alias_(bucket, BUCKET),
+        *(exp.alias_(_col(d, "x"), d, quoted=True) for d in group_by),
+        exp.alias_(exp.func("GROUPING", bucket.copy()), "_no_bucket"),
+        exp.alias_(
+            exp.func("GROUPING", dims[0].copy()) if dims else exp.Literal.number(1), "_no_by"
+        ),
+    ]
     outer.append(exp.alias_(exp.Count(this=exp.Star()), ENTITIES, quoted=True))
     for x in steps:
         outer.append(exp.alias_(exp.Count(this=_col(_step(x), "x")), f"reached__{x}", quoted=True))
@@ -167,10 +199,13 @@ def build(
         exp.GTE(this=started, expression=params.bind(rng.start)),
         exp.LT(this=started.copy(), expression=params.bind(rng.end)),
     )
+    sets: list[exp.Expr] = [exp.Tuple(expressions=[bucket.copy(), *(d.copy() for d in dims)])]
+    if dims:
+        sets.append(exp.Tuple(expressions=[d.copy() for d in dims]))
+    sets.append(exp.Tuple(expressions=[]))
     query = exp.select(*outer).from_(middle.subquery("x")).where(in_range)
-    if keys:
-        query = query.group_by(*keys).order_by(*(k.copy() for k in keys))
-    return LifecycleQuery(render(query, dialect), dict(params.values), query)
+    query.set("group", exp.Group(expressions=[exp.GroupingSets(expressions=sets)]))
+    return render(query, dialect), dict(params.values)
 
 
 def _current(steps: list[str], s: Any) -> exp.Expr:

@@ -19,6 +19,7 @@ from sqlglot import exp
 
 from gristmill.metrics.compile import Params, condition, render
 from gristmill.metrics.model import Condition, pack_filter
+from gristmill.metrics.shapes import ShapeCache, cond_shape, cond_values
 from gristmill.metrics.timerange import TimeRange
 from gristmill.pack.entities import TrackSpec
 from gristmill.sql.ddl import table_ref
@@ -84,9 +85,26 @@ class TrackQuery:
     params: dict[str, Any]
 
 
+_SHAPES = ShapeCache()
+
+
 def build(
     spec: TrackSpec, dataset: str, dialect: str, rng: TimeRange, conds: Sequence[Condition]
 ) -> TrackQuery:
+    """The query below, built once per shape (``metrics/shapes.py``)."""
+    values = [rng.start, rng.end, *cond_values(conds)]
+    sql, params = _SHAPES.get(
+        spec,
+        (dataset, dialect, cond_shape(conds)),
+        values,
+        lambda: _build(spec, dataset, dialect, rng, conds),
+    )
+    return TrackQuery(sql, params)
+
+
+def _build(
+    spec: TrackSpec, dataset: str, dialect: str, rng: TimeRange, conds: Sequence[Condition]
+) -> tuple[str, dict[str, Any]]:
     """Per entity and shift: ``pings``, ``km``, ``jumps``, ``first_at``, ``last_at`` and each
     ``by`` dimension (the largest value among the shift's pings)."""
     params = Params()
@@ -218,4 +236,4 @@ def build(
         .group_by(c(spec.entity), c("shift"))
         .order_by(c(spec.entity), c("shift"))
     )
-    return TrackQuery(render(query, dialect), dict(params.values))
+    return render(query, dialect), dict(params.values)

@@ -95,23 +95,25 @@ def answer_lifecycle(
     conds = row_conditions(rt, principal, pack, view, spec.table, spec.filters, ask)
     wh = rt.warehouse
 
-    def rows(grain: str | None, by: Sequence[str]) -> list[dict[str, Any]]:
-        q = lifecycle.build(spec, pack.dataset, wh.dialect, rng, conds, grain=grain, group_by=by)
-        out: list[dict[str, Any]] = wh.query_sql(q.sql, q.params).to_pylist()
-        return out
-
-    total = (rows(None, ()) or [{}])[0]
-    per_value = rows(None, spec.by) if spec.by else []
-    buckets = []
-    for r in rows(g, spec.by):
-        b = r[lifecycle.BUCKET]
-        buckets.append(
-            {
-                "bucket": label(b, g, rng.tz) if isinstance(b, datetime) else b,
-                **{d: r[d] for d in spec.by},
-                **_figures(spec, r),
-            }
-        )
+    q = lifecycle.build(spec, pack.dataset, wh.dialect, rng, conds, grain=g, group_by=spec.by)
+    total: dict[str, Any] = {}
+    per_value, buckets = [], []
+    for r in wh.query_sql(q.sql, q.params).to_pylist():
+        if r["_no_bucket"] and r["_no_by"]:
+            total = r
+        elif r["_no_bucket"]:
+            per_value.append(r)
+        else:
+            b = r[lifecycle.BUCKET]
+            buckets.append(
+                {
+                    "bucket": label(b, g, rng.tz) if isinstance(b, datetime) else b,
+                    **{d: r[d] for d in spec.by},
+                    **_figures(spec, r),
+                }
+            )
+    per_value.sort(key=lambda r: tuple((r[d] is None, r[d]) for d in spec.by))
+    buckets.sort(key=lambda r: (r["bucket"], *((r[d] is None, r[d]) for d in spec.by)))
     return {
         **{param: ask.path[param] for param in view.path},
         "range": rng.as_dict(),
