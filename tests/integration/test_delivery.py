@@ -247,3 +247,14 @@ def test_payload_is_the_event_as_sent(world: Any) -> None:
     ).to_pylist()
     assert len(got) == 1
     assert orjson.loads(got[0]["payload"]) == _dst_order()[2]
+
+
+def test_dashboard_draws_lifecycle_and_track_panels(world: Any) -> None:
+    _, client, _, tokens = world
+    r = client.get("/ui", headers={"Authorization": f"Bearer {tokens['br_00']}"})
+    assert r.status_code == 200, r.text
+    page = r.text
+    assert "Order lifecycle of a branch · br_00" in page
+    assert "to deliver p50 / p95" in page
+    assert "km travelled" in page
+    assert "br_01" not in page

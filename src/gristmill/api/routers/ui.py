@@ -19,11 +19,10 @@ from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Re
 
 from gristmill.api.deps import RuntimeDep
 from gristmill.api.routers.ui_panels import (
-    breakdown_panel,
+    PANELS,
     fmt,
     label,
     path_values,
-    reliability_panel,
 )
 from gristmill.api.routers.views import answer_view
 from gristmill.auth.keys import token_from_headers
@@ -53,7 +52,7 @@ def _caller(rt: Runtime, request: Request) -> Principal | None:
     return session if session is not None and rt.keys.still_valid(session) else None
 
 
-PANEL_KINDS = frozenset({"kpis", "breakdown", "reliability"})
+PANEL_KINDS = frozenset({"kpis", "breakdown", "reliability", "lifecycle", "track"})
 
 
 def _script_json(data: Any) -> str:
@@ -90,7 +89,7 @@ def dashboard(
                         {"name": name, "title": view.title or name, "pick": list(view.path)}
                     )
                     continue
-                build = breakdown_panel if view.kind == "breakdown" else reliability_panel
+                build = PANELS[view.kind]
                 try:
                     panel, more = build(rt, principal, pack, name, view, path, chosen)
                 except Problem as p:

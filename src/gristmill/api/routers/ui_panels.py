@@ -1,6 +1,7 @@
-"""Dashboard panels of the ``breakdown`` and ``reliability`` view kinds (the usage seed's
-usage-and-spend and reliability pages): KPI cards from the answer's totals, stacked bars per
-dimension value, error-rate and p95 lines, and the spikes with their baselines.
+"""Dashboard panels of the ``breakdown``, ``reliability``, ``lifecycle`` and ``track`` view
+kinds (the usage seed's usage-and-spend and reliability pages, the delivery seed's orders and
+drivers): KPI cards from the answer's totals, stacked bars per dimension value, error-rate and
+p95 lines, the spikes with their baselines; duration p50 lines, km per entity.
 
 A view with route parameters (``{orgId}``) is shown for the caller's own value when its role
 is scoped by that column; an unscoped caller (finance, operators) picks the value in a small
@@ -172,3 +173,130 @@ def _panel(
         "preset": preset,
         "freshness": body["freshness"],
     }
+
+
+def lifecycle_panel(
+    rt: Runtime,
+    principal: Principal,
+    pack: Pack,
+    name: str,
+    view: ViewSpec,
+    path: dict[str, str],
+    preset: str,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Entities, steps reached, each duration's p50/p95 (minutes) and on-time share; a line
+    of each duration's p50 per bucket and ``by`` value."""
+    from gristmill.api.routers.view_entities import answer_lifecycle
+
+    spec = view.lifecycle
+    assert spec is not None
+    body = answer_lifecycle(rt, principal, pack, view, Ask(path, preset=preset, tz=spec.tz))
+    t = body["totals"]
+    kpis = [
+        {
+            "name": "entities",
+            "label": "started",
+            "raw": t["entities"],
+            "text": fmt(t["entities"], ""),
+        }
+    ]
+    last = list(spec.steps)[-1]
+    for step, n in t["by_status"].items():
+        if n and step != last:
+            kpis.append(
+                {"name": f"now_{step}", "label": f"now {label(step)}", "raw": n, "text": fmt(n, "")}
+            )
+    for d, v in t["durations"].items():
+        p50, p95 = v.get("p50_s"), v.get("p95_s")
+        text = "n/a" if p50 is None else f"{p50 / 60:,.1f} / {(p95 or 0) / 60:,.1f} min"
+        kpis.append({"name": d, "label": f"{label(d)} p50 / p95", "raw": p50, "text": text})
+        if "on_time_share" in v:
+            share = v["on_time_share"]
+            kpis.append(
+                {
+                    "name": f"{d}_on_time",
+                    "label": f"{label(d)} on time",
+                    "raw": share,
+                    "text": "n/a" if share is None else f"{share:.1%}",
+                }
+            )
+    by = spec.by[0] if spec.by else ""
+    charts = []
+    for d in spec.durations:
+        series: dict[Any, dict[str, Any]] = defaultdict(dict)
+        for r in body["buckets"]:
+            p50 = r["durations"][d].get("p50_s")
+            series[r.get(by)][r["bucket"]] = None if p50 is None else round(p50 / 60, 2)
+        charts.append(
+            {
+                "id": f"chart-{name}-{d}",
+                "title": f"{label(d)} p50 (min)" + (f" by {by}" if by else ""),
+                "money": False,
+                "traces": [
+                    {"name": str(k), "x": list(p), "y": list(p.values()), "type": "scatter"}
+                    for k, p in sorted(series.items(), key=lambda kv: str(kv[0]))
+                ],
+            }
+        )
+    return _panel(name, view, body, kpis, charts, path, preset), charts
+
+
+def track_panel(
+    rt: Runtime,
+    principal: Principal,
+    pack: Pack,
+    name: str,
+    view: ViewSpec,
+    path: dict[str, str],
+    preset: str,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Entities, pings, km and stale entities; km per entity as bars."""
+    from gristmill.api.routers.view_entities import answer_track
+
+    spec = view.track
+    assert spec is not None
+    body = answer_track(rt, principal, pack, view, Ask(path, preset=preset), None)
+    t = body["totals"]
+    stale = ", ".join(str(s[spec.entity]) for s in body["stale"][:10]) or "none"
+    kpis = [
+        {
+            "name": "entities",
+            "label": label(spec.entity) + "s",
+            "raw": t["entities"],
+            "text": fmt(t["entities"], ""),
+        },
+        {"name": "pings", "label": "pings", "raw": t["pings"], "text": fmt(t["pings"], "")},
+        {"name": "km", "label": "km travelled", "raw": t["km"], "text": f"{t['km']:,.1f}"},
+        {
+            "name": "stale",
+            "label": f"stale (>{body['stale_minutes']:g} min)",
+            "raw": t["stale"],
+            "text": stale,
+        },
+    ]
+    rows = sorted(body["entities"], key=lambda e: str(e[spec.entity]))
+    charts = [
+        {
+            "id": f"chart-{name}-km",
+            "title": f"km per {label(spec.entity)}",
+            "money": False,
+            "traces": [
+                {
+                    "name": "km",
+                    "x": [str(e[spec.entity]) for e in rows],
+                    "y": [e["km"] for e in rows],
+                    "type": "bar",
+                }
+            ],
+        }
+    ]
+    return _panel(name, view, body, kpis, charts, path, preset), charts
+
+
+PANELS = {
+    "breakdown": breakdown_panel,
+    "reliability": reliability_panel,
+    "lifecycle": lifecycle_panel,
+    "track": track_panel,
+}
+"""Panel builder per view kind (``kpis`` views are drawn by ``ui.py`` itself)."""
