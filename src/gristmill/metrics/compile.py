@@ -64,6 +64,8 @@ class Aggs:
     """A rollup's UTC hour or day as a timestamp, where the canonical form does not translate."""
     rewrite: Callable[[exp.Expr], exp.Expr] | None = None
     """A last pass over a finished query before rendering (see :func:`render`)."""
+    epoch: Callable[[exp.Expr], exp.Expr] = lambda t: exp.TimeToUnix(this=t)
+    """Seconds since 1970 of a timestamp, with its fraction (durations between instants)."""
 
 
 DUCKDB = Aggs(
@@ -124,6 +126,10 @@ CLICKHOUSE = Aggs(
         params=[c],
     ),
     local_bucket=_ch_bucket,
+    epoch=lambda t: exp.Div(
+        this=exp.Anonymous(this="toUnixTimestamp64Micro", expressions=[t]),
+        expression=exp.Literal.number("1000000.0"),
+    ),
 )
 AGGS: dict[str, Aggs] = {"duckdb": DUCKDB, "postgres": POSTGRES, "clickhouse": CLICKHOUSE}
 
@@ -135,6 +141,10 @@ BIGQUERY = Aggs(
     local_bucket=cloud_aggs.bq_local_bucket,
     utc_bucket=cloud_aggs.bq_utc_bucket,
     rewrite=cloud_aggs.bq_rewrite,
+    epoch=lambda t: exp.Div(
+        this=exp.Anonymous(this="UNIX_MICROS", expressions=[t]),
+        expression=exp.Literal.number("1000000.0"),
+    ),
 )
 SNOWFLAKE = Aggs(
     distinct_set=cloud_aggs.sf_distinct_set,
@@ -144,6 +154,10 @@ SNOWFLAKE = Aggs(
     local_bucket=cloud_aggs.sf_local_bucket,
     utc_bucket=cloud_aggs.sf_utc_bucket,
     rewrite=cloud_aggs.sf_rewrite,
+    epoch=lambda t: exp.Div(
+        this=exp.Anonymous(this="DATE_PART", expressions=[exp.var("EPOCH_MICROSECOND"), t]),
+        expression=exp.Literal.number("1000000.0"),
+    ),
 )
 AGGS.update(bigquery=BIGQUERY, snowflake=SNOWFLAKE)
 

@@ -54,10 +54,6 @@ def _col(name: str, table: str | None = None) -> exp.Column:
     return exp.column(name, table=table, quoted=True)
 
 
-def _epoch(e: exp.Expr) -> exp.Expr:
-    return exp.TimeToUnix(this=e)
-
-
 @dataclass(frozen=True)
 class LifecycleQuery:
     sql: str
@@ -120,14 +116,16 @@ def _build(
         return out if out is not None else exp.true()
 
     def first_of(name: str, value: exp.Expr) -> exp.Expr:
-        agg = exp.Min(this=value)
-        return exp.Filter(this=agg, expression=exp.Where(this=step_cond(name)))
+        # MIN(CASE WHEN step THEN value END): NULL when no event marks the step, on every
+        # engine (ClickHouse's minIf of a non-nullable column would answer 1970 instead).
+        return exp.Min(this=exp.If(this=step_cond(name), true=value, false=exp.Null()))
 
     per_entity: list[exp.Expr] = [_col(spec.entity)]
     per_entity += [
         exp.alias_(first_of(s, _col("occurred_at")), _step(s), quoted=True) for s in steps
     ]
-    per_entity += [exp.alias_(first_of(first, _col(d)), d, quoted=True) for d in spec.by]
+    # by__<dim>: ClickHouse lets a SELECT alias shadow the column of that name in WHERE
+    per_entity += [exp.alias_(first_of(first, _col(d)), f"by__{d}", quoted=True) for d in spec.by]
     inner = (
         exp.select(*per_entity)
         .from_(table_ref(dataset, spec.table))
@@ -139,9 +137,9 @@ def _build(
     def s(name: str) -> exp.Column:
         return _col(_step(name), "m")
 
-    mid: list[exp.Expr] = [*(s(x) for x in steps), *(_col(d, "m") for d in spec.by)]
+    mid: list[exp.Expr] = [*(s(x) for x in steps), *(_col(f"by__{d}", "m") for d in spec.by)]
     for name, (a, b) in spec.durations.items():
-        diff = exp.Sub(this=_epoch(s(b)), expression=_epoch(s(a)))
+        diff = exp.Sub(this=aggs.epoch(s(b)), expression=aggs.epoch(s(a)))
         ok = exp.GTE(
             this=s(b), expression=s(a)
         )  # a step before its start (skewed clocks) is no duration
@@ -156,10 +154,10 @@ def _build(
     # over the entities (GROUPING SETS), for entities started in the range.
     started = _col(_step(first), "x")
     bucket = _col(BUCKET, "x")
-    dims = [_col(d, "x") for d in group_by]
+    dims = [_col(f"by__{d}", "x") for d in group_by]
     outer: list[exp.Expr] = [
         exp.alias_(bucket, BUCKET),
-        *(exp.alias_(_col(d, "x"), d, quoted=True) for d in group_by),
+        *(exp.alias_(_col(f"by__{d}", "x"), d, quoted=True) for d in group_by),
         exp.alias_(exp.func("GROUPING", bucket.copy()), "_no_bucket"),
         exp.alias_(
             exp.func("GROUPING", dims[0].copy()) if dims else exp.Literal.number(1), "_no_by"

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlglot import exp
 
-from gristmill.metrics.compile import Params, condition, render
+from gristmill.metrics.compile import AGGS, Params, condition, render
 from gristmill.metrics.model import Condition, pack_filter
 from gristmill.metrics.shapes import ShapeCache, cond_shape, cond_values
 from gristmill.metrics.timerange import TimeRange
@@ -108,6 +108,7 @@ def _build(
     """Per entity and shift: ``pings``, ``km``, ``jumps``, ``first_at``, ``last_at`` and each
     ``by`` dimension (the largest value among the shift's pings)."""
     params = Params()
+    epoch = AGGS[dialect].epoch
     ts = _col("occurred_at")
     where = [
         exp.GTE(this=ts, expression=params.bind(rng.start)),
@@ -134,14 +135,14 @@ def _build(
             _col("occurred_at"),
             _col("event_id"),
             *(_col(d) for d in spec.by),
-            exp.alias_(exp.TimeToUnix(this=_col("occurred_at")), "t", quoted=True),
+            exp.alias_(epoch(_col("occurred_at")), "t", quoted=True),
             exp.alias_(
                 exp.Cast(this=_col(spec.lat), to=exp.DataType.build("double")), "lat", quoted=True
             ),
             exp.alias_(
                 exp.Cast(this=_col(spec.lon), to=exp.DataType.build("double")), "lon", quoted=True
             ),
-            exp.alias_(exp.TimeToUnix(this=lag("occurred_at")), "prev_t", quoted=True),
+            exp.alias_(epoch(lag("occurred_at")), "prev_t", quoted=True),
             exp.alias_(
                 exp.Cast(this=lag(spec.lat), to=exp.DataType.build("double")),
                 "prev_lat",
