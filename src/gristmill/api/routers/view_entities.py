@@ -7,7 +7,7 @@ role's scope become row conditions; a path value other than the caller's own ans
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from gristmill.api.query import tenant_filters
@@ -214,6 +214,5 @@ def answer_track(
 
 
 def _aware(t: datetime) -> datetime:
-    from datetime import UTC
-
+    """Engines return naive UTC or aware instants; compare aware."""
     return t.replace(tzinfo=UTC) if t.tzinfo is None else t
