@@ -276,7 +276,7 @@ def lifecycle_at_scale(n: int, iterations: int = 20) -> dict[str, Any]:
     return out
 
 
-def run(ingest_events: int, view_events: int, iterations: int = 20) -> dict[str, Any]:
+def run(ingest_events: int, view_events: int, iterations: int = 8) -> dict[str, Any]:
     return {
         "ingest": ingest_side_by_side(ingest_events),
         "views": lifecycle_at_scale(view_events, iterations),
