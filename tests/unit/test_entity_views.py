@@ -142,3 +142,25 @@ def test_sql_is_built_once_per_shape() -> None:
     )
     assert list(c.params.values()).count("a") == 1
     assert c.sql != a.sql
+
+
+@pytest.mark.parametrize(
+    ("engine", "spelling"),
+    [
+        ("duckdb", '"payload" JSON'),
+        ("postgres", '"payload" JSONB'),
+        ("clickhouse", '"payload" Nullable(String)'),
+        ("bigquery", "`payload` JSON"),
+        ("snowflake", '"payload" VARIANT'),
+    ],
+)
+def test_payload_is_a_json_column_on_every_engine(
+    engine: str, spelling: str, tmp_path: Path
+) -> None:
+    from gristmill.config import Settings
+    from gristmill.warehouse import registry
+
+    pack = load_pack(PACKS / "delivery")
+    settings = Settings(data_dir=tmp_path, packs_dir=PACKS, packs=["delivery"])
+    text = "\n".join(registry.render_ddl(engine, [pack], settings))
+    assert text.count(spelling) == 3  # one per table
