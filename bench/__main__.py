@@ -136,7 +136,7 @@ def main() -> None:
         "--only",
         default=(
             "ingest,loader,pg_baseline,latency,analytics,dialects,relay,warehouses,feeds,sources,"
-            "governance,enrichment,usage"
+            "governance,enrichment,usage,rollups"
         ),
     )
     ap.add_argument("--feed-rows", default="250000,1000000", help="Sales CSV sizes (feeds).")
@@ -156,6 +156,8 @@ def main() -> None:
     ap.add_argument("--usage-events", type=int, default=10_000_000, help="Views (usage).")
     ap.add_argument("--usage-rate", type=int, default=1000, help="Background msgs/s (usage).")
     ap.add_argument("--usage-seconds", type=float, default=20, help="Probing time (usage).")
+    ap.add_argument("--rollup-base", type=int, default=10_000_000, help="Loaded before (rollups).")
+    ap.add_argument("--rollup-new", type=int, default=1_000_000, help="New events (rollups).")
     args = ap.parse_args()
     only = set(args.only.split(","))
     results: dict[str, Any] = {
@@ -208,6 +210,7 @@ def main() -> None:
         "governance": (args.gov_events, args.gov_chdb_events),
         "enrichment": (50_000,),
         "usage": (args.usage_messages, args.usage_events, args.usage_rate, args.usage_seconds),
+        "rollups": (args.rollup_base, args.rollup_new),
     }
     for name, run_args in modular.items():
         if name in only:

@@ -164,6 +164,10 @@ class LoaderSettings(BaseModel):
     idle_poll_s: float = Field(0.05, gt=0)
     retry_backoff_s: float = Field(1.0, gt=0)
     dedupe_prune_interval_s: float = Field(600.0, gt=0)
+    rollup_mode: Literal["auto", "delta", "recompute"] = "auto"
+    """How a load keeps rollups: ``delta`` merges the batch's aggregates (engines with
+    ``caps.delta_rollups``), ``recompute`` rebuilds every touched bucket from rows; ``auto``
+    takes delta where the engine has it. Same numbers either way; recompute is the oracle."""
 
 
 class JWTSettings(BaseModel):
