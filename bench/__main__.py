@@ -136,7 +136,7 @@ def main() -> None:
         "--only",
         default=(
             "ingest,loader,pg_baseline,latency,analytics,dialects,relay,warehouses,feeds,sources,"
-            "governance,enrichment,usage,rollups"
+            "governance,enrichment,usage,rollups,peers"
         ),
     )
     ap.add_argument("--feed-rows", default="250000,1000000", help="Sales CSV sizes (feeds).")
@@ -211,6 +211,7 @@ def main() -> None:
         "enrichment": (50_000,),
         "usage": (args.usage_messages, args.usage_events, args.usage_rate, args.usage_seconds),
         "rollups": (args.rollup_base, args.rollup_new),
+        "peers": (args.events,),
     }
     for name, run_args in modular.items():
         if name in only:
