@@ -62,6 +62,14 @@ def render(results: dict[str, Any]) -> str:
             f"| p50 {lat['p50_ms']} ms, p95 {lat['p95_ms']} ms, max {lat['max_ms']} ms "
             f"({lat['probes']} probes) | — | — |"
         )
+    fixed = results.get("latency_fixed_wait")
+    if fixed:
+        lines.append(
+            f"| (d') the same with the fixed 0.2 s batch wait (`adaptive_wait=false`) "
+            f"| p50 {fixed['p50_ms']} ms, p95 {fixed['p95_ms']} ms, max {fixed['max_ms']} ms "
+            f"({fixed['probes']} probes) | — | adaptive p95 / fixed p95: "
+            f"{lat['p95_ms'] / fixed['p95_ms']:.0%} |"
+        )
     return "\n".join(lines)
 
 
@@ -184,6 +192,11 @@ def main() -> None:
 
         results["latency"] = to_queryable(args.latency_rate, args.latency_seconds)
         print("latency", results["latency"], flush=True)
+        # The same load with the loader's fixed batch wait (before it adapted), same run.
+        results["latency_fixed_wait"] = to_queryable(
+            args.latency_rate, args.latency_seconds, {"GRISTMILL_LOADER__ADAPTIVE_WAIT": "false"}
+        )
+        print("latency_fixed_wait", results["latency_fixed_wait"], flush=True)
     if "analytics" in only:
         from bench.analytics import run_scale
 

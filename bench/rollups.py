@@ -150,6 +150,8 @@ def run(base: int, late: int) -> dict[str, Any]:
 def render(results: dict[str, Any]) -> str:
     r = results["rollups"]
     lines = [
+        f"Run {results['when']} on {results['machine']['cores']} cores.",
+        "",
         f"DuckDB, {r['base_events']:,} events already loaded (90 days; filled and rolled up in "
         f"{r['fill_and_rebuild_s']} s), then {r['new_events']:,} new order events through the "
         "real collector and loader into a copy of that warehouse per mode. *Rollup step*: time "
