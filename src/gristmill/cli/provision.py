@@ -87,6 +87,8 @@ def _open(settings: Settings, target: str) -> Warehouse:
 
 
 def _audit(settings: Settings, action: str, target: str, **detail: Any) -> None:
+    if settings.meta_url is None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
     meta = MetaStore(settings.meta_database_url)
     try:
         meta.governance.audit("cli", action, target, **detail)
