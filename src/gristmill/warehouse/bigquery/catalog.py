@@ -54,7 +54,7 @@ def layout(create: exp.Create) -> tuple[str | None, tuple[str, ...]]:
     if props is None:
         return None, ()
     part = props.find(exp.PartitionedByProperty)
-    cluster = props.find(exp.Cluster)
+    cluster = props.find(exp.Cluster, exp.ClusterProperty)
     keys = tuple(c.name for c in cluster.expressions) if cluster is not None else ()
     return (_partition_text(part.this) if part is not None else None), keys
 

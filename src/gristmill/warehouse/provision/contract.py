@@ -21,6 +21,7 @@ from gristmill.config import (
 )
 from gristmill.pack.models import ENVELOPE_TYPES, Pack
 from gristmill.sql.types import sql_type
+from gristmill.warehouse.base import Capabilities
 
 COMPATIBILITY = {
     "mode": "BACKWARD_TRANSITIVE",
@@ -82,7 +83,9 @@ def _columns(pack: Pack, table: str, dialect: str) -> list[dict[str, Any]]:
     return out
 
 
-def pack_contract(pack: Pack, dialect: str, log: dict[str, Any]) -> dict[str, Any]:
+def pack_contract(
+    pack: Pack, dialect: str, log: dict[str, Any], caps: Capabilities
+) -> dict[str, Any]:
     tables = []
     for name, spec in sorted(pack.spec.tables.items()):
         retention = table_retention(pack, name)
@@ -94,8 +97,9 @@ def pack_contract(pack: Pack, dialect: str, log: dict[str, Any]) -> dict[str, An
                 "partitioning": {
                     "column": spec.partition_by.column,
                     "granularity": spec.partition_by.granularity,
+                    "native": caps.native_partitioning,
                 },
-                "clustering": list(spec.cluster_by),
+                "clustering": {"columns": list(spec.cluster_by), "native": caps.native_clustering},
                 "retention_days": retention.days if retention is not None else None,
                 "event_types": sorted(
                     t for t, e in pack.spec.event_types.items() if e.table == name
@@ -120,11 +124,11 @@ def pack_contract(pack: Pack, dialect: str, log: dict[str, Any]) -> dict[str, An
 
 
 def contract(
-    packs: Sequence[Pack], settings: Settings, dialect: str, catalog: ModuleType
+    packs: Sequence[Pack], settings: Settings, dialect: str, catalog: ModuleType, caps: Capabilities
 ) -> dict[str, Any]:
     log = bus(settings)
     return {
         "bus": {**log, "compatibility": COMPATIBILITY},
-        "packs": [pack_contract(p, dialect, log) for p in packs],
+        "packs": [pack_contract(p, dialect, log, caps) for p in packs],
         "connectors": catalog.connector_hints(packs, log, settings),
     }

@@ -110,7 +110,7 @@ def make_plan(
             "statements": sum(len(c.statements) for c in found),
         },
         "statements": [s for c in found for s in c.statements],
-        "contract": contract(packs, settings, d, cat),
+        "contract": contract(packs, settings, d, cat, capabilities(target)),
         "gristmill_version": __version__,
     }
     doc["plan_hash"] = hashlib.sha256(canonical(doc)).hexdigest()
