@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
+from rich import box
+from rich.console import Console
 from rich.table import Table
 
 from gristmill.cli.common import DataDirOpt, PacksOpt, console, fail, make_settings
@@ -39,6 +41,7 @@ app = typer.Typer(
     help="Plan and apply the warehouse tables of the packs (docs/provisioning.md).",
 )
 
+SYMBOL = {pv.Label.ADDITIVE: "+", pv.Label.BREAKING: "~", pv.Label.DESTRUCTIVE: "-"}
 DEFAULTS: dict[str, Any] = {
     "duckdb": DuckDBSettings,
     "postgres": PostgresSettings,
@@ -105,20 +108,27 @@ def _print_human(plan: pv.Plan) -> None:
         f"{s['destructive']} destructive, {s['blocking']} blocking"
     )
     if not plan.changes:
-        console.print(f"{title}\nNo changes: the warehouse matches the packs.", highlight=False)
+        console.print(
+            f"{title}\nNo changes: the warehouse matches the packs.", highlight=False, soft_wrap=True
+        )
     else:
-        t = Table(title=title, title_justify="left")
-        for col in ("change", "object", "label", "blocking", "detail"):
-            t.add_column(col, overflow="fold")
+        t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+        t.add_column("", no_wrap=True)
+        t.add_column("change", no_wrap=True)
+        t.add_column("object", overflow="fold")
+        t.add_column("label", no_wrap=True)
+        t.add_column("detail", overflow="fold", ratio=1)
         for c in plan.changes:
             t.add_row(
+                SYMBOL[c.label],
                 c.action,
                 c.target,
-                str(c.label),
-                "BLOCKING" if c.blocking else "",
+                f"{c.label}, BLOCKING" if c.blocking else str(c.label),
                 f"{c.detail}; {c.contract}" if c.blocking else c.detail,
             )
-        console.print(t)
+        # Piped or captured output is not cut to 80 columns: a plan is read in CI logs too.
+        wide = console if console.is_terminal else Console(width=max(console.width, 160))
+        wide.print(t)
     for stmt in plan.statements:
         console.print(f"{stmt};", markup=False, highlight=False, soft_wrap=True)
     console.print(f"-- plan sha256:{plan.hash}", markup=False, highlight=False, soft_wrap=True)
