@@ -207,3 +207,53 @@ def test_plan_hash_refused_after_the_table_changed(engine: Engine) -> None:
     assert {c["action"] for c in doc["changes"]} == {"add_column", "unmanaged_column"}  # type: ignore[attr-defined]
     out = " ".join(engine.run("--apply", "--plan-hash", reviewed, code=1).split())
     assert "catalogue or the packs changed" in out
+
+
+def test_reset_shows_confirms_refuses_rows_and_is_audited(tmp_path: Path) -> None:
+    e = Engine(tmp_path, {})
+    e.run("--apply")
+    shown = e.run("reset", "--pack", PACK)
+    assert "sales_feeds.fact_sales" in shown and "Nothing dropped" in shown
+    assert "refused" in e.run("reset", "--pack", PACK, "--yes", "--confirm", "other", code=1)
+    e.load([sale(1)])
+    out = " ".join(e.run("reset", "--pack", PACK, "--yes", "--confirm", PACK, code=1).split())
+    assert "sales_feeds.fact_sales hold rows; pass --force" in out
+    assert e.plan()["changes"] == []  # nothing was dropped
+    result = runner.invoke(
+        app, ["provision", "reset", "--pack", PACK, "--yes", "--force"], env=e.env, input=f"{PACK}\n"
+    )
+    assert result.exit_code == 0, result.output
+    assert "Dropped" in result.output
+    assert "sales_feeds.fact_sales" in {c["object"] for c in e.plan()["changes"]}  # type: ignore[attr-defined]
+    audit = runner.invoke(app, ["audit", "--json", "--action", "provision.*"], env=e.env)
+    assert "provision.reset" in audit.output and "provision.apply" in audit.output
+
+
+def test_seed_environment_names_are_aliases_and_gristmill_names_win(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("WAREHOUSE_DATABASE_URL", "postgresql://w@127.0.0.1/seed")
+    s = Settings()
+    assert s.warehouse.type == "postgres"
+    assert s.warehouse.dsn.get_secret_value() == "postgresql://w@127.0.0.1/seed"  # type: ignore[union-attr]
+    monkeypatch.setenv("GRISTMILL_WAREHOUSE__DSN", "host=127.0.0.1 dbname=mine")
+    monkeypatch.setenv("GRISTMILL_WAREHOUSE__TYPE", "postgres")
+    assert Settings().warehouse.dsn.get_secret_value() == "host=127.0.0.1 dbname=mine"  # type: ignore[union-attr]
+    monkeypatch.delenv("WAREHOUSE_DATABASE_URL")
+    monkeypatch.setenv("GRISTMILL_WAREHOUSE__TYPE", "snowflake")
+    monkeypatch.setenv("SNOWFLAKE_STAGE", "kafka_stage")
+    monkeypatch.setenv("SNOWFLAKE_SCHEMA", "ANALYTICS")
+    wh = Settings().warehouse
+    assert (wh.stage, wh.landing_schema) == ("kafka_stage", "ANALYTICS")  # type: ignore[union-attr]
+    monkeypatch.setenv("GRISTMILL_WAREHOUSE__STAGE", "mine")
+    assert Settings().warehouse.stage == "mine"  # type: ignore[union-attr]
+
+
+def test_provider_is_the_target_option_and_bigquery_dataset_lands_in_the_hints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    e = Engine(tmp_path, {"BIGQUERY_DATASET": "laundry_analytics"})
+    doc = e.plan("--provider", "bigquery")
+    assert doc["target"] == "bigquery" and doc["catalogue"].startswith("offline")  # type: ignore[union-attr]
+    sinks = doc["contract"]["connectors"]["kafka_to_bigquery"]  # type: ignore[index]
+    assert {s["config"]["defaultDataset"] for s in sinks} == {"laundry_analytics"}

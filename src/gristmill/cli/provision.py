@@ -112,7 +112,8 @@ def _print_human(plan: pv.Plan) -> None:
             f"{title}\nNo changes: the warehouse matches the packs.", highlight=False, soft_wrap=True
         )
     else:
-        t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+        console.print(title, highlight=False, soft_wrap=True)
+        t = Table(box=box.SIMPLE_HEAD)
         t.add_column("", no_wrap=True)
         t.add_column("change", no_wrap=True)
         t.add_column("object", overflow="fold")

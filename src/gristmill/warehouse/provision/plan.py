@@ -132,4 +132,4 @@ def count_rows(wh: Warehouse, target: str, ref: exp.Table) -> int:
 
 def drop_tables(wh: Warehouse, target: str, refs: Sequence[exp.Table]) -> None:
     cat = catalog_module(target)
-    cat.execute(wh, [cat.render(exp.Drop(this=r, kind="TABLE", exists=True)) for r in refs])
+    cat.execute(wh, [cat.render(exp.Drop(tables=[r], kind="TABLE", exists=True)) for r in refs])
