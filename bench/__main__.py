@@ -136,7 +136,7 @@ def main() -> None:
         "--only",
         default=(
             "ingest,loader,pg_baseline,latency,analytics,dialects,relay,warehouses,feeds,sources,"
-            "governance,enrichment,usage"
+            "governance,enrichment,usage,provision"
         ),
     )
     ap.add_argument("--feed-rows", default="250000,1000000", help="Sales CSV sizes (feeds).")
@@ -208,6 +208,7 @@ def main() -> None:
         "governance": (args.gov_events, args.gov_chdb_events),
         "enrichment": (50_000,),
         "usage": (args.usage_messages, args.usage_events, args.usage_rate, args.usage_seconds),
+        "provision": (args.wh_engines.split(","),),
     }
     for name, run_args in modular.items():
         if name in only:
