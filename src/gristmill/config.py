@@ -465,25 +465,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _seed_aliases(self) -> Settings:
-        """Apply seed 002's names where no GRISTMILL_* name set the same thing."""
-        wh = self.warehouse
-        url = self.seed_warehouse_database_url
-        if url is not None:
-            if "warehouse" not in self.model_fields_set:
-                self.warehouse = wh = PostgresSettings(dsn=url)
-            elif isinstance(wh, PostgresSettings) and "dsn" not in wh.model_fields_set:
-                wh.dsn = url
-        seeds: dict[type[BaseModel], dict[str, str | None]] = {
-            BigQuerySettings: {"landing_dataset": self.seed_bigquery_dataset},
-            SnowflakeSettings: {
-                "landing_schema": self.seed_snowflake_schema,
-                "stage": self.seed_snowflake_stage,
-            },
-        }
-        for field, value in seeds.get(type(wh), {}).items():
-            if value is not None and field not in wh.model_fields_set:
-                setattr(wh, field, value)
-        return self
+        return apply_seed_aliases(self)
 
     @model_validator(mode="after")
     def _no_placeholder_secrets(self) -> Settings:
@@ -536,3 +518,26 @@ class Settings(BaseSettings):
     @property
     def meta_database_url(self) -> str:
         return self.meta_url or f"sqlite:///{self.data_dir / 'meta.sqlite'}"
+
+
+def apply_seed_aliases(settings: Settings) -> Settings:
+    """Apply seed 002's environment names where no GRISTMILL_* name set the same thing
+    (also after a command swaps the warehouse section for another engine's defaults)."""
+    wh = settings.warehouse
+    url = settings.seed_warehouse_database_url
+    if url is not None:
+        if "warehouse" not in settings.model_fields_set:
+            settings.warehouse = wh = PostgresSettings(dsn=url)
+        elif isinstance(wh, PostgresSettings) and "dsn" not in wh.model_fields_set:
+            wh.dsn = url
+    seeds: dict[type[BaseModel], dict[str, str | None]] = {
+        BigQuerySettings: {"landing_dataset": settings.seed_bigquery_dataset},
+        SnowflakeSettings: {
+            "landing_schema": settings.seed_snowflake_schema,
+            "stage": settings.seed_snowflake_stage,
+        },
+    }
+    for field, value in seeds.get(type(wh), {}).items():
+        if value is not None and field not in wh.model_fields_set:
+            setattr(wh, field, value)
+    return settings

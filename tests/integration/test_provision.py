@@ -30,7 +30,9 @@ def statements(out: str) -> list[str]:
 
 @pytest.mark.parametrize("target", ["duckdb", "postgres", "clickhouse", "bigquery", "snowflake"])
 def test_ddl_is_printed_without_connecting_and_parses_back(target: str, tmp_path: Path) -> None:
-    out = run("--target", target, "--offline", "--format", "sql", "--data-dir", str(tmp_path / "nowhere"))
+    out = run(
+        "--target", target, "--offline", "--format", "sql", "--data-dir", str(tmp_path / "nowhere")
+    )
     stmts = statements(out)
     quoted = "`marketplace`.`marketplace_events`" if target == "bigquery" else None
     assert any((quoted or '"marketplace"."marketplace_events"') in s for s in stmts)

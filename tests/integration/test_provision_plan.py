@@ -133,14 +133,18 @@ class Engine:
             wh.close()
 
 
-@pytest.fixture(params=["duckdb", "clickhouse", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(
+    params=["duckdb", "clickhouse", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     name = request.param
     if name == "clickhouse":
         pytest.importorskip("chdb")
     if name == "postgres":
         with scratch_database() as dsn:
-            yield Engine(tmp_path, {"GRISTMILL_WAREHOUSE__TYPE": "postgres", "GRISTMILL_WAREHOUSE__DSN": dsn})
+            yield Engine(
+                tmp_path, {"GRISTMILL_WAREHOUSE__TYPE": "postgres", "GRISTMILL_WAREHOUSE__DSN": dsn}
+            )
         return
     yield Engine(tmp_path, {"GRISTMILL_WAREHOUSE__TYPE": name})
 
@@ -157,7 +161,8 @@ def test_empty_warehouse_plans_everything_then_nothing_byte_identical(engine: En
     engine.run("--plan", str(p2))
     assert p1.read_bytes() == p2.read_bytes()
     doc = json.loads(p1.read_text())
-    assert doc["changes"] == [] and doc["statements"] == []
+    assert doc["changes"] == []
+    assert doc["statements"] == []
     assert doc["format_version"] == "1.0"
     assert "No changes" in engine.run()
     assert "nothing to do" in engine.run("--apply")  # idempotent
@@ -172,9 +177,12 @@ def test_new_version_with_a_promoted_column_is_one_add_column(engine: Engine) ->
     assert [c["action"] for c in changes] == ["add_column"]  # type: ignore[union-attr]
     change = changes[0]  # type: ignore[index]
     assert change["object"] == "sales_feeds.fact_sales.coupon_code"
-    assert change["label"] == "additive" and not change["blocking"]
+    assert change["label"] == "additive"
+    assert not change["blocking"]
     (stmt,) = change["statements"]
-    assert stmt.startswith("ALTER TABLE") and "ADD COLUMN" in stmt and "coupon_code" in stmt
+    assert stmt.startswith("ALTER TABLE")
+    assert "ADD COLUMN" in stmt
+    assert "coupon_code" in stmt
     engine.run("--apply", "--plan-hash", str(doc["plan_hash"]))
     assert engine.plan()["changes"] == []
     loaded = engine.load([sale(2), sale(3, version=2, coupon_code="SPRING")], "coupon_code")
@@ -190,7 +198,8 @@ def test_narrowing_is_blocking_and_refused(engine: Engine) -> None:
     narrow(engine.packs)
     doc = engine.plan()
     (change,) = doc["changes"]  # type: ignore[misc]
-    assert change["action"] == "change_type" and change["blocking"]
+    assert change["action"] == "change_type"
+    assert change["blocking"]
     assert change["label"] == "breaking"
     out = " ".join(engine.run("--apply", code=1).split())  # rich wraps at the console width
     assert "refused: 1 blocking change" in out
@@ -213,20 +222,25 @@ def test_reset_shows_confirms_refuses_rows_and_is_audited(tmp_path: Path) -> Non
     e = Engine(tmp_path, {})
     e.run("--apply")
     shown = e.run("reset", "--pack", PACK)
-    assert "sales_feeds.fact_sales" in shown and "Nothing dropped" in shown
+    assert "sales_feeds.fact_sales" in shown
+    assert "Nothing dropped" in shown
     assert "refused" in e.run("reset", "--pack", PACK, "--yes", "--confirm", "other", code=1)
     e.load([sale(1)])
     out = " ".join(e.run("reset", "--pack", PACK, "--yes", "--confirm", PACK, code=1).split())
     assert "sales_feeds.fact_sales hold rows; pass --force" in out
     assert e.plan()["changes"] == []  # nothing was dropped
     result = runner.invoke(
-        app, ["provision", "reset", "--pack", PACK, "--yes", "--force"], env=e.env, input=f"{PACK}\n"
+        app,
+        ["provision", "reset", "--pack", PACK, "--yes", "--force"],
+        env=e.env,
+        input=f"{PACK}\n",
     )
     assert result.exit_code == 0, result.output
     assert "Dropped" in result.output
     assert "sales_feeds.fact_sales" in {c["object"] for c in e.plan()["changes"]}  # type: ignore[attr-defined]
     audit = runner.invoke(app, ["audit", "--json", "--action", "provision.*"], env=e.env)
-    assert "provision.reset" in audit.output and "provision.apply" in audit.output
+    assert "provision.reset" in audit.output
+    assert "provision.apply" in audit.output
 
 
 def test_seed_environment_names_are_aliases_and_gristmill_names_win(
@@ -254,6 +268,7 @@ def test_provider_is_the_target_option_and_bigquery_dataset_lands_in_the_hints(
 ) -> None:
     e = Engine(tmp_path, {"BIGQUERY_DATASET": "laundry_analytics"})
     doc = e.plan("--provider", "bigquery")
-    assert doc["target"] == "bigquery" and doc["catalogue"].startswith("offline")  # type: ignore[union-attr]
+    assert doc["target"] == "bigquery"
+    assert doc["catalogue"].startswith("offline")
     sinks = doc["contract"]["connectors"]["kafka_to_bigquery"]  # type: ignore[index]
     assert {s["config"]["defaultDataset"] for s in sinks} == {"laundry_analytics"}

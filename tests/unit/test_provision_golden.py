@@ -6,7 +6,6 @@ Regenerate after an intended change with ``GRISTMILL_UPDATE_GOLDEN=1``."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 

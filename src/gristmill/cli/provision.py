@@ -28,6 +28,7 @@ from gristmill.config import (
     PostgresSettings,
     Settings,
     SnowflakeSettings,
+    apply_seed_aliases,
 )
 from gristmill.meta.store import MetaStore
 from gristmill.pack.loader import load_packs
@@ -67,12 +68,12 @@ def _for_target(settings: Settings, target: str) -> Settings:
     if settings.warehouse.type == target:
         return settings
     out = settings.model_copy(update={"warehouse": DEFAULTS[target]()})
-    return out._seed_aliases()  # noqa: SLF001 - the validator, re-run on the new section
+    return apply_seed_aliases(out)
 
 
-def _setup(target: str | None, data_dir: Path | None, packs: list[str] | None) -> tuple[
-    Settings, str, list[Pack], bool
-]:
+def _setup(
+    target: str | None, data_dir: Path | None, packs: list[str] | None
+) -> tuple[Settings, str, list[Pack], bool]:
     settings = make_settings(data_dir, packs)
     configured = settings.warehouse.type
     target = target or configured
@@ -109,7 +110,9 @@ def _print_human(plan: pv.Plan) -> None:
     )
     if not plan.changes:
         console.print(
-            f"{title}\nNo changes: the warehouse matches the packs.", highlight=False, soft_wrap=True
+            f"{title}\nNo changes: the warehouse matches the packs.",
+            highlight=False,
+            soft_wrap=True,
         )
     else:
         console.print(title, highlight=False, soft_wrap=True)
@@ -156,9 +159,7 @@ def provision(
     ] = False,
     output: Annotated[
         str,
-        typer.Option(
-            "--format", help="human (table + statements), sql (statements only) or json."
-        ),
+        typer.Option("--format", help="human (table + statements), sql (statements only) or json."),
     ] = "human",
     plan: Annotated[
         Path | None,
@@ -257,9 +258,7 @@ def reset(
         str | None,
         typer.Option(help="The pack name again (else it is asked for).", show_default=False),
     ] = None,
-    force: Annotated[
-        bool, typer.Option("--force", help="Drop tables that hold rows too.")
-    ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Drop tables that hold rows too.")] = False,
     data_dir: DataDirOpt = None,
 ) -> None:
     """Drop a pack's warehouse tables (seed 002's "reset the warehouse tables"): shows what it

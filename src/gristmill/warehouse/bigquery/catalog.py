@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from gristmill.warehouse.bigquery.client import BigQueryWarehouse
 
 CLUSTERING_IS_INDEX = False
+SINK_CLASS = "com.wepay.kafka.connect.bigquery.BigQuerySinkConnector"
 
 
 def render(e: exp.Expr) -> str:
@@ -66,7 +67,7 @@ def index_clustering(index: exp.Create) -> tuple[str, ...] | None:
 def read(wh: BigQueryWarehouse, schemas: Sequence[str], tables: Sequence[exp.Table]) -> Catalogue:
     from google.api_core import exceptions as gexc
 
-    client = wh._client  # noqa: SLF001 - this module is the client's catalogue half
+    client = wh._client
     found: set[str] = set()
     for name in schemas:
         try:
@@ -94,11 +95,11 @@ def read(wh: BigQueryWarehouse, schemas: Sequence[str], tables: Sequence[exp.Tab
 def execute(wh: BigQueryWarehouse, statements: Sequence[str]) -> None:
     """Run a plan's statements one job each, in order (each is idempotent)."""
     for stmt in statements:
-        wh._job(stmt, None, None)  # noqa: SLF001
+        wh._job(stmt, None, None)
 
 
 def scalar(wh: BigQueryWarehouse, text: str) -> Any:
-    rows = list(wh._job(text, None, None).result())  # noqa: SLF001
+    rows = list(wh._job(text, None, None).result())
     return rows[0][0] if rows else None
 
 
@@ -116,15 +117,16 @@ def connector_hints(
     topic = str(bus.get("topic") or bus.get("stream") or "<topic>")
     sinks = []
     for pack in packs:
+        dataset = landing or prefix + pack.dataset
         for name, spec in sorted(pack.spec.tables.items()):
             sinks.append(
                 {
                     "name": f"gristmill-{pack.name}-{name}",
                     "config": {
-                        "connector.class": "com.wepay.kafka.connect.bigquery.BigQuerySinkConnector",
+                        "connector.class": SINK_CLASS,
                         "topics": topic,
                         "project": project,
-                        "defaultDataset": landing or prefix + pack.dataset,
+                        "defaultDataset": dataset,
                         "topic2TableMap": f"{topic}:{name}",
                         "autoCreateTables": "false",
                         "allowNewBigQueryFields": "false",
@@ -138,7 +140,7 @@ def connector_hints(
                         "template": "Kafka_to_BigQuery",
                         "parameters": {
                             "inputTopics": topic,
-                            "outputTableSpec": f"{project}:{landing or prefix + pack.dataset}.{name}",
+                            "outputTableSpec": f"{project}:{dataset}.{name}",
                         },
                     },
                 }

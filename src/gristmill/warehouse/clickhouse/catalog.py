@@ -63,10 +63,8 @@ def index_clustering(index: exp.Create) -> tuple[str, ...] | None:
     return None
 
 
-def read(
-    wh: ClickHouseWarehouse, schemas: Sequence[str], tables: Sequence[exp.Table]
-) -> Catalogue:
-    conn = wh._conn  # noqa: SLF001 - this module is the client's catalogue half
+def read(wh: ClickHouseWarehouse, schemas: Sequence[str], tables: Sequence[exp.Table]) -> Catalogue:
+    conn = wh._conn
     found = frozenset(str(r["name"]) for r in conn.query(_SCHEMAS).to_pylist()) & set(schemas)
     s = {"s": list(schemas)}
     cols: dict[str, dict[str, str]] = defaultdict(dict)
@@ -85,18 +83,16 @@ def read(
 def execute(wh: ClickHouseWarehouse, statements: Sequence[str]) -> None:
     """Run a plan's statements in order (ClickHouse DDL is not transactional; each is
     idempotent, so a failed apply is re-planned and finished by the next one)."""
-    with wh._write_lock:  # noqa: SLF001
+    with wh._write_lock:
         for stmt in statements:
-            wh._conn.command(stmt)  # noqa: SLF001
-        wh._engines.clear()  # noqa: SLF001 - table engines are cached per table
+            wh._conn.command(stmt)
+        wh._engines.clear()
 
 
 def scalar(wh: ClickHouseWarehouse, text: str) -> Any:
-    rows = wh._conn.query(text).to_pylist()  # noqa: SLF001
+    rows = wh._conn.query(text).to_pylist()
     return next(iter(rows[0].values())) if rows else None
 
 
-def connector_hints(
-    packs: Sequence[Any], bus: Mapping[str, Any], settings: Any
-) -> dict[str, Any]:
+def connector_hints(packs: Sequence[Any], bus: Mapping[str, Any], settings: Any) -> dict[str, Any]:
     return {"loader": "gristmill load (or gristmill serve) reads the log into these tables"}

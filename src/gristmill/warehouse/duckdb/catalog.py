@@ -37,7 +37,7 @@ def index_clustering(index: exp.Create) -> tuple[str, ...] | None:
 
 def read(wh: DuckDBWarehouse, schemas: Sequence[str], tables: Sequence[exp.Table]) -> Catalogue:
     wanted = set(schemas)
-    cur = wh._cur()  # noqa: SLF001 - this module is the client's catalogue half
+    cur = wh._cur()
     found = {str(r[0]) for r in cur.execute("SELECT schema_name FROM duckdb_schemas()").fetchall()}
     rows = cur.execute(
         "SELECT schema_name, table_name, column_name, data_type FROM duckdb_columns() "
@@ -52,7 +52,7 @@ def read(wh: DuckDBWarehouse, schemas: Sequence[str], tables: Sequence[exp.Table
 
 def execute(wh: DuckDBWarehouse, statements: Sequence[str]) -> None:
     """Run a plan's statements in one transaction: all of them or none."""
-    cur = wh._cur()  # noqa: SLF001
+    cur = wh._cur()
     cur.execute("BEGIN TRANSACTION")
     try:
         for s in statements:
@@ -64,11 +64,9 @@ def execute(wh: DuckDBWarehouse, statements: Sequence[str]) -> None:
 
 
 def scalar(wh: DuckDBWarehouse, text: str) -> Any:
-    row = wh._cur().execute(text).fetchone()  # noqa: SLF001
+    row = wh._cur().execute(text).fetchone()
     return row[0] if row else None
 
 
-def connector_hints(
-    packs: Sequence[Any], bus: Mapping[str, Any], settings: Any
-) -> dict[str, Any]:
+def connector_hints(packs: Sequence[Any], bus: Mapping[str, Any], settings: Any) -> dict[str, Any]:
     return {"loader": "gristmill load (or gristmill serve) reads the log into these tables"}

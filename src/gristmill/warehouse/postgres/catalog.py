@@ -30,7 +30,10 @@ _COLUMNS = (
     "WHERE n.nspname = ANY(%(s)s) AND c.relkind IN ('r', 'p') AND NOT c.relispartition "
     "AND a.attnum > 0 AND NOT a.attisdropped ORDER BY n.nspname, c.relname, a.attnum"
 )
-_INDEXES = "SELECT schemaname, tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = ANY(%(s)s)"
+_INDEXES = (
+    "SELECT schemaname, tablename, indexname, indexdef FROM pg_indexes "
+    "WHERE schemaname = ANY(%(s)s)"
+)
 _SCHEMAS = "SELECT nspname FROM pg_namespace WHERE nspname = ANY(%(s)s)"
 
 
@@ -61,7 +64,7 @@ def index_clustering(index: exp.Create) -> tuple[str, ...] | None:
 
 
 def read(wh: PostgresWarehouse, schemas: Sequence[str], tables: Sequence[exp.Table]) -> Catalogue:
-    conn = wh._reader()  # noqa: SLF001 - this module is the client's catalogue half
+    conn = wh._reader()
     s = {"s": list(schemas)}
     found = frozenset(str(r[0]) for r in conn.execute(_SCHEMAS, s).fetchall())
     cols: dict[str, dict[str, str]] = defaultdict(dict)
@@ -83,17 +86,15 @@ def read(wh: PostgresWarehouse, schemas: Sequence[str], tables: Sequence[exp.Tab
 
 def execute(wh: PostgresWarehouse, statements: Sequence[str]) -> None:
     """Run a plan's statements in one transaction (PostgreSQL's DDL is transactional)."""
-    with wh._txn() as cur:  # noqa: SLF001
+    with wh._txn() as cur:
         for stmt in statements:
             cur.execute(stmt)
 
 
 def scalar(wh: PostgresWarehouse, text: str) -> Any:
-    row = wh._reader().execute(text).fetchone()  # noqa: SLF001
+    row = wh._reader().execute(text).fetchone()
     return row[0] if row else None
 
 
-def connector_hints(
-    packs: Sequence[Any], bus: Mapping[str, Any], settings: Any
-) -> dict[str, Any]:
+def connector_hints(packs: Sequence[Any], bus: Mapping[str, Any], settings: Any) -> dict[str, Any]:
     return {"loader": "gristmill load (or gristmill serve) reads the log into these tables"}

@@ -25,11 +25,11 @@ def table_key(ref: exp.Table) -> str:
 
 def _parse(text: str, dialect: str) -> exp.Expr:
     # Fixed text sqlglot does not model (CREATE FUNCTION …) parses as a Command, quietly.
-    with _quiet():
+    with _Quiet():
         return sqlglot.parse_one(text, read=dialect)
 
 
-class _quiet:
+class _Quiet:
     """Silence sqlglot's "falling back to a Command" warning for the fixed function text."""
 
     def __enter__(self) -> None:

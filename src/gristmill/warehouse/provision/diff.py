@@ -15,7 +15,9 @@ from sqlglot import exp
 from gristmill.warehouse.provision.model import Catalogue, Change, Desired, DesiredTable, Label
 
 APPLIED = "applied by --apply (idempotent)"
-REFUSED = "not applied: --apply refuses while this is listed; migrate by hand (docs/provisioning.md)"
+REFUSED = (
+    "not applied: --apply refuses while this is listed; migrate by hand (docs/provisioning.md)"
+)
 
 
 def _nullable(col: exp.ColumnDef) -> exp.ColumnDef:
@@ -89,15 +91,18 @@ def _table_changes(
     return out
 
 
-def changes(
-    desired: Desired, catalogue: Catalogue, cat: ModuleType, dialect: str
-) -> list[Change]:
+def changes(desired: Desired, catalogue: Catalogue, cat: ModuleType, dialect: str) -> list[Change]:
     out: list[Change] = []
     for s in desired.schemas:
         if s.name not in catalogue.schemas:
             out.append(
                 Change(
-                    "create_schema", s.name, Label.ADDITIVE, False, "new schema", APPLIED,
+                    "create_schema",
+                    s.name,
+                    Label.ADDITIVE,
+                    False,
+                    "new schema",
+                    APPLIED,
                     tuple(s.statements),
                 )
             )

@@ -70,12 +70,10 @@ def index_clustering(index: exp.Create) -> tuple[str, ...] | None:
     return None
 
 
-def read(
-    wh: SnowflakeWarehouse, schemas: Sequence[str], tables: Sequence[exp.Table]
-) -> Catalogue:
+def read(wh: SnowflakeWarehouse, schemas: Sequence[str], tables: Sequence[exp.Table]) -> Catalogue:
     wanted = set(schemas)
-    with wh._lock:  # noqa: SLF001 - this module is the client's catalogue half
-        cur = wh._conn.cursor()  # noqa: SLF001
+    with wh._lock:
+        cur = wh._conn.cursor()
         found = {str(r[0]) for r in cur.execute(_SCHEMAS).fetchall()} & wanted
         rows = cur.execute(_COLUMNS).fetchall()
         keys = cur.execute(_TABLES).fetchall()
@@ -91,8 +89,8 @@ def read(
 
 def execute(wh: SnowflakeWarehouse, statements: Sequence[str]) -> None:
     """Run a plan's statements in order (DDL commits on Snowflake; each is idempotent)."""
-    with wh._lock:  # noqa: SLF001
-        cur = wh._conn.cursor()  # noqa: SLF001
+    with wh._lock:
+        cur = wh._conn.cursor()
         for stmt in statements:
             cur.execute(stmt)
 
@@ -100,15 +98,15 @@ def execute(wh: SnowflakeWarehouse, statements: Sequence[str]) -> None:
 def copy_into(dataset: str, table: str, stage: str) -> str:
     """``COPY INTO`` one table from its folder of the stage, JSON matched by column name."""
     stmt = exp.Copy(
-        this=exp.table_(exp.to_identifier(table, quoted=True), db=exp.to_identifier(dataset, quoted=True)),
+        this=exp.table_(
+            exp.to_identifier(table, quoted=True), db=exp.to_identifier(dataset, quoted=True)
+        ),
         kind=True,
         files=[exp.Table(this=exp.Literal.string(f"@{stage}/{dataset}/{table}/"))],
         params=[
             exp.CopyParameter(
                 this=exp.var("FILE_FORMAT"),
-                expressions=[
-                    exp.Property(this=exp.var("TYPE"), value=exp.Literal.string("JSON"))
-                ],
+                expressions=[exp.Property(this=exp.var("TYPE"), value=exp.Literal.string("JSON"))],
             ),
             exp.CopyParameter(
                 this=exp.var("MATCH_BY_COLUMN_NAME"), expression=exp.var("CASE_INSENSITIVE")
@@ -119,8 +117,8 @@ def copy_into(dataset: str, table: str, stage: str) -> str:
 
 
 def scalar(wh: SnowflakeWarehouse, text: str) -> Any:
-    with wh._lock:  # noqa: SLF001
-        row = wh._conn.cursor().execute(text).fetchone()  # noqa: SLF001
+    with wh._lock:
+        row = wh._conn.cursor().execute(text).fetchone()
     return row[0] if row else None
 
 
