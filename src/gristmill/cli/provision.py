@@ -20,7 +20,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from gristmill.cli.common import DataDirOpt, PacksOpt, console, fail, make_settings
+from gristmill.cli.common import DataDirOpt, PacksOpt, console, err_console, fail, make_settings
 from gristmill.config import (
     BigQuerySettings,
     ClickHouseSettings,
@@ -207,7 +207,8 @@ def provision(
             if output == "human":
                 console.print(f"-- {len(files)} table schemas written to {schemas}")
         if apply and wh is not None:
-            _apply(wh, settings, result, plan_hash)
+            # Machine-readable output stays parseable: the apply's own lines go to stderr.
+            _apply(wh, settings, result, plan_hash, console if output == "human" else err_console)
     finally:
         if wh is not None:
             wh.close()
@@ -223,7 +224,9 @@ def _show(result: pv.Plan, output: Literal["human", "sql", "json"] | str) -> Non
         _print_human(result)
 
 
-def _apply(wh: Warehouse, settings: Settings, result: pv.Plan, plan_hash: str | None) -> None:
+def _apply(
+    wh: Warehouse, settings: Settings, result: pv.Plan, plan_hash: str | None, say: Console
+) -> None:
     if plan_hash is not None and plan_hash != result.hash:
         fail(
             f"refused: the plan is now sha256:{result.hash}, not {plan_hash} — the catalogue "
@@ -236,14 +239,14 @@ def _apply(wh: Warehouse, settings: Settings, result: pv.Plan, plan_hash: str | 
             + ". Nothing was applied; see docs/provisioning.md#blocking-changes"
         )
     if not result.statements:
-        console.print(f"-- applied to {result.target}: nothing to do", highlight=False)
+        say.print(f"-- applied to {result.target}: nothing to do", highlight=False)
         return
     try:
         n = pv.apply(wh, result)
     except Exception as exc:
         fail(f"apply failed: {type(exc).__name__}: {exc}")
     _audit(settings, "provision.apply", result.target, plan_hash=result.hash, statements=n)
-    console.print(
+    say.print(
         f"-- applied to {result.target}: {n} statements (plan sha256:{result.hash})",
         highlight=False,
         soft_wrap=True,
