@@ -108,3 +108,15 @@ def test_snowflake_catalogue_normalising_matches_the_ddl() -> None:
     copy = sf.copy_into("marketplace", "marketplace_events", "kafka_stage")
     assert copy.startswith('COPY INTO "marketplace"."marketplace_events" FROM')
     sqlglot.parse_one(copy, read="snowflake", error_level=sqlglot.ErrorLevel.RAISE)
+
+
+def test_the_hash_covers_the_plan_not_the_version_or_itself() -> None:
+    import hashlib
+
+    doc = _plan("bigquery", pv.EMPTY).document
+    assert doc["plan_hash"] == hashlib.sha256(pv.canonical(doc)).hexdigest()
+    other = {**doc, "gristmill_version": "9.9.9", "plan_hash": "x"}
+    assert pv.canonical(other) == pv.canonical(doc)
+    changed = {**doc, "statements": [*doc["statements"], "SELECT 1"]}
+    assert pv.canonical(changed) != pv.canonical(doc)
+    assert b" " not in pv.canonical({"a": [1, 2], "b": {"c": 1}})  # no spaces, sorted keys
