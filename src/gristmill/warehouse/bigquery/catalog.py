@@ -114,7 +114,7 @@ def connector_hints(
     project = (cfg.project if cfg else None) or "<project>"
     prefix = cfg.dataset_prefix if cfg else ""
     landing = cfg.landing_dataset if cfg else None
-    topic = str(bus.get("topic") or bus.get("stream") or "<topic>")
+    topic = str(bus.get("topic") or "<topic: the log is not Kafka>")
     sinks = []
     for pack in packs:
         dataset = landing or prefix + pack.dataset

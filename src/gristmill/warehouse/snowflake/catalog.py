@@ -133,7 +133,7 @@ def connector_hints(
     stage = cfg.stage if cfg else "gristmill_stage"
     database = cfg.database if cfg else "GRISTMILL"
     landing = cfg.landing_schema if cfg else None
-    topic = str(bus.get("topic") or bus.get("stream") or "<topic>")
+    topic = str(bus.get("topic") or "<topic: the log is not Kafka>")
     out = []
     for pack in packs:
         schema = landing or pack.dataset
