@@ -144,7 +144,7 @@ def main() -> None:
         "--only",
         default=(
             "ingest,loader,pg_baseline,latency,analytics,dialects,relay,warehouses,feeds,sources,"
-            "governance,enrichment,usage,rollups,peers"
+            "governance,enrichment,usage,rollups,peers,provision"
         ),
     )
     ap.add_argument("--feed-rows", default="250000,1000000", help="Sales CSV sizes (feeds).")
@@ -225,6 +225,7 @@ def main() -> None:
         "usage": (args.usage_messages, args.usage_events, args.usage_rate, args.usage_seconds),
         "rollups": (args.rollup_base, args.rollup_new),
         "peers": (args.events,),
+        "provision": (args.wh_engines.split(","),),
     }
     for name, run_args in modular.items():
         if name in only:

@@ -18,7 +18,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -133,6 +133,9 @@ class BigQuerySettings(BaseModel):
     project: str | None = None
     location: str = "US"
     dataset_prefix: str = ""
+    landing_dataset: str | None = Field(None, pattern=r"^[A-Za-z0-9_]{1,1024}$")
+    """Dataset the connector hints of ``gristmill provision`` land in (seed name
+    ``BIGQUERY_DATASET``); Gristmill's own loader keeps one dataset per pack."""
 
 
 class SnowflakeSettings(BaseModel):
@@ -145,6 +148,11 @@ class SnowflakeSettings(BaseModel):
     database: str = "GRISTMILL"
     warehouse: str | None = None
     role: str | None = None
+    landing_schema: str | None = Field(None, pattern=r"^[A-Za-z0-9_]{1,255}$")
+    """Schema the connector hints of ``gristmill provision`` land in (seed name
+    ``SNOWFLAKE_SCHEMA``); Gristmill's own loader keeps one schema per pack."""
+    stage: str = Field("gristmill_stage", pattern=r"^[A-Za-z0-9_.]{1,255}$")
+    """Named stage the hints' ``COPY INTO`` reads from (seed name ``SNOWFLAKE_STAGE``)."""
 
 
 WarehouseSettings = Annotated[
@@ -434,6 +442,22 @@ class Settings(BaseSettings):
     enrichment: EnrichmentSettings = EnrichmentSettings()
     exports: ExportSettings = ExportSettings()
 
+    # Seed 002's environment names, read as aliases of the settings above. A GRISTMILL_* name
+    # for the same setting wins (docs/provisioning.md#environment-names).
+    seed_warehouse_database_url: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("WAREHOUSE_DATABASE_URL"), exclude=True
+    )
+    """PostgreSQL DSN: ``warehouse.dsn``, and the postgres engine when none is configured."""
+    seed_bigquery_dataset: str | None = Field(
+        None, validation_alias=AliasChoices("BIGQUERY_DATASET"), exclude=True
+    )
+    seed_snowflake_schema: str | None = Field(
+        None, validation_alias=AliasChoices("SNOWFLAKE_SCHEMA"), exclude=True
+    )
+    seed_snowflake_stage: str | None = Field(
+        None, validation_alias=AliasChoices("SNOWFLAKE_STAGE"), exclude=True
+    )
+
     @model_validator(mode="before")
     @classmethod
     def _default_engine_types(cls, data: Any) -> Any:
@@ -445,6 +469,10 @@ class Settings(BaseSettings):
                 if isinstance(value, dict) and "type" not in value:
                     data[section] = {**value, "type": default}
         return data
+
+    @model_validator(mode="after")
+    def _seed_aliases(self) -> Settings:
+        return apply_seed_aliases(self)
 
     @model_validator(mode="after")
     def _no_placeholder_secrets(self) -> Settings:
@@ -497,3 +525,26 @@ class Settings(BaseSettings):
     @property
     def meta_database_url(self) -> str:
         return self.meta_url or f"sqlite:///{self.data_dir / 'meta.sqlite'}"
+
+
+def apply_seed_aliases(settings: Settings) -> Settings:
+    """Apply seed 002's environment names where no GRISTMILL_* name set the same thing
+    (also after a command swaps the warehouse section for another engine's defaults)."""
+    wh = settings.warehouse
+    url = settings.seed_warehouse_database_url
+    if url is not None:
+        if "warehouse" not in settings.model_fields_set:
+            settings.warehouse = wh = PostgresSettings(dsn=url)
+        elif isinstance(wh, PostgresSettings) and "dsn" not in wh.model_fields_set:
+            wh.dsn = url
+    seeds: dict[type[BaseModel], dict[str, str | None]] = {
+        BigQuerySettings: {"landing_dataset": settings.seed_bigquery_dataset},
+        SnowflakeSettings: {
+            "landing_schema": settings.seed_snowflake_schema,
+            "stage": settings.seed_snowflake_stage,
+        },
+    }
+    for field, value in seeds.get(type(wh), {}).items():
+        if value is not None and field not in wh.model_fields_set:
+            setattr(wh, field, value)
+    return settings
