@@ -201,7 +201,7 @@ def dashboard(
         who=f"{principal.role}" + (f" · {principal.pack}" if principal.pack else ""),
         **ops,
     )
-    return HTMLResponse(page)
+    return HTMLResponse(page, status_code=400 if problem else 200)
 
 
 @router.get("/login")
