@@ -114,6 +114,7 @@ def texts(page: Any, view: str) -> dict[str, str]:
 
 
 def sign_in(page: Any, s: Served, who: str) -> None:
+    page.on("pageerror", lambda e: pytest.fail(f"script error on the page: {e}"))
     page.goto(f"{s.server.url}/ui/login")
     page.fill("#key", s.keys[who])
     page.click("button[type=submit]")

@@ -220,9 +220,10 @@ def reliability_panel(
     kpis = [
         {
             "name": f"{r.get(by)}",
-            "label": f"{r.get(by)} · error rate / p95",
+            "label": f"{r.get(by)} · error rate",
             "raw": r["error_rate"],
-            "text": f"{(r['error_rate'] or 0):.1%} · {fmt(r['p95_ms'], '')} ms",
+            "text": f"{(r['error_rate'] or 0):.1%}",
+            "sub": "p95 n/a" if r["p95_ms"] is None else f"p95 {r['p95_ms']:,.0f} ms",
         }
         for r in body[f"by_{by}" if by else "by"]
     ]
