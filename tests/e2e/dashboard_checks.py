@@ -22,7 +22,8 @@ LAYOUT_JS = """() => {
     const r = el.getBoundingClientRect();
     if (r.width === 0 || r.height === 0) continue;
     if (r.right > vw + 0.5 || r.left < -0.5) {
-      bad.push(`${el.tagName.toLowerCase()}#${el.id}.${el.getAttribute('class')} spans ${r.left}..${r.right}`);
+      const name = `${el.tagName.toLowerCase()}#${el.id}.${el.getAttribute('class')}`;
+      bad.push(`${name} spans ${r.left}..${r.right}`);
     }
   }
   for (const el of document.querySelectorAll('.card .value, .card .label, h1, h2')) {
@@ -39,7 +40,8 @@ SVGS_FIT_JS = """() => [...document.querySelectorAll('.js-plotly-plot')].every(p
 CARD_COLUMNS_JS = """() => {
   const out = [];
   for (const row of document.querySelectorAll('.cards')) {
-    const xs = new Set([...row.querySelectorAll('.card')].map(c => Math.round(c.getBoundingClientRect().left)));
+    const lefts = [...row.querySelectorAll('.card')].map(c => c.getBoundingClientRect().left);
+    const xs = new Set(lefts.map(Math.round));
     out.push(xs.size);
   }
   return out;
@@ -65,4 +67,3 @@ def check_layout(page: Any, shots: Path, name: str) -> None:
             assert set(columns) == {1}, f"cards do not stack at {w}px: {columns}"
         else:
             assert max(columns) > 1, f"cards in one column at {w}px: {columns}"
-

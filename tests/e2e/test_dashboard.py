@@ -78,9 +78,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     mk = rt.meta.create_key
     keys = {
         "admin": mk("secret", "admin", pack="marketplace", role="admin")[1],
-        "vendor": mk(
-            "secret", "v", pack="marketplace", role="vendor", claims={"store_id": VENDOR}
-        )[1],
+        "vendor": mk("secret", "v", pack="marketplace", role="vendor", claims={"store_id": VENDOR})[
+            1
+        ],
         "operator": mk("secret", "op", role="operator")[1],
     }
     rt.stop()
@@ -149,14 +149,17 @@ def test_admin_dashboard(served: Served, tmp_path: Path) -> None:
 
         # A count and an amount of the same thing never share a label; titles are words.
         labels = page.eval_on_selector_all(
-            "section[data-view='admin_analytics'] .card .label", "els => els.map(e => e.textContent)"
+            "section[data-view='admin_analytics'] .card .label",
+            "els => els.map(e => e.textContent)",
         )
         assert len(set(labels)) == len(labels)
-        assert "Payouts completed · count" in labels and "Payouts completed · amount" in labels
+        assert "Payouts completed · count" in labels
+        assert "Payouts completed · amount" in labels
         titles = page.eval_on_selector_all(
             ".js-plotly-plot .gtitle", "els => els.map(e => e.textContent)"
         )
-        assert "GMV per day" in titles and "Ad spend per day" in titles
+        assert "GMV per day" in titles
+        assert "Ad spend per day" in titles
         assert not any("_" in t for t in titles)
         # Money tiles are the API's exact value, half-up to the cent.
         for name, value in api30["kpis"].items():
@@ -195,7 +198,8 @@ def test_range_zone_and_refresh(served: Served) -> None:
         page.click("#range button[type=submit]")
         page.wait_for_url("**start=**")
         q = parse_qs(urlparse(page.url).query)
-        assert q["start"] == [first.isoformat()] and q["end"] == [last.isoformat()]
+        assert q["start"] == [first.isoformat()]
+        assert q["end"] == [last.isoformat()]
         assert q["tz"] == ["America/New_York"]
         start = datetime(first.year, first.month, first.day, tzinfo=ny)
         end = datetime(last.year, last.month, last.day, tzinfo=ny) + timedelta(days=1)
@@ -297,7 +301,9 @@ def test_operator_quarantine_browser(served: Served, tmp_path: Path) -> None:
         page = browser.new_page(viewport={"width": 1366, "height": 900})
         sign_in(page, s, "operator")
         assert page.text_content("#heading") == "Operations · B2B marketplace analytics"
-        h2s = page.eval_on_selector_all("section[data-view] h2", "els => els.map(e => e.textContent)")
+        h2s = page.eval_on_selector_all(
+            "section[data-view] h2", "els => els.map(e => e.textContent)"
+        )
         assert "Your store" not in h2s
         assert "Vendor analytics (vendor view, every tenant)" in h2s
         page.wait_for_selector("#q-list tbody tr")
@@ -313,7 +319,8 @@ def test_operator_quarantine_browser(served: Served, tmp_path: Path) -> None:
         rows[0].query_selector("button.q-show").click()  # type: ignore[union-attr]
         page.wait_for_selector("#q-raw[data-encoding='base64']")
         raw = page.text_content("#q-raw") or ""
-        assert "ff fe" in raw and "|{\"event_type\":" in raw
+        assert "ff fe" in raw
+        assert '|{"event_type":' in raw
 
         page.select_option("#q-reason", "unknown_event_type")
         page.click("#q-filter button[type=submit]")
