@@ -287,6 +287,16 @@ def test_vendor_dashboard_and_money_rule(served: Served, tmp_path: Path) -> None
             f"{s.server.url}/ui/quarantine/whatever/replay", headers={"X-Gristmill-UI": "1"}
         )
         assert r.status == 403
+        # A custom range: the ad view takes it, the vendor view keeps its preset and says so.
+        page.goto(f"{s.server.url}/ui?start={lo.date()}&end={lo.date() + timedelta(days=6)}")
+        note = page.text_content("section[data-view='vendor_analytics'] .range") or ""
+        assert "presets only" in note
+        ad_range = page.text_content("section[data-view='ad_analytics'] .range") or ""
+        assert ad_range.startswith(f"{lo.date()} 00:00")
+        ctr = api(s, "vendor", "/api/v1/ads/analytics", preset="30d")["kpis"]["ctr"]
+        page.goto(f"{s.server.url}/ui")
+        want_ctr = (Decimal(str(ctr)) * 100).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+        assert texts(page, "ad_analytics")["ctr"] == f"{want_ctr}%"
         check_layout(page, tmp_path / "shots", "vendor")
         browser.close()
 

@@ -94,3 +94,9 @@ def test_nice_step() -> None:
     assert nice_step(0.15, 2) == 0.05
     assert nice_step(3, 0) == 1
     assert nice_step(0, 2) == 0.01
+
+
+def test_fraction_shows_as_percent() -> None:
+    assert fmt(0.0322, "fraction") == "3.22%"
+    assert fmt(0.00125, "fraction") == "0.13%"  # half-up
+    assert fmt(0, "fraction") == "0.00%"

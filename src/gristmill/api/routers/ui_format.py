@@ -19,6 +19,8 @@ from typing import Any
 from gristmill.pack.analytics import MetricSpec
 
 MONEY_UNITS = {"cents": 100, "micros": 1_000_000}
+FRACTION = "fraction"
+"""A metric unit for shares (click-through rate): the value 0.0322 is shown as 3.22%."""
 CENT = Decimal("0.01")
 ACRONYMS = {"gmv": "GMV", "aov": "AOV", "ctr": "CTR", "p95": "p95", "p50": "p50", "ms": "ms"}
 GRAIN_WORDS = {"hour": "per hour", "day": "per day", "week": "per week", "month": "per month"}
@@ -52,6 +54,11 @@ def fmt(value: Any, unit: str) -> str:
         return "n/a"
     if unit in MONEY_UNITS:
         return money_text(dollars(value, unit))
+    if unit == FRACTION:  # 0.0322 → 3.22%, half-up like money
+        with localcontext() as ctx:
+            ctx.prec = 60
+            pct = (Decimal(str(value)) * 100).quantize(CENT, rounding=ROUND_HALF_UP)
+        return f"{pct}%"
     if isinstance(value, float):
         return f"{value:,.4f}".rstrip("0").rstrip(".")
     return f"{value:,}"

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from gristmill.api.routers.ui_format import (
+    FRACTION,
     GRAIN_WORDS,
     MONEY_UNITS,
     chart_title,
@@ -134,7 +135,9 @@ def kpis_panel(
                 "name": k,
                 "label": label(k, metrics[k].unit, names),
                 "raw": raw,
-                "text": money_text(exact) if metrics[k].unit in MONEY_UNITS else fmt(raw, ""),
+                "text": money_text(exact)
+                if metrics[k].unit in MONEY_UNITS
+                else fmt(raw, metrics[k].unit),
                 "money": metrics[k].unit in MONEY_UNITS,
             }
         )
@@ -157,7 +160,9 @@ def kpis_panel(
                 "id": f"chart-{name}-{metric}",
                 "title": chart_title(metric, m.unit, names, grain),
                 "traces": [trace],
-                "yaxis": y_axis(trace["y"], money=m.unit in MONEY_UNITS, percent=False),
+                "yaxis": y_axis(
+                    trace["y"], money=m.unit in MONEY_UNITS, percent=m.unit == FRACTION
+                ),
             }
         )
     panel = _panel(name, view, body, kpis, charts, {}, s)
