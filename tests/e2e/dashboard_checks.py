@@ -4,8 +4,17 @@ never pixels. Screenshots are saved beside them as artifacts, not compared."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
+
+
+def shots_dir(tmp_path: Path) -> Path:
+    """Where screenshots go: ``$GRISTMILL_E2E_ARTIFACTS/dashboard`` (CI uploads it), else the
+    test's tmp dir."""
+    base = os.environ.get("GRISTMILL_E2E_ARTIFACTS")
+    return Path(base) / "dashboard" if base else tmp_path / "shots"
+
 
 WIDTHS = {"desktop": (1366, 900), "phone": (375, 812)}
 

@@ -24,7 +24,7 @@ from gristmill.demo.marketplace import DemoConfig, generate
 from gristmill.demo.process import ServerProcess, free_port
 from gristmill.runtime import Runtime
 from tests.conftest import PACKS, make_settings
-from tests.e2e.dashboard_checks import check_layout
+from tests.e2e.dashboard_checks import check_layout, shots_dir
 
 pytestmark = pytest.mark.browser
 
@@ -175,7 +175,7 @@ def test_admin_dashboard(served: Served, tmp_path: Path) -> None:
         assert cards(page, "admin_analytics") == {k: str(v) for k, v in api7["kpis"].items()}
         assert api7["kpis"] != api30["kpis"]
         assert page.get_attribute("a[data-preset='7d']", "class") == "active"
-        check_layout(page, tmp_path / "shots", "admin")
+        check_layout(page, shots_dir(tmp_path), "admin")
         browser.close()
 
 
@@ -297,7 +297,7 @@ def test_vendor_dashboard_and_money_rule(served: Served, tmp_path: Path) -> None
         page.goto(f"{s.server.url}/ui")
         want_ctr = (Decimal(str(ctr)) * 100).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
         assert texts(page, "ad_analytics")["ctr"] == f"{want_ctr}%"
-        check_layout(page, tmp_path / "shots", "vendor")
+        check_layout(page, shots_dir(tmp_path), "vendor")
         browser.close()
 
 
@@ -354,7 +354,7 @@ def test_operator_quarantine_browser(served: Served, tmp_path: Path) -> None:
             assert page.query_selector("#source-rates tr[data-source='backend']") is not None
         else:
             assert page.query_selector("#source-rates") is None
-        check_layout(page, tmp_path / "shots", "operator")
+        check_layout(page, shots_dir(tmp_path), "operator")
         browser.close()
 
 

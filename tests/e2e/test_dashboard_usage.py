@@ -17,7 +17,7 @@ from gristmill.demo.process import ServerProcess, free_port
 from gristmill.demo.usage import Burst, UsageConfig, generate_usage
 from gristmill.runtime import Runtime
 from tests.conftest import PACKS, make_settings
-from tests.e2e.dashboard_checks import check_layout
+from tests.e2e.dashboard_checks import check_layout, shots_dir
 from tests.e2e.test_dashboard import ARGS, CHROMIUM
 
 pytestmark = pytest.mark.browser
@@ -90,7 +90,7 @@ def test_usage_dashboard_in_chromium(
         assert burst.start.strftime("%Y-%m-%d %H:%M") in spikes
         assert "gpt-4o-mini" in spikes
         assert page.text_content("#heading") == "AI usage and spend · org_000"
-        check_layout(page, tmp_path / "shots", "usage-admin")
+        check_layout(page, shots_dir(tmp_path), "usage-admin")
         page.set_viewport_size({"width": 1366, "height": 900})
 
         page.click("form[action='/ui/logout'] button")
@@ -106,6 +106,6 @@ def test_usage_dashboard_in_chromium(
         # The chosen organisation stays in the preset links: a shareable link keeps it.
         assert "orgId=org_001" in (page.get_attribute("a[data-preset='7d']", "href") or "")
         assert page.text_content("#heading") == "AI usage and spend · finance"
-        check_layout(page, tmp_path / "shots", "usage-finance")
+        check_layout(page, shots_dir(tmp_path), "usage-finance")
         assert errors == []
         browser.close()
