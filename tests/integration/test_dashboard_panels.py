@@ -67,6 +67,8 @@ def test_replay_endpoint_guards(client: TestClient, runtime: Runtime) -> None:
     r = client.post("/ui/quarantine/x/replay", headers={"X-Gristmill-UI": "1"})
     assert r.status_code == 200
     assert r.json()["replayed"] == 0
+    refused = runtime.governance.store.audit_entries(action="quarantine.post")
+    assert [e.detail["result"] for e in refused] == [403, 401]  # refusals are audited
 
 
 def test_source_rates_panel_only_when_stats_carry_rates() -> None:

@@ -25,7 +25,7 @@ from gristmill.core.errors import forbidden, unauthorized
 from gristmill.core.permissions import Permission
 from gristmill.runtime import Runtime
 
-router = APIRouter(prefix="/quarantine")
+router = APIRouter(prefix="/quarantine", tags=["quarantine"])  # audited like the API's
 UI_HEADER = "x-gristmill-ui"
 """Sent by the dashboard's own script. A cross-site form cannot set it, and a cross-site
 ``fetch`` with it needs a CORS preflight this app never grants: the replay is not forgeable
@@ -96,6 +96,7 @@ def replay_one(
     principal = _session(rt, request)
     if principal is None:
         raise unauthorized("sign in to the dashboard first")
+    request.state.principal = principal  # the audit row names the caller (api/audit.py)
     if ui != "1":
         raise forbidden(f"send the {UI_HEADER} header (the dashboard's script does)")
     if not rt.roles.allows(principal, Permission.QUARANTINE_REPLAY):
