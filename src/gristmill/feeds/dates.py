@@ -1,0 +1,154 @@
+"""Which way a file writes ``03/04/2025``: decided once per file, before any row is read.
+
+The template's ``date_order`` (``day_first``, ``month_first``) or the uploader's choice wins.
+Under ``auto`` the whole date column is read once: a ``13/04/2025`` (first part above 12)
+proves day-first, a ``04/13/2025`` month-first. A file with neither proof, in which some date
+reads both ways, is *ambiguous*: the preview shows both readings and the commit needs the
+choice, instead of guessing (a wrong guess moves sales into other months) or refusing every
+row. A file with both proofs mixes orders; it needs the choice too, and the rows that
+contradict it are rejected with their reason. ``31.01.2025`` (dots) is day-first unless the
+order says otherwise: the locales that write dots write the day first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from gristmill.feeds.csvread import RecordReader
+from gristmill.feeds.values import DAY_FIRST, MONTH_FIRST, numeric_parts
+
+EXAMPLES = 3
+
+
+@dataclass(slots=True)
+class DateEvidence:
+    day_first: list[tuple[int, str]] = field(default_factory=list)
+    """(line, text) of dates only day-first can read (first few)."""
+    month_first: list[tuple[int, str]] = field(default_factory=list)
+    ambiguous: list[tuple[int, str]] = field(default_factory=list)
+    day_first_count: int = 0
+    month_first_count: int = 0
+    ambiguous_count: int = 0
+    first: dict[str, date] = field(default_factory=dict)
+    """Earliest day of the numeric dates under each reading (both readings of every date)."""
+    last: dict[str, date] = field(default_factory=dict)
+
+    def see(self, line: int, text: str) -> None:
+        parts = numeric_parts(text)
+        if parts is None:
+            return
+        a, b, y = parts
+        readings: dict[str, date] = {}
+        for name, (mo, dy) in ((DAY_FIRST, (b, a)), (MONTH_FIRST, (a, b))):
+            try:
+                readings[name] = date(y, mo, dy)
+            except ValueError:
+                continue
+        if len(readings) == 2 and a != b:
+            self.ambiguous_count += 1
+            if len(self.ambiguous) < EXAMPLES:
+                self.ambiguous.append((line, text.strip()))
+        elif len(readings) == 1:
+            only = next(iter(readings))
+            if only == DAY_FIRST:
+                self.day_first_count += 1
+                if len(self.day_first) < EXAMPLES:
+                    self.day_first.append((line, text.strip()))
+            else:
+                self.month_first_count += 1
+                if len(self.month_first) < EXAMPLES:
+                    self.month_first.append((line, text.strip()))
+        for name, d in readings.items():
+            if name not in self.first or d < self.first[name]:
+                self.first[name] = d
+            if name not in self.last or d > self.last[name]:
+                self.last[name] = d
+
+
+@dataclass(frozen=True, slots=True)
+class DateDecision:
+    setting: str
+    """The template's ``date_order``."""
+    order: str | None
+    """The order rows are parsed with (None: no numeric date needs one, or undecided)."""
+    source: str
+    """``template``, ``choice``, ``detected``, ``none`` (nothing to decide) or ``undecided``."""
+    evidence: DateEvidence | None = None
+
+    @property
+    def needs_choice(self) -> bool:
+        return self.source == "undecided"
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "setting": self.setting,
+            "order": self.order,
+            "source": self.source,
+            "needs_choice": self.needs_choice,
+        }
+        ev = self.evidence
+        if ev is not None:
+            out["evidence"] = {
+                "day_first": [{"line": ln, "text": t} for ln, t in ev.day_first],
+                "month_first": [{"line": ln, "text": t} for ln, t in ev.month_first],
+                "ambiguous": [{"line": ln, "text": t} for ln, t in ev.ambiguous],
+                "counts": {
+                    "day_first": ev.day_first_count,
+                    "month_first": ev.month_first_count,
+                    "ambiguous": ev.ambiguous_count,
+                },
+            }
+            if self.needs_choice:
+                out["readings"] = {
+                    name: {
+                        "first": ev.first[name].isoformat() if name in ev.first else None,
+                        "last": ev.last[name].isoformat() if name in ev.last else None,
+                        "examples": [
+                            {"line": ln, "text": t, "date": _read(t, name)}
+                            for ln, t in ev.ambiguous
+                        ],
+                    }
+                    for name in (DAY_FIRST, MONTH_FIRST)
+                }
+        return out
+
+
+def _read(text: str, order: str) -> str | None:
+    parts = numeric_parts(text)
+    if parts is None:
+        return None
+    a, b, y = parts
+    mo, dy = (b, a) if order == DAY_FIRST else (a, b)
+    try:
+        return date(y, mo, dy).isoformat()
+    except ValueError:
+        return None
+
+
+def decide(setting: str, choice: str | None, evidence_of: Any) -> DateDecision:
+    """``evidence_of()`` reads the file's date column (only called under ``auto``)."""
+    if choice is not None:
+        return DateDecision(setting, choice, "choice")
+    if setting != "auto":
+        return DateDecision(setting, setting, "template")
+    ev: DateEvidence = evidence_of()
+    if ev.day_first_count and not ev.month_first_count:
+        return DateDecision(setting, DAY_FIRST, "detected", ev)
+    if ev.month_first_count and not ev.day_first_count:
+        return DateDecision(setting, MONTH_FIRST, "detected", ev)
+    if ev.ambiguous_count or (ev.day_first_count and ev.month_first_count):
+        return DateDecision(setting, None, "undecided", ev)
+    return DateDecision(setting, None, "none", ev)
+
+
+def gather(reader: RecordReader, position: int) -> DateEvidence:
+    """Evidence from the date column (field ``position``) of the remaining records."""
+    ev = DateEvidence()
+    for rec in reader:
+        if position < len(rec.fields):
+            cell = rec.fields[position]
+            if "/" in cell or "-" in cell:
+                ev.see(rec.line, cell)
+    return ev
