@@ -6,7 +6,8 @@ decodes; else charset-normalizer's guess limited to encodings spreadsheets actua
 sampled lines into the same number of fields most often. The file is then read through
 ``csv`` incrementally. Excel's ``sep=;`` first line names the delimiter outright (and is
 then no record of the header's). A sample with NUL bytes or control characters (outside
-UTF-16) is no text at all and is refused as such, not as a CSV missing its columns — quoted fields may hold delimiters, quotes and newlines — so memory
+UTF-16) is no text at all and is refused as such, not as a CSV missing its columns.
+Quoted fields may hold delimiters, quotes and newlines; memory
 stays bounded by one record whatever the file size.
 """
 

@@ -55,7 +55,7 @@ WORDS = (
 )
 """Built-in summary labels (casefolded). A template adds its own with ``summary_rows.words``."""
 
-STEMS = ("total", "totaal", "sum", "suma", "soma", "gesamt", "jumlah", "итого", "合計", "合计", "总计")
+STEMS = ("total", "totaal", "sum", "soma", "gesamt", "jumlah", "итого", "合計", "合计", "总计")
 """Every word above contains one of these: the fast lane's cheap pre-filter (a superset)."""
 
 _STRIP = " \t:*-=()[].#"
@@ -157,7 +157,7 @@ class SumRule:
         hits = sum(
             1
             for c in self.columns
-            if r.values.get(c) is not None and above.columns.get(c) and r.values[c] == above.columns[c]
+            if r.values.get(c) is not None and above.columns.get(c) == r.values[c] != 0
         )
         amount_hit = False
         if self.amount is not None and above.amount:
