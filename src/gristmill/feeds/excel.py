@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import date, datetime, time
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from gristmill.feeds.csvread import CsvError, NotText
 
@@ -69,33 +70,37 @@ def to_csv(src: Path, dst: Path, is_header: Callable[[Sequence[str]], bool]) -> 
     from openpyxl import load_workbook  # only when a workbook is uploaded
     from openpyxl.utils.exceptions import InvalidFileException
 
-    try:
-        wb = load_workbook(src, read_only=True, data_only=True)
-    except (InvalidFileException, zipfile.BadZipFile, KeyError, OSError, ValueError) as e:
-        raise ExcelError(f"an Excel workbook we cannot read ({e}) — export it as CSV") from e
-    try:
-        sheets = list(wb.worksheets)
-        if not sheets:
-            raise ExcelError("an Excel workbook without sheets — export it as CSV")
-        chosen = sheets[0]
-        for ws in sheets:
-            head = [
-                [cell_text(v) for v in row]
-                for _, row in zip(range(HEADER_ROWS), ws.iter_rows(values_only=True), strict=False)
-            ]
-            if any(is_header(r) for r in head):
-                chosen = ws
-                break
-        with dst.open("w", encoding="utf-8", newline="") as out:
-            w = csv.writer(out, lineterminator="\n")
-            w.writerows(_rows(chosen.iter_rows(values_only=True)))
-        return str(chosen.title)
-    except CsvError:
-        raise
-    except Exception as e:  # openpyxl raises many kinds for damaged parts
-        raise ExcelError(f"an Excel workbook we cannot read ({e}) — export it as CSV") from e
-    finally:
-        wb.close()
+    with src.open("rb") as fh:  # a file object: openpyxl would judge a path by its suffix
+        try:
+            wb = load_workbook(fh, read_only=True, data_only=True)
+        except (InvalidFileException, zipfile.BadZipFile, KeyError, OSError, ValueError) as e:
+            raise ExcelError(f"an Excel workbook we cannot read ({e}) — export it as CSV") from e
+        try:
+            return _write(wb.worksheets, dst, is_header)
+        except CsvError:
+            raise
+        except Exception as e:  # openpyxl raises many kinds for damaged parts
+            raise ExcelError(f"an Excel workbook we cannot read ({e}) — export it as CSV") from e
+        finally:
+            wb.close()
+
+
+def _write(sheets: Sequence[Any], dst: Path, is_header: Callable[[Sequence[str]], bool]) -> str:
+    if not sheets:
+        raise ExcelError("an Excel workbook without sheets — export it as CSV")
+    chosen = sheets[0]
+    for ws in sheets:
+        head = [
+            [cell_text(v) for v in row]
+            for _, row in zip(range(HEADER_ROWS), ws.iter_rows(values_only=True), strict=False)
+        ]
+        if any(is_header(r) for r in head):
+            chosen = ws
+            break
+    with dst.open("w", encoding="utf-8", newline="") as out:
+        w = csv.writer(out, lineterminator="\n")
+        w.writerows(_rows(chosen.iter_rows(values_only=True)))
+    return str(chosen.title)
 
 
 def _rows(rows: Iterable[tuple[object, ...]]) -> Iterable[list[str]]:
