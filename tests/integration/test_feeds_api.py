@@ -120,7 +120,7 @@ def test_commit_transform_money_exact(feeds: Feeds) -> None:
             "code": "missing_product_cost",
             "message": "1 products had no cost price; COGS assumed 0.",
             "count": 1,
-        }
+        },
     ]
     rows = fact_rows(feeds, body["feed_id"])
     assert [r["gross_revenue_cents"] for r in rows] == [700, 425, 1050, 350]

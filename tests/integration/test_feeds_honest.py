@@ -28,9 +28,7 @@ def read(name: str) -> bytes:
     return (HONEST / name).read_bytes()
 
 
-def load(
-    f: Feeds, name: str, content: bytes, *, expect: int = 202, **body: Any
-) -> dict[str, Any]:
+def load(f: Feeds, name: str, content: bytes, *, expect: int = 202, **body: Any) -> dict[str, Any]:
     """Preview then commit (auto-create on), and wait for the transform."""
     p = f.preview("b1", name, content)
     assert p.status_code == 200, p.text
