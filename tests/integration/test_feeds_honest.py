@@ -195,6 +195,13 @@ def test_title_rows_above_the_header_are_skipped(feeds: Feeds) -> None:
     assert kpi_sales(feeds, "2025-03-01", "2025-03-02") == 2 * Decimal("3.50") + Decimal("4.25")
 
 
+def test_title_row_without_delimiters_above_a_semicolon_header(feeds: Feeds) -> None:
+    p = feeds.preview("b1", "t.csv", read("title_rows_semicolon.csv")).json()
+    assert (p["file"]["delimiter"], p["title_rows"]) == (";", [1])
+    load(feeds, "t.csv", read("title_rows_semicolon.csv"))
+    assert kpi_sales(feeds, "2025-03-01", "2025-03-02") == 2 * Decimal("3.50") + Decimal("4.25")
+
+
 def xlsx() -> bytes:
     wb = Workbook()
     notes = wb.active

@@ -17,6 +17,7 @@ import codecs
 import csv
 import io
 import re
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,16 +117,20 @@ def _split_counts(lines: list[str], delimiter: str) -> list[int]:
 
 
 def sniff_delimiter(text: str) -> str:
+    """The delimiter splitting most sampled lines into the same number (2 or more) of
+    fields. The most common count, not the first line's: a title row above the header
+    (``Sales report March``) has no delimiter at all."""
     lines = text.splitlines(keepends=True)[:50]
     if len(lines) > 1 and not text.endswith(("\n", "\r")):
         lines = lines[:-1]  # the sample may end inside a record
     best, best_score = ",", (-1, -1)
     for d in DELIMITERS:
         counts = _split_counts(lines, d)
-        if not counts or counts[0] < 2:
+        multi = [c for c in counts if c >= 2]
+        if not multi:
             continue
-        header = counts[0]
-        score = (sum(1 for c in counts if c == header), header)
+        width = Counter(multi).most_common(1)[0][0]
+        score = (sum(1 for c in counts if c == width), width)
         if score > best_score:
             best, best_score = d, score
     return best
