@@ -117,3 +117,20 @@ def test_template_summary_columns_are_checked(tmp_path: Path) -> None:
     pack = pack_with(tmp_path, "sum_columns: [quantity, price, discount]", "sum_columns: [channel]")
     with pytest.raises(ConfigError, match="summary_rows: 'channel' is no integer or money"):
         load_feeds(load_pack(pack))
+
+
+def test_first_proof_decides_and_contradictions_fail_their_row(tmp_path: Path) -> None:
+    sales = load_feeds(load_pack(ROOT / "packs" / "sales_feeds"))["sales"]
+    f = tmp_path / "mixed.csv"
+    f.write_text(
+        "transaction_date,product_name,quantity,price\n"
+        "03/04/2025,Latte,1,1.00\n13/04/2025,Latte,1,1.00\n04/13/2025,Latte,1,1.00\n"
+    )
+    with scan(sales, f) as s:
+        assert (s.dates.order, s.dates.source) == ("day_first", "detected")
+        rows = list(s.rows)
+    assert [r.normalized["transaction_date"] for r in rows[:2]] == [
+        date(2025, 4, 3),
+        date(2025, 4, 13),
+    ]
+    assert rows[2].issues == ["transaction_date: not a calendar date: '04/13/2025'"]

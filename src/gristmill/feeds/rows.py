@@ -219,17 +219,10 @@ class Scan:
         raise first
 
     def _evidence(self, feed: Feed, path: Path) -> DateEvidence:
-        """A second pass over the date column only (under ``auto``): one ``13/04`` at line
-        90,000 decides the file."""
-        col = feed.date_column
-        pos = self.header.index.get(col, -1) if col is not None else -1
-        if pos < 0:
+        """Only for a feed with a date column (under ``auto``)."""
+        if feed.date_column is None or feed.date_column not in self.header.index:
             return DateEvidence()
-        with RecordReader(path, self.dialect) as r:
-            for _ in r:
-                if r.line_num >= self._header_end:
-                    break
-            return gather(r, pos)
+        return gather(path, self.dialect)
 
     @property
     def rows(self) -> Iterator[Row]:

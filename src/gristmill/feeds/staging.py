@@ -124,6 +124,8 @@ class Stager:
     def add(self, row: Row) -> None:
         lookup = self.feed.spec.lookup
         product: Product | None = None
+        for col in row.readings:  # never stage a date nobody decided (the commit asks first)
+            row.issues.append(f"{col}: ambiguous date (day-first or month-first?)")
         if row.valid and lookup is not None:
             name = row.normalized.get(lookup.column)
             product = self.resolve_many([name])[0]
@@ -192,7 +194,8 @@ class Stager:
                 row.raw,
             )
         )
-        tail.sort(key=lambda r: r.line)
+        if len(tail) > 1 and tail[-1].line < tail[-2].line:  # the fast lane's order
+            tail.sort(key=lambda r: r.line)
         del tail[: max(0, len(tail) - self.rule.tail)]
 
     def remember_fast(self, row: Row) -> None:
