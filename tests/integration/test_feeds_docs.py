@@ -28,3 +28,4 @@ def test_feeds_honest_walkthrough_runs() -> None:
     assert "read both ways" in out
     assert "exit 1" in out
     assert "2 1 ['Latte', 'Lattee'] 10.5" in out
+    assert "merged ['Lattes'] created {}" in out

@@ -31,6 +31,7 @@ class DateEvidence:
     month_first: list[tuple[int, str]] = field(default_factory=list)
     ambiguous: list[tuple[int, str]] = field(default_factory=list)
     day_first_count: int = 0
+    """Counts are of distinct date texts."""
     month_first_count: int = 0
     ambiguous_count: int = 0
     first: dict[str, date] = field(default_factory=dict)
@@ -145,30 +146,44 @@ def decide(setting: str, choice: str | None, evidence_of: Any) -> DateDecision:
     return DateDecision(setting, None, "none", ev)
 
 
-_ANYWHERE = re.compile(r"(?<![\d/.-])\d{1,2}([/-])\d{1,2}\1\d{4}(?!\d)")
+_ANYWHERE = re.compile(r"[/-]\d{1,2}[/-]\d{4}(?!\d)")
+"""The tail of ``NN/NN/YYYY``: starting at a separator keeps the scan fast over ISO dates."""
+_HEAD = re.compile(r"(?<![\d/.-])\d{1,2}$")
 CHUNK = 1 << 20
+SAMPLE = 64 * 1024
 
 
 def gather(path: Path, dialect: Dialect) -> DateEvidence:
-    """Evidence from the file's text: a regular expression over it, not a CSV parse (a file
-    of ISO dates costs one fast scan). Stops at the first proof: a later date that
-    contradicts it fails its row with "not a calendar date", which a person can see; only a
-    file without proof is read to the end (for both readings' first and last day)."""
+    """Evidence from the file's text: a regular expression over it, not a CSV parse. Stops
+    at the first proof: a later date that contradicts it fails its row with "not a calendar
+    date", which a person can see; only a file without proof is read to the end (for both
+    readings' first and last day). A file whose first 64 KiB hold no such date at all (ISO
+    dates, say) is not read further: a stray ``03/04/2025`` later is then rejected as
+    ambiguous by the commit, never guessed."""
     ev = DateEvidence()
-    line, carry = 1, ""
+    line, carry, seen = 1, "", 0
+    distinct: set[str] = set()  # a file repeats its few hundred days: each is judged once
     with path.open("r", encoding=dialect.encoding, errors="replace", newline="") as fh:
         while True:
-            chunk = fh.read(CHUNK)
+            chunk = fh.read(SAMPLE if seen == 0 else CHUNK)
             text = carry + chunk
             cut = len(text) if not chunk else text.rfind("\n") + 1
             body, carry = text[:cut], text[cut:]
             pos = 0
             for m in _ANYWHERE.finditer(body):
-                line += body.count("\n", pos, m.start())
-                pos = m.start()
-                ev.see(line, m.group(0))
+                head = _HEAD.search(body, max(0, m.start() - 3), m.start())
+                if head is None or body[m.start()] != body[m.end() - 5]:
+                    continue
+                line += body.count("\n", pos, head.start())
+                pos = head.start()
+                text = body[head.start() : m.end()]
+                if text in distinct:
+                    continue
+                distinct.add(text)
+                ev.see(line, text)
                 if ev.day_first_count or ev.month_first_count:
                     return ev
             line += body.count("\n", pos)
-            if not chunk:
+            seen += len(chunk)
+            if not chunk or (seen <= SAMPLE and not distinct):
                 return ev
