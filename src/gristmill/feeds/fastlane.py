@@ -142,6 +142,10 @@ def _run(
     plan = Plan.build(feed, header, dialect, order)
     comma = dialect.decimal_comma
     summary_like = plan.words.prefilter()
+    # Cells a word could hide in and still pass the lane: text and unmapped columns (a word
+    # in a number or date column already fails that column's plain shape).
+    typed = {pos for _, pos, spec, _, _ in plan.columns if spec.type is not CellType.STRING}
+    wordy = [i for i in range(width) if i not in typed]
     size = path.stat().st_size
     total_lines, quoted = _physical_lines(path)
     next_line = header_end + 1
@@ -163,8 +167,8 @@ def _run(
             raise GiveUp("blank lines shift line numbers")
         values: dict[str, pa.Array] = {}
         ok = pc.is_valid(lines)  # all true
-        for c in raw:  # a possible summary row: the row parser decides
-            ok = pc.and_(ok, pc.invert(pc.match_substring_regex(c, summary_like)))
+        for i in wordy:  # a possible summary row: the row parser decides
+            ok = pc.and_(ok, pc.invert(pc.match_substring_regex(raw[i], summary_like)))
         for col, pos, spec, _parse, blank in plan.columns:
             if pos < 0:
                 values[col] = pa.nulls(n, pa.string()) if blank is None else pa.array([blank] * n)
