@@ -147,8 +147,51 @@ class SnowflakeSettings(BaseModel):
     role: str | None = None
 
 
+class S3Settings(BaseModel):
+    """Credentials and endpoint of an S3-compatible store (AWS, MinIO, Ceph …) for exports."""
+
+    endpoint_url: str | None = None
+    """Unset for AWS itself; e.g. ``http://127.0.0.1:9000`` for MinIO."""
+    key: SecretStr | None = None
+    """Access key id; unset: the usual AWS credential chain (environment, profile, role)."""
+    secret: SecretStr | None = None
+    region: str | None = None
+
+
+class RedshiftStagingSettings(BaseModel):
+    """Where a Redshift load stages its Parquet files for ``COPY`` (any S3-compatible store
+    the cluster can read); unset ``bucket``: every batch loads by multi-row ``INSERT``."""
+
+    bucket: str | None = None
+    prefix: str = "gristmill/staging"
+    iam_role: str | None = None
+    """ARN of the role Redshift assumes to read the bucket (``COPY … IAM_ROLE``)."""
+    s3: S3Settings = S3Settings()
+    """Credentials and endpoint Gristmill writes the staged files with."""
+
+
+class RedshiftSettings(BaseModel):
+    """Amazon Redshift through the official ``redshift_connector``; one schema per pack."""
+
+    type: Literal["redshift"] = "redshift"
+    host: str | None = None
+    port: int = 5439
+    database: str = "dev"
+    user: str | None = None
+    password: SecretStr | None = None
+    staging: RedshiftStagingSettings = RedshiftStagingSettings()
+    copy_min_rows: int = Field(5000, ge=1)
+    """Tables of a batch with fewer rows load by multi-row ``INSERT`` (a ``COPY`` has a fixed
+    cost of seconds); from this many on, by ``COPY`` from the staging bucket, if one is set."""
+
+
 WarehouseSettings = Annotated[
-    DuckDBSettings | PostgresSettings | ClickHouseSettings | BigQuerySettings | SnowflakeSettings,
+    DuckDBSettings
+    | PostgresSettings
+    | ClickHouseSettings
+    | BigQuerySettings
+    | SnowflakeSettings
+    | RedshiftSettings,
     Field(discriminator="type"),
 ]
 
@@ -302,17 +345,6 @@ class GovernanceSettings(BaseModel):
     erasure_deadline_s: float = Field(3600.0, gt=0)
     """The documented completion time of an erasure request; its receipt says whether it
     finished within it."""
-
-
-class S3Settings(BaseModel):
-    """Credentials and endpoint of an S3-compatible store (AWS, MinIO, Ceph …) for exports."""
-
-    endpoint_url: str | None = None
-    """Unset for AWS itself; e.g. ``http://127.0.0.1:9000`` for MinIO."""
-    key: SecretStr | None = None
-    """Access key id; unset: the usual AWS credential chain (environment, profile, role)."""
-    secret: SecretStr | None = None
-    region: str | None = None
 
 
 class ExportSettings(BaseModel):

@@ -38,6 +38,10 @@ def _load_sql(dialect: str) -> Any:
         from gristmill.warehouse.bigquery import sql as bq
 
         return bq.Naming().sql, bq.LoadStatements
+    if dialect == "redshift":
+        from gristmill.warehouse.redshift import sql as rs
+
+        return rs.sql, rs.LoadStatements
     from gristmill.warehouse.snowflake import sql as sf
 
     return sf.sql, sf.LoadStatements

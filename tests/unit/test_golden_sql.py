@@ -1,4 +1,4 @@
-"""BigQuery and Snowflake cannot run here: every statement Gristmill would send them for the
+"""BigQuery, Snowflake and Redshift cannot run here: every statement Gristmill would send them for the
 marketplace pack is pinned as a golden file per dialect and parsed back with sqlglot's own
 dialect. Regenerate after an intended change with::
 
@@ -20,7 +20,7 @@ from tests.conftest import PACKS
 from tests.golden.queries import statements
 
 GOLDEN = Path(__file__).parent.parent / "golden"
-DIALECTS = ("bigquery", "snowflake")
+DIALECTS = ("bigquery", "snowflake", "redshift")
 UPDATE = os.environ.get("GRISTMILL_UPDATE_GOLDEN") == "1"
 
 
