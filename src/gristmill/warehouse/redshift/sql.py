@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+import sqlglot
 from sqlglot import exp
 
 from gristmill.metrics.redshift_aggs import fold_filters
@@ -26,7 +27,7 @@ from gristmill.sql import ddl
 from gristmill.sql.ddl import create_table, pack_table_columns, table_ref
 from gristmill.sql.system import system_ddl
 from gristmill.sql.types import Logical, logical, sql_type
-from gristmill.warehouse.common import stored_columns
+from gristmill.warehouse.common import SystemSQL, ledger_snapshot, stored_columns
 from gristmill.warehouse.redshift.factory import DIALECT
 
 BATCH = "_gm_batch"
@@ -71,6 +72,17 @@ def _unalias_delete(e: exp.Expr) -> exp.Expr:
 
 def sql(e: exp.Expr | str) -> str:
     return e if isinstance(e, str) else _fix(e).sql(dialect=DIALECT, identify=True)
+
+
+def _system(text: str) -> str:
+    """Shared system text re-rendered through :func:`sql` (JSON text → ``JSON_PARSE``)."""
+    return sql(sqlglot.parse_one(text, read=DIALECT))
+
+
+_SHARED = SystemSQL.build(DIALECT)
+SYSTEM = SystemSQL(**{f: _system(getattr(_SHARED, f)) for f in _SHARED.__dataclass_fields__})
+"""Ledger, offset and quarantine statements as the client sends them."""
+LEDGER = _system(ledger_snapshot(DIALECT))
 
 
 def _sorted(table: exp.Create, sort: Sequence[str], dist: str | None) -> exp.Create:
