@@ -90,7 +90,8 @@ def test_dedupe_keys_keep_redelivered_events_out(
     assert [r[0] for r in rows] == ["e0", "e1", "e2", "e3", "e4", "e9"]
     assert rows[2][1] == "2"  # JSON parsed into an object, not kept as a string
     keys = con.execute('SELECT k FROM "marketplace"."_gm_dedupe"').fetchall()
-    assert len(keys) == 6 and all(len(k[0]) == 32 for k in keys)
+    assert len(keys) == 6
+    assert all(len(k[0]) == 32 for k in keys)
 
 
 def test_multi_row_insert_stages_the_batch_unchanged(
@@ -152,14 +153,16 @@ def test_copy_path_stages_parquet_in_column_order(s3: S3Settings, pack: Pack) ->
     )
     batch = batch_of(pack, frame("web", *[envelope(f"c{i}") for i in range(4)]))
     data = batch.tables[0].rows
-    assert use_copy(cfg, data.num_rows) and not use_copy(cfg, 2)
+    assert use_copy(cfg, data.num_rows)
+    assert not use_copy(cfg, 2)
     staging = Staging(BUCKET, s3)
     key = rs.staging_key(cfg.staging.prefix, batch.batch_id, 0)
     url = staging.put(key, data)
     copy = rs.copy_from_s3("_gm_batch_0", url, cfg.staging.iam_role)
     parsed = sqlglot.parse_one(copy, read="redshift")
     assert isinstance(parsed, exp.Copy)
-    assert f"FROM '{url}'" in copy and "IAM_ROLE 'arn:aws:iam::1:role/rs'" in copy
+    assert f"FROM '{url}'" in copy
+    assert "IAM_ROLE 'arn:aws:iam::1:role/rs'" in copy
     back = staging.read(key)
     # COPY from Parquet matches columns by position: the file's order is the stage table's.
     stage = sqlglot.parse_one(rs.stage_table("_gm_batch_0", data.schema), read="redshift")

@@ -1,5 +1,5 @@
-"""BigQuery, Snowflake and Redshift cannot run here: every statement Gristmill would send them for the
-marketplace pack is pinned as a golden file per dialect and parsed back with sqlglot's own
+"""BigQuery, Snowflake and Redshift cannot run here: every statement Gristmill would send them
+for the marketplace pack is pinned as a golden file per dialect and parsed back with sqlglot's own
 dialect. Regenerate after an intended change with::
 
     GRISTMILL_UPDATE_GOLDEN=1 .venv/bin/pytest tests/unit/test_golden_sql.py

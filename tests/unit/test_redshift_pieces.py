@@ -37,7 +37,8 @@ def test_a_named_parameter_needs_a_mapping() -> None:
 
 def test_load_path_depends_on_bucket_and_size() -> None:
     cfg = RedshiftSettings(staging=RedshiftStagingSettings(bucket="b"), copy_min_rows=100)
-    assert use_copy(cfg, 100) and not use_copy(cfg, 99)
+    assert use_copy(cfg, 100)
+    assert not use_copy(cfg, 99)
     assert not use_copy(RedshiftSettings(copy_min_rows=1), 10)
 
 
@@ -53,7 +54,8 @@ def test_insert_chunks_cover_every_row_within_the_parameter_limit() -> None:
 def test_staging_keys_are_safe_and_distinct() -> None:
     a = rs.staging_key("/gm/staging/", "kafka:t:loader.p0:1-9", 0)
     b = rs.staging_key("/gm/staging/", "kafka:t:loader.p0:1-9", 1)
-    assert a == "gm/staging/kafka_t_loader.p0_1-9/t0.parquet" and a != b
+    assert a == "gm/staging/kafka_t_loader.p0_1-9/t0.parquet"
+    assert a != b
 
 
 def test_copy_renders_url_and_role_as_escaped_literals() -> None:
@@ -67,7 +69,9 @@ def test_copy_renders_url_and_role_as_escaped_literals() -> None:
 def test_registry_knows_redshift_and_create_names_missing_settings() -> None:
     assert dialect("redshift") == "redshift"
     caps = capabilities("redshift")
-    assert caps.upsert_by_merge and caps.transactions and not caps.native_partitioning
+    assert caps.upsert_by_merge
+    assert caps.transactions
+    assert not caps.native_partitioning
     settings = Settings(warehouse=RedshiftSettings(host="h", password=SecretStr("p")))
     with pytest.raises(ValueError, match="GRISTMILL_WAREHOUSE__USER"):
         open_warehouse(settings)

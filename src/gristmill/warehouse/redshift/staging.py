@@ -45,7 +45,8 @@ def to_format(
                 )
                 values.append(params[m.group(1)])
             else:
-                assert params is not None and not isinstance(params, Mapping)
+                assert params is not None
+                assert not isinstance(params, Mapping)
                 values.append(params[position])
                 position += 1
             return "%s"
