@@ -66,17 +66,6 @@ def loader_section(env: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
-def sdk_batching(env: Mapping[str, str]) -> dict[str, Any]:
-    """The Python SDK's batching from the same names: ``flush_at`` events or every
-    ``flush_interval`` seconds (see :meth:`gristmill.client.Client.from_env`)."""
-    out: dict[str, Any] = {}
-    if (size := _get(env, "EVENT_SINK_BATCH_SIZE")) is not None:
-        out["flush_at"] = int(size)
-    if (ms := _get(env, "EVENT_SINK_FLUSH_INTERVAL_MS")) is not None:
-        out["flush_interval"] = int(ms) / 1000
-    return out
-
-
 def settings_from(env: Mapping[str, str]) -> dict[str, Any]:
     data: dict[str, Any] = {}
     log = log_section(env)

@@ -1,6 +1,6 @@
 """Consumers of foreign queues (``gristmill consume``): an existing RabbitMQ queue or
-exchange, NATS JetStream stream, Kafka topic or Pub/Sub subscription carrying JSON events in any collector dialect,
-into the pipeline. See docs/sources.md."""
+exchange, NATS JetStream stream, Kafka topic or Pub/Sub subscription carrying JSON events in
+any collector dialect, into the pipeline. See docs/sources.md and docs/event-bus.md."""
 
 from __future__ import annotations
 
