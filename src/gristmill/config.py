@@ -101,9 +101,10 @@ class PubSubLogSettings(BaseModel):
     type: Literal["pubsub"]
     project: str | None = None
     topic: str = Field("gristmill", pattern=r"^[A-Za-z][A-Za-z0-9_.~+%-]{2,254}$")
-    subscription_prefix: str = Field("gristmill", pattern=r"^[A-Za-z][A-Za-z0-9_.~+%-]{0,200}$")
-    """Consumer group ``g`` reads subscription ``<prefix>.<g>`` (created with message ordering
-    if missing)."""
+    subscription_prefix: str | None = Field(None, pattern=r"^[A-Za-z][A-Za-z0-9_.~+%-]{0,200}$")
+    """Consumer group ``g`` reads subscription ``<prefix>.<g>``, by default
+    ``<topic>.<g>`` (created with message ordering if missing; a subscription stays bound to
+    the topic it was created for)."""
     partitions: int = Field(2, ge=1, le=256)
     """Ordering keys ``p0`` … ``p<n-1>``, assigned round robin per append: messages of one
     key arrive in publish order."""

@@ -4,7 +4,7 @@
   round robin), their pack, source, count and receive time as message attributes; the call
   returns once Pub/Sub accepted every message (a failure fails the append: the collector
   answers 5xx and the client retries). A failed ordering key is resumed before the next use.
-* read: the consumer group ``g`` pulls subscription ``<prefix>.<g>`` (created with message
+* read: the consumer group ``g`` pulls subscription ``<topic>.<g>`` (created with message
   ordering and ``ack_deadline_s`` if missing). Pub/Sub has **no offsets**: each pulled message
   gets the next number past the warehouse's offset, kept with its ack id until the load
   commits. A loader that re-reads after a failed load is served the same messages with the
@@ -157,7 +157,7 @@ class PubSubLog:
             self._publisher.create_topic(name=self.topic_path)
 
     def subscription_path(self, group: str) -> str:
-        name = f"{self.cfg.subscription_prefix}.{group}"
+        name = f"{self.cfg.subscription_prefix or self.cfg.topic}.{group}"
         path: str = self._subscriber.subscription_path(self.cfg.project, name)
         if path not in self._subs:
             with contextlib.suppress(self._gexc.AlreadyExists):
