@@ -164,3 +164,12 @@ def test_consume_pubsub_acks_after_append_and_quarantines_poison(
     finally:
         rt.stop()
         subscriber.close()
+
+
+def test_consume_a_missing_subscription_says_so(project: str, tmp_path: Path) -> None:
+    settings = make_settings(
+        tmp_path / "data",
+        consume=ConsumeSettings(broker="pubsub", subscription="no-such-sub", project=project),
+    )
+    with ExitStack() as stack, pytest.raises(ValueError, match="no-such-sub: NotFound"):
+        open_consumer(settings, stack, max_idle_s=20.0).run()

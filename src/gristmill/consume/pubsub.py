@@ -78,6 +78,21 @@ def drain(inbox: queue.Queue[Any], first: Any, limit: int, wait_s: float) -> lis
     return out
 
 
+def _raise_stream_error(path: str, future: Any) -> None:
+    """The streaming pull ended. A missing subscription or permission (``fatal``) is the
+    operator's to fix and is said so; anything else is raised as it came (the caller's
+    supervisor restarts a consumer whose service hiccuped)."""
+    from gristmill.log.pubsub import classify
+
+    try:
+        future.result()
+    except Exception as exc:
+        if classify(exc) == "fatal":
+            raise ValueError(f"pubsub: {path}: {type(exc).__name__}: {exc}") from exc
+        raise
+    raise RuntimeError(f"pubsub: the stream of {path} ended")
+
+
 def run(cfg: ConsumeSettings, sink: Sink) -> None:
     from google.cloud import pubsub_v1
 
@@ -89,7 +104,7 @@ def run(cfg: ConsumeSettings, sink: Sink) -> None:
     try:
         while not sink.done():
             if future.done():
-                future.result()  # the stream ended: raise its error
+                _raise_stream_error(path, future)
             try:
                 first = inbox.get(timeout=0.25)
             except queue.Empty:
