@@ -5,6 +5,7 @@ commit), a whole run configured by seed 002's names (``EVENT_BUS_DRIVER=pubsub``
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -173,3 +174,65 @@ def test_consume_a_missing_subscription_says_so(project: str, tmp_path: Path) ->
     )
     with ExitStack() as stack, pytest.raises(ValueError, match="no-such-sub: NotFound"):
         open_consumer(settings, stack, max_idle_s=20.0).run()
+
+
+def test_a_loader_that_died_before_its_ack_leaves_duplicates_not_doubles(
+    project: str, tmp_path: Path
+) -> None:
+    """The loader commits to the warehouse and dies before acknowledging: Pub/Sub redelivers
+    after the ack deadline to the next loader (a new process: new numbers), and the dedupe
+    keys make every redelivered event a duplicate — loaded once, counted twice."""
+    from gristmill.load.loader import Loader
+    from gristmill.log.pubsub import PubSubLog
+    from gristmill.rollup.maintain import after_insert
+
+    topic = _topic()
+    cfg = {"type": "pubsub", "project": project, "topic": topic, "ack_deadline_s": 10}
+    settings = make_settings(tmp_path / "data", log=cfg)
+    rt = Runtime(settings)
+    try:
+        rt.log.subscription_path("loader")  # type: ignore[attr-defined]
+        events = [order(event_id=f"re-{i}") for i in range(20)]
+        p = rt.collector.prepare(
+            pack="marketplace", source="backend", dialect="native", raw=orjson.dumps(events)
+        )
+        rt.collector.submit_sync(p)
+        # The first loader's acknowledgements never happen (it dies right after the commit).
+        rt.log.commit = lambda group, offset: None  # type: ignore[method-assign]
+        for _ in range(10):
+            rt.loader.drain()
+            if (
+                rt.warehouse.ledger(rt.log.log_id, "loader").loaded.get(
+                    ("marketplace", "backend"), 0
+                )
+                == 20
+            ):
+                break
+        second_log = PubSubLog(PubSubLogSettings.model_validate(cfg))
+        second = Loader(
+            second_log,
+            rt.warehouse,
+            rt.packs,
+            settings.loader,
+            after=after_insert(rt.packs, rt.warehouse.dialect),
+        )
+        try:
+            give_up = time.monotonic() + 90  # redelivery comes after the 10 s deadline
+            while True:
+                second.drain()
+                ledger = rt.warehouse.ledger(rt.log.log_id, "loader")
+                done = ledger.duplicates.get(("marketplace", "backend"), 0) >= 20
+                if done or time.monotonic() > give_up:
+                    break
+                time.sleep(0.5)
+        finally:
+            second_log.close()
+        assert ledger.loaded == {("marketplace", "backend"): 20}
+        assert ledger.duplicates == {("marketplace", "backend"): 20}
+        n = rt.warehouse.query_sql(
+            "SELECT count(DISTINCT event_id) AS d, count(*) AS n "
+            "FROM marketplace.marketplace_events"
+        ).to_pylist()[0]
+        assert (n["d"], n["n"]) == (20, 20)
+    finally:
+        rt.stop()
