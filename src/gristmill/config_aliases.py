@@ -1,6 +1,6 @@
 """The event-bus and sink environment names an application may already set (seed 002:
-``EVENT_BUS_DRIVER``, ``KAFKA_BROKERS`` …), read as a pydantic-settings source below the
-``GRISTMILL_*`` names.
+``EVENT_BUS_DRIVER``, ``KAFKA_BROKERS`` …; seed 001's ``REDSHIFT_*``), read as a
+pydantic-settings source below the ``GRISTMILL_*`` names.
 
 Precedence, highest first: values passed to ``Settings(...)``, ``GRISTMILL_*`` variables,
 these names, the defaults. A section set through ``GRISTMILL_LOG__*`` is taken whole from
@@ -66,8 +66,31 @@ def loader_section(env: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
+def warehouse_section(env: Mapping[str, str]) -> dict[str, Any] | None:
+    """Seed 001's Redshift names: ``REDSHIFT_ENABLED=true`` with ``REDSHIFT_HOST``,
+    ``REDSHIFT_DATABASE``, ``REDSHIFT_USER``, ``REDSHIFT_PASSWORD`` (and ``REDSHIFT_PORT``) ->
+    a Redshift warehouse, unless ``GRISTMILL_WAREHOUSE__*`` is set."""
+    enabled = (_get(env, "REDSHIFT_ENABLED") or "").strip().lower()
+    if enabled not in ("true", "1", "yes") or _has_prefix(env, "GRISTMILL_WAREHOUSE__"):
+        return None
+    section: dict[str, Any] = {"type": "redshift"}
+    for name, field in (
+        ("REDSHIFT_HOST", "host"),
+        ("REDSHIFT_PORT", "port"),
+        ("REDSHIFT_DATABASE", "database"),
+        ("REDSHIFT_USER", "user"),
+        ("REDSHIFT_PASSWORD", "password"),
+    ):
+        if (value := _get(env, name)) is not None:
+            section[field] = value
+    return section
+
+
 def settings_from(env: Mapping[str, str]) -> dict[str, Any]:
     data: dict[str, Any] = {}
+    warehouse = warehouse_section(env)
+    if warehouse is not None:
+        data["warehouse"] = warehouse
     log = log_section(env)
     if log is not None:
         data["log"] = log

@@ -17,6 +17,11 @@ SEED = (
     "PUBSUB_PROJECT_ID",
     "EVENT_SINK_BATCH_SIZE",
     "EVENT_SINK_FLUSH_INTERVAL_MS",
+    "REDSHIFT_ENABLED",
+    "REDSHIFT_HOST",
+    "REDSHIFT_DATABASE",
+    "REDSHIFT_USER",
+    "REDSHIFT_PASSWORD",
 )
 
 
@@ -25,7 +30,7 @@ def _clean(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in SEED:
         monkeypatch.delenv(name, raising=False)
     for name in list(__import__("os").environ):
-        if name.startswith(("GRISTMILL_LOG", "GRISTMILL_LOADER")):
+        if name.startswith(("GRISTMILL_LOG", "GRISTMILL_LOADER", "GRISTMILL_WAREHOUSE")):
             monkeypatch.delenv(name)
 
 
@@ -93,3 +98,23 @@ def test_unknown_driver_is_refused() -> None:
         log_section({"EVENT_BUS_DRIVER": "redis"})
     assert settings_from({}) == {}
     assert settings_from({"EVENT_BUS_DRIVER": ""}) == {}
+
+
+def test_redshift_names_of_seed_001(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDSHIFT_HOST", "analytics.example.redshift.amazonaws.com")
+    monkeypatch.setenv("REDSHIFT_DATABASE", "workdev")
+    monkeypatch.setenv("REDSHIFT_USER", "admin")
+    monkeypatch.setenv("REDSHIFT_PASSWORD", "pw")
+    assert Settings().warehouse.type == "duckdb"  # not without REDSHIFT_ENABLED
+    monkeypatch.setenv("REDSHIFT_ENABLED", "true")
+    wh = Settings().warehouse
+    assert wh.type == "redshift"
+    assert (wh.host, wh.database, wh.user) == (
+        "analytics.example.redshift.amazonaws.com",
+        "workdev",
+        "admin",
+    )
+    assert wh.password is not None
+    assert wh.password.get_secret_value() == "pw"
+    monkeypatch.setenv("GRISTMILL_WAREHOUSE__TYPE", "duckdb")
+    assert Settings().warehouse.type == "duckdb"  # GRISTMILL_WAREHOUSE__ wins whole
