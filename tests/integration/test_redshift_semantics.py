@@ -174,3 +174,29 @@ def test_copy_path_stages_parquet_in_column_order(s3: S3Settings, pack: Pack) ->
 
 def test_without_a_bucket_every_batch_inserts() -> None:
     assert not use_copy(RedshiftSettings(copy_min_rows=1), 1_000_000)
+
+
+def test_freshness_merge_from_a_temp_table_keeps_one_row_per_key(
+    con: duckdb.DuckDBPyConnection, pack: Pack
+) -> None:
+    """Redshift's MERGE takes no subquery source and no target alias: the freshness upsert
+    becomes a temporary table and a MERGE from it, still one row per key after two loads."""
+    from gristmill.rollup.freshness import freshness_ddl
+    from gristmill.rollup.scripted import freshness_refresh
+
+    con.execute(_duck(rs.sql(freshness_ddl("redshift"))))
+    step = freshness_refresh(pack, "marketplace_events", "redshift")
+    for chunk in ([envelope("f1", vendor="v1"), envelope("f2", vendor="v2")], [envelope("f3")]):
+        batch = batch_of(pack, frame("web", *chunk))
+        con.register(rs.BATCH, batch.tables[0].rows)
+        for stmt in step.statements:
+            texts = rs.statements(stmt)
+            assert len(texts) == 3  # drop, temporary table, MERGE from it
+            assert ' AS "f"' not in texts[2]
+            for text in texts:
+                con.execute(_duck(text))
+        con.unregister(rs.BATCH)
+    rows = con.execute(
+        'SELECT scope_column, scope_value FROM "_gristmill"."freshness" ORDER BY 1, 2'
+    ).fetchall()
+    assert rows == [("*", "*"), ("vendor_store_id", "v1"), ("vendor_store_id", "v2")]

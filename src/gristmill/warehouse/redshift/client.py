@@ -46,6 +46,7 @@ from gristmill.warehouse.redshift.sql import (
     sql,
     stage_table,
     staging_key,
+    statements,
 )
 from gristmill.warehouse.redshift.staging import Staging, to_format, use_copy
 
@@ -226,7 +227,8 @@ class RedshiftWarehouse:
                     if all(v is None for v in params.values()):
                         continue
                 for stmt in (*after.prepare, *after.statements):
-                    self._run(cur, text(stmt), params or None)
+                    for part in statements(_restage(stmt, name)):
+                        self._run(cur, part, params or None)
         if batch.quarantine is not None and batch.quarantine.num_rows:
             self._run(cur, SYSTEM.insert_quarantine)
         result, ledger = settle(batch, fresh)

@@ -70,8 +70,42 @@ def _unalias_delete(e: exp.Expr) -> exp.Expr:
     return e
 
 
+MERGE_SOURCE = "_gm_merge_src"
+
+
+def statements(e: exp.Expr | str) -> list[str]:
+    """The text(s) one statement becomes. Redshift's ``MERGE`` takes a table as its source
+    and no alias on its target: a ``MERGE … USING (subquery) AS b`` becomes a temporary table
+    of the subquery's rows, then the ``MERGE`` from it, target references by table name."""
+    if isinstance(e, str):
+        return [e]
+    fixed = _fix(e)
+    if not (isinstance(fixed, exp.Merge) and isinstance(fixed.args.get("using"), exp.Subquery)):
+        return [fixed.sql(dialect=DIALECT, identify=True)]
+    using = fixed.args["using"]
+    source_alias = using.alias
+    target = fixed.this
+    target_alias = target.alias
+    for col in fixed.find_all(exp.Column):
+        if target_alias and col.table == target_alias:
+            col.set("table", target.this.copy())
+    target.set("alias", None)
+    source = exp.to_table(MERGE_SOURCE)
+    source.set("alias", exp.TableAlias(this=exp.to_identifier(source_alias)))
+    create = exp.Create(
+        this=exp.to_table(MERGE_SOURCE),
+        kind="TABLE",
+        expression=using.this.copy(),
+        properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
+    )
+    fixed.set("using", source)
+    drop = exp.Drop(tables=[exp.to_table(MERGE_SOURCE)], kind="TABLE", exists=True)
+    return [s.sql(dialect=DIALECT, identify=True) for s in (drop, create, fixed)]
+
+
 def sql(e: exp.Expr | str) -> str:
-    return e if isinstance(e, str) else _fix(e).sql(dialect=DIALECT, identify=True)
+    """One statement's text (several joined by ``;\n`` where Redshift needs them)."""
+    return ";\n".join(statements(e))
 
 
 def _system(text: str) -> str:
