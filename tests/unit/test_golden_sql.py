@@ -98,6 +98,8 @@ def test_redshift_texts_use_what_redshift_has() -> None:
         assert " FILTER(" not in text.upper(), name
         assert not re.search(r"\b(ARRAY_AGG|list_distinct|quantile_cont)\(", text, re.I), name
         assert not re.search(r'DELETE FROM "[^"]+"\."[^"]+" AS ', text), name
+        assert "DISTINCT FROM" not in text.upper(), name
+        assert not re.search(r"MERGE INTO \S+ AS |USING \(", text), name
     assert (
         'DISTKEY("vendor_store_id") COMPOUND SORTKEY("occurred_at", "vendor_store_id", '
         '"store_id", "event_type")'

@@ -46,6 +46,14 @@ def _fix(e: exp.Expr) -> exp.Expr:
             and not isinstance(node.this, exp.Null)
         ):
             return exp.ParseJSON(this=node.this.copy())  # text → JSON, not a SUPER string
+        if isinstance(node, exp.NullSafeEQ):
+            # Spelled out: IS NOT DISTINCT FROM is not among Redshift's comparison conditions.
+            a, b = node.this, node.expression
+            both_null = exp.and_(
+                exp.Is(this=a.copy(), expression=exp.Null()),
+                exp.Is(this=b.copy(), expression=exp.Null()),
+            )
+            return exp.Paren(this=exp.or_(exp.EQ(this=a.copy(), expression=b.copy()), both_null))
         alias = node.args.get("alias") if isinstance(node, exp.Table) else None
         if isinstance(alias, exp.Identifier):
             # ``Table.as_`` leaves a bare identifier; the MERGE generator wants a TableAlias.
