@@ -22,7 +22,7 @@ from typing import Any
 from sqlglot import exp
 
 from gristmill.core.errors import Problem
-from gristmill.metrics import cloud_aggs
+from gristmill.metrics import cloud_aggs, redshift_aggs
 from gristmill.metrics.model import Condition, pack_filter
 from gristmill.metrics.timerange import base_grain
 from gristmill.pack.analytics import MetricSpec
@@ -64,6 +64,8 @@ class Aggs:
     """A rollup's UTC hour or day as a timestamp, where the canonical form does not translate."""
     rewrite: Callable[[exp.Expr], exp.Expr] | None = None
     """A last pass over a finished query before rendering (see :func:`render`)."""
+    sets: bool = True
+    """Rollups can keep sets of distinct values (else distinct counts come from rows)."""
 
 
 DUCKDB = Aggs(
@@ -145,7 +147,17 @@ SNOWFLAKE = Aggs(
     utc_bucket=cloud_aggs.sf_utc_bucket,
     rewrite=cloud_aggs.sf_rewrite,
 )
-AGGS.update(bigquery=BIGQUERY, snowflake=SNOWFLAKE)
+REDSHIFT = Aggs(
+    distinct_set=redshift_aggs.rs_distinct_set,
+    merge_sets=redshift_aggs.rs_no_sets,
+    set_size=redshift_aggs.rs_no_sets,
+    percentile=redshift_aggs.rs_percentile,
+    local_bucket=redshift_aggs.rs_local_bucket,
+    utc_bucket=redshift_aggs.rs_utc_bucket,
+    rewrite=redshift_aggs.rs_rewrite,
+    sets=False,
+)
+AGGS.update(bigquery=BIGQUERY, snowflake=SNOWFLAKE, redshift=REDSHIFT)
 
 
 def render(query: exp.Expr, dialect: str, *, pretty: bool = False) -> str:
