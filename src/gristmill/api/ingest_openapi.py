@@ -1,0 +1,319 @@
+"""The OpenAPI description of the ingest endpoints: request bodies per dialect (JSON Schema
+with an example each) and every status they answer.
+
+Ingest requests are answered on the ASGI fast path (:mod:`gristmill.api.routers.ingest`), so
+FastAPI cannot infer their bodies; they are described here, next to nothing else, and
+attached by :func:`gristmill.api.openapi.describe`. The schemas say what the HTTP layer checks
+(a body that is not this shape is a 400); whether each event fits the pack is answered per
+event in the 200/207 body (the event is kept in quarantine if not).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from gristmill.collect.native import NativeEvent
+
+JSON = "application/json"
+OBJ: dict[str, Any] = {"type": "object", "additionalProperties": True}
+
+
+def _native_event() -> dict[str, Any]:
+    schema: dict[str, Any] = msgspec.json.schema(NativeEvent)
+    defs = schema.pop("$defs", {})
+    event = dict(defs.get("NativeEvent", schema))
+    event["description"] = (
+        "One event in Gristmill's own envelope; unknown top-level keys are refused."
+    )
+    return event
+
+
+NATIVE_EXAMPLE = {
+    "event_id": "ord-1001",
+    "event_type": "order_created",
+    "occurred_at": "2026-11-02T10:00:00Z",
+    "user_id": "u-42",
+    "properties": {"order_id": "o-1001", "amount": 25.5, "currency": "EUR"},
+}
+
+SEGMENT_MESSAGE: dict[str, Any] = {
+    "type": "object",
+    "description": "A Segment/RudderStack message: track, identify, page, screen, group, alias.",
+    "properties": {
+        "type": {
+            "type": "string",
+            "enum": ["track", "identify", "page", "screen", "group", "alias"],
+        },
+        "messageId": {"type": "string", "description": "The event id (a hash when absent)."},
+        "event": {"type": "string", "description": "The event name of a track call."},
+        "userId": {"type": "string"},
+        "anonymousId": {"type": "string"},
+        "properties": OBJ,
+        "traits": OBJ,
+        "context": OBJ,
+        "timestamp": {"type": "string", "format": "date-time"},
+        "originalTimestamp": {"type": "string", "format": "date-time"},
+        "sentAt": {"type": "string", "format": "date-time"},
+    },
+    "additionalProperties": True,
+}
+
+SEGMENT_EXAMPLE = {
+    "writeKey": "wk_...",
+    "sentAt": "2026-11-02T10:00:01Z",
+    "batch": [
+        {
+            "type": "track",
+            "messageId": "m-1",
+            "event": "Order Completed",
+            "userId": "u-42",
+            "properties": {"order_id": "o-1001", "revenue": 25.5},
+            "timestamp": "2026-11-02T10:00:00Z",
+        }
+    ],
+}
+
+POSTHOG_EVENT: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string"},
+        "distinct_id": {"type": "string"},
+        "uuid": {"type": "string"},
+        "timestamp": {"type": "string", "format": "date-time"},
+        "properties": OBJ,
+        "api_key": {"type": "string"},
+    },
+    "additionalProperties": True,
+}
+
+POSTHOG_EXAMPLE = {
+    "api_key": "wk_...",
+    "sent_at": "2026-11-02T10:00:01Z",
+    "batch": [
+        {
+            "event": "order_created",
+            "distinct_id": "u-42",
+            "uuid": "0190f4a2-7b6e-7c1d-9a55-000000000001",
+            "timestamp": "2026-11-02T10:00:00Z",
+            "properties": {"order_id": "o-1001", "$session_id": "s-1"},
+        }
+    ],
+}
+
+SNOWPLOW_EXAMPLE = {
+    "schema": "iglu:com.snowplowanalytics.snowplow/payload_data/jsonschema/1-0-4",
+    "data": [
+        {
+            "e": "se",
+            "eid": "6a7f0e1e-0000-4000-8000-000000000001",
+            "aid": "wk_...",
+            "se_ca": "checkout",
+            "se_ac": "order",
+            "dtm": "1793613600000",
+            "stm": "1793613601000",
+            "uid": "u-42",
+        }
+    ],
+}
+
+CLOUDEVENT: dict[str, Any] = {
+    "type": "object",
+    "required": ["specversion", "id", "source", "type"],
+    "properties": {
+        "specversion": {"type": "string", "enum": ["1.0"]},
+        "id": {"type": "string", "minLength": 1},
+        "source": {"type": "string", "minLength": 1},
+        "type": {"type": "string", "minLength": 1},
+        "time": {"type": "string", "format": "date-time"},
+        "subject": {"type": "string"},
+        "data": {},
+    },
+    "additionalProperties": True,
+}
+
+CLOUDEVENT_EXAMPLE = {
+    "specversion": "1.0",
+    "id": "evt-1",
+    "source": "billing",
+    "type": "order_created",
+    "time": "2026-11-02T10:00:00Z",
+    "subject": "u-42",
+    "data": {"order_id": "o-1001", "amount": 25.5},
+}
+
+
+def _one_or_many(item: dict[str, Any]) -> dict[str, Any]:
+    return {"oneOf": [item, {"type": "array", "items": item, "minItems": 1}]}
+
+
+def request_bodies() -> dict[str, dict[str, Any]]:
+    """Dialect -> the OpenAPI ``requestBody`` of its endpoints."""
+    native = _native_event()
+    segment_batch = {
+        "type": "object",
+        "properties": {
+            "batch": {"type": "array", "items": SEGMENT_MESSAGE},
+            "writeKey": {"type": "string", "description": "The write key, if not a header."},
+            "sentAt": {"type": "string", "format": "date-time"},
+        },
+        "additionalProperties": True,
+    }
+    posthog_batch = {
+        "type": "object",
+        "properties": {
+            "batch": {"type": "array", "items": POSTHOG_EVENT},
+            "api_key": {"type": "string"},
+            "token": {"type": "string"},
+            "sent_at": {"type": "string", "format": "date-time"},
+            "historical_migration": {"type": "boolean"},
+        },
+        "additionalProperties": True,
+    }
+    snowplow = {
+        "type": "object",
+        "required": ["data"],
+        "properties": {
+            "schema": {"type": "string"},
+            "data": {"type": "array", "items": {"type": "object", "additionalProperties": True}},
+        },
+    }
+    ndjson = {"type": "string", "description": "One native event per line."}
+    return {
+        "native": {
+            "required": True,
+            "description": "One event, a JSON array of events, or NDJSON; gzip or deflate "
+            "with Content-Encoding.",
+            "content": {
+                JSON: {"schema": _one_or_many(native), "example": [NATIVE_EXAMPLE]},
+                "application/x-ndjson": {"schema": ndjson},
+            },
+        },
+        "segment": {
+            "required": True,
+            "description": "A batch (``/v1/batch``) or one message (``/v1/track`` ...). "
+            "Segment's beacons send it as text/plain, which is accepted here.",
+            "content": {
+                JSON: {
+                    "schema": {"anyOf": [segment_batch, SEGMENT_MESSAGE]},
+                    "example": SEGMENT_EXAMPLE,
+                },
+                "text/plain": {"schema": {"type": "string"}},
+            },
+        },
+        "posthog": {
+            "required": False,
+            "description": "A batch, one event or an array; also form ``data=`` or base64, "
+            "gzip detected by magic bytes. On GET, the event is in the ``data`` query parameter.",
+            "content": {
+                JSON: {
+                    "schema": {"anyOf": [posthog_batch, _one_or_many(POSTHOG_EVENT)]},
+                    "example": POSTHOG_EXAMPLE,
+                },
+                "application/x-www-form-urlencoded": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {"data": {"type": "string"}, "api_key": {"type": "string"}},
+                    }
+                },
+                "text/plain": {"schema": {"type": "string"}},
+            },
+        },
+        "posthog_v1": {
+            "required": True,
+            "description": "PostHog capture v1: an array of events (or ``{batch: [...]}``).",
+            "content": {
+                JSON: {
+                    "schema": {"anyOf": [posthog_batch, _one_or_many(POSTHOG_EVENT)]},
+                    "example": [POSTHOG_EXAMPLE["batch"][0]],  # type: ignore[index]
+                }
+            },
+        },
+        "snowplow": {
+            "required": True,
+            "description": "A payload_data batch; trackers may send it as text/plain.",
+            "content": {
+                JSON: {"schema": snowplow, "example": SNOWPLOW_EXAMPLE},
+                "text/plain": {"schema": {"type": "string"}},
+            },
+        },
+        "cloudevents": {
+            "required": True,
+            "description": "Structured (application/cloudevents+json), batch "
+            "(application/cloudevents-batch+json) or binary mode (``ce-*`` headers, the body "
+            "is ``data``).",
+            "content": {
+                "application/cloudevents+json": {
+                    "schema": CLOUDEVENT,
+                    "example": CLOUDEVENT_EXAMPLE,
+                },
+                "application/cloudevents-batch+json": {
+                    "schema": {"type": "array", "items": CLOUDEVENT, "minItems": 1},
+                    "example": [CLOUDEVENT_EXAMPLE],
+                },
+                JSON: {"schema": _one_or_many(CLOUDEVENT), "example": CLOUDEVENT_EXAMPLE},
+            },
+        },
+    }
+
+
+RESULTS: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "accepted": {"type": "integer", "minimum": 0},
+        "rejected": {"type": "integer", "minimum": 0},
+        "results": {"type": "array", "items": OBJ},
+    },
+    "required": ["accepted", "rejected"],
+    "additionalProperties": True,
+}
+
+SUCCESS: dict[str, dict[str, Any]] = {
+    "native": {"200": "Every event accepted.", "207": "Some accepted, some kept in quarantine."},
+    "cloudevents": {
+        "200": "Every event accepted.",
+        "207": "Some accepted, some kept in quarantine.",
+    },
+    "segment": {"200": "Accepted; rejected messages are listed and kept in quarantine."},
+    "posthog": {"200": "Accepted; rejected events are kept in quarantine."},
+    "posthog_v1": {"200": "Per-event results keyed by uuid."},
+    "snowplow": {"200": "Accepted; rejected events are kept in quarantine."},
+    "snowplow_pixel": {"200": "A transparent 1x1 GIF."},
+}
+
+PIXEL_QUERY = [
+    {"name": n, "in": "query", "required": False, "schema": {"type": "string"}, "description": d}
+    for n, d in (
+        ("e", "Event kind: pv, se, ue ..."),
+        ("eid", "Event id."),
+        ("aid", "App id: a Gristmill write key (or send Authorization)."),
+        ("dtm", "Device time, epoch ms."),
+        ("stm", "Sent time, epoch ms."),
+    )
+]
+
+POSTHOG_QUERY = [
+    {
+        "name": "data",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": "The event(s), JSON or base64 (GET).",
+    },
+    {
+        "name": "api_key",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": "The write key, when the body cannot carry it.",
+    },
+]
+
+
+def success_content(dialect: str) -> dict[str, Any]:
+    if dialect == "snowplow_pixel":
+        return {"image/gif": {"schema": {"type": "string", "format": "binary"}}}
+    if dialect == "snowplow":
+        return {"text/plain": {"schema": {"type": "string"}, "example": "ok"}}
+    return {JSON: {"schema": RESULTS if dialect in ("native", "cloudevents") else OBJ}}
