@@ -15,7 +15,7 @@ from gristmill import __version__
 from gristmill.api.audit import audit_middleware
 from gristmill.api.docs import add_docs
 from gristmill.api.metrics import RequestCounters, build_registry
-from gristmill.api.openapi import describe
+from gristmill.api.openapi import allowed_methods, describe
 from gristmill.api.ratelimit import RateLimiter
 from gristmill.api.responses import http_problem, problem_response, validation_problem
 from gristmill.api.routers import analytics, governance, ingest, ops, quarantine, ui
@@ -93,7 +93,13 @@ def create_app(rt: Runtime, *, url: str | None = None, start: bool = True) -> Fa
 
     @app.exception_handler(HTTPException)
     async def on_http(request: Request, exc: HTTPException) -> Response:
-        return problem_response(http_problem(request, exc))
+        p = http_problem(request, exc)
+        if exc.status_code == 405:  # every method of the path, not just one route's
+            allow = allowed_methods(app.openapi(), request.url.path)
+            if allow:
+                p.headers["Allow"] = ", ".join(allow)
+                p.detail = f"{request.method} is not allowed here; allowed: {', '.join(allow)}"
+        return problem_response(p)
 
     @app.exception_handler(Exception)
     async def on_crash(_: Request, exc: Exception) -> Response:

@@ -56,6 +56,8 @@ async def get_principal(
     """From ``Authorization`` (key or JWT), else — for reads only — the dashboard session."""
     token = token_from_headers(request.headers.get("authorization"))
     if token is not None:
+        if (why := rt.keys.refusal(token)) is not None:
+            raise unauthorized(why)
         principal = rt.keys.resolve(token)
         if principal is None:
             raise unauthorized("the key or token is unknown, revoked or expired")

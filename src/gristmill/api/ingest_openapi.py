@@ -30,12 +30,19 @@ def _native_event() -> dict[str, Any]:
     return event
 
 
+# The examples are events of the marketplace pack (packs/marketplace), accepted as they are.
 NATIVE_EXAMPLE = {
     "event_id": "ord-1001",
     "event_type": "order_created",
+    "schema_version": 1,
     "occurred_at": "2026-11-02T10:00:00Z",
     "user_id": "u-42",
-    "properties": {"order_id": "o-1001", "amount": 25.5, "currency": "EUR"},
+    "properties": {
+        "order_id": "o-1001",
+        "store_id": "s1",
+        "vendor_store_id": "v1",
+        "amount_cents": 2550,
+    },
 }
 
 SEGMENT_MESSAGE: dict[str, Any] = {
@@ -67,9 +74,14 @@ SEGMENT_EXAMPLE = {
         {
             "type": "track",
             "messageId": "m-1",
-            "event": "Order Completed",
+            "event": "Order Created",
             "userId": "u-42",
-            "properties": {"order_id": "o-1001", "revenue": 25.5},
+            "properties": {
+                "orderId": "o-1001",
+                "buyerStoreId": "s1",
+                "vendorStoreId": "v1",
+                "amountCents": 2550,
+            },
             "timestamp": "2026-11-02T10:00:00Z",
         }
     ],
@@ -93,11 +105,17 @@ POSTHOG_EXAMPLE = {
     "sent_at": "2026-11-02T10:00:01Z",
     "batch": [
         {
-            "event": "order_created",
+            "event": "order created",
             "distinct_id": "u-42",
             "uuid": "0190f4a2-7b6e-7c1d-9a55-000000000001",
             "timestamp": "2026-11-02T10:00:00Z",
-            "properties": {"order_id": "o-1001", "$session_id": "s-1"},
+            "properties": {
+                "order_id": "o-1001",
+                "store_id": "s1",
+                "vendor_store_id": "v1",
+                "amount_cents": 2550,
+                "$session_id": "s-1",
+            },
         }
     ],
 }
@@ -106,11 +124,15 @@ SNOWPLOW_EXAMPLE = {
     "schema": "iglu:com.snowplowanalytics.snowplow/payload_data/jsonschema/1-0-4",
     "data": [
         {
-            "e": "se",
+            "e": "ue",
             "eid": "6a7f0e1e-0000-4000-8000-000000000001",
             "aid": "wk_...",
-            "se_ca": "checkout",
-            "se_ac": "order",
+            "ue_pr": (
+                '{"schema":"iglu:com.snowplowanalytics.snowplow/unstruct_event/jsonschema/1-0-0",'
+                '"data":{"schema":"iglu:com.marketplace/order_created/jsonschema/1-0-0",'
+                '"data":{"order_id":"o-1001","store_id":"s1","vendor_store_id":"v1",'
+                '"amount_cents":2550}}}'
+            ),
             "dtm": "1793613600000",
             "stm": "1793613601000",
             "uid": "u-42",
@@ -137,10 +159,10 @@ CLOUDEVENT_EXAMPLE = {
     "specversion": "1.0",
     "id": "evt-1",
     "source": "billing",
-    "type": "order_created",
+    "type": "com.marketplace.order.created",
     "time": "2026-11-02T10:00:00Z",
     "subject": "u-42",
-    "data": {"order_id": "o-1001", "amount": 25.5},
+    "data": {"order_id": "o-1001", "store_id": "s1", "vendor_store_id": "v1", "amount_cents": 2550},
 }
 
 
@@ -154,7 +176,7 @@ def request_bodies() -> dict[str, dict[str, Any]]:
     segment_batch = {
         "type": "object",
         "properties": {
-            "batch": {"type": "array", "items": SEGMENT_MESSAGE},
+            "batch": {"type": "array", "items": SEGMENT_MESSAGE, "minItems": 1},
             "writeKey": {"type": "string", "description": "The write key, if not a header."},
             "sentAt": {"type": "string", "format": "date-time"},
         },
@@ -163,7 +185,7 @@ def request_bodies() -> dict[str, dict[str, Any]]:
     posthog_batch = {
         "type": "object",
         "properties": {
-            "batch": {"type": "array", "items": POSTHOG_EVENT},
+            "batch": {"type": "array", "items": POSTHOG_EVENT, "minItems": 1},
             "api_key": {"type": "string"},
             "token": {"type": "string"},
             "sent_at": {"type": "string", "format": "date-time"},
@@ -176,7 +198,11 @@ def request_bodies() -> dict[str, dict[str, Any]]:
         "required": ["data"],
         "properties": {
             "schema": {"type": "string"},
-            "data": {"type": "array", "items": {"type": "object", "additionalProperties": True}},
+            "data": {
+                "type": "array",
+                "items": {"type": "object", "additionalProperties": True},
+                "minItems": 1,
+            },
         },
     }
     ndjson = {"type": "string", "description": "One native event per line."}
@@ -203,9 +229,9 @@ def request_bodies() -> dict[str, dict[str, Any]]:
             },
         },
         "posthog": {
-            "required": False,
+            "required": True,
             "description": "A batch, one event or an array; also form ``data=`` or base64, "
-            "gzip detected by magic bytes. On GET, the event is in the ``data`` query parameter.",
+            "gzip detected by magic bytes. (On GET, the event is in the ``data`` parameter.)",
             "content": {
                 JSON: {
                     "schema": {"anyOf": [posthog_batch, _one_or_many(POSTHOG_EVENT)]},
@@ -226,7 +252,7 @@ def request_bodies() -> dict[str, dict[str, Any]]:
             "content": {
                 JSON: {
                     "schema": {"anyOf": [posthog_batch, _one_or_many(POSTHOG_EVENT)]},
-                    "example": [POSTHOG_EXAMPLE["batch"][0]],  # type: ignore[index]
+                    "example": [POSTHOG_EXAMPLE["batch"][0]],
                 }
             },
         },
@@ -282,33 +308,31 @@ SUCCESS: dict[str, dict[str, Any]] = {
     "snowplow_pixel": {"200": "A transparent 1x1 GIF."},
 }
 
+
+def _query(name: str, description: str, required: bool = False) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    if required:
+        schema["minLength"] = 1
+    return {
+        "name": name,
+        "in": "query",
+        "required": required,
+        "schema": schema,
+        "description": description,
+    }
+
+
 PIXEL_QUERY = [
-    {"name": n, "in": "query", "required": False, "schema": {"type": "string"}, "description": d}
-    for n, d in (
-        ("e", "Event kind: pv, se, ue ..."),
-        ("eid", "Event id."),
-        ("aid", "App id: a Gristmill write key (or send Authorization)."),
-        ("dtm", "Device time, epoch ms."),
-        ("stm", "Sent time, epoch ms."),
-    )
+    _query("e", "Event kind: pv (page view), se (structured), ue (self-describing).", True),
+    _query("eid", "Event id.", True),
+    _query("aid", "App id: a Gristmill write key (or send Authorization)."),
+    _query("ue_pr", "A self-describing event (JSON), for e=ue."),
+    _query("dtm", "Device time, epoch ms."),
+    _query("stm", "Sent time, epoch ms."),
 ]
 
-POSTHOG_QUERY = [
-    {
-        "name": "data",
-        "in": "query",
-        "required": False,
-        "schema": {"type": "string"},
-        "description": "The event(s), JSON or base64 (GET).",
-    },
-    {
-        "name": "api_key",
-        "in": "query",
-        "required": False,
-        "schema": {"type": "string"},
-        "description": "The write key, when the body cannot carry it.",
-    },
-]
+POSTHOG_KEY = _query("api_key", "The write key, when the body cannot carry it.")
+POSTHOG_GET = [_query("data", "The event(s): JSON, or base64 of JSON.", True), POSTHOG_KEY]
 
 
 def success_content(dialect: str) -> dict[str, Any]:

@@ -13,6 +13,7 @@ with ``responses=problems(...)``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -118,7 +119,8 @@ def _ingest_ops(spec: dict[str, Any], routes: Mapping[tuple[str, str], Any]) -> 
         if body is not None and method == "POST":
             op["requestBody"] = body
         if dialect == "posthog":
-            op["parameters"] = list(ingest_doc.POSTHOG_QUERY)
+            get = method == "GET"
+            op["parameters"] = ingest_doc.POSTHOG_GET if get else [ingest_doc.POSTHOG_KEY]
         elif dialect == "snowplow_pixel":
             op["parameters"] = list(ingest_doc.PIXEL_QUERY)
         components = spec["components"]["securitySchemes"]
@@ -159,7 +161,7 @@ def describe(
         components.setdefault("securitySchemes", {}).update(SECURITY_SCHEMES)
         for path, ops in spec.get("paths", {}).items():
             for method, op in ops.items():
-                _complete(op)
+                _complete(op, path)
                 if rate_limited(path) and method.upper() in ("GET", "HEAD"):
                     _merge(op, 429, problem(429))
         _ingest_ops(spec, ingest_routes)
@@ -176,14 +178,49 @@ def describe(
     return openapi
 
 
-def _complete(op: dict[str, Any]) -> None:
+# Routes whose principal is resolved outside FastAPI's dependency graph (the feeds
+# workbench checks a CSRF header first), and statuses a family of routes answers that the
+# route signature cannot show.
+SECURED_PREFIXES = ("/dashboard/data-feeds",)
+EXTRA: tuple[tuple[str, tuple[int, ...]], ...] = (
+    ("/dashboard/data-feeds", (403,)),
+    ("/dashboard/metrics/", (404,)),  # the feeds pack is not served here
+    ("/v1/exports/download/", (403,)),  # not a link this server signed, or expired
+)
+
+
+def _complete(op: dict[str, Any], path: str) -> None:
     """Generic statuses. ``security`` is there when the route depends on get_principal
     (its declared schemes, see :mod:`gristmill.api.deps`)."""
     params: Iterable[dict[str, Any]] = op.get("parameters", [])
+    if path.startswith(SECURED_PREFIXES):
+        op["security"] = [{"bearer": []}, {"session": []}]
     if "422" in op.get("responses", {}):
         _merge(op, 422, problem(422, "A parameter or the body is invalid: one reason per item."))
+        _merge(
+            op,
+            400,
+            problem(
+                400,
+                "A value the schema allows but the server does not know (a time "
+                "zone, preset, cursor, filter ...); the reason is in detail.",
+            ),
+        )
     if any(p.get("in") == "path" for p in params):
         _merge(op, 404, problem(404))
     if op.get("security"):
         _merge(op, 401, problem(401))
         _merge(op, 403, problem(403))
+    for prefix, statuses in EXTRA:
+        if path.startswith(prefix):
+            for status in statuses:
+                _merge(op, status, problem(status))
+
+
+def allowed_methods(spec: Mapping[str, Any], path: str) -> list[str]:
+    """The methods the document lists for a concrete path (``Allow`` of a 405)."""
+    for template, ops in spec.get("paths", {}).items():
+        pattern = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, path):
+            return sorted(m.upper() for m in ops)
+    return []
