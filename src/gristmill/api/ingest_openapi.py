@@ -148,8 +148,8 @@ CLOUDEVENT: dict[str, Any] = {
         "id": {"type": "string", "minLength": 1},
         "source": {"type": "string", "minLength": 1},
         "type": {"type": "string", "minLength": 1},
-        "time": {"type": "string", "format": "date-time"},
-        "subject": {"type": "string"},
+        "time": {"type": ["string", "null"], "format": "date-time"},
+        "subject": {"type": ["string", "null"], "description": "The user id."},
         "data": {},
     },
     "additionalProperties": True,
@@ -205,45 +205,38 @@ def request_bodies() -> dict[str, dict[str, Any]]:
             },
         },
     }
-    ndjson = {"type": "string", "description": "One native event per line."}
     return {
         "native": {
             "required": True,
-            "description": "One event, a JSON array of events, or NDJSON; gzip or deflate "
-            "with Content-Encoding.",
+            "description": "One event or a JSON array of events; also NDJSON (one event per "
+            "line, ``application/x-ndjson``); gzip or deflate with Content-Encoding. Another "
+            "declared Content-Type (``text/plain`` ...) is refused with 415.",
             "content": {
                 JSON: {"schema": _one_or_many(native), "example": [NATIVE_EXAMPLE]},
-                "application/x-ndjson": {"schema": ndjson},
             },
         },
         "segment": {
             "required": True,
             "description": "A batch (``/v1/batch``) or one message (``/v1/track`` ...). "
-            "Segment's beacons send it as text/plain, which is accepted here.",
+            "The same JSON sent as ``text/plain`` (browser beacons do) is accepted too.",
             "content": {
                 JSON: {
                     "schema": {"anyOf": [segment_batch, SEGMENT_MESSAGE]},
                     "example": SEGMENT_EXAMPLE,
                 },
-                "text/plain": {"schema": {"type": "string"}},
             },
         },
         "posthog": {
             "required": True,
-            "description": "A batch, one event or an array; also form ``data=`` or base64, "
-            "gzip detected by magic bytes. (On GET, the event is in the ``data`` parameter.)",
+            "description": "A batch, one event or an array. posthog-js also sends the same "
+            "JSON as ``text/plain``, as a form field ``data=`` "
+            "(``application/x-www-form-urlencoded``) or base64; gzip is detected by its magic "
+            "bytes. All are accepted.",
             "content": {
                 JSON: {
                     "schema": {"anyOf": [posthog_batch, _one_or_many(POSTHOG_EVENT)]},
                     "example": POSTHOG_EXAMPLE,
                 },
-                "application/x-www-form-urlencoded": {
-                    "schema": {
-                        "type": "object",
-                        "properties": {"data": {"type": "string"}, "api_key": {"type": "string"}},
-                    }
-                },
-                "text/plain": {"schema": {"type": "string"}},
             },
         },
         "posthog_v1": {
@@ -258,11 +251,9 @@ def request_bodies() -> dict[str, dict[str, Any]]:
         },
         "snowplow": {
             "required": True,
-            "description": "A payload_data batch; trackers may send it as text/plain.",
-            "content": {
-                JSON: {"schema": snowplow, "example": SNOWPLOW_EXAMPLE},
-                "text/plain": {"schema": {"type": "string"}},
-            },
+            "description": "A payload_data batch (trackers may label it ``text/plain``, "
+            "which is accepted too).",
+            "content": {JSON: {"schema": snowplow, "example": SNOWPLOW_EXAMPLE}},
         },
         "cloudevents": {
             "required": True,
@@ -332,7 +323,16 @@ PIXEL_QUERY = [
 ]
 
 POSTHOG_KEY = _query("api_key", "The write key, when the body cannot carry it.")
-POSTHOG_GET = [_query("data", "The event(s): JSON, or base64 of JSON.", True), POSTHOG_KEY]
+POSTHOG_GET = [
+    {
+        "name": "data",
+        "in": "query",
+        "required": True,
+        "description": "The event(s) as JSON (posthog-js may send base64 of it).",
+        "content": {JSON: {"schema": POSTHOG_EVENT}},
+    },
+    POSTHOG_KEY,
+]
 
 
 def success_content(dialect: str) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from fastapi.openapi.utils import get_openapi
 
 from gristmill.api import ingest_openapi as ingest_doc
 from gristmill.core.errors import PROBLEM_JSON
+from gristmill.metrics.timerange import known_zones
 
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 
@@ -158,10 +159,16 @@ def describe(
         schemas.pop("HTTPValidationError", None)
         schemas.pop("ValidationError", None)
         schemas["Problem"] = PROBLEM_SCHEMA
+        schemas["TimeZone"] = {
+            "type": "string",
+            "description": "An IANA time zone name this server knows.",
+            "enum": sorted(known_zones()),
+        }
         components.setdefault("securitySchemes", {}).update(SECURITY_SCHEMES)
         for path, ops in spec.get("paths", {}).items():
             for method, op in ops.items():
                 _complete(op, path)
+                _refine(op)
                 if rate_limited(path) and method.upper() in ("GET", "HEAD"):
                     _merge(op, 429, problem(429))
         _ingest_ops(spec, ingest_routes)
@@ -217,10 +224,30 @@ def _complete(op: dict[str, Any], path: str) -> None:
                 _merge(op, status, problem(status))
 
 
+PARAMETERS: dict[str, dict[str, Any]] = {
+    "tz": {"$ref": "#/components/schemas/TimeZone"},
+    "action": {
+        "type": "string",
+        "maxLength": 64,
+        "pattern": "^[A-Za-z0-9._*]*[A-Za-z0-9][A-Za-z0-9._*]*$",
+    },
+}
+"""Parameter schemas the signature cannot carry (a str checked against an allowlist)."""
+
+
+def _refine(op: dict[str, Any]) -> None:
+    for param in op.get("parameters", []):
+        schema = PARAMETERS.get(param.get("name", ""))
+        if schema is not None and param.get("in") == "query":
+            nullable = "anyOf" in param.get("schema", {})
+            param["schema"] = {"anyOf": [schema, {"type": "null"}]} if nullable else schema
+
+
 def allowed_methods(spec: Mapping[str, Any], path: str) -> list[str]:
     """The methods the document lists for a concrete path (``Allow`` of a 405)."""
-    for template, ops in spec.get("paths", {}).items():
+    # A literal segment wins over a parameter (/v1/quarantine/replay is not an id).
+    for template in sorted(spec.get("paths", {}), key=lambda t: t.count("{")):
         pattern = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template))
         if re.fullmatch(pattern, path):
-            return sorted(m.upper() for m in ops)
+            return sorted(m.upper() for m in spec["paths"][template])
     return []

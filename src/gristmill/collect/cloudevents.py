@@ -22,6 +22,8 @@ from gristmill.core.envelope import Reason, Reject
 from gristmill.core.errors import Problem
 
 REQUIRED = ("specversion", "id", "source", "type")
+OPTIONAL_TEXT = ("time", "subject", "datacontenttype", "dataschema")
+"""Attributes that are strings when present (a subject of ``{}`` must not become user "{}")."""
 ENVELOPE = frozenset(
     {*REQUIRED, "time", "subject", "data", "data_base64", "datacontenttype", "dataschema"}
 )
@@ -55,6 +57,14 @@ class CloudEvents:
                 item,
                 Reason.INVALID_ENVELOPE,
                 f"specversion {ev['specversion'][:16]!r} is not supported (use 1.0)",
+            )
+        wrong = [k for k in OPTIONAL_TEXT if k in ev and not isinstance(ev[k], str | None)]
+        if wrong:
+            return reject(
+                item,
+                Reason.INVALID_ENVELOPE,
+                f"CloudEvents attributes must be strings: {', '.join(wrong)}",
+                [{"path": f"/{k}", "message": "must be a string"} for k in wrong],
             )
         event_id = f"{ev['source']}#{ev['id']}"[:200]
         data = ev.get("data")
