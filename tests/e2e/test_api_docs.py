@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -29,16 +30,16 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         proc.stop()
 
 
-def _offline_page(browser: object, blocked: list[str]) -> object:
-    page = browser.new_page()  # type: ignore[attr-defined]
+def _offline_page(browser: Any, blocked: list[str]) -> Any:
+    page = browser.new_page()
 
-    def only_local(route: object) -> None:
-        url = route.request.url  # type: ignore[attr-defined]
+    def only_local(route: Any) -> None:
+        url = route.request.url
         if urlsplit(url).hostname == "127.0.0.1" or url.startswith(("data:", "blob:")):
-            route.continue_()  # type: ignore[attr-defined]
+            route.continue_()
         else:
             blocked.append(url)
-            route.abort()  # type: ignore[attr-defined]
+            route.abort()
 
     page.route("**/*", only_local)
     return page
@@ -52,18 +53,21 @@ def test_docs_and_redoc_render_offline(server: ServerProcess, tmp_path: Path) ->
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
             page = _offline_page(browser, blocked)
-            page.goto(f"{server.url}/docs")  # type: ignore[attr-defined]
-            page.wait_for_selector(".opblock", timeout=30_000)  # type: ignore[attr-defined]
-            paths = page.locator(".opblock-summary-path").all_text_contents()  # type: ignore[attr-defined]
-            assert "/v1/events" in paths and "/v1/batch" in paths, paths
-            assert "/metrics" in paths and "/com.snowplowanalytics.snowplow/tp2" in paths
+            page.goto(f"{server.url}/docs")
+            page.wait_for_selector(".opblock", timeout=30_000)
+            paths = page.locator(".opblock-summary-path").all_text_contents()
+            assert "/v1/events" in paths, paths
+            assert "/v1/batch" in paths
+            assert "/metrics" in paths
+            assert "/com.snowplowanalytics.snowplow/tp2" in paths
             assert len(paths) > 20
 
             page = _offline_page(browser, blocked)
-            page.goto(f"{server.url}/redoc")  # type: ignore[attr-defined]
-            page.wait_for_selector("[data-section-id]", timeout=30_000)  # type: ignore[attr-defined]
-            text = page.inner_text("body")  # type: ignore[attr-defined]
-            assert "Native events" in text and "Segment / RudderStack" in text
+            page.goto(f"{server.url}/redoc")
+            page.wait_for_selector("[data-section-id]", timeout=30_000)
+            text = page.inner_text("body")
+            assert "Native events" in text
+            assert "Segment / RudderStack" in text
         finally:
             browser.close()
     assert blocked == [], blocked

@@ -107,7 +107,8 @@ def test_documented_examples_are_accepted(client: TestClient, write_key: str) ->
             )
             assert r.status_code == 200, (dialect, media, r.text)
             body = r.content
-            assert b'"rejected":1' not in body and b'"drop"' not in body, (dialect, r.text)
+            assert b'"rejected":1' not in body, (dialect, r.text)
+            assert b'"drop"' not in body, (dialect, r.text)
 
 
 # -- framework errors --------------------------------------------------------------------------
@@ -123,7 +124,8 @@ def test_wrong_method_is_a_problem_with_every_allowed_method(client: TestClient)
     assert r.headers["allow"] == "GET, POST"
     assert "GET, POST" in body["detail"]
     r = client.request("OPTIONS", "/v1/quarantine/replay")
-    assert is_problem(r, 405) and r.headers["allow"] == "POST"
+    assert is_problem(r, 405)
+    assert r.headers["allow"] == "POST"
 
 
 def test_validation_errors_are_problems_with_one_reason_per_item(
@@ -195,7 +197,8 @@ def test_nul_in_ids_is_refused_with_the_reason(client: TestClient, write_key: st
 def test_json_labelled_text_plain_is_415_on_native_only(client: TestClient, write_key: str) -> None:
     body = orjson.dumps([order()])
     got = is_problem(native(client, write_key, body, "text/plain;charset=UTF-8"), 415)
-    assert "text/plain" in got["detail"] and "application/json" in got["detail"]
+    assert "text/plain" in got["detail"]
+    assert "application/json" in got["detail"]
     assert native(client, write_key, body, "application/json; charset=utf-8").status_code == 200
     # Segment's and Snowplow's browser beacons label JSON text/plain: still accepted
     seg = {"type": "track", "event": "Order Created", "userId": "u1", "properties": {}}
@@ -204,7 +207,8 @@ def test_json_labelled_text_plain_is_415_on_native_only(client: TestClient, writ
         content=orjson.dumps(seg),
         headers={"Authorization": f"Bearer {write_key}", "Content-Type": "text/plain"},
     )
-    assert r.status_code == 200 and r.json()["success"] is True
+    assert r.status_code == 200
+    assert r.json()["success"] is True
 
 
 def test_dialect_errors_are_problems_carrying_their_clients_fields(
@@ -212,11 +216,13 @@ def test_dialect_errors_are_problems_carrying_their_clients_fields(
 ) -> None:
     auth = {"Authorization": f"Bearer {write_key}"}
     seg = is_problem(client.post("/v1/batch", content=b"{nope", headers=auth), 400)
-    assert seg["code"] == "undecodable-body" and seg["message"] == seg["detail"]
+    assert seg["code"] == "undecodable-body"
+    assert seg["message"] == seg["detail"]
     ph = is_problem(client.post("/batch/", content=b"{nope", headers=auth), 400)
     assert ph["code"] == "undecodable-body"
     v1 = is_problem(client.post("/i/v1/analytics/events", content=b"{nope", headers=auth), 400)
-    assert v1["error"] == "undecodable-body" and v1["error_description"] == v1["detail"]
+    assert v1["error"] == "undecodable-body"
+    assert v1["error_description"] == v1["detail"]
     sp = client.post("/com.snowplowanalytics.snowplow/tp2", content=b"{nope", headers=auth)
     is_problem(sp, 400)
 
