@@ -20,8 +20,9 @@ from gristmill.api.app import create_app
 from gristmill.api.ingest_openapi import request_bodies
 from gristmill.api.routers.ingest import ROUTES
 from gristmill.runtime import Runtime
-from tests.conftest import make_settings
+from tests.conftest import ROOT, make_settings
 from tests.factories import order
+from tests.integration.test_readme import needs_curl, run_block
 
 PROBLEM = "application/problem+json"
 
@@ -270,3 +271,14 @@ def test_log_cap_503_reports_the_numbers_it_acted_on(tmp_path: Path) -> None:
     assert body["retry_after_seconds"] == int(r.headers["retry-after"])
     numbers = [int(n) for n in re.findall(r"\d+", body["detail"])]
     assert numbers == [pending, request, pending + request, cap, body["retry_after_seconds"]]
+
+
+@needs_curl
+def test_api_walkthrough_runs() -> None:
+    out = run_block(ROOT / "docs" / "api.md", "api")
+    assert "POST /v1/events answers 200 207 400 401 403 413 415 422 429 503" in out
+    assert "docs 200" in out
+    assert 'src="/docs-assets/redoc.standalone.js"' in out
+    assert '"status":400,"detail":"body is not valid JSON: it is truncated' in out
+    assert "Content-Type 'text/plain' is not accepted here" in out
+    assert "content-type: application/problem+json" in out.lower()

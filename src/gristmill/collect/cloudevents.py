@@ -66,6 +66,14 @@ class CloudEvents:
                 f"CloudEvents attributes must be strings: {', '.join(wrong)}",
                 [{"path": f"/{k}", "message": "must be a string"} for k in wrong],
             )
+        device = parse_time(ev.get("time"))
+        if ev.get("time") is not None and device is None:  # not silently the receive time
+            return reject(
+                item,
+                Reason.INVALID_ENVELOPE,
+                "time is not an RFC 3339 timestamp with an offset",
+                [{"path": "/time", "message": "not an RFC 3339 timestamp with an offset"}],
+            )
         event_id = f"{ev['source']}#{ev['id']}"[:200]
         data = ev.get("data")
         props: dict[str, Any] = (
@@ -78,7 +86,7 @@ class CloudEvents:
         attrs = {k: v for k, v in ev.items() if k not in ("data", "data_base64")}
         when, context = occurred(
             ctx,
-            parse_time(ev.get("time")),
+            device,
             None,
             {"cloudevents": attrs},
             raw={"time": ev.get("time")},
