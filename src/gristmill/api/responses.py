@@ -58,7 +58,7 @@ def http_problem(request: Request, exc: HTTPException) -> Problem:
     else:
         detail = str(exc.detail)
     try:
-        title = HTTPStatus(status).phrase
+        title = HTTPStatus(status).phrase.capitalize()
     except ValueError:
         title = "Error"
     return Problem(
