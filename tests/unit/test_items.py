@@ -59,5 +59,6 @@ def test_one_truncated_object_is_a_body_error_with_the_reason() -> None:
 
 def test_truncated_last_ndjson_line_still_rejects_only_that_line() -> None:
     items = split_items(b'{"a":1}\n{"b":', "application/json")
-    assert [parse_object(i) for i in items][0] == {"a": 1}
+    assert len(items) == 2
+    assert parse_object(items[0]) == {"a": 1}
     assert isinstance(parse_object(items[1]), str)
