@@ -269,6 +269,9 @@ class JWTSettings(BaseModel):
     default_pack: str | None = None
     claim_map: dict[str, str] = {}
     leeway_s: int = Field(30, ge=0)
+    max_bytes: int = Field(8192, ge=512)
+    """A longer token is refused (401) before it is parsed or verified: signature checks
+    and header parsing of a client-chosen size are a cost an attacker sets."""
 
     @property
     def enabled(self) -> bool:
