@@ -18,8 +18,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
 class ServerSettings(BaseModel):
@@ -92,8 +92,38 @@ class KafkaLogSettings(_BrokerLogSettings):
     replication_factor: int = Field(1, ge=1)
 
 
+class PubSubLogSettings(BaseModel):
+    """Google Cloud Pub/Sub as the log (``gristmill[pubsub]``): one topic, published with an
+    ordering key per partition; one subscription per consumer group, acknowledged after the
+    warehouse commit. Pub/Sub keeps no offsets to re-read: docs/event-bus.md says what that
+    changes."""
+
+    type: Literal["pubsub"]
+    project: str | None = None
+    topic: str = Field("gristmill", pattern=r"^[A-Za-z][A-Za-z0-9_.~+%-]{2,254}$")
+    subscription_prefix: str | None = Field(None, pattern=r"^[A-Za-z][A-Za-z0-9_.~+%-]{0,200}$")
+    """Consumer group ``g`` reads subscription ``<prefix>.<g>``, by default
+    ``<topic>.<g>`` (created with message ordering if missing; a subscription stays bound to
+    the topic it was created for)."""
+    partitions: int = Field(2, ge=1, le=256)
+    """Ordering keys ``p0`` … ``p<n-1>``, assigned round robin per append: messages of one
+    key arrive in publish order."""
+    max_bytes: int = Field(1 << 30, ge=1024)
+    retry_after_s: int = 5
+    ack_deadline_s: int = Field(60, ge=10, le=600)
+    """How long a pulled, unacknowledged message stays with its reader before redelivery."""
+    publish_max_messages: int = Field(100, ge=1, le=1000)
+    """Publisher batching: messages per publish request at most."""
+    publish_max_latency_s: float = Field(0.01, ge=0, le=10)
+    """Publisher batching: how long a batch waits for more messages."""
+
+
 LogSettings = Annotated[
-    SQLiteLogSettings | RabbitMQLogSettings | NATSLogSettings | KafkaLogSettings,
+    SQLiteLogSettings
+    | RabbitMQLogSettings
+    | NATSLogSettings
+    | KafkaLogSettings
+    | PubSubLogSettings,
     Field(discriminator="type"),
 ]
 
@@ -133,6 +163,9 @@ class BigQuerySettings(BaseModel):
     project: str | None = None
     location: str = "US"
     dataset_prefix: str = ""
+    landing_dataset: str | None = Field(None, pattern=r"^[A-Za-z0-9_]{1,1024}$")
+    """Dataset the connector hints of ``gristmill provision`` land in (seed name
+    ``BIGQUERY_DATASET``); Gristmill's own loader keeps one dataset per pack."""
 
 
 class SnowflakeSettings(BaseModel):
@@ -145,10 +178,58 @@ class SnowflakeSettings(BaseModel):
     database: str = "GRISTMILL"
     warehouse: str | None = None
     role: str | None = None
+    landing_schema: str | None = Field(None, pattern=r"^[A-Za-z0-9_]{1,255}$")
+    """Schema the connector hints of ``gristmill provision`` land in (seed name
+    ``SNOWFLAKE_SCHEMA``); Gristmill's own loader keeps one schema per pack."""
+    stage: str = Field("gristmill_stage", pattern=r"^[A-Za-z0-9_.]{1,255}$")
+    """Named stage the hints' ``COPY INTO`` reads from (seed name ``SNOWFLAKE_STAGE``)."""
+
+
+class S3Settings(BaseModel):
+    """Credentials and endpoint of an S3-compatible store (AWS, MinIO, Ceph …) for exports."""
+
+    endpoint_url: str | None = None
+    """Unset for AWS itself; e.g. ``http://127.0.0.1:9000`` for MinIO."""
+    key: SecretStr | None = None
+    """Access key id; unset: the usual AWS credential chain (environment, profile, role)."""
+    secret: SecretStr | None = None
+    region: str | None = None
+
+
+class RedshiftStagingSettings(BaseModel):
+    """Where a Redshift load stages its Parquet files for ``COPY`` (any S3-compatible store
+    the cluster can read); unset ``bucket``: every batch loads by multi-row ``INSERT``."""
+
+    bucket: str | None = None
+    prefix: str = "gristmill/staging"
+    iam_role: str | None = None
+    """ARN of the role Redshift assumes to read the bucket (``COPY … IAM_ROLE``)."""
+    s3: S3Settings = S3Settings()
+    """Credentials and endpoint Gristmill writes the staged files with."""
+
+
+class RedshiftSettings(BaseModel):
+    """Amazon Redshift through the official ``redshift_connector``; one schema per pack."""
+
+    type: Literal["redshift"] = "redshift"
+    host: str | None = None
+    port: int = 5439
+    database: str = "dev"
+    user: str | None = None
+    password: SecretStr | None = None
+    staging: RedshiftStagingSettings = RedshiftStagingSettings()
+    copy_min_rows: int = Field(5000, ge=1)
+    """Tables of a batch with fewer rows load by multi-row ``INSERT`` (a ``COPY`` has a fixed
+    cost of seconds); from this many on, by ``COPY`` from the staging bucket, if one is set."""
 
 
 WarehouseSettings = Annotated[
-    DuckDBSettings | PostgresSettings | ClickHouseSettings | BigQuerySettings | SnowflakeSettings,
+    DuckDBSettings
+    | PostgresSettings
+    | ClickHouseSettings
+    | BigQuerySettings
+    | SnowflakeSettings
+    | RedshiftSettings,
     Field(discriminator="type"),
 ]
 
@@ -161,9 +242,16 @@ class LoaderSettings(BaseModel):
     has a fixed cost (the dedupe join scans the window's keys), so under load fewer, larger
     batches load faster. Idle, an event waits at most ``max_wait_s``."""
     max_wait_s: float = Field(0.2, ge=0)
+    adaptive_wait: bool = True
+    """Scale the wait by how busy the loader is (``Loader.batch_wait``): no wait when traffic
+    is light, up to ``max_wait_s`` when commits fill its time. Off: always ``max_wait_s``."""
     idle_poll_s: float = Field(0.05, gt=0)
     retry_backoff_s: float = Field(1.0, gt=0)
     dedupe_prune_interval_s: float = Field(600.0, gt=0)
+    rollup_mode: Literal["auto", "delta", "recompute"] = "auto"
+    """How a load keeps rollups: ``delta`` merges the batch's aggregates (engines with
+    ``caps.delta_rollups``), ``recompute`` rebuilds every touched bucket from rows; ``auto``
+    takes delta where the engine has it. Same numbers either way; recompute is the oracle."""
 
 
 class JWTSettings(BaseModel):
@@ -181,6 +269,9 @@ class JWTSettings(BaseModel):
     default_pack: str | None = None
     claim_map: dict[str, str] = {}
     leeway_s: int = Field(30, ge=0)
+    max_bytes: int = Field(8192, ge=512)
+    """A longer token is refused (401) before it is parsed or verified: signature checks
+    and header parsing of a client-chosen size are a cost an attacker sets."""
 
     @property
     def enabled(self) -> bool:
@@ -258,9 +349,14 @@ class RelaySettings(BaseModel):
 class ConsumeSettings(BaseModel):
     """``gristmill consume``: a foreign queue's JSON messages -> the collector pipeline."""
 
-    broker: Literal["rabbitmq", "nats", "kafka"] = "rabbitmq"
+    broker: Literal["rabbitmq", "nats", "kafka", "pubsub"] = "rabbitmq"
     url: SecretStr | None = None
-    """amqp://…, nats://…, or Kafka bootstrap servers ``host:port``."""
+    """amqp://…, nats://…, or Kafka bootstrap servers ``host:port`` (unused for Pub/Sub)."""
+    subscription: str | None = None
+    """Pub/Sub: the subscription to pull, ``projects/<p>/subscriptions/<s>`` or a bare name
+    in ``project``."""
+    project: str | None = None
+    """Pub/Sub: the project of a bare subscription name."""
     queue: str | None = None
     """RabbitMQ: queue to consume (declared passive unless ``exchange`` is set)."""
     exchange: str | None = None
@@ -302,17 +398,6 @@ class GovernanceSettings(BaseModel):
     erasure_deadline_s: float = Field(3600.0, gt=0)
     """The documented completion time of an erasure request; its receipt says whether it
     finished within it."""
-
-
-class S3Settings(BaseModel):
-    """Credentials and endpoint of an S3-compatible store (AWS, MinIO, Ceph …) for exports."""
-
-    endpoint_url: str | None = None
-    """Unset for AWS itself; e.g. ``http://127.0.0.1:9000`` for MinIO."""
-    key: SecretStr | None = None
-    """Access key id; unset: the usual AWS credential chain (environment, profile, role)."""
-    secret: SecretStr | None = None
-    region: str | None = None
 
 
 class ExportSettings(BaseModel):
@@ -427,6 +512,43 @@ class Settings(BaseSettings):
     enrichment: EnrichmentSettings = EnrichmentSettings()
     exports: ExportSettings = ExportSettings()
 
+    # Seed 002's environment names, read as aliases of the settings above. A GRISTMILL_* name
+    # for the same setting wins (docs/provisioning.md#environment-names).
+    seed_warehouse_database_url: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("WAREHOUSE_DATABASE_URL"), exclude=True
+    )
+    """PostgreSQL DSN: ``warehouse.dsn``, and the postgres engine when none is configured."""
+    seed_bigquery_dataset: str | None = Field(
+        None, validation_alias=AliasChoices("BIGQUERY_DATASET"), exclude=True
+    )
+    seed_snowflake_schema: str | None = Field(
+        None, validation_alias=AliasChoices("SNOWFLAKE_SCHEMA"), exclude=True
+    )
+    seed_snowflake_stage: str | None = Field(
+        None, validation_alias=AliasChoices("SNOWFLAKE_STAGE"), exclude=True
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """``GRISTMILL_*`` first, then the event-bus names of seed 002 (``EVENT_BUS_DRIVER``,
+        ``KAFKA_BROKERS`` …: :mod:`gristmill.config_aliases`, docs/event-bus.md)."""
+        from gristmill.config_aliases import EventBusAliases
+
+        return (
+            init_settings,
+            env_settings,
+            EventBusAliases(settings_cls),
+            dotenv_settings,
+            file_secret_settings,
+        )
+
     @model_validator(mode="before")
     @classmethod
     def _default_engine_types(cls, data: Any) -> Any:
@@ -438,6 +560,10 @@ class Settings(BaseSettings):
                 if isinstance(value, dict) and "type" not in value:
                     data[section] = {**value, "type": default}
         return data
+
+    @model_validator(mode="after")
+    def _seed_aliases(self) -> Settings:
+        return apply_seed_aliases(self)
 
     @model_validator(mode="after")
     def _no_placeholder_secrets(self) -> Settings:
@@ -490,3 +616,26 @@ class Settings(BaseSettings):
     @property
     def meta_database_url(self) -> str:
         return self.meta_url or f"sqlite:///{self.data_dir / 'meta.sqlite'}"
+
+
+def apply_seed_aliases(settings: Settings) -> Settings:
+    """Apply seed 002's environment names where no GRISTMILL_* name set the same thing
+    (also after a command swaps the warehouse section for another engine's defaults)."""
+    wh = settings.warehouse
+    url = settings.seed_warehouse_database_url
+    if url is not None:
+        if "warehouse" not in settings.model_fields_set:
+            settings.warehouse = wh = PostgresSettings(dsn=url)
+        elif isinstance(wh, PostgresSettings) and "dsn" not in wh.model_fields_set:
+            wh.dsn = url
+    seeds: dict[type[BaseModel], dict[str, str | None]] = {
+        BigQuerySettings: {"landing_dataset": settings.seed_bigquery_dataset},
+        SnowflakeSettings: {
+            "landing_schema": settings.seed_snowflake_schema,
+            "stage": settings.seed_snowflake_stage,
+        },
+    }
+    for field, value in seeds.get(type(wh), {}).items():
+        if value is not None and field not in wh.model_fields_set:
+            setattr(wh, field, value)
+    return settings

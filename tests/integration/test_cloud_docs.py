@@ -14,3 +14,11 @@ def test_cloud_provisioning_block_runs() -> None:
     assert "{'column': 'occurred_at', 'granularity': 'day', 'native': True} 2555" in out
     assert "set GRISTMILL_WAREHOUSE__PROJECT" in out
     assert "GOOGLE_APPLICATION_CREDENTIALS" in out
+
+
+def test_redshift_ddl_block_runs() -> None:
+    out = run_block(ROOT / "docs" / "warehouses.md", "redshift-ddl")
+    assert out.strip() == (
+        'DISTKEY("vendor_store_id") COMPOUND SORTKEY("occurred_at", "vendor_store_id", '
+        '"store_id", "event_type")'
+    )

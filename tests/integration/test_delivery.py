@@ -255,6 +255,6 @@ def test_dashboard_draws_lifecycle_and_track_panels(world: Any) -> None:
     assert r.status_code == 200, r.text
     page = r.text
     assert "Order lifecycle of a branch · br_00" in page
-    assert "to deliver p50 / p95" in page
+    assert "to deliver p50 / p95" in page.lower()
     assert "km travelled" in page
     assert "br_01" not in page

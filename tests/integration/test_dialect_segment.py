@@ -146,10 +146,11 @@ def test_wire_details(rt: Runtime) -> None:
             headers={"Content-Encoding": "gzip"},
         )
         assert r.status_code == 200, r.text
-        # errors are {code, message}
+        # errors are problem+json that also carry Segment's {code, message}
         r = post(url, b"{not json", key)
         assert r.status_code == 400
-        assert set(r.json()) == {"code", "message"}
+        assert r.headers["content-type"] == "application/problem+json"
+        assert {"code", "message", "type", "title", "status", "detail"} <= set(r.json())
         r = post(url, {"batch": [msg]}, "gmw_wrong")
         assert r.status_code == 401
         assert r.json()["code"] == "unauthorized"

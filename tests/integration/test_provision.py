@@ -30,7 +30,9 @@ def statements(out: str) -> list[str]:
 
 @pytest.mark.parametrize("target", ["duckdb", "postgres", "clickhouse", "bigquery", "snowflake"])
 def test_ddl_is_printed_without_connecting_and_parses_back(target: str, tmp_path: Path) -> None:
-    out = run("--target", target, "--data-dir", str(tmp_path / "nowhere"))
+    out = run(
+        "--target", target, "--offline", "--format", "sql", "--data-dir", str(tmp_path / "nowhere")
+    )
     stmts = statements(out)
     quoted = "`marketplace`.`marketplace_events`" if target == "bigquery" else None
     assert any((quoted or '"marketplace"."marketplace_events"') in s for s in stmts)
@@ -48,13 +50,13 @@ def test_postgres_apply_is_idempotent_and_writes_the_plan(tmp_path: Path) -> Non
         env = {"GRISTMILL_WAREHOUSE__TYPE": "postgres", "GRISTMILL_WAREHOUSE__DSN": dsn}
         plan = tmp_path / "plan.json"
         first = run("--apply", "--plan", str(plan), "--data-dir", str(tmp_path), env=env)
-        assert "created or changed" in first
+        assert "applied to postgres" in first
         assert "marketplace.marketplace_events" in first
         second = run("--apply", "--data-dir", str(tmp_path), env=env)
-        assert "already up to date, nothing changed" in second
+        assert "nothing to do" in second
     doc = json.loads(plan.read_text())
     assert doc["target"] == "postgres"
-    tables = {t["name"]: t for t in doc["packs"][0]["tables"]}
+    tables = {t["name"]: t for t in doc["contract"]["packs"][0]["tables"]}
     events = tables["marketplace_events"]
     assert events["partitioning"] == {"column": "occurred_at", "granularity": "day", "native": True}
     assert events["clustering"]["columns"] == ["vendor_store_id", "store_id", "event_type"]
@@ -65,14 +67,16 @@ def test_postgres_apply_is_idempotent_and_writes_the_plan(tmp_path: Path) -> Non
         "payout_completed",
     ]
     assert events["retention_days"] > 0
-    assert {"name": "amount_cents", "type": "BIGINT", "promoted": True} in events["columns"]
+    amount = {c["name"]: c for c in events["columns"]}["amount_cents"]
+    assert (amount["type"], amount["promoted"]) == ("BIGINT", True)
+    assert amount["json_path"] == "$.properties.amount_cents"
     assert events["fed_from"]["log"] == "sqlite"
     assert doc["statements"]
 
 
 def test_duckdb_apply_twice(tmp_path: Path) -> None:
-    assert "created or changed" in run("--apply", "--data-dir", str(tmp_path))
-    assert "nothing changed" in run("--apply", "--data-dir", str(tmp_path))
+    assert "applied to duckdb" in run("--apply", "--data-dir", str(tmp_path))
+    assert "nothing to do" in run("--apply", "--data-dir", str(tmp_path))
     assert (tmp_path / "warehouse.duckdb").exists()
 
 
@@ -151,13 +155,14 @@ def test_bigquery_plan_has_native_partitioning_and_clustering(tmp_path: Path) ->
     run("--target", "bigquery", "--plan", str(plan), "--data-dir", str(tmp_path))
     doc = json.loads(plan.read_text())
     assert doc["dialect"] == "bigquery"
-    events = {t["name"]: t for t in doc["packs"][0]["tables"]}["marketplace_events"]
+    events = {t["name"]: t for t in doc["contract"]["packs"][0]["tables"]}["marketplace_events"]
     assert events["partitioning"]["native"] is True
     assert events["clustering"] == {
         "columns": ["vendor_store_id", "store_id", "event_type"],
         "native": True,
     }
-    assert {"name": "amount_cents", "type": "INT64", "promoted": True} in events["columns"]
+    amount = {c["name"]: c for c in events["columns"]}["amount_cents"]
+    assert (amount["type"], amount["promoted"]) == ("INT64", True)
     assert any("PARTITION BY DATE(`occurred_at`)" in s for s in doc["statements"])
 
 
@@ -166,14 +171,14 @@ def test_clickhouse_apply_is_idempotent_and_writes_the_plan(tmp_path: Path) -> N
     env = {"GRISTMILL_WAREHOUSE__TYPE": "clickhouse"}
     plan = tmp_path / "plan.json"
     first = run("--apply", "--plan", str(plan), "--data-dir", str(tmp_path), env=env)
-    assert "created or changed" in first
+    assert "applied to clickhouse" in first
     assert "marketplace.marketplace_events" in first
     assert 'ENGINE=MergeTree PARTITION BY toDate("occurred_at")' in first
     assert "ENGINE=ReplacingMergeTree" in first  # the rollup
     second = run("--apply", "--data-dir", str(tmp_path), env=env)
-    assert "already up to date, nothing changed" in second
+    assert "nothing to do" in second
     doc = json.loads(plan.read_text())
     assert doc["target"] == "clickhouse"
-    events = {t["name"]: t for t in doc["packs"][0]["tables"]}["marketplace_events"]
+    events = {t["name"]: t for t in doc["contract"]["packs"][0]["tables"]}["marketplace_events"]
     assert events["partitioning"]["native"] is True
     assert events["clustering"]["columns"] == ["vendor_store_id", "store_id", "event_type"]

@@ -32,7 +32,7 @@ def test_dashboard_error_page_escapes_input(client: TestClient, runtime: Runtime
     client.post("/ui/login", data={"key": token})
     r = client.get("/ui", params={"tz": "<script>alert(1)</script>"})
     assert r.status_code == 400
-    assert "<script>" not in r.text
+    assert "<script>alert(1)" not in r.text  # the page has its own <script>, not this one
     assert "&lt;script&gt;" in r.text
 
 

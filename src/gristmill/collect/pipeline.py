@@ -231,6 +231,9 @@ def coerce(value: Any, ctype: ColumnType) -> Any:
     return value
 
 
+ID_FIELDS = ("event_id", "event_type", "user_id", "anonymous_id", "session_id")
+
+
 def _one(item: Item, ctx: RequestContext, normalize: Normalizer) -> Envelope | Reject | _Suppressed:
     """One item to an envelope, or to a reject with its reason."""
     if len(item.raw) > ctx.max_event_bytes:
@@ -252,6 +255,16 @@ def _one(item: Item, ctx: RequestContext, normalize: Normalizer) -> Envelope | R
         return reject(item, Reason.INVALID_ENVELOPE, str(exc))
     if isinstance(n, Reject):
         return n
+    nul = [k for k in ID_FIELDS if "\x00" in (getattr(n, k) or "")]
+    if nul:  # PostgreSQL text cannot hold NUL, and no id needs one: refuse with the reason
+        why = "must not contain NUL (\\u0000) characters"
+        return reject(
+            item,
+            Reason.INVALID_ENVELOPE,
+            f"{nul[0]}: {why}",
+            [{"path": f"/{k}", "message": why} for k in nul],
+            event_id=None if "event_id" in nul else n.event_id,
+        )
     verdict = ctx.registry.validate(n.event_type, n.version, n.properties)
     if not verdict.ok:
         assert verdict.reason is not None

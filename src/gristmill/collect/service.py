@@ -17,7 +17,7 @@ from gristmill.collect.body import Undecodable, decode_body
 from gristmill.collect.cloudevents import CloudEvents
 from gristmill.collect.dialect import Dialect
 from gristmill.collect.enrich import Enricher
-from gristmill.collect.items import BodyNotJSON, Item
+from gristmill.collect.items import BodyNotJSON, Item, explain
 from gristmill.collect.native import Native
 from gristmill.collect.pipeline import (
     Batch,
@@ -139,7 +139,9 @@ class Parser:
             body = decode_body(raw, content_encoding, self.body_limit(dialect))
             batch = dialect.split(body, content_type, query or {})
         except (Undecodable, BodyNotJSON) as exc:
-            return Opened(raw, None, str(exc), rec_at)
+            if not raw.strip() and not any(not k.startswith("_") for k in query or {}):
+                raise bad_request("empty-body", "the body is empty") from exc
+            return Opened(raw, None, explain(str(exc)), rec_at)
         except RecursionError:
             return Opened(raw, None, "body is JSON nested too deeply", rec_at)
         if not batch.items:
@@ -244,7 +246,9 @@ class Collector(Parser):
             try:
                 await self.log.append_async([reply.record])
             except LogFull as exc:
-                return Reply.of(dialect, unavailable(str(exc), exc.retry_after_s))
+                p = unavailable(str(exc), exc.retry_after_s)
+                p.extra.update(exc.fields())
+                return Reply.of(dialect, p)
         return reply
 
     async def submit(self, prepared: Prepared) -> None:

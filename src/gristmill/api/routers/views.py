@@ -115,7 +115,11 @@ def _handler(pack: Pack, name: str, view: ViewSpec) -> Callable[..., Response]:
         rt: RuntimeDep,
         principal: Annotated[Principal, Depends(_allowed(pack, name, view))],
         preset: Annotated[
-            str | None, Query(description=f"One of {', '.join(view.presets)}.")
+            str | None,
+            Query(
+                description=f"One of {', '.join(view.presets)}.",
+                json_schema_extra={"enum": [*view.presets, None]},
+            ),
         ] = None,
         tz: Annotated[str, Query(description="IANA time zone.")] = "UTC",
         start: Annotated[datetime | None, Query(include_in_schema=view.allow_range)] = None,
