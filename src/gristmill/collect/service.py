@@ -19,6 +19,7 @@ from gristmill.collect.dialect import Dialect
 from gristmill.collect.enrich import Enricher
 from gristmill.collect.items import BodyNotJSON, Item
 from gristmill.collect.native import Native
+from gristmill.collect.pins import Pins
 from gristmill.collect.pipeline import (
     Batch,
     Outcome,
@@ -107,8 +108,11 @@ class Parser:
         limits: LimitSettings,
         suppression: Suppression | None = None,
         enrichers: Mapping[str, Enricher] | None = None,
+        pins: Pins | None = None,
     ) -> None:
         self.packs = dict(packs)
+        self.pins = pins or Pins()
+        """Which version an unversioned event means, per source (in memory without a store)."""
         self.enrichers = dict(enrichers or {})
         self.suppression = suppression or Suppression()
         """Erased subjects (``gristmill.governance`` swaps in new snapshots)."""
@@ -175,6 +179,7 @@ class Parser:
             mapping=dialect.mapping,
             suppress=self.suppression.current or None,
             enrich=self.enrichers.get(pack),
+            pins=self.pins,
         )
         outcome = build_frame(opened.batch.items, ctx, dialect.normalize)
         return Prepared(outcome.frame, outcome)
@@ -233,8 +238,9 @@ class Collector(Parser):
         limits: LimitSettings,
         suppression: Suppression | None = None,
         enrichers: Mapping[str, Enricher] | None = None,
+        pins: Pins | None = None,
     ) -> None:
-        super().__init__(packs, limits, suppression, enrichers)
+        super().__init__(packs, limits, suppression, enrichers, pins)
         self.log = log
 
     async def finish(self, dialect: Dialect, pack: str, source: str, opened: Opened) -> Reply:
