@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 
 from gristmill.collect.body import Undecodable, decode_body
 from gristmill.collect.cloudevents import CloudEvents
+from gristmill.collect.counters import CollectCounters
 from gristmill.collect.dialect import Dialect
 from gristmill.collect.enrich import Enricher
 from gristmill.collect.items import BodyNotJSON, Item
@@ -111,6 +112,7 @@ class Parser:
         pins: Pins | None = None,
     ) -> None:
         self.packs = dict(packs)
+        self.counters = CollectCounters()
         self.pins = pins or Pins()
         """Which version an unversioned event means, per source (in memory without a store)."""
         self.enrichers = dict(enrichers or {})
@@ -166,6 +168,7 @@ class Parser:
             frame = whole_body_reject(
                 pack, source, dialect.name, opened.received_at, opened.raw, opened.failure
             )
+            self.counters.add(frame)
             return Prepared(frame, None, bad_request("undecodable-body", opened.failure))
         ctx = RequestContext(
             pack=self.packs[pack],
@@ -182,6 +185,7 @@ class Parser:
             pins=self.pins,
         )
         outcome = build_frame(opened.batch.items, ctx, dialect.normalize)
+        self.counters.add(outcome.frame)
         return Prepared(outcome.frame, outcome)
 
     def prepare(
