@@ -3,8 +3,8 @@
 A Segment client always gets 200 (the protocol wants it), so a source whose events all land
 in quarantine looks healthy from the client's side; this is where an operator sees it. The
 counts come from the load ledger (``accepted`` = loaded + duplicates, ``quarantined``) by
-commit time, the reasons from the quarantine rows themselves (a re-sent body counts once per
-sending, see ``resends``).
+commit time, the reasons from the quarantine rows themselves (a body re-sent N times is one
+row counted N times, see ``resends``).
 """
 
 from __future__ import annotations
@@ -23,6 +23,15 @@ LAST_REASONS = 5
 
 def _since(col: str) -> exp.Expr:
     return exp.GTE(this=exp.column(col, quoted=True), expression=exp.Placeholder(this="since"))
+
+
+def _sendings() -> exp.Expr:
+    """A row's sendings: ``resends`` (NULL on rows from before it was counted, 0 where an
+    engine filled the added column with its default)."""
+    return exp.Greatest(
+        this=exp.Coalesce(this=exp.column("resends"), expressions=[exp.Literal.number(1)]),
+        expressions=[exp.Literal.number(1)],
+    )
 
 
 def _pack_cond(pack: str | None, params: dict[str, Any]) -> list[exp.Expr]:
@@ -61,7 +70,7 @@ def source_quarantine(
             "source",
             "reason",
             exp.alias_(exp.func("max", exp.column("quarantined_at")), "at"),
-            exp.alias_(exp.func("count", exp.Star()), "n"),
+            exp.alias_(exp.func("sum", _sendings()), "n"),
         )
         .from_(QUARANTINE)
         .where(exp.and_(*q_conds))
