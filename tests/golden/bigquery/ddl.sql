@@ -1,7 +1,10 @@
 CREATE SCHEMA IF NOT EXISTS `_gristmill` OPTIONS (location='US');
 CREATE TABLE IF NOT EXISTS `_gristmill`.`loads` (`batch_id` STRING NOT NULL, `log` STRING NOT NULL, `grp` STRING NOT NULL, `pack` STRING NOT NULL, `source` STRING NOT NULL, `loaded` INT64 NOT NULL, `duplicates` INT64 NOT NULL, `quarantined` INT64 NOT NULL, `last_offset` INT64 NOT NULL, `committed_at` TIMESTAMP NOT NULL);
 CREATE TABLE IF NOT EXISTS `_gristmill`.`offsets` (`log` STRING NOT NULL, `grp` STRING NOT NULL, `offset` INT64 NOT NULL, `updated_at` TIMESTAMP NOT NULL);
-CREATE TABLE IF NOT EXISTS `_gristmill`.`quarantine` (`quarantine_id` STRING NOT NULL, `pack` STRING NOT NULL, `source` STRING NOT NULL, `dialect` STRING NOT NULL, `reason` STRING NOT NULL, `detail` STRING NOT NULL, `errors` JSON, `event_id` STRING, `event_type` STRING, `received_at` TIMESTAMP NOT NULL, `quarantined_at` TIMESTAMP NOT NULL, `raw` BYTES NOT NULL, `replayed_at` TIMESTAMP);
+CREATE TABLE IF NOT EXISTS `_gristmill`.`quarantine` (`quarantine_id` STRING NOT NULL, `pack` STRING NOT NULL, `source` STRING NOT NULL, `dialect` STRING NOT NULL, `reason` STRING NOT NULL, `detail` STRING NOT NULL, `errors` JSON, `event_id` STRING, `event_type` STRING, `received_at` TIMESTAMP NOT NULL, `quarantined_at` TIMESTAMP NOT NULL, `raw` BYTES NOT NULL, `replayed_at` TIMESTAMP, `body_hash` STRING, `resends` INT64, `last_seen_at` TIMESTAMP);
+ALTER TABLE `_gristmill`.`quarantine` ADD COLUMN IF NOT EXISTS `body_hash` STRING;
+ALTER TABLE `_gristmill`.`quarantine` ADD COLUMN IF NOT EXISTS `resends` INT64;
+ALTER TABLE `_gristmill`.`quarantine` ADD COLUMN IF NOT EXISTS `last_seen_at` TIMESTAMP;
 CREATE SCHEMA IF NOT EXISTS `_gristmill_stage` OPTIONS (location='US', default_table_expiration_days=1);
 CREATE SCHEMA IF NOT EXISTS `marketplace` OPTIONS (location='US');
 CREATE TABLE IF NOT EXISTS `marketplace`.`_gm_dedupe` (`k` BYTES NOT NULL, `first_seen` TIMESTAMP NOT NULL) PARTITION BY DATE(`first_seen`);
