@@ -147,3 +147,75 @@ def test_pack_upgrade_keeps_unversioned_clients_on_their_version(
     assert pins[("app", "order_paid")]["version"] == 2
     assert pins[("web", "order_paid")]["newest"] == 2
     assert ("api", "order_paid") not in pins  # it always names its version
+
+
+def test_operator_moves_a_pin_and_collectors_follow(
+    tmp_path: Path, packs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``gristmill schema pin`` moves a source; a collector sharing the metadata store checks
+    its next unversioned event against the new version once its cached pin expires."""
+    import orjson
+    from typer.testing import CliRunner
+
+    from gristmill.cli.main import app as cli_app
+    from gristmill.collect.pins import Pins
+    from gristmill.collect.service import Parser
+    from gristmill.config import LimitSettings
+    from gristmill.meta.store import MetaStore
+    from gristmill.pack.loader import load_pack
+
+    publish_v2(packs)
+    monkeypatch.setenv("GRISTMILL_PACKS_DIR", str(packs))
+    monkeypatch.setenv("GRISTMILL_DATA_DIR", str(tmp_path / "data"))
+    cli = CliRunner()
+    (tmp_path / "data").mkdir()
+    meta = MetaStore(f"sqlite:///{tmp_path / 'data' / 'meta.sqlite'}")
+    meta.pins.pin_first("marketplace", "web", "order_paid", 1)  # web first sent under v1
+    parser = Parser(
+        {"marketplace": load_pack(packs / "marketplace")},
+        LimitSettings(),
+        pins=Pins(meta.pins, ttl_s=0),
+    )
+
+    def version_of(props: dict[str, Any]) -> Any:
+        ev = {"event_id": "e", "event_type": "order_paid", "properties": props,
+              "occurred_at": "2026-01-02T03:04:05Z"}  # fmt: skip
+        p = parser.prepare(
+            pack="marketplace", source="web", dialect="native", raw=orjson.dumps(ev)
+        )
+        if p.frame.events:
+            return p.frame.events[0].schema_version
+        return p.frame.rejects[0].reason
+
+    v1 = {"order_id": "o", "store_id": "s", "vendor_store_id": "v", "amount_cents": 1}
+    assert version_of(v1) == 1
+    r = cli.invoke(cli_app, ["schema", "pin", "--pack", "marketplace", "--source", "web",
+                             "--event-type", "order_paid", "--version", "2"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert version_of({**v1, "currency": "EUR"}) == 2
+    assert version_of(v1) == "schema_violation"  # web is on v2 now
+    listing = orjson.loads(cli.invoke(cli_app, ["schema", "pins", "--json"]).output)
+    assert [(p["source"], p["version"], p["pinned_by"]) for p in listing] == [
+        ("web", 2, "operator")
+    ]
+    bad = cli.invoke(cli_app, ["schema", "pin", "--pack", "marketplace", "--source", "web",
+                               "--event-type", "order_paid", "--version", "7"])  # fmt: skip
+    assert bad.exit_code == 1
+    assert "no version 7" in bad.output
+    meta.close()
+
+
+def test_first_send_pin_is_shared_by_processes(tmp_path: Path) -> None:
+    """Two collector processes racing on one metadata store: the first pin holds for both."""
+    from gristmill.meta.schema_pins import PinStore
+    from gristmill.meta.store import MetaStore
+
+    url = f"sqlite:///{tmp_path / 'meta.sqlite'}"
+    a, b = MetaStore(url), MetaStore(url)
+    assert a.pins.pin_first("p", "web", "t", 1) == 1
+    assert b.pins.pin_first("p", "web", "t", 2) == 1  # the pack was upgraded in process b
+    assert b.pins.pin_first("p", "app", "t", 2) == 2
+    assert isinstance(a.pins, PinStore)
+    assert [(p.source, p.version) for p in a.pins.list("p")] == [("app", 2), ("web", 1)]
+    a.close()
+    b.close()

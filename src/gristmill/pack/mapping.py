@@ -64,8 +64,8 @@ class TraitsTable(_Model):
 
     table: Annotated[str, Field(pattern=IDENT)] = "segment_calls"
     category: Annotated[str, Field(pattern=IDENT)] | None = None
-    """A declared category; default the pack's ``traits`` category, or the engine's own
-    ``traits`` category (400 days) when the pack has none."""
+    """A declared category; default ``traits``: the pack's own, or the engine's (retention
+    400 days) when the pack declares none of that name."""
 
 
 class MappingsSpec(_Model):

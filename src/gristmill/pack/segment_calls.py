@@ -7,7 +7,8 @@ A pack that maps Segment events now gets, unless it says otherwise::
     mappings:
       traits_table:             # the engine default, spelled out
         table: segment_calls    # one row per call; traits / page properties in `properties`
-        category: traits        # a declared category, else the engine's own (400 days)
+        category: traits        # a declared category; `traits` undeclared: the engine's own
+                                #   (retention 400 days)
 
 The calls become event types ``segment.identify``, ``segment.page``, ``segment.screen``,
 ``segment.group`` and ``segment.alias`` (schema: any object), and ``$identify`` … map to them
@@ -66,8 +67,9 @@ def with_segment_calls(
         return spec, problems
     categories = dict(spec.categories)
     if category not in categories:
-        if decl and decl.category:
-            return spec, [(path, f"unknown category {category!r}")]
+        if category != DEFAULT_CATEGORY:
+            known = ", ".join(sorted(categories))
+            return spec, [(path, f"unknown category {category!r} (declared: {known})")]
         categories[category] = CategorySpec(
             description="Segment identify/page/screen/group/alias calls (engine default).",
             retention=DEFAULT_RETENTION,
