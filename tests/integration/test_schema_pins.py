@@ -180,9 +180,7 @@ def test_operator_moves_a_pin_and_collectors_follow(
     def version_of(props: dict[str, Any]) -> Any:
         ev = {"event_id": "e", "event_type": "order_paid", "properties": props,
               "occurred_at": "2026-01-02T03:04:05Z"}  # fmt: skip
-        p = parser.prepare(
-            pack="marketplace", source="web", dialect="native", raw=orjson.dumps(ev)
-        )
+        p = parser.prepare(pack="marketplace", source="web", dialect="native", raw=orjson.dumps(ev))
         if p.frame.events:
             return p.frame.events[0].schema_version
         return p.frame.rejects[0].reason

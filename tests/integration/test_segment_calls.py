@@ -83,7 +83,7 @@ def test_traits_table_declarations(tmp_path: Path) -> None:
     own = pack("d", segment={"Order Paid": "order_paid", "$identify": "order_paid"})
     assert own.spec.mappings.segment["$identify"].event_type == "order_paid"  # theirs wins
     assert "segment.identify" not in own.spec.event_types
-    with pytest.raises(ConfigError, match="mappings.traits_table: table 'ad_events'"):
+    with pytest.raises(ConfigError, match=r"mappings\.traits_table: table 'ad_events'"):
         pack("e", traits_table={"table": "ad_events"})
     with pytest.raises(ConfigError, match="unknown category 'nope'"):
         pack("f", traits_table={"category": "nope"})

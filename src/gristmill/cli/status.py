@@ -97,7 +97,7 @@ def _quarantine_rates(data: dict[str, Any]) -> None:
     for col in ("pack", "source", "accepted", "quarantined", "rate", "last reasons"):
         t.add_column(col)
     for s in hit:
-        reasons = ", ".join(f"{r['reason']} ×{r['count']}" for r in s["last_reasons"])
+        reasons = ", ".join(f"{r['reason']} x{r['count']}" for r in s["last_reasons"])
         t.add_row(
             s["pack"],
             s["source"],

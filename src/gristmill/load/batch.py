@@ -9,7 +9,6 @@ the warehouse in one anti-join; repeats inside the batch are dropped here.
 from __future__ import annotations
 
 import hashlib
-
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any

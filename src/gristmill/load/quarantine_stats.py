@@ -53,7 +53,9 @@ def source_quarantine(
             "pack",
             "source",
             exp.alias_(
-                exp.func("sum", exp.Add(this=exp.column("loaded"), expression=exp.column("duplicates"))),
+                exp.func(
+                    "sum", exp.Add(this=exp.column("loaded"), expression=exp.column("duplicates"))
+                ),
                 "accepted",
             ),
             exp.alias_(exp.func("sum", exp.column("quarantined")), "quarantined"),

@@ -88,9 +88,12 @@ def with_segment_calls(
         schemas[name] = {1: dict(ANY_OBJECT)}
     if not pending:
         return spec, []
-    tables = {**spec.tables, table: TableSpec(
+    tables = {
+        **spec.tables,
+        table: TableSpec(
             description="Segment calls besides track.", cluster_by=["user_id", "event_type"]
-        )}
+        ),
+    }
     mappings = spec.mappings.model_copy(update={"segment": segment})
     return (
         spec.model_copy(
