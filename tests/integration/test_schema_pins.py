@@ -167,6 +167,7 @@ def test_operator_moves_a_pin_and_collectors_follow(
     publish_v2(packs)
     monkeypatch.setenv("GRISTMILL_PACKS_DIR", str(packs))
     monkeypatch.setenv("GRISTMILL_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("COLUMNS", "200")  # rich tables unwrapped
     cli = CliRunner()
     (tmp_path / "data").mkdir()
     meta = MetaStore(f"sqlite:///{tmp_path / 'data' / 'meta.sqlite'}")
@@ -196,6 +197,15 @@ def test_operator_moves_a_pin_and_collectors_follow(
     assert [(p["source"], p["version"], p["pinned_by"]) for p in listing] == [
         ("web", 2, "operator")
     ]
+    meta.pins.pin_first("marketplace", "app", "order_paid", 1)
+    status = cli.invoke(cli_app, ["status"])  # no server: read from the files
+    assert status.exit_code == 0, status.output
+    table = status.output.split("Schema versions of unversioned events, per source")[1]
+    rows = {tuple(line.split("│")[1:5]) for line in table.splitlines() if "order_paid" in line}
+    assert {tuple(c.strip() for c in r) for r in rows} == {
+        ("marketplace", "web", "order_paid", "2"),
+        ("marketplace", "app", "order_paid", "1"),  # behind the newest: to migrate
+    }
     bad = cli.invoke(cli_app, ["schema", "pin", "--pack", "marketplace", "--source", "web",
                                "--event-type", "order_paid", "--version", "7"])  # fmt: skip
     assert bad.exit_code == 1

@@ -80,7 +80,7 @@ def pipeline_stats(
     oldest = c.log.oldest_pending_received_at if pack is None else c.log.oldest_pending.get(pack)
     conserved = c.as_dict()
     conserved["balances"] = conserved.pop("sources")
-    newest = {name: p.latest_version for name, p in rt.packs.items()}
+    registries = rt.collector.registries
     return {
         **conserved,
         "window": format_duration(window),
@@ -91,9 +91,7 @@ def pipeline_stats(
                 "source": p.source,
                 "event_type": p.event_type,
                 "version": p.version,
-                "newest": newest[p.pack](p.event_type)
-                if p.pack in newest and p.event_type in rt.packs[p.pack].spec.event_types
-                else None,
+                "newest": registries[p.pack].latest(p.event_type) if p.pack in registries else None,
                 "pinned_at": iso(from_datetime(p.pinned_at)),
                 "pinned_by": p.pinned_by,
             }
