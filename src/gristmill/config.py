@@ -161,9 +161,16 @@ class LoaderSettings(BaseModel):
     has a fixed cost (the dedupe join scans the window's keys), so under load fewer, larger
     batches load faster. Idle, an event waits at most ``max_wait_s``."""
     max_wait_s: float = Field(0.2, ge=0)
+    adaptive_wait: bool = True
+    """Scale the wait by how busy the loader is (``Loader.batch_wait``): no wait when traffic
+    is light, up to ``max_wait_s`` when commits fill its time. Off: always ``max_wait_s``."""
     idle_poll_s: float = Field(0.05, gt=0)
     retry_backoff_s: float = Field(1.0, gt=0)
     dedupe_prune_interval_s: float = Field(600.0, gt=0)
+    rollup_mode: Literal["auto", "delta", "recompute"] = "auto"
+    """How a load keeps rollups: ``delta`` merges the batch's aggregates (engines with
+    ``caps.delta_rollups``), ``recompute`` rebuilds every touched bucket from rows; ``auto``
+    takes delta where the engine has it. Same numbers either way; recompute is the oracle."""
 
 
 class JWTSettings(BaseModel):

@@ -64,7 +64,9 @@ class Runtime:
         if role != "collect":
             self._warehouse = open_warehouse(settings)
             provision_analytics(self._warehouse, list(self.packs.values()))
-            after = after_insert(self.packs, self._warehouse.dialect)
+            after = after_insert(
+                self.packs, self._warehouse.dialect, mode=settings.loader.rollup_mode
+            )
             if isinstance(self.log, BrokerLog):
                 self._loader = LoaderPool(
                     self.log,

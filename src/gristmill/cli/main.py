@@ -22,6 +22,7 @@ from gristmill.cli import exports as exports_cli
 from gristmill.cli import feeds as feeds_cli
 from gristmill.cli import governance as governance_cli
 from gristmill.cli import reprice as reprice_cli
+from gristmill.cli import rollups as rollups_cli
 
 app = typer.Typer(
     name="gristmill",
@@ -46,6 +47,7 @@ app.add_typer(governance_cli.retention_app, name="retention")
 app.command("audit")(governance_cli.audit)
 app.command("reprice")(reprice_cli.reprice)
 app.add_typer(exports_cli.app, name="exports")
+app.add_typer(rollups_cli.app, name="rollups")
 
 from gristmill.cli import consume as _consume  # noqa: E402  (sources; kept apart for merges)
 from gristmill.cli import relay as _relay  # noqa: E402
