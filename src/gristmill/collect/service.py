@@ -162,13 +162,18 @@ class Parser:
             batch = replace(batch, historical=True)
         return Opened(raw, batch, None, rec_at)
 
-    def frame(self, dialect: Dialect, pack: str, source: str, opened: Opened) -> Prepared:
+    def frame(
+        self, dialect: Dialect, pack: str, source: str, opened: Opened, *, count: bool = True
+    ) -> Prepared:
+        """``count=False`` keeps the frame out of the collector counters (a replay of stored
+        events is not new traffic, and would skew the source's quarantine rate)."""
         if opened.batch is None:
             assert opened.failure is not None
             frame = whole_body_reject(
                 pack, source, dialect.name, opened.received_at, opened.raw, opened.failure
             )
-            self.counters.add(frame)
+            if count:
+                self.counters.add(frame)
             return Prepared(frame, None, bad_request("undecodable-body", opened.failure))
         ctx = RequestContext(
             pack=self.packs[pack],
@@ -185,7 +190,8 @@ class Parser:
             pins=self.pins,
         )
         outcome = build_frame(opened.batch.items, ctx, dialect.normalize)
-        self.counters.add(outcome.frame)
+        if count:
+            self.counters.add(outcome.frame)
         return Prepared(outcome.frame, outcome)
 
     def prepare(
@@ -220,7 +226,7 @@ class Parser:
             batch = Batch([])
         items = batch.items or [Item(0, raw)]
         opened = Opened(raw, Batch(items, historical=True, call=batch.call), None, now_us())
-        return self.frame(d, pack, source, opened)
+        return self.frame(d, pack, source, opened, count=False)
 
     def reply(self, dialect: Dialect, pack: str, source: str, opened: Opened) -> Reply:
         prepared = self.frame(dialect, pack, source, opened)
