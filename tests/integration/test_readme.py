@@ -73,7 +73,8 @@ def test_collectors_walkthrough_runs() -> None:
 @pytest.mark.clickhouse
 def test_clickhouse_walkthrough_runs() -> None:
     out = run_block(ROOT / "docs" / "warehouses.md", "clickhouse")
-    assert out.splitlines()[0] == "2"  # both pack tables: MergeTree partitioned by day
+    # the pack tables (and the default Segment traits table): MergeTree partitioned by day
+    assert out.splitlines()[0] == "3"
     assert "-- applied to clickhouse: already up to date, nothing changed" in out
     assert '"warehouse":"clickhouse"' in out
     assert "orders 1 gmv 125000" in out
