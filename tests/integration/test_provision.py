@@ -96,9 +96,13 @@ def test_bigquery_schema_files_are_written_and_the_committed_ones_are_current(
     pack (``gristmill provision --target bigquery --schemas infra/bigquery/schemas/v1``) and
     must not drift from it."""
     out = run("--target", "bigquery", "--schemas", str(tmp_path), "--data-dir", str(tmp_path))
-    assert "2 table schemas written" in out
+    assert "3 table schemas written" in out
     written = {p.name: p.read_text() for p in tmp_path.glob("*.schema.json")}
-    assert set(written) == {"marketplace_events.schema.json", "ad_events.schema.json"}
+    assert set(written) == {
+        "marketplace_events.schema.json",
+        "ad_events.schema.json",
+        "segment_calls.schema.json",  # the engine's default traits table (docs/packs.md)
+    }
     committed = {p.name: p.read_text() for p in INFRA.glob("*.schema.json")}
     assert committed == written, "regenerate infra/bigquery/schemas/v1 with the command above"
     fields = {f["name"]: f for f in json.loads(written["marketplace_events.schema.json"])}

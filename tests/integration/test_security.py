@@ -43,6 +43,7 @@ def test_pack_role_sees_only_its_pack_in_pipeline_endpoints(
     h = {"Authorization": f"Bearer {admin}"}
     body = client.get("/v1/pipeline/stats", headers=h).json()
     assert body["packs"] == ["marketplace"]
+    assert all(s["pack"] == "marketplace" for s in body["balances"])
     assert all(s["pack"] == "marketplace" for s in body["sources"])
 
 

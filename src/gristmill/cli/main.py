@@ -51,9 +51,11 @@ app.add_typer(rollups_cli.app, name="rollups")
 
 from gristmill.cli import consume as _consume  # noqa: E402  (sources; kept apart for merges)
 from gristmill.cli import relay as _relay  # noqa: E402
+from gristmill.cli import schema as _schema  # noqa: E402  (schema version pins)
 
 app.command("relay")(_relay.relay)
 app.command("consume")(_consume.consume)
+app.add_typer(_schema.app, name="schema")
 
 
 def main() -> None:

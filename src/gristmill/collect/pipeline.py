@@ -17,6 +17,7 @@ import msgspec
 
 from gristmill.collect.enrich import Enricher
 from gristmill.collect.items import Item, parse_object
+from gristmill.collect.pins import Pins
 from gristmill.core.clock import BadTime, check_time, parse_rfc3339_us
 from gristmill.core.envelope import Envelope, Frame, Reason, Reject
 from gristmill.core.subjects import Mode, SuppressionSet, raw_subjects, strip_keys
@@ -57,6 +58,8 @@ class RequestContext:
     """Erased subjects; ``None`` (or empty) costs nothing per event."""
     enrich: Enricher | None = None
     """The pack's enrichment, if it declares any."""
+    pins: Pins | None = None
+    """Schema version pins per source: the version an unversioned event means."""
 
 
 class Accept(msgspec.Struct, gc=False):
@@ -265,7 +268,12 @@ def _one(item: Item, ctx: RequestContext, normalize: Normalizer) -> Envelope | R
             [{"path": f"/{k}", "message": why} for k in nul],
             event_id=None if "event_id" in nul else n.event_id,
         )
-    verdict = ctx.registry.validate(n.event_type, n.version, n.properties)
+    version = n.version
+    if version is None and ctx.pins is not None:
+        newest = ctx.registry.latest(n.event_type)
+        if newest is not None:
+            version = ctx.pins.version(ctx.pack.name, ctx.source, n.event_type, newest)
+    verdict = ctx.registry.validate(n.event_type, version, n.properties)
     if not verdict.ok:
         assert verdict.reason is not None
         return reject(

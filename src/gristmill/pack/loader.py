@@ -23,6 +23,7 @@ from gristmill.pack.checks_entities import check_entity_views
 from gristmill.pack.checks_exports import check_exports
 from gristmill.pack.models import Pack, PackSpec, build_table_columns
 from gristmill.pack.pricing import load_book
+from gristmill.pack.segment_calls import with_segment_calls
 
 
 def _line_index(text: str) -> dict[tuple[str, ...], int]:
@@ -106,6 +107,8 @@ def load_pack(root: Path) -> Pack:
                 continue
             schemas.setdefault(et_name, {})[version] = doc
 
+    spec, problems = with_segment_calls(spec, schemas)
+    issues += [PackIssue(file, path, msg) for path, msg in problems]
     digest = hashlib.sha256(text.encode())
     digest.update(json.dumps(schemas, sort_keys=True).encode())
     book = None
