@@ -106,7 +106,7 @@ def test_redshift_texts_use_what_redshift_has() -> None:
     ) in rs["ddl"]
     assert '"properties" SUPER' in rs["ddl"]
     assert 'JSON_PARSE("properties")' in rs["load_marketplace_events"]
-    assert 'JSON_PARSE("errors")' in rs["system"]
+    assert re.search(r'JSON_PARSE\("(s"\.")?errors"\)', rs["system"])  # quarantine JSON as SUPER
     assert "COUNT(DISTINCT CASE WHEN" in rs["metric_buyers"]
     assert (
         "PERCENTILE_CONT(0.5) WITHIN GROUP (ORDER BY CASE WHEN" in rs["metric_median_order_cents"]

@@ -88,16 +88,18 @@ def statements(e: exp.Expr | str) -> list[str]:
     if isinstance(e, str):
         return [e]
     fixed = _fix(e)
-    if not (isinstance(fixed, exp.Merge) and isinstance(fixed.args.get("using"), exp.Subquery)):
+    if not isinstance(fixed, exp.Merge):
         return [fixed.sql(dialect=DIALECT, identify=True)]
-    using = fixed.args["using"]
-    source_alias = using.alias
     target = fixed.this
     target_alias = target.alias
     for col in fixed.find_all(exp.Column):
         if target_alias and col.table == target_alias:
             col.set("table", target.this.copy())
     target.set("alias", None)
+    using = fixed.args.get("using")
+    if not isinstance(using, exp.Subquery):  # a table source: only the target alias goes
+        return [fixed.sql(dialect=DIALECT, identify=True)]
+    source_alias = using.alias
     source = exp.to_table(MERGE_SOURCE)
     source.set("alias", exp.TableAlias(this=exp.to_identifier(source_alias)))
     create = exp.Create(
