@@ -75,6 +75,6 @@ def test_clickhouse_walkthrough_runs() -> None:
     out = run_block(ROOT / "docs" / "warehouses.md", "clickhouse")
     # the pack tables (and the default Segment traits table): MergeTree partitioned by day
     assert out.splitlines()[0] == "3"
-    assert "-- applied to clickhouse: already up to date, nothing changed" in out
+    assert "-- applied to clickhouse: nothing to do" in out
     assert '"warehouse":"clickhouse"' in out
     assert "orders 1 gmv 125000" in out

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
@@ -128,7 +128,14 @@ def trace(
 def stats(
     rt: RuntimeDep,
     principal: Annotated[Principal, Depends(require(Permission.PIPELINE_READ))],
-    window: str = "1h",
+    window: Annotated[
+        str,
+        Query(
+            pattern=r"^[0-9]+[smhdwy]$",
+            max_length=12,
+            description="Span of the per-source quarantine rates: 1m to 31d, e.g. 1h, 7d.",
+        ),
+    ] = "1h",
 ) -> Response:
     try:
         span = parse_duration(window)

@@ -66,6 +66,10 @@ def desired_state(statements: Sequence[str], dialect: str, catalog: ModuleType) 
             owner.clustering = catalog.index_clustering(e) or owner.clustering
         elif isinstance(e, exp.Create) and e.kind == "TABLE":
             continue  # a partition of a table: runtime upkeep, see the module docstring
+        elif isinstance(e, exp.Alter):
+            # ``ADD COLUMN IF NOT EXISTS`` upgrades of older tables (start-up provisioning):
+            # the CREATE above already lists those columns, and the diff adds missing ones.
+            continue
         elif schemas:
             schemas[-1].statements.append(text)
         else:
