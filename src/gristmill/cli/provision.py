@@ -16,13 +16,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import typer
+from pydantic import BaseModel
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from gristmill.cli.common import DataDirOpt, PacksOpt, console, err_console, fail, make_settings
-from pydantic import BaseModel
-
 from gristmill.config import Settings, WarehouseSettings, apply_seed_aliases
 from gristmill.meta.store import MetaStore
 from gristmill.pack.loader import load_packs

@@ -258,9 +258,7 @@ def copy_from_s3(pack: Pack, schema: str, table: str, bucket: str, iam_role: str
     return stmt.sql(dialect=DIALECT)
 
 
-def streaming_view(
-    schema: str, view: str, source_schema: str, source: str, kafka: bool
-) -> str:
+def streaming_view(schema: str, view: str, source_schema: str, source: str, kafka: bool) -> str:
     """The materialized view streaming ingestion fills from an MSK topic or a Kinesis
     stream: one row per record, the event parsed to SUPER (records that are not JSON are
     skipped)."""
@@ -271,9 +269,7 @@ def streaming_view(
         else ("shard_id", "sequence_number", "approximate_arrival_timestamp")
     )
     select = (
-        exp.select(
-            *meta, exp.alias_(exp.ParseJSON(this=exp.column(value)), "payload", quoted=True)
-        )
+        exp.select(*meta, exp.alias_(exp.ParseJSON(this=exp.column(value)), "payload", quoted=True))
         .from_(
             exp.table_(
                 exp.to_identifier(source, quoted=True),
