@@ -330,7 +330,7 @@ def connector_hints(
             "source": "msk" if kafka else "kinesis",
             "external_schema": external_schema(landing, role, kafka),
             "materialized_view": streaming_view(
-                packs[0].dataset if packs else "public", "gristmill_stream", landing, source, kafka
+                "public", "gristmill_stream", landing, source, kafka
             ),
             "refresh": "AUTO REFRESH YES; route payload.event_type to tables[].event_types "
             "with INSERT … SELECT from the view",
