@@ -140,7 +140,7 @@ def _queries(n: int) -> tuple[str, str, str]:
         .from_("svv_table_info")
         .where(_in("schema", n))
     )
-    return tuple(q.sql(dialect=DIALECT) for q in (schemas, columns, info))  # type: ignore[return-value]
+    return schemas.sql(dialect=DIALECT), columns.sql(dialect=DIALECT), info.sql(dialect=DIALECT)
 
 
 TABLE_DEF = (
