@@ -105,6 +105,23 @@ def test_redshift_provider_plans_sort_and_dist_keys(tmp_path: Path) -> None:
     assert "copy_from_s3" in doc["contract"]["connectors"]
 
 
+def test_a_pubsub_log_is_the_contract_bus(tmp_path: Path) -> None:
+    out = run(
+        "--offline",
+        "--format",
+        "json",
+        "--data-dir",
+        str(tmp_path),
+        env={"GRISTMILL_LOG__TYPE": "pubsub", "GRISTMILL_LOG__PARTITIONS": "2"},
+    )
+    bus = json.loads(out)["contract"]["bus"]
+    assert (bus["log"], bus["pubsub_topic"], bus["ordering_keys"]) == (
+        "pubsub",
+        "gristmill",
+        ["p0", "p1"],
+    )
+
+
 def test_unknown_target_is_refused() -> None:
     result = runner.invoke(app, ["provision", "--target", "oracle"])
     assert result.exit_code == 1
