@@ -28,7 +28,9 @@ def statements(out: str) -> list[str]:
     return [s.strip() for s in out.split(";\n") if s.strip() and not s.startswith("--")]
 
 
-@pytest.mark.parametrize("target", ["duckdb", "postgres", "clickhouse", "bigquery", "snowflake"])
+@pytest.mark.parametrize(
+    "target", ["duckdb", "postgres", "clickhouse", "bigquery", "snowflake", "redshift"]
+)
 def test_ddl_is_printed_without_connecting_and_parses_back(target: str, tmp_path: Path) -> None:
     out = run(
         "--target", target, "--offline", "--format", "sql", "--data-dir", str(tmp_path / "nowhere")
@@ -78,6 +80,46 @@ def test_duckdb_apply_twice(tmp_path: Path) -> None:
     assert "applied to duckdb" in run("--apply", "--data-dir", str(tmp_path))
     assert "nothing to do" in run("--apply", "--data-dir", str(tmp_path))
     assert (tmp_path / "warehouse.duckdb").exists()
+
+
+def test_every_registered_engine_is_a_target() -> None:
+    """``--target`` takes its engines' default sections from the settings union, so an engine
+    added to the registry and to config is a target with no edit to the command."""
+    from gristmill.cli.provision import DEFAULTS
+    from gristmill.warehouse.registry import ENGINES
+
+    assert set(DEFAULTS) == set(ENGINES)
+    assert all(DEFAULTS[name]().type == name for name in ENGINES)  # type: ignore[attr-defined]
+
+
+def test_redshift_provider_plans_sort_and_dist_keys(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.json"
+    run("--provider", "redshift", "--plan", str(plan), "--data-dir", str(tmp_path))
+    doc = json.loads(plan.read_text())
+    assert (doc["target"], doc["dialect"]) == ("redshift", "redshift")
+    create = next(s for s in doc["statements"] if '"marketplace"."marketplace_events" (' in s)
+    assert create.endswith(
+        'DISTKEY("vendor_store_id") '
+        'COMPOUND SORTKEY("occurred_at", "vendor_store_id", "store_id", "event_type")'
+    )
+    assert "copy_from_s3" in doc["contract"]["connectors"]
+
+
+def test_a_pubsub_log_is_the_contract_bus(tmp_path: Path) -> None:
+    out = run(
+        "--offline",
+        "--format",
+        "json",
+        "--data-dir",
+        str(tmp_path),
+        env={"GRISTMILL_LOG__TYPE": "pubsub", "GRISTMILL_LOG__PARTITIONS": "2"},
+    )
+    bus = json.loads(out)["contract"]["bus"]
+    assert (bus["log"], bus["pubsub_topic"], bus["ordering_keys"]) == (
+        "pubsub",
+        "gristmill",
+        ["p0", "p1"],
+    )
 
 
 def test_unknown_target_is_refused() -> None:
@@ -135,6 +177,14 @@ def test_schemas_are_refused_for_an_engine_without_them(tmp_path: Path) -> None:
             "snowflake",
             [
                 "GRISTMILL_WAREHOUSE__ACCOUNT",
+                "GRISTMILL_WAREHOUSE__USER",
+                "GRISTMILL_WAREHOUSE__PASSWORD",
+            ],
+        ),
+        (
+            "redshift",
+            [
+                "GRISTMILL_WAREHOUSE__HOST",
                 "GRISTMILL_WAREHOUSE__USER",
                 "GRISTMILL_WAREHOUSE__PASSWORD",
             ],

@@ -1,6 +1,7 @@
-"""The provisioning plan against live BigQuery and Snowflake: the same code path as the engines
-that run here (plan, apply, an empty plan after it, a column added by someone else listed as
-blocking). Gated like their conformance suites: skipped unless their credentials are set."""
+"""The provisioning plan against live BigQuery, Snowflake and Redshift: the same code path as
+the engines that run here (plan, apply, an empty plan after it, a column added by someone else
+listed as blocking). Gated like their conformance suites: skipped unless their credentials
+are set."""
 
 from __future__ import annotations
 
@@ -101,4 +102,48 @@ def test_snowflake_plan_apply_and_empty_plan() -> None:
     finally:
         wh.close()
         admin.cursor().execute(_database(database, drop=True))
+        admin.close()
+
+
+@pytest.mark.skipif(
+    not all(os.environ.get(n) for n in ("REDSHIFT_HOST", "REDSHIFT_USER", "REDSHIFT_PASSWORD")),
+    reason="Redshift is not reachable here: set REDSHIFT_HOST, REDSHIFT_USER and "
+    "REDSHIFT_PASSWORD (and install gristmill[redshift]) to run this",
+)
+def test_redshift_plan_apply_and_empty_plan() -> None:
+    """Also reads the layout back: the distribution and sort key the plan compares come from
+    svv_table_info and pg_table_def, so an empty plan after apply checks that reading."""
+    import redshift_connector
+
+    from gristmill.warehouse.redshift.client import RedshiftWarehouse
+    from tests.integration.test_warehouse_redshift import _settings
+
+    database = f"gm_test_{uuid.uuid4().hex[:10]}"
+    cfg = _settings(database)
+    assert cfg.password is not None
+    admin = redshift_connector.connect(
+        host=cfg.host,
+        port=cfg.port,
+        database=os.environ.get("REDSHIFT_DATABASE", "dev"),
+        user=cfg.user,
+        password=cfg.password.get_secret_value(),
+    )
+    admin.autocommit = True
+    admin.cursor().execute(f'CREATE DATABASE "{database}"')
+    wh = RedshiftWarehouse(cfg)
+    try:
+        settings = Settings(packs=["sales_feeds"], warehouse=cfg)
+        want = pv.desired("redshift", [load_pack(PACKS / "sales_feeds")], settings)
+        _round_trip(
+            "redshift",
+            wh,
+            settings,
+            'ALTER TABLE "sales_feeds"."fact_sales" ADD COLUMN "note" VARCHAR(256)',
+        )
+        state = pv.read_catalogue(wh, "redshift", want).tables["sales_feeds.fact_sales"]
+        assert state.partitioning == "distkey(business_id)"
+        assert state.clustering[0] == "occurred_at"
+    finally:
+        wh.close()
+        admin.cursor().execute(f'DROP DATABASE "{database}"')
         admin.close()

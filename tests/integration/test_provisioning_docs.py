@@ -18,3 +18,12 @@ def test_provisioning_walkthrough_runs() -> None:
     assert "refused: 1 blocking change(s) — sales_feeds.fact_sales.gross_margin_percent" in out
     assert "Nothing dropped: pass --yes" in out
     assert "Dropped 2 tables of sales_feeds" in out
+
+
+def test_provisioning_redshift_block_runs() -> None:
+    out = run_block(ROOT / "docs" / "provisioning.md", "provisioning-redshift")
+    assert (
+        'DISTKEY("business_id") COMPOUND SORTKEY("occurred_at", "business_id", "product_id");'
+        in (out)
+    )
+    assert 'kinesis COPY "sales_feeds"."fact_sales" ("' in out

@@ -13,23 +13,16 @@ drops a pack's tables, behind confirmations. See docs/provisioning.md.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import typer
+from pydantic import BaseModel
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from gristmill.cli.common import DataDirOpt, PacksOpt, console, err_console, fail, make_settings
-from gristmill.config import (
-    BigQuerySettings,
-    ClickHouseSettings,
-    DuckDBSettings,
-    PostgresSettings,
-    Settings,
-    SnowflakeSettings,
-    apply_seed_aliases,
-)
+from gristmill.config import Settings, WarehouseSettings, apply_seed_aliases
 from gristmill.meta.store import MetaStore
 from gristmill.pack.loader import load_packs
 from gristmill.pack.models import Pack
@@ -43,19 +36,22 @@ app = typer.Typer(
 )
 
 SYMBOL = {pv.Label.ADDITIVE: "+", pv.Label.BREAKING: "~", pv.Label.DESTRUCTIVE: "-"}
-DEFAULTS: dict[str, Any] = {
-    "duckdb": DuckDBSettings,
-    "postgres": PostgresSettings,
-    "clickhouse": ClickHouseSettings,
-    "bigquery": BigQuerySettings,
-    "snowflake": SnowflakeSettings,
-}
+
+
+def _engine_sections() -> dict[str, type[BaseModel]]:
+    """Engine name -> its settings section, read from the ``type``-tagged union in config: a
+    new engine's section and registry entry are all ``--target`` needs."""
+    union = get_args(WarehouseSettings)[0]
+    return {str(m.model_fields["type"].default): m for m in get_args(union)}
+
+
+DEFAULTS: dict[str, type[BaseModel]] = _engine_sections()
 TargetOpt = Annotated[
     str | None,
     typer.Option(
         "--target",
         "--provider",
-        help="duckdb, postgres, clickhouse, bigquery or snowflake (default: the configured "
+        help=f"{', '.join(e for e in ENGINES if e in DEFAULTS)} (default: the configured "
         "warehouse, GRISTMILL_WAREHOUSE__TYPE).",
         show_default=False,
     ),

@@ -15,6 +15,7 @@ from typing import Any
 from gristmill.config import (
     KafkaLogSettings,
     NATSLogSettings,
+    PubSubLogSettings,
     RabbitMQLogSettings,
     Settings,
     SQLiteLogSettings,
@@ -52,6 +53,10 @@ def bus(settings: Settings) -> dict[str, Any]:
     if isinstance(log, NATSLogSettings):
         subjects = [f"{log.stream}.p{p}" for p in range(log.partitions)]
         return {"log": "nats", "stream": log.stream, "subjects": subjects}
+    if isinstance(log, PubSubLogSettings):
+        # Not "topic": the connector hints read that as a Kafka topic.
+        keys = [f"p{p}" for p in range(log.partitions)]
+        return {"log": "pubsub", "pubsub_topic": log.topic, "ordering_keys": keys}
     assert isinstance(log, RabbitMQLogSettings)
     streams = [f"{log.stream}.p{p}" for p in range(log.partitions)]
     return {"log": "rabbitmq", "stream": log.stream, "streams": streams}
