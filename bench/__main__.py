@@ -62,6 +62,14 @@ def render(results: dict[str, Any]) -> str:
             f"| p50 {lat['p50_ms']} ms, p95 {lat['p95_ms']} ms, max {lat['max_ms']} ms "
             f"({lat['probes']} probes) | — | — |"
         )
+    fixed = results.get("latency_fixed_wait")
+    if fixed:
+        lines.append(
+            f"| (d') the same with the fixed 0.2 s batch wait (`adaptive_wait=false`) "
+            f"| p50 {fixed['p50_ms']} ms, p95 {fixed['p95_ms']} ms, max {fixed['max_ms']} ms "
+            f"({fixed['probes']} probes) | — | adaptive p95 / fixed p95: "
+            f"{lat['p95_ms'] / fixed['p95_ms']:.0%} |"
+        )
     return "\n".join(lines)
 
 
@@ -136,7 +144,7 @@ def main() -> None:
         "--only",
         default=(
             "ingest,loader,pg_baseline,latency,analytics,dialects,relay,warehouses,feeds,sources,"
-            "governance,enrichment,usage"
+            "governance,enrichment,usage,rollups,peers,provision,delivery"
         ),
     )
     ap.add_argument("--feed-rows", default="250000,1000000", help="Sales CSV sizes (feeds).")
@@ -156,6 +164,10 @@ def main() -> None:
     ap.add_argument("--usage-events", type=int, default=10_000_000, help="Views (usage).")
     ap.add_argument("--usage-rate", type=int, default=1000, help="Background msgs/s (usage).")
     ap.add_argument("--usage-seconds", type=float, default=20, help="Probing time (usage).")
+    ap.add_argument("--rollup-base", type=int, default=10_000_000, help="Loaded before (rollups).")
+    ap.add_argument("--rollup-new", type=int, default=1_000_000, help="New events (rollups).")
+    ap.add_argument("--delivery-ingest-events", type=int, default=200_000, help="Per pack.")
+    ap.add_argument("--delivery-view-events", type=int, default=10_000_000, help="Lifecycle.")
     args = ap.parse_args()
     only = set(args.only.split(","))
     results: dict[str, Any] = {
@@ -182,6 +194,11 @@ def main() -> None:
 
         results["latency"] = to_queryable(args.latency_rate, args.latency_seconds)
         print("latency", results["latency"], flush=True)
+        # The same load with the loader's fixed batch wait (before it adapted), same run.
+        results["latency_fixed_wait"] = to_queryable(
+            args.latency_rate, args.latency_seconds, {"GRISTMILL_LOADER__ADAPTIVE_WAIT": "false"}
+        )
+        print("latency_fixed_wait", results["latency_fixed_wait"], flush=True)
     if "analytics" in only:
         from bench.analytics import run_scale
 
@@ -208,6 +225,10 @@ def main() -> None:
         "governance": (args.gov_events, args.gov_chdb_events),
         "enrichment": (50_000,),
         "usage": (args.usage_messages, args.usage_events, args.usage_rate, args.usage_seconds),
+        "rollups": (args.rollup_base, args.rollup_new),
+        "peers": (args.events,),
+        "provision": (args.wh_engines.split(","),),
+        "delivery": (args.delivery_ingest_events, args.delivery_view_events),
     }
     for name, run_args in modular.items():
         if name in only:

@@ -45,15 +45,18 @@ def end_to_end(events: int, batch: int = 100, clients: int = 2) -> dict[str, Any
     }
 
 
-def to_queryable(rate: int, seconds: float, probes_per_s: float = 20) -> dict[str, Any]:
-    """p50/p95 from a probe's 2xx until it is visible, under a steady background load."""
+def to_queryable(
+    rate: int, seconds: float, env: dict[str, str] | None = None, probes_per_s: float = 20
+) -> dict[str, Any]:
+    """p50/p95 from a probe's 2xx until it is visible, under a steady background load
+    (``env``: settings of the server, e.g. the loader's batch wait)."""
     traffic = generate(
         DemoConfig(events=int(rate * seconds) + 1000, duplicate_rate=0, invalid_rate=0, seed=4)
     )
     payloads = bodies(traffic.events, 100)
     latencies: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
-        s = serve(Path(tmp))
+        s = serve(Path(tmp), env=env)
         url = s.server.url
         stop = threading.Event()
 

@@ -37,7 +37,7 @@ import urllib.parse
 import uuid
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -106,6 +106,25 @@ class Client:
         ref = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: _after_fork(ref))
         atexit.register(_at_exit, ref)
+
+    @classmethod
+    def from_env(
+        cls,
+        write_key: str,
+        host: str = "http://127.0.0.1:8765",
+        environ: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> Client:
+        """A client batched as an application's sink is: ``EVENT_SINK_BATCH_SIZE`` events
+        (``flush_at``) or every ``EVENT_SINK_FLUSH_INTERVAL_MS`` (``flush_interval``), unless
+        given here (docs/event-bus.md)."""
+        env = os.environ if environ is None else environ
+        batching: dict[str, Any] = {}
+        if size := env.get("EVENT_SINK_BATCH_SIZE"):
+            batching["flush_at"] = int(size)
+        if ms := env.get("EVENT_SINK_FLUSH_INTERVAL_MS"):
+            batching["flush_interval"] = int(ms) / 1000
+        return cls(write_key, host, **{**batching, **kwargs})
 
     def _reset(self) -> None:
         """Fresh state: at construction and in a forked child (the parent's thread is not

@@ -55,8 +55,13 @@ def py_type(schema: dict[str, Any]) -> str:
     return "Any"
 
 
+def _ident(event_type: str) -> str:
+    """A Python name for an event type (``segment.identify`` -> ``segment_identify``)."""
+    return re.sub(r"[^a-z0-9_]", "_", event_type)
+
+
 def _class_name(event_type: str, version: int) -> str:
-    return "".join(p.capitalize() for p in event_type.split("_")) + f"V{version}"
+    return "".join(p.capitalize() for p in _ident(event_type).split("_")) + f"V{version}"
 
 
 def _usable(name: str) -> bool:
@@ -162,7 +167,7 @@ def generate(pack: Pack) -> str:
     ]
     for event_type, spec in sorted(pack.spec.event_types.items()):
         versions = sorted(spec.versions)
-        out += _method(pack, event_type, versions[-1], event_type)
+        out += _method(pack, event_type, versions[-1], _ident(event_type))
         for v in versions[:-1]:
-            out += _method(pack, event_type, v, f"{event_type}_v{v}")
+            out += _method(pack, event_type, v, f"{_ident(event_type)}_v{v}")
     return "\n".join(out).rstrip() + "\n"

@@ -7,8 +7,9 @@ Examples::
     GRISTMILL_WAREHOUSE__TYPE=duckdb
     GRISTMILL_LIMITS__MAX_EVENT_BYTES=65536
 
-Engines are a discriminated union on ``type``: a new warehouse or log adds one model here and
-one folder under ``warehouse/`` or ``log/``, and nothing else branches on its name.
+Engines are a discriminated union on ``type``: a new warehouse or log adds one model to
+:mod:`gristmill.config_engines` (re-exported here) and one folder under ``warehouse/`` or
+``log/``, and nothing else branches on its name.
 """
 
 from __future__ import annotations
@@ -18,8 +19,62 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from gristmill.config_engines import (
+    BigQuerySettings,
+    ClickHouseSettings,
+    DuckDBSettings,
+    KafkaLogSettings,
+    LogSettings,
+    NATSLogSettings,
+    PostgresSettings,
+    PubSubLogSettings,
+    RabbitMQLogSettings,
+    RedshiftSettings,
+    RedshiftStagingSettings,
+    S3Settings,
+    SnowflakeSettings,
+    SQLiteLogSettings,
+    WarehouseSettings,
+)
+
+# Every settings model, the engine sections of config_engines.py included: the rest of the
+# code imports them all from here.
+__all__ = [
+    "PLACEHOLDER_SECRETS",
+    "AuthSettings",
+    "BigQuerySettings",
+    "ClickHouseSettings",
+    "ConsumeSettings",
+    "DuckDBSettings",
+    "EnrichmentSettings",
+    "ExportSettings",
+    "FeedSettings",
+    "GovernanceSettings",
+    "JWTSettings",
+    "KafkaLogSettings",
+    "LimitSettings",
+    "LoaderSettings",
+    "LogSettings",
+    "NATSLogSettings",
+    "OutboxSettings",
+    "PostgresSettings",
+    "PubSubLogSettings",
+    "RabbitMQLogSettings",
+    "RateLimitSettings",
+    "RedshiftSettings",
+    "RedshiftStagingSettings",
+    "RelaySettings",
+    "S3Settings",
+    "SQLiteLogSettings",
+    "ServerSettings",
+    "Settings",
+    "SnowflakeSettings",
+    "WarehouseSettings",
+    "apply_seed_aliases",
+]
 
 
 class ServerSettings(BaseModel):
@@ -39,120 +94,6 @@ class LimitSettings(BaseModel):
     max_events_per_request: int = Field(10_000, ge=1)
 
 
-class SQLiteLogSettings(BaseModel):
-    """The embedded log: a SQLite file in WAL mode, appended with group commit."""
-
-    type: Literal["sqlite"] = "sqlite"
-    path: Path | None = None
-    max_bytes: int = Field(1 << 30, ge=1024)
-    """Cap on not-yet-loaded bytes; past it collectors answer 503 with Retry-After."""
-    retry_after_s: int = 5
-    group_commit_max: int = 512
-    """Most appends one fsync may cover."""
-
-
-class _BrokerLogSettings(BaseModel):
-    """What every broker log shares (scaled-out mode, docs/scale-out.md)."""
-
-    partitions: int = Field(2, ge=1, le=256)
-    """Ordered sequences the log is split into; each is loaded by one loader at a time, so
-    this bounds how many loaders work in parallel. Fixed once data exists: offsets encode it."""
-    max_bytes: int = Field(1 << 30, ge=1024)
-    """Cap on not-yet-loaded bytes (estimated from broker positions); past it 503."""
-    retry_after_s: int = 5
-    retention_s: float = Field(7 * 86400, gt=0)
-    """How long the broker keeps records, loaded or not. Conservation counts what is kept."""
-    lease_ttl_s: float = Field(10.0, gt=0)
-    """A partition lease not renewed for this long is free (a killed loader's, say)."""
-
-
-class RabbitMQLogSettings(_BrokerLogSettings):
-    """RabbitMQ streams (one per partition), published with publisher confirms."""
-
-    type: Literal["rabbitmq"]
-    url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
-    stream: str = Field("gristmill", pattern=r"^[A-Za-z0-9_.-]{1,200}$")
-
-
-class NATSLogSettings(_BrokerLogSettings):
-    """NATS JetStream: one stream, one subject per partition, durable pull consumers."""
-
-    type: Literal["nats"]
-    url: SecretStr = SecretStr("nats://127.0.0.1:4222")
-    stream: str = Field("gristmill", pattern=r"^[A-Za-z0-9_-]{1,200}$")
-    replicas: int = Field(1, ge=1, le=5)
-
-
-class KafkaLogSettings(_BrokerLogSettings):
-    """Kafka (confluent-kafka): one topic, its partitions are the log's partitions."""
-
-    type: Literal["kafka"]
-    bootstrap_servers: str = "127.0.0.1:9092"
-    topic: str = Field("gristmill", pattern=r"^[A-Za-z0-9_.-]{1,200}$")
-    replication_factor: int = Field(1, ge=1)
-
-
-LogSettings = Annotated[
-    SQLiteLogSettings | RabbitMQLogSettings | NATSLogSettings | KafkaLogSettings,
-    Field(discriminator="type"),
-]
-
-
-class DuckDBSettings(BaseModel):
-    type: Literal["duckdb"] = "duckdb"
-    path: Path | None = None
-    threads: int | None = None
-    memory_limit: str | None = None
-
-
-class PostgresSettings(BaseModel):
-    """PostgreSQL as the warehouse: pack tables range-partitioned by ``occurred_at``, loads by
-    binary COPY. The DSN is a libpq connection string or URL."""
-
-    type: Literal["postgres"] = "postgres"
-    dsn: SecretStr = SecretStr("host=127.0.0.1 dbname=postgres user=postgres")
-    partitions_ahead: int = Field(7, ge=0, le=366)
-    """Partitions created ahead of time (days, hours or months by the pack's granularity);
-    any other is created on demand before the rows that need it are loaded."""
-
-
-class ClickHouseSettings(BaseModel):
-    """ClickHouse as the warehouse: in process (chdb, data under ``path``) when ``url`` is
-    unset, else a server through clickhouse-connect."""
-
-    type: Literal["clickhouse"] = "clickhouse"
-    url: SecretStr | None = None
-    path: Path | None = None
-
-
-class BigQuerySettings(BaseModel):
-    """BigQuery: datasets per pack in ``project``; credentials as the Google client finds
-    them (``GOOGLE_APPLICATION_CREDENTIALS``)."""
-
-    type: Literal["bigquery"] = "bigquery"
-    project: str | None = None
-    location: str = "US"
-    dataset_prefix: str = ""
-
-
-class SnowflakeSettings(BaseModel):
-    """Snowflake through the official connector; one schema per pack in ``database``."""
-
-    type: Literal["snowflake"] = "snowflake"
-    account: str | None = None
-    user: str | None = None
-    password: SecretStr | None = None
-    database: str = "GRISTMILL"
-    warehouse: str | None = None
-    role: str | None = None
-
-
-WarehouseSettings = Annotated[
-    DuckDBSettings | PostgresSettings | ClickHouseSettings | BigQuerySettings | SnowflakeSettings,
-    Field(discriminator="type"),
-]
-
-
 class LoaderSettings(BaseModel):
     max_events: int = Field(50_000, ge=1)
     """Most events one warehouse transaction carries."""
@@ -161,9 +102,16 @@ class LoaderSettings(BaseModel):
     has a fixed cost (the dedupe join scans the window's keys), so under load fewer, larger
     batches load faster. Idle, an event waits at most ``max_wait_s``."""
     max_wait_s: float = Field(0.2, ge=0)
+    adaptive_wait: bool = True
+    """Scale the wait by how busy the loader is (``Loader.batch_wait``): no wait when traffic
+    is light, up to ``max_wait_s`` when commits fill its time. Off: always ``max_wait_s``."""
     idle_poll_s: float = Field(0.05, gt=0)
     retry_backoff_s: float = Field(1.0, gt=0)
     dedupe_prune_interval_s: float = Field(600.0, gt=0)
+    rollup_mode: Literal["auto", "delta", "recompute"] = "auto"
+    """How a load keeps rollups: ``delta`` merges the batch's aggregates (engines with
+    ``caps.delta_rollups``), ``recompute`` rebuilds every touched bucket from rows; ``auto``
+    takes delta where the engine has it. Same numbers either way; recompute is the oracle."""
 
 
 class JWTSettings(BaseModel):
@@ -181,6 +129,9 @@ class JWTSettings(BaseModel):
     default_pack: str | None = None
     claim_map: dict[str, str] = {}
     leeway_s: int = Field(30, ge=0)
+    max_bytes: int = Field(8192, ge=512)
+    """A longer token is refused (401) before it is parsed or verified: signature checks
+    and header parsing of a client-chosen size are a cost an attacker sets."""
 
     @property
     def enabled(self) -> bool:
@@ -258,9 +209,14 @@ class RelaySettings(BaseModel):
 class ConsumeSettings(BaseModel):
     """``gristmill consume``: a foreign queue's JSON messages -> the collector pipeline."""
 
-    broker: Literal["rabbitmq", "nats", "kafka"] = "rabbitmq"
+    broker: Literal["rabbitmq", "nats", "kafka", "pubsub"] = "rabbitmq"
     url: SecretStr | None = None
-    """amqp://…, nats://…, or Kafka bootstrap servers ``host:port``."""
+    """amqp://…, nats://…, or Kafka bootstrap servers ``host:port`` (unused for Pub/Sub)."""
+    subscription: str | None = None
+    """Pub/Sub: the subscription to pull, ``projects/<p>/subscriptions/<s>`` or a bare name
+    in ``project``."""
+    project: str | None = None
+    """Pub/Sub: the project of a bare subscription name."""
     queue: str | None = None
     """RabbitMQ: queue to consume (declared passive unless ``exchange`` is set)."""
     exchange: str | None = None
@@ -302,17 +258,6 @@ class GovernanceSettings(BaseModel):
     erasure_deadline_s: float = Field(3600.0, gt=0)
     """The documented completion time of an erasure request; its receipt says whether it
     finished within it."""
-
-
-class S3Settings(BaseModel):
-    """Credentials and endpoint of an S3-compatible store (AWS, MinIO, Ceph …) for exports."""
-
-    endpoint_url: str | None = None
-    """Unset for AWS itself; e.g. ``http://127.0.0.1:9000`` for MinIO."""
-    key: SecretStr | None = None
-    """Access key id; unset: the usual AWS credential chain (environment, profile, role)."""
-    secret: SecretStr | None = None
-    region: str | None = None
 
 
 class ExportSettings(BaseModel):
@@ -427,6 +372,43 @@ class Settings(BaseSettings):
     enrichment: EnrichmentSettings = EnrichmentSettings()
     exports: ExportSettings = ExportSettings()
 
+    # Seed 002's environment names, read as aliases of the settings above. A GRISTMILL_* name
+    # for the same setting wins (docs/provisioning.md#environment-names).
+    seed_warehouse_database_url: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("WAREHOUSE_DATABASE_URL"), exclude=True
+    )
+    """PostgreSQL DSN: ``warehouse.dsn``, and the postgres engine when none is configured."""
+    seed_bigquery_dataset: str | None = Field(
+        None, validation_alias=AliasChoices("BIGQUERY_DATASET"), exclude=True
+    )
+    seed_snowflake_schema: str | None = Field(
+        None, validation_alias=AliasChoices("SNOWFLAKE_SCHEMA"), exclude=True
+    )
+    seed_snowflake_stage: str | None = Field(
+        None, validation_alias=AliasChoices("SNOWFLAKE_STAGE"), exclude=True
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """``GRISTMILL_*`` first, then the event-bus names of seed 002 (``EVENT_BUS_DRIVER``,
+        ``KAFKA_BROKERS`` …: :mod:`gristmill.config_aliases`, docs/event-bus.md)."""
+        from gristmill.config_aliases import EventBusAliases
+
+        return (
+            init_settings,
+            env_settings,
+            EventBusAliases(settings_cls),
+            dotenv_settings,
+            file_secret_settings,
+        )
+
     @model_validator(mode="before")
     @classmethod
     def _default_engine_types(cls, data: Any) -> Any:
@@ -438,6 +420,10 @@ class Settings(BaseSettings):
                 if isinstance(value, dict) and "type" not in value:
                     data[section] = {**value, "type": default}
         return data
+
+    @model_validator(mode="after")
+    def _seed_aliases(self) -> Settings:
+        return apply_seed_aliases(self)
 
     @model_validator(mode="after")
     def _no_placeholder_secrets(self) -> Settings:
@@ -490,3 +476,26 @@ class Settings(BaseSettings):
     @property
     def meta_database_url(self) -> str:
         return self.meta_url or f"sqlite:///{self.data_dir / 'meta.sqlite'}"
+
+
+def apply_seed_aliases(settings: Settings) -> Settings:
+    """Apply seed 002's environment names where no GRISTMILL_* name set the same thing
+    (also after a command swaps the warehouse section for another engine's defaults)."""
+    wh = settings.warehouse
+    url = settings.seed_warehouse_database_url
+    if url is not None:
+        if "warehouse" not in settings.model_fields_set:
+            settings.warehouse = wh = PostgresSettings(dsn=url)
+        elif isinstance(wh, PostgresSettings) and "dsn" not in wh.model_fields_set:
+            wh.dsn = url
+    seeds: dict[type[BaseModel], dict[str, str | None]] = {
+        BigQuerySettings: {"landing_dataset": settings.seed_bigquery_dataset},
+        SnowflakeSettings: {
+            "landing_schema": settings.seed_snowflake_schema,
+            "stage": settings.seed_snowflake_stage,
+        },
+    }
+    for field, value in seeds.get(type(wh), {}).items():
+        if value is not None and field not in wh.model_fields_set:
+            setattr(wh, field, value)
+    return settings

@@ -16,6 +16,7 @@ from gristmill.auth.roles import RoleTable
 from gristmill.auth.sessions import SessionStore
 from gristmill.auth.tokens import TokenVerifier
 from gristmill.collect.enrich import build_enrichers
+from gristmill.collect.pins import Pins
 from gristmill.collect.service import Collector
 from gristmill.config import Settings
 from gristmill.core.clock import now_us
@@ -63,7 +64,9 @@ class Runtime:
         if role != "collect":
             self._warehouse = open_warehouse(settings)
             provision_analytics(self._warehouse, list(self.packs.values()))
-            after = after_insert(self.packs, self._warehouse.dialect)
+            after = after_insert(
+                self.packs, self._warehouse.dialect, mode=settings.loader.rollup_mode
+            )
             if isinstance(self.log, BrokerLog):
                 self._loader = LoaderPool(
                     self.log,
@@ -81,7 +84,12 @@ class Runtime:
         self.suppression = Suppression()
         enrichers = build_enrichers(self.packs, self.meta.traits, settings.enrichment.mmdb_path)
         self.collector = Collector(
-            self.packs, self.log, settings.limits, self.suppression, enrichers
+            self.packs,
+            self.log,
+            settings.limits,
+            self.suppression,
+            enrichers,
+            Pins(self.meta.pins),
         )
         self.governance = Governance(
             self.meta.governance,

@@ -1,6 +1,7 @@
 """The usage pack's dashboard in headless Chromium: an org admin sees usage and spend of their
 own org (cards equal to the API's totals, stacked charts by model) and the reliability panel
-with the injected burst in its spikes table; a finance user picks an org first."""
+with the injected burst in its spikes table; a finance user picks an org first. The layout
+holds at 1366 and 375 px."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from gristmill.demo.process import ServerProcess, free_port
 from gristmill.demo.usage import Burst, UsageConfig, generate_usage
 from gristmill.runtime import Runtime
 from tests.conftest import PACKS, make_settings
+from tests.e2e.dashboard_checks import check_layout, shots_dir
 from tests.e2e.test_dashboard import ARGS, CHROMIUM
 
 pytestmark = pytest.mark.browser
@@ -69,6 +71,8 @@ def test_usage_dashboard_in_chromium(
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={"width": 1366, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto(f"{server.url}/ui/login")
         page.fill("#key", keys["admin"])
         page.click("button[type=submit]")
@@ -79,12 +83,15 @@ def test_usage_dashboard_in_chromium(
         }
         assert cards == {k: str(v) for k, v in api["totals"].items()}
         assert "org_000" in (page.text_content("section[data-view='usage'] h2") or "")
+        assert errors == []
         page.wait_for_selector("section[data-view='usage'] .js-plotly-plot .main-svg")
         assert page.query_selector_all("section[data-view='usage'] .js-plotly-plot .legend")
         spikes = page.text_content("section[data-view='reliability'] table.spikes") or ""
         assert burst.start.strftime("%Y-%m-%d %H:%M") in spikes
         assert "gpt-4o-mini" in spikes
-        page.screenshot(path=str(tmp_path / "usage-admin.png"), full_page=True)
+        assert page.text_content("#heading") == "AI usage and spend · org_000"
+        check_layout(page, shots_dir(tmp_path), "usage-admin")
+        page.set_viewport_size({"width": 1366, "height": 900})
 
         page.click("form[action='/ui/logout'] button")
         page.goto(f"{server.url}/ui/login")
@@ -96,5 +103,9 @@ def test_usage_dashboard_in_chromium(
         page.wait_for_selector("section[data-view='usage'] .card")
         assert "org_001" in (page.text_content("section[data-view='usage'] h2") or "")
         page.wait_for_selector("section[data-view='platform_usage'] .js-plotly-plot .main-svg")
-        page.screenshot(path=str(tmp_path / "usage-finance.png"), full_page=True)
+        # The chosen organisation stays in the preset links: a shareable link keeps it.
+        assert "orgId=org_001" in (page.get_attribute("a[data-preset='7d']", "href") or "")
+        assert page.text_content("#heading") == "AI usage and spend · finance"
+        check_layout(page, shots_dir(tmp_path), "usage-finance")
+        assert errors == []
         browser.close()

@@ -62,6 +62,8 @@ def test_workbench_in_chromium(served: tuple[ServerProcess, str], tmp_path: Path
         sales = "#kpis .card[data-kpi=total_sales]"
         page.wait_for_function(f"document.querySelector('{sales}').dataset.raw !== ''")
         assert page.get_attribute(sales, "data-raw") == "0"
+        assert page.is_visible("#no-data")  # no empty axes before there is any data
+        assert page.is_hidden("#charts")
 
         drop = page.evaluate_handle(
             """(text) => { const dt = new DataTransfer();
@@ -105,4 +107,87 @@ def test_workbench_in_chromium(served: tuple[ServerProcess, str], tmp_path: Path
         page.wait_for_selector("#history tbody tr")
         assert "transformed" in (page.text_content("#history tbody tr") or "")
         page.screenshot(path=str(tmp_path / "workbench.png"), full_page=True)
+        browser.close()
+
+
+HONEST = Path(__file__).resolve().parents[1] / "fixtures" / "feeds" / "honest"
+
+
+@pytest.fixture
+def loaded(tmp_path: Path) -> Iterator[tuple[ServerProcess, str]]:
+    """A business whose sales (March 2025, ending in a total line) are already loaded."""
+    data = tmp_path / "data"
+    rt = Runtime(make_settings(data, packs=["sales_feeds"]))
+    svc = rt.feeds
+    with (HONEST / "summary_sum_amount.csv").open("rb") as fh:
+        up = svc.save_upload("1", "sales_feeds", "sales", "march.csv", fh)
+    res = svc.commit(up, auto_create_products=True, queue=False)
+    assert res.summary_rows == 1
+    assert svc.transformer.run(res.feed_id) == "transformed"
+    owner = rt.meta.create_key(
+        "secret", "owner", pack="sales_feeds", role="owner", claims={"business_id": "1"}
+    )[1]
+    rt.stop()
+    server = ServerProcess(data, free_port(), packs_dir=PACKS, env=ENV)
+    server.start()
+    yield server, owner
+    server.stop()
+
+
+def test_range_picker_and_no_data(loaded: tuple[ServerProcess, str], tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    server, owner = loaded
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page()
+        page.goto(f"{server.url}/ui/login")
+        page.fill("#key", owner)
+        page.click("button[type=submit]")
+        page.wait_for_url("**/ui")
+        page.goto(f"{server.url}/ui/data-feeds")
+        sales = "#kpis .card[data-kpi=total_sales]"
+        page.wait_for_function(f"document.querySelector('{sales}').dataset.raw !== ''")
+        # Default: the days the data covers, although they are long past "last 30 days".
+        assert page.input_value("#range") == "custom"
+        assert page.input_value("#range-start") == "2025-03-01"
+        assert page.input_value("#range-end") == "2025-03-02"
+        # 2 x 3.50 + 4.00 + 3 x 3.50 + 4 x 2.00 = 29.50 (the total line is not a sale)
+        assert page.get_attribute(sales, "data-raw") == "29.5"
+        page.wait_for_selector("#trend-chart .main-svg")
+        assert page.is_hidden("#no-data")
+
+        page.fill("#range-start", "2001-01-01")
+        page.fill("#range-end", "2001-01-31")
+        page.dispatch_event("#range-end", "change")
+        page.wait_for_selector("#no-data", state="visible")
+        page.wait_for_function(f"document.querySelector('{sales}').dataset.raw === '0'")
+        assert page.is_hidden("#charts")
+        assert page.text_content("#no-data") == "No data in this range."
+        assert page.query_selector("#trend-chart .main-svg") is None
+
+        page.fill("#range-start", "2025-03-02")
+        page.fill("#range-end", "2025-03-02")
+        page.dispatch_event("#range-end", "change")
+        # 3 x 3.50 + 4 x 2.00 = 18.50
+        page.wait_for_function(f"document.querySelector('{sales}').dataset.raw === '18.5'")
+        page.wait_for_selector("#trend-chart .main-svg")
+        assert page.is_hidden("#no-data")
+
+        # An ambiguous file asks which order before it can be committed.
+        drop = page.evaluate_handle(
+            """(text) => { const dt = new DataTransfer();
+                 dt.items.add(new File([text], 'a.csv', {type: 'text/csv'})); return dt; }""",
+            (HONEST / "ambiguous_dates.csv").read_text(),
+        )
+        page.dispatch_event("#dropzone", "drop", {"dataTransfer": drop})
+        page.wait_for_selector("#date-choice", state="visible")
+        assert page.is_disabled("#commit")
+        assert "2025-04-03" in (page.text_content("#reading-day_first") or "")
+        assert "2025-03-04" in (page.text_content("#reading-month_first") or "")
+        page.check("#date-choice input[value=month_first]")
+        page.wait_for_function("!document.getElementById('commit').disabled")
+        cells = page.query_selector_all("#preview tbody tr td:nth-child(3)")
+        assert [c.text_content() for c in cells] == ["2025-03-04", "2025-05-06", "2025-07-08"]
+        page.screenshot(path=str(tmp_path / "range.png"), full_page=True)
         browser.close()

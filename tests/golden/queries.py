@@ -38,6 +38,10 @@ def _load_sql(dialect: str) -> Any:
         from gristmill.warehouse.bigquery import sql as bq
 
         return bq.Naming().sql, bq.LoadStatements
+    if dialect == "redshift":
+        from gristmill.warehouse.redshift import sql as rs
+
+        return rs.sql, rs.LoadStatements
     from gristmill.warehouse.snowflake import sql as sf
 
     return sf.sql, sf.LoadStatements
@@ -49,7 +53,13 @@ def statements(pack: Pack, dialect: str, settings: Settings) -> Iterator[tuple[s
     yield "ddl", ";\n".join(render_ddl(dialect, [pack], settings, extra))
     system = SystemSQL.build(dialect)
     texts = [getattr(system, f) for f in system.__dataclass_fields__]
-    yield "system", ";\n".join([*texts, ledger_snapshot(dialect)])
+    ledger = ledger_snapshot(dialect)
+    if dialect == "redshift":  # re-rendered by the engine (JSON_PARSE, quoting)
+        from gristmill.warehouse.redshift import sql as rs
+
+        texts = [getattr(rs.SYSTEM, f) for f in rs.SYSTEM.__dataclass_fields__]
+        ledger = rs.LEDGER
+    yield "system", ";\n".join([*texts, ledger])
     render_stmt, load = _load_sql(dialect)
     steps = after_insert({pack.name: pack}, dialect)
     for table in pack.spec.tables:

@@ -1,4 +1,4 @@
-"""What can be checked of the BigQuery and Snowflake SQL without those engines: the same
+"""What can be checked of the BigQuery, Snowflake and Redshift SQL without those engines: the same
 logical plans executed on DuckDB.
 
 * Metric queries: the text planned for BigQuery (resp. Snowflake) is translated back to DuckDB
@@ -141,7 +141,7 @@ SETS_UNTRANSLATED = {"snowflake": {"buyers"}}
 """sqlglot has no DuckDB spelling of Snowflake's ARRAY_UNION_AGG."""
 
 
-@pytest.mark.parametrize("dialect", ["bigquery", "snowflake"])
+@pytest.mark.parametrize("dialect", ["bigquery", "snowflake", "redshift"])
 @pytest.mark.parametrize("group_by", [(), ("vendor_store_id",)])
 def test_metric_plans_agree_with_duckdb(
     loaded: tuple[DuckDBWarehouse, Pack], dialect: str, group_by: tuple[str, ...]
@@ -160,7 +160,11 @@ def test_metric_plans_agree_with_duckdb(
             q = MetricQuery(pack, (name,), rng, None, dims)
             ours = plan(q, "duckdb")
             theirs = plan(q, dialect)
-            assert [p.path for p in ours] == [p.path for p in theirs]
+            if dialect == "redshift" and m.type == "count_distinct":
+                # Redshift's rollups keep no sets: distinct counts always come from rows.
+                assert [p.path for p in theirs] == ["raw"]
+            else:
+                assert [p.path for p in ours] == [p.path for p in theirs]
             for a, b in zip(ours, theirs, strict=True):
                 text = sqlglot.transpile(b.sql, read=dialect, write="duckdb")[0]
                 zero = m.type in ZERO_WHEN_EMPTY

@@ -62,7 +62,19 @@ def test_preview_shapes_rows_and_matches(feeds: Feeds) -> None:
         "total_rows": 4,
         "valid_rows": 4,
         "invalid_rows": 0,
+        "summary_rows": 0,
         "new_product_candidates": ["Cold Brew"],
+        "merges": [
+            {
+                "name": "Lattee",
+                "product_id": made["Latte"],
+                "product_name": "Latte",
+                "score": rows[3]["product_match"]["score"],
+                "rule": f"rapidfuzz ratio {rows[3]['product_match']['score']:.1f} >= threshold 70",
+                "lines": [5],
+            }
+        ],
+        "needs_choice": [],
         "more_rows": False,
     }
 
@@ -70,11 +82,14 @@ def test_preview_shapes_rows_and_matches(feeds: Feeds) -> None:
 def test_commit_transform_money_exact(feeds: Feeds) -> None:
     feeds.products("b1", ["Latte"], cost_price="1.20")
     token = feeds.preview("b1", "s.csv", SALES).json()["upload_token"]
-    r = feeds.commit("b1", token, auto_create_products=True, business_id=1)
+    r = feeds.commit(
+        "b1", token, auto_create_products=True, business_id=1, confirm_merges=["Lattee"]
+    )
     assert r.status_code == 202, r.text
     body = r.json()
     assert (body["record_count"], body["status"], body["rejected"]) == (4, "queued", 0)
     assert list(body["created_products"]) == ["Cold Brew"]
+    assert list(body["merged_products"]) == ["Lattee"]
     done = feeds.wait("b1", body["feed_id"])
     assert done["status"] == "transformed", done
     s = done["summary"]
@@ -94,11 +109,18 @@ def test_commit_transform_money_exact(feeds: Feeds) -> None:
     }
     assert s["issues"] == [
         {
+            "type": "info",
+            "code": "merged_products",
+            "message": "1 names merged into existing products as confirmed.",
+            "count": 1,
+            "merged": {"Lattee": body["merged_products"]["Lattee"]},
+        },
+        {
             "type": "warning",
             "code": "missing_product_cost",
             "message": "1 products had no cost price; COGS assumed 0.",
             "count": 1,
-        }
+        },
     ]
     rows = fact_rows(feeds, body["feed_id"])
     assert [r["gross_revenue_cents"] for r in rows] == [700, 425, 1050, 350]

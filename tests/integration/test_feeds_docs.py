@@ -19,3 +19,13 @@ def test_feeds_walkthrough_runs() -> None:
     assert '"reasons":["transaction_date: not a calendar date: \'31.02.2025\'"]' in out
     assert '"total_sales":11.25,"cogs":2.4,"gross_margin":8.85' in out
     assert "transformed · rows in 3 = accepted 2 + rejected 1" in out
+    assert '"rows":2' in out  # the extent: both sales are today's
+
+
+@needs_curl
+def test_feeds_honest_walkthrough_runs() -> None:
+    out = run_block(ROOT / "docs" / "feeds.md", "feeds-honest")
+    assert "read both ways" in out
+    assert "exit 1" in out
+    assert "2 1 ['Latte', 'Lattee'] 10.5" in out
+    assert "merged ['Lattes'] created {}" in out

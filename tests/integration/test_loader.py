@@ -157,3 +157,29 @@ def test_isolation_quarantines_nothing_when_the_warehouse_is_down(settings: Sett
     c = rt.conservation()
     assert (c.total("quarantined"), c.total("in_flight")) == (0, 1)
     rt.stop()
+
+
+def test_batch_wait_adapts_to_how_busy_the_loader_is(settings: Settings) -> None:
+    """Idle: a small batch loads at once; the wait grows with the share of time spent
+    committing and never passes max_wait_s; adaptive_wait off keeps the fixed wait."""
+    rt = Runtime(settings)
+    loader = rt.loader
+    assert isinstance(loader, Loader)
+    cap = settings.loader.max_wait_s
+    assert loader.batch_wait() == 0.0  # nothing committed yet: no reason to wait
+    for _ in range(3):
+        ingest(rt, [order()])
+        assert loader.run_once(timeout_s=0) is not None
+    assert 0.0 <= loader.batch_wait() <= cap
+    loader._busy = 1.0  # saturated: every moment was spent committing
+    assert loader.batch_wait() == cap
+    loader._busy = 0.25
+    assert loader.batch_wait() == pytest.approx(cap / 4)
+    fixed = Loader(
+        rt.log,
+        rt.warehouse,
+        rt.packs,
+        settings.loader.model_copy(update={"adaptive_wait": False}),
+    )
+    assert fixed.batch_wait() == cap
+    rt.stop()

@@ -28,9 +28,13 @@ def statements(out: str) -> list[str]:
     return [s.strip() for s in out.split(";\n") if s.strip() and not s.startswith("--")]
 
 
-@pytest.mark.parametrize("target", ["duckdb", "postgres", "clickhouse", "bigquery", "snowflake"])
+@pytest.mark.parametrize(
+    "target", ["duckdb", "postgres", "clickhouse", "bigquery", "snowflake", "redshift"]
+)
 def test_ddl_is_printed_without_connecting_and_parses_back(target: str, tmp_path: Path) -> None:
-    out = run("--target", target, "--data-dir", str(tmp_path / "nowhere"))
+    out = run(
+        "--target", target, "--offline", "--format", "sql", "--data-dir", str(tmp_path / "nowhere")
+    )
     stmts = statements(out)
     quoted = "`marketplace`.`marketplace_events`" if target == "bigquery" else None
     assert any((quoted or '"marketplace"."marketplace_events"') in s for s in stmts)
@@ -48,13 +52,13 @@ def test_postgres_apply_is_idempotent_and_writes_the_plan(tmp_path: Path) -> Non
         env = {"GRISTMILL_WAREHOUSE__TYPE": "postgres", "GRISTMILL_WAREHOUSE__DSN": dsn}
         plan = tmp_path / "plan.json"
         first = run("--apply", "--plan", str(plan), "--data-dir", str(tmp_path), env=env)
-        assert "created or changed" in first
+        assert "applied to postgres" in first
         assert "marketplace.marketplace_events" in first
         second = run("--apply", "--data-dir", str(tmp_path), env=env)
-        assert "already up to date, nothing changed" in second
+        assert "nothing to do" in second
     doc = json.loads(plan.read_text())
     assert doc["target"] == "postgres"
-    tables = {t["name"]: t for t in doc["packs"][0]["tables"]}
+    tables = {t["name"]: t for t in doc["contract"]["packs"][0]["tables"]}
     events = tables["marketplace_events"]
     assert events["partitioning"] == {"column": "occurred_at", "granularity": "day", "native": True}
     assert events["clustering"]["columns"] == ["vendor_store_id", "store_id", "event_type"]
@@ -65,15 +69,57 @@ def test_postgres_apply_is_idempotent_and_writes_the_plan(tmp_path: Path) -> Non
         "payout_completed",
     ]
     assert events["retention_days"] > 0
-    assert {"name": "amount_cents", "type": "BIGINT", "promoted": True} in events["columns"]
+    amount = {c["name"]: c for c in events["columns"]}["amount_cents"]
+    assert (amount["type"], amount["promoted"]) == ("BIGINT", True)
+    assert amount["json_path"] == "$.properties.amount_cents"
     assert events["fed_from"]["log"] == "sqlite"
     assert doc["statements"]
 
 
 def test_duckdb_apply_twice(tmp_path: Path) -> None:
-    assert "created or changed" in run("--apply", "--data-dir", str(tmp_path))
-    assert "nothing changed" in run("--apply", "--data-dir", str(tmp_path))
+    assert "applied to duckdb" in run("--apply", "--data-dir", str(tmp_path))
+    assert "nothing to do" in run("--apply", "--data-dir", str(tmp_path))
     assert (tmp_path / "warehouse.duckdb").exists()
+
+
+def test_every_registered_engine_is_a_target() -> None:
+    """``--target`` takes its engines' default sections from the settings union, so an engine
+    added to the registry and to config is a target with no edit to the command."""
+    from gristmill.cli.provision import DEFAULTS
+    from gristmill.warehouse.registry import ENGINES
+
+    assert set(DEFAULTS) == set(ENGINES)
+    assert all(DEFAULTS[name]().type == name for name in ENGINES)  # type: ignore[attr-defined]
+
+
+def test_redshift_provider_plans_sort_and_dist_keys(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.json"
+    run("--provider", "redshift", "--plan", str(plan), "--data-dir", str(tmp_path))
+    doc = json.loads(plan.read_text())
+    assert (doc["target"], doc["dialect"]) == ("redshift", "redshift")
+    create = next(s for s in doc["statements"] if '"marketplace"."marketplace_events" (' in s)
+    assert create.endswith(
+        'DISTKEY("vendor_store_id") '
+        'COMPOUND SORTKEY("occurred_at", "vendor_store_id", "store_id", "event_type")'
+    )
+    assert "copy_from_s3" in doc["contract"]["connectors"]
+
+
+def test_a_pubsub_log_is_the_contract_bus(tmp_path: Path) -> None:
+    out = run(
+        "--offline",
+        "--format",
+        "json",
+        "--data-dir",
+        str(tmp_path),
+        env={"GRISTMILL_LOG__TYPE": "pubsub", "GRISTMILL_LOG__PARTITIONS": "2"},
+    )
+    bus = json.loads(out)["contract"]["bus"]
+    assert (bus["log"], bus["pubsub_topic"], bus["ordering_keys"]) == (
+        "pubsub",
+        "gristmill",
+        ["p0", "p1"],
+    )
 
 
 def test_unknown_target_is_refused() -> None:
@@ -92,9 +138,13 @@ def test_bigquery_schema_files_are_written_and_the_committed_ones_are_current(
     pack (``gristmill provision --target bigquery --schemas infra/bigquery/schemas/v1``) and
     must not drift from it."""
     out = run("--target", "bigquery", "--schemas", str(tmp_path), "--data-dir", str(tmp_path))
-    assert "2 table schemas written" in out
+    assert "3 table schemas written" in out
     written = {p.name: p.read_text() for p in tmp_path.glob("*.schema.json")}
-    assert set(written) == {"marketplace_events.schema.json", "ad_events.schema.json"}
+    assert set(written) == {
+        "marketplace_events.schema.json",
+        "ad_events.schema.json",
+        "segment_calls.schema.json",  # the engine's default traits table (docs/packs.md)
+    }
     committed = {p.name: p.read_text() for p in INFRA.glob("*.schema.json")}
     assert committed == written, "regenerate infra/bigquery/schemas/v1 with the command above"
     fields = {f["name"]: f for f in json.loads(written["marketplace_events.schema.json"])}
@@ -131,6 +181,14 @@ def test_schemas_are_refused_for_an_engine_without_them(tmp_path: Path) -> None:
                 "GRISTMILL_WAREHOUSE__PASSWORD",
             ],
         ),
+        (
+            "redshift",
+            [
+                "GRISTMILL_WAREHOUSE__HOST",
+                "GRISTMILL_WAREHOUSE__USER",
+                "GRISTMILL_WAREHOUSE__PASSWORD",
+            ],
+        ),
     ],
 )
 def test_apply_without_credentials_names_what_to_set(
@@ -151,13 +209,14 @@ def test_bigquery_plan_has_native_partitioning_and_clustering(tmp_path: Path) ->
     run("--target", "bigquery", "--plan", str(plan), "--data-dir", str(tmp_path))
     doc = json.loads(plan.read_text())
     assert doc["dialect"] == "bigquery"
-    events = {t["name"]: t for t in doc["packs"][0]["tables"]}["marketplace_events"]
+    events = {t["name"]: t for t in doc["contract"]["packs"][0]["tables"]}["marketplace_events"]
     assert events["partitioning"]["native"] is True
     assert events["clustering"] == {
         "columns": ["vendor_store_id", "store_id", "event_type"],
         "native": True,
     }
-    assert {"name": "amount_cents", "type": "INT64", "promoted": True} in events["columns"]
+    amount = {c["name"]: c for c in events["columns"]}["amount_cents"]
+    assert (amount["type"], amount["promoted"]) == ("INT64", True)
     assert any("PARTITION BY DATE(`occurred_at`)" in s for s in doc["statements"])
 
 
@@ -166,14 +225,14 @@ def test_clickhouse_apply_is_idempotent_and_writes_the_plan(tmp_path: Path) -> N
     env = {"GRISTMILL_WAREHOUSE__TYPE": "clickhouse"}
     plan = tmp_path / "plan.json"
     first = run("--apply", "--plan", str(plan), "--data-dir", str(tmp_path), env=env)
-    assert "created or changed" in first
+    assert "applied to clickhouse" in first
     assert "marketplace.marketplace_events" in first
     assert 'ENGINE=MergeTree PARTITION BY toDate("occurred_at")' in first
     assert "ENGINE=ReplacingMergeTree" in first  # the rollup
     second = run("--apply", "--data-dir", str(tmp_path), env=env)
-    assert "already up to date, nothing changed" in second
+    assert "nothing to do" in second
     doc = json.loads(plan.read_text())
     assert doc["target"] == "clickhouse"
-    events = {t["name"]: t for t in doc["packs"][0]["tables"]}["marketplace_events"]
+    events = {t["name"]: t for t in doc["contract"]["packs"][0]["tables"]}["marketplace_events"]
     assert events["partitioning"]["native"] is True
     assert events["clustering"]["columns"] == ["vendor_store_id", "store_id", "event_type"]

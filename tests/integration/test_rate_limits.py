@@ -192,12 +192,15 @@ def test_dialects_answer_429_in_their_own_shape(make_env: Any) -> None:
         r = c.post("/v1/track", json=msg, headers=basic)
         assert r.status_code == 429
         assert r.headers["retry-after"] == "4"  # one token at 0.25/s
-        assert r.headers["content-type"] == "application/json"
-        assert r.json() == {
-            "code": "rate-limited",
-            "message": "over the ingest rate limit per key: 0.25 requests/s (burst 1); "
-            "retry after 4 s",
-        }
+        # problem+json that also carries Segment's own {code, message}
+        assert r.headers["content-type"] == "application/problem+json"
+        body = r.json()
+        assert body["code"] == "rate-limited"
+        assert body["message"] == (
+            "over the ingest rate limit per key: 0.25 requests/s (burst 1); retry after 4 s"
+        )
+        assert body["detail"] == body["message"]
+        assert body["retry_after_seconds"] == 4
         # the key inside the body (no header) is limited once the body is parsed
         r = c.post("/v1/batch", json={"batch": [msg], "writeKey": a})
         assert r.status_code == 429

@@ -78,11 +78,13 @@ def test_collectors_walkthrough_runs() -> None:
     assert "outbox rows 1" in out
     assert "unmapped" in out
     assert "Cart Viewed" in out
-    # four dialects + the unmapped one + the SDK's event; the outbox row stays in its table
+    # four dialects + the unmapped one + the identify + the SDK's event; the outbox row stays
     assert (
-        "{'received': 6, 'loaded': 5, 'quarantined': 1, 'duplicates': 0, "
+        "{'received': 7, 'loaded': 6, 'quarantined': 1, 'duplicates': 0, "
         "'in_flight': 0, 'suppressed': 0}" in out
     )
+    assert "source apps 6 1 0.142857 unmapped" in out  # per source, over the last hour
+    assert "pin apps segment.identify 1" in out
     assert "CREATE TABLE IF NOT EXISTS gristmill_outbox" in out
 
 
@@ -90,7 +92,8 @@ def test_collectors_walkthrough_runs() -> None:
 @pytest.mark.clickhouse
 def test_clickhouse_walkthrough_runs() -> None:
     out = run_block(ROOT / "docs" / "warehouses.md", "clickhouse")
-    assert out.splitlines()[0] == "2"  # both pack tables: MergeTree partitioned by day
-    assert "-- applied to clickhouse: already up to date, nothing changed" in out
+    # the pack tables (and the default Segment traits table): MergeTree partitioned by day
+    assert out.splitlines()[0] == "3"
+    assert "-- applied to clickhouse: nothing to do" in out
     assert '"warehouse":"clickhouse"' in out
     assert "orders 1 gmv 125000" in out

@@ -1,5 +1,5 @@
-"""BigQuery and Snowflake cannot run here: every statement Gristmill would send them for the
-marketplace pack is pinned as a golden file per dialect and parsed back with sqlglot's own
+"""BigQuery, Snowflake and Redshift cannot run here: every statement Gristmill would send them
+for the marketplace pack is pinned as a golden file per dialect and parsed back with sqlglot's own
 dialect. Regenerate after an intended change with::
 
     GRISTMILL_UPDATE_GOLDEN=1 .venv/bin/pytest tests/unit/test_golden_sql.py
@@ -20,7 +20,7 @@ from tests.conftest import PACKS
 from tests.golden.queries import statements
 
 GOLDEN = Path(__file__).parent.parent / "golden"
-DIALECTS = ("bigquery", "snowflake")
+DIALECTS = ("bigquery", "snowflake", "redshift")
 UPDATE = os.environ.get("GRISTMILL_UPDATE_GOLDEN") == "1"
 
 
@@ -88,3 +88,27 @@ def test_no_construct_either_engine_lacks() -> None:
     sf = _texts("snowflake")
     assert 'CLUSTER BY ("vendor_store_id", "store_id", "event_type")' in sf["ddl"]
     assert "ARRAY_UNION_AGG" in sf["metric_buyers"]
+
+
+def test_redshift_texts_use_what_redshift_has() -> None:
+    """Redshift has no FILTER clause, no array aggregate and no DELETE alias; tables are
+    sorted by time then the clustering keys and distributed by the first of them."""
+    rs = _texts("redshift")
+    for name, text in rs.items():
+        assert " FILTER(" not in text.upper(), name
+        assert not re.search(r"\b(ARRAY_AGG|list_distinct|quantile_cont)\(", text, re.I), name
+        assert not re.search(r'DELETE FROM "[^"]+"\."[^"]+" AS ', text), name
+        assert "DISTINCT FROM" not in text.upper(), name
+        assert not re.search(r"MERGE INTO \S+ AS |USING \(", text), name
+    assert (
+        'DISTKEY("vendor_store_id") COMPOUND SORTKEY("occurred_at", "vendor_store_id", '
+        '"store_id", "event_type")'
+    ) in rs["ddl"]
+    assert '"properties" SUPER' in rs["ddl"]
+    assert 'JSON_PARSE("properties")' in rs["load_marketplace_events"]
+    assert re.search(r'JSON_PARSE\("(s"\.")?errors"\)', rs["system"])  # quarantine JSON as SUPER
+    assert "COUNT(DISTINCT CASE WHEN" in rs["metric_buyers"]
+    assert (
+        "PERCENTILE_CONT(0.5) WITHIN GROUP (ORDER BY CASE WHEN" in rs["metric_median_order_cents"]
+    )
+    assert "CONVERT_TIMEZONE(%(p0)s" in rs["marketplace_events_hour_kolkata"]

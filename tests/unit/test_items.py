@@ -47,3 +47,18 @@ def test_broken_array_is_refused_as_a_whole() -> None:
 
 def test_empty_body_has_no_items() -> None:
     assert split_items(b"  \n ") == []
+
+
+def test_one_truncated_object_is_a_body_error_with_the_reason() -> None:
+    """A cut-off upload of one event is a 400 for the request, not an NDJSON line to reject."""
+    with pytest.raises(BodyNotJSON, match="truncated"):
+        split_items(b'{"event_id": "e1", "event_type": ', "application/json")
+    with pytest.raises(BodyNotJSON, match="truncated"):
+        split_items(b'[{"event_id": "e1"}, {"event_id": ')
+
+
+def test_truncated_last_ndjson_line_still_rejects_only_that_line() -> None:
+    items = split_items(b'{"a":1}\n{"b":', "application/json")
+    assert len(items) == 2
+    assert parse_object(items[0]) == {"a": 1}
+    assert isinstance(parse_object(items[1]), str)

@@ -17,7 +17,8 @@ from tests.conftest import PACKS
 
 def test_marketplace_pack_loads() -> None:
     pack = load_pack(PACKS / "marketplace")
-    assert set(pack.spec.tables) == {"marketplace_events", "ad_events"}
+    # segment_calls and segment.*: the engine default for a pack that maps Segment events
+    assert set(pack.spec.tables) == {"marketplace_events", "ad_events", "segment_calls"}
     assert set(pack.spec.event_types) == {
         "order_created",
         "order_paid",
@@ -25,10 +26,13 @@ def test_marketplace_pack_loads() -> None:
         "payout_completed",
         "ad_impression",
         "ad_click",
+        *(f"segment.{c}" for c in ("identify", "page", "screen", "group", "alias")),
     }
-    for table in pack.spec.tables.values():
+    for name in ("marketplace_events", "ad_events"):
+        table = pack.spec.tables[name]
         assert table.partition_by.granularity == "day"
         assert table.cluster_by == ["vendor_store_id", "store_id", "event_type"]
+    assert pack.spec.tables["segment_calls"].cluster_by == ["user_id", "event_type"]
     cols = {c.name: c.type for c in pack.columns("marketplace_events")}
     assert cols["amount_cents"] is ColumnType.INT64
     assert cols["occurred_at"] is ColumnType.TIMESTAMP

@@ -8,18 +8,22 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from gristmill import __version__
 from gristmill.api.audit import audit_middleware
+from gristmill.api.docs import add_docs
 from gristmill.api.metrics import RequestCounters, build_registry
+from gristmill.api.openapi import allowed_methods, describe
 from gristmill.api.ratelimit import RateLimiter
-from gristmill.api.responses import problem_response
+from gristmill.api.responses import http_problem, problem_response, validation_problem
 from gristmill.api.routers import analytics, governance, ingest, ops, quarantine, ui
 from gristmill.api.routers import exports as exports_router
 from gristmill.api.routers import feeds as feeds_router
 from gristmill.api.routers import feeds_metrics as feeds_metrics_router
 from gristmill.api.routers import feeds_ui as feeds_ui_router
+from gristmill.api.routers.ingest import ROUTES as INGEST_ROUTES
 from gristmill.api.routers.ingest import IngestApp
 from gristmill.api.routers.views import add_view_routes
 from gristmill.core.errors import Problem
@@ -61,7 +65,10 @@ def create_app(rt: Runtime, *, url: str | None = None, start: bool = True) -> Fa
         title="Gristmill",
         version=__version__,
         lifespan=lifespan,
-        description="Event-analytics pipeline: ingest, quarantine, exactly-once loads, KPIs.",
+        description="Event-analytics pipeline: ingest, quarantine, exactly-once loads, KPIs. "
+        "Every error is application/problem+json (RFC 9457).",
+        docs_url=None,  # served from packaged assets by add_docs, never a CDN
+        redoc_url=None,
     )
     app.state.runtime = rt
     app.state.counters = RequestCounters()
@@ -82,19 +89,30 @@ def create_app(rt: Runtime, *, url: str | None = None, start: bool = True) -> Fa
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(_: Request, exc: RequestValidationError) -> Response:
-        errors = [
-            {"path": "/" + "/".join(str(p) for p in e["loc"]), "message": e["msg"]}
-            for e in exc.errors()
-        ]
-        return problem_response(
-            Problem(
-                422,
-                "invalid-request",
-                "Invalid request",
-                errors[0]["message"] if errors else "invalid request",
-                errors=errors,
-            )
-        )
+        return problem_response(validation_problem(exc))
+
+    @app.exception_handler(HTTPException)
+    async def on_http(request: Request, exc: HTTPException) -> Response:
+        p = http_problem(request, exc)
+        if exc.status_code == 405:  # every method of the path, not just one route's
+            allow = allowed_methods(app.openapi(), request.url.path)
+            if allow:
+                p.headers["Allow"] = ", ".join(allow)
+                p.detail = f"{request.method} is not allowed here; allowed: {', '.join(allow)}"
+        return problem_response(p)
+
+    @app.exception_handler(Exception)
+    async def on_crash(_: Request, exc: Exception) -> Response:
+        return problem_response(Problem(500, "internal", "Internal Server Error", "see the log"))
+
+    app.openapi = describe(  # type: ignore[method-assign]
+        app,
+        INGEST_ROUTES,
+        lambda path: app.state.ratelimiter.is_query(
+            {"type": "http", "method": "GET", "path": path}
+        ),
+    )
+    add_docs(app)
 
     app.include_router(ingest.router)
     app.include_router(ops.router)

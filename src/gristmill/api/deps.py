@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import APIKeyCookie, HTTPBearer
 
 from gristmill.auth.keys import token_from_headers
 from gristmill.auth.permissions import Principal
@@ -31,10 +32,32 @@ async def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-async def get_principal(request: Request, rt: RuntimeDep) -> Principal:
+# Declared only so the OpenAPI document names the schemes on every operation that needs a
+# principal (FastAPI adds ``security`` for these); get_principal reads the headers itself.
+_bearer = HTTPBearer(
+    scheme_name="bearer",
+    auto_error=False,
+    description="A Gristmill key (write or secret) or a JWT from your identity provider.",
+)
+_session = APIKeyCookie(
+    name=COOKIE,
+    scheme_name="session",
+    auto_error=False,
+    description="The dashboard's sign-in session (GET and HEAD only).",
+)
+
+
+async def get_principal(
+    request: Request,
+    rt: RuntimeDep,
+    _b: Annotated[object, Depends(_bearer)] = None,
+    _s: Annotated[object, Depends(_session)] = None,
+) -> Principal:
     """From ``Authorization`` (key or JWT), else — for reads only — the dashboard session."""
     token = token_from_headers(request.headers.get("authorization"))
     if token is not None:
+        if (why := rt.keys.refusal(token)) is not None:
+            raise unauthorized(why)
         principal = rt.keys.resolve(token)
         if principal is None:
             raise unauthorized("the key or token is unknown, revoked or expired")

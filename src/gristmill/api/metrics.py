@@ -70,6 +70,7 @@ class PipelineCollector(Collector):
             )
         else:
             yield from self._pipeline()
+        yield from self._collected()
         yield from self._requests()
 
     def _pipeline(self) -> Iterator[Metric]:
@@ -134,6 +135,27 @@ class PipelineCollector(Collector):
         yield CounterMetricFamily(
             "gristmill_loader_failures", "Failed load attempts.", value=st.failures
         )
+
+    def _collected(self) -> Iterator[Metric]:
+        """Per source, from the collector of this process: the quarantine rate alert's input
+        (deploy/prometheus/gristmill-rules.yml, ``GristmillQuarantineRateRising``)."""
+        collected, quarantined = self.rt.collector.counters.snapshot()
+        c = CounterMetricFamily(
+            "gristmill_collected",
+            "Events framed by this process's collector (accepted or quarantined), per source.",
+            labels=["pack", "source"],
+        )
+        for (pack, source), n in sorted(collected.items()):
+            c.add_metric([pack, source], n)
+        yield c
+        q = CounterMetricFamily(
+            "gristmill_quarantined_by_reason",
+            "Events this process's collector quarantined, per source and reason.",
+            labels=["pack", "source", "reason"],
+        )
+        for (pack, source, reason), n in sorted(quarantined.items()):
+            q.add_metric([pack, source, reason], n)
+        yield q
 
     def _governance(self) -> Iterator[Metric]:
         g = self.rt.governance.counters

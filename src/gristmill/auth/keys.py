@@ -53,6 +53,13 @@ class KeyResolver:
         self._active: dict[str, tuple[float, bool]] = {}
         self._lock = threading.Lock()
 
+    def refusal(self, token: str) -> str | None:
+        """Why a presented JWT is refused before verification (over the size limit), or None;
+        the caller answers 401 with it."""
+        if self.tokens is not None and looks_like_jwt(token):
+            return self.tokens.refusal(token)
+        return None
+
     def resolve(self, token: str) -> Principal | None:
         if self.local_token and hmac.compare_digest(token, self.local_token):
             return Principal(kind="local", role=OPERATOR)

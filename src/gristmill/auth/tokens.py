@@ -46,8 +46,19 @@ class TokenVerifier:
                     return k.key, [str(alg)]
         raise jwt.InvalidTokenError(f"no key for alg {alg!r}")
 
+    def refusal(self, token: str) -> str | None:
+        """Why a token is refused without being looked at (its size), or None."""
+        size = len(token.encode())
+        if size > self.cfg.max_bytes:
+            limit = self.cfg.max_bytes
+            return f"the token is {size} bytes, over the limit of {limit} (auth.jwt.max_bytes)"
+        return None
+
     def verify(self, token: str) -> Principal | None:
-        """The principal a valid token names, or None (bad signature, expired, wrong audience)."""
+        """The principal a valid token names, or None (bad signature, expired, wrong audience,
+        over the size limit — checked first, before any parsing)."""
+        if self.refusal(token) is not None:
+            return None
         try:
             key, algs = self._key(token)
             claims = jwt.decode(

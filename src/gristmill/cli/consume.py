@@ -1,8 +1,9 @@
 """``gristmill consume``: load JSON events from an existing RabbitMQ queue or exchange, NATS
-JetStream stream, or Kafka topic."""
+JetStream stream, Kafka topic or Google Cloud Pub/Sub subscription."""
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -19,7 +20,7 @@ from gristmill.consume import metrics as consumer_metrics
 
 
 def consume(
-    broker: Annotated[str, typer.Argument(help="rabbitmq, nats or kafka.")],
+    broker: Annotated[str, typer.Argument(help="rabbitmq, nats, kafka or pubsub.")],
     data_dir: DataDirOpt = None,
     pack: PacksOpt = None,
     url: Annotated[
@@ -37,6 +38,16 @@ def consume(
     ] = None,
     durable: Annotated[
         str | None, typer.Option(help="NATS durable name / Kafka group.", show_default=False)
+    ] = None,
+    subscription: Annotated[
+        str | None,
+        typer.Option(
+            help="Pub/Sub subscription: projects/<p>/subscriptions/<s>, or a name with --project.",
+            show_default=False,
+        ),
+    ] = None,
+    project: Annotated[
+        str | None, typer.Option(help="Pub/Sub project of a bare subscription name.")
     ] = None,
     source: Annotated[str | None, typer.Option(help="Source name (default queue).")] = None,
     dialect: Annotated[str | None, typer.Option(help="Message dialect (default native).")] = None,
@@ -67,6 +78,8 @@ def consume(
         "stream": stream,
         "subject": subject,
         "durable": durable,
+        "subscription": subscription,
+        "project": project or (os.environ.get("PUBSUB_PROJECT_ID") if broker == "pubsub" else None),
         "source": source,
         "dialect": dialect,
         "prefetch": prefetch,

@@ -1,6 +1,7 @@
 """``gristmill demo``: a data directory, realistic marketplace traffic through the real HTTP
 path with a progress bar, a summary, then keep serving. ``--pack usage_metering`` runs the
-usage demo (``cli/demo_usage.py``) instead."""
+usage demo (``cli/demo_usage.py``), ``--pack delivery`` the laundry-delivery demo
+(``cli/demo_delivery.py``)."""
 
 from __future__ import annotations
 
@@ -33,7 +34,11 @@ def _prepare_dir(path: Path) -> None:
     (path / MARKER).write_text("created by gristmill demo; deleted by the next demo run\n")
 
 
-DEFAULTS = {"marketplace": (250_000, 90), "usage_metering": (100_000, 14)}
+DEFAULTS = {
+    "marketplace": (250_000, 90),
+    "usage_metering": (100_000, 14),
+    "delivery": (40_000, 2),
+}
 """Events and days of history per pack when not given."""
 
 
@@ -54,7 +59,7 @@ def demo(
         bool, typer.Option("--serve/--no-serve", help="Keep serving afterwards.")
     ] = True,
     pack: Annotated[
-        str, typer.Option("--pack", "-p", help="marketplace or usage_metering.")
+        str, typer.Option("--pack", "-p", help="marketplace, usage_metering or delivery.")
     ] = "marketplace",
     via: Annotated[
         str,
@@ -78,7 +83,8 @@ def demo(
 
     marketplace: orders, payments and ads over HTTP.
     usage_metering: AI model calls through RabbitMQ when it answers (else over HTTP),
-    then spend per org and the error spikes the reliability view finds."""
+    then spend per org and the error spikes the reliability view finds.
+    delivery: branches, orders, driver pings and outreach over HTTP, shuffled and re-sent."""
     if pack not in DEFAULTS:
         fail(f"--pack must be one of {', '.join(DEFAULTS)}, not {pack!r}")
     events = DEFAULTS[pack][0] if events is None else events
@@ -96,6 +102,19 @@ def demo(
             via=via,
             amqp_url=amqp_url,
             queue=queue,
+            prepare_dir=_prepare_dir,
+        )
+        return
+    if pack == "delivery":
+        from gristmill.cli.demo_delivery import run_delivery_demo
+
+        run_delivery_demo(
+            data_dir=data_dir,
+            events=events,
+            days=days,
+            port=port,
+            seed=seed,
+            serve=serve,
             prepare_dir=_prepare_dir,
         )
         return

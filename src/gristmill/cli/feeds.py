@@ -9,6 +9,8 @@ the local operator and polls the status.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -32,6 +34,11 @@ from gristmill.core.errors import Problem
 app = typer.Typer(help="Import CSV feeds (preview, commit, transform).", no_args_is_help=True)
 
 
+class DateOrderOpt(StrEnum):
+    day_first = "day_first"
+    month_first = "month_first"
+
+
 def _problem_item(e: dict[str, Any]) -> str:
     if "line" in e:
         return f"line {e['line']}: {'; '.join(e['errors'])}"
@@ -47,6 +54,10 @@ def _report(result: dict[str, Any], json: bool) -> None:
         f"feed [bold]{result['feed_id']}[/]: [bold]{result['status']}[/] · rows in "
         f"{result['rows_in']} = accepted {result['record_count']} + rejected {result['rejected']}"
     )
+    if result.get("summary_rows"):
+        console.print(f"  summary rows not loaded: {result['summary_rows']}")
+    for name, pid in (result.get("merged_products") or {}).items():
+        console.print(f"  merged {name!r} into product {pid}")
     for k, v in (s.get("metrics") or {}).items():
         if not k.endswith("_cents"):
             console.print(f"  {k}: {v}")
@@ -59,6 +70,22 @@ def _report(result: dict[str, Any], json: bool) -> None:
         console.print(f"  [red]line {r['line']}[/]: {'; '.join(r['reasons'])}")
 
 
+@dataclass(frozen=True)
+class Choices:
+    """What the preview would ask a person: day/month order and fuzzy merges."""
+
+    date_order: str | None = None
+    merge: tuple[str, ...] = ()
+    merge_all: bool = False
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "date_order": self.date_order,
+            "confirm_merges": list(self.merge),
+            "confirm_all_merges": self.merge_all,
+        }
+
+
 def _local(
     file: Path,
     pack: str,
@@ -68,6 +95,7 @@ def _local(
     allow_invalid: bool,
     data_dir: Path | None,
     quiet: bool = False,
+    choices: Choices = Choices(),
 ) -> dict[str, Any]:
     from gristmill.runtime import Runtime  # heavy: only when the command runs
 
@@ -77,8 +105,11 @@ def _local(
     rt = Runtime(settings)
     try:
         svc = rt.feeds
-        with file.open("rb") as fh:
-            up = svc.save_upload(business, pack, data_type, file.name, fh)
+        try:
+            with file.open("rb") as fh:
+                up = svc.save_upload(business, pack, data_type, file.name, fh)
+        except Problem as p:
+            fail(p.detail)
         columns = (
             TextColumn("{task.description}"),
             BarColumn(),
@@ -98,6 +129,9 @@ def _local(
                     allow_invalid=allow_invalid,
                     progress=step,
                     queue=False,
+                    date_order=choices.date_order,
+                    confirm_merges=choices.merge,
+                    confirm_all_merges=choices.merge_all,
                 )
             except Problem as p:
                 rows = [_problem_item(e) for e in p.errors[:10]]
@@ -115,6 +149,8 @@ def _local(
             "record_count": res.record_count,
             "rejected": res.rejected,
             "created_products": res.created_products,
+            "merged_products": res.merged_products,
+            "summary_rows": res.summary_rows,
             "summary": feed["summary"],
             "rejects": svc.store.list_rejects(res.feed_id, 100),
         }
@@ -130,6 +166,7 @@ def _remote(
     data_type: str,
     create: bool,
     allow_invalid: bool,
+    choices: Choices = Choices(),
 ) -> dict[str, Any]:
     base = srv.url + "/dashboard/data-feeds"
     headers = srv._headers
@@ -139,7 +176,11 @@ def _remote(
             params={"pack": pack},
             headers=headers,
             files={"file": (file.name, fh, "text/csv")},
-            data={"data_type": data_type, "business_id": business},
+            data={
+                "data_type": data_type,
+                "business_id": business,
+                **({"date_order": choices.date_order} if choices.date_order else {}),
+            },
             timeout=600,
         )
     if r.status_code != 200:
@@ -151,6 +192,7 @@ def _remote(
         "auto_create_products": create,
         "allow_invalid": allow_invalid,
         "business_id": business,
+        **choices.body(),
     }
     with err_console.status("committing"):
         c = httpx.post(
@@ -191,17 +233,41 @@ def import_(
     allow_invalid: Annotated[
         bool, typer.Option(help="Load the valid rows and keep invalid ones as rejects.")
     ] = False,
+    date_order: Annotated[
+        DateOrderOpt | None,
+        typer.Option(help="How 03/04/2025 reads when the file does not decide it."),
+    ] = None,
+    merge: Annotated[
+        list[str] | None,
+        typer.Option(help="Accept the proposed fuzzy match of this name (repeatable)."),
+    ] = None,
+    merge_all: Annotated[
+        bool, typer.Option(help="Accept every proposed fuzzy match to an existing product.")
+    ] = False,
     data_dir: DataDirOpt = None,
     json: JsonOpt = False,
 ) -> None:
-    """Import a CSV file: commit it (progress bar), transform it, print the summary."""
+    """Import a CSV or .xlsx file: commit it (progress bar), transform it, print the summary.
+    Fuzzy product matches load into the existing product only with --merge/--merge-all;
+    otherwise the name is new (created, or rejected with --no-create-products)."""
     settings = make_settings(data_dir)
     srv = running_server(settings)
+    choices = Choices(date_order and date_order.value, tuple(merge or ()), merge_all)
     if srv is not None:
-        result = _remote(srv, file, pack, business, data_type, create_products, allow_invalid)
+        result = _remote(
+            srv, file, pack, business, data_type, create_products, allow_invalid, choices
+        )
     else:
         result = _local(
-            file, pack, business, data_type, create_products, allow_invalid, data_dir, json
+            file,
+            pack,
+            business,
+            data_type,
+            create_products,
+            allow_invalid,
+            data_dir,
+            json,
+            choices,
         )
     _report(result, json)
     if result["status"] != "transformed":

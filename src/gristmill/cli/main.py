@@ -53,8 +53,9 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec(
         "provision",
         _M + "provision",
-        "provision",
-        "Print the warehouse DDL for the packs; with --apply, run it; with --plan, write the plan.",
+        "app",
+        "Plan and apply the warehouse tables of the packs (docs/provisioning.md).",
+        group=True,
     ),
     CommandSpec(
         "sdk",
@@ -128,6 +129,14 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec(
         "retention", _M + "governance", "retention_app", "Enforce the packs' retention.", group=True
     ),
+    CommandSpec(
+        "rollups",
+        _M + "rollups",
+        "app",
+        "Check rollups against their rows; rebuild them.",
+        group=True,
+    ),
+    CommandSpec("schema", _M + "schema", "app", "Schema version pins per source.", group=True),
     CommandSpec(
         "exports",
         _M + "exports",

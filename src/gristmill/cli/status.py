@@ -95,7 +95,7 @@ def render(data: dict[str, Any]) -> None:
         "balanced",
     ):
         t.add_column(col, justify="right" if col not in ("pack", "source") else "left")
-    for s in data["sources"]:
+    for s in data["balances"]:
         t.add_row(
             s["pack"],
             s["source"],
@@ -116,6 +116,8 @@ def render(data: dict[str, Any]) -> None:
         "[green]yes[/]" if data["balanced"] else "[red]NO[/]",
     )
     console.print(t)
+    _quarantine_rates(data)
+    _schema_pins(data)
     lg = data["log"]
     ld = data["loader"]
     console.print(
@@ -128,6 +130,50 @@ def render(data: dict[str, Any]) -> None:
         + (f", [red]last error: {ld['last_error']}[/]" if ld["last_error"] else "")
     )
     console.print(f"server: {data['server'] or 'not running (read from files)'}")
+
+
+def _quarantine_rates(data: dict[str, Any]) -> None:
+    """Sources whose events were quarantined in the window: a Segment client gets 200 for
+    them all the same, so this is where it shows."""
+    hit = [s for s in data.get("sources", []) if s["quarantined"]]
+    if not hit:
+        return
+    t = Table(title=f"Quarantined in the last {data.get('window', '1h')}")
+    for col in ("pack", "source", "accepted", "quarantined", "rate", "last reasons"):
+        t.add_column(col)
+    for s in hit:
+        reasons = ", ".join(f"{r['reason']} x{r['count']}" for r in s["last_reasons"])
+        t.add_row(
+            s["pack"],
+            s["source"],
+            f"{s['accepted']:,}",
+            f"{s['quarantined']:,}",
+            f"{s['quarantine_rate']:.1%}",
+            reasons,
+        )
+    console.print(t)
+
+
+def _schema_pins(data: dict[str, Any]) -> None:
+    """Which version each source's unversioned events are checked against, so sources
+    behind the newest can be found and moved (``gristmill schema pin``)."""
+    pins = data.get("schema_pins", [])
+    if not pins:
+        return
+    t = Table(title="Schema versions of unversioned events, per source")
+    for col in ("pack", "source", "event type", "version", "newest", "pinned by"):
+        t.add_column(col)
+    for p in pins:
+        behind = p["newest"] is not None and p["version"] < p["newest"]
+        t.add_row(
+            p["pack"],
+            p["source"],
+            p["event_type"],
+            f"[yellow]{p['version']}[/]" if behind else str(p["version"]),
+            str(p["newest"]),
+            p["pinned_by"],
+        )
+    console.print(t)
 
 
 def status(data_dir: DataDirOpt = None, pack: PacksOpt = None, json: JsonOpt = False) -> None:

@@ -22,6 +22,8 @@ from gristmill.core.envelope import Reason, Reject
 from gristmill.core.errors import Problem
 
 REQUIRED = ("specversion", "id", "source", "type")
+OPTIONAL_TEXT = ("time", "subject", "datacontenttype", "dataschema")
+"""Attributes that are strings when present (a subject of ``{}`` must not become user "{}")."""
 ENVELOPE = frozenset(
     {*REQUIRED, "time", "subject", "data", "data_base64", "datacontenttype", "dataschema"}
 )
@@ -56,6 +58,22 @@ class CloudEvents:
                 Reason.INVALID_ENVELOPE,
                 f"specversion {ev['specversion'][:16]!r} is not supported (use 1.0)",
             )
+        wrong = [k for k in OPTIONAL_TEXT if k in ev and not isinstance(ev[k], str | None)]
+        if wrong:
+            return reject(
+                item,
+                Reason.INVALID_ENVELOPE,
+                f"CloudEvents attributes must be strings: {', '.join(wrong)}",
+                [{"path": f"/{k}", "message": "must be a string"} for k in wrong],
+            )
+        device = parse_time(ev.get("time"))
+        if ev.get("time") is not None and device is None:  # not silently the receive time
+            return reject(
+                item,
+                Reason.INVALID_ENVELOPE,
+                "time is not an RFC 3339 timestamp with an offset",
+                [{"path": "/time", "message": "not an RFC 3339 timestamp with an offset"}],
+            )
         event_id = f"{ev['source']}#{ev['id']}"[:200]
         data = ev.get("data")
         props: dict[str, Any] = (
@@ -68,7 +86,7 @@ class CloudEvents:
         attrs = {k: v for k, v in ev.items() if k not in ("data", "data_base64")}
         when, context = occurred(
             ctx,
-            parse_time(ev.get("time")),
+            device,
             None,
             {"cloudevents": attrs},
             raw={"time": ev.get("time")},

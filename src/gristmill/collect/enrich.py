@@ -13,7 +13,9 @@ per-row work for them:
 * **user traits as of the event's time** (role, tenure) from the pack's trait events;
 * **spend** from the pack's price book at the event's time (pack/pricing.py);
 * **log-spaced bins** of a numeric property, the histogram percentiles are read from
-  (core/sketch.py).
+  (core/sketch.py);
+* the **original payload**: the event's own JSON bytes as the producer sent them (an
+  anonymized event never gets it: the bytes would keep what anonymizing strips).
 """
 
 from __future__ import annotations
@@ -148,6 +150,7 @@ class Enricher:
         received_at: int,
         properties: Mapping[str, Any],
         context: Mapping[str, Any] | None,
+        raw: bytes | None = None,
     ) -> tuple[Any, ...]:
         slots = self._slots[event_type]
         en = self.spec
@@ -159,6 +162,8 @@ class Enricher:
 
         put(en.category_column, self.pack.spec.event_types[event_type].category)
         put(en.received_column, received_at)
+        if en.payload_column is not None and raw is not None:
+            put(en.payload_column, raw.decode())
         if en.user_agent is not None and (ua := _first(context, en.user_agent)):
             put(en.user_agent.column, device_info(ua).decode())
         if en.geo is not None and (ip := _first(context, en.geo)):

@@ -39,6 +39,20 @@ def parse_object(item: Item) -> dict[str, Any] | str:
     return value
 
 
+TRUNCATED = "truncated"
+
+
+def _why(exc: Exception) -> str:
+    return explain(str(exc))
+
+
+def explain(text: str) -> str:
+    """msgspec says "Input data was truncated"; say what that means for a request body."""
+    return text.replace(
+        "Input data was truncated", "it is truncated (the body ends before the JSON value does)"
+    )
+
+
 def split_items(body: bytes, content_type: str = "") -> list[Item]:
     """Items of a JSON array, a single JSON object, or NDJSON (one object per line).
 
@@ -50,14 +64,17 @@ def split_items(body: bytes, content_type: str = "") -> list[Item]:
         try:
             raws = _raw_list.decode(text)
         except msgspec.DecodeError as exc:
-            raise BodyNotJSON(f"body is not a valid JSON array: {exc}") from exc
+            raise BodyNotJSON(f"body is not a valid JSON array: {_why(exc)}") from exc
         return [Item(i, bytes(r)) for i, r in enumerate(raws)]
     ctype = content_type.split(";")[0].strip().lower()
     if text[:1] == b"{" and ctype not in ("application/x-ndjson", "application/jsonl"):
         try:
             one = _raw_one.decode(text)
-        except msgspec.DecodeError:
-            pass  # more than one object: NDJSON
+        except msgspec.DecodeError as exc:
+            if TRUNCATED in str(exc) and b"\n" not in text.strip():
+                # One object that stops early is a cut-off upload, not a line of NDJSON.
+                raise BodyNotJSON(f"body is not valid JSON: {_why(exc)}") from exc
+            # more than one object: NDJSON
         else:
             return [Item(0, bytes(one))]
     items: list[Item] = []

@@ -142,6 +142,27 @@ def render_native(outcome: Outcome) -> tuple[int, bytes, str | None]:
     return (200 if outcome.rejected == 0 else 207), body, None
 
 
+JSON_MEDIA = frozenset(
+    {"application/json", "application/x-ndjson", "application/ndjson", "application/jsonl"}
+)
+
+
+def check_media_type(content_type: str) -> None:
+    """415 for a declared type that is not JSON (no header is taken as JSON). Native clients
+    are ours and send application/json; a JSON body labelled text/plain is a client bug that
+    would otherwise pass unnoticed until a proxy or a WAF treats it as text."""
+    media = content_type.split(";")[0].strip().lower()
+    if media and media not in JSON_MEDIA and not media.endswith("+json"):
+        raise Problem(
+            415,
+            "unsupported-media-type",
+            "Unsupported media type",
+            f"Content-Type {media[:100]!r} is not accepted here: send application/json "
+            "(one event or an array) or application/x-ndjson",
+            headers={"Accept-Post": "application/json, application/x-ndjson"},
+        )
+
+
 class Native:
     """Gristmill's own format (``POST /v1/events``) as a :class:`~gristmill.collect.dialect.
     Dialect`: 200 all accepted, 207 some, 422 none (problem+json); errors as problem+json."""
@@ -152,6 +173,7 @@ class Native:
     body_key = False
 
     def split(self, body: bytes, content_type: str, query: Mapping[str, str]) -> Batch:
+        check_media_type(content_type)
         return Batch(split_items(body, content_type))
 
     def query_key(self, query: Mapping[str, str]) -> str | None:

@@ -17,6 +17,7 @@ import msgspec
 
 from gristmill.collect.enrich import Enricher
 from gristmill.collect.items import Item, parse_object
+from gristmill.collect.pins import Pins
 from gristmill.core.clock import BadTime, check_time, parse_rfc3339_us
 from gristmill.core.envelope import Envelope, Frame, Reason, Reject
 from gristmill.core.subjects import Mode, SuppressionSet, raw_subjects, strip_keys
@@ -57,6 +58,8 @@ class RequestContext:
     """Erased subjects; ``None`` (or empty) costs nothing per event."""
     enrich: Enricher | None = None
     """The pack's enrichment, if it declares any."""
+    pins: Pins | None = None
+    """Schema version pins per source: the version an unversioned event means."""
 
 
 class Accept(msgspec.Struct, gc=False):
@@ -231,6 +234,9 @@ def coerce(value: Any, ctype: ColumnType) -> Any:
     return value
 
 
+ID_FIELDS = ("event_id", "event_type", "user_id", "anonymous_id", "session_id")
+
+
 def _one(item: Item, ctx: RequestContext, normalize: Normalizer) -> Envelope | Reject | _Suppressed:
     """One item to an envelope, or to a reject with its reason."""
     if len(item.raw) > ctx.max_event_bytes:
@@ -252,7 +258,22 @@ def _one(item: Item, ctx: RequestContext, normalize: Normalizer) -> Envelope | R
         return reject(item, Reason.INVALID_ENVELOPE, str(exc))
     if isinstance(n, Reject):
         return n
-    verdict = ctx.registry.validate(n.event_type, n.version, n.properties)
+    nul = [k for k in ID_FIELDS if "\x00" in (getattr(n, k) or "")]
+    if nul:  # PostgreSQL text cannot hold NUL, and no id needs one: refuse with the reason
+        why = "must not contain NUL (\\u0000) characters"
+        return reject(
+            item,
+            Reason.INVALID_ENVELOPE,
+            f"{nul[0]}: {why}",
+            [{"path": f"/{k}", "message": why} for k in nul],
+            event_id=None if "event_id" in nul else n.event_id,
+        )
+    version = n.version
+    if version is None and ctx.pins is not None:
+        newest = ctx.registry.latest(n.event_type)
+        if newest is not None:
+            version = ctx.pins.version(ctx.pack.name, ctx.source, n.event_type, newest)
+    verdict = ctx.registry.validate(n.event_type, version, n.properties)
     if not verdict.ok:
         assert verdict.reason is not None
         return reject(
@@ -293,6 +314,7 @@ def _one(item: Item, ctx: RequestContext, normalize: Normalizer) -> Envelope | R
             received_at=ctx.received_at,
             properties=props,
             context=n.context,
+            raw=item.raw,
         )
     return Envelope(
         n.event_id,

@@ -26,7 +26,7 @@ from gristmill.collect.items import BodyNotJSON, Item, parse_object
 from gristmill.collect.pipeline import Batch, Normalized, Outcome, RequestContext, reject
 from gristmill.collect.segment import content_id
 from gristmill.core.envelope import Reason, Reject
-from gristmill.core.errors import Problem
+from gristmill.core.errors import PROBLEM_JSON, Problem, problem_bytes
 
 _any = msgspec.json.Decoder(msgspec.Raw)
 
@@ -147,12 +147,9 @@ class PostHog:
         return Answer(200, b'{"status":1}')
 
     def problem(self, p: Problem) -> Answer:
-        body = {
-            "type": "validation_error" if p.status < 500 else "server_error",
-            "code": p.slug,
-            "detail": p.detail or p.title,
-        }
-        return Answer(p.status, orjson.dumps(body), headers=tuple(p.headers.items()))
+        """problem+json with PostHog's ``code`` (its clients read ``detail``, which it has)."""
+        body = problem_bytes(p, {"code": p.slug})
+        return Answer(p.status, body, PROBLEM_JSON, tuple(p.headers.items()))
 
 
 def _accept(
@@ -193,8 +190,6 @@ class PostHogV1(PostHog):
         return Answer(200, orjson.dumps({"results": results}))
 
     def problem(self, p: Problem) -> Answer:
-        return Answer(
-            p.status,
-            orjson.dumps({"error": p.slug, "error_description": p.detail or p.title}),
-            headers=tuple(p.headers.items()),
-        )
+        """problem+json with capture v1's ``error`` and ``error_description``."""
+        body = problem_bytes(p, {"error": p.slug, "error_description": p.detail or p.title})
+        return Answer(p.status, body, PROBLEM_JSON, tuple(p.headers.items()))

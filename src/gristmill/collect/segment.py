@@ -25,7 +25,7 @@ from gristmill.collect.dialect import Answer, accept, occurred, parse_time, reso
 from gristmill.collect.items import BodyNotJSON, Item, parse_object
 from gristmill.collect.pipeline import Batch, Normalized, Outcome, RequestContext, reject
 from gristmill.core.envelope import Reason, Reject
-from gristmill.core.errors import Problem
+from gristmill.core.errors import PROBLEM_JSON, Problem, problem_bytes
 
 CALLS = ("track", "identify", "page", "screen", "group", "alias")
 
@@ -138,11 +138,9 @@ class Segment:
         return Answer(200, orjson.dumps(body))
 
     def problem(self, p: Problem) -> Answer:
-        return Answer(
-            p.status,
-            orjson.dumps({"code": p.slug, "message": p.detail or p.title}),
-            headers=tuple(p.headers.items()),
-        )
+        """problem+json with Segment's ``code`` and ``message`` (its clients read those)."""
+        body = problem_bytes(p, {"code": p.slug, "message": p.detail or p.title})
+        return Answer(p.status, body, PROBLEM_JSON, tuple(p.headers.items()))
 
 
 def _properties(call: str, msg: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:

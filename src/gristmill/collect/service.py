@@ -15,10 +15,12 @@ from dataclasses import dataclass, field, replace
 
 from gristmill.collect.body import Undecodable, decode_body
 from gristmill.collect.cloudevents import CloudEvents
+from gristmill.collect.counters import CollectCounters
 from gristmill.collect.dialect import Dialect
 from gristmill.collect.enrich import Enricher
-from gristmill.collect.items import BodyNotJSON, Item
+from gristmill.collect.items import BodyNotJSON, Item, explain
 from gristmill.collect.native import Native
+from gristmill.collect.pins import Pins
 from gristmill.collect.pipeline import (
     Batch,
     Outcome,
@@ -107,8 +109,12 @@ class Parser:
         limits: LimitSettings,
         suppression: Suppression | None = None,
         enrichers: Mapping[str, Enricher] | None = None,
+        pins: Pins | None = None,
     ) -> None:
         self.packs = dict(packs)
+        self.counters = CollectCounters()
+        self.pins = pins or Pins()
+        """Which version an unversioned event means, per source (in memory without a store)."""
         self.enrichers = dict(enrichers or {})
         self.suppression = suppression or Suppression()
         """Erased subjects (``gristmill.governance`` swaps in new snapshots)."""
@@ -139,7 +145,9 @@ class Parser:
             body = decode_body(raw, content_encoding, self.body_limit(dialect))
             batch = dialect.split(body, content_type, query or {})
         except (Undecodable, BodyNotJSON) as exc:
-            return Opened(raw, None, str(exc), rec_at)
+            if not raw.strip() and not any(not k.startswith("_") for k in query or {}):
+                raise bad_request("empty-body", "the body is empty") from exc
+            return Opened(raw, None, explain(str(exc)), rec_at)
         except RecursionError:
             return Opened(raw, None, "body is JSON nested too deeply", rec_at)
         if not batch.items:
@@ -156,12 +164,18 @@ class Parser:
             batch = replace(batch, historical=True)
         return Opened(raw, batch, None, rec_at)
 
-    def frame(self, dialect: Dialect, pack: str, source: str, opened: Opened) -> Prepared:
+    def frame(
+        self, dialect: Dialect, pack: str, source: str, opened: Opened, *, count: bool = True
+    ) -> Prepared:
+        """``count=False`` keeps the frame out of the collector counters (a replay of stored
+        events is not new traffic, and would skew the source's quarantine rate)."""
         if opened.batch is None:
             assert opened.failure is not None
             frame = whole_body_reject(
                 pack, source, dialect.name, opened.received_at, opened.raw, opened.failure
             )
+            if count:
+                self.counters.add(frame)
             return Prepared(frame, None, bad_request("undecodable-body", opened.failure))
         ctx = RequestContext(
             pack=self.packs[pack],
@@ -175,8 +189,11 @@ class Parser:
             mapping=dialect.mapping,
             suppress=self.suppression.current or None,
             enrich=self.enrichers.get(pack),
+            pins=self.pins,
         )
         outcome = build_frame(opened.batch.items, ctx, dialect.normalize)
+        if count:
+            self.counters.add(outcome.frame)
         return Prepared(outcome.frame, outcome)
 
     def prepare(
@@ -211,7 +228,7 @@ class Parser:
             batch = Batch([])
         items = batch.items or [Item(0, raw)]
         opened = Opened(raw, Batch(items, historical=True, call=batch.call), None, now_us())
-        return self.frame(d, pack, source, opened)
+        return self.frame(d, pack, source, opened, count=False)
 
     def reply(self, dialect: Dialect, pack: str, source: str, opened: Opened) -> Reply:
         prepared = self.frame(dialect, pack, source, opened)
@@ -233,8 +250,9 @@ class Collector(Parser):
         limits: LimitSettings,
         suppression: Suppression | None = None,
         enrichers: Mapping[str, Enricher] | None = None,
+        pins: Pins | None = None,
     ) -> None:
-        super().__init__(packs, limits, suppression, enrichers)
+        super().__init__(packs, limits, suppression, enrichers, pins)
         self.log = log
 
     async def finish(self, dialect: Dialect, pack: str, source: str, opened: Opened) -> Reply:
@@ -244,7 +262,9 @@ class Collector(Parser):
             try:
                 await self.log.append_async([reply.record])
             except LogFull as exc:
-                return Reply.of(dialect, unavailable(str(exc), exc.retry_after_s))
+                p = unavailable(str(exc), exc.retry_after_s)
+                p.extra.update(exc.fields())
+                return Reply.of(dialect, p)
         return reply
 
     async def submit(self, prepared: Prepared) -> None:

@@ -24,7 +24,7 @@ from gristmill.collect.dialect import Answer, accept, occurred, resolve
 from gristmill.collect.items import BodyNotJSON, Item, parse_object
 from gristmill.collect.pipeline import Batch, Normalized, Outcome, RequestContext, reject
 from gristmill.core.envelope import Reason, Reject
-from gristmill.core.errors import Problem
+from gristmill.core.errors import PROBLEM_JSON, Problem, problem_bytes
 
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 KNOWN = frozenset(
@@ -165,9 +165,8 @@ class Snowplow:
         return Answer(200, b"ok", "text/plain")
 
     def problem(self, p: Problem) -> Answer:
-        return Answer(
-            p.status, f"{p.title}: {p.detail}".encode(), "text/plain", tuple(p.headers.items())
-        )
+        """problem+json: trackers look only at the status, people at the reason."""
+        return Answer(p.status, problem_bytes(p), PROBLEM_JSON, tuple(p.headers.items()))
 
 
 class SnowplowPixel(Snowplow):

@@ -1,6 +1,6 @@
 """Consumers of foreign queues (``gristmill consume``): an existing RabbitMQ queue or
-exchange, NATS JetStream stream or Kafka topic carrying JSON events in any collector dialect,
-into the pipeline. See docs/sources.md."""
+exchange, NATS JetStream stream, Kafka topic or Pub/Sub subscription carrying JSON events in
+any collector dialect, into the pipeline. See docs/sources.md and docs/event-bus.md."""
 
 from __future__ import annotations
 
@@ -30,6 +30,11 @@ class Consumer:
     def run(self) -> ConsumeStats:
         """Consume until stopped (or idle past ``max_idle_s``)."""
         cfg = self.cfg
+        if cfg.broker == "pubsub":  # no URL: the client finds the service (or the emulator)
+            from gristmill.consume import pubsub
+
+            pubsub.run(cfg, self.sink)
+            return self.sink.stats
         if cfg.url is None:
             raise ValueError("set GRISTMILL_CONSUME__URL or --url")
         url = cfg.url.get_secret_value()

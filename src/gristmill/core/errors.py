@@ -47,8 +47,10 @@ class Problem(Exception):
         return out
 
 
-def problem_bytes(p: Problem) -> bytes:
-    return orjson.dumps(p.body())
+def problem_bytes(p: Problem, members: dict[str, Any] | None = None) -> bytes:
+    """The problem as JSON; ``members`` are extension members a dialect's clients read (the
+    standard members win, so the body stays a valid problem)."""
+    return orjson.dumps({**members, **p.body()} if members else p.body())
 
 
 def payload_too_large(limit: int, what: str) -> Problem:

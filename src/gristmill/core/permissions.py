@@ -20,6 +20,8 @@ class Permission(StrEnum):
     RETENTION_RUN = "retention:run"
     REPRICE_RUN = "reprice:run"
     """Restate stored spend from a pack's current price book."""
+    ROLLUPS_REPAIR = "rollups:repair"
+    """Check rollups against their rows and rebuild them."""
     AUDIT_READ = "audit:read"
     EXPORTS_CREATE = "exports:create"
     """Ask for a CSV export a pack declares (rows streamed or a job)."""

@@ -4,7 +4,10 @@ Encoding is decided from a sample: a BOM (UTF-8, UTF-16) wins; else UTF-8 if the
 decodes; else charset-normalizer's guess limited to encodings spreadsheets actually write
 (cp1252 and friends). The delimiter is the candidate (``,`` ``;`` tab ``|``) that splits the
 sampled lines into the same number of fields most often. The file is then read through
-``csv`` incrementally — quoted fields may hold delimiters, quotes and newlines — so memory
+``csv`` incrementally. Excel's ``sep=;`` first line names the delimiter outright (and is
+then no record of the header's). A sample with NUL bytes or control characters (outside
+UTF-16) is no text at all and is refused as such, not as a CSV missing its columns.
+Quoted fields may hold delimiters, quotes and newlines; memory
 stays bounded by one record whatever the file size.
 """
 
@@ -13,6 +16,8 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import re
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,11 +37,42 @@ class CsvError(ValueError):
     """The file cannot be read as CSV at all (empty, binary, no header)."""
 
 
+class NotText(CsvError):
+    """Binary content (an image, a PDF, an archive, an old Excel workbook)."""
+
+
+_SEP_LINE = re.compile(r"^\ufeff?\s*\"?sep=(.)\"?[ \t]*\r?(?:\n|$)", re.IGNORECASE)
+_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1a\x1c-\x1f\x7f]")
+_MAGIC = (
+    (b"%PDF", "a PDF document"),
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF8", "a GIF image"),
+    (b"\x1f\x8b", "a gzip archive"),
+    (b"PK\x03\x04", "a ZIP archive"),
+    (b"\xd0\xcf\x11\xe0", "an Excel 97-2003 workbook (.xls): save it as .xlsx or export as CSV"),
+)
+
+
+def refuse_binary(sample: bytes, encoding: str, text: str) -> None:
+    """Raise :class:`NotText` unless the sample reads as text."""
+    for magic, what in _MAGIC:
+        if sample.startswith(magic):
+            raise NotText(f"not a text file: {what}")
+    if not encoding.startswith("utf-16") and b"\x00" in sample:
+        raise NotText("not a text file (it holds NUL bytes)")
+    head = text[:SAMPLE_BYTES]
+    if head and len(_CONTROL.findall(head)) > max(2, len(head) // 100):
+        raise NotText("not a text file (control characters, not a CSV)")
+
+
 @dataclass(frozen=True, slots=True)
 class Dialect:
     encoding: str
     delimiter: str
     bom: bool
+    sep_line: bool = False
+    """The file starts with Excel's ``sep=X`` line."""
 
     @property
     def decimal_comma(self) -> bool:
@@ -81,16 +117,20 @@ def _split_counts(lines: list[str], delimiter: str) -> list[int]:
 
 
 def sniff_delimiter(text: str) -> str:
+    """The delimiter splitting most sampled lines into the same number (2 or more) of
+    fields. The most common count, not the first line's: a title row above the header
+    (``Sales report March``) has no delimiter at all."""
     lines = text.splitlines(keepends=True)[:50]
     if len(lines) > 1 and not text.endswith(("\n", "\r")):
         lines = lines[:-1]  # the sample may end inside a record
     best, best_score = ",", (-1, -1)
     for d in DELIMITERS:
         counts = _split_counts(lines, d)
-        if not counts or counts[0] < 2:
+        multi = [c for c in counts if c >= 2]
+        if not multi:
             continue
-        header = counts[0]
-        score = (sum(1 for c in counts if c == header), header)
+        width = Counter(multi).most_common(1)[0][0]
+        score = (sum(1 for c in counts if c == width), width)
         if score > best_score:
             best, best_score = d, score
     return best
@@ -102,7 +142,10 @@ def open_dialect(path: Path) -> Dialect:
     if not sample.strip(b"\r\n\t \x00\xef\xbb\xbf\xff\xfe"):
         raise CsvError("the file is empty")
     encoding, bom = detect_encoding(sample)
-    text = sample.decode(encoding, errors="ignore")
+    text = sample.decode(encoding, errors="replace")
+    refuse_binary(sample, encoding, text)
+    if m := _SEP_LINE.match(text):
+        return Dialect(encoding, m[1], bom, sep_line=True)
     return Dialect(encoding, sniff_delimiter(text), bom)
 
 

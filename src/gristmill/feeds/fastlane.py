@@ -8,6 +8,12 @@ with its line number. Physical line numbers are only knowable when each line is 
 so a file where that does not hold (a quoted field spanning lines, blank lines, a field count
 the reader refuses) makes the lane give up before anything it staged is kept; the caller then
 runs the row path over the whole file.
+
+Summary rows never slip through: a row with any cell containing a summary stem (``total``,
+``sum``, ``gesamt`` … a superset of what the word rule flags) goes to the row parser, and
+the last rows of every batch are handed to the stager so its end-of-file sum check sees the
+fast rows too (a trailing row equal to the column sums is taken back out of staging).
+Placeholder product names (``None``, ``N/A``) also go to the row parser, which rejects them.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from gristmill.feeds.csvread import Dialect, Record
-from gristmill.feeds.rows import Header, Plan, check_row
+from gristmill.feeds.rows import PLACEHOLDERS, Header, Plan, check_row
 from gristmill.feeds.staging import Stager
 from gristmill.feeds.template import CellType, FeedColumn
 
@@ -93,12 +99,14 @@ def stage_fast(
     header: Header,
     header_end: int,
     progress: Callable[[int, int], None] | None = None,
+    order: str | None = None,
 ) -> bool:
-    """Stage ``path`` through the fast lane; False (nothing kept) when it cannot."""
+    """Stage ``path`` through the fast lane; False (nothing kept) when it cannot.
+    ``order``: the file's day/month order (:mod:`gristmill.feeds.dates`)."""
     if dialect.encoding not in FAST_ENCODINGS:
         return False
     try:
-        _run(stager, path, dialect, header, header_end, progress)
+        _run(stager, path, dialect, header, header_end, progress, order)
     except (GiveUp, pa.ArrowInvalid):
         stager.discard_staged()
         return False
@@ -112,6 +120,7 @@ def _run(
     header: Header,
     header_end: int,
     progress: Callable[[int, int], None] | None,
+    order: str | None,
 ) -> None:
     feed = stager.feed
     width = len(header.names)
@@ -130,8 +139,13 @@ def _run(
             quoted_strings_can_be_null=False,
         ),
     )
-    plan = Plan.build(feed, header, dialect)
+    plan = Plan.build(feed, header, dialect, order)
     comma = dialect.decimal_comma
+    summary_like = plan.words.prefilter()
+    # Cells a word could hide in and still pass the lane: text and unmapped columns (a word
+    # in a number or date column already fails that column's plain shape).
+    typed = {pos for _, pos, spec, _, _ in plan.columns if spec.type is not CellType.STRING}
+    wordy = [i for i in range(width) if i not in typed]
     size = path.stat().st_size
     total_lines, quoted = _physical_lines(path)
     next_line = header_end + 1
@@ -153,6 +167,8 @@ def _run(
             raise GiveUp("blank lines shift line numbers")
         values: dict[str, pa.Array] = {}
         ok = pc.is_valid(lines)  # all true
+        for i in wordy:  # a possible summary row: the row parser decides
+            ok = pc.and_(ok, pc.invert(pc.match_substring_regex(raw[i], summary_like)))
         for col, pos, spec, _parse, blank in plan.columns:
             if pos < 0:
                 values[col] = pa.nulls(n, pa.string()) if blank is None else pa.array([blank] * n)
@@ -171,6 +187,10 @@ def _run(
             cols = [c.to_pylist() for c in raw]
             for i in slow:
                 stager.add(check_row(plan, Record(lines[i].as_py(), [c[i] for c in cols])))
+        for i in range(max(0, n - stager.rule.tail), n):  # the batch's last rows
+            if ok[i].as_py():
+                fields = [c[i].as_py() for c in raw]
+                stager.remember_fast(check_row(plan, Record(lines[i].as_py(), fields)))
         if progress is not None:
             progress(min(size, size * next_line // max(total_lines, 1)), size)
     if next_line - 1 != total_lines:
@@ -186,18 +206,13 @@ def _lookup(stager: Stager, values: dict[str, pa.Array], ok: pa.Array, column: s
         if isinstance(names, pa.ChunkedArray)
         else pc.dictionary_encode(names)
     )
-    uniq = enc.dictionary.to_pylist()
-    matches = [stager.match_name(n) for n in uniq]
-    if stager.auto_create:
-        missing = [n for n, m in zip(uniq, matches, strict=True) if m.product is None and n]
-        if missing:
-            stager.create(missing)
-            matches = [stager.match_name(n) for n in uniq]
-    ids = pa.array([m.product.id if m.product else None for m in matches], pa.int64())
-    canon = pa.array([m.product.name if m.product else None for m in matches], pa.string())
-    cost = pa.array(
-        [m.product.cost_price_cents if m.product else None for m in matches], pa.int64()
-    )
+    uniq = [
+        None if n is None or n.casefold() in PLACEHOLDERS else n for n in enc.dictionary.to_pylist()
+    ]
+    found = stager.resolve_many(uniq)
+    ids = pa.array([p.id if p else None for p in found], pa.int64())
+    canon = pa.array([p.name if p else None for p in found], pa.string())
+    cost = pa.array([p.cost_price_cents if p else None for p in found], pa.int64())
     idx = enc.indices
     values["product_id"] = pc.take(ids, idx)
     values["product_name"] = pc.take(canon, idx)

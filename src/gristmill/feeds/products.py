@@ -3,6 +3,12 @@
 Exact first (case- and space-insensitive), then fuzzy: rapidfuzz's normalized Indel
 similarity (``fuzz.ratio``, 0-100, the measure PHP's ``similar_text`` percentage the seed
 names approximates) at or above the template's threshold. A name is resolved once per file.
+
+Fuzzy matching only ever looks at the catalogue *as it was before the file*: a product the
+commit creates is matched exactly (same name, case and spaces aside) and never fuzzily, so
+``Latte`` and ``Lattee``, both new in one file, stay two products. And a fuzzy match is a
+proposal: the preview lists it (name, product, score, rule) and the commit merges only the
+names the user confirmed; any other is a new name.
 """
 
 from __future__ import annotations
@@ -43,6 +49,16 @@ class Matcher:
         self._names = [p.name for p in catalogue]
         self._by_index = list(catalogue)
         self._cache: dict[str, Match] = {}
+
+    def add_exact(self, products: Sequence[Product]) -> None:
+        """Products created during this file: matched by exact name only."""
+        for p in products:
+            key = name_key(p.name)
+            self._exact[key] = p
+            self._cache.pop(key, None)
+
+    def rule(self, m: Match) -> str:
+        return f"rapidfuzz ratio {m.score:.1f} >= threshold {self.threshold:g}"
 
     def match(self, name: str) -> Match:
         key = name_key(name)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -21,10 +21,12 @@ from sqlglot import exp
 
 from gristmill.config import FeedSettings
 from gristmill.core.errors import Problem, not_found, payload_too_large
-from gristmill.feeds.csvread import CsvError
+from gristmill.feeds import excel
+from gristmill.feeds.csvread import CsvError, NotText
 from gristmill.feeds.fastlane import stage_fast
-from gristmill.feeds.products import NO_MATCH, Match, Matcher
-from gristmill.feeds.rows import MissingColumns, Row, jsonable, scan
+from gristmill.feeds.preview import preview_rows
+from gristmill.feeds.products import Matcher
+from gristmill.feeds.rows import MissingColumns, Scan, jsonable, match_header, scan
 from gristmill.feeds.sink import FeedTables
 from gristmill.feeds.staging import Stager
 from gristmill.feeds.store import FeedStore, Upload, utcnow
@@ -55,6 +57,8 @@ class CommitResult:
     rejected: int
     status: str
     created_products: dict[str, int]
+    summary_rows: int = 0
+    merged_products: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -65,6 +69,8 @@ class CommitResult:
             "rejected": self.rejected,
             "status": self.status,
             "created_products": self.created_products,
+            "merged_products": self.merged_products,
+            "summary_rows": self.summary_rows,
         }
 
 
@@ -132,7 +138,7 @@ class FeedService:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.purge_expired()  # uploads nobody committed in time leave no files behind
         token = str(uuid.uuid4())
-        path = self.dir / f"{token}.csv"
+        path = self.dir / f"{token}.upload"
         limit = self.settings.max_upload_bytes
         size = 0
         with path.open("wb") as out:
@@ -143,6 +149,7 @@ class FeedService:
                     path.unlink(missing_ok=True)
                     raise payload_too_large(limit, "upload")
                 out.write(chunk)
+        path = self._as_csv(self.feed(pack, data_type), path)
         up = Upload(
             token,
             business_id,
@@ -156,33 +163,44 @@ class FeedService:
         self.store.put_upload(up)
         return up
 
-    def preview(self, up: Upload) -> dict[str, Any]:
+    @staticmethod
+    def _as_csv(feed: Feed, path: Path) -> Path:
+        """The upload as the CSV every later step reads: a workbook is converted (its sheet
+        with the feed's header), a ZIP that is no workbook refused; ``<token>.csv``."""
+        dst = path.with_suffix(".csv")
+        try:
+            if excel.is_workbook(path):
+
+                def is_header(fields: Any) -> bool:
+                    try:
+                        match_header(feed, list(fields))
+                    except MissingColumns:
+                        return False
+                    return True
+
+                excel.to_csv(path, dst, is_header)
+                path.unlink()
+                return dst
+            excel.refuse_archive(path)
+        except CsvError as e:
+            path.unlink(missing_ok=True)
+            dst.unlink(missing_ok=True)
+            slug, title = (
+                ("not-text", "Not a text file")
+                if isinstance(e, NotText)
+                else ("excel-unreadable", "Unreadable workbook")
+            )
+            raise Problem(422, slug, title, str(e)) from e
+        path.rename(dst)
+        return dst
+
+    def preview(self, up: Upload, date_order: str | None = None) -> dict[str, Any]:
         feed = self.feed(up.pack, up.data_type)
         matcher = self._matcher(feed, up.business_id)
-        rows: list[dict[str, Any]] = []
-        candidates: dict[str, None] = {}
-        valid = invalid = 0
-        more = False
-        with self._scan(feed, Path(up.path)) as s:
-            for row in s.rows:
-                if len(rows) >= self.settings.preview_rows:
-                    more = True
-                    break
-                match = self._match(feed, matcher, row)
-                if match is not None and match.status == "none":
-                    candidates[str(row.normalized[feed.spec.lookup.column])] = None  # type: ignore[union-attr]
-                valid += row.valid
-                invalid += not row.valid
-                item: dict[str, Any] = {
-                    "line": row.line,
-                    "original": row.original,
-                    "normalized": self._format(feed, row.normalized),
-                    "valid": row.valid,
-                    "issues": row.issues,
-                }
-                if match is not None:
-                    item["product_match"] = match.as_dict()
-                rows.append(item)
+        with self._scan(feed, Path(up.path), date_order) as s:
+            body = preview_rows(
+                feed, s, self.settings.preview_rows, matcher, lambda v: self._format(feed, v)
+            )
             headers, dialect = s.header.names, s.dialect
         return {
             "success": True,
@@ -195,22 +213,17 @@ class FeedService:
             "file": {
                 "name": up.filename,
                 "bytes": up.size,
+                "format": "xlsx" if up.filename.lower().endswith((".xlsx", ".xlsm")) else "csv",
                 "encoding": dialect.encoding,
                 "delimiter": dialect.delimiter,
+                "sep_line": dialect.sep_line,
             },
-            "rows": rows,
-            "summary": {
-                "total_rows": len(rows),
-                "valid_rows": valid,
-                "invalid_rows": invalid,
-                "new_product_candidates": list(candidates),
-                "more_rows": more,
-            },
+            **body,
         }
 
-    def _scan(self, feed: Feed, path: Path) -> Any:
+    def _scan(self, feed: Feed, path: Path, date_order: str | None = None) -> Scan:
         try:
-            return scan(feed, path)
+            return scan(feed, path, date_order)
         except MissingColumns as e:
             raise Problem(
                 422,
@@ -220,6 +233,8 @@ class FeedService:
                 errors=[{"column": c, "message": "required column not found"} for c in e.missing],
                 extra={"missing": e.missing, "headers": e.headers},
             ) from e
+        except NotText as e:
+            raise Problem(422, "not-text", "Not a text file", str(e)) from e
         except CsvError as e:
             raise Problem(422, "unreadable-csv", "Unreadable CSV", str(e)) from e
 
@@ -227,13 +242,6 @@ class FeedService:
         if feed.spec.lookup is None:
             return None
         return Matcher(self.store.products(business_id), feed.spec.lookup.threshold)
-
-    @staticmethod
-    def _match(feed: Feed, matcher: Matcher | None, row: Row) -> Match | None:
-        if matcher is None or feed.spec.lookup is None:
-            return None
-        name = row.normalized.get(feed.spec.lookup.column)
-        return matcher.match(str(name)) if name else NO_MATCH
 
     # -- commit -------------------------------------------------------------------------
     def upload_for(self, token: str, business_id: str | None) -> Upload:
@@ -262,9 +270,15 @@ class FeedService:
         allow_invalid: bool = False,
         progress: Callable[[int, int], None] | None = None,
         queue: bool = True,
+        date_order: str | None = None,
+        confirm_merges: Collection[str] = (),
+        confirm_all_merges: bool = False,
     ) -> CommitResult:
-        """Stage the whole file and queue its transform. With rejected rows and not
-        ``allow_invalid`` the feed fails with ``validation_failed`` (422 with the rows)."""
+        """Stage the whole file and queue its transform. With rejected rows (other than
+        summary rows) and not ``allow_invalid`` the feed fails with ``validation_failed``
+        (422 with the rows). A file whose day/month order is undecided needs ``date_order``
+        (422 ``date-order-needed``); fuzzy product matches load into the matched product only
+        for the names in ``confirm_merges`` (or all, ``confirm_all_merges``)."""
         if up.feed_id is not None:
             # The same upload committed again: the feed it already made, nothing staged twice.
             done = self.store.get_feed(up.feed_id)
@@ -288,11 +302,24 @@ class FeedService:
             feed_id,
             auto_create=auto_create_products,
             batch_rows=self.settings.stage_batch_rows,
+            confirm_merges=confirm_merges,
+            confirm_all_merges=confirm_all_merges,
         )
         try:
-            with self._scan(feed, Path(up.path)) as s:
+            with self._scan(feed, Path(up.path), date_order) as s:
+                if s.dates.needs_choice:
+                    ev = s.dates.evidence
+                    seen = ", ".join(repr(t) for _, t in (ev.ambiguous if ev else [])[:3])
+                    raise Problem(
+                        422,
+                        "date-order-needed",
+                        "Day or month first?",
+                        f"dates such as {seen} read both ways (or the file mixes both orders);"
+                        " commit with date_order day_first or month_first",
+                        extra={"dates": s.dates.as_dict()},
+                    )
                 fast = self.settings.fast_lane and stage_fast(
-                    st, Path(up.path), s.dialect, s.header, s.header_end, progress
+                    st, Path(up.path), s.dialect, s.header, s.header_end, progress, s.dates.order
                 )
                 if not fast:
                     for row in s.rows:
@@ -312,16 +339,22 @@ class FeedService:
             raise
         accepted, rejected, errors, created = st.accepted, st.rejected, st.errors, st.created
         rows_in = accepted + rejected
-        if accepted == 0 or (rejected and not allow_invalid):
-            why = "no valid rows" if accepted == 0 else f"{rejected} of {rows_in} rows are invalid"
+        invalid = rejected - st.summary_rows
+        if accepted == 0 or (invalid and not allow_invalid):
+            why = "no valid rows" if accepted == 0 else f"{invalid} of {rows_in} rows are invalid"
             self._fail(feed_id, "validation_failed", why, rows_in, rejected, accepted)
             raise Problem(
                 422,
                 "invalid-rows",
                 "Invalid rows",
                 f"{why}; fix them, or commit with allow_invalid to load the valid rows",
-                errors=errors,
-                extra={"feed_id": feed_id, "rows_in": rows_in, "rejected": rejected},
+                errors=sorted(errors, key=lambda e: e["line"]),
+                extra={
+                    "feed_id": feed_id,
+                    "rows_in": rows_in,
+                    "rejected": rejected,
+                    "summary_rows": st.summary_rows,
+                },
             )
         queued_at = utcnow()
         self.store.update_feed(
@@ -330,12 +363,42 @@ class FeedService:
             record_count=accepted,
             rows_in=rows_in,
             rejected_count=rejected,
-            summary={"stage": "queued", "queued_at": iso_z(queued_at)},
+            summary=self._queued_summary(queued_at, st.summary_rows, st.merged),
         )
         self.store.set_upload_feed(up.token, feed_id)
         if queue:
             self.transformer.enqueue(feed_id)
-        return CommitResult(feed_id, accepted, rows_in, rejected, "queued", created)
+        return CommitResult(
+            feed_id, accepted, rows_in, rejected, "queued", created, st.summary_rows, st.merged
+        )
+
+    @staticmethod
+    def _queued_summary(at: datetime, summary_rows: int, merged: dict[str, int]) -> dict[str, Any]:
+        """The queued summary, with the commit's notes (kept by the transform as issues)."""
+        issues = []
+        if summary_rows:
+            issues.append(
+                {
+                    "type": "info",
+                    "code": "summary_row",
+                    "message": f"{summary_rows} summary (total) rows were not loaded.",
+                    "count": summary_rows,
+                }
+            )
+        if merged:
+            issues.append(
+                {
+                    "type": "info",
+                    "code": "merged_products",
+                    "message": f"{len(merged)} names merged into existing products as confirmed.",
+                    "count": len(merged),
+                    "merged": merged,
+                }
+            )
+        out: dict[str, Any] = {"stage": "queued", "queued_at": iso_z(at)}
+        if issues:
+            out["commit_issues"] = issues
+        return out
 
     def _fail(
         self, feed_id: int, code: str, message: str, rows_in: int, rejected: int, accepted: int = 0
@@ -364,9 +427,9 @@ class FeedService:
                     422, "invalid-product", "Invalid product", "every product needs a name"
                 )
             entry = {"name": name[:200], "category": item.get("category"), "unit": item.get("unit")}
-            for field in ("selling_price", "cost_price"):
-                v = item.get(field)
-                entry[f"{field}_cents"] = None if v is None else int(Decimal(str(v)) * 100)
+            for price in ("selling_price", "cost_price"):
+                v = item.get(price)
+                entry[f"{price}_cents"] = None if v is None else int(Decimal(str(v)) * 100)
             clean.append(entry)
         return self.store.create_products(business_id, clean)
 

@@ -92,6 +92,25 @@ class FeedTables:
     def delete_staged(self) -> exp.Expr:
         return exp.delete(self.staging).where(_eq("data_feed_id", "feed"))
 
+    def delete_staged_line(self) -> exp.Expr:
+        """One staged row of the feed (a trailing summary row found at the end of a commit)."""
+        return exp.delete(self.staging).where(
+            exp.and_(_eq("data_feed_id", "feed"), _eq("line", "line"))
+        )
+
+    def extent(self) -> exp.Expr:
+        """First and last fact day and row count of one tenant (``:tenant``)."""
+        occurred = _col("occurred_at")
+        return (
+            exp.select(
+                exp.Min(this=occurred).as_("first"),
+                exp.Max(this=occurred).as_("last"),
+                exp.Count(this=exp.Star()).as_("n"),
+            )
+            .from_(self.fact)
+            .where(_eq(self.feed.spec.tenant, "tenant"))
+        )
+
     def delete_facts(self) -> exp.Expr:
         return exp.delete(self.fact).where(_eq("data_feed_id", "feed"))
 

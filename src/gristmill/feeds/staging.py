@@ -1,18 +1,26 @@
 """Accumulate a commit's rows: accepted ones into staging batches, rejected ones (line,
 reasons, original fields) into the reject store, counting both so ``rows_in = accepted +
-rejected``. Memory is one staging batch plus one block of rejects, whatever the file size."""
+rejected``. Memory is one staging batch plus one block of rejects, whatever the file size.
+
+Products resolve here for both lanes: exact, or a fuzzy match the user confirmed; any other
+name is new (created with ``auto_create``, else the row is rejected saying why). Column sums
+of the accepted rows and the last few rows of the file are kept so that :meth:`finish` can
+find trailing summary rows (:class:`~gristmill.feeds.summary.SumRule`) whichever lane staged
+them, and take them back out of staging as ``summary_row`` rejects."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from gristmill.feeds.products import NO_MATCH, Match, Matcher
 from gristmill.feeds.rows import Row
 from gristmill.feeds.sink import FeedTables, execute_all, insert_rows
-from gristmill.feeds.store import FeedStore, Upload
+from gristmill.feeds.store import FeedStore, Product, Upload, name_key
+from gristmill.feeds.summary import SUM_REASON, SumRule, Sums, TailRow
 from gristmill.feeds.template import Feed
 from gristmill.warehouse.base import Warehouse
 
@@ -31,22 +39,31 @@ class Stager:
         *,
         auto_create: bool,
         batch_rows: int,
+        confirm_merges: Collection[str] = (),
+        confirm_all_merges: bool = False,
     ) -> None:
         self.feed, self.tables, self.store, self.wh = feed, tables, store, wh
         self.up, self.feed_id = up, feed_id
         self.auto_create = auto_create
         self.batch_rows = batch_rows
+        self.confirmed = {name_key(n) for n in confirm_merges}
+        self.confirm_all = confirm_all_merges
         self.schema = tables.arrow_schema()
         self.matcher = self._matcher()
         self.created: dict[str, int] = {}
+        self.merged: dict[str, int] = {}
+        """Confirmed fuzzy merges: name in the file -> product id."""
+        self.rule = SumRule(feed.sum_columns, feed.spec.summary_rows.amount)
         self.reset()
 
     def reset(self) -> None:
         """Forget everything staged so far (the fast lane handing over to the row path)."""
-        self.accepted = self.rejected = 0
+        self.accepted = self.rejected = self.summary_rows = 0
         self.errors: list[dict[str, Any]] = []
         self._batch: list[dict[str, Any]] = []
         self._bad: list[tuple[int, list[str], list[str]]] = []
+        self.sums = Sums()
+        self._tail: list[TailRow] = []
 
     def _matcher(self) -> Matcher | None:
         lookup = self.feed.spec.lookup
@@ -59,40 +76,76 @@ class Stager:
             return NO_MATCH
         return self.matcher.match(name) if name else NO_MATCH
 
+    def _takes(self, name: str, m: Match) -> Product | None:
+        """The product a name loads into: exact, or a fuzzy match the user confirmed."""
+        if m.status == "fuzzy" and not (self.confirm_all or name_key(name) in self.confirmed):
+            return None
+        if m.status == "fuzzy" and m.product is not None:
+            self.merged[name] = m.product.id
+        return m.product
+
+    def resolve_many(self, names: list[str | None]) -> list[Product | None]:
+        """Each name's product, creating the new ones at once when ``auto_create``."""
+        out = [self._takes(n, self.match_name(n)) if n else None for n in names]
+        if self.auto_create:
+            missing = list(dict.fromkeys(n for n, p in zip(names, out, strict=True) if n and not p))
+            if missing:
+                self.create(missing)
+                out = [self._takes(n, self.match_name(n)) if n else None for n in names]
+        return out
+
     def create(self, names: Iterable[str]) -> None:
-        """Create products (the lookup's entities) and refresh the matcher."""
+        """Create products (the lookup's entities); the matcher learns them as exact names
+        only, so a later new name of this file is never fuzzily merged into them."""
         todo = [{"name": n} for n in names]
-        if todo:
-            self.created.update(self.store.create_products(self.up.business_id, todo))
-            self.matcher = self._matcher()
+        if todo and self.matcher is not None:
+            made = self.store.create_products(self.up.business_id, todo)
+            self.created.update(made)
+            ids = set(made.values())
+            fresh = [p for p in self.store.products(self.up.business_id) if p.id in ids]
+            self.matcher.add_exact(fresh)
+
+    def unknown(self, name: str) -> str:
+        lookup = self.feed.spec.lookup
+        assert lookup is not None
+        m = self.match_name(name)
+        if m.status == "fuzzy" and m.product is not None and self.matcher is not None:
+            return (
+                f"{lookup.column}: unknown product {name[:80]!r}, close to "
+                f"{m.product.name[:80]!r} ({self.matcher.rule(m)}): confirm the merge "
+                "(confirm_merges), create it, or commit with auto_create_products"
+            )
+        return (
+            f"{lookup.column}: unknown product {name[:80]!r} (create it, or "
+            "commit with auto_create_products)"
+        )
 
     # -- rows one by one (the general path) ---------------------------------------------------
     def add(self, row: Row) -> None:
         lookup = self.feed.spec.lookup
-        match: Match | None = None
+        product: Product | None = None
+        for col in row.readings:  # never stage a date nobody decided (the commit asks first)
+            row.issues.append(f"{col}: ambiguous date (day-first or month-first?)")
         if row.valid and lookup is not None:
             name = row.normalized.get(lookup.column)
-            match = self.match_name(name)
-            if match.product is None and self.auto_create and name:
-                self.create([str(name)])
-                match = self.match_name(name)
-            if match.product is None:
-                row.issues.append(
-                    f"{lookup.column}: unknown product {str(name)[:80]!r} (create it, or "
-                    "commit with auto_create_products)"
-                )
+            product = self.resolve_many([name])[0]
+            if product is None:
+                row.issues.append(self.unknown(str(name)))
+        self._remember(row)
         if not row.valid:
+            self.summary_rows += row.summary
             self.reject(row.line, row.issues, row.raw)
             return
         self.accepted += 1
+        self.sums.add(self._sum_values(row.normalized), self.rule.amount)
         rec = dict(row.normalized)
         rec.update(data_feed_id=self.feed_id, line=row.line)
         rec[self.feed.spec.tenant] = self.up.business_id
-        if match is not None and match.product is not None:
+        if product is not None:
             rec.update(
-                product_id=match.product.id,
-                product_name=match.product.name,
-                unit_cost=match.product.cost_price_cents,
+                product_id=product.id,
+                product_name=product.name,
+                unit_cost=product.cost_price_cents,
             )
         self._batch.append(rec)
         if len(self._batch) >= self.batch_rows:
@@ -113,6 +166,64 @@ class Stager:
         if table.num_rows:
             insert_rows(self.wh, self.tables.staging, table.select(self.schema.names))
             self.accepted += table.num_rows
+            s = self.sums
+            s.count += table.num_rows
+            for c in self.rule.columns:
+                s.columns[c] = s.columns.get(c, 0) + int(pc.sum(table.column(c)).as_py() or 0)
+            if self.rule.amount is not None:
+                q, p = (table.column(c) for c in self.rule.amount)
+                s.amount += int(pc.sum(pc.multiply(q, p)).as_py() or 0)
+
+    # -- trailing summary rows ----------------------------------------------------------------
+    def _sum_values(self, norm: dict[str, Any]) -> dict[str, int | None]:
+        return {c: norm.get(c) for c in self.rule.columns}
+
+    def _remember(self, row: Row, accepted: bool | None = None) -> None:
+        """Keep the row if it is among the last ``rule.tail`` lines seen so far."""
+        tail = self._tail
+        if len(tail) >= self.rule.tail and row.line < tail[0].line:
+            return
+        required = [c for c in self.feed.required if c not in self.rule.columns]
+        tail.append(
+            TailRow(
+                row.line,
+                self._sum_values(row.normalized),
+                row.valid if accepted is None else accepted,
+                row.summary,
+                any(row.normalized.get(c) is None for c in required),
+                row.raw,
+            )
+        )
+        if len(tail) > 1 and tail[-1].line < tail[-2].line:  # the fast lane's order
+            tail.sort(key=lambda r: r.line)
+        del tail[: max(0, len(tail) - self.rule.tail)]
+
+    def remember_fast(self, row: Row) -> None:
+        """A row the fast lane staged (re-checked so the tail has its values)."""
+        self._remember(row, accepted=True)
+
+    def _take_back_summaries(self) -> None:
+        before = Sums(dict(self.sums.columns), self.sums.count, self.sums.amount)
+        for r in self._tail:
+            if r.accepted:
+                before.minus(r.values, self.rule.amount)
+        lines = set(self.rule.trailing(before, self._tail))
+        for r in self._tail:
+            if r.line not in lines:
+                continue
+            self.summary_rows += 1
+            if r.accepted:
+                where = {"feed": self.feed_id, "line": r.line}
+                execute_all(self.wh, [(self.tables.delete_staged_line(), where)])
+                self.accepted -= 1
+                self.sums.minus(r.values, self.rule.amount)
+                self.reject(r.line, [SUM_REASON], r.raw)
+            else:
+                self._bad = [b for b in self._bad if b[0] != r.line]
+                self.store.delete_rejects(self.feed_id, r.line)
+                self.errors = [e for e in self.errors if e["line"] != r.line]
+                self.rejected -= 1
+                self.reject(r.line, [SUM_REASON], r.raw)
 
     def flush(self) -> None:
         if self._batch:
@@ -122,6 +233,7 @@ class Stager:
 
     def finish(self) -> None:
         self.flush()
+        self._take_back_summaries()
         self.store.add_rejects(self.feed_id, self._bad)
         self._bad = []
 

@@ -225,9 +225,13 @@ class FeedStore:
             with self.engine.begin() as c:
                 c.execute(rejects.insert(), batch)
 
-    def delete_rejects(self, feed_id: int) -> None:
+    def delete_rejects(self, feed_id: int, line: int | None = None) -> None:
+        """All rejects of a feed, or the one of ``line``."""
+        q = rejects.delete().where(rejects.c.feed_id == feed_id)
+        if line is not None:
+            q = q.where(rejects.c.line == line)
         with self.engine.begin() as c:
-            c.execute(rejects.delete().where(rejects.c.feed_id == feed_id))
+            c.execute(q)
 
     def list_rejects(self, feed_id: int, limit: int = 1000) -> list[dict[str, Any]]:
         q = rejects.select().where(rejects.c.feed_id == feed_id).order_by(rejects.c.line)

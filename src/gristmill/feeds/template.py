@@ -83,6 +83,27 @@ class IntoSpec(_Model):
     (``product_id``, ``product_name``, ``unit_cost``)."""
 
 
+class DateOrder(StrEnum):
+    AUTO = "auto"
+    """Decide from the file: a ``13/04/2025`` means day-first, ``04/13/2025`` month-first;
+    a file whose every such date reads both ways asks (preview) and needs the choice
+    (commit)."""
+    DAY_FIRST = "day_first"
+    MONTH_FIRST = "month_first"
+
+
+class SummaryRowsSpec(_Model):
+    """How summary (``Total``) rows are recognised; see :mod:`gristmill.feeds.summary`."""
+
+    words: list[str] = []
+    """Labels beside the built-in ones (``Total``, ``Grand Total``, ``Summe`` …)."""
+    sum_columns: list[Ident] | None = None
+    """Numeric columns compared with the sums of the rows above; default every integer and
+    money column."""
+    amount: tuple[Ident, Ident] | None = None
+    """``[quantity, price]``: a summary row's money cell may carry sum(quantity x price)."""
+
+
 class FeedSpec(_Model):
     title: str = ""
     description: str = ""
@@ -98,6 +119,9 @@ class FeedSpec(_Model):
     """No ``into``: the feed updates the lookup entities instead (costs feed)."""
     updates: dict[Ident, Ident] = {}
     """For feeds without ``into``: entity field -> template column (``cost_price: cost``)."""
+    date_order: DateOrder = DateOrder.AUTO
+    """How ``03/04/2025`` reads: ``day_first``, ``month_first`` or ``auto`` (from the file)."""
+    summary_rows: SummaryRowsSpec = SummaryRowsSpec()
 
 
 class FeedsFile(_Model):
@@ -126,6 +150,18 @@ class Feed:
         return self.spec.staging_table or f"staging_{self.name}"
 
     @property
+    def sum_columns(self) -> tuple[str, ...]:
+        cols = self.spec.summary_rows.sum_columns
+        if cols is None:
+            numeric = (CellType.INTEGER, CellType.MONEY)
+            cols = [c for c, s in self.spec.columns.items() if s.type in numeric]
+        return tuple(cols)
+
+    @property
+    def date_column(self) -> str | None:
+        return next((c for c, s in self.spec.columns.items() if s.type is CellType.DATE), None)
+
+    @property
     def required(self) -> list[str]:
         return [c for c, s in self.spec.columns.items() if s.required]
 
@@ -147,6 +183,11 @@ def _check(pack: Pack, name: str, spec: FeedSpec) -> Feed:
     for role in spec.roles:
         if role not in pack.spec.roles:
             raise ConfigError(f"{where}.roles: unknown role {role!r}")
+    sr = spec.summary_rows
+    for col in [*(sr.sum_columns or []), *(sr.amount or ())]:
+        c = spec.columns.get(col)
+        if c is None or c.type not in (CellType.INTEGER, CellType.MONEY):
+            raise ConfigError(f"{where}.summary_rows: {col!r} is no integer or money column")
     exprs: dict[str, exp.Expr] = {}
     if spec.into is not None:
         into = spec.into

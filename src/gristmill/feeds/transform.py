@@ -139,11 +139,13 @@ class Transformer:
             )
             self.store.update_feed(feed_id, status="failed", summary=summary)
             return "failed"
+        # What the commit noted (summary rows not loaded, confirmed merges) leads the issues.
+        noted: list[dict[str, Any]] = summary.pop("commit_issues", [])
         summary.update(
             stage="transformed",
             transform_finished_at=iso_z(utcnow()),
             metrics=metrics,
-            issues=issues,
+            issues=[*noted, *issues],
             error=None,
         )
         self.store.update_feed(feed_id, status="transformed", summary=summary)

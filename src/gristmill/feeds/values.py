@@ -12,7 +12,14 @@ import re
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 
-__all__ = ["CellError", "parse_date", "parse_integer", "parse_money", "parse_number"]
+__all__ = [
+    "AmbiguousDate",
+    "CellError",
+    "parse_date",
+    "parse_integer",
+    "parse_money",
+    "parse_number",
+]
 
 
 class CellError(ValueError):
@@ -117,14 +124,36 @@ _MONTH_NAMES = [
 _ISO = re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})$")
 _SLASH = re.compile(r"^(\d{4})/(\d{1,2})/(\d{1,2})$")
 _DOTTED = re.compile(r"^(\d{1,2})\.(\d{1,2})\.(\d{4})$")
+_NUMERIC = re.compile(r"^(\d{1,2})([/-])(\d{1,2})\2(\d{4})$")
+"""``03/04/2025`` or ``03-04-2025``: day-first in most of the world, month-first in the US."""
+
+DAY_FIRST = "day_first"
+MONTH_FIRST = "month_first"
+DATE_ORDERS = (DAY_FIRST, MONTH_FIRST)
 _ISO_TIME = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?$"
 )
 _MONTH_NAME = re.compile(r"^([A-Za-z]{3,9})\.? (\d{1,2}),? (\d{4})$")
 
 
-def parse_date(text: str) -> date:
-    """ISO ``2025-01-31``, ``2025/01/31``, ``31.01.2025``, ISO with a time
+class AmbiguousDate(CellError):
+    """``03/04/2025`` with no day/month order decided: both readings are calendar dates."""
+
+    def __init__(self, text: str, readings: dict[str, date]) -> None:
+        super().__init__(f"ambiguous date: {text[:40]!r} (day-first or month-first?)")
+        self.readings = readings
+
+
+def numeric_parts(text: str) -> tuple[int, int, int] | None:
+    """``(first, second, year)`` of a ``NN/NN/YYYY`` or ``NN-NN-YYYY`` date, else None."""
+    m = _NUMERIC.match(text.strip())
+    return (int(m[1]), int(m[3]), int(m[4])) if m else None
+
+
+def parse_date(text: str, order: str | None = None) -> date:
+    """ISO ``2025-01-31``, ``2025/01/31``, ``31.01.2025`` (day-first unless ``order`` is
+    month-first), ``31/01/2025`` and ``01/31/2025`` (``/`` or ``-``; by ``order``, and when
+    no order is decided only if one reading is impossible), ISO with a time
     (``2025-01-31T14:05:00Z``; the date as written, the time of day is not kept) and
     ``Jan 31, 2025`` (or ``January 31, 2025``)."""
     s = text.strip()
@@ -140,7 +169,27 @@ def parse_date(text: str) -> date:
     if m := _ISO.match(s) or _SLASH.match(s) or _ISO_TIME.match(s):
         parts = (int(m[1]), int(m[2]), int(m[3]))
     elif m := _DOTTED.match(s):
-        parts = (int(m[3]), int(m[2]), int(m[1]))
+        a, b = int(m[1]), int(m[2])
+        parts = (int(m[3]), a, b) if order == MONTH_FIRST else (int(m[3]), b, a)
+    elif m := _NUMERIC.match(s):
+        a, b, y = int(m[1]), int(m[3]), int(m[4])
+        if order == DAY_FIRST:
+            parts = (y, b, a)
+        elif order == MONTH_FIRST:
+            parts = (y, a, b)
+        else:
+            readings = {}
+            for name, (mo, dy) in ((DAY_FIRST, (b, a)), (MONTH_FIRST, (a, b))):
+                try:
+                    readings[name] = date(y, mo, dy)
+                except ValueError:
+                    continue
+            if len(readings) == 2 and a != b:
+                raise AmbiguousDate(s, readings)
+            if not readings:
+                raise CellError(f"not a calendar date: {s[:40]!r}")
+            d0 = next(iter(readings.values()))
+            parts = (d0.year, d0.month, d0.day)
     elif m := _MONTH_NAME.match(s):
         word = m[1].lower()
         found = [i for i, full in enumerate(_MONTH_NAMES, 1) if full.startswith(word)]
@@ -150,7 +199,8 @@ def parse_date(text: str) -> date:
         parts = (int(m[3]), month, int(m[2]))
     if parts is None:
         raise CellError(
-            f"not a date: {s[:40]!r} (use YYYY-MM-DD, YYYY/MM/DD, DD.MM.YYYY or Mon D, YYYY)"
+            f"not a date: {s[:40]!r} (use YYYY-MM-DD, YYYY/MM/DD, DD.MM.YYYY, DD/MM/YYYY, "
+            "MM/DD/YYYY or Mon D, YYYY)"
         )
     try:
         d = date(*parts)

@@ -193,6 +193,9 @@ def anonymize_rows(
         "context": exp.Cast(this=_ph("c"), to=json_t.copy()),
     }
     sets |= {c: exp.Null() for c in pii.properties if c in promoted}
+    payload = pack.spec.enrichment.payload_column
+    if payload is not None and payload in {c.name for c in pack.columns(table)}:
+        sets[payload] = exp.Null()  # the body as sent holds the identity anonymizing removes
     ref = table_ref(pack.dataset, table)
     out: list[tuple[exp.Expr, dict[str, Any]]] = []
     for r in rows:

@@ -8,8 +8,9 @@ the warehouse in one anti-join; repeats inside the batch are dropped here.
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -53,6 +54,9 @@ QUARANTINE_SCHEMA = pa.schema(
         ("event_type", pa.string()),
         ("received_at", TS),
         ("raw", pa.binary()),
+        ("body_hash", pa.string()),
+        ("resends", pa.int64()),
+        ("last_seen_at", TS),
     ]
 )
 
@@ -282,13 +286,30 @@ def build_batch(
         for b in builders.values()
     ]
     if q:
-        cols = list(zip(*q, strict=True))
-        batch.quarantine = pa.table(
-            [pa.array(col, type=f.type) for col, f in zip(cols, QUARANTINE_SCHEMA, strict=True)],
-            schema=QUARANTINE_SCHEMA,
-        )
+        batch.quarantine = quarantine_table(q)
     batch.sources = {k: SourceCounts(v[0], v[1]) for k, v in counts.items()}
     return batch
+
+
+def quarantine_table(rows: Sequence[tuple[Any, ...]]) -> pa.Table:
+    """Quarantine rows (``quarantine_id`` … ``raw``) kept once per (pack, source, body): the
+    first sending's row with the number of sendings and the last one's receive time. The
+    warehouse adds them to a row it already holds for the same body (``merge_quarantine``)."""
+    kept: dict[tuple[str, str, str], list[Any]] = {}
+    for r in rows:
+        pack, source, received_at, raw = r[1], r[2], r[9], r[10]
+        key = (pack, source, hashlib.sha256(raw).hexdigest())
+        have = kept.get(key)
+        if have is None:
+            kept[key] = [*r, key[2], 1, received_at]
+        else:
+            have[-2] += 1
+            have[-1] = max(have[-1], received_at)
+    cols = list(zip(*kept.values(), strict=True))
+    return pa.table(
+        [pa.array(col, type=f.type) for col, f in zip(cols, QUARANTINE_SCHEMA, strict=True)],
+        schema=QUARANTINE_SCHEMA,
+    )
 
 
 def quarantine_batch(
@@ -362,10 +383,6 @@ def quarantine_batch(
                     envelope_to_native(Envelope(*row)),
                 )
             )
-    cols = list(zip(*q, strict=True))
-    batch.quarantine = pa.table(
-        [pa.array(col, type=f.type) for col, f in zip(cols, QUARANTINE_SCHEMA, strict=True)],
-        schema=QUARANTINE_SCHEMA,
-    )
+    batch.quarantine = quarantine_table(q)
     batch.sources = {k: SourceCounts(v[0], v[1]) for k, v in counts.items()}
     return batch

@@ -33,6 +33,8 @@ LIST_COLUMNS = (
     "received_at",
     "quarantined_at",
     "replayed_at",
+    "resends",
+    "last_seen_at",
 )
 
 
@@ -89,7 +91,8 @@ def list_quarantine(
     params["limit"] = limit
     rows: list[dict[str, Any]] = wh.query(q, params).to_pylist()
     for r in rows:
-        for tcol in ("received_at", "quarantined_at", "replayed_at"):
+        r["resends"] = r["resends"] or 1  # rows from before resends were counted
+        for tcol in ("received_at", "quarantined_at", "replayed_at", "last_seen_at"):
             if r[tcol] is not None:
                 r[tcol] = iso(from_datetime(r[tcol]))
         if with_raw:

@@ -70,13 +70,35 @@ class LogSnapshot:
 class LogFull(Exception):
     """The log holds more unconsumed bytes than its cap; retry after ``retry_after_s``."""
 
-    def __init__(self, pending_bytes: int, cap: int, retry_after_s: int) -> None:
-        super().__init__(
-            f"the log holds {pending_bytes} bytes not yet loaded, over its cap of {cap}"
-        )
+    def __init__(
+        self, pending_bytes: int, cap: int, retry_after_s: int, request_bytes: int = 0
+    ) -> None:
+        # The refusal is "pending + this request > cap": say so with the same numbers the
+        # 503 carries as fields, rather than "holds N, over its cap" with N under the cap.
+        if request_bytes:
+            text = (
+                f"the log holds {pending_bytes} bytes not yet loaded; this request's "
+                f"{request_bytes} bytes would take it to {pending_bytes + request_bytes}, "
+                f"over its cap of {cap} bytes; retry in {retry_after_s} s"
+            )
+        else:
+            text = (
+                f"the log holds {pending_bytes} bytes not yet loaded, over its cap of {cap} "
+                f"bytes; retry in {retry_after_s} s"
+            )
+        super().__init__(text)
         self.pending_bytes = pending_bytes
         self.cap = cap
         self.retry_after_s = retry_after_s
+        self.request_bytes = request_bytes
+
+    def fields(self) -> dict[str, int]:
+        """The numbers of the message, as problem+json members."""
+        return {
+            "log_pending_bytes": self.pending_bytes,
+            "log_cap_bytes": self.cap,
+            "request_bytes": self.request_bytes,
+        }
 
 
 class EventLog(Protocol):

@@ -29,4 +29,8 @@ def open_log(settings: Settings) -> EventLog:
         from gristmill.log.kafka import KafkaLog
 
         return KafkaLog(cfg)
+    if cfg.type == "pubsub":
+        from gristmill.log.pubsub import PubSubLog
+
+        return PubSubLog(cfg)
     raise ValueError(f"unknown log type {cfg.type!r}")  # pragma: no cover - pydantic refuses it

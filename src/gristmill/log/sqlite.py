@@ -184,7 +184,7 @@ class SQLiteLog:
                 self._synced_at = now
                 full = self._pending_bytes + size > self.max_bytes and self._pending_bytes > 0
             if full:
-                raise LogFull(self._pending_bytes, self.max_bytes, self.retry_after_s)
+                raise LogFull(self._pending_bytes, self.max_bytes, self.retry_after_s, size)
             self._pending_bytes += size
             self._inflight += size
         return size

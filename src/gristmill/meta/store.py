@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from gristmill.core.ids import hash_token, new_token
 from gristmill.meta.governance import GovernanceStore, write_audit
+from gristmill.meta.schema_pins import PinStore
 from gristmill.meta.traits import TraitStore
 
 SCHEMA_VERSION = 1
@@ -94,6 +95,7 @@ class MetaStore:
                 c.execute(schema_info.insert().values(version=SCHEMA_VERSION))
         self.governance = GovernanceStore(self.engine)
         self.traits = TraitStore(self.engine)
+        self.pins = PinStore(self.engine)
 
     # -- keys ---------------------------------------------------------------------------
     def create_key(

@@ -22,7 +22,7 @@ from typing import Any
 from sqlglot import exp
 
 from gristmill.core.errors import Problem
-from gristmill.metrics import cloud_aggs
+from gristmill.metrics import cloud_aggs, redshift_aggs
 from gristmill.metrics.model import Condition, pack_filter
 from gristmill.metrics.timerange import base_grain
 from gristmill.pack.analytics import MetricSpec
@@ -64,6 +64,10 @@ class Aggs:
     """A rollup's UTC hour or day as a timestamp, where the canonical form does not translate."""
     rewrite: Callable[[exp.Expr], exp.Expr] | None = None
     """A last pass over a finished query before rendering (see :func:`render`)."""
+    sets: bool = True
+    """Rollups can keep sets of distinct values (else distinct counts come from rows)."""
+    epoch: Callable[[exp.Expr], exp.Expr] = lambda t: exp.TimeToUnix(this=t)
+    """Seconds since 1970 of a timestamp, with its fraction (durations between instants)."""
 
 
 DUCKDB = Aggs(
@@ -124,6 +128,10 @@ CLICKHOUSE = Aggs(
         params=[c],
     ),
     local_bucket=_ch_bucket,
+    epoch=lambda t: exp.Div(
+        this=exp.Anonymous(this="toUnixTimestamp64Micro", expressions=[t]),
+        expression=exp.Literal.number("1000000.0"),
+    ),
 )
 AGGS: dict[str, Aggs] = {"duckdb": DUCKDB, "postgres": POSTGRES, "clickhouse": CLICKHOUSE}
 
@@ -135,6 +143,10 @@ BIGQUERY = Aggs(
     local_bucket=cloud_aggs.bq_local_bucket,
     utc_bucket=cloud_aggs.bq_utc_bucket,
     rewrite=cloud_aggs.bq_rewrite,
+    epoch=lambda t: exp.Div(
+        this=exp.Anonymous(this="UNIX_MICROS", expressions=[t]),
+        expression=exp.Literal.number("1000000.0"),
+    ),
 )
 SNOWFLAKE = Aggs(
     distinct_set=cloud_aggs.sf_distinct_set,
@@ -144,8 +156,22 @@ SNOWFLAKE = Aggs(
     local_bucket=cloud_aggs.sf_local_bucket,
     utc_bucket=cloud_aggs.sf_utc_bucket,
     rewrite=cloud_aggs.sf_rewrite,
+    epoch=lambda t: exp.Div(
+        this=exp.Anonymous(this="DATE_PART", expressions=[exp.var("EPOCH_MICROSECOND"), t]),
+        expression=exp.Literal.number("1000000.0"),
+    ),
 )
-AGGS.update(bigquery=BIGQUERY, snowflake=SNOWFLAKE)
+REDSHIFT = Aggs(
+    distinct_set=redshift_aggs.rs_distinct_set,
+    merge_sets=redshift_aggs.rs_no_sets,
+    set_size=redshift_aggs.rs_no_sets,
+    percentile=redshift_aggs.rs_percentile,
+    local_bucket=redshift_aggs.rs_local_bucket,
+    utc_bucket=redshift_aggs.rs_utc_bucket,
+    rewrite=redshift_aggs.rs_rewrite,
+    sets=False,
+)
+AGGS.update(bigquery=BIGQUERY, snowflake=SNOWFLAKE, redshift=REDSHIFT)
 
 
 def render(query: exp.Expr, dialect: str, *, pretty: bool = False) -> str:

@@ -71,12 +71,17 @@ def _ceil(t: datetime, grain: str) -> datetime:
     return f if f == t else f + (timedelta(days=1) if grain == "day" else timedelta(hours=1))
 
 
-def choose_rollup(q: MetricQuery, table: str, metrics: list[str]) -> tuple[str, RollupSpec] | None:
+def choose_rollup(
+    q: MetricQuery, table: str, metrics: list[str], dialect: str | None = None
+) -> tuple[str, RollupSpec] | None:
     needed = {c.column for c in (*q.filters, *q.scope)} | set(q.group_by)
     best: tuple[str, RollupSpec] | None = None
+    no_sets = dialect is not None and not AGGS[dialect].sets
     for name, r in q.pack.spec.rollups.items():
         if r.table != table or not set(metrics) <= set(r.metrics):
             continue
+        if no_sets and any(q.metric(m).type == "count_distinct" for m in metrics):
+            continue  # the engine's rollups keep no sets (Redshift)
         if not needed <= set(r.dimensions):
             continue
         if r.grain == "hour":
@@ -208,7 +213,7 @@ def _build(q: MetricQuery, shape: _Shape) -> tuple[exp.Select, str, dict[str, Sl
 
 
 def plan_table(q: MetricQuery, table: str, metrics: list[str], dialect: str) -> TablePlan:
-    chosen = choose_rollup(q, table, metrics)
+    chosen = choose_rollup(q, table, metrics, dialect)
     times: dict[str, datetime] = {"start": q.range.start, "end": q.range.end}
     head = tail = False
     if chosen is not None:

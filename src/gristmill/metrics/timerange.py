@@ -23,7 +23,14 @@ MAX_BUCKETS = 10_000
 
 @lru_cache(maxsize=1)
 def _zones() -> frozenset[str]:
-    return frozenset(available_timezones()) | {"UTC"}
+    # "localtime" is the machine's own zone file, not an IANA name: the warehouses do not
+    # know it (DuckDB answered it with an error, a 500, until it was left out here).
+    return (frozenset(available_timezones()) - {"localtime"}) | {"UTC"}
+
+
+def known_zones() -> frozenset[str]:
+    """The allowlist ``tz`` parameters are checked against (the OpenAPI enum)."""
+    return _zones()
 
 
 def zone(name: str) -> ZoneInfo:

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from gristmill.pack.entities import LifecycleSpec, TrackSpec
 from gristmill.pack.names import IDENT
 
 Ident = Annotated[str, Field(pattern=IDENT)]
@@ -152,8 +153,18 @@ class ReliabilitySpec(_Model):
 
 
 ViewKind = Literal[
-    "kpis", "events", "aggregations", "realtime", "sync_status", "breakdown", "reliability"
+    "kpis",
+    "events",
+    "aggregations",
+    "realtime",
+    "sync_status",
+    "breakdown",
+    "reliability",
+    "lifecycle",
+    "track",
 ]
+PATH_KINDS = frozenset({"breakdown", "reliability", "lifecycle", "track"})
+"""View kinds whose routes may carry parameters (``{branchId}``) as tenant filters."""
 PATH_PARAM = r"\{([A-Za-z][A-Za-z0-9_]{0,62})\}"
 
 
@@ -167,6 +178,8 @@ class ViewSpec(_Model):
     realtime: RealtimeSpec | None = None
     breakdown: BreakdownSpec | None = None
     reliability: ReliabilitySpec | None = None
+    lifecycle: LifecycleSpec | None = None
+    track: TrackSpec | None = None
 
     route: Annotated[str, Field(pattern=r"^/([a-z0-9_\-/]|\{[A-Za-z][A-Za-z0-9_]{0,62}\})+$")]
     path: dict[Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,62}$")], Ident] = {}
@@ -199,8 +212,14 @@ class ViewSpec(_Model):
             raise ValueError("a breakdown view needs breakdown: {metrics: {...}}")
         if self.kind == "reliability" and self.reliability is None:
             raise ValueError("a reliability view needs reliability: {requests, errors, ...}")
-        if self.path and self.kind not in ("breakdown", "reliability"):
-            raise ValueError("route parameters (path) are for breakdown and reliability views")
+        if self.kind == "lifecycle" and self.lifecycle is None:
+            raise ValueError("a lifecycle view needs lifecycle: {table, entity, steps, ...}")
+        if self.kind == "track" and self.track is None:
+            raise ValueError("a track view needs track: {table, entity, lat, lon, ...}")
+        if self.path and self.kind not in PATH_KINDS:
+            raise ValueError(
+                "route parameters (path) are for breakdown, reliability, lifecycle and track views"
+            )
         params = re.findall(PATH_PARAM, self.route)
         if sorted(params) != sorted(self.path):
             raise ValueError(

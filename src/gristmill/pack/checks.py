@@ -135,6 +135,8 @@ def _check_enrichment(pack: Pack) -> list[PackIssue]:
         want[en.category_column] = (ColumnType.STRING, ("enrichment", "category_column"))
     if en.received_column:
         want[en.received_column] = (ColumnType.TIMESTAMP, ("enrichment", "received_column"))
+    if en.payload_column:
+        want[en.payload_column] = (ColumnType.JSON, ("enrichment", "payload_column"))
     for key, ce in (("user_agent", en.user_agent), ("geo", en.geo)):
         if ce is not None:
             want[ce.column] = (ColumnType.JSON, ("enrichment", key, "column"))

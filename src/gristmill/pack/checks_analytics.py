@@ -214,7 +214,8 @@ def _check_view_dims(
             if c not in shared:
                 out.append(PackIssue(file, path, f"{c!r} is not a dimension of {sorted(tables)}"))
 
-    need((*base, "path"), list(view.path.values()))
+    if view.lifecycle is None and view.track is None:
+        need((*base, "path"), list(view.path.values()))
     if view.breakdown is not None:
         need((*base, "breakdown", "by"), view.breakdown.by)
         need((*base, "breakdown", "filters"), view.breakdown.filters)

@@ -19,9 +19,11 @@ from pydantic import ValidationError
 from gristmill.core.errors import ConfigError
 from gristmill.pack.checks import PackIssue, check_pack
 from gristmill.pack.checks_analytics import check_analytics
+from gristmill.pack.checks_entities import check_entity_views
 from gristmill.pack.checks_exports import check_exports
 from gristmill.pack.models import Pack, PackSpec, build_table_columns
 from gristmill.pack.pricing import load_book
+from gristmill.pack.segment_calls import with_segment_calls
 
 
 def _line_index(text: str) -> dict[tuple[str, ...], int]:
@@ -105,6 +107,8 @@ def load_pack(root: Path) -> Pack:
                 continue
             schemas.setdefault(et_name, {})[version] = doc
 
+    spec, problems = with_segment_calls(spec, schemas)
+    issues += [PackIssue(file, path, msg) for path, msg in problems]
     digest = hashlib.sha256(text.encode())
     digest.update(json.dumps(schemas, sort_keys=True).encode())
     book = None
@@ -122,6 +126,7 @@ def load_pack(root: Path) -> Pack:
     issues += check_pack(pack, file)
     if not issues:
         issues += check_analytics(pack, file)
+        issues += check_entity_views(pack, file)
     if not issues:
         issues += check_exports(pack, file)
     if issues:

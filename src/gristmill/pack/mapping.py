@@ -27,7 +27,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from gristmill.pack.names import EVENT_NAME
+from gristmill.pack.names import EVENT_NAME, IDENT
 
 
 class _Model(BaseModel):
@@ -59,8 +59,20 @@ class CatchAll(_Model):
     event_type: EventName
 
 
+class TraitsTable(_Model):
+    """Where Segment identify/page/screen/group/alias calls land (pack/segment_calls.py)."""
+
+    table: Annotated[str, Field(pattern=IDENT)] = "segment_calls"
+    category: Annotated[str, Field(pattern=IDENT)] | None = None
+    """A declared category; default ``traits``: the pack's own, or the engine's (retention
+    400 days) when the pack declares none of that name."""
+
+
 class MappingsSpec(_Model):
     unmapped: Literal["quarantine"] | CatchAll = "quarantine"
+    traits_table: TraitsTable | Literal[False] | None = None
+    """``None``: a table ``segment_calls`` when the pack maps Segment events; ``false``: the
+    calls follow ``unmapped``."""
     segment: dict[str, Mapped] = {}
     posthog: dict[str, Mapped] = {}
     snowplow: dict[str, Mapped] = {}

@@ -203,9 +203,12 @@ class EnrichmentSpec(_Model):
     """Spend computed from a price book in the pack folder (pack/pricing.py)."""
     log_bins: dict[Ident, LogBinSpec] = {}
     """column -> the property it bins (``latency_bin: {property: latency_ms}``)."""
+    payload_column: Ident | None = None
+    """A ``json`` column holding the event exactly as the producer sent it (envelope and
+    properties, before mapping), so consumers can rehydrate the original body (seed 002)."""
 
     def columns(self) -> list[str]:
-        out = [c for c in (self.category_column, self.received_column) if c]
+        out = [c for c in (self.category_column, self.received_column, self.payload_column) if c]
         out += [self.pricing.column] if self.pricing else []
         out += list(self.log_bins)
         out += [e.column for e in (self.user_agent, self.geo) if e is not None]

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from gristmill.collect.enrich import Traits, build_enrichers
 from gristmill.collect.items import Item
+from gristmill.collect.pins import Pins
 from gristmill.collect.pipeline import Batch, whole_body_reject
 from gristmill.collect.service import DIALECTS, Opened, Parser, Prepared
 from gristmill.config import Settings
@@ -32,16 +33,17 @@ def source_parser(
     queue consumers): the packs' enrichment exactly as HTTP ingest fills it (a usage event's
     spend and latency bin, receive time, category, device, geo, traits), and erased subjects
     dropped here too, not only behind the API (kept current until ``stop``)."""
+    from gristmill.meta.store import MetaStore
+
     suppressed = watch_suppression(settings.meta_database_url, stop)
+    # The metadata store holds the schema version pins every collector process shares.
+    meta = MetaStore(settings.meta_database_url)
+    stack.callback(meta.close)
     traits: Traits | None = None
     if any(p.spec.enrichment.traits is not None for p in packs.values()):
-        from gristmill.meta.store import MetaStore
-
-        meta = MetaStore(settings.meta_database_url)
-        stack.callback(meta.close)
         traits = meta.traits
     enrichers = build_enrichers(packs, traits, settings.enrichment.mmdb_path)
-    return Parser(packs, settings.limits, suppressed, enrichers)
+    return Parser(packs, settings.limits, suppressed, enrichers, Pins(meta.pins))
 
 
 @dataclass(slots=True)

@@ -13,6 +13,7 @@ from sqlglot import exp
 from gristmill.pack.analytics import RollupSpec
 from gristmill.pack.models import Pack
 from gristmill.rollup import scripted
+from gristmill.rollup.delta import delta
 from gristmill.rollup.freshness import freshness_ddl, freshness_refresh
 from gristmill.rollup.spec import PREFIX, full_rebuild, refresh, rollup_ddl, rollup_table
 from gristmill.sql.ddl import column_def, create_index, create_table, table_ref
@@ -25,16 +26,23 @@ log = logging.getLogger(__name__)
 
 
 def after_insert(
-    packs: Mapping[str, Pack], dialect: str
+    packs: Mapping[str, Pack], dialect: str, mode: str = "auto"
 ) -> dict[tuple[str, str], tuple[AfterInsert, ...]]:
-    """(pack, table) -> what every load of that table also does, in its transaction."""
+    """(pack, table) -> what every load of that table also does, in its transaction.
+
+    ``mode`` picks how rollups are kept (``LoaderSettings.rollup_mode``): ``delta`` where
+    the engine defines the load's fresh rows (``caps.delta_rollups``), else recompute."""
     out: dict[tuple[str, str], tuple[AfterInsert, ...]] = {}
     if _by_merge(dialect):
         return _after_insert_by_merge(packs, dialect)
+    by_delta = mode != "recompute" and _has_delta(dialect)
+    if mode == "delta" and not by_delta:
+        raise ValueError(f"{dialect} keeps rollups by recompute only (no delta_rollups)")
+    step = delta if by_delta else refresh
     for pack in packs.values():
         for table in pack.spec.tables:
             steps = [
-                refresh(pack, name, r, dialect)
+                step(pack, name, r, dialect)
                 for name, r in pack.spec.rollups.items()
                 if r.table == table
             ]
@@ -47,6 +55,13 @@ def _by_merge(dialect: str) -> bool:
     try:
         return capabilities(dialect).upsert_by_merge
     except ValueError:  # a dialect that is no engine of the registry
+        return False
+
+
+def _has_delta(dialect: str) -> bool:
+    try:
+        return capabilities(dialect).delta_rollups
+    except ValueError:
         return False
 
 

@@ -46,7 +46,13 @@ class SchemaRegistry:
     def knows(self, event_type: str) -> bool:
         return event_type in self._latest
 
+    def latest(self, event_type: str) -> int | None:
+        """The newest version of an event type (None when the pack does not declare it)."""
+        return self._latest.get(event_type)
+
     def validate(self, event_type: str, version: int | None, properties: Any) -> Verdict:
+        """Check against ``version``; ``None`` means the newest. The collector passes the
+        source's pinned version instead of ``None`` (:mod:`gristmill.collect.pins`)."""
         latest = self._latest.get(event_type)
         if latest is None:
             return Verdict(

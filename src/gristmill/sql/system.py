@@ -39,6 +39,14 @@ OFFSETS_COLUMNS: tuple[tuple[str, Logical, bool], ...] = (
     ("offset", _I, True),
     ("updated_at", _TS, True),
 )
+QUARANTINE_ADDED: tuple[tuple[str, Logical, bool], ...] = (
+    ("body_hash", _T, False),
+    ("resends", _I, False),
+    ("last_seen_at", _TS, False),
+)
+"""The same bytes re-sent by the same source are kept once: ``resends`` counts the sendings,
+``last_seen_at`` is the newest one's receive time. Added after the table was first shipped,
+so nullable, and added to an older table when the system tables are provisioned."""
 QUARANTINE_COLUMNS: tuple[tuple[str, Logical, bool], ...] = (
     ("quarantine_id", _T, True),
     ("pack", _T, True),
@@ -53,6 +61,7 @@ QUARANTINE_COLUMNS: tuple[tuple[str, Logical, bool], ...] = (
     ("quarantined_at", _TS, True),
     ("raw", _B, True),
     ("replayed_at", _TS, False),
+    *QUARANTINE_ADDED,
 )
 QUARANTINE_INPUT = tuple(
     c for c, _, _ in QUARANTINE_COLUMNS if c not in ("quarantined_at", "replayed_at")
@@ -73,8 +82,24 @@ SYSTEM_TABLES: tuple[tuple[exp.Table, tuple[tuple[str, Logical, bool], ...]], ..
 )
 
 
+def _if_missing(cols: list[exp.ColumnDef]) -> list[exp.ColumnDef]:
+    for c in cols:
+        c.set("exists", True)  # ADD COLUMN IF NOT EXISTS
+    return cols
+
+
 def system_ddl(dialect: str = "duckdb") -> list[exp.Expr]:
+    """Create what is missing, including columns added since a table was created."""
+    added = [
+        exp.Alter(
+            this=QUARANTINE.copy(),
+            kind="TABLE",
+            actions=[col],
+        )
+        for col in _if_missing(system_columns(QUARANTINE_ADDED, dialect))
+    ]
     return [
         create_schema(SYSTEM_SCHEMA),
         *(create_table(ref, system_columns(cols, dialect)) for ref, cols in SYSTEM_TABLES),
+        *added,
     ]

@@ -120,6 +120,23 @@ TYPES: dict[str, TypeMap] = {
         },
         "ARRAY",
     ),
+    # VARCHAR alone is VARCHAR(256) on Redshift: text columns take its maximum. MD5 keys are
+    # 32 hex characters; sets are never stored (no array aggregate: see metrics/redshift_aggs).
+    "redshift": TypeMap(
+        {
+            Logical.TEXT: "VARCHAR(65535)",
+            Logical.INT64: "BIGINT",
+            Logical.FLOAT64: "DOUBLE PRECISION",
+            Logical.BOOL: "BOOLEAN",
+            Logical.TIMESTAMP: "TIMESTAMPTZ",
+            Logical.DATE: "DATE",
+            Logical.JSON: "SUPER",
+            Logical.BINARY: "VARBYTE(1024000)",
+            Logical.WIDE_INT: "DECIMAL(38, 0)",
+            Logical.KEY128: "CHAR(32)",
+        },
+        "SUPER",
+    ),
 }
 
 

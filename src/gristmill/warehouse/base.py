@@ -36,6 +36,10 @@ class Capabilities:
     """No ``ON CONFLICT``, and no tables may be created inside the load transaction (DDL
     commits it on Snowflake): rollups and freshness are kept with DELETE/INSERT and MERGE
     over the staged batch (:mod:`gristmill.rollup.scripted`)."""
+    delta_rollups: bool = False
+    """The load defines ``_gm_new`` (the rows it added, after dedupe) before the after-insert
+    steps, inside its transaction: rollups merge the batch's aggregates
+    (:mod:`gristmill.rollup.delta`) instead of recomputing touched buckets from rows."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -95,17 +95,58 @@ class SystemSQL:
                 .where(exp.column("log").eq(_ph("log")))
                 .group_by("pack", "source")
             ),
-            insert_quarantine=sql(
-                exp.insert(
-                    exp.select(*q_cols, exp.CurrentTimestamp()).from_(QUARANTINE_STAGE),
-                    QUARANTINE,
-                    columns=[
-                        exp.to_identifier(c, quoted=True)
-                        for c in (*QUARANTINE_INPUT, "quarantined_at")
-                    ],
-                )
-            ),
+            insert_quarantine=sql(merge_quarantine(q_cols)),
         )
+
+
+def merge_quarantine(values: Sequence[exp.Expr]) -> exp.Merge:
+    """Quarantine rows from the stage: a body this source already has in quarantine (not yet
+    replayed) adds its sendings to that row's ``resends`` and moves ``last_seen_at``; any other
+    body is a new row. The stage holds one row per (pack, source, body) (load/batch.py).
+    ``values`` are the staged columns of :data:`QUARANTINE_INPUT`, as stored."""
+    q, s = "q", "s"
+    on = exp.and_(
+        *(exp.column(c, q).eq(exp.column(c, s)) for c in ("pack", "source", "body_hash")),
+        exp.column("replayed_at", q).is_(exp.null()),
+    )
+    resends = exp.Coalesce(this=exp.column("resends", q), expressions=[exp.Literal.number(1)])
+    update = exp.Update(
+        expressions=[
+            exp.EQ(
+                this=exp.column("resends"),
+                expression=exp.Add(this=resends, expression=exp.column("resends", s)),
+            ),
+            exp.EQ(this=exp.column("last_seen_at"), expression=exp.column("last_seen_at", s)),
+        ]
+    )
+    cols = [*QUARANTINE_INPUT, "quarantined_at"]
+    insert = exp.Insert(
+        this=exp.Tuple(expressions=[exp.column(c, quoted=True) for c in cols]),
+        expression=exp.Tuple(
+            expressions=[
+                *(_qualified(v, s) for v in values),
+                exp.CurrentTimestamp(),
+            ]
+        ),
+    )
+    return exp.Merge(
+        this=exp.alias_(QUARANTINE.copy(), q, table=True),
+        using=exp.alias_(exp.to_table(QUARANTINE_STAGE), s, table=True),
+        on=on,
+        whens=exp.Whens(
+            expressions=[
+                exp.When(matched=True, then=update),
+                exp.When(matched=False, then=insert),
+            ]
+        ),
+    )
+
+
+def _qualified(e: exp.Expr, table: str) -> exp.Expr:
+    e = e.copy()
+    for col in e.find_all(exp.Column):
+        col.set("table", exp.to_identifier(table))
+    return e
 
 
 def settle(

@@ -18,6 +18,7 @@ ENGINES: dict[str, str] = {
     "bigquery": "gristmill.warehouse.bigquery.factory",
     "snowflake": "gristmill.warehouse.snowflake.factory",
     "clickhouse": "gristmill.warehouse.clickhouse.factory",
+    "redshift": "gristmill.warehouse.redshift.factory",
 }
 """Engine name -> factory module. A factory module is light: no driver import at top level."""
 

@@ -12,7 +12,7 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from pydantic import BaseModel, Field
@@ -28,6 +28,8 @@ from gristmill.feeds.template import Feed
 from gristmill.runtime import Runtime
 
 router = APIRouter(prefix="/dashboard/data-feeds", tags=["feeds"])
+
+DateOrderChoice = Literal["day_first", "month_first"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,8 +131,10 @@ def preview(
     file: Annotated[UploadFile, File(description="The CSV file.")],
     data_type: Annotated[str, Form()] = "sales",
     business_id: Annotated[str | None, Form()] = None,
+    date_order: Annotated[DateOrderChoice | None, Form()] = None,
 ) -> JSONResponse:
-    """Keep the upload under a token and check its first rows (``feeds.preview_rows``)."""
+    """Keep the upload under a token and check its first rows (``feeds.preview_rows``);
+    ``date_order`` previews the file read day-first or month-first."""
     limit = rt.settings.feeds.max_upload_bytes
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit + 64 * 1024:
@@ -141,7 +145,7 @@ def preview(
         tenant, caller.pack, data_type, file.filename or "upload.csv", file.file
     )
     try:
-        return JSONResponse(rt.feeds.preview(up))
+        return JSONResponse(rt.feeds.preview(up, date_order))
     except Problem:
         rt.feeds.discard(up)
         raise
@@ -154,6 +158,11 @@ class CommitBody(BaseModel):
     allow_invalid: bool = False
     """Load the valid rows and keep the invalid ones as rejects (else 422 on any)."""
     business_id: str | int | None = None
+    date_order: DateOrderChoice | None = None
+    """How ``03/04/2025`` reads, when the file does not decide it (422 without)."""
+    confirm_merges: list[str] = Field(default_factory=list, max_length=10_000)
+    """Names of the file whose proposed fuzzy match (preview ``summary.merges``) to accept."""
+    confirm_all_merges: bool = False
 
 
 @router.post("/commit", status_code=202)
@@ -174,7 +183,12 @@ def commit(body: CommitBody, rt: RuntimeDep, caller: CallerDep) -> JSONResponse:
             f"the upload is a {up.data_type!r} feed",
         )
     result = rt.feeds.commit(
-        up, auto_create_products=body.auto_create_products, allow_invalid=body.allow_invalid
+        up,
+        auto_create_products=body.auto_create_products,
+        allow_invalid=body.allow_invalid,
+        date_order=body.date_order,
+        confirm_merges=body.confirm_merges,
+        confirm_all_merges=body.confirm_all_merges,
     )
     return JSONResponse(result.as_dict(), status_code=202)
 

@@ -9,7 +9,7 @@ from the exact integer sums with Decimal, never from floats.
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated, Any, Literal
 
@@ -205,4 +205,40 @@ def trend(
     rows = _query(rt, p, SUMS, rng, grain=group_by, product_id=product_id, business_id=business_id)
     points = [{"bucket": r["bucket"], **figures(r)} for r in rows]
     body = {"success": True, "range": rng.as_dict(), "group_by": group_by, "points": points}
+    return JSONResponse(body)
+
+
+@router.get("/extent")
+def extent(
+    rt: RuntimeDep, p: PrincipalDep, business_id: str | None = None, tz: str = "UTC"
+) -> JSONResponse:
+    """The days the caller's sales cover (first, last, rows): the workbench's default custom
+    range. ``first``/``last`` are null when there is no data."""
+    pack = _pack(rt, p)
+    feed = next((f for f in rt.feeds.feeds.get(PACK, {}).values() if f.spec.into is not None), None)
+    if feed is None:
+        raise Problem(404, "not-found", "Not found", f"pack {pack.name!r} loads no facts")
+    tenant_col = feed.spec.tenant
+    if p.role == OPERATOR:
+        if business_id is None:
+            raise Problem(422, "missing-tenant", "Missing tenant", f"give {tenant_col}")
+        tenant = business_id
+    else:
+        own = p.claims.get(tenant_col)
+        if own is None or (business_id is not None and business_id != str(own)):
+            raise Problem(404, "not-found", "Not found", f"no {tenant_col} here")
+        tenant = str(own)
+    row = rt.warehouse.query(rt.feeds.tables(feed).extent(), {"tenant": tenant}).to_pylist()[0]
+    z = zone(tz)
+
+    def day(t: Any) -> str | None:
+        if t is None:
+            return None
+        if isinstance(t, datetime):
+            aware = t if t.tzinfo else t.replace(tzinfo=UTC)
+            return aware.astimezone(z).date().isoformat()
+        return str(t)[:10]
+
+    body: dict[str, Any] = {"success": True, "first": day(row["first"]), "last": day(row["last"])}
+    body["rows"] = int(row["n"] or 0)
     return JSONResponse(body)

@@ -22,12 +22,14 @@ from gristmill.core.errors import bad_request, not_found
 from gristmill.core.permissions import Permission
 from gristmill.core.subjects import Mode
 from gristmill.governance.erasure import Subject
+from gristmill.rollup import repair
 
 router = APIRouter(tags=["governance"])
 EraserDep = Annotated[Principal, Depends(require(Permission.ERASURE_WRITE))]
 ErasureReaderDep = Annotated[Principal, Depends(require(Permission.ERASURE_READ))]
 RetentionDep = Annotated[Principal, Depends(require(Permission.RETENTION_RUN))]
 RepriceDep = Annotated[Principal, Depends(require(Permission.REPRICE_RUN))]
+RollupsDep = Annotated[Principal, Depends(require(Permission.ROLLUPS_REPAIR))]
 AuditDep = Annotated[Principal, Depends(require(Permission.AUDIT_READ))]
 RetentionReaderDep = Annotated[Principal, Depends(require(Permission.PIPELINE_READ))]
 
@@ -124,6 +126,47 @@ def reprice_run(
         actor=_actor(principal),
     )
     return JSONBytes(report.as_dict())
+
+
+def _rollups(rt: RuntimeDep, principal: Principal, pack: str, rollup: str | None) -> list[str]:
+    target = rt.roles.pack_for(principal, pack)
+    names = list(target.spec.rollups)
+    if rollup is None:
+        return names
+    if rollup not in names:
+        raise not_found(f"pack {target.name!r} declares no rollup {rollup!r}")
+    return [rollup]
+
+
+@router.get("/v1/rollups/{pack}/check", summary="Compare rollups with what their rows give")
+def rollups_check(
+    rt: RuntimeDep,
+    principal: RollupsDep,
+    pack: Annotated[str, Path(max_length=64)],
+    rollup: Annotated[str | None, Query(max_length=128)] = None,
+) -> Response:
+    """Per rollup: stored and expected keys, and how many are missing, extra or different
+    (``ok`` when none); writes nothing. Loads keep rollups by delta merge or recompute; the
+    rows are the oracle."""
+    target = rt.roles.pack_for(principal, pack)
+    names = _rollups(rt, principal, pack, rollup)
+    items = [repair.check(rt.warehouse, target, n).as_dict() for n in names]
+    return JSONBytes({"pack": target.name, "items": items})
+
+
+@router.post("/v1/rollups/{pack}/rebuild", summary="Rebuild rollups from their rows")
+def rollups_rebuild(
+    rt: RuntimeDep,
+    principal: RollupsDep,
+    pack: Annotated[str, Path(max_length=64)],
+    rollup: Annotated[str | None, Query(max_length=128)] = None,
+) -> Response:
+    """Replace each rollup with what its rows give (one transaction per rollup where the engine
+    has them); audited. The repair path after a suspected drift, or after editing rows by hand."""
+    target = rt.roles.pack_for(principal, pack)
+    names = _rollups(rt, principal, pack, rollup)
+    items = [{"rollup": n, "rows": repair.rebuild(rt.warehouse, target, n)} for n in names]
+    return JSONBytes({"pack": target.name, "items": items})
 
 
 def _aware(t: datetime | None) -> datetime | None:

@@ -140,6 +140,8 @@ async def handle(
             return fail(over)
 
     header = token_from_headers(headers.get("authorization"))
+    if header is not None and (why := rt.keys.refusal(header)) is not None:
+        return fail(unauthorized(why))
     principal = who(header)
     if principal is None and (header is not None or not d.body_key):
         return fail(missing())

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
 from gristmill.api.deps import RuntimeDep, require
 from gristmill.api.responses import JSONBytes, problem_response
 from gristmill.auth.permissions import Principal
-from gristmill.core.clock import MICROS, iso, now_us
-from gristmill.core.errors import Problem
+from gristmill.core.clock import MICROS, from_datetime, iso, now_us
+from gristmill.core.durations import format_duration, parse_duration
+from gristmill.core.errors import Problem, bad_request
 from gristmill.core.permissions import Permission
+from gristmill.load.quarantine_stats import source_quarantine
 from gristmill.load.trace import trace_event
 
 router = APIRouter(tags=["operations"])
+DEFAULT_WINDOW = timedelta(hours=1)
+MIN_WINDOW, MAX_WINDOW = timedelta(minutes=1), timedelta(days=31)
 
 
 @router.get("/healthz", summary="Liveness")
@@ -61,15 +66,37 @@ def metrics(request: Request, rt: RuntimeDep) -> Response:
     return Response(generate_latest(request.app.state.prometheus), media_type=CONTENT_TYPE_LATEST)
 
 
-def pipeline_stats(rt: RuntimeDep, pack: str | None = None) -> dict[str, Any]:
-    """The operator sees every pack; a pack role only its own pack's sources."""
+def pipeline_stats(
+    rt: RuntimeDep, pack: str | None = None, window: timedelta = DEFAULT_WINDOW
+) -> dict[str, Any]:
+    """The operator sees every pack; a pack role only its own pack's sources.
+
+    ``sources`` holds each source's quarantine rate and last reasons over ``window`` (what
+    the dashboard shows); ``balances`` the all-time conservation per source."""
     c = rt.conservation()
     if pack is not None:
         c = c.only_pack(pack)
     st = rt.loader.stats
     oldest = c.log.oldest_pending_received_at if pack is None else c.log.oldest_pending.get(pack)
+    conserved = c.as_dict()
+    conserved["balances"] = conserved.pop("sources")
+    registries = rt.collector.registries
     return {
-        **c.as_dict(),
+        **conserved,
+        "window": format_duration(window),
+        "sources": source_quarantine(rt.warehouse, window, datetime.now(UTC), pack),
+        "schema_pins": [
+            {
+                "pack": p.pack,
+                "source": p.source,
+                "event_type": p.event_type,
+                "version": p.version,
+                "newest": registries[p.pack].latest(p.event_type) if p.pack in registries else None,
+                "pinned_at": iso(from_datetime(p.pinned_at)),
+                "pinned_by": p.pinned_by,
+            }
+            for p in rt.meta.pins.list(pack)
+        ],
         "load_lag_seconds": 0.0 if oldest is None else max(0.0, (now_us() - oldest) / MICROS),
         "loader": {
             "running": rt.loader.alive,
@@ -101,5 +128,19 @@ def trace(
 def stats(
     rt: RuntimeDep,
     principal: Annotated[Principal, Depends(require(Permission.PIPELINE_READ))],
+    window: Annotated[
+        str,
+        Query(
+            pattern=r"^[0-9]+[smhdwy]$",
+            max_length=12,
+            description="Span of the per-source quarantine rates: 1m to 31d, e.g. 1h, 7d.",
+        ),
+    ] = "1h",
 ) -> Response:
-    return JSONBytes(pipeline_stats(rt, principal.pack))
+    try:
+        span = parse_duration(window)
+    except ValueError as exc:
+        raise bad_request("invalid-window", str(exc)) from exc
+    if not MIN_WINDOW <= span <= MAX_WINDOW:
+        raise bad_request("invalid-window", f"window must be between 1m and 31d, not {window}")
+    return JSONBytes(pipeline_stats(rt, principal.pack, span))

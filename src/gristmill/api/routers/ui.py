@@ -8,34 +8,42 @@ package, so the dashboard works without network access.
 
 from __future__ import annotations
 
-import html
+from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlencode
+from zoneinfo import available_timezones
 
 import orjson
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Query, Request
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
 from gristmill.api.deps import RuntimeDep
+from gristmill.api.routers.ui_format import words
+from gristmill.api.routers.ui_ops import feeds_link, operator_panels
+from gristmill.api.routers.ui_ops import router as ops_router
 from gristmill.api.routers.ui_panels import (
-    breakdown_panel,
-    fmt,
-    label,
+    PANELS,
+    Span,
+    kpis_panel,
     path_values,
-    reliability_panel,
 )
-from gristmill.api.routers.views import answer_view
+from gristmill.api.routers.view_kinds import parse_when
 from gristmill.auth.keys import token_from_headers
 from gristmill.auth.permissions import OPERATOR, Principal
 from gristmill.auth.sessions import COOKIE
 from gristmill.core.errors import Problem
-from gristmill.core.permissions import Permission
+from gristmill.metrics.timerange import zone
+from gristmill.pack.analytics import ViewSpec
+from gristmill.pack.models import Pack
 from gristmill.runtime import Runtime
 from gristmill.web import TEMPLATES
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
+router.include_router(ops_router)
 
 
 def _plotly_js() -> Path:
@@ -53,7 +61,9 @@ def _caller(rt: Runtime, request: Request) -> Principal | None:
     return session if session is not None and rt.keys.still_valid(session) else None
 
 
-PANEL_KINDS = frozenset({"kpis", "breakdown", "reliability"})
+PANEL_KINDS = frozenset({"kpis", "breakdown", "reliability", "lifecycle", "track"})
+ZONES = sorted(z for z in available_timezones() if "/" in z and not z.startswith("Etc/"))
+"""The time-zone picker's list: IANA region/city names (the API takes any it knows)."""
 
 
 def _script_json(data: Any) -> str:
@@ -61,119 +71,136 @@ def _script_json(data: Any) -> str:
     return orjson.dumps(data).decode().replace("</", "<\\/").replace("\u2028", "\\u2028")
 
 
+def _span(preset: str | None, tz: str, start: str, end: str) -> tuple[Span, str | None]:
+    """The page's range; a bad zone or date falls back to UTC / the preset, with a message."""
+    try:
+        zone(tz)
+    except Problem as p:
+        return Span(preset, None, None, "UTC"), p.detail
+    if not start and not end:
+        return Span(preset, None, None, tz), None
+    try:
+        s, e = parse_when(start, tz, end=False), parse_when(end, tz, end=True)
+    except Problem as p:
+        return Span(preset, None, None, tz), p.detail
+    if s is None or e is None or s >= e:
+        return Span(preset, None, None, tz), "give a start date on or before the end date"
+    return Span(None, s, e, tz), None
+
+
+def _link(query: Mapping[str, str], **changes: str | None) -> str:
+    """This page's query string with ``changes`` (None drops a key): preset links keep the
+    zone and the chosen organisation."""
+    out = {k: v for k, v in query.items() if k not in changes}
+    out.update({k: v for k, v in changes.items() if v is not None})
+    return urlencode(out)
+
+
+def _view_title(pack: Pack, name: str, view: ViewSpec, principal: Principal) -> str:
+    """The pack's own wording for the roles a view is written for ("Your store" for a
+    vendor); anyone else sees it through (an operator) and gets a neutral name instead."""
+    if principal.role in view.roles:
+        return view.title or words(name)
+    return f"{words(name)} ({' / '.join(view.roles)} view, every tenant)"
+
+
+def _heading(principal: Principal, packs: list[Pack]) -> str:
+    if principal.role == OPERATOR:
+        return "Operations · " + (packs[0].spec.title if len(packs) == 1 else "every pack")
+    pack = packs[0]
+    role = pack.spec.roles.get(principal.role)
+    scoped = [principal.claims.get(c) for c in (role.scope.values() if role else [])]
+    if any(scoped):
+        return f"{pack.spec.title} · " + ", ".join(str(v) for v in scoped if v)
+    return f"{pack.spec.title} · {principal.role.replace('_', ' ')}"
+
+
+def _panels(
+    rt: Runtime, principal: Principal, pack: Pack, span: Span, query: Mapping[str, str]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    views: list[dict[str, Any]] = []
+    charts: list[dict[str, Any]] = []
+    for name, view in pack.spec.views.items():
+        if view.kind not in PANEL_KINDS:  # events, aggregations … are APIs only
+            continue
+        if principal.role != OPERATOR and principal.role not in view.roles:
+            continue
+        title = _view_title(pack, name, view, principal)
+        path: dict[str, str] | None = {}
+        if view.kind != "kpis":
+            path = path_values(pack, view, principal, query)
+            if path is None:
+                views.append({"name": name, "title": title, "pick": list(view.path)})
+                continue
+        try:
+            if view.kind == "kpis":
+                panel, more = kpis_panel(rt, principal, pack, name, view, span)
+            else:
+                build = PANELS[view.kind]
+                panel, more = build(rt, principal, pack, name, view, path or {}, span)
+        except Problem as p:
+            views.append({"name": name, "title": title, "error": p.detail})
+            continue
+        panel["title"] = title + (" · " + ", ".join(path.values()) if path else "")
+        views.append(panel)
+        charts += more
+    return views, charts
+
+
 @router.get("")
 def dashboard(
-    request: Request, rt: RuntimeDep, preset: str | None = None, tz: str = "UTC"
+    request: Request,
+    rt: RuntimeDep,
+    preset: str | None = None,
+    tz: str = "UTC",
+    start: str = "",
+    end: str = "",
+    every: Annotated[int, Query(ge=5, le=3600)] = 60,
 ) -> Response:
+    """The dashboard. Everything it shows is in the query string (``preset`` or
+    ``start``/``end`` dates, ``tz``, route parameters such as ``orgId``), so a link to it
+    shows the same range to whoever opens it; ``every`` is the auto-refresh period (s)."""
     principal = _caller(rt, request)
     if principal is None or principal.role == "writer":
         return RedirectResponse("/ui/login", status_code=303)
+    span, problem = _span(preset or None, tz, start, end)
+    packs = [p for p in rt.packs.values() if principal.pack in (None, p.name)]
     views: list[dict[str, Any]] = []
     charts: list[dict[str, Any]] = []
     presets = ["7d", "30d", "90d"]
     wm = None
-    for pack in rt.packs.values():
-        if principal.pack not in (None, pack.name):
-            continue
+    for pack in packs:
         wm = rt.watermark(pack.name)
-        for name, view in pack.spec.views.items():
-            if view.kind not in PANEL_KINDS:  # events, aggregations … are APIs only
-                continue
-            if principal.role != OPERATOR and principal.role not in view.roles:
-                continue
-            chosen = preset if preset in view.presets else view.default_preset
-            presets = view.presets
-            if view.kind != "kpis":
-                path = path_values(pack, view, principal, request.query_params)
-                if path is None:
-                    views.append(
-                        {"name": name, "title": view.title or name, "pick": list(view.path)}
-                    )
-                    continue
-                build = breakdown_panel if view.kind == "breakdown" else reliability_panel
-                try:
-                    panel, more = build(rt, principal, pack, name, view, path, chosen)
-                except Problem as p:
-                    panel = {"name": name, "title": view.title or name, "error": p.detail}
-                    more = []
-                views.append(panel)
-                charts += more
-                continue
-            try:
-                body = answer_view(
-                    rt,
-                    principal,
-                    pack,
-                    name,
-                    view,
-                    preset=chosen,
-                    tz=tz,
-                    start=None,
-                    end=None,
-                    debug=False,
-                )
-            except Problem as p:
-                text = html.escape(f"{p.title}: {p.detail}")
-                return HTMLResponse(f"<p>{text}</p>", status_code=p.status)
-            units = {m: pack.spec.metrics[m].unit for m in view.kpis}
-            kpis = [
-                {
-                    "name": k,
-                    "label": label(k),
-                    "raw": body["kpis"].get(k),
-                    "text": fmt(body["kpis"].get(k), units[k]),
-                }
-                for k in view.kpis
-            ]
-            for metric in view.series.metrics if view.series else []:
-                pts = body["series"]["points"]
-                money = pack.spec.metrics[metric].unit == "cents"
-                charts.append(
-                    {
-                        "id": f"chart-{name}-{metric}",
-                        "title": label(metric),
-                        "x": [p["bucket"] for p in pts],
-                        "y": [
-                            (p[metric] / 100 if money and p[metric] is not None else p[metric])
-                            for p in pts
-                        ],
-                        "kind": "bar" if pack.spec.metrics[metric].type == "count" else "scatter",
-                        "money": money,
-                    }
-                )
-            views.append(
-                {
-                    "name": name,
-                    "title": view.title or name,
-                    "range": body["range"],
-                    "kpis": kpis,
-                    "charts": [{"metric": m} for m in (view.series.metrics if view.series else [])],
-                    "preset": chosen,
-                }
-            )
-    conservation = None
-    retention: dict[str, Any] | None = None
-    if rt.roles.allows(principal, Permission.PIPELINE_READ):
-        conservation = rt.conservation()
-        if principal.pack is not None:
-            conservation = conservation.only_pack(principal.pack)
-        retention = rt.governance.retention_status()
-        retention["categories"] = [
-            c for c in retention["categories"] if principal.pack in (None, c["pack"])
-        ]
+        got, more = _panels(rt, principal, pack, span, request.query_params)
+        views += got
+        charts += more
+        presets = next(
+            (v.presets for v in pack.spec.views.values() if v.kind in PANEL_KINDS), presets
+        )
+    ops = operator_panels(rt, principal)
     page = env.get_template("dashboard.html").render(
+        heading=_heading(principal, packs) if packs else "Gristmill",
         views=views,
         charts_json=_script_json(charts),
         presets=presets,
-        preset=next((v["preset"] for v in views if "preset" in v), None),
+        preset=None
+        if span.start
+        else (span.preset or next((v["preset"] for v in views if v.get("preset")), None)),
+        span=span,
+        start=start if span.start else "",
+        end=end if span.start else "",
+        problem=problem,
+        zones=ZONES,
         query=dict(request.query_params),
-        tz=tz,
+        link=partial(_link, request.query_params),
+        refresh_ms=every * 1000,
+        tz=span.tz,
         freshness=(wm.as_dict() if wm else {"as_of": "", "lag_seconds": 0.0}),
-        conservation=conservation,
-        retention=retention,
+        feeds_link=feeds_link(rt, principal),
         who=f"{principal.role}" + (f" · {principal.pack}" if principal.pack else ""),
+        **ops,
     )
-    return HTMLResponse(page)
+    return HTMLResponse(page, status_code=400 if problem else 200)
 
 
 @router.get("/login")

@@ -71,13 +71,19 @@ def request_filters(allowed: Sequence[str], query: Mapping[str, str]) -> list[st
 
 
 def freshness_block(
-    rt: Runtime, pack: Pack, view: ViewSpec, path: Mapping[str, str]
+    rt: Runtime,
+    pack: Pack,
+    view: ViewSpec,
+    path: Mapping[str, str],
+    tables: set[str | None] | None = None,
 ) -> dict[str, Any]:
     """Newest event and load of the rows this answer reads (the path's tenant when there is
-    one), the pipeline's lag, and ``stale`` past the pack's budget."""
+    one), the pipeline's lag, and ``stale`` past the pack's budget. ``tables``: those the
+    answer reads, when not the tables of the view's metrics."""
     wm = rt.watermark(pack.name)
     scope = {col: path[param] for param, col in view.path.items()}
-    tables = {pack.spec.metrics[m].table for m in view.metric_names()}
+    if tables is None:
+        tables = {pack.spec.metrics[m].table for m in view.metric_names()}
     rows = [
         r
         for r in list_freshness(rt.warehouse, [pack.name], scope or None, wm)

@@ -18,6 +18,7 @@ from gristmill.api.deps import PrincipalDep, RuntimeDep
 from gristmill.api.query import debug_allowed, metric_query, time_range
 from gristmill.api.responses import JSONBytes
 from gristmill.api.routers.view_breakdown import Ask, answer_breakdown, answer_reliability
+from gristmill.api.routers.view_entities import answer_lifecycle, answer_track
 from gristmill.api.routers.view_kinds import (
     RealtimeCache,
     answer_aggregations,
@@ -114,7 +115,11 @@ def _handler(pack: Pack, name: str, view: ViewSpec) -> Callable[..., Response]:
         rt: RuntimeDep,
         principal: Annotated[Principal, Depends(_allowed(pack, name, view))],
         preset: Annotated[
-            str | None, Query(description=f"One of {', '.join(view.presets)}.")
+            str | None,
+            Query(
+                description=f"One of {', '.join(view.presets)}.",
+                json_schema_extra={"enum": [*view.presets, None]},
+            ),
         ] = None,
         tz: Annotated[str, Query(description="IANA time zone.")] = "UTC",
         start: Annotated[datetime | None, Query(include_in_schema=view.allow_range)] = None,
@@ -302,6 +307,44 @@ def _series_handler(pack: Pack, name: str, view: ViewSpec) -> Callable[..., Resp
     return with_path(view.path, handle)
 
 
+def _entity_handler(pack: Pack, name: str, view: ViewSpec) -> Callable[..., Response]:
+    """Lifecycle and track views: the breakdown's parameters; ``stale_minutes`` for a track,
+    and a lifecycle's buckets default to its pack's zone."""
+    spec = view.lifecycle or view.track
+    assert spec is not None
+    is_track = view.track is not None
+    default_tz = view.lifecycle.tz if view.lifecycle is not None else "UTC"
+    grains = view.lifecycle.grains if view.lifecycle is not None else []
+
+    def handle(
+        request: Request,
+        rt: RuntimeDep,
+        principal: Annotated[Principal, Depends(_allowed(pack, name, view))],
+        path: dict[str, str],
+        preset: Annotated[str | None, Query(description=", ".join(view.presets))] = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        tz: Annotated[str, Query(description="IANA time zone of the buckets.")] = default_tz,
+        grain: Annotated[
+            str | None, Query(description=" | ".join(grains), include_in_schema=not is_track)
+        ] = None,
+        stale_minutes: Annotated[
+            str | None,
+            Query(
+                description="Minutes without a ping that make an entity stale.",
+                include_in_schema=is_track,
+            ),
+        ] = None,
+    ) -> Response:
+        ask = Ask(path, dict(request.query_params), grain, preset, start, end, tz)
+        if is_track:
+            return JSONBytes(answer_track(rt, principal, pack, view, ask, stale_minutes))
+        return JSONBytes(answer_lifecycle(rt, principal, pack, view, ask))
+
+    handle.__doc__ = f"Filters by name (query parameters): {', '.join(spec.filters) or 'none'}."
+    return with_path(view.path, handle)
+
+
 HANDLERS = {
     "kpis": lambda pack, name, view: _handler(pack, name, view),
     "events": _events_handler,
@@ -310,6 +353,8 @@ HANDLERS = {
     "sync_status": _sync_handler,
     "breakdown": _series_handler,
     "reliability": _series_handler,
+    "lifecycle": _entity_handler,
+    "track": _entity_handler,
 }
 
 

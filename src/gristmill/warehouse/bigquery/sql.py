@@ -32,7 +32,7 @@ from gristmill.sql.system import LOADS, SYSTEM_SCHEMA, system_ddl
 from gristmill.sql.types import Logical, logical, sql_type
 from gristmill.warehouse.bigquery.factory import DIALECT
 from gristmill.warehouse.common import stored_columns
-from gristmill.warehouse.plan import table_retention
+from gristmill.warehouse.provision.contract import table_retention
 
 BATCH = "_gm_batch"
 QUARANTINE_STAGE = "_gm_q"

@@ -166,8 +166,12 @@ class DuckDBWarehouse:
                             _run(cur, st.remember_fresh)
                             _run(cur, st.insert_fresh)
                             by_source = _run(cur, st.count_fresh)
+                        if rows.after:
+                            _run(cur, st.new_all if repeats == 0 else st.new_fresh)
                         for after in rows.after:
                             self._after_insert(cur, after)
+                        if rows.after:
+                            _run(cur, LoadStatements.DROP_NEW)
                     finally:
                         cur.unregister(BATCH)
                     for source, n in by_source:

@@ -23,6 +23,7 @@ CAPABILITIES = Capabilities(
     native_partitioning=False,
     native_clustering=False,
     json_type=True,
+    delta_rollups=True,
 )
 
 

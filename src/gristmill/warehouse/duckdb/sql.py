@@ -24,6 +24,7 @@ BATCH = "_gm_batch"
 DEDUPE_TABLE = "_gm_dedupe"
 KEYS = "_gm_keys"
 SEEN = "_gm_seen"
+NEW = "_gm_new"
 UNIT_SEPARATOR = "\x1f"
 
 
@@ -80,6 +81,16 @@ def _temp(name: str, query: exp.Query) -> str:
     ).sql(DIALECT)
 
 
+def _view(name: str, query: exp.Query) -> str:
+    return exp.Create(
+        this=exp.to_table(name),
+        kind="VIEW",
+        replace=True,
+        properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
+        expression=query,
+    ).sql(DIALECT)
+
+
 def _not_seen(key: exp.Expr) -> exp.Expr:
     return exp.Not(this=exp.In(this=key, query=exp.select("k").from_(SEEN).subquery()))
 
@@ -95,7 +106,13 @@ class LoadStatements:
     remember_fresh: str
     insert_fresh: str
     count_fresh: str
+    new_all: str
+    """View ``_gm_new``: the rows this load added (:mod:`gristmill.rollup.delta`) when
+    nothing repeated."""
+    new_fresh: str
+    """View ``_gm_new`` when some keys repeated: the fresh rows only."""
 
+    DROP_NEW = exp.Drop(tables=[exp.to_table(NEW)], kind="VIEW", exists=True).sql(DIALECT)
     DROP = tuple(
         exp.Drop(tables=[exp.to_table(t)], kind="TABLE", exists=True).sql(DIALECT)
         for t in (KEYS, SEEN)
@@ -118,6 +135,9 @@ class LoadStatements:
         )
         remember = exp.select("_k", "received_at").from_(KEYS)
         rows = exp.select(*select_cols).from_(BATCH)
+        named = exp.select(
+            *[exp.alias_(e.copy(), c, quoted=True) for e, c in zip(select_cols, cols, strict=True)]
+        ).from_(BATCH)
         return cls(
             keys=_temp(KEYS, keys),
             seen=_temp(SEEN, seen),
@@ -138,4 +158,6 @@ class LoadStatements:
             .where(_not_seen(exp.column("_k")))
             .group_by("source")
             .sql(DIALECT),
+            new_all=_view(NEW, named),
+            new_fresh=_view(NEW, named.where(_not_seen(dedupe_key()))),
         )

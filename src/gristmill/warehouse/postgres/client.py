@@ -235,8 +235,14 @@ class PostgresWarehouse:
                     else:
                         cur.execute(st.insert_fresh)
                         by_source = cur.execute(st.count_fresh).fetchall()
+                    if rows.after:
+                        every = sum(n for _, n in by_source) == rows.rows.num_rows
+                        for s in st.new_all if every else st.new_fresh:
+                            cur.execute(s)
                     for after in rows.after:
                         self._after_insert(cur, after)
+                    if rows.after:
+                        cur.execute(LoadStatements.DROP_NEW)
                     for source, n in by_source:
                         fresh[(rows.pack.name, str(source))] += int(n)
                 if batch.quarantine is not None and batch.quarantine.num_rows:

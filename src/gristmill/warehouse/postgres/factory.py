@@ -24,6 +24,7 @@ CAPABILITIES = Capabilities(
     json_type=True,
     max_identifier_length=63,
     secondary_indexes=True,
+    delta_rollups=True,
 )
 
 

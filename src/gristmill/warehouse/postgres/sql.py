@@ -34,6 +34,7 @@ from gristmill.warehouse.postgres.factory import DIALECT
 BATCH = "_gm_batch"
 KEYS = "_gm_keys"
 FRESH = "_gm_fresh"
+NEW = "_gm_new"
 DEDUPE_TABLE = "_gm_dedupe"
 UNIT_SEPARATOR = "\x1f"
 MAX_IDENT = 63
@@ -211,6 +212,22 @@ def _temp(name: str, query: exp.Query) -> list[str]:
     ]
 
 
+def _view(name: str, query: exp.Query) -> list[str]:
+    """A temp view, dropped first: its columns differ per pack table (OR REPLACE cannot
+    drop columns)."""
+    return [
+        sql(exp.Drop(tables=[exp.to_table(name)], kind="VIEW", exists=True)),
+        sql(
+            exp.Create(
+                this=exp.to_table(name),
+                kind="VIEW",
+                properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
+                expression=query,
+            )
+        ),
+    ]
+
+
 _ARROW_TYPES: dict[str, Logical] = {
     "string": Logical.TEXT,
     "large_string": Logical.TEXT,
@@ -247,6 +264,13 @@ class LoadStatements:
     insert_all: str
     insert_fresh: str
     count_fresh: str
+    new_all: list[str]
+    """View ``_gm_new``: the rows this load added (:mod:`gristmill.rollup.delta`) when every
+    key was fresh."""
+    new_fresh: list[str]
+    """View ``_gm_new`` when some keys repeated: the fresh rows only."""
+
+    DROP_NEW = exp.Drop(tables=[exp.to_table(NEW)], kind="VIEW", exists=True).sql(DIALECT)
 
     @classmethod
     def build(cls, pack: Pack, table: str) -> LoadStatements:
@@ -272,6 +296,12 @@ class LoadStatements:
         returning.set("returning", exp.Returning(expressions=[exp.column("k", quoted=True)]))
         remember = exp.insert(exp.select("k").from_("ins"), FRESH).with_("ins", as_=returning)
         is_fresh = exp.In(this=dedupe_key(), query=exp.select("k").from_(FRESH).subquery())
+        named = exp.select(
+            *[
+                exp.alias_(e, c, quoted=True)
+                for e, c in zip(stored_columns(types, DIALECT), types, strict=True)
+            ]
+        ).from_(BATCH)
         return cls(
             keys=_temp(KEYS, keys),
             remember=[
@@ -298,4 +328,6 @@ class LoadStatements:
                 .where(exp.In(this=exp.column("_k"), query=exp.select("k").from_(FRESH).subquery()))
                 .group_by("source")
             ),
+            new_all=_view(NEW, named),
+            new_fresh=_view(NEW, named.where(is_fresh.copy())),
         )

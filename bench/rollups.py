@@ -1,0 +1,171 @@
+"""Issue 14 figures: delta rollups against recompute, in the same run, on the same data.
+
+One DuckDB warehouse is filled with ``base`` events over 90 days (SQL generator of
+bench/analytics.py) and its rollups built; the data directory is copied, and each copy loads
+the same 1M new events through the real collector and loader — once with
+``rollup_mode=recompute`` (every touched bucket rebuilt from rows, the previous behaviour) and
+once with ``delta`` (the batch's aggregates merged into the rollup). Two shapes: events in time
+order (the last hour) and late events spread over the last three days, which is where recompute
+hurts (each load re-reads three days of rows). The time spent in the load transaction's
+after-insert steps (rollups + freshness) is measured by wrapping the warehouse's hook; the two
+copies' rollups are compared row for row afterwards.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+from sqlglot import exp
+
+from bench.analytics import BUYERS, VENDORS, _fill
+from bench.common import PACKS
+from gristmill.config import LoaderSettings, Settings
+from gristmill.rollup.spec import full_rebuild, rollup_table
+from gristmill.runtime import Runtime
+from gristmill.warehouse.duckdb import client as duck
+
+MODES = ("recompute", "delta")
+
+
+def _settings(data: Path, mode: str) -> Settings:
+    return Settings(
+        data_dir=data,
+        packs_dir=PACKS,
+        packs=["marketplace"],
+        loader=LoaderSettings(rollup_mode=mode),  # type: ignore[arg-type]
+    )
+
+
+def _events(n: int, spread_s: float, now: float, prefix: str) -> list[bytes]:
+    """``n`` order events as 1,000-event request bodies, the same for every mode."""
+    rng = random.Random(7)
+    bodies, batch = [], []
+    for i in range(n):
+        ts = (
+            now - spread_s + spread_s * i / n if spread_s <= 3600 else now - rng.random() * spread_s
+        )
+        batch.append(
+            {
+                "event_id": f"{prefix}-{i}",
+                "event_type": "order_created",
+                "schema_version": 1,
+                "occurred_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)),
+                "properties": {
+                    "order_id": f"{prefix}{i}",
+                    "store_id": f"s_{rng.randrange(BUYERS):04d}",
+                    "vendor_store_id": f"v_{rng.randrange(VENDORS):03d}",
+                    "amount_cents": rng.randrange(100, 100_000),
+                },
+            }
+        )
+        if len(batch) == 1000:
+            bodies.append(orjson.dumps(batch))
+            batch = []
+    if batch:
+        bodies.append(orjson.dumps(batch))
+    return bodies
+
+
+def _load(rt: Runtime, bodies: list[bytes]) -> dict[str, float]:
+    spent = [0.0]
+    real = duck.DuckDBWarehouse._after_insert
+
+    def timed(cur: Any, after: Any) -> None:
+        t0 = time.perf_counter()
+        real(cur, after)
+        spent[0] += time.perf_counter() - t0
+
+    duck.DuckDBWarehouse._after_insert = staticmethod(timed)  # type: ignore[method-assign,assignment]
+    try:
+        t0 = time.perf_counter()
+        for body in bodies:
+            p = rt.collector.prepare(pack="marketplace", source="bench", dialect="native", raw=body)
+            rt.collector.submit_sync(p)
+        rt.loader.drain(timeout_s=3600)
+        total = time.perf_counter() - t0
+    finally:
+        duck.DuckDBWarehouse._after_insert = real  # type: ignore[method-assign]
+    return {"after_insert_s": round(spent[0], 2), "collect_and_load_s": round(total, 2)}
+
+
+def _snapshot(rt: Runtime) -> list[tuple[Any, ...]]:
+    pack = rt.packs["marketplace"]
+    out = []
+    for name in pack.spec.rollups:
+        rows = rt.warehouse.query(exp.select("*").from_(rollup_table(pack, name))).to_pylist()
+        for r in rows:
+            vals = tuple(
+                (tuple(sorted(v)) or None) if isinstance(v, list) else v for v in r.values()
+            )
+            out.append((name, *vals))
+    return sorted(out, key=repr)
+
+
+def run(base: int, late: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"base_events": base, "new_events": late, "shapes": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        seed = Path(tmp) / "seed"
+        rt = Runtime(_settings(seed, "recompute"))
+        try:
+            end_us = int(time.time() * 1_000_000) - 3_600_000_000
+            t0 = time.perf_counter()
+            _fill(rt, base, end_us)
+            pack = rt.packs["marketplace"]
+            for name, r in pack.spec.rollups.items():
+                for stmt in full_rebuild(pack, name, r):
+                    rt.warehouse.execute(stmt)
+            out["fill_and_rebuild_s"] = round(time.perf_counter() - t0, 1)
+        finally:
+            rt.stop()
+        now = time.time()
+        for shape, spread in (("in_order_1h", 3600.0), ("late_3d", 3 * 86400.0)):
+            bodies = _events(late, spread, now, shape)
+            row: dict[str, Any] = {}
+            snaps = []
+            for mode in MODES:
+                data = Path(tmp) / f"{shape}-{mode}"
+                shutil.copytree(seed, data)
+                rt = Runtime(_settings(data, mode))
+                try:
+                    row[mode] = _load(rt, bodies)
+                    snaps.append(_snapshot(rt))
+                finally:
+                    rt.stop()
+                shutil.rmtree(data)
+            row["rollups_equal"] = snaps[0] == snaps[1]
+            row["after_insert_speedup"] = round(
+                row["recompute"]["after_insert_s"] / max(row["delta"]["after_insert_s"], 1e-9), 1
+            )
+            out["shapes"][shape] = row
+            print("rollups", shape, row, flush=True)
+    return out
+
+
+def render(results: dict[str, Any]) -> str:
+    r = results["rollups"]
+    lines = [
+        f"Run {results['when']} on {results['machine']['cores']} cores.",
+        "",
+        f"DuckDB, {r['base_events']:,} events already loaded (90 days; filled and rolled up in "
+        f"{r['fill_and_rebuild_s']} s), then {r['new_events']:,} new order events through the "
+        "real collector and loader into a copy of that warehouse per mode. *Rollup step*: time "
+        "inside the load transactions' after-insert steps (both rollups and freshness).",
+        "",
+        "| new events | recompute: rollup step / collect+load | delta: rollup step / "
+        "collect+load | rollup step speedup | rollups identical |",
+        "|---|---|---|---|---|",
+    ]
+    for shape, row in r["shapes"].items():
+        rc, dl = row["recompute"], row["delta"]
+        lines.append(
+            f"| {shape.replace('_', ' ')} | {rc['after_insert_s']} s / {rc['collect_and_load_s']} s"
+            f" | {dl['after_insert_s']} s / {dl['collect_and_load_s']} s | "
+            f"{row['after_insert_speedup']}x | {'yes' if row['rollups_equal'] else 'NO'} |"
+        )
+    return "\n".join(lines)

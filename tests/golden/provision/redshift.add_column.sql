@@ -1,0 +1,1 @@
+ALTER TABLE "marketplace"."marketplace_events" ADD COLUMN "amount_cents" BIGINT;

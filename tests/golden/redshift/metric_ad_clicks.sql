@@ -1,0 +1,1 @@
+SELECT SUM(ad_clicks__n) AS "ad_clicks" FROM (SELECT SUM(ad_clicks__n) AS ad_clicks__n FROM "marketplace"."_gm_rollup_ads_hourly" WHERE "bucket" >= %(p0)s AND "bucket" < %(p1)s UNION ALL SELECT COUNT(CASE WHEN "event_type" = 'ad_click' THEN 1 END) AS ad_clicks__n FROM "marketplace"."ad_events" WHERE "occurred_at" >= %(p2)s AND "occurred_at" < %(p3)s) AS u;

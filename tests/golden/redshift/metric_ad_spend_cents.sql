@@ -1,0 +1,1 @@
+SELECT SUM(ad_spend_cents__sum) AS "ad_spend_cents" FROM (SELECT SUM(ad_spend_cents__sum) AS ad_spend_cents__sum FROM "marketplace"."_gm_rollup_ads_hourly" WHERE "bucket" >= %(p0)s AND "bucket" < %(p1)s UNION ALL SELECT SUM("cost_cents") AS ad_spend_cents__sum FROM "marketplace"."ad_events" WHERE "occurred_at" >= %(p2)s AND "occurred_at" < %(p3)s) AS u;

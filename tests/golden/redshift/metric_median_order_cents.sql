@@ -1,0 +1,1 @@
+SELECT PERCENTILE_CONT(0.5) WITHIN GROUP (ORDER BY CASE WHEN "event_type" = 'order_created' THEN "amount_cents" END) AS "median_order_cents" FROM "marketplace"."marketplace_events" WHERE "occurred_at" >= %(p0)s AND "occurred_at" < %(p1)s;

@@ -1,0 +1,1 @@
+SELECT SUM(orders__n) AS "orders" FROM (SELECT SUM(orders__n) AS orders__n FROM "marketplace"."_gm_rollup_marketplace_hourly" WHERE "bucket" >= %(p0)s AND "bucket" < %(p1)s UNION ALL SELECT COUNT(CASE WHEN "event_type" = 'order_created' THEN 1 END) AS orders__n FROM "marketplace"."marketplace_events" WHERE "occurred_at" >= %(p2)s AND "occurred_at" < %(p3)s) AS u;

@@ -1,0 +1,8 @@
+SELECT 1 FROM "_gristmill"."loads" WHERE "batch_id" = %(b)s LIMIT 1;
+INSERT INTO "_gristmill"."loads" VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, GETDATE());
+DELETE FROM "_gristmill"."offsets" WHERE "log" = %(log)s AND "grp" = %(grp)s;
+INSERT INTO "_gristmill"."offsets" VALUES (%(log)s, %(grp)s, %(off)s, GETDATE());
+SELECT "offset" FROM "_gristmill"."offsets" WHERE "log" = %(log)s AND "grp" = %(grp)s;
+SELECT "pack", "source", SUM("loaded"), SUM("duplicates"), SUM("quarantined") FROM "_gristmill"."loads" WHERE "log" = %(log)s GROUP BY "pack", "source";
+MERGE INTO "_gristmill"."quarantine" USING "_gm_q" AS "s" ON "quarantine"."pack" = "s"."pack" AND "quarantine"."source" = "s"."source" AND "quarantine"."body_hash" = "s"."body_hash" AND "quarantine"."replayed_at" IS NULL WHEN MATCHED THEN UPDATE SET "resends" = COALESCE("quarantine"."resends", 1) + "s"."resends", "last_seen_at" = "s"."last_seen_at" WHEN NOT MATCHED THEN INSERT ("quarantine_id", "pack", "source", "dialect", "reason", "detail", "errors", "event_id", "event_type", "received_at", "raw", "body_hash", "resends", "last_seen_at", "quarantined_at") VALUES ("s"."quarantine_id", "s"."pack", "s"."source", "s"."dialect", "s"."reason", "s"."detail", JSON_PARSE("s"."errors"), "s"."event_id", "s"."event_type", "s"."received_at", "s"."raw", "s"."body_hash", "s"."resends", "s"."last_seen_at", GETDATE());
+SELECT "pack", "source", SUM("loaded") AS "loaded", SUM("duplicates") AS "duplicates", SUM("quarantined") AS "quarantined", CAST(NULL AS BIGINT) AS "off" FROM "_gristmill"."loads" WHERE "log" = %(log)s GROUP BY "pack", "source" UNION ALL SELECT NULL, NULL, NULL, NULL, NULL, "offset" FROM "_gristmill"."offsets" WHERE "log" = %(log)s AND "grp" = %(grp)s;
