@@ -79,6 +79,16 @@ def _setup(
     return _for_target(settings, target), target, loaded, target == configured
 
 
+def _nothing_yet(settings: Settings, target: str) -> bool:
+    """An embedded warehouse (DuckDB file, chdb folder) that does not exist yet: its
+    catalogue is empty, and opening it to find that out would create it (a plan changes
+    nothing on disk)."""
+    wh = settings.warehouse
+    if target not in ("duckdb", "clickhouse") or getattr(wh, "url", None) is not None:
+        return False
+    return not settings.warehouse_path.exists()
+
+
 def _open(settings: Settings, target: str) -> Warehouse:
     try:
         return open_warehouse(settings)
@@ -186,7 +196,7 @@ def provision(
     if schemas is not None and files is None:
         fail(f"the {target} target has no schema files; --schemas is for bigquery")
     want = pv.desired(target, loaded, settings)
-    live = not offline and (configured or apply)
+    live = not offline and (configured or apply) and (apply or not _nothing_yet(settings, target))
     wh = _open(settings, target) if live else None
     try:
         catalogue = pv.read_catalogue(wh, target, want) if wh is not None else pv.EMPTY
