@@ -88,9 +88,16 @@ def _before(values: list[Any], params: Params) -> exp.Expr:
     return out
 
 
-def tables_for(pack: Pack, event_types: Sequence[str], scope: Sequence[Condition]) -> list[str]:
+def tables_for(
+    pack: Pack,
+    event_types: Sequence[str],
+    scope: Sequence[Condition],
+    columns: Sequence[str] = (),
+) -> list[str]:
     """Tables holding the requested event types; a scoped caller only sees tables carrying
-    every scope column (a table without the tenant column cannot be limited, so it is out)."""
+    every scope column (a table without the tenant column cannot be limited, so it is out),
+    and a filter on ``columns`` only reads tables that have them (no row of another table
+    could match it)."""
     wanted = set(event_types) or set(pack.spec.event_types)
     out = []
     for table in pack.spec.tables:
@@ -99,7 +106,7 @@ def tables_for(pack: Pack, event_types: Sequence[str], scope: Sequence[Condition
         ):
             continue
         cols = {c.name for c in pack.columns(table)}
-        if all(c.column in cols for c in scope):
+        if all(c.column in cols for c in scope) and all(c in cols for c in columns):
             out.append(table)
     return out
 
@@ -126,7 +133,7 @@ def list_events(
         )
     if not 1 <= limit <= MAX_LIMIT:
         raise Problem(400, "invalid-limit", "Invalid limit", f"limit is 1..{MAX_LIMIT}")
-    tables = tables_for(pack, event_types, scope)
+    tables = tables_for(pack, event_types, scope, [c.column for c in filters])
     if not tables:
         return EventPage([], None, 0)
     params = Params()

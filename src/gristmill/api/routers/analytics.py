@@ -14,7 +14,7 @@ from gristmill.api.responses import JSONBytes
 from gristmill.auth.permissions import Principal
 from gristmill.core.permissions import Permission
 from gristmill.metrics.events import list_events, tables_for
-from gristmill.metrics.model import build_conditions
+from gristmill.metrics.model import build_conditions, parse_filter
 from gristmill.metrics.service import run
 from gristmill.rollup.freshness import list_freshness
 
@@ -86,7 +86,9 @@ def events(
     rng = time_range(preset, start, end, tz, default_preset="90d")
     scope = rt.roles.scope(principal, p)
     types = _csv(event_types)
-    conds = build_conditions(p, tables_for(p, types, scope) or list(p.spec.tables), filter)
+    filtered = [parse_filter(f)[0] for f in filter]
+    readable = tables_for(p, types, scope, filtered) or tables_for(p, types, scope)
+    conds = build_conditions(p, readable or list(p.spec.tables), filter)
     tenant_filters(conds, scope)
     page = list_events(
         lambda q, params: rt.warehouse.query(q, params),
