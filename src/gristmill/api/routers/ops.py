@@ -131,9 +131,9 @@ def stats(
     window: Annotated[
         str,
         Query(
-            pattern=r"^[0-9]+[smhdwy]$",
             max_length=12,
-            description="Span of the per-source quarantine rates: 1m to 31d, e.g. 1h, 7d.",
+            description="Span of the per-source quarantine rates: a whole number and one of "
+            "s, m, h, d, w, y, between 1m and 31d (e.g. 1h, 7d); anything else is a 400.",
         ),
     ] = "1h",
 ) -> Response:
