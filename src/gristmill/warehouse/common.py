@@ -15,8 +15,9 @@ from typing import Any
 from sqlglot import exp
 
 from gristmill.pack.models import Pack
+from gristmill.sql.ddl import table_ref
 from gristmill.sql.system import LOADS, OFFSETS, QUARANTINE, QUARANTINE_COLUMNS, QUARANTINE_INPUT
-from gristmill.sql.types import Logical, sql_type
+from gristmill.sql.types import Logical, logical, sql_type
 from gristmill.warehouse.base import LedgerTotals, LoadBatch, LoadResult
 
 QUARANTINE_STAGE = "_gm_q"
@@ -264,3 +265,45 @@ def catalog_problems(
                 if c.name not in have
             ]
     return problems
+
+
+@dataclass(frozen=True)
+class AntiJoinLoad:
+    """One pack table's load on engines that stage the batch as ``_gm_batch`` and dedupe by an
+    anti-join on the key table (BigQuery, Snowflake, Redshift), in transaction order: count
+    the fresh rows per source, insert them, remember their keys (all three see the key table
+    as it was before the batch). Engines differ only in the key expression and the dialect."""
+
+    count_fresh: exp.Expr
+    insert_fresh: exp.Expr
+    remember: exp.Expr
+
+    @classmethod
+    def anti_join(
+        cls, pack: Pack, table: str, dialect: str, dedupe_key: Callable[[], exp.Expr]
+    ) -> Any:
+        batch, dedupe = "_gm_batch", table_ref(pack.dataset, "_gm_dedupe")
+
+        def fresh() -> exp.Expr:
+            return exp.Not(
+                this=exp.In(this=dedupe_key(), query=exp.select("k").from_(dedupe).subquery())
+            )
+
+        types = {c.name: logical(c.type) for c in pack.columns(table)}
+        names = [exp.to_identifier(n, quoted=True) for n in types]
+        rows = exp.select(*stored_columns(types, dialect)).from_(batch).where(fresh())
+        keys = exp.select(exp.alias_(dedupe_key(), "k"), exp.column("received_at", quoted=True))
+        return cls(
+            count_fresh=exp.select(
+                exp.column("source", quoted=True), exp.alias_(exp.Count(this=exp.Star()), "n")
+            )
+            .from_(batch)
+            .where(fresh())
+            .group_by(exp.column("source", quoted=True)),
+            insert_fresh=exp.insert(rows, table_ref(pack.dataset, table), columns=names),
+            remember=exp.insert(
+                keys.from_(batch).where(fresh()),
+                dedupe,
+                columns=[exp.to_identifier(n, quoted=True) for n in ("k", "first_seen")],
+            ),
+        )

@@ -29,9 +29,9 @@ from gristmill.pack.models import Pack
 from gristmill.sql import ddl
 from gristmill.sql.ddl import create_table, pack_table_columns, table_ref
 from gristmill.sql.system import LOADS, SYSTEM_SCHEMA, system_ddl
-from gristmill.sql.types import Logical, logical, sql_type
+from gristmill.sql.types import Logical, sql_type
 from gristmill.warehouse.bigquery.factory import DIALECT
-from gristmill.warehouse.common import stored_columns
+from gristmill.warehouse.common import AntiJoinLoad
 from gristmill.warehouse.provision.contract import table_retention
 
 BATCH = "_gm_batch"
@@ -197,40 +197,14 @@ def dedupe_key(table: str | None = None) -> exp.Expr:
     return exp.MD5Digest(this=joined)
 
 
-@dataclass(frozen=True)
-class LoadStatements:
-    """Statements of one pack table's load, in the order they run in the transaction: count
-    the fresh rows per source, insert them, remember their keys (all three see the key table
-    as it was before the batch)."""
-
-    count_fresh: exp.Expr
-    insert_fresh: exp.Expr
-    remember: exp.Expr
+class LoadStatements(AntiJoinLoad):
+    """One pack table's load: the shared anti-join (:class:`AntiJoinLoad`) with this
+    engine's key."""
 
     @classmethod
     def build(cls, pack: Pack, table: str) -> LoadStatements:
-        dedupe = table_ref(pack.dataset, DEDUPE_TABLE)
-        fresh = exp.Not(
-            this=exp.In(this=dedupe_key(), query=exp.select("k").from_(dedupe).subquery())
-        )
-        types = {c.name: logical(c.type) for c in pack.columns(table)}
-        names = [exp.to_identifier(n, quoted=True) for n in types]
-        rows = exp.select(*stored_columns(types, DIALECT)).from_(BATCH).where(fresh)
-        keys = exp.select(exp.alias_(dedupe_key(), "k"), exp.column("received_at", quoted=True))
-        return cls(
-            count_fresh=exp.select(
-                exp.column("source", quoted=True), exp.alias_(exp.Count(this=exp.Star()), "n")
-            )
-            .from_(BATCH)
-            .where(fresh.copy())
-            .group_by(exp.column("source", quoted=True)),
-            insert_fresh=exp.insert(rows, table_ref(pack.dataset, table), columns=names),
-            remember=exp.insert(
-                keys.from_(BATCH).where(fresh.copy()),
-                dedupe,
-                columns=[exp.to_identifier(n, quoted=True) for n in ("k", "first_seen")],
-            ),
-        )
+        load: LoadStatements = cls.anti_join(pack, table, DIALECT, dedupe_key)
+        return load
 
 
 def batch_digest(batch_id: str, what: str) -> str:
