@@ -6,7 +6,7 @@ Types come from :mod:`gristmill.sql.types` per dialect; what an engine adds arou
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
 
 from sqlglot import exp
 
@@ -87,3 +87,18 @@ def add_column(ref: exp.Table, col: TableColumn, dialect: str = "duckdb") -> exp
         kind="TABLE",
         actions=[column_def(col.name, data_type(col.type, dialect))],
     )
+
+
+def missing_columns(
+    packs: Sequence[Pack], have: Callable[[exp.Table], Container[str]], dialect: str
+) -> Iterator[exp.Alter]:
+    """``ADD COLUMN`` for every pack column its table lacks (``have``: the engine's column
+    names of a table), one table at a time, so each engine's start-up provisioning runs the
+    same additive migration."""
+    for pack in packs:
+        for table in pack.spec.tables:
+            ref = table_ref(pack.dataset, table)
+            present = have(ref)
+            for col in pack.columns(table):
+                if col.name not in present:
+                    yield add_column(ref.copy(), col, dialect)

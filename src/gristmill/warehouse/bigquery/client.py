@@ -118,16 +118,10 @@ class BigQueryWarehouse:
             return stmts
         for s in stmts:
             self._job(s, None, None)
-        for pack in packs:
-            for table in pack.spec.tables:
-                have = self.columns_of(ddl.table_ref(pack.dataset, table))
-                for col in pack.columns(table):
-                    if col.name not in have:
-                        alter = self.naming.sql(
-                            ddl.add_column(ddl.table_ref(pack.dataset, table), col, DIALECT)
-                        )
-                        self._job(alter, None, None)
-                        stmts.append(alter)
+        for alter in ddl.missing_columns(packs, self.columns_of, DIALECT):
+            text = self.naming.sql(alter)
+            self._job(text, None, None)
+            stmts.append(text)
         return stmts
 
     def columns_of(self, table: exp.Table) -> dict[str, str]:

@@ -99,16 +99,10 @@ class DuckDBWarehouse:
         with self._write_lock:
             for s in stmts:
                 _run(cur, s)
-            for pack in packs:
-                for table in pack.spec.tables:
-                    have = self._columns(pack.dataset, table)
-                    for col in pack.columns(table):
-                        if col.name not in have:
-                            alter = _sql(
-                                ddl.add_column(ddl.table_ref(pack.dataset, table), col, DIALECT)
-                            )
-                            _run(cur, alter)
-                            stmts.append(alter)
+            for alter in ddl.missing_columns(packs, self.columns_of, DIALECT):
+                text = _sql(alter)
+                _run(cur, text)
+                stmts.append(text)
         return stmts
 
     def _columns(self, schema: str, table: str) -> dict[str, str]:

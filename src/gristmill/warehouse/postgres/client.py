@@ -129,16 +129,14 @@ class PostgresWarehouse:
         with self._txn() as cur:
             for s in stmts:
                 cur.execute(s)
-            for pack in packs:
-                for table in pack.spec.tables:
-                    have = self._columns(pack.dataset, table, cur)
-                    for col in pack.columns(table):
-                        if col.name not in have:
-                            alter = sql(
-                                ddl.add_column(ddl.table_ref(pack.dataset, table), col, DIALECT)
-                            )
-                            cur.execute(alter)
-                            stmts.append(alter)
+
+            def have(ref: exp.Table) -> dict[str, str]:  # inside this transaction
+                return self._columns(ref.db, ref.name, cur)
+
+            for alter in ddl.missing_columns(packs, have, DIALECT):
+                text = sql(alter)
+                cur.execute(text)
+                stmts.append(text)
         return stmts
 
     def _columns(

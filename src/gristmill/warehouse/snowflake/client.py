@@ -118,17 +118,11 @@ class SnowflakeWarehouse:
             cur = self._conn.cursor()
             for s in stmts:
                 cur.execute(s)
-        for pack in packs:
-            for table in pack.spec.tables:
-                have = self.columns_of(ddl.table_ref(pack.dataset, table))
-                for col in pack.columns(table):
-                    if col.name not in have:
-                        alter = sql(
-                            ddl.add_column(ddl.table_ref(pack.dataset, table), col, DIALECT)
-                        )
-                        with self._lock:
-                            self._conn.cursor().execute(alter)
-                        stmts.append(alter)
+        for alter in ddl.missing_columns(packs, self.columns_of, DIALECT):
+            text = sql(alter)
+            with self._lock:
+                self._conn.cursor().execute(text)
+            stmts.append(text)
         return stmts
 
     def columns_of(self, table: exp.Table) -> dict[str, str]:
