@@ -6,7 +6,6 @@ usage demo (``cli/demo_usage.py``), ``--pack delivery`` the laundry-delivery dem
 from __future__ import annotations
 
 import shutil
-import threading
 import time
 from pathlib import Path
 from typing import Annotated
@@ -17,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from gristmill.cli.common import console, fail, make_settings
-from gristmill.cli.serve import build_server
+from gristmill.cli.serve import build_server, serve_until_interrupted, start_in_thread
 from gristmill.cli.status import render
 from gristmill.demo.marketplace import DemoConfig, generate
 from gristmill.demo.send import send_events
@@ -137,13 +136,7 @@ def demo(
     )
     url = f"http://{settings.server.host}:{port}"
 
-    thread = threading.Thread(target=server.run, name="http", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            fail(f"the server did not start on {url} (is the port in use?)")
-        time.sleep(0.05)
+    thread = start_in_thread(server, url)
 
     with console.status("generating traffic"):
         traffic = generate(DemoConfig(events=events, days=days, seed=seed))
@@ -197,17 +190,7 @@ def demo(
         f"\n[b]Dashboard:[/] {login}  (one-time sign-in as the marketplace admin; "
         f"or sign in at {url}/ui with a key above)"
     )
-    if not serve:
-        server.should_exit = True
-        thread.join(30)
-        return
-    console.print("[b]serving; press Ctrl-C to stop[/]")
-    try:
-        while thread.is_alive():
-            thread.join(0.5)
-    except KeyboardInterrupt:
-        server.should_exit = True
-        thread.join(30)
+    serve_until_interrupted(server, thread, serve)
 
 
 def _summary(url: str, keys: dict[str, str], operator: str, admin: str, vendor: str) -> None:

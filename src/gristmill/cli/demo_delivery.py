@@ -4,7 +4,6 @@ shuffled, partly re-sent and re-emitted — then the branch manager's and operat
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,8 +12,8 @@ from typing import Any
 import httpx
 from rich.table import Table
 
-from gristmill.cli.common import console, fail, make_settings
-from gristmill.cli.serve import build_server
+from gristmill.cli.common import console, make_settings
+from gristmill.cli.serve import build_server, serve_until_interrupted, start_in_thread
 from gristmill.demo.delivery import DeliveryConfig, generate_delivery
 from gristmill.demo.send import send_events
 
@@ -47,13 +46,7 @@ def run_delivery_demo(
         claims={"branch_id": "br_00"},
     )[1]
     url = f"http://{settings.server.host}:{port}"
-    thread = threading.Thread(target=server.run, name="http", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            fail(f"the server did not start on {url} (is the port in use?)")
-        time.sleep(0.05)
+    thread = start_in_thread(server, url)
 
     branches = max(1, round(events / (days * EVENTS_PER_BRANCH_DAY)))
     with console.status("generating traffic"):
@@ -79,17 +72,7 @@ def run_delivery_demo(
             client.get("/delivery/v1/outreach", params={"preset": "7d"}).json(),
         )
     _keys(url, write, ops, manager)
-    if not serve:
-        server.should_exit = True
-        thread.join(30)
-        return
-    console.print("[b]serving; press Ctrl-C to stop[/]")
-    try:
-        while thread.is_alive():
-            thread.join(0.5)
-    except KeyboardInterrupt:
-        server.should_exit = True
-        thread.join(30)
+    serve_until_interrupted(server, thread, serve)
 
 
 def _minutes(v: float | None) -> str:

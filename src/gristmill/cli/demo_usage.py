@@ -25,7 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from gristmill.cli.common import console, fail, make_settings
-from gristmill.cli.serve import build_server
+from gristmill.cli.serve import build_server, serve_until_interrupted, start_in_thread
 from gristmill.cli.status import render
 from gristmill.config import Settings
 from gristmill.consume import ConsumeStats
@@ -123,13 +123,7 @@ def run_usage_demo(
         )[1],
     )
     url = f"http://{settings.server.host}:{port}"
-    thread = threading.Thread(target=server.run, name="http", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            fail(f"the server did not start on {url} (is the port in use?)")
-        time.sleep(0.05)
+    thread = start_in_thread(server, url)
 
     end = datetime.now(UTC)
     bursts = demo_bursts(end, days)
@@ -175,15 +169,8 @@ def run_usage_demo(
         _summary(url, keys, end, days, bursts)
         _endpoints(url, keys, queue if use_rabbit else None, redact(url_amqp))
         try:
-            if serve:
-                console.print("[b]serving; press Ctrl-C to stop[/]")
-                while thread.is_alive():
-                    thread.join(0.5)
-        except KeyboardInterrupt:
-            pass
+            serve_until_interrupted(server, thread, serve)
         finally:
-            server.should_exit = True
-            thread.join(30)
             if stop is not None:
                 stop.set()
     if use_rabbit:

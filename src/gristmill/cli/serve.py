@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import gc
 import socket
+import threading
+import time
 from typing import Annotated
 
 import typer
@@ -96,3 +98,31 @@ def serve(
         server.run(sockets=[sock])
     finally:
         sock.close()
+
+
+def start_in_thread(server: uvicorn.Server, url: str) -> threading.Thread:
+    """Run ``server`` in a daemon thread (the demos keep working beside it) and wait until it
+    listens; one line and exit when it does not within 30 s."""
+    thread = threading.Thread(target=server.run, name="http", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            fail(f"the server did not start on {url} (is the port in use?)")
+        time.sleep(0.05)
+    return thread
+
+
+def serve_until_interrupted(server: uvicorn.Server, thread: threading.Thread, keep: bool) -> None:
+    """Keep serving until Ctrl-C when ``keep``, else stop now; either way the server shuts down
+    cleanly before returning."""
+    try:
+        if keep:
+            console.print("[b]serving; press Ctrl-C to stop[/]")
+            while thread.is_alive():
+                thread.join(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.should_exit = True
+        thread.join(30)
