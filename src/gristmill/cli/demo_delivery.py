@@ -68,7 +68,7 @@ def run_delivery_demo(
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {ops}"}) as client:
         _report(
             client.get("/delivery/v1/lifecycle", params={"preset": "7d"}).json(),
-            client.get("/delivery/v1/drivers", params={"preset": "1d"}).json(),
+            client.get("/delivery/v1/drivers", params={"preset": "7d"}).json(),
             client.get("/delivery/v1/outreach", params={"preset": "7d"}).json(),
         )
     _keys(url, write, ops, manager)
