@@ -352,7 +352,7 @@ def _summary(url: str, keys: Keys, end: datetime, days: int, bursts: list[Burst]
             spikes += [{"org_id": r["org_id"], **s} for s in body["spikes"]]
         fresh = c.get(
             "/analytics/v1/orgs/org_000/usage",
-            params={"preset": "1d"},
+            params={"preset": "24h"},
             headers=_bearer(keys.org_admin),
         ).json()["freshness"]
     injected = {(b.org, b.model, b.start.isoformat()) for b in bursts}

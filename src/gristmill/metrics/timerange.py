@@ -2,7 +2,10 @@
 
 Preset ``Nd`` covers from the start of the day N-1 days before today, in the requested IANA
 time zone, up to now: ``7d`` on a Wednesday afternoon in New York is last Thursday 00:00
-New York time to this instant, i.e. today plus the six full days before it.
+New York time to this instant, i.e. today plus the six full days before it. Preset ``Nh`` is
+the same in hours, rolling across midnight: ``24h`` at 00:30 is this hour plus the 23 full
+hours before it, so a view an on-call engineer opens just after midnight is not empty (``1d``
+would hold only the last 30 minutes).
 Ranges are half-open, ``[start, end)``, and carried as UTC instants.
 """
 
@@ -17,7 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 from gristmill.core.errors import Problem
 
 GRAINS = ("hour", "day", "week", "month")
-_PRESET = re.compile(r"^([1-9][0-9]{0,3})d$")
+_PRESET = re.compile(r"^([1-9][0-9]{0,3})([dh])$")
 MAX_BUCKETS = 10_000
 
 
@@ -73,11 +76,17 @@ def preset_range(preset: str, tz: ZoneInfo, now: datetime) -> TimeRange:
             400,
             "invalid-preset",
             "Unknown preset",
-            f"{preset[:32]!r} is not a preset like 7d, 30d or 90d",
+            f"{preset[:32]!r} is not a preset like 24h, 7d, 30d or 90d",
         )
-    days = int(m.group(1))
+    n = int(m.group(1))
+    if m.group(2) == "h":
+        # The hour is floored in the zone (India's hours start at :30 UTC), then stepped back
+        # in UTC, so a DST change inside the range neither adds nor drops an hour.
+        hour = now.astimezone(tz).replace(minute=0, second=0, microsecond=0)
+        start = hour.astimezone(UTC) - timedelta(hours=n - 1)
+        return TimeRange(start, now.astimezone(UTC), tz, preset)
     today = now.astimezone(tz).date()
-    start = local_midnight(today - timedelta(days=days - 1), tz)
+    start = local_midnight(today - timedelta(days=n - 1), tz)
     return TimeRange(start.astimezone(UTC), now.astimezone(UTC), tz, preset)
 
 

@@ -16,7 +16,8 @@ from gristmill.pack.names import IDENT
 
 Ident = Annotated[str, Field(pattern=IDENT)]
 Grain = Literal["hour", "day", "week", "month"]
-PRESET = r"^[1-9][0-9]{0,3}d$"
+PRESET = r"^[1-9][0-9]{0,3}[dh]$"
+"""``Nd``: today and the N-1 days before it; ``Nh``: this hour and the N-1 before it."""
 
 FILTER_OPS = frozenset({"eq", "ne", "in", "not_in", "gt", "gte", "lt", "lte", "is_null"})
 """Operators of a filter: ``{column: value}`` means ``eq``; ``{column: [a, b]}`` means ``in``;
