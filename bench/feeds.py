@@ -59,6 +59,17 @@ def child_gristmill(csv: Path, work: Path) -> dict[str, Any]:
     try:
         svc = rt.feeds
         svc.create_products("1", [{"name": n, "cost_price": "1.00"} for n in PRODUCTS])
+        # A server has committed a file before: the first Arrow hand-over to DuckDB of a
+        # process imports pandas (~0.4 s), which a one-shot child would otherwise charge to
+        # the measured commit. The warm-up is a 3-row file of another business.
+        warm = work / "warm.csv"
+        warm.write_text(
+            "transaction_date,product_name,quantity,price\n"
+            + "".join(f"2025-01-0{i},Warm,1,1.00\n" for i in (1, 2, 3))
+        )
+        with warm.open("rb") as fh:
+            wup = svc.save_upload("2", "sales_feeds", "sales", warm.name, fh)
+        svc.transformer.run(svc.commit(wup, auto_create_products=True, queue=False).feed_id)
         t0 = time.perf_counter()
         with csv.open("rb") as fh:
             up = svc.save_upload("1", "sales_feeds", "sales", csv.name, fh)

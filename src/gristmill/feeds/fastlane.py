@@ -69,7 +69,9 @@ def _fast_column(s: pa.Array, spec: FeedColumn, comma: bool) -> tuple[pa.Array, 
             pc.if_else(shaped, s, None), format="%Y-%m-%d", unit="s", error_is_null=True
         )
         values = pc.cast(ts, pa.date32())
-        back = pc.strftime(ts, format="%Y-%m-%d")
+        # strptime rolls 2025-02-30 over to March: only a date that prints back as the same
+        # text is kept. The cast prints ISO dates and costs a tenth of strftime (1 s per 1M).
+        back = pc.cast(values, pa.string())
         year = pc.year(ts)
         good = pc.and_(
             pc.fill_null(pc.equal(back, s), False),
@@ -150,6 +152,7 @@ def _run(
     total_lines, quoted = _physical_lines(path)
     next_line = header_end + 1
     lookup = feed.spec.lookup
+    counting = _Counting()
     for batch in reader:
         n = batch.num_rows
         raw = [batch.column(i) for i in range(width)]
@@ -159,11 +162,10 @@ def _run(
                 or pc.any(pc.match_substring(col, "\r")).as_py()
             ):
                 raise GiveUp("a quoted field spans lines")
-        lines = pa.array(range(next_line, next_line + n), pa.int64())
+        lines = pc.add(counting.take(n), next_line)
         next_line += n
         trimmed = [pc.utf8_trim_whitespace(c) for c in raw]
-        blank_row = pc.equal(pc.utf8_length(pc.binary_join_element_wise(*trimmed, "")), 0)
-        if pc.any(blank_row).as_py():
+        if pc.any(_all_blank(trimmed)).as_py():
             raise GiveUp("blank lines shift line numbers")
         values: dict[str, pa.Array] = {}
         ok = pc.is_valid(lines)  # all true
@@ -171,7 +173,9 @@ def _run(
             ok = pc.and_(ok, pc.invert(pc.match_substring_regex(raw[i], summary_like)))
         for col, pos, spec, _parse, blank in plan.columns:
             if pos < 0:
-                values[col] = pa.nulls(n, pa.string()) if blank is None else pa.array([blank] * n)
+                values[col] = (
+                    pa.nulls(n, pa.string()) if blank is None else pa.repeat(pa.scalar(blank), n)
+                )
                 if spec.required:
                     ok = pc.is_null(lines)  # all false
                 continue
@@ -195,6 +199,27 @@ def _run(
             progress(min(size, size * next_line // max(total_lines, 1)), size)
     if next_line - 1 != total_lines:
         raise GiveUp("the reader's rows do not match the file's lines")
+
+
+class _Counting:
+    """0, 1, 2 … as an Arrow array, built once and sliced: ``pa.array(range(n))`` goes through
+    a Python int per row (0.09 s per 1M lines)."""
+
+    def __init__(self) -> None:
+        self._a = pa.array([], pa.int64())
+
+    def take(self, n: int) -> pa.Array:
+        if len(self._a) < n:
+            self._a = pa.array(range(max(n, 2 * len(self._a))), pa.int64())
+        return self._a.slice(0, n)
+
+
+def _all_blank(cells: list[pa.Array]) -> pa.Array:
+    """Rows whose every (trimmed) cell is empty: a line of bare delimiters."""
+    blank = pc.equal(pc.utf8_length(cells[0]), 0)
+    for c in cells[1:]:
+        blank = pc.and_(blank, pc.equal(pc.utf8_length(c), 0))
+    return blank
 
 
 def _lookup(stager: Stager, values: dict[str, pa.Array], ok: pa.Array, column: str) -> pa.Array:
@@ -225,9 +250,9 @@ def _staged(stager: Stager, fast: pa.Table) -> pa.Table:
     cols: dict[str, Any] = {}
     for field in stager.schema:
         if field.name == "data_feed_id":
-            cols[field.name] = pa.array([stager.feed_id] * n, pa.int64())
+            cols[field.name] = pa.repeat(pa.scalar(stager.feed_id, pa.int64()), n)
         elif field.name == stager.feed.spec.tenant:
-            cols[field.name] = pa.array([stager.up.business_id] * n, pa.string())
+            cols[field.name] = pa.repeat(pa.scalar(stager.up.business_id, pa.string()), n)
         else:
             cols[field.name] = pc.cast(fast.column(field.name), field.type)
     return pa.table(cols, schema=stager.schema)

@@ -330,11 +330,13 @@ class FeedService:
                 if progress is not None:
                     progress(up.size, up.size)
         except Problem as p:
+            st.abandon()
             self._fail(
                 feed_id, p.slug.replace("-", "_"), p.detail, st.accepted + st.rejected, st.rejected
             )
             raise
         except Exception as e:
+            st.abandon()
             self._fail(feed_id, "commit_failed", str(e), st.accepted + st.rejected, st.rejected)
             raise
         accepted, rejected, errors, created = st.accepted, st.rejected, st.errors, st.created

@@ -6,10 +6,17 @@ Products resolve here for both lanes: exact, or a fuzzy match the user confirmed
 name is new (created with ``auto_create``, else the row is rejected saying why). Column sums
 of the accepted rows and the last few rows of the file are kept so that :meth:`finish` can
 find trailing summary rows (:class:`~gristmill.feeds.summary.SumRule`) whichever lane staged
-them, and take them back out of staging as ``summary_row`` rejects."""
+them, and take them back out of staging as ``summary_row`` rejects.
+
+The fast lane's batches are written by one background thread, one batch at a time, while the
+lane parses and checks the next block: both halves release the GIL (DuckDB's insert, Arrow's
+kernels), so on two cores the staging write hides behind the parse (0.75 s of a 1M-row
+commit). At most one write is in flight, so memory stays two blocks; every other write,
+delete or count waits for it first (:meth:`Stager.settle`), and its error is raised there."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Collection, Iterable
 from typing import Any
 
@@ -54,6 +61,8 @@ class Stager:
         self.merged: dict[str, int] = {}
         """Confirmed fuzzy merges: name in the file -> product id."""
         self.rule = SumRule(feed.sum_columns, feed.spec.summary_rows.amount)
+        self._writer: threading.Thread | None = None
+        self._write_error: BaseException | None = None
         self.reset()
 
     def reset(self) -> None:
@@ -162,9 +171,14 @@ class Stager:
 
     # -- whole Arrow batches (the fast lane) ------------------------------------------------
     def add_table(self, table: pa.Table) -> None:
-        """Accepted rows already in the staging schema."""
+        """Accepted rows already in the staging schema; written in the background."""
         if table.num_rows:
-            insert_rows(self.wh, self.tables.staging, table.select(self.schema.names))
+            self.settle()
+            rows = table.select(self.schema.names)
+            self._writer = threading.Thread(
+                target=self._write, args=(rows,), name="gm-feed-stage", daemon=True
+            )
+            self._writer.start()
             self.accepted += table.num_rows
             s = self.sums
             s.count += table.num_rows
@@ -173,6 +187,30 @@ class Stager:
             if self.rule.amount is not None:
                 q, p = (table.column(c) for c in self.rule.amount)
                 s.amount += int(pc.sum(pc.multiply(q, p)).as_py() or 0)
+
+    def _write(self, rows: pa.Table) -> None:
+        try:
+            insert_rows(self.wh, self.tables.staging, rows)
+        except BaseException as exc:  # raised in the committing thread by settle()
+            self._write_error = exc
+
+    def settle(self) -> None:
+        """Wait for the batch being written; raise its error. Called before any other write
+        so no insert can land after a delete or a count it should have preceded."""
+        if self._writer is not None:
+            self._writer.join()
+            self._writer = None
+        if self._write_error is not None:
+            exc, self._write_error = self._write_error, None
+            raise exc
+
+    def abandon(self) -> None:
+        """Wait for the batch being written and forget its error: the commit failed or the
+        lane gave up, and what was staged is about to be dropped or marked failed."""
+        if self._writer is not None:
+            self._writer.join()
+            self._writer = None
+        self._write_error = None
 
     # -- trailing summary rows ----------------------------------------------------------------
     def _sum_values(self, norm: dict[str, Any]) -> dict[str, int | None]:
@@ -226,6 +264,7 @@ class Stager:
                 self.reject(r.line, [SUM_REASON], r.raw)
 
     def flush(self) -> None:
+        self.settle()
         if self._batch:
             rows = pa.Table.from_pylist(self._batch, self.schema)
             insert_rows(self.wh, self.tables.staging, rows)
@@ -239,6 +278,7 @@ class Stager:
 
     def discard_staged(self) -> None:
         """Drop what this commit staged and rejected so far (before the row path restarts)."""
+        self.abandon()
         execute_all(self.wh, [(self.tables.delete_staged(), {"feed": self.feed_id})])
         self.store.delete_rejects(self.feed_id)
         self.reset()
