@@ -24,6 +24,7 @@ from gristmill.core.envelope import (
     Block,
     ColumnFrame,
     Envelope,
+    EnvelopeRow,
     FrameRows,
     Reason,
     decode_frame_columns,
@@ -176,10 +177,15 @@ _PROMOTED = 5
 """Where ``promoted`` sits in :data:`EnvelopeRow` (values travel apart, one list per column)."""
 
 
-def _blocks(frame: ColumnFrame | FrameRows) -> list[Block]:
-    if isinstance(frame, FrameRows):
-        return [rows_block(frame.events)] if frame.events else []
-    return frame.blocks
+def _blocks(frame: ColumnFrame | FrameRows, route: Mapping[str, str]) -> list[Block]:
+    """A frame's column blocks; a version 1 frame's rows are cut into blocks as the pack
+    routes them now (rows of one table have promoted tuples of one length)."""
+    if not isinstance(frame, FrameRows):
+        return frame.blocks
+    groups: dict[tuple[str | None, int], list[EnvelopeRow]] = defaultdict(list)
+    for row in frame.events:
+        groups[(route.get(row[1]), len(row[5]))].append(row)
+    return [rows_block(rows) for rows in groups.values()]
 
 
 SCOPE_SEPARATOR = "\x1e"
@@ -251,27 +257,12 @@ def build_batch(
                 )
             )
             continue
-        for r in frame.rejects:
-            q.append(
-                (
-                    f"{prefix}_{r.index}",
-                    frame.pack,
-                    frame.source,
-                    frame.dialect,
-                    r.reason,
-                    r.detail,
-                    orjson.dumps(r.errors).decode() if r.errors else None,
-                    r.event_id,
-                    r.event_type,
-                    frame.received_at,
-                    r.raw,
-                )
-            )
+        q += _rejects(frame, prefix)
         c[1] += len(frame.rejects)
         pack = packs.get(frame.pack)
         route = routes.get(frame.pack, {})
         gone = 0
-        for block in _blocks(frame):
+        for block in _blocks(frame, route):
             ets = set(block.event_type)
             targets = {et: route.get(et) for et in ets}
             by_table: dict[str | None, Block]
@@ -307,6 +298,26 @@ def build_batch(
         batch.quarantine = quarantine_table(q)
     batch.sources = {k: SourceCounts(v[0], v[1]) for k, v in counts.items()}
     return batch
+
+
+def _rejects(frame: ColumnFrame | FrameRows, prefix: str) -> list[tuple[Any, ...]]:
+    """Quarantine rows for the items the collector rejected, with their original bytes."""
+    return [
+        (
+            f"{prefix}_{r.index}",
+            frame.pack,
+            frame.source,
+            frame.dialect,
+            r.reason,
+            r.detail,
+            orjson.dumps(r.errors).decode() if r.errors else None,
+            r.event_id,
+            r.event_type,
+            frame.received_at,
+            r.raw,
+        )
+        for r in frame.rejects
+    ]
 
 
 def _gone(block: Block, frame: ColumnFrame | FrameRows, prefix: str, start: int) -> list[Any]:
@@ -390,23 +401,12 @@ def quarantine_batch(
                 )
             )
             continue
-        for r in frame.rejects:
-            q.append(
-                (
-                    f"{prefix}_{r.index}",
-                    frame.pack,
-                    frame.source,
-                    frame.dialect,
-                    r.reason,
-                    r.detail,
-                    orjson.dumps(r.errors).decode() if r.errors else None,
-                    r.event_id,
-                    r.event_type,
-                    frame.received_at,
-                    r.raw,
-                )
-            )
-        rows = [row for block in _blocks(frame) for row in block.rows()]
+        q += _rejects(frame, prefix)
+        rows = (
+            frame.events
+            if isinstance(frame, FrameRows)
+            else [row for block in frame.blocks for row in block.rows()]
+        )
         for i, row in enumerate(rows):
             q.append(
                 (
