@@ -227,6 +227,7 @@ def main() -> None:
         "usage": (args.usage_messages, args.usage_events, args.usage_rate, args.usage_seconds),
         "rollups": (args.rollup_base, args.rollup_new),
         "peers": (args.events,),
+        "frames": (args.events,),
         "provision": (args.wh_engines.split(","),),
         "delivery": (args.delivery_ingest_events, args.delivery_view_events),
     }

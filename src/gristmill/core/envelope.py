@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
+from itertools import compress
 from typing import Any
 
 import msgspec
@@ -315,20 +316,20 @@ def encode_frame(frame: Frame, layout: Layout) -> bytes:
     events = frame.events
     blocks: list[Block] = []
     if events:
-        try:
-            tables = [layout[ev.event_type] for ev in events]
-        except KeyError:
+        types = [ev.event_type for ev in events]
+        kinds = set(types)
+        if not kinds <= layout.keys():
             return encode_row_frame(frame)
         rows = list(map(_astuple, events))
-        first = tables[0]
-        groups: dict[tuple[str, tuple[str, ...]], list[tuple[Any, ...]]]
-        if tables.count(first) == len(tables):
-            groups = {first: rows}
-        else:
-            groups = {}
-            for t, row in zip(tables, rows, strict=True):
-                groups.setdefault(t, []).append(row)
-        for (table, names), group in groups.items():
+        targets = {layout[k] for k in kinds}
+        if len(targets) == 1:
+            groups = [(targets.pop(), rows)]
+        else:  # one pass per table (a request holds a few), each a comprehension in C
+            groups = []
+            for target in targets:
+                mine = {k for k in kinds if layout[k] == target}
+                groups.append((target, list(compress(rows, [t in mine for t in types]))))
+        for (table, names), group in groups:
             cols = list(zip(*group, strict=True))
             blocks.append(_block(table, names, cols, list(zip(*cols[5], strict=True))))
     return _encoder.encode(

@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 import orjson
 import pyarrow as pa
+import pyarrow.acero  # Table.group_by imports it on first use: at start-up, not in a batch
 import pyarrow.compute as pc
 
 from gristmill.core.envelope import (
@@ -182,10 +183,16 @@ def _blocks(frame: ColumnFrame | FrameRows, route: Mapping[str, str]) -> list[Bl
     routes them now (rows of one table have promoted tuples of one length)."""
     if not isinstance(frame, FrameRows):
         return frame.blocks
+    rows = frame.events
+    if not rows:
+        return []
+    tables = [route.get(row[1]) for row in rows]
+    if tables.count(tables[0]) == len(tables) and tables[0] is not None:
+        return [rows_block(rows)]
     groups: dict[tuple[str | None, int], list[EnvelopeRow]] = defaultdict(list)
-    for row in frame.events:
-        groups[(route.get(row[1]), len(row[5]))].append(row)
-    return [rows_block(rows) for rows in groups.values()]
+    for table, row in zip(tables, rows, strict=True):
+        groups[(table, len(row[5]))].append(row)
+    return [rows_block(g) for g in groups.values()]
 
 
 SCOPE_SEPARATOR = "\x1e"
