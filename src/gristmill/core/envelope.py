@@ -317,13 +317,13 @@ def encode_frame(frame: Frame, layout: Layout) -> bytes:
     blocks: list[Block] = []
     if events:
         types = [ev.event_type for ev in events]
-        kinds = set(types)
-        if not kinds <= layout.keys():
+        kinds = dict.fromkeys(types)  # in order of first appearance: the same bytes every time
+        if not kinds.keys() <= layout.keys():
             return encode_row_frame(frame)
         rows = list(map(_astuple, events))
-        targets = {layout[k] for k in kinds}
+        targets = list(dict.fromkeys(layout[k] for k in kinds))
         if len(targets) == 1:
-            groups = [(targets.pop(), rows)]
+            groups = [(targets[0], rows)]
         else:  # one pass per table (a request holds a few), each a comprehension in C
             groups = []
             for target in targets:
