@@ -144,7 +144,7 @@ def main() -> None:
         "--only",
         default=(
             "ingest,loader,pg_baseline,latency,analytics,dialects,relay,warehouses,feeds,sources,"
-            "governance,enrichment,usage,rollups,peers,provision,delivery"
+            "governance,enrichment,usage,rollups,peers,frames,provision,delivery"
         ),
     )
     ap.add_argument("--feed-rows", default="250000,1000000", help="Sales CSV sizes (feeds).")

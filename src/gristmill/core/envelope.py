@@ -10,15 +10,14 @@ on the wire (version 2, :class:`ColumnFrame`) its envelopes are written **by col
 :class:`Block` per table the collector routed them to, so the loader extends one list per
 column and makes one ``pa.array`` per column per batch instead of transposing rows in Python.
 
-Why msgpack column blocks and not an Arrow IPC record batch per frame (both measured, see
-BENCHMARKS.md "Columnar frames"): Arrow IPC would make the loader's build cheapest
-(0.9 vs 1.4 µs/row) but costs the collector ~370 µs per 100-event request (≈ +50% of its
-~740 µs; ``pa.array`` per column on 100 values plus IPC framing), and the collector is the
-end-to-end bottleneck. Column blocks cost it ~30 µs more than row frames (+4%) and halve the
-loader's build — most of the gain is that a batch holds ~25 lists per frame instead of 200
-tuples, so the cyclic garbage collector stops rescanning it. Column blocks also stay plain
-msgpack text for every identifier, so erasure's byte scan of the log files finds subjects as
-it did in row frames.
+Why msgpack column blocks and not an Arrow IPC record batch per frame (both measured in one
+run, BENCHMARKS.md "Column frames"): Arrow IPC would make the loader's build cheapest (1.2M
+rows/s for decode and concat against 422k for column blocks and 290k for row frames) but
+costs the collector ~300 µs more per 100-event request (+50%: ``pa.array`` per column on 100
+values, IPC framing), and the collector is the end-to-end bottleneck. Column blocks cost it
+~50 µs more than row frames (+8%, ~0.5 µs per event) and save the loader ~1.1 µs per event;
+in ``gristmill serve`` both share one GIL. They also keep every identifier a plain msgpack
+string, so erasure's byte scan of the log files finds subjects as it did in row frames.
 
 Version 1 (row frames: every envelope a 12-element array) is what logs written before
 version 2 hold; :func:`decode_frame`, :func:`decode_frame_rows` and
