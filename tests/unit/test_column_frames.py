@@ -12,6 +12,7 @@ from typing import Any
 
 import msgspec
 import orjson
+import pyarrow as pa
 import pytest
 
 from gristmill.collect.service import Parser, Prepared
@@ -27,7 +28,13 @@ from gristmill.core.envelope import (
     decode_frame_rows,
     encode_row_frame,
 )
-from gristmill.load.batch import build_batch, dedupe_scope, quarantine_batch
+from gristmill.load.batch import (
+    SCOPE_SEPARATOR,
+    build_batch,
+    dedupe_scope,
+    first_deliveries,
+    quarantine_batch,
+)
 from gristmill.log.base import LogEntry, LogRecord
 from gristmill.pack.loader import load_pack
 from gristmill.pack.models import Pack
@@ -285,3 +292,16 @@ def test_identifiers_stay_plain_bytes_for_erasure_scans(typed: Pack) -> None:
     p = collect(typed, [event("e1", {"s": "Zoë"}, user_id="user-Zoë-42")])
     assert "user-Zoë-42".encode() in p.record().body
     assert "Zoë".encode() in p.record().body
+
+
+def test_first_deliveries_keeps_the_first_of_each_scope_and_id_in_order() -> None:
+    sep = SCOPE_SEPARATOR
+    t = pa.table(
+        {
+            "event_id": ["c", f"b{sep}c", "c", "d", "c"],
+            "_dedupe_scope": [f"a{sep}b", "a", f"a{sep}b", "a", "a"],
+            "n": [1, 2, 3, 4, 5],
+        }
+    )
+    # Joined as text the first two would be one key; as a pair they are two events.
+    assert first_deliveries(t)["n"].to_pylist() == [1, 2, 4, 5]

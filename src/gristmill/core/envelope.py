@@ -323,7 +323,7 @@ def encode_frame(frame: Frame, layout: Layout) -> bytes:
         targets = list(dict.fromkeys(layout[k] for k in kinds))
         if len(targets) == 1:
             groups = [(targets[0], rows)]
-        else:  # one pass per table (a request holds a few), each a comprehension in C
+        else:  # one pass per table (a request holds a few): a comprehension and a compress
             groups = []
             for target in targets:
                 mine = {k for k in kinds if layout[k] == target}

@@ -167,10 +167,11 @@ class _TableBuilder:
 
 def first_deliveries(table: pa.Table) -> pa.Table:
     """The first row of each (``_dedupe_scope``, ``event_id``), in batch order: repeats
-    inside a batch are dropped in Arrow, without a Python tuple per row."""
-    key = pc.binary_join_element_wise(table["_dedupe_scope"], table["event_id"], SCOPE_SEPARATOR)
-    pos = pa.table({"k": key, "i": pa.array(range(table.num_rows), type=pa.int64())})
-    first = pos.group_by("k", use_threads=False).aggregate([("i", "min")])["i_min"]
+    inside a batch are dropped in Arrow (a group-by on both columns, the smallest row number
+    of each group kept), without a Python tuple per row."""
+    keys = ["_dedupe_scope", "event_id"]
+    pos = table.select(keys).append_column("i", pa.array(range(table.num_rows), pa.int64()))
+    first = pos.group_by(keys, use_threads=False).aggregate([("i", "min")])["i_min"]
     return table.take(pc.take(first, pc.sort_indices(first)))
 
 
