@@ -21,11 +21,14 @@ from gristmill.core.envelope import (
     FRAME_VERSION,
     Block,
     ColumnFrame,
+    Envelope,
+    Frame,
     FrameRows,
     Reason,
     decode_frame,
     decode_frame_columns,
     decode_frame_rows,
+    encode_frame,
     encode_row_frame,
 )
 from gristmill.load.batch import (
@@ -305,3 +308,18 @@ def test_first_deliveries_keeps_the_first_of_each_scope_and_id_in_order() -> Non
     )
     # Joined as text the first two would be one key; as a pair they are two events.
     assert first_deliveries(t)["n"].to_pylist() == [1, 2, 4, 5]
+
+
+def test_a_table_without_promoted_columns_and_an_unknown_type() -> None:
+    """A block of a table that promotes nothing has no value columns; a frame with an event
+    type the layout does not know is written as version 1 rather than lose values."""
+    ev = Envelope("e1", "bare", 1, 5, b"{}", (), context=b'{"a":1}')
+    f = Frame("p", "web", 7, [ev], [])
+    body = encode_frame(f, {"bare": ("bare_events", ())})
+    got = decode_frame_columns(body)
+    assert isinstance(got, ColumnFrame)
+    assert got.blocks[0].values == []
+    assert decode_frame(body).events == [ev]
+    odd = encode_frame(f, {"other": ("t", ())})
+    assert odd == encode_row_frame(f)
+    assert decode_frame(odd).events == [ev]
