@@ -144,7 +144,7 @@ def main() -> None:
         "--only",
         default=(
             "ingest,loader,pg_baseline,latency,analytics,dialects,relay,warehouses,feeds,sources,"
-            "governance,enrichment,usage,rollups,peers,provision,delivery"
+            "governance,enrichment,usage,rollups,peers,frames,provision,delivery"
         ),
     )
     ap.add_argument("--feed-rows", default="250000,1000000", help="Sales CSV sizes (feeds).")
@@ -227,6 +227,7 @@ def main() -> None:
         "usage": (args.usage_messages, args.usage_events, args.usage_rate, args.usage_seconds),
         "rollups": (args.rollup_base, args.rollup_new),
         "peers": (args.events,),
+        "frames": (args.events,),
         "provision": (args.wh_engines.split(","),),
         "delivery": (args.delivery_ingest_events, args.delivery_view_events),
     }

@@ -9,7 +9,9 @@ fresh DuckDB file, timed from the first batch to the last commit:
 - **gristmill commit**: ``warehouse.commit_load`` of those batches — dedupe against every
   earlier batch and source, rollups (delta), freshness, ledger and log offset, one transaction
   per batch;
-- **gristmill loader**: the whole loader from the log (frame decode and Arrow build included);
+- **gristmill loader**: the whole loader from the log (frame decode and Arrow build included),
+  once from the column frames the collector writes and once from the same events as version 1
+  row frames (what logs written before column frames hold; the before of issue 14 item 2);
 - **dlt merge**: ``pipeline.run(arrow, write_disposition="merge", primary_key="event_id")`` per
   batch (delete-insert: a re-sent id replaces the stored row; no ledger, no rollups);
 - **dlt append**: ``write_disposition="append"`` per batch (no dedupe at all).
@@ -33,8 +35,10 @@ import pyarrow as pa
 
 from bench.common import PACKS
 from gristmill.config import Settings
+from gristmill.core.envelope import encode_row_frame
 from gristmill.demo.marketplace import DemoConfig, generate
 from gristmill.load.batch import build_batch
+from gristmill.log.base import LogRecord
 from gristmill.rollup.maintain import after_insert
 from gristmill.runtime import Runtime
 from gristmill.warehouse.base import LoadBatch
@@ -104,6 +108,7 @@ def run(events: int) -> dict[str, Any]:
         tmp = Path(tmp_s)
         rt = Runtime(Settings(data_dir=tmp / "loader", packs_dir=PACKS, packs=["marketplace"]))
         try:
+            rows_frames = []
             for i in range(0, len(traffic.events), 100):
                 p = rt.collector.prepare(
                     pack="marketplace",
@@ -112,10 +117,22 @@ def run(events: int) -> dict[str, Any]:
                     raw=orjson.dumps(traffic.events[i : i + 100]),
                 )
                 rt.collector.submit_sync(p)
+                f = p.frame
+                body = encode_row_frame(f)
+                rows_frames.append(LogRecord(f.pack, f.source, f.count, f.received_at, body))
             batches = _batches(rt)
             t0 = time.perf_counter()
             rt.loader.drain(timeout_s=3600)
             out["gristmill_loader_s"] = time.perf_counter() - t0
+        finally:
+            rt.stop()
+        rt = Runtime(Settings(data_dir=tmp / "rows", packs_dir=PACKS, packs=["marketplace"]))
+        try:
+            for i in range(0, len(rows_frames), 500):
+                rt.log.append(rows_frames[i : i + 500])
+            t0 = time.perf_counter()
+            rt.loader.drain(timeout_s=3600)
+            out["gristmill_loader_v1_s"] = time.perf_counter() - t0
         finally:
             rt.stop()
         tables = _tables(batches)
@@ -136,7 +153,8 @@ def run(events: int) -> dict[str, Any]:
             rt.stop()
         out["dlt_merge_s"], out["dlt_merge_rows"] = _dlt(tmp, tables, "merge")
         out["dlt_append_s"], out["dlt_append_rows"] = _dlt(tmp, tables, "append")
-    for k in ("raw", "gristmill_commit", "gristmill_loader", "dlt_merge", "dlt_append"):
+    keys = ("raw", "gristmill_commit", "gristmill_loader", "gristmill_loader_v1")
+    for k in (*keys, "dlt_merge", "dlt_append"):
         out[f"{k}_rows_per_s"] = round(rows / out[f"{k}_s"])
         out[f"{k}_s"] = round(out[f"{k}_s"], 2)
     return out
@@ -155,7 +173,12 @@ def render(results: dict[str, Any]) -> str:
         (
             "Gristmill loader from the log (adds frame decode and Arrow build)",
             "gristmill_loader",
-            "",
+            "column frames (version 2)",
+        ),
+        (
+            "Gristmill loader from a log of row frames (before column frames)",
+            "gristmill_loader_v1",
+            "version 1 frames, same events",
         ),
         (
             "dlt `merge` on `event_id` (delete-insert; a re-sent id replaces the row)",

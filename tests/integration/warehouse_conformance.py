@@ -11,6 +11,7 @@ import orjson
 import pytest
 from sqlglot import exp
 
+from gristmill.collect.pipeline import frame_layout
 from gristmill.core.clock import now_us, parse_rfc3339_us
 from gristmill.core.envelope import Envelope, Frame, Reject, encode_frame
 from gristmill.load.batch import build_batch
@@ -51,11 +52,11 @@ def envelope(
 
 def batch_of(pack: Pack, *frames: Frame, log_id: str = "log-test") -> LoadBatch:
     entries = []
+    layout = frame_layout(pack)
     for f in frames:
+        body = encode_frame(f, layout)
         entries.append(
-            LogEntry(
-                next(_offsets), LogRecord(f.pack, f.source, f.count, f.received_at, encode_frame(f))
-            )
+            LogEntry(next(_offsets), LogRecord(f.pack, f.source, f.count, f.received_at, body))
         )
     return build_batch(entries, {pack.name: pack}, log_id=log_id, group="loader")
 

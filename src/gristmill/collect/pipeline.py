@@ -19,7 +19,7 @@ from gristmill.collect.enrich import Enricher
 from gristmill.collect.items import Item, parse_object
 from gristmill.collect.pins import Pins
 from gristmill.core.clock import BadTime, check_time, parse_rfc3339_us
-from gristmill.core.envelope import Envelope, Frame, Reason, Reject
+from gristmill.core.envelope import Envelope, Frame, Layout, Reason, Reject
 from gristmill.core.subjects import Mode, SuppressionSet, raw_subjects, strip_keys
 from gristmill.pack.models import ColumnType, Pack
 from gristmill.schema.registry import SchemaRegistry
@@ -175,6 +175,15 @@ def event_plans(pack: Pack) -> dict[str, EventPlan]:
             frozenset(spec.promote),
         )
     return plans
+
+
+def frame_layout(pack: Pack) -> Layout:
+    """Per event type, its table and that table's promoted columns (as ``Envelope.promoted``
+    holds them): how the frame's column blocks are cut."""
+    return {
+        name: (spec.table, tuple(c.name for c in pack.columns(spec.table) if c.promoted))
+        for name, spec in pack.spec.event_types.items()
+    }
 
 
 _json = msgspec.json.encode

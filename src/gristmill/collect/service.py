@@ -27,6 +27,7 @@ from gristmill.collect.pipeline import (
     RequestContext,
     build_frame,
     event_plans,
+    frame_layout,
     whole_body_reject,
 )
 from gristmill.collect.posthog import PostHog, PostHogV1
@@ -34,7 +35,7 @@ from gristmill.collect.segment import Segment
 from gristmill.collect.snowplow import Snowplow, SnowplowPixel
 from gristmill.config import LimitSettings
 from gristmill.core.clock import now_us
-from gristmill.core.envelope import Frame, encode_frame
+from gristmill.core.envelope import Frame, Layout, encode_frame
 from gristmill.core.errors import Problem, bad_request, payload_too_large, unavailable
 from gristmill.core.subjects import Suppression
 from gristmill.log.base import EventLog, LogFull, LogRecord
@@ -50,10 +51,13 @@ class Prepared:
     outcome: Outcome | None
     problem: Problem | None = None
     """A whole-request error to answer after the (quarantine-only) frame is durable."""
+    layout: Layout = field(default_factory=dict)
+    """Where the pack routes each event type (empty for a frame without events)."""
 
     def record(self) -> LogRecord:
         f = self.frame
-        return LogRecord(f.pack, f.source, f.count, f.received_at, encode_frame(f), f.suppressed)
+        body = encode_frame(f, self.layout)
+        return LogRecord(f.pack, f.source, f.count, f.received_at, body, f.suppressed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +124,7 @@ class Parser:
         """Erased subjects (``gristmill.governance`` swaps in new snapshots)."""
         self.registries = {name: SchemaRegistry(p) for name, p in packs.items()}
         self.plans = {name: event_plans(p) for name, p in packs.items()}
+        self.layouts = {name: frame_layout(p) for name, p in packs.items()}
         self.limits = limits
 
     def body_limit(self, dialect: Dialect) -> int:
@@ -194,7 +199,7 @@ class Parser:
         outcome = build_frame(opened.batch.items, ctx, dialect.normalize)
         if count:
             self.counters.add(outcome.frame)
-        return Prepared(outcome.frame, outcome)
+        return Prepared(outcome.frame, outcome, layout=self.layouts[pack])
 
     def prepare(
         self,

@@ -1,9 +1,11 @@
 """Turn log entries into a :class:`LoadBatch`: Arrow tables per pack table plus quarantine.
 
 The collector already did the per-event work (JSON text of properties, promoted values in
-column order), so building a batch is moving values into Arrow columns: frames decode into
-tuples and ``zip(*rows)`` transposes them in C. Duplicates of earlier loads are removed by
-the warehouse in one anti-join; repeats inside the batch are dropped here.
+column order) and wrote its frames by column (``core.envelope``, version 2), so building a
+batch is extending one list per column per frame and one ``pa.array`` per column per batch.
+Version 1 (row) frames still in a log are transposed with ``zip(*rows)`` on the way in.
+Duplicates of earlier loads are removed by the warehouse in one anti-join; repeats inside the
+batch are dropped here.
 """
 
 from __future__ import annotations
@@ -16,14 +18,19 @@ from typing import Any
 import msgspec
 import orjson
 import pyarrow as pa
+import pyarrow.acero  # Table.group_by imports it on first use: at start-up, not in a batch
+import pyarrow.compute as pc
 
 from gristmill.core.envelope import (
+    Block,
+    ColumnFrame,
     Envelope,
     EnvelopeRow,
     FrameRows,
     Reason,
-    decode_frame_rows,
+    decode_frame_columns,
     envelope_to_native,
+    rows_block,
 )
 from gristmill.log.base import LogEntry
 from gristmill.pack.models import ColumnType, Pack
@@ -79,63 +86,67 @@ assert tuple(n for n, _ in _ROW_FIELDS) == Envelope.__struct_fields__
 
 
 class _TableBuilder:
-    """Collects the rows of one pack table, with their frame-level values, then transposes."""
+    """Collects the columns of one pack table, with their frame-level values, block by block;
+    :meth:`build` keeps the first delivery of each (scope, event_id) in the batch."""
 
     def __init__(self, pack: Pack, table: str) -> None:
         self.pack = pack
         self.table = table
         self.promoted = [(c.name, ARROW[c.type]) for c in pack.columns(table) if c.promoted]
-        slots = {name: i for i, (name, _) in enumerate(self.promoted)}
-        self._scope_slots = [(f, slots.get(f)) for f in pack.spec.dedupe.scope]
-        self.rows: list[EnvelopeRow] = []
+        self.names = tuple(name for name, _ in self.promoted)
+        self.cols: list[list[Any]] = [[] for _ in _ROW_FIELDS]
+        """One list per :data:`EnvelopeRow` field; the ``promoted`` slot stays empty."""
+        self.values: list[list[Any]] = [[] for _ in self.promoted]
         self.received_at: list[int] = []
         self.source: list[str] = []
         self.scope: list[str] = []
 
-    def add(self, rows: list[EnvelopeRow], frame: FrameRows, scope: str | None) -> None:
-        n = len(rows)
-        self.rows.extend(rows)
+    def _aligned(self, block: Block) -> Sequence[Sequence[Any]]:
+        """The block's promoted values in this table's column order: by name, a column the
+        block does not hold (added to the pack after the collector framed it) all NULL."""
+        if block.promoted is None or tuple(block.promoted) == self.names:
+            return block.values
+        have = dict(zip(block.promoted, block.values, strict=True))
+        nulls = [None] * len(block)
+        return [have.get(name, nulls) for name in self.names]
+
+    def add(self, block: Block, frame: ColumnFrame | FrameRows, scope: str | None) -> None:
+        n = len(block)
+        for i, (dst, src) in enumerate(zip(self.cols, block.columns(), strict=True)):
+            if i != _PROMOTED:
+                dst.extend(src)
+        values = self._aligned(block)
+        for dst, src in zip(self.values, values, strict=True):
+            dst.extend(src)
         self.received_at.extend([frame.received_at] * n)
         self.source.extend([frame.source] * n)
         if scope is not None:
             self.scope.extend([scope] * n)
         else:  # the scope includes event_type or a column, so it differs per event
-            self.scope.extend([self._row_scope(frame.source, r) for r in rows])
+            self.scope.extend(self._block_scope(frame.source, block, values))
 
-    def _row_scope(self, source: str, row: EnvelopeRow) -> str:
-        parts: list[str] = []
-        for field, slot in self._scope_slots:
+    def _block_scope(self, source: str, block: Block, values: Sequence[Sequence[Any]]) -> list[str]:
+        """Per event, what :func:`dedupe_scope` makes of it (a column not promoted is "")."""
+        n = len(block)
+        slots = {name: i for i, name in enumerate(self.names)}
+        parts: list[Sequence[str]] = []
+        for field in self.pack.spec.dedupe.scope:
             if field == "source":
-                parts.append(source)
+                parts.append([source] * n)
             elif field == "event_type":
-                parts.append(row[1])
+                parts.append(block.event_type)
             else:
-                v = None if slot is None else row[5][slot]
-                parts.append("" if v is None else str(v))
-        return SCOPE_SEPARATOR.join(parts)
-
-    def drop_repeats(self) -> int:
-        """Keep the first delivery of each (scope, event_id) in this batch; return how many
-        repeats were dropped. The set check runs in C; only a batch with repeats pays a pass."""
-        keys = list(zip(self.scope, [r[0] for r in self.rows], strict=True))
-        if len(set(keys)) == len(keys):
-            return 0
-        seen: set[tuple[str, str]] = set()
-        keep = [not (k in seen or seen.add(k)) for k in keys]  # type: ignore[func-returns-value]
-        self.rows = [v for v, k in zip(self.rows, keep, strict=True) if k]
-        self.received_at = [v for v, k in zip(self.received_at, keep, strict=True) if k]
-        self.source = [v for v, k in zip(self.source, keep, strict=True) if k]
-        self.scope = [v for v, k in zip(self.scope, keep, strict=True) if k]
-        return len(keys) - len(self.rows)
+                slot = slots.get(field)
+                col = [None] * n if slot is None else values[slot]
+                parts.append(["" if v is None else str(v) for v in col])
+        return [SCOPE_SEPARATOR.join(p) for p in zip(*parts, strict=True)]
 
     def build(self) -> pa.Table:
-        cols = list(zip(*self.rows, strict=True))
         arrays: list[pa.Array] = []
         names: list[str] = []
-        for (name, t), col in zip(_ROW_FIELDS, cols, strict=True):
+        for (name, t), col in zip(_ROW_FIELDS, self.cols, strict=True):
             if t is None:
-                promoted = list(zip(*col, strict=True))
-                for (pname, ptype), pcol in zip(self.promoted, promoted, strict=True):
+                for (pname, ptype), pcol in zip(self.promoted, self.values, strict=True):
                     arrays.append(pa.array(pcol, type=ptype))
                     names.append(pname)
             else:
@@ -147,7 +158,42 @@ class _TableBuilder:
             pa.array(self.scope, type=pa.string()),
         ]
         names += ["received_at", "source", "_dedupe_scope"]
-        return pa.table(arrays, names=names)
+        table = pa.table(arrays, names=names)
+        ids = self.cols[0]
+        if len(set(ids)) == len(ids):  # the usual batch: nothing repeats, nothing to drop
+            return table
+        return first_deliveries(table)
+
+
+def first_deliveries(table: pa.Table) -> pa.Table:
+    """The first row of each (``_dedupe_scope``, ``event_id``), in batch order: repeats
+    inside a batch are dropped in Arrow (a group-by on both columns, the smallest row number
+    of each group kept), without a Python tuple per row."""
+    keys = ["_dedupe_scope", "event_id"]
+    pos = table.select(keys).append_column("i", pa.array(range(table.num_rows), pa.int64()))
+    first = pos.group_by(keys, use_threads=False).aggregate([("i", "min")])["i_min"]
+    return table.take(pc.take(first, pc.sort_indices(first)))
+
+
+_PROMOTED = 5
+"""Where ``promoted`` sits in :data:`EnvelopeRow` (values travel apart, one list per column)."""
+
+
+def _blocks(frame: ColumnFrame | FrameRows, route: Mapping[str, str]) -> list[Block]:
+    """A frame's column blocks; a version 1 frame's rows are cut into blocks as the pack
+    routes them now (rows of one table have promoted tuples of one length)."""
+    if not isinstance(frame, FrameRows):
+        return frame.blocks
+    rows = frame.events
+    if not rows:
+        return []
+    tables = [route.get(row[1]) for row in rows]
+    if tables.count(tables[0]) == len(tables) and tables[0] is not None:
+        return [rows_block(rows)]
+    groups: dict[tuple[str | None, int], list[EnvelopeRow]] = defaultdict(list)
+    for table, row in zip(tables, rows, strict=True):
+        groups[(table, len(row[5]))].append(row)
+    return [rows_block(g) for g in groups.values()]
 
 
 SCOPE_SEPARATOR = "\x1e"
@@ -199,7 +245,7 @@ def build_batch(
         c[0] += rec.count
         prefix = f"q_{log_id[:15]}_{entry.offset}"
         try:
-            frame = decode_frame_rows(rec.body)
+            frame = decode_frame_columns(rec.body)
         except msgspec.DecodeError as exc:
             # A frame the log holds but cannot decode: keep every byte, count its events.
             c[1] += rec.count
@@ -219,67 +265,38 @@ def build_batch(
                 )
             )
             continue
-        for r in frame.rejects:
-            q.append(
-                (
-                    f"{prefix}_{r.index}",
-                    frame.pack,
-                    frame.source,
-                    frame.dialect,
-                    r.reason,
-                    r.detail,
-                    orjson.dumps(r.errors).decode() if r.errors else None,
-                    r.event_id,
-                    r.event_type,
-                    frame.received_at,
-                    r.raw,
-                )
-            )
+        q += _rejects(frame, prefix)
         c[1] += len(frame.rejects)
-        if not frame.events:
-            continue
         pack = packs.get(frame.pack)
         route = routes.get(frame.pack, {})
-        tables = [route.get(row[1]) for row in frame.events]
-        by_table: dict[str | None, list[EnvelopeRow]]
-        if len(set(tables)) == 1:
-            by_table = {tables[0]: frame.events}
-        else:
-            by_table = defaultdict(list)
-            for table, row in zip(tables, frame.events, strict=True):
-                by_table[table].append(row)
-        for table, rows in by_table.items():
-            if pack is None or table is None:
-                # The pack changed (or was removed) between collection and load.
-                c[1] += len(rows)
-                for i, row in enumerate(rows):
-                    q.append(
-                        (
-                            f"{prefix}_e{i}",
-                            frame.pack,
-                            frame.source,
-                            frame.dialect,
-                            Reason.UNKNOWN_EVENT_TYPE.value,
-                            f"event type {row[1]!r} is not in pack {frame.pack!r} any more",
-                            None,
-                            row[0],
-                            row[1],
-                            frame.received_at,
-                            envelope_to_native(Envelope(*row)),
-                        )
-                    )
-                continue
-            b = builders.get((frame.pack, table))
-            if b is None:
-                b = builders[(frame.pack, table)] = _TableBuilder(pack, table)
-            scope = (
-                dedupe_scope(pack, frame.source, "")
-                if set(pack.spec.dedupe.scope) == {"source"}
-                else None
-            )
-            b.add(rows, frame, scope)
-    for b in builders.values():
-        b.drop_repeats()
+        gone = 0
+        for block in _blocks(frame, route):
+            ets = set(block.event_type)
+            targets = {et: route.get(et) for et in ets}
+            by_table: dict[str | None, Block]
+            if len(set(targets.values())) == 1:
+                by_table = {targets[block.event_type[0]]: block}
+            else:  # the pack's routing differs from the collector's: split by event type
+                index: dict[str | None, list[int]] = defaultdict(list)
+                for i, et in enumerate(block.event_type):
+                    index[targets[et]].append(i)
+                by_table = {t: block.take(ix) for t, ix in index.items()}
+            for table, part in by_table.items():
+                if pack is None or table is None:
+                    # The pack changed (or was removed) between collection and load.
+                    c[1] += len(part)
+                    q += _gone(part, frame, prefix, gone)
+                    gone += len(part)
+                    continue
+                tb = builders.get((frame.pack, table))
+                if tb is None:
+                    tb = builders[(frame.pack, table)] = _TableBuilder(pack, table)
+                scope = (
+                    dedupe_scope(pack, frame.source, "")
+                    if set(pack.spec.dedupe.scope) == {"source"}
+                    else None
+                )
+                tb.add(part, frame, scope)
     after = after or {}
     batch.tables = [
         TableRows(b.pack, b.table, b.build(), after.get((b.pack.name, b.table), ()))
@@ -289,6 +306,47 @@ def build_batch(
         batch.quarantine = quarantine_table(q)
     batch.sources = {k: SourceCounts(v[0], v[1]) for k, v in counts.items()}
     return batch
+
+
+def _rejects(frame: ColumnFrame | FrameRows, prefix: str) -> list[tuple[Any, ...]]:
+    """Quarantine rows for the items the collector rejected, with their original bytes."""
+    return [
+        (
+            f"{prefix}_{r.index}",
+            frame.pack,
+            frame.source,
+            frame.dialect,
+            r.reason,
+            r.detail,
+            orjson.dumps(r.errors).decode() if r.errors else None,
+            r.event_id,
+            r.event_type,
+            frame.received_at,
+            r.raw,
+        )
+        for r in frame.rejects
+    ]
+
+
+def _gone(block: Block, frame: ColumnFrame | FrameRows, prefix: str, start: int) -> list[Any]:
+    """Quarantine rows for events whose type the pack no longer routes, each as the native
+    JSON ``POST /v1/events`` would take again (numbered from ``start`` within the frame)."""
+    return [
+        (
+            f"{prefix}_e{start + i}",
+            frame.pack,
+            frame.source,
+            frame.dialect,
+            Reason.UNKNOWN_EVENT_TYPE.value,
+            f"event type {row[1]!r} is not in pack {frame.pack!r} any more",
+            None,
+            row[0],
+            row[1],
+            frame.received_at,
+            envelope_to_native(Envelope(*row)),
+        )
+        for i, row in enumerate(block.rows())
+    ]
 
 
 def quarantine_table(rows: Sequence[tuple[Any, ...]]) -> pa.Table:
@@ -333,7 +391,7 @@ def quarantine_batch(
         c[1] += rec.count
         prefix = f"q_{log_id[:15]}_{entry.offset}"
         try:
-            frame = decode_frame_rows(rec.body)
+            frame = decode_frame_columns(rec.body)
         except msgspec.DecodeError:
             q.append(
                 (
@@ -351,23 +409,13 @@ def quarantine_batch(
                 )
             )
             continue
-        for r in frame.rejects:
-            q.append(
-                (
-                    f"{prefix}_{r.index}",
-                    frame.pack,
-                    frame.source,
-                    frame.dialect,
-                    r.reason,
-                    r.detail,
-                    orjson.dumps(r.errors).decode() if r.errors else None,
-                    r.event_id,
-                    r.event_type,
-                    frame.received_at,
-                    r.raw,
-                )
-            )
-        for i, row in enumerate(frame.events):
+        q += _rejects(frame, prefix)
+        rows = (
+            frame.events
+            if isinstance(frame, FrameRows)
+            else [row for block in frame.blocks for row in block.rows()]
+        )
+        for i, row in enumerate(rows):
             q.append(
                 (
                     f"{prefix}_e{i}",
