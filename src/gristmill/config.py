@@ -464,6 +464,11 @@ class Settings(BaseSettings):
         return path or self.data_dir / "log.sqlite"
 
     @property
+    def log_parts_dir(self) -> Path:
+        """Where a partitioned embedded log (``log.partitions`` > 1) keeps its files."""
+        return self.log_path.with_name("log")
+
+    @property
     def warehouse_path(self) -> Path:
         """The DuckDB file (or chdb folder) of the embedded warehouse."""
         wh = self.warehouse

@@ -30,9 +30,11 @@ from gristmill.governance.service import Governance
 from gristmill.load.conservation import Conservation, conservation
 from gristmill.load.loader import Loader
 from gristmill.load.pool import LoaderPool
+from gristmill.log.base import PartitionedLog
 from gristmill.log.broker import BrokerLog
 from gristmill.log.registry import open_log
 from gristmill.log.sqlite import SQLiteLog
+from gristmill.log.sqlite_parts import PartitionedSQLiteLog
 from gristmill.meta.store import MetaStore
 from gristmill.pack.loader import load_packs
 from gristmill.rollup.freshness import Watermark, watermark
@@ -67,7 +69,7 @@ class Runtime:
             after = after_insert(
                 self.packs, self._warehouse.dialect, mode=settings.loader.rollup_mode
             )
-            if isinstance(self.log, BrokerLog):
+            if isinstance(self.log, PartitionedLog):
                 self._loader = LoaderPool(
                     self.log,
                     self._warehouse,
@@ -98,7 +100,9 @@ class Runtime:
             settings.governance,
             warehouse=self._warehouse,
             wait_loaded=self.wait_loaded,
-            scrub_log=self.log.scrub if isinstance(self.log, SQLiteLog) else None,
+            scrub_log=(
+                self.log.scrub if isinstance(self.log, SQLiteLog | PartitionedSQLiteLog) else None
+            ),
             forget=self.meta.traits.forget,
             staging=lambda: self._feeds.staging_text_columns() if self._feeds else [],
         )
@@ -217,6 +221,15 @@ class Runtime:
                 "log": self.log.name,
                 "partitions": self.log.partitions,
                 "depth_bytes_estimate": self.log.depth_bytes,
+            }
+        if isinstance(self.log, PartitionedSQLiteLog):
+            parts = self.log.depth("loader")
+            return {
+                "log": self.log.name,
+                "partitions": self.log.partitions,
+                "depth_events": sum(d.events for d in parts),
+                "depth_bytes": sum(d.bytes for d in parts),
+                "by_partition": [d.as_dict() for d in parts],
             }
         snap = self.log.snapshot("loader")
         return {
