@@ -14,6 +14,7 @@ import uvicorn
 
 from gristmill.api.app import create_app
 from gristmill.cli.common import DataDirOpt, PacksOpt, console, fail, make_settings
+from gristmill.cli.workers import check_layout, prepare_log, run_workers, watch_parent
 from gristmill.config import Settings
 from gristmill.runtime import Role, Runtime
 
@@ -75,6 +76,23 @@ def serve(
             "2xx once the log (a broker when scaled out) confirmed; loaders run elsewhere.",
         ),
     ] = "all",
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Collector processes sharing the port, worker i appending to partition i of "
+            "the embedded log (needs GRISTMILL_LOG__PARTITIONS >= N); the loader, API and UI "
+            "then run in one more process on --api-port.",
+        ),
+    ] = 1,
+    api_port: Annotated[
+        int | None,
+        typer.Option(help="With --workers: port of the loader's API and UI (default port + 1)."),
+    ] = None,
+    fd: Annotated[
+        int | None,
+        typer.Option(hidden=True, help="Serve on this inherited listening socket (--workers)."),
+    ] = None,
 ) -> None:
     """Serve ingest, the loader and the API until interrupted."""
     settings = make_settings(data_dir, pack)
@@ -84,8 +102,17 @@ def serve(
         )
     if role not in ("all", "collect"):
         fail(f"--role must be all or collect (loaders run as `gristmill load`), not {role!r}")
-    sock = bind(settings.server.host, settings.server.port)
+    if workers > 1:
+        _serve_workers(settings, role, workers, api_port)
+        return
+    if fd is not None:
+        sock = socket.socket(fileno=fd)
+    else:
+        sock = bind(settings.server.host, settings.server.port)
     server, _ = build_server(settings, "collect" if role == "collect" else "all")
+    if fd is not None:
+        # Started by a supervisor: stop when it is gone rather than serve on unsupervised.
+        watch_parent(lambda: setattr(server, "should_exit", True))
     server.announcement = (
         f"gristmill ({role}) serving packs {', '.join(settings.packs)} on "
         f"http://{settings.server.host}:{settings.server.port} (data in {settings.data_dir})"
@@ -98,6 +125,21 @@ def serve(
         server.run(sockets=[sock])
     finally:
         sock.close()
+
+
+def _serve_workers(settings: Settings, role: str, workers: int, api_port: int | None) -> None:
+    if role != "all":
+        fail("--workers starts its own collect and load processes: leave --role at all")
+    check_layout(settings, workers)
+    host, port = settings.server.host, settings.server.port
+    sock = bind(host, port)
+    api = bind(host, api_port if api_port is not None else port + 1)
+    prepare_log(settings)
+    try:
+        run_workers(settings, workers, sock, api)
+    finally:
+        sock.close()
+        api.close()
 
 
 def start_in_thread(server: uvicorn.Server, url: str) -> threading.Thread:
