@@ -210,3 +210,46 @@ def _loaded(data: Path, acked: int) -> dict[str, Any] | None:
 
 def _received_per_partition(log: PartitionedSQLiteLog) -> list[int]:
     return [sum(f.snapshot(f"loader.p{p}").received.values()) for p, f in enumerate(log.files)]
+
+
+def test_status_and_readyz_show_depth_per_partition(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastapi.testclient import TestClient
+    from typer.testing import CliRunner
+
+    from gristmill.api.app import create_app
+    from gristmill.cli import app
+
+    data = tmp_path / "data"
+    rt = Runtime(make_settings(data, log=PARTS))
+    try:
+        key = rt.meta.create_key("write", "t", pack="marketplace", source="web")[1]
+        with TestClient(create_app(rt, start=False)) as client:
+            for _ in range(3):  # round robin: partitions 0, 1, 0
+                r = client.post(
+                    "/v1/events",
+                    json=[order() for _ in range(5)],
+                    headers={"Authorization": f"Bearer {key}"},
+                )
+                assert r.status_code == 200, r.text
+            depth = client.get("/readyz").json()["log_depth"]
+        assert [p["depth_events"] for p in depth["by_partition"]] == [10, 5]
+        assert depth["depth_events"] == 15
+    finally:
+        rt.stop()
+    monkeypatch.setenv("GRISTMILL_PACKS_DIR", str(PACKS))
+    monkeypatch.setenv("GRISTMILL_DATA_DIR", str(data))
+    monkeypatch.setenv("GRISTMILL_LOG__PARTITIONS", "2")
+    monkeypatch.setenv("COLUMNS", "200")
+    cli = CliRunner()
+    got = json.loads(cli.invoke(app, ["status", "--json"]).output)
+    parts = got["log"]["partitions"]
+    assert [(p["partition"], p["depth_events"], p["depth_records"]) for p in parts] == [
+        (0, 10, 2),
+        (1, 5, 1),
+    ]
+    assert got["balanced"]
+    assert got["totals"]["in_flight"] == 15
+    text = cli.invoke(app, ["status"]).output
+    assert "partition 1: 1 records / 5 events" in text
