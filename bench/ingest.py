@@ -16,12 +16,13 @@ from bench.common import blast, bodies, pct, serve
 from gristmill.demo.marketplace import DemoConfig, generate
 
 
-def end_to_end(events: int, batch: int = 100, clients: int = 2) -> dict[str, Any]:
-    """Events/s from the first request until every event is loaded and queryable."""
+def end_to_end(events: int, batch: int = 100, clients: int = 2, workers: int = 1) -> dict[str, Any]:
+    """Events/s from the first request until every event is loaded and queryable; with
+    ``workers`` > 1, ``serve --workers`` (that many collect processes on one port)."""
     traffic = generate(DemoConfig(events=events, duplicate_rate=0, invalid_rate=0, seed=3))
     payloads = bodies(traffic.events, batch)
     with tempfile.TemporaryDirectory() as tmp:
-        s = serve(Path(tmp))
+        s = serve(Path(tmp), workers=workers)
         try:
             t0 = time.perf_counter()
             statuses = blast(s.server.port, s.write_key, payloads, clients)
@@ -35,6 +36,7 @@ def end_to_end(events: int, batch: int = 100, clients: int = 2) -> dict[str, Any
         "events": n,
         "batch_size": batch,
         "client_processes": clients,
+        "collect_workers": workers,
         "statuses": statuses,
         "acked_events_per_s": round(n / t_acked),
         "end_to_end_events_per_s": round(n / t_loaded),
@@ -42,6 +44,19 @@ def end_to_end(events: int, batch: int = 100, clients: int = 2) -> dict[str, Any
         "seconds_to_loaded": round(t_loaded, 2),
         "balanced": st["balanced"],
         "loader_batches": st["loader"]["batches"],
+    }
+
+
+def workers_vs_one(events: int, workers: int = 2, clients: int = 2) -> dict[str, Any]:
+    """The same traffic into one ``serve`` process, then into ``serve --workers``: the ratio
+    is what collecting on more cores buys on this machine (clients share its cores)."""
+    one = end_to_end(events, clients=clients)
+    many = end_to_end(events, clients=clients, workers=workers)
+    return {
+        "one": one,
+        "workers": many,
+        "ratio_acked": round(many["acked_events_per_s"] / one["acked_events_per_s"], 2),
+        "ratio_loaded": round(many["end_to_end_events_per_s"] / one["end_to_end_events_per_s"], 2),
     }
 
 

@@ -253,3 +253,15 @@ def test_status_and_readyz_show_depth_per_partition(
     assert got["totals"]["in_flight"] == 15
     text = cli.invoke(app, ["status"]).output
     assert "partition 1: 1 records / 5 events" in text
+
+
+def test_scale_out_doc_serve_workers_block_runs() -> None:
+    from tests.conftest import ROOT
+    from tests.integration.test_readme import run_block
+
+    out = run_block(ROOT / "docs" / "scale-out.md", "serve-workers", timeout=240)
+    assert out.count('"accepted":1') == 4
+    assert "partition 0: 0 records" in out  # status: the depth of each partition
+    assert "partition 1: 0 records" in out
+    assert "collect-1 (pid" in out  # status: the supervisor's workers
+    assert "total" in out
