@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -133,8 +134,14 @@ class Runtime:
             )
         self._server_file: Path | None = None
         self._stopped = False
+        self._stopping = threading.Event()
 
     def start(self, *, url: str | None = None, loader: bool = True) -> None:
+        if self.role == "collect":
+            # Erasures are requested in another process (the API's): re-read the list.
+            threading.Thread(
+                target=self._refresh_suppression, name="suppression", daemon=True
+            ).start()
         if loader and self._loader is not None:
             self._loader.start()
             if self.role == "all":
@@ -147,11 +154,20 @@ class Runtime:
             self._server_file = self.settings.data_dir / SERVER_FILE
             write_server_file(self._server_file, url=url, token=self.local_token)
 
+    def _refresh_suppression(self) -> None:
+        every = self.settings.governance.suppression_refresh_s
+        while not self._stopping.wait(every):
+            try:
+                self.governance.refresh_suppression()
+            except Exception:  # the metadata store hiccuped: keep the last list, try again
+                log.exception("refreshing the suppression list failed")
+
     def stop(self) -> None:
         """Stop everything; safe to call twice (a lifespan and a test fixture may both)."""
         if self._stopped:
             return
         self._stopped = True
+        self._stopping.set()
         self.governance.stop()
         self.exports.stop()
         if self._loader is not None:
@@ -194,6 +210,10 @@ class Runtime:
         running loader (the CLI offline), this process loads."""
         loader = self.loader
         deadline = time.monotonic() + timeout_s
+        if isinstance(self.log, PartitionedLog):
+            # Collectors in other processes re-read the suppression list on a period: past
+            # two of them every one drops the subject's events, so the drain below is last.
+            time.sleep(2 * self.settings.governance.suppression_refresh_s)
         if isinstance(self.log, SQLiteLog):
             head = self.log.head()
             while (done := self.warehouse.stored_offset(self.log.log_id, loader.group)) < head:

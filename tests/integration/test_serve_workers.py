@@ -265,3 +265,33 @@ def test_scale_out_doc_serve_workers_block_runs() -> None:
     assert "partition 1: 0 records" in out
     assert "collect-1 (pid" in out  # status: the supervisor's workers
     assert "total" in out
+
+
+def test_an_erasure_reaches_collect_workers_and_drains_every_partition(tmp_path: Path) -> None:
+    """The erasure is requested in the loader's process; a collect worker re-reads the
+    suppression list, and the erasure drains and scrubs both partition files."""
+    from gristmill.core.subjects import Mode
+    from gristmill.governance.erasure import Subject
+
+    data = tmp_path / "data"
+    gov = {"suppression_refresh_s": 0.05}
+    rt = Runtime(make_settings(data, log=PARTS, governance=gov))
+    worker = Runtime(
+        make_settings(data, log={**PARTS, "append_partition": 1}, governance=gov), "collect"
+    )
+    try:
+        worker.start()
+        assert not worker.suppression.current
+        rid = rt.governance.request_erasure(Subject(("buyer-gone",)), Mode.DELETE, "t")
+        deadline = time.monotonic() + 60
+        while not worker.suppression.current:
+            assert time.monotonic() < deadline, "the worker never saw the suppression"
+            time.sleep(0.02)
+        rt.governance.run_pending()
+        record = rt.governance.status(rid)
+        assert record is not None
+        assert record.status == "completed", record
+        assert record.report["log"]["log"] == "sqlite"
+    finally:
+        worker.stop()
+        rt.stop()
