@@ -236,6 +236,18 @@ def test_status_and_readyz_show_depth_per_partition(
             depth = client.get("/readyz").json()["log_depth"]
         assert [p["depth_events"] for p in depth["by_partition"]] == [10, 5]
         assert depth["depth_events"] == 15
+        worker = Runtime(make_settings(data, log={**PARTS, "append_partition": 0}), "collect")
+        try:  # a worker's /metrics: the depth of every partition, not only its own
+            from gristmill.api.metrics import PipelineCollector, RequestCounters
+
+            gauges = {
+                m.name: m.samples[0].value
+                for m in PipelineCollector(worker, RequestCounters()).collect()
+                if m.samples
+            }
+            assert gauges["gristmill_log_depth_bytes"] == depth["depth_bytes"] > 0
+        finally:
+            worker.stop()
     finally:
         rt.stop()
     monkeypatch.setenv("GRISTMILL_PACKS_DIR", str(PACKS))
