@@ -93,6 +93,10 @@ def serve(
         int | None,
         typer.Option(hidden=True, help="Serve on this inherited listening socket (--workers)."),
     ] = None,
+    supervisor: Annotated[
+        int | None,
+        typer.Option(hidden=True, help="Stop when this process (the supervisor) is gone."),
+    ] = None,
 ) -> None:
     """Serve ingest, the loader and the API until interrupted."""
     settings = make_settings(data_dir, pack)
@@ -110,9 +114,9 @@ def serve(
     else:
         sock = bind(settings.server.host, settings.server.port)
     server, _ = build_server(settings, "collect" if role == "collect" else "all")
-    if fd is not None:
+    if supervisor is not None:
         # Started by a supervisor: stop when it is gone rather than serve on unsupervised.
-        watch_parent(lambda: setattr(server, "should_exit", True))
+        watch_parent(supervisor, lambda: setattr(server, "should_exit", True))
     server.announcement = (
         f"gristmill ({role}) serving packs {', '.join(settings.packs)} on "
         f"http://{settings.server.host}:{settings.server.port} (data in {settings.data_dir})"

@@ -104,7 +104,7 @@ def prepare_log(settings: Settings) -> None:
 def child_argv(settings: Settings, role: str, port: int, fd: int) -> list[str]:
     argv = [sys.executable, "-m", "gristmill", "serve", "--role", role]
     argv += ["--host", settings.server.host, "--port", str(port), "--fd", str(fd)]
-    argv += ["--data-dir", str(settings.data_dir.resolve())]
+    argv += ["--supervisor", str(os.getpid()), "--data-dir", str(settings.data_dir.resolve())]
     for p in settings.packs:
         argv += ["--pack", p]
     return argv
@@ -250,10 +250,11 @@ def run_workers(settings: Settings, workers: int, sock: socket.socket, api: sock
         sup.stop_all()
 
 
-def watch_parent(on_orphaned: Any, every_s: float = 1.0) -> None:
-    """Call ``on_orphaned`` once the process that started this one is gone (a supervisor
-    killed with SIGKILL cannot stop its children; they stop themselves)."""
-    parent = os.getppid()
+def watch_parent(parent: int, on_orphaned: Any, every_s: float = 1.0) -> None:
+    """Call ``on_orphaned`` once ``parent`` (the supervisor that started this process) is no
+    longer its parent: a supervisor killed with SIGKILL cannot stop its children, so they stop
+    themselves. The pid comes from the supervisor, not from ``getppid()`` at some point of the
+    start-up, which after an early death would already name the adopting process."""
 
     def loop() -> None:
         while os.getppid() == parent:

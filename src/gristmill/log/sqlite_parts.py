@@ -124,6 +124,9 @@ class PartitionedSQLiteLog:
         self._rr = itertools.count()
         self._holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._totals: list[tuple[sqlite3.Connection, threading.Lock]] = []
+        """Per file: reads the byte total for the siblings' cap checks."""
+        self._leases: list[tuple[sqlite3.Connection, threading.Lock]] = []
+        """Per file: lease transactions, apart so an append's cap check never waits on one."""
         self.files: list[SQLiteLog] = []
         # Files are created under an exclusive lock: workers starting together must not each
         # give a new file its own identity, nor disagree about the layout.
@@ -142,7 +145,8 @@ class PartitionedSQLiteLog:
                 )
                 conn = connect(path)
                 conn.executescript(_LEASES)
-                self._totals.append((conn, threading.Lock()))
+                self._leases.append((conn, threading.Lock()))
+                self._totals.append((connect(path), threading.Lock()))
             self._check_layout()
         self.log_id = self.files[0].log_id
         """Partition 0's identity names the whole set (the warehouse keys offsets by it)."""
@@ -151,7 +155,7 @@ class PartitionedSQLiteLog:
         return self.directory / f"p{partition}.sqlite"
 
     def _check_layout(self) -> None:
-        conn = self._totals[0][0]
+        conn = self._leases[0][0]
         row = conn.execute("SELECT partitions FROM layout").fetchone()
         if row is None:
             conn.execute("INSERT INTO layout (partitions) VALUES (?)", (self.partitions,))
@@ -210,7 +214,7 @@ class PartitionedSQLiteLog:
     def _claim(self, group: str, partition: int, *, take: bool) -> bool:
         """Renew our lease (and with ``take``, take a free or lapsed one) in one write
         transaction of the partition's file."""
-        conn, lock = self._totals[partition]
+        conn, lock = self._leases[partition]
         now = time.time()
         with lock:
             conn.execute("BEGIN IMMEDIATE")
@@ -241,7 +245,7 @@ class PartitionedSQLiteLog:
         return self._claim(group, partition, take=False)
 
     def release(self, group: str, partition: int) -> None:
-        conn, lock = self._totals[partition]
+        conn, lock = self._leases[partition]
         with lock:
             conn.execute("DELETE FROM leases WHERE grp = ? AND holder = ?", (group, self._holder))
 
@@ -314,7 +318,7 @@ class PartitionedSQLiteLog:
     def close(self) -> None:
         for f in self.files:
             f.close()
-        for conn, lock in self._totals:
+        for conn, lock in self._totals + self._leases:
             with lock, contextlib.suppress(sqlite3.Error):
                 conn.close()
 
