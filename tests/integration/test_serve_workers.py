@@ -177,7 +177,7 @@ def test_kill_a_worker_and_the_loader_loses_and_duplicates_nothing(
         assert all(n > 0 for n in per_partition), per_partition  # both workers took traffic
         print(
             f"serve --workers 2, worker and loader kill -9: {c.as_dict()['totals']}, "
-            f"client retries {sum(s.failures for s in senders)}"
+            f"client retries {sum(s.failures for s in senders)}, per partition {per_partition}"
         )
     finally:
         rt.stop()
@@ -193,12 +193,16 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
-def test_children_stop_when_the_supervisor_is_killed(tmp_path: Path, children: Children) -> None:
+@pytest.mark.parametrize("balance", ["reuseport", "accept"])
+def test_children_stop_when_the_supervisor_is_killed(
+    tmp_path: Path, children: Children, balance: str
+) -> None:
     data = tmp_path / "data"
     out = tmp_path / "serve.log"
     env = {**os.environ, "GRISTMILL_PACKS_DIR": str(PACKS), "GRISTMILL_LOG__PARTITIONS": "2"}
     args = [sys.executable, "-m", "gristmill", "serve", "--data-dir", str(data), "--workers", "2"]
-    args += ["--port", str(free_port()), "--api-port", str(free_port())]
+    port = free_port()
+    args += ["--port", str(port), "--api-port", str(free_port()), "--balance", balance]
     with open(out, "ab") as fh:
         sup = children.add(
             subprocess.Popen(
@@ -206,6 +210,7 @@ def test_children_stop_when_the_supervisor_is_killed(tmp_path: Path, children: C
             )
         )
     up = wait_for("workers up", lambda: len(workers(data)) == 3 and workers(data), sup, out)
+    wait_for("port answers", lambda: _answers(f"http://127.0.0.1:{port}"), sup, out)
     sup.kill()
     sup.wait()
     deadline = time.monotonic() + 60

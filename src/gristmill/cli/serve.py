@@ -19,12 +19,18 @@ from gristmill.config import Settings
 from gristmill.runtime import Role, Runtime
 
 
-def bind(host: str, port: int) -> socket.socket:
+def bind(host: str, port: int, *, reuse_port: bool = False, listen: bool = True) -> socket.socket:
     """The listening address, bound before anything else starts: a port in use is one clear
-    line (and nothing opened), not a traceback after the warehouse was opened."""
+    line (and nothing opened), not a traceback after the warehouse was opened.
+
+    ``reuse_port``: ``SO_REUSEPORT``, so each ``--workers`` worker binds the port itself and
+    the kernel spreads connections across their sockets. The supervisor then binds without
+    listening: that holds the port against other users and gets no connections itself."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:
@@ -32,7 +38,8 @@ def bind(host: str, port: int) -> socket.socket:
         if exc.errno == errno.EADDRINUSE:
             fail(f"{host}:{port} is already in use (another gristmill serve?): pick another --port")
         fail(f"cannot bind {host}:{port}: {exc.strerror or exc}")
-    sock.listen(2048)  # held from now on: a second bind fails even with SO_REUSEADDR
+    if listen:
+        sock.listen(2048)  # held from now on: a second bind fails even with SO_REUSEADDR
     return sock
 
 
@@ -89,6 +96,17 @@ def serve(
         int | None,
         typer.Option(help="With --workers: port of the loader's API and UI (default port + 1)."),
     ] = None,
+    balance: Annotated[
+        str,
+        typer.Option(
+            help="With --workers, how connections reach the workers: reuseport (a socket "
+            "each, SO_REUSEPORT: the kernel spreads connections evenly) or accept (one shared "
+            "socket: whichever worker accepts first; under light load mostly one of them)."
+        ),
+    ] = "reuseport",
+    reuse_port: Annotated[
+        bool, typer.Option(hidden=True, help="Bind the port with SO_REUSEPORT (--workers).")
+    ] = False,
     fd: Annotated[
         int | None,
         typer.Option(hidden=True, help="Serve on this inherited listening socket (--workers)."),
@@ -107,12 +125,12 @@ def serve(
     if role not in ("all", "collect"):
         fail(f"--role must be all or collect (loaders run as `gristmill load`), not {role!r}")
     if workers > 1:
-        _serve_workers(settings, role, workers, api_port)
+        _serve_workers(settings, role, workers, api_port, balance)
         return
     if fd is not None:
         sock = socket.socket(fileno=fd)
     else:
-        sock = bind(settings.server.host, settings.server.port)
+        sock = bind(settings.server.host, settings.server.port, reuse_port=reuse_port)
     server, _ = build_server(settings, "collect" if role == "collect" else "all")
     if supervisor is not None:
         # Started by a supervisor: stop when it is gone rather than serve on unsupervised.
@@ -131,16 +149,21 @@ def serve(
         sock.close()
 
 
-def _serve_workers(settings: Settings, role: str, workers: int, api_port: int | None) -> None:
+def _serve_workers(
+    settings: Settings, role: str, workers: int, api_port: int | None, balance: str
+) -> None:
     if role != "all":
         fail("--workers starts its own collect and load processes: leave --role at all")
+    if balance not in ("reuseport", "accept"):
+        fail(f"--balance must be reuseport or accept, not {balance!r}")
     check_layout(settings, workers)
     host, port = settings.server.host, settings.server.port
-    sock = bind(host, port)
+    reuse = balance == "reuseport"
+    sock = bind(host, port, reuse_port=reuse, listen=not reuse)
     api = bind(host, api_port if api_port is not None else port + 1)
     prepare_log(settings)
     try:
-        run_workers(settings, workers, sock, api)
+        run_workers(settings, workers, sock, api, reuse_port=reuse)
     finally:
         sock.close()
         api.close()

@@ -3,10 +3,13 @@
 One Python process parses, validates and appends on one core. With ``--workers N`` this
 process becomes a supervisor that starts
 
-* N collector processes (``serve --role collect``) accepting on **one** listening socket it
-  bound and hands down (the kernel gives each connection to whichever worker accepts first),
-  worker ``i`` appending to partition ``i`` of the embedded log (``log.partitions`` >= N), each
-  file with its own writer and group commit;
+* N collector processes (``serve --role collect``) on one port: by default each binds it
+  with ``SO_REUSEPORT`` and the kernel hashes connections across their sockets
+  (``--balance reuseport``); or all accept on **one** socket the supervisor bound and hands
+  down (``--balance accept``: whichever worker accepts first, which under light load is
+  mostly the same one — measured, see BENCHMARKS.md). Worker ``i`` appends to partition
+  ``i`` of the embedded log (``log.partitions`` >= N), each file with its own writer and
+  group commit;
 * one loader process (``serve --role all`` on ``--api-port``): the loader pool over every
   partition, the operator API and UI, governance and exports. It writes ``server.json``, so
   ``gristmill status`` and the other local commands talk to it.
@@ -49,7 +52,8 @@ class Child:
     role: str
     argv: list[str]
     env: dict[str, str]
-    fd: int
+    fd: int | None
+    """An inherited listening socket, or None (the child binds with ``SO_REUSEPORT``)."""
     partition: int | None = None
     proc: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
@@ -59,7 +63,7 @@ class Child:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and fixed arguments
-            self.argv, env=self.env, pass_fds=(self.fd,)
+            self.argv, env=self.env, pass_fds=() if self.fd is None else (self.fd,)
         )
         self.started_at = time.monotonic()
 
@@ -101,25 +105,34 @@ def prepare_log(settings: Settings) -> None:
         fail(str(exc))
 
 
-def child_argv(settings: Settings, role: str, port: int, fd: int) -> list[str]:
+def child_argv(settings: Settings, role: str, port: int, fd: int | None) -> list[str]:
     argv = [sys.executable, "-m", "gristmill", "serve", "--role", role]
-    argv += ["--host", settings.server.host, "--port", str(port), "--fd", str(fd)]
+    argv += ["--host", settings.server.host, "--port", str(port)]
+    argv += ["--reuse-port"] if fd is None else ["--fd", str(fd)]
     argv += ["--supervisor", str(os.getpid()), "--data-dir", str(settings.data_dir.resolve())]
     for p in settings.packs:
         argv += ["--pack", p]
     return argv
 
 
-def plan(settings: Settings, workers: int, sock: socket.socket, api: socket.socket) -> list[Child]:
+def plan(
+    settings: Settings,
+    workers: int,
+    sock: socket.socket,
+    api: socket.socket,
+    *,
+    reuse_port: bool,
+) -> list[Child]:
     env = {k: v for k, v in os.environ.items() if k != "GRISTMILL_LOG__APPEND_PARTITION"}
     port, api_port = sock.getsockname()[1], api.getsockname()[1]
+    fd = None if reuse_port else sock.fileno()
     children = [
         Child(
             f"collect-{i}",
             "collect",
-            child_argv(settings, "collect", port, sock.fileno()),
+            child_argv(settings, "collect", port, fd),
             env | {"GRISTMILL_LOG__APPEND_PARTITION": str(i)},
-            sock.fileno(),
+            fd,
             partition=i,
         )
         for i in range(workers)
@@ -228,9 +241,16 @@ class Supervisor:
         return False
 
 
-def run_workers(settings: Settings, workers: int, sock: socket.socket, api: socket.socket) -> None:
+def run_workers(
+    settings: Settings,
+    workers: int,
+    sock: socket.socket,
+    api: socket.socket,
+    *,
+    reuse_port: bool = True,
+) -> None:
     """Start the children and supervise them until SIGINT or SIGTERM."""
-    sup = Supervisor(settings, plan(settings, workers, sock, api))
+    sup = Supervisor(settings, plan(settings, workers, sock, api, reuse_port=reuse_port))
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: sup.stopping.set())
     host = settings.server.host
