@@ -53,7 +53,12 @@ class Served:
 
 
 def serve(
-    tmp: Path, *, source: str = "bench", env: dict[str, str] | None = None, workers: int = 1
+    tmp: Path,
+    *,
+    source: str = "bench",
+    env: dict[str, str] | None = None,
+    workers: int = 1,
+    balance: str = "reuseport",
 ) -> Served:
     """A ``gristmill serve`` child; with ``workers`` > 1 a supervisor of that many collect
     workers over as many log partitions, and a loader process on the next free port."""
@@ -73,10 +78,22 @@ def serve(
         free_port(),
         packs_dir=PACKS,
         env={**(env or {}), "GRISTMILL_LOG__PARTITIONS": str(workers)},
-        args=("--workers", str(workers), "--api-port", str(api_port)),
+        args=("--workers", str(workers), "--api-port", str(api_port), "--balance", balance),
     )
     server.start(timeout_s=120)
+    deadline = time.monotonic() + 120
+    while not _all_listening(data):  # the port answering means one worker listens, not all
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"serve --workers {workers}: not every worker started")
+        time.sleep(0.05)
     return Served(server, key, op, api_url=f"http://127.0.0.1:{api_port}")
+
+
+def _all_listening(data: Path) -> bool:
+    try:
+        return bool(orjson.loads((data / "workers.json").read_bytes())["ready"])
+    except (FileNotFoundError, orjson.JSONDecodeError):
+        return False
 
 
 def bodies(events: Sequence[dict[str, Any]], size: int) -> list[bytes]:

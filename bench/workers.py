@@ -14,19 +14,25 @@ def run(events: int) -> dict[str, Any]:
 
 def render(results: dict[str, Any]) -> str:
     r = results["workers"]
-    one, many = r["one"], r["workers"]
+    one = r["one"]
     lines = [
         f"Run {results['when']} on {results['machine']['cores']} cores; {one['events']:,} "
         f"events in {one['batch_size']}-event batches from {one['client_processes']} client "
         "processes (16 keep-alive connections each) on the same machine.",
         "",
-        "| server | acked events/s | loaded (end to end) events/s | balanced |",
-        "|---|---|---|---|",
+        "| server | acked events/s | loaded (end to end) events/s | vs one process "
+        "(acked / loaded) | events per worker | balanced |",
+        "|---|---|---|---|---|---|",
+        f"| `serve` (one process) | {one['acked_events_per_s']:,} | "
+        f"{one['end_to_end_events_per_s']:,} | — | — | {'yes' if one['balanced'] else 'NO'} |",
     ]
-    for x, label in ((one, "`serve` (one process)"), (many, "`serve --workers 2`")):
+    for balance in ("reuseport", "accept"):
+        x = r[balance]
+        split = " / ".join(f"{n:,}" for n in x["events_per_worker"])
         lines.append(
-            f"| {label} | {x['acked_events_per_s']:,} | {x['end_to_end_events_per_s']:,} | "
+            f"| `serve --workers {x['collect_workers']} --balance {balance}` | "
+            f"{x['acked_events_per_s']:,} | {x['end_to_end_events_per_s']:,} | "
+            f"{x['ratio_acked']:.2f}x / {x['ratio_loaded']:.2f}x | {split} | "
             f"{'yes' if x['balanced'] else 'NO'} |"
         )
-    lines.append(f"| ratio | {r['ratio_acked']:.2f}x | {r['ratio_loaded']:.2f}x | |")
     return "\n".join(lines)

@@ -40,6 +40,14 @@ def workers(data: Path) -> dict[str, dict[str, Any]]:
     return {c["name"]: c for c in info["children"] if c["pid"] is not None}
 
 
+def all_ready(data: Path) -> bool:
+    """Every child listens (the supervisor heard from each on its ready pipe)."""
+    try:
+        return bool(json.loads((data / "workers.json").read_text())["ready"])
+    except (FileNotFoundError, json.JSONDecodeError):
+        return False
+
+
 def wait_for(what: str, check: Any, proc: subprocess.Popen[bytes], out: Path) -> Any:
     deadline = time.monotonic() + 120
     while not (got := check()):
@@ -114,9 +122,9 @@ def test_kill_a_worker_and_the_loader_loses_and_duplicates_nothing(
                 args, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
             )
         )
-    wait_for("workers up", lambda: len(workers(data)) == 3, sup, out)
+    wait_for("workers up", lambda: all_ready(data), sup, out)
     url = f"http://127.0.0.1:{port}"
-    wait_for("port answers", lambda: _answers(url), sup, out)
+    assert _answers(url)
 
     senders = [Sender(url, keys[s], s) for s in SOURCES]
     threads = [threading.Thread(target=s.run) for s in senders]
@@ -137,8 +145,8 @@ def test_kill_a_worker_and_the_loader_loses_and_duplicates_nothing(
     restarted = wait_for(
         "restarts",
         lambda: (
-            (w := workers(data))
-            and w["collect-0"]["pid"] != victim
+            all_ready(data)
+            and (w := workers(data))["collect-0"]["pid"] != victim
             and w["loader"]["pid"] != loader
             and w
         ),
@@ -209,8 +217,9 @@ def test_children_stop_when_the_supervisor_is_killed(
                 args, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
             )
         )
-    up = wait_for("workers up", lambda: len(workers(data)) == 3 and workers(data), sup, out)
-    wait_for("port answers", lambda: _answers(f"http://127.0.0.1:{port}"), sup, out)
+    wait_for("workers up", lambda: all_ready(data), sup, out)
+    up = workers(data)
+    assert _answers(f"http://127.0.0.1:{port}")
     sup.kill()
     sup.wait()
     deadline = time.monotonic() + 60

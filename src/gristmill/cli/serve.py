@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import gc
+import os
 import socket
 import threading
 import time
@@ -47,11 +48,17 @@ class AnnouncingServer(uvicorn.Server):
     """Prints the URL once uvicorn listens: a script waiting for that line can connect."""
 
     announcement = ""
+    ready_fd: int | None = None
+    """A pipe to a ``--workers`` supervisor: one byte once listening."""
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.started and self.announcement:
             console.print(self.announcement, soft_wrap=True)
+        if self.started and self.ready_fd is not None:
+            os.write(self.ready_fd, b"1")
+            os.close(self.ready_fd)
+            self.ready_fd = None
 
 
 def build_server(settings: Settings, role: Role = "all") -> tuple[AnnouncingServer, Runtime]:
@@ -115,6 +122,10 @@ def serve(
         int | None,
         typer.Option(hidden=True, help="Stop when this process (the supervisor) is gone."),
     ] = None,
+    ready_fd: Annotated[
+        int | None,
+        typer.Option(hidden=True, help="Write one byte here once listening (--workers)."),
+    ] = None,
 ) -> None:
     """Serve ingest, the loader and the API until interrupted."""
     settings = make_settings(data_dir, pack)
@@ -135,6 +146,7 @@ def serve(
     if supervisor is not None:
         # Started by a supervisor: stop when it is gone rather than serve on unsupervised.
         watch_parent(supervisor, lambda: setattr(server, "should_exit", True))
+    server.ready_fd = ready_fd
     server.announcement = (
         f"gristmill ({role}) serving packs {', '.join(settings.packs)} on "
         f"http://{settings.server.host}:{settings.server.port} (data in {settings.data_dir})"

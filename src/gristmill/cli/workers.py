@@ -31,14 +31,12 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gristmill.cli.common import console, err_console, fail
 from gristmill.config import Settings, SQLiteLogSettings
-from gristmill.runtime import read_server_file
 
 WORKERS_FILE = "workers.json"
 STOP_GRACE_S = 30.0
@@ -59,13 +57,39 @@ class Child:
     started_at: float = 0.0
     restarts: int = 0
     next_start: float = 0.0
-    history: list[str] = field(default_factory=list)
+    ready: bool = False
+    """The child listens: it wrote to its ready pipe once its server started."""
+    _ready_r: int | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and fixed arguments
-            self.argv, env=self.env, pass_fds=() if self.fd is None else (self.fd,)
-        )
+        """Start it with the write end of a pipe it writes one byte to once listening: with
+        ``SO_REUSEPORT`` the port answering says only that *some* worker listens."""
+        self._close_pipe()
+        r, w = os.pipe()
+        os.set_blocking(r, False)
+        fds = (w,) if self.fd is None else (self.fd, w)
+        try:
+            self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and fixed arguments
+                [*self.argv, "--ready-fd", str(w)], env=self.env, pass_fds=fds
+            )
+        finally:
+            os.close(w)
+        self._ready_r = r
+        self.ready = False
         self.started_at = time.monotonic()
+
+    def poll_ready(self) -> bool:
+        if not self.ready and self._ready_r is not None:
+            with contextlib.suppress(BlockingIOError):
+                if os.read(self._ready_r, 1):
+                    self.ready = True
+                    self._close_pipe()
+        return self.ready
+
+    def _close_pipe(self) -> None:
+        if self._ready_r is not None:
+            os.close(self._ready_r)
+            self._ready_r = None
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -74,6 +98,7 @@ class Child:
             "partition": self.partition,
             "pid": self.proc.pid if self.proc is not None else None,
             "restarts": self.restarts,
+            "ready": self.ready,
         }
 
 
@@ -156,7 +181,11 @@ class Supervisor:
         tmp = self.file.with_suffix(".tmp")
         tmp.write_text(
             json.dumps(
-                {"supervisor": os.getpid(), "children": [c.describe() for c in self.children]}
+                {
+                    "supervisor": os.getpid(),
+                    "ready": all(c.ready for c in self.children),
+                    "children": [c.describe() for c in self.children],
+                }
             )
         )
         tmp.replace(self.file)
@@ -169,8 +198,7 @@ class Supervisor:
         self.record()
         deadline = time.monotonic() + timeout_s
         while not self.stopping.is_set():
-            info = read_server_file(self.settings.data_dir)
-            if info is not None and loader.proc is not None and info.get("pid") == loader.proc.pid:
+            if loader.poll_ready():  # listening, so its lifespan wrote server.json
                 break
             if time.monotonic() > deadline:
                 err_console.print("[bold red]the loader process did not start[/]")
@@ -192,8 +220,12 @@ class Supervisor:
                 continue  # not started yet
             code = c.proc.poll()
             if code is None:
+                if not c.ready and c.poll_ready():
+                    changed = True
                 continue
             if c.next_start == 0.0:
+                c.ready = False
+                changed = True
                 lived = now - c.started_at
                 delay = 1.0 if lived > 60 else min(30.0, 2.0 ** min(c.restarts, 5))
                 c.next_start = now + delay
@@ -226,18 +258,15 @@ class Supervisor:
         with contextlib.suppress(FileNotFoundError):
             self.file.unlink()
 
-    def wait_ready(self, port: int, timeout_s: float = 60.0) -> bool:
-        """Until a worker answers on the shared port."""
+    def wait_ready(self, timeout_s: float = 120.0) -> bool:
+        """Until every child listens (``workers.json`` then says ``"ready": true``)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and not self.stopping.is_set():
-            try:
-                url = f"http://{self.settings.server.host}:{port}/healthz"
-                with urllib.request.urlopen(url, timeout=2):
-                    return True
-            except OSError:
-                pass
+            if all(c.poll_ready() for c in self.children):
+                self.record()
+                return True
             self.tend()
-            time.sleep(0.1)
+            time.sleep(0.05)
         return False
 
 
@@ -256,7 +285,7 @@ def run_workers(
     host = settings.server.host
     port, api_port = sock.getsockname()[1], api.getsockname()[1]
     try:
-        if sup.start_all() and sup.wait_ready(port):
+        if sup.start_all() and sup.wait_ready():
             console.print(
                 f"gristmill serving packs {', '.join(settings.packs)} with {workers} collector "
                 f"workers on http://{host}:{port}; loader, API and UI on "
