@@ -108,7 +108,7 @@ def serve(
         typer.Option(
             help="With --workers, how connections reach the workers: reuseport (a socket "
             "each, SO_REUSEPORT: the kernel spreads connections evenly) or accept (one shared "
-            "socket: whichever worker accepts first; under light load mostly one of them)."
+            "socket: whichever worker accepts first; under light load often one of them)."
         ),
     ] = "reuseport",
     reuse_port: Annotated[

@@ -7,7 +7,7 @@ process becomes a supervisor that starts
   with ``SO_REUSEPORT`` and the kernel hashes connections across their sockets
   (``--balance reuseport``); or all accept on **one** socket the supervisor bound and hands
   down (``--balance accept``: whichever worker accepts first, which under light load is
-  mostly the same one — measured, see BENCHMARKS.md). Worker ``i`` appends to partition
+  often the same one — measured, see BENCHMARKS.md). Worker ``i`` appends to partition
   ``i`` of the embedded log (``log.partitions`` >= N), each file with its own writer and
   group commit;
 * one loader process (``serve --role all`` on ``--api-port``): the loader pool over every
