@@ -58,6 +58,21 @@ def test_workers_append_to_their_partition_with_offsets_unique_across_files(
             lg.close()
 
 
+def test_suppressed_counts_add_up_across_partitions(tmp_path: Path) -> None:
+    w0 = open_parts(tmp_path, append_partition=0)
+    w1 = open_parts(tmp_path, append_partition=1)
+    try:
+        w0.append([LogRecord("marketplace", "web", 1, 1, b"x", suppressed=2)])
+        w1.append([LogRecord("marketplace", "web", 0, 1, b"", suppressed=3)])  # all dropped
+        snap = w0.snapshot_partitions({})
+        assert snap.suppressed == {("marketplace", "web"): 5}
+        assert snap.received == {("marketplace", "web"): 1}
+        assert snap.by_partition == {0: (1, 1, 1), 1: (0, 0, 0)}
+    finally:
+        w0.close()
+        w1.close()
+
+
 def test_round_robin_without_a_partition_of_its_own(tmp_path: Path) -> None:
     lg = open_parts(tmp_path)
     try:
