@@ -152,6 +152,7 @@ def test_the_partition_count_is_fixed_once_the_files_exist(tmp_path: Path) -> No
     open_parts(tmp_path).close()
     with pytest.raises(ValueError, match="has 2 partitions, not 3"):
         PartitionedSQLiteLog(tmp_path, partitions=3, max_bytes=10_000)
+    assert not (tmp_path / "p2.sqlite").exists()  # refused before making anything
 
 
 def test_settings_choose_the_file_layout(tmp_path: Path) -> None:

@@ -90,6 +90,20 @@ def legacy_pending(path: Path) -> int:
     return int(row[0])
 
 
+def stored_layout(path: Path) -> int | None:
+    """The partition count partition 0's file was made for (None: no such file yet)."""
+    if not path.exists():
+        return None
+    conn = sqlite3.connect(path, timeout=30)
+    try:
+        row = conn.execute("SELECT partitions FROM layout").fetchone()
+    except sqlite3.OperationalError:  # made, but not finished (a crash during the first open)
+        return None
+    finally:
+        conn.close()
+    return None if row is None else int(row[0])
+
+
 class PartitionedSQLiteLog:
     name = "sqlite"
     partitioned = True
@@ -132,6 +146,12 @@ class PartitionedSQLiteLog:
         # give a new file its own identity, nor disagree about the layout.
         with open(directory / ".lock", "a+") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
+            stored = stored_layout(self.path(0))
+            if stored is not None and stored != partitions:  # refused before any file is made
+                raise ValueError(
+                    f"the log in {directory} has {stored} partitions, not {partitions}: "
+                    "offsets encode the count, so it is fixed once the files exist"
+                )
             for p in range(partitions):
                 path = self.path(p)
                 self.files.append(
@@ -156,15 +176,8 @@ class PartitionedSQLiteLog:
 
     def _check_layout(self) -> None:
         conn = self._leases[0][0]
-        row = conn.execute("SELECT partitions FROM layout").fetchone()
-        if row is None:
+        if conn.execute("SELECT partitions FROM layout").fetchone() is None:
             conn.execute("INSERT INTO layout (partitions) VALUES (?)", (self.partitions,))
-        elif int(row[0]) != self.partitions:
-            self.close()
-            raise ValueError(
-                f"the log in {self.directory} has {row[0]} partitions, not {self.partitions}: "
-                "offsets encode the count, so it is fixed once the files exist"
-            )
 
     # -- offsets ------------------------------------------------------------------------
     def encode(self, partition: int, k: int) -> int:
