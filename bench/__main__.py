@@ -144,7 +144,7 @@ def main() -> None:
         "--only",
         default=(
             "ingest,loader,pg_baseline,latency,analytics,dialects,relay,warehouses,feeds,sources,"
-            "governance,enrichment,usage,rollups,peers,frames,provision,delivery"
+            "governance,enrichment,usage,rollups,peers,frames,provision,delivery,workers"
         ),
     )
     ap.add_argument("--feed-rows", default="250000,1000000", help="Sales CSV sizes (feeds).")
@@ -168,6 +168,9 @@ def main() -> None:
     ap.add_argument("--rollup-new", type=int, default=1_000_000, help="New events (rollups).")
     ap.add_argument("--delivery-ingest-events", type=int, default=200_000, help="Per pack.")
     ap.add_argument("--delivery-view-events", type=int, default=10_000_000, help="Lifecycle.")
+    ap.add_argument(
+        "--workers-events", type=int, default=100_000, help="serve vs serve --workers 2."
+    )
     args = ap.parse_args()
     only = set(args.only.split(","))
     results: dict[str, Any] = {
@@ -230,6 +233,7 @@ def main() -> None:
         "frames": (args.events,),
         "provision": (args.wh_engines.split(","),),
         "delivery": (args.delivery_ingest_events, args.delivery_view_events),
+        "workers": (args.workers_events,),
     }
     for name, run_args in modular.items():
         if name in only:

@@ -28,10 +28,12 @@ class Served:
     server: ServerProcess
     write_key: str
     operator_key: str
+    api_url: str = ""
+    """Where the operator API answers: the server's URL, or the loader's with ``--workers``."""
 
     def stats(self) -> dict[str, Any]:
         r = httpx.get(
-            self.server.url + "/v1/pipeline/stats",
+            (self.api_url or self.server.url) + "/v1/pipeline/stats",
             headers={"Authorization": f"Bearer {self.operator_key}"},
             timeout=30,
         )
@@ -50,16 +52,48 @@ class Served:
             time.sleep(0.02)
 
 
-def serve(tmp: Path, *, source: str = "bench", env: dict[str, str] | None = None) -> Served:
+def serve(
+    tmp: Path,
+    *,
+    source: str = "bench",
+    env: dict[str, str] | None = None,
+    workers: int = 1,
+    balance: str = "reuseport",
+) -> Served:
+    """A ``gristmill serve`` child; with ``workers`` > 1 a supervisor of that many collect
+    workers over as many log partitions, and a loader process on the next free port."""
     data = tmp / "data"
     data.mkdir(parents=True, exist_ok=True)
     meta = MetaStore(f"sqlite:///{data / 'meta.sqlite'}")
     key = meta.create_key("write", source, pack="marketplace", source=source)[1]
     op = meta.create_key("secret", "bench", role="operator")[1]
     meta.close()
-    server = ServerProcess(data, free_port(), packs_dir=PACKS, env=env)
-    server.start()
-    return Served(server, key, op)
+    if workers == 1:
+        server = ServerProcess(data, free_port(), packs_dir=PACKS, env=env)
+        server.start()
+        return Served(server, key, op)
+    api_port = free_port()
+    server = ServerProcess(
+        data,
+        free_port(),
+        packs_dir=PACKS,
+        env={**(env or {}), "GRISTMILL_LOG__PARTITIONS": str(workers)},
+        args=("--workers", str(workers), "--api-port", str(api_port), "--balance", balance),
+    )
+    server.start(timeout_s=120)
+    deadline = time.monotonic() + 120
+    while not _all_listening(data):  # the port answering means one worker listens, not all
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"serve --workers {workers}: not every worker started")
+        time.sleep(0.05)
+    return Served(server, key, op, api_url=f"http://127.0.0.1:{api_port}")
+
+
+def _all_listening(data: Path) -> bool:
+    try:
+        return bool(orjson.loads((data / "workers.json").read_bytes())["ready"])
+    except (FileNotFoundError, orjson.JSONDecodeError):
+        return False
 
 
 def bodies(events: Sequence[dict[str, Any]], size: int) -> list[bytes]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import tempfile
 import threading
 import time
@@ -16,12 +17,15 @@ from bench.common import blast, bodies, pct, serve
 from gristmill.demo.marketplace import DemoConfig, generate
 
 
-def end_to_end(events: int, batch: int = 100, clients: int = 2) -> dict[str, Any]:
-    """Events/s from the first request until every event is loaded and queryable."""
+def end_to_end(
+    events: int, batch: int = 100, clients: int = 2, workers: int = 1, balance: str = "reuseport"
+) -> dict[str, Any]:
+    """Events/s from the first request until every event is loaded and queryable; with
+    ``workers`` > 1, ``serve --workers`` (that many collect processes on one port)."""
     traffic = generate(DemoConfig(events=events, duplicate_rate=0, invalid_rate=0, seed=3))
     payloads = bodies(traffic.events, batch)
     with tempfile.TemporaryDirectory() as tmp:
-        s = serve(Path(tmp))
+        s = serve(Path(tmp), workers=workers, balance=balance)
         try:
             t0 = time.perf_counter()
             statuses = blast(s.server.port, s.write_key, payloads, clients)
@@ -30,11 +34,15 @@ def end_to_end(events: int, batch: int = 100, clients: int = 2) -> dict[str, Any
             t_loaded = time.perf_counter() - t0
         finally:
             s.server.stop()
+        split = [_received(Path(tmp) / "data" / "log" / f"p{i}.sqlite") for i in range(workers)]
     n = len(traffic.events)
     return {
         "events": n,
         "batch_size": batch,
         "client_processes": clients,
+        "collect_workers": workers,
+        "balance": balance if workers > 1 else None,
+        "events_per_worker": split if workers > 1 else None,
         "statuses": statuses,
         "acked_events_per_s": round(n / t_acked),
         "end_to_end_events_per_s": round(n / t_loaded),
@@ -43,6 +51,35 @@ def end_to_end(events: int, batch: int = 100, clients: int = 2) -> dict[str, Any
         "balanced": st["balanced"],
         "loader_batches": st["loader"]["batches"],
     }
+
+
+def _received(path: Path) -> int:
+    """Events one partition file counted (which worker took how much of the traffic)."""
+    if not path.exists():
+        return 0
+    con = sqlite3.connect(path)
+    try:
+        return int(con.execute("SELECT coalesce(sum(received), 0) FROM counters").fetchone()[0])
+    finally:
+        con.close()
+
+
+def workers_vs_one(events: int, workers: int = 2, clients: int = 2) -> dict[str, Any]:
+    """The same traffic into one ``serve`` process, then into ``serve --workers`` with each
+    way of spreading connections: the ratios are what collecting on more cores buys on this
+    machine (the clients share its cores)."""
+    one = end_to_end(events, clients=clients)
+    out: dict[str, Any] = {"one": one}
+    for balance in ("reuseport", "accept"):
+        many = end_to_end(events, clients=clients, workers=workers, balance=balance)
+        out[balance] = {
+            **many,
+            "ratio_acked": round(many["acked_events_per_s"] / one["acked_events_per_s"], 2),
+            "ratio_loaded": round(
+                many["end_to_end_events_per_s"] / one["end_to_end_events_per_s"], 2
+            ),
+        }
+    return out
 
 
 def to_queryable(

@@ -258,6 +258,10 @@ class GovernanceSettings(BaseModel):
     erasure_deadline_s: float = Field(3600.0, gt=0)
     """The documented completion time of an erasure request; its receipt says whether it
     finished within it."""
+    suppression_refresh_s: float = Field(1.0, gt=0)
+    """How often a collect-role process (``serve --workers``, scaled-out collectors) re-reads
+    the suppression list. Over a partitioned log an erasure waits twice this before its
+    drain, so every collector drops the subject's new events before the log is drained."""
 
 
 class ExportSettings(BaseModel):
@@ -462,6 +466,11 @@ class Settings(BaseSettings):
     def log_path(self) -> Path:
         path = self.log.path if isinstance(self.log, SQLiteLogSettings) else None
         return path or self.data_dir / "log.sqlite"
+
+    @property
+    def log_parts_dir(self) -> Path:
+        """Where a partitioned embedded log (``log.partitions`` > 1) keeps its files."""
+        return self.log_path.with_name("log")
 
     @property
     def warehouse_path(self) -> Path:

@@ -26,6 +26,15 @@ class SQLiteLogSettings(BaseModel):
     retry_after_s: int = 5
     group_commit_max: int = 512
     """Most appends one fsync may cover."""
+    partitions: int = Field(1, ge=1, le=64)
+    """1: one file (``log.sqlite``). More: that many files under ``<data_dir>/log/``
+    (``p0.sqlite`` …), one writer each, so ``gristmill serve --workers N`` collects on N cores;
+    a loader pool loads them all. Fixed once the files exist (offsets encode it)."""
+    append_partition: int | None = Field(None, ge=0)
+    """The partition this process appends to (``serve --workers`` sets it per worker); unset:
+    round robin over all partitions."""
+    lease_ttl_s: float = Field(10.0, gt=0)
+    """A partition lease (kept in the partition's file) not renewed for this long is free."""
 
 
 class _BrokerLogSettings(BaseModel):

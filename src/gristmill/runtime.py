@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -30,9 +31,11 @@ from gristmill.governance.service import Governance
 from gristmill.load.conservation import Conservation, conservation
 from gristmill.load.loader import Loader
 from gristmill.load.pool import LoaderPool
+from gristmill.log.base import PartitionedLog
 from gristmill.log.broker import BrokerLog
 from gristmill.log.registry import open_log
 from gristmill.log.sqlite import SQLiteLog
+from gristmill.log.sqlite_parts import PartitionedSQLiteLog
 from gristmill.meta.store import MetaStore
 from gristmill.pack.loader import load_packs
 from gristmill.rollup.freshness import Watermark, watermark
@@ -67,7 +70,7 @@ class Runtime:
             after = after_insert(
                 self.packs, self._warehouse.dialect, mode=settings.loader.rollup_mode
             )
-            if isinstance(self.log, BrokerLog):
+            if isinstance(self.log, PartitionedLog):
                 self._loader = LoaderPool(
                     self.log,
                     self._warehouse,
@@ -98,7 +101,9 @@ class Runtime:
             settings.governance,
             warehouse=self._warehouse,
             wait_loaded=self.wait_loaded,
-            scrub_log=self.log.scrub if isinstance(self.log, SQLiteLog) else None,
+            scrub_log=(
+                self.log.scrub if isinstance(self.log, SQLiteLog | PartitionedSQLiteLog) else None
+            ),
             forget=self.meta.traits.forget,
             staging=lambda: self._feeds.staging_text_columns() if self._feeds else [],
         )
@@ -129,8 +134,14 @@ class Runtime:
             )
         self._server_file: Path | None = None
         self._stopped = False
+        self._stopping = threading.Event()
 
     def start(self, *, url: str | None = None, loader: bool = True) -> None:
+        if self.role == "collect":
+            # Erasures are requested in another process (the API's): re-read the list.
+            threading.Thread(
+                target=self._refresh_suppression, name="suppression", daemon=True
+            ).start()
         if loader and self._loader is not None:
             self._loader.start()
             if self.role == "all":
@@ -143,11 +154,20 @@ class Runtime:
             self._server_file = self.settings.data_dir / SERVER_FILE
             write_server_file(self._server_file, url=url, token=self.local_token)
 
+    def _refresh_suppression(self) -> None:
+        every = self.settings.governance.suppression_refresh_s
+        while not self._stopping.wait(every):
+            try:
+                self.governance.refresh_suppression()
+            except Exception:  # the metadata store hiccuped: keep the last list, try again
+                log.exception("refreshing the suppression list failed")
+
     def stop(self) -> None:
         """Stop everything; safe to call twice (a lifespan and a test fixture may both)."""
         if self._stopped:
             return
         self._stopped = True
+        self._stopping.set()
         self.governance.stop()
         self.exports.stop()
         if self._loader is not None:
@@ -190,6 +210,10 @@ class Runtime:
         running loader (the CLI offline), this process loads."""
         loader = self.loader
         deadline = time.monotonic() + timeout_s
+        if isinstance(self.log, PartitionedLog):
+            # Collectors in other processes re-read the suppression list on a period: past
+            # two of them every one drops the subject's events, so the drain below is last.
+            time.sleep(2 * self.settings.governance.suppression_refresh_s)
         if isinstance(self.log, SQLiteLog):
             head = self.log.head()
             while (done := self.warehouse.stored_offset(self.log.log_id, loader.group)) < head:
@@ -217,6 +241,15 @@ class Runtime:
                 "log": self.log.name,
                 "partitions": self.log.partitions,
                 "depth_bytes_estimate": self.log.depth_bytes,
+            }
+        if isinstance(self.log, PartitionedSQLiteLog):
+            parts = self.log.depth("loader")
+            return {
+                "log": self.log.name,
+                "partitions": self.log.partitions,
+                "depth_events": sum(d.events for d in parts),
+                "depth_bytes": sum(d.bytes for d in parts),
+                "by_partition": [d.as_dict() for d in parts],
             }
         snap = self.log.snapshot("loader")
         return {

@@ -16,9 +16,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from gristmill.api.app import create_app
-from gristmill.config import KafkaLogSettings, NATSLogSettings, RabbitMQLogSettings
-from gristmill.log.base import EventLog, LogRecord
-from gristmill.log.broker import BrokerLog, partition_group
+from gristmill.config import (
+    KafkaLogSettings,
+    NATSLogSettings,
+    RabbitMQLogSettings,
+    SQLiteLogSettings,
+)
+from gristmill.log.base import EventLog, LogRecord, PartitionedLog
+from gristmill.log.broker import partition_group
 from gristmill.log.sqlite import SQLiteLog
 from gristmill.runtime import Runtime
 from tests.brokers import scratch_stream
@@ -138,7 +143,9 @@ class BrokerContract(LogContract):
 
     group = partition_group("loader", 0)
 
-    def settings(self, partitions: int) -> RabbitMQLogSettings | NATSLogSettings | KafkaLogSettings:
+    def settings(
+        self, partitions: int
+    ) -> RabbitMQLogSettings | NATSLogSettings | KafkaLogSettings | SQLiteLogSettings:
         raise NotImplementedError
 
     def make(self, tmp_path: Path, partitions: int) -> EventLog:
@@ -147,12 +154,12 @@ class BrokerContract(LogContract):
         return open_log(make_settings(tmp_path, log=self.settings(partitions)))
 
     def consumer(self, lg: EventLog) -> EventLog:
-        assert isinstance(lg, BrokerLog)
+        assert isinstance(lg, PartitionedLog)
         return lg.view(0)
 
     def test_partitions_spread_appends_and_offsets_never_collide(self, tmp_path: Path) -> None:
         lg = self.make(tmp_path, partitions=3)
-        assert isinstance(lg, BrokerLog)
+        assert isinstance(lg, PartitionedLog)
         try:
             for i in range(9):
                 lg.append([rec(i)])
@@ -171,8 +178,8 @@ class BrokerContract(LogContract):
     def test_a_partition_lease_has_one_holder(self, tmp_path: Path) -> None:
         a = self.make(tmp_path, partitions=2)
         b = self.make(tmp_path, partitions=2)
-        assert isinstance(a, BrokerLog)
-        assert isinstance(b, BrokerLog)
+        assert isinstance(a, PartitionedLog)
+        assert isinstance(b, PartitionedLog)
         try:
             assert a.lease("loader", 0)
             assert not b.lease("loader", 0)
@@ -216,6 +223,16 @@ class BrokerContract(LogContract):
             )
         finally:
             rt.stop()
+
+
+class TestPartitionedSQLiteLog(BrokerContract):
+    """The embedded log split into files (``serve --workers``). The one-partition contract
+    runs on two files with every append sent to partition 0, so order is total."""
+
+    def settings(self, partitions: int) -> SQLiteLogSettings:
+        if partitions == 1:
+            return SQLiteLogSettings(partitions=2, append_partition=0)
+        return SQLiteLogSettings(partitions=partitions)
 
 
 @pytest.mark.rabbitmq

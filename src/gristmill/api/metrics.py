@@ -64,7 +64,8 @@ class PipelineCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         if self.rt.role == "collect":  # no warehouse behind a collector: the log's depth only
-            depth = self.rt.log_depth().get("depth_bytes_estimate", 0)
+            d = self.rt.log_depth()  # a broker's estimate, or the embedded log's count
+            depth = d.get("depth_bytes_estimate", d.get("depth_bytes", 0))
             yield GaugeMetricFamily(
                 "gristmill_log_depth_bytes", "Log bytes not yet loaded.", value=float(str(depth))
             )

@@ -158,7 +158,12 @@ def missing_state(settings: Settings) -> Path | None:
         or getattr(wh, "url", None) is not None
     ):
         return None
-    stores = (settings.log_path, settings.data_dir / "meta.sqlite", settings.warehouse_path)
+    stores = (
+        settings.log_path,
+        settings.log_parts_dir,
+        settings.data_dir / "meta.sqlite",
+        settings.warehouse_path,
+    )
     return None if any(p.exists() for p in stores) else settings.data_dir
 
 

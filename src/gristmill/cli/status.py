@@ -18,6 +18,7 @@ from gristmill.cli.common import (
     nothing_stored,
     running_server,
 )
+from gristmill.cli.workers import read_workers
 from gristmill.config import Settings
 from gristmill.runtime import Runtime
 
@@ -67,6 +68,8 @@ def collect_status(data_dir: DataDirOpt = None, pack: PacksOpt = None) -> dict[s
     if client is not None:
         data: dict[str, Any] = client.get("/v1/pipeline/stats")
         data["server"] = client.url
+        supervisor = read_workers(settings.data_dir)
+        data["workers"] = supervisor["children"] if supervisor else None
         return data
     if missing_state(settings) is not None:
         return empty_status(settings)
@@ -124,12 +127,28 @@ def render(data: dict[str, Any]) -> None:
         f"log: {lg['depth_events']:,} events / {lg['depth_bytes']:,} bytes pending "
         f"(cap {data['log_cap_bytes']:,}), load lag {data['load_lag_seconds']:.2f} s"
     )
+    for part in lg.get("partitions", []):
+        console.print(
+            f"  partition {part['partition']}: {part['depth_records']:,} records / "
+            f"{part['depth_events']:,} events / {part['depth_bytes']:,} bytes pending"
+        )
     console.print(
         f"loader: {'running' if ld['running'] else 'stopped'}, {ld['batches']:,} batches, "
         f"last commit {ld['last_commit_at'] or '-'}"
         + (f", [red]last error: {ld['last_error']}[/]" if ld["last_error"] else "")
     )
     console.print(f"server: {data['server'] or 'not running (read from files)'}")
+    if data.get("workers"):
+        console.print(
+            "workers: "
+            + ", ".join(
+                f"{w['name']} (pid {w['pid']}"
+                + (f", partition {w['partition']}" if w["partition"] is not None else "")
+                + (f", {w['restarts']} restarts" if w["restarts"] else "")
+                + ")"
+                for w in data["workers"]
+            )
+        )
 
 
 def _quarantine_rates(data: dict[str, Any]) -> None:

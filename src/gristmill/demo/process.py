@@ -59,8 +59,11 @@ class ServerProcess(_Child):
         packs_dir: Path,
         env: dict[str, str] | None = None,
         role: str = "all",
+        args: tuple[str, ...] = (),
     ) -> None:
         self.role = role
+        self.args = args
+        """More ``serve`` options (``--workers 2 --api-port …``)."""
         self.data_dir = data_dir
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
@@ -81,6 +84,7 @@ class ServerProcess(_Child):
                 str(self.port),
                 "--role",
                 self.role,
+                *self.args,
             ],
             env=self.env,
             stdout=self.log,

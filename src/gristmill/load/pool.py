@@ -1,5 +1,5 @@
-"""Loaders over a partitioned (broker) log: one :class:`Loader` per partition this process
-holds the lease of.
+"""Loaders over a partitioned log (a broker, or the embedded log split into files): one
+:class:`Loader` per partition this process holds the lease of.
 
 Any number of ``gristmill load`` processes may run. Each takes free partitions (up to
 ``max_partitions``), loads each with the ordinary loader under the group ``<group>.p<n>``, and
@@ -17,7 +17,8 @@ from collections.abc import Mapping
 
 from gristmill.config import LoaderSettings
 from gristmill.load.loader import Loader, LoaderStats
-from gristmill.log.broker import BrokerLog, partition_group
+from gristmill.log.base import PartitionedLog
+from gristmill.log.broker import partition_group
 from gristmill.pack.models import Pack
 from gristmill.warehouse.base import AfterInsert, Warehouse
 
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 class LoaderPool:
     def __init__(
         self,
-        log: BrokerLog,
+        log: PartitionedLog,
         warehouse: Warehouse,
         packs: Mapping[str, Pack],
         settings: LoaderSettings,

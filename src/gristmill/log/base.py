@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +65,8 @@ class LogSnapshot:
     """pack -> receive time of its oldest event not yet loaded."""
     suppressed: dict[tuple[str, str], int] = field(default_factory=dict)
     """(pack, source) -> events of erased subjects dropped at collect time."""
+    by_partition: dict[int, tuple[int, int, int]] = field(default_factory=dict)
+    """partition -> (records, events, bytes) pending, for a partitioned log."""
 
 
 class LogFull(Exception):
@@ -123,3 +125,28 @@ class EventLog(Protocol):
     def check_ready(self) -> list[str]: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class PartitionedLog(Protocol):
+    """A log split into ``partitions`` ordered sequences (the broker logs, the embedded log
+    with ``log.partitions`` > 1). Loaders lease a partition and load it through
+    ``view(partition)`` under the group ``<group>.p<n>``; offsets are unique across
+    partitions, so the warehouse's per-partition offsets and batch ids never collide."""
+
+    name: str
+    log_id: str
+    partitions: int
+    lease_ttl_s: float
+
+    def view(self, partition: int) -> EventLog: ...
+
+    def lease(self, group: str, partition: int) -> bool: ...
+
+    def lease_held(self, group: str, partition: int) -> bool: ...
+
+    def release(self, group: str, partition: int) -> None: ...
+
+    def snapshot_partitions(self, after: dict[int, int]) -> LogSnapshot: ...
+
+    def check_ready(self) -> list[str]: ...

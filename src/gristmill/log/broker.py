@@ -316,18 +316,24 @@ class BrokerLog:
         oldest: dict[str, int] = {}
         records = events = size = 0
         oldest_any: int | None = None
+        depths: dict[int, tuple[int, int, int]] = {}
         for p, s in enumerate(self._scanned):
+            d_records = d_events = d_bytes = 0
             for k, n in s.received.items():
                 received[k] += n
             for off, pack, source, n, nbytes, rec_at in s.tail:
                 if off <= after.get(p, 0):
                     continue
                 pending[(pack, source)] += n
-                records += 1
-                events += n
-                size += nbytes
+                d_records += 1
+                d_events += n
+                d_bytes += nbytes
                 oldest[pack] = min(oldest.get(pack, rec_at), rec_at)
                 oldest_any = rec_at if oldest_any is None else min(oldest_any, rec_at)
+            depths[p] = (d_records, d_events, d_bytes)
+            records += d_records
+            events += d_events
+            size += d_bytes
         return LogSnapshot(
             received=dict(received),
             pending=dict(pending),
@@ -337,6 +343,7 @@ class BrokerLog:
             depth_bytes=size,
             oldest_pending_received_at=oldest_any,
             oldest_pending=oldest,
+            by_partition=depths,
         )
 
     def check_ready(self) -> list[str]:

@@ -8,6 +8,19 @@ from gristmill.log.base import EventLog
 
 def open_log(settings: Settings) -> EventLog:
     cfg = settings.log
+    if cfg.type == "sqlite" and cfg.partitions > 1:
+        from gristmill.log.sqlite_parts import PartitionedSQLiteLog
+
+        return PartitionedSQLiteLog(
+            settings.log_parts_dir,
+            partitions=cfg.partitions,
+            max_bytes=cfg.max_bytes,
+            retry_after_s=cfg.retry_after_s,
+            group_commit_max=cfg.group_commit_max,
+            lease_ttl_s=cfg.lease_ttl_s,
+            append_partition=cfg.append_partition,
+            legacy=settings.log_path,
+        )
     if cfg.type == "sqlite":
         from gristmill.log.sqlite import SQLiteLog
 

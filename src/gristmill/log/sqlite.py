@@ -25,7 +25,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,7 +90,7 @@ def _settle_all(futures: list[asyncio.Future[None]], exc: BaseException | None) 
             fut.set_exception(exc)
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+def connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
@@ -109,6 +109,7 @@ class SQLiteLog:
         retry_after_s: int = 5,
         group_commit_max: int = 512,
         sync_interval_s: float = 0.25,
+        elsewhere: Callable[[], int] | None = None,
     ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
@@ -117,18 +118,20 @@ class SQLiteLog:
         self.group_commit_max = group_commit_max
         self.sync_interval_s = sync_interval_s
         """How stale the in-memory byte count may get (other processes append and load)."""
-        self._w = _connect(path)
+        self.elsewhere = elsewhere
+        """Unloaded bytes of the sibling files of a partitioned log: the cap is on the sum."""
+        self._w = connect(path)
         self._w.executescript(_SCHEMA)
         self.log_id = self._identity()
         self._init_byte_total()
-        self._r = _connect(path)
+        self._r = connect(path)
         self._r_lock = threading.Lock()
-        self._c = _connect(path)
+        self._c = connect(path)
         self._c_lock = threading.Lock()
         self._q: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._new_data = threading.Condition()
         self._bytes_lock = threading.Lock()
-        self._b = _connect(path)
+        self._b = connect(path)
         """Reads the byte total under ``_bytes_lock``: never behind a long snapshot."""
         self._inflight = 0
         """Bytes this process reserved that the writer has not settled yet (not in the file)."""
@@ -169,7 +172,8 @@ class SQLiteLog:
         """Unloaded bytes in the file, every process's appends and commits included (called
         under ``_bytes_lock``, or before other threads exist)."""
         row = self._b.execute("SELECT appended - freed FROM log_bytes").fetchone()
-        return int(row[0]) if row else 0
+        own = int(row[0]) if row else 0
+        return own + (self.elsewhere() if self.elsewhere is not None else 0)
 
     def _reserve(self, records: Sequence[LogRecord]) -> int:
         size = sum(len(r.body) for r in records if r.count)  # count 0: never stored
