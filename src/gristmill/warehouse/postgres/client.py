@@ -222,8 +222,6 @@ class PostgresWarehouse:
                 for rows in batch.tables:
                     st = self._stmts(rows)
                     self._copy(cur, BATCH, rows.rows)
-                    for s in st.keys:
-                        cur.execute(s)
                     for s in st.remember:
                         cur.execute(s)
                     if cur.rowcount == rows.rows.num_rows:
