@@ -267,9 +267,7 @@ class LoadStatements:
             # hand them back (a temp table of hashed keys first cost 8% of a load).
             # Key order: concurrent loaders take the unique-index locks in the same order,
             # so overlapping batches wait for each other instead of deadlocking.
-            exp.select(exp.alias_(dedupe_key(), "_k"), "received_at")
-            .from_(BATCH)
-            .order_by("_k"),
+            exp.select(exp.alias_(dedupe_key(), "_k"), "received_at").from_(BATCH).order_by("_k"),
             dedupe,
             columns=_cols("k", "first_seen"),
         )
