@@ -220,24 +220,9 @@ class Block(msgspec.Struct, array_like=True, gc=False):
     def rows(self) -> list[EnvelopeRow]:
         """The block as envelope rows (``promoted`` in block order): for the rare paths that
         need an event back whole (quarantine of events the pack no longer routes)."""
-        promoted = list(zip(*self.values, strict=True)) if self.values else [()] * len(self)
-        return list(
-            zip(
-                self.event_id,
-                self.event_type,
-                self.schema_version,
-                self.occurred_at,
-                self.properties,
-                promoted,
-                self.user_id,
-                self.anonymous_id,
-                self.session_id,
-                self.entity_type,
-                self.entity_id,
-                self.context,
-                strict=True,
-            )
-        )
+        cols: list[Sequence[Any]] = list(self.columns())
+        cols[5] = list(zip(*self.values, strict=True)) if self.values else [()] * len(self)
+        return list(zip(*cols, strict=True))
 
     def take(self, index: Sequence[int]) -> Block:
         """The rows at ``index``, in that order (a block whose event types now go to

@@ -29,6 +29,7 @@ from gristmill.core.envelope import (
     FrameRows,
     Reason,
     decode_frame_columns,
+    decode_frame_rows,
     envelope_to_native,
     rows_block,
 )
@@ -391,7 +392,7 @@ def quarantine_batch(
         c[1] += rec.count
         prefix = f"q_{log_id[:15]}_{entry.offset}"
         try:
-            frame = decode_frame_columns(rec.body)
+            frame = decode_frame_rows(rec.body)
         except msgspec.DecodeError:
             q.append(
                 (
@@ -410,12 +411,7 @@ def quarantine_batch(
             )
             continue
         q += _rejects(frame, prefix)
-        rows = (
-            frame.events
-            if isinstance(frame, FrameRows)
-            else [row for block in frame.blocks for row in block.rows()]
-        )
-        for i, row in enumerate(rows):
+        for i, row in enumerate(frame.events):
             q.append(
                 (
                     f"{prefix}_e{i}",

@@ -73,17 +73,7 @@ class Conservation:
                 "oldest_pending_received_at": self.log.oldest_pending_received_at,
                 "committed_offset": self.log.committed_offset,
                 **(
-                    {
-                        "partitions": [
-                            {
-                                "partition": p,
-                                "depth_records": r,
-                                "depth_events": e,
-                                "depth_bytes": b,
-                            }
-                            for p, (r, e, b) in sorted(self.log.by_partition.items())
-                        ]
-                    }
+                    {"partitions": [d.as_dict() for d in self.log.partition_depths()]}
                     if self.log.by_partition
                     else {}
                 ),

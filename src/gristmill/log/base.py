@@ -49,6 +49,24 @@ class LogBatch:
 
 
 @dataclass(frozen=True, slots=True)
+class PartitionDepth:
+    """What one partition holds past its loader's committed offset."""
+
+    partition: int
+    records: int
+    events: int
+    bytes: int
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "partition": self.partition,
+            "depth_records": self.records,
+            "depth_events": self.events,
+            "depth_bytes": self.bytes,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class LogSnapshot:
     """A consistent view of the log's counters, taken in one read transaction."""
 
@@ -67,6 +85,9 @@ class LogSnapshot:
     """(pack, source) -> events of erased subjects dropped at collect time."""
     by_partition: dict[int, tuple[int, int, int]] = field(default_factory=dict)
     """partition -> (records, events, bytes) pending, for a partitioned log."""
+
+    def partition_depths(self) -> list[PartitionDepth]:
+        return [PartitionDepth(p, *d) for p, d in sorted(self.by_partition.items())]
 
 
 class LogFull(Exception):
@@ -150,3 +171,14 @@ class PartitionedLog(Protocol):
     def snapshot_partitions(self, after: dict[int, int]) -> LogSnapshot: ...
 
     def check_ready(self) -> list[str]: ...
+
+
+class PartitionView:
+    """What every one-partition view of a partitioned log shares: the loader reads and
+    commits through it, but appends go to the whole log, which picks the partition."""
+
+    def append(self, records: Sequence[LogRecord]) -> None:
+        raise TypeError("append to the whole log, not a partition view")
+
+    async def append_async(self, records: Sequence[LogRecord]) -> None:
+        raise TypeError("append to the whole log, not a partition view")

@@ -31,7 +31,14 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from gristmill.log.base import LogBatch, LogEntry, LogFull, LogRecord, LogSnapshot
+from gristmill.log.base import (
+    LogBatch,
+    LogEntry,
+    LogFull,
+    LogRecord,
+    LogSnapshot,
+    PartitionView,
+)
 
 log = logging.getLogger(__name__)
 
@@ -392,7 +399,7 @@ READ_GRACE_S = 60.0
 broker) before it is abandoned and the loader retries from the warehouse's offset."""
 
 
-class PartitionLog:
+class PartitionLog(PartitionView):
     """One partition as an :class:`EventLog`, for the ordinary loader. ``group`` is the
     partition group (``<group>.p<n>``); the warehouse keys its offset by it."""
 
@@ -408,12 +415,6 @@ class PartitionLog:
         if r is None:
             r = self._readers[group] = self.parent.reader(group, self.partition)
         return r
-
-    def append(self, records: Sequence[LogRecord]) -> None:
-        raise TypeError("append to the whole log, not a partition view")
-
-    async def append_async(self, records: Sequence[LogRecord]) -> None:
-        raise TypeError("append to the whole log, not a partition view")
 
     def read(
         self, group: str, max_events: int, timeout_s: float, after: int | None = None

@@ -38,10 +38,16 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-from gristmill.log.base import LogBatch, LogEntry, LogRecord, LogSnapshot
+from gristmill.log.base import (
+    LogBatch,
+    LogEntry,
+    LogRecord,
+    LogSnapshot,
+    PartitionDepth,
+    PartitionView,
+)
 from gristmill.log.broker import partition_group
 from gristmill.log.sqlite import SQLiteLog, connect
 
@@ -55,22 +61,6 @@ CREATE TABLE IF NOT EXISTS layout (
     partitions INTEGER NOT NULL
 );
 """
-
-
-@dataclass(frozen=True, slots=True)
-class PartitionDepth:
-    partition: int
-    records: int
-    events: int
-    bytes: int
-
-    def as_dict(self) -> dict[str, int]:
-        return {
-            "partition": self.partition,
-            "depth_records": self.records,
-            "depth_events": self.events,
-            "depth_bytes": self.bytes,
-        }
 
 
 def legacy_pending(path: Path) -> int:
@@ -265,11 +255,10 @@ class PartitionedSQLiteLog:
     # -- observe ------------------------------------------------------------------------
     def snapshot(self, group: str, after_offset: int | None = None) -> LogSnapshot:
         """Whole-log snapshot past each partition's committed offset (for depth)."""
-        after = {p: self.view(p).committed(partition_group(group, p)) for p in self._range()}
+        after = {
+            p: self.view(p).committed(partition_group(group, p)) for p in range(self.partitions)
+        }
         return self.snapshot_partitions(after)
-
-    def _range(self) -> range:
-        return range(self.partitions)
 
     def snapshot_partitions(self, after: dict[int, int]) -> LogSnapshot:
         """Counters summed over the files, ``pending`` past ``after[partition]``. Each file is
@@ -310,8 +299,7 @@ class PartitionedSQLiteLog:
 
     def depth(self, group: str = "loader") -> list[PartitionDepth]:
         """What each partition holds past its loader's committed offset."""
-        snap = self.snapshot(group)
-        return [PartitionDepth(p, *d) for p, d in sorted(snap.by_partition.items())]
+        return self.snapshot(group).partition_depths()
 
     @property
     def pending_bytes(self) -> int:
@@ -336,7 +324,7 @@ class PartitionedSQLiteLog:
                 conn.close()
 
 
-class SQLitePartition:
+class SQLitePartition(PartitionView):
     """One partition as an :class:`~gristmill.log.base.EventLog` for the ordinary loader, in
     the partitioned log's offsets."""
 
@@ -346,12 +334,6 @@ class SQLitePartition:
         self.file = parent.files[partition]
         self.name = parent.name
         self.log_id = parent.log_id
-
-    def append(self, records: Sequence[LogRecord]) -> None:
-        raise TypeError("append to the whole log, not a partition view")
-
-    async def append_async(self, records: Sequence[LogRecord]) -> None:
-        raise TypeError("append to the whole log, not a partition view")
 
     def read(
         self, group: str, max_events: int, timeout_s: float, after: int | None = None
