@@ -177,8 +177,14 @@ class KafkaLog(BrokerLog):
         def close() -> None:
             for c in [*self._groups.values(), *([self._meta] if self._meta else [])]:
                 c.close()
+            self._groups.clear()
+            self._meta = None
             if self._producer is not None:
                 self._producer.flush(10)
+                # Drop the handle: librdkafka's threads live as long as it does, and a log
+                # object something still references would keep reconnecting to a broker
+                # that is gone until the interpreter exits.
+                self._producer = None
 
         await asyncio.to_thread(close)
 
