@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlglot import exp
@@ -16,7 +17,8 @@ from gristmill.core.clock import parse_rfc3339_us
 from gristmill.core.envelope import Envelope
 from gristmill.pack.models import Pack
 from gristmill.rollup.maintain import after_insert, provision_analytics
-from gristmill.rollup.spec import full_rebuild
+from gristmill.rollup.delta import PART
+from gristmill.rollup.spec import full_rebuild, rollup_table
 from gristmill.sql.ddl import table_ref
 from gristmill.warehouse.base import LoadBatch, Warehouse
 from gristmill.warehouse.clickhouse.client import ClickHouseWarehouse
@@ -138,6 +140,144 @@ class TestChdb(Conformance):
         assert rollup_rows(warehouse, pack, "marketplace_hourly") == rows
         assert rows[0][1] is None
         assert rows[0][2] == 2  # orders__n
+
+    def _loads(self, warehouse: ClickHouseWarehouse, pack: Pack, mode: str = "auto") -> Any:
+        provision_analytics(warehouse, [pack])
+        after = after_insert({pack.name: pack}, warehouse.dialect, mode)
+
+        def load(*events: Envelope) -> None:
+            b = batch_of(pack, frame("web", *events))
+            warehouse.commit_load(build_batch_with_after(b, pack, after))
+
+        return load
+
+    @staticmethod
+    def _at(eid: str, when: str, vendor: str | None, amount: int, buyer: str = "s1") -> Envelope:
+        e = envelope(eid, amount, vendor=vendor or "v1")
+        e.occurred_at = parse_rfc3339_us(when)
+        e.promoted = [f"o-{eid}", buyer, vendor, amount]
+        return e
+
+    def _rebuilt(self, warehouse: Warehouse, pack: Pack) -> list[tuple[Any, ...]]:
+        r = pack.spec.rollups["marketplace_hourly"]
+        for stmt in full_rebuild(pack, "marketplace_hourly", r, warehouse.dialect):
+            warehouse.execute(stmt)
+        return rollup_rows(warehouse, pack, "marketplace_hourly")
+
+    def _parts(self, warehouse: Warehouse, pack: Pack) -> dict[str, int]:
+        ref = rollup_table(pack, "marketplace_hourly")
+        q = (
+            exp.select(exp.column(PART), exp.func("count", exp.Star()).as_("n"))
+            .from_(ref)
+            .group_by(exp.column(PART))
+        )
+        return {str(r[PART]): int(r["n"]) for r in warehouse.query(q).to_pylist()}
+
+    def test_rollups_are_kept_as_parts_and_compaction_folds_them(
+        self, warehouse: Warehouse, pack: Pack
+    ) -> None:
+        """Each load appends its batch's delta as a part of its own (no read of stored rows);
+        compaction folds committed parts into one row per key, month by month, and the
+        numbers stay those of a rebuild from rows."""
+        assert isinstance(warehouse, ClickHouseWarehouse)
+        load = self._loads(warehouse, pack)
+        at = self._at
+        load(at("a", "2026-11-01T10:05:00Z", "v1", 100), at("b", "2026-10-31T23:00:00Z", "v2", 7))
+        load(
+            at("c", "2026-11-01T10:30:00Z", "v1", 300, buyer="s2"),
+            at("a", "2026-11-01T10:05:00Z", "v1", 100),
+        )
+        load(at("d", "2026-11-01T10:59:59Z", None, 50, buyer="s3"))
+        parts = self._parts(warehouse, pack)
+        assert "" not in parts and len(parts) == 3  # one part per batch, nothing compacted
+        before = rollup_rows(warehouse, pack, "marketplace_hourly")
+        assert warehouse.compact_rollups() == 2  # October and November
+        assert self._parts(warehouse, pack) == {"": 3}  # (10h, v1), (10h, NULL), (23h, v2)
+        assert rollup_rows(warehouse, pack, "marketplace_hourly") == before
+        assert warehouse.compact_rollups() == 0
+        load(at("e", "2026-11-01T10:10:00Z", "v1", 1, buyer="s1"))  # a part on a folded key
+        after = rollup_rows(warehouse, pack, "marketplace_hourly")
+        assert self._rebuilt(warehouse, pack) == after
+        v1 = next(r for r in after if r[1] == "v1")
+        assert v1[2] == 3 and v1[3] == 401  # orders__n, gmv_cents__sum: the duplicate counted once
+
+    def test_compaction_keeps_the_part_of_a_batch_that_died_and_its_retry_removes_it(
+        self, warehouse: Warehouse, pack: Pack
+    ) -> None:
+        assert isinstance(warehouse, ClickHouseWarehouse)
+        load = self._loads(warehouse, pack)
+        at = self._at
+        load(at("a", "2026-11-01T10:05:00Z", "v1", 100))
+        after = after_insert({pack.name: pack}, warehouse.dialect)
+        dead = build_batch_with_after(
+            batch_of(pack, frame("web", at("b", "2026-11-01T10:06:00Z", "v1", 5))), pack, after
+        )
+        real = warehouse._conn.insert_arrow
+
+        def dying(table: str, data: Any) -> None:
+            if table == '"_gristmill"."loads"':
+                raise RuntimeError("crash before the commit point")
+            real(table, data)
+
+        warehouse._conn.insert_arrow = dying  # type: ignore[method-assign]
+        with pytest.raises(RuntimeError):
+            warehouse.commit_load(dead)
+        warehouse._conn.insert_arrow = real  # type: ignore[method-assign]
+        assert warehouse.compact_rollups() == 1
+        assert self._parts(warehouse, pack) == {"": 1, dead.batch_id: 1}  # not committed: kept
+        warehouse.commit_load(dead)  # the retry removes its old part and writes it again
+        assert self._parts(warehouse, pack) == {"": 1, dead.batch_id: 1}
+        rows = rollup_rows(warehouse, pack, "marketplace_hourly")
+        assert rows[0][2] == 2 and rows[0][3] == 105
+        assert self._rebuilt(warehouse, pack) == rows
+
+    def test_a_compaction_that_dies_before_the_swap_changes_nothing(
+        self, warehouse: Warehouse, pack: Pack
+    ) -> None:
+        """The partition's new content is built aside and swapped in by one REPLACE
+        PARTITION: dying before it leaves the parts as they were, and the next run works."""
+        assert isinstance(warehouse, ClickHouseWarehouse)
+        load = self._loads(warehouse, pack)
+        at = self._at
+        load(at("a", "2026-11-01T10:05:00Z", "v1", 100))
+        load(at("b", "2026-11-01T10:06:00Z", "v1", 5))
+        before = rollup_rows(warehouse, pack, "marketplace_hourly")
+        parts = self._parts(warehouse, pack)
+        real = warehouse._conn.command
+
+        def dying(sql_text: str, params: Any = None) -> None:
+            if "REPLACE PARTITION" in sql_text:
+                raise RuntimeError("crash before the swap")
+            real(sql_text, params)
+
+        warehouse._conn.command = dying  # type: ignore[method-assign]
+        with pytest.raises(RuntimeError):
+            warehouse.compact_rollups()
+        warehouse._conn.command = real  # type: ignore[method-assign]
+        assert self._parts(warehouse, pack) == parts
+        assert rollup_rows(warehouse, pack, "marketplace_hourly") == before
+        assert warehouse.compact_rollups() == 1
+        assert rollup_rows(warehouse, pack, "marketplace_hourly") == before
+        tables = warehouse.query_sql(
+            "SELECT name FROM system.tables WHERE database = 'marketplace' "
+            "AND name LIKE '%gm_compact%'"
+        )
+        assert tables.num_rows == 0
+
+    def test_recompute_after_delta_replaces_the_parts_of_a_touched_key(
+        self, warehouse: Warehouse, pack: Pack
+    ) -> None:
+        """``rollup_mode`` switched to recompute over parts a delta loader left: the touched
+        key's parts go with its old row, so nothing is counted twice."""
+        assert isinstance(warehouse, ClickHouseWarehouse)
+        at = self._at
+        self._loads(warehouse, pack)(at("a", "2026-11-01T10:05:00Z", "v1", 100))
+        recompute = self._loads(warehouse, pack, "recompute")
+        recompute(at("b", "2026-11-01T10:06:00Z", "v1", 5))
+        rows = rollup_rows(warehouse, pack, "marketplace_hourly")
+        assert rows[0][2] == 2 and rows[0][3] == 105
+        assert self._parts(warehouse, pack) == {"": 1}
+        assert self._rebuilt(warehouse, pack) == rows
 
 
 @pytest.mark.skipif(not os.environ.get("CLICKHOUSE_URL"), reason="CLICKHOUSE_URL is not set")

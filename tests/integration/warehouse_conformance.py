@@ -19,8 +19,9 @@ from gristmill.log.base import LogEntry, LogRecord
 from gristmill.metrics.compile import COMPONENTS
 from gristmill.pack.loader import load_pack
 from gristmill.pack.models import Pack
+from gristmill.rollup.delta import merged
 from gristmill.rollup.maintain import after_insert, provision_analytics
-from gristmill.rollup.spec import full_rebuild, rollup_table
+from gristmill.rollup.spec import full_rebuild
 from gristmill.sql.ddl import table_ref
 from gristmill.warehouse.base import AfterInsert, LoadBatch, TableRows, Warehouse
 from tests.conftest import PACKS
@@ -226,6 +227,6 @@ def build_batch_with_after(
 
 
 def rollup_rows(wh: Warehouse, pack: Pack, name: str) -> list[tuple[Any, ...]]:
-    rows = wh.query(exp.select("*").from_(rollup_table(pack, name))).to_pylist()
+    rows = wh.query(merged(pack, name, wh.dialect)).to_pylist()
     out = [tuple(sorted(v) if isinstance(v, list) else v for v in r.values()) for r in rows]
     return sorted(out, key=repr)

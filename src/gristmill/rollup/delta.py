@@ -30,7 +30,8 @@ from gristmill.metrics.compile import AGGS, COMPONENTS, component_columns
 from gristmill.pack.analytics import RollupSpec
 from gristmill.pack.models import Pack
 from gristmill.rollup.spec import _bucket, _names, rollup_table
-from gristmill.warehouse.base import AfterInsert
+from gristmill.sql.system import LOADS
+from gristmill.warehouse.base import AfterInsert, RollupParts
 
 NEW = "_gm_new"
 """The rows this load added to the table, after dedupe (a view the engine creates)."""
@@ -52,6 +53,8 @@ def _merge(comp: str, column: str, dialect: str) -> exp.Expr:
     if comp == "max":
         return exp.Max(this=col)
     assert comp == "set", comp
+    if dialect == "clickhouse":  # arrays are never NULL there: no values is the empty set
+        return AGGS[dialect].merge_sets(col)
     # A bucket whose filtered values were all NULL stores a NULL set (as a rebuild does), not
     # the empty set a union of NULLs gives.
     return (
@@ -71,6 +74,8 @@ def delta(pack: Pack, name: str, r: RollupSpec, dialect: str = "duckdb") -> Afte
     comps: list[exp.Expr] = []
     for m_name in r.metrics:
         comps += component_columns(m_name, pack.spec.metrics[m_name], aggs)
+    if dialect == "clickhouse":
+        return _partial(pack, name, r, bucket, comps)
 
     prepare: list[exp.Expr] = []
     if dialect == "postgres":
@@ -135,3 +140,81 @@ def delta(pack: Pack, name: str, r: RollupSpec, dialect: str = "duckdb") -> Afte
         columns=[n.copy() for n in names],
     )
     return AfterInsert(statements=(gather, delete, put), prepare=tuple(prepare), bounds=bounds)
+
+
+PART = "_gm_batch_id"
+"""The column of a ClickHouse rollup row that names its part (see warehouse/clickhouse)."""
+
+
+def _partial(
+    pack: Pack, name: str, r: RollupSpec, bucket: exp.Expr, comps: list[exp.Expr]
+) -> AfterInsert:
+    """ClickHouse: the batch's aggregates go in as rows of their own, tagged with the batch id.
+
+    No read of stored rows, no replace: reads already merge rollup rows per key (a query's
+    buckets are coarser than the rollup's anyway), a retried batch deletes its part with its
+    other rows (an idempotent step, which a merge into stored rows is not), and compaction
+    later folds committed parts into one row per key (:class:`RollupParts`)."""
+    target = rollup_table(pack, name)
+    names = _names(pack, r)
+    dims = [exp.column(d, quoted=True) for d in r.dimensions]
+    part = exp.column(PART, quoted=True)
+    select = (
+        exp.select(exp.alias_(bucket, "bucket"), *dims, *comps, exp.Placeholder(this="b"))
+        .from_(NEW)
+        .group_by(exp.column("bucket"), *[d.copy() for d in dims])
+    )
+    cols = [*(n.copy() for n in names), exp.to_identifier(PART, quoted=True)]
+    in_partition = exp.column("_partition_id").eq(exp.Placeholder(this="p"))
+    committed = exp.In(
+        this=part.copy(),
+        query=exp.select("batch_id")
+        .from_(LOADS)
+        .where(
+            exp.In(
+                this=exp.column("batch_id"),
+                query=exp.select(part.copy())
+                .from_(target.copy())
+                .where(in_partition.copy())
+                .subquery(),
+            )
+        )
+        .subquery(),
+    )
+    merged: list[exp.Expr] = [exp.column("bucket", quoted=True), *[d.copy() for d in dims]]
+    for m_name in r.metrics:
+        for comp in COMPONENTS[pack.spec.metrics[m_name].type]:
+            column = f"{m_name}__{comp}"
+            merged.append(exp.alias_(_merge(comp, column, "clickhouse"), column, quoted=True))
+    folded = (
+        # Unaliased: ClickHouse would read a select alias in WHERE in place of the column.
+        exp.select(*merged, exp.Literal.string(""))
+        .from_(target.copy())
+        .where(exp.and_(in_partition.copy(), exp.or_(part.copy().eq(""), committed.copy())))
+        .group_by(exp.column("bucket", quoted=True), *[d.copy() for d in dims])
+    )
+    kept = (
+        exp.select(*[exp.column(n.this, quoted=True) for n in cols])
+        .from_(target.copy())
+        .where(exp.and_(in_partition.copy(), part.copy().neq(""), exp.Not(this=committed.copy())))
+    )
+    return AfterInsert(
+        statements=(exp.insert(select, target, columns=cols),),
+        parts=RollupParts(target, PART, tuple(str(c.this) for c in cols), folded, kept),
+    )
+
+
+def merged(pack: Pack, name: str, dialect: str = "duckdb") -> exp.Select:
+    """The rollup as one row per key: its rows merged by key. Where a key has one row
+    (DuckDB, PostgreSQL, cloud) this is the table; on ClickHouse it merges the parts."""
+    r = pack.spec.rollups[name]
+    keys: list[exp.Expr] = [
+        exp.column("bucket", quoted=True),
+        *[exp.column(d, quoted=True) for d in r.dimensions],
+    ]
+    cols: list[exp.Expr] = [k.copy() for k in keys]
+    for m_name in r.metrics:
+        for comp in COMPONENTS[pack.spec.metrics[m_name].type]:
+            column = f"{m_name}__{comp}"
+            cols.append(exp.alias_(_merge(comp, column, dialect), column, quoted=True))
+    return exp.select(*cols).from_(rollup_table(pack, name)).group_by(*keys)

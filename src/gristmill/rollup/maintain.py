@@ -84,16 +84,23 @@ def _after_insert_by_merge(
 DEFS = table_ref(SYSTEM_SCHEMA, "rollup_defs")
 
 
-def definition(pack: Pack, r: RollupSpec) -> str:
+LAYOUTS = {"clickhouse": "parts-1"}
+"""How an engine stores rollup rows, where it changed since rollups were first kept (ClickHouse:
+rows per batch part, partitioned by month): a stored rollup of another layout is rebuilt."""
+
+
+def definition(pack: Pack, r: RollupSpec, dialect: str = "") -> str:
     """A digest of everything a rollup's numbers depend on: its table, grain, dimensions and
-    each metric's type, column and filter. Any change means the stored rows mean something
-    else, so the rollup is rebuilt."""
-    doc = {
+    each metric's type, column and filter, and the engine's layout. Any change means the
+    stored rows mean something else, so the rollup is rebuilt."""
+    doc: dict[str, object] = {
         "table": r.table,
         "grain": r.grain,
         "dimensions": r.dimensions,
         "metrics": {m: pack.spec.metrics[m].model_dump(mode="json") for m in r.metrics},
     }
+    if dialect in LAYOUTS:
+        doc["layout"] = LAYOUTS[dialect]
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
@@ -138,7 +145,7 @@ def provision_analytics(wh: Warehouse, packs: Sequence[Pack]) -> list[str]:
     for pack in packs:
         for name, r in pack.spec.rollups.items():
             ref = rollup_table(pack, name)
-            digest = definition(pack, r)
+            digest = definition(pack, r, wh.dialect)
             if wh.table_exists(ref) and stored.get((pack.name, name)) == digest:
                 continue
             log.warning("building rollup %s.%s from rows", pack.name, name)

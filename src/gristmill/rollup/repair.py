@@ -14,8 +14,8 @@ from typing import Any
 
 from sqlglot import exp
 
-from gristmill.metrics.compile import COMPONENTS
 from gristmill.pack.models import Pack
+from gristmill.rollup.delta import merged
 from gristmill.rollup.spec import full_rebuild, rollup_table
 from gristmill.warehouse.base import Warehouse
 
@@ -64,13 +64,7 @@ def check(wh: Warehouse, pack: Pack, name: str) -> RollupCheck:
     expected_q = insert.expression
     assert isinstance(expected_q, exp.Query)
     width = 1 + len(r.dimensions)
-    names = ["bucket", *r.dimensions]
-    for m in r.metrics:
-        names += [f"{m}__{c}" for c in COMPONENTS[pack.spec.metrics[m].type]]
-    stored_q = exp.select(*[exp.column(n, quoted=True) for n in names]).from_(
-        rollup_table(pack, name)
-    )
-    stored = _keyed(wh.query(stored_q).to_pylist(), width)
+    stored = _keyed(wh.query(merged(pack, name, wh.dialect)).to_pylist(), width)
     expected = _keyed(wh.query(expected_q).to_pylist(), width)
     missing = [k for k in expected if k not in stored]
     extra = [k for k in stored if k not in expected]

@@ -38,8 +38,9 @@ class Capabilities:
     over the staged batch (:mod:`gristmill.rollup.scripted`)."""
     delta_rollups: bool = False
     """The load defines ``_gm_new`` (the rows it added, after dedupe) before the after-insert
-    steps, inside its transaction: rollups merge the batch's aggregates
-    (:mod:`gristmill.rollup.delta`) instead of recomputing touched buckets from rows."""
+    steps: rollups merge the batch's aggregates (:mod:`gristmill.rollup.delta`) instead of
+    recomputing touched buckets from rows — inside the load transaction, or (ClickHouse) as
+    a part tagged with the batch id that a retry removes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +62,27 @@ class AfterInsert:
     statements: tuple[exp.Expr, ...]
     prepare: tuple[exp.Expr, ...] = ()
     bounds: exp.Expr | None = None
+    parts: RollupParts | None = None
+    """Set when this step appends the batch's rollup delta as rows of their own, tagged with
+    the batch id (``{b}``), on an engine without transactions: a retry removes them with the
+    batch's other rows, and the warehouse compacts them later."""
+
+
+@dataclass(frozen=True, slots=True)
+class RollupParts:
+    """A rollup kept as parts (one per batch) and how to compact one partition of it.
+
+    ``folded`` and ``kept`` read partition ``{p}``: every row whose part is compacted or
+    committed (in the ledger), merged into one row per key of part ``''``; and the rows of
+    parts not committed (a batch that died half-way, removed when it is retried), as they
+    are. Together they are the partition's new content."""
+
+    table: exp.Table
+    part_column: str
+    columns: tuple[str, ...]
+    """The columns ``folded`` and ``kept`` give, in order."""
+    folded: exp.Select
+    kept: exp.Select
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,8 @@ CAPABILITIES = Capabilities(
     native_clustering=True,
     json_type=False,
     max_identifier_length=255,
+    # Each load appends its batch's rollup delta as a part of its own (compacted later).
+    delta_rollups=True,
 )
 
 

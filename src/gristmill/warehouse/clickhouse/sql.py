@@ -11,8 +11,11 @@ each one, from what the statement says:
   it, every other column ``SimpleAggregateFunction(max, …)``: an upsert that keeps the newest
   value is an insert, merged at read time;
 * rollup tables (``bucket``, dimensions, ``<metric>__<component>`` columns) —
-  ``ReplacingMergeTree ORDER BY (bucket, dimensions)``: a refresh inserts the recomputed
-  buckets and the new row replaces the old one;
+  ``ReplacingMergeTree PARTITION BY toYYYYMM(bucket) ORDER BY (bucket, dimensions,
+  _gm_batch_id)``: each load appends its batch's delta as rows of its own part (the batch
+  id), reads merge the parts, and compaction folds committed parts into ``''`` rows one
+  month partition at a time (``REPLACE PARTITION``: atomic). A recompute writes ``''`` rows,
+  which replace the old ones by key;
 * anything else — ``MergeTree``.
 
 Reads run with ``final = 1`` (connection.py), so replacing and aggregating tables are read
@@ -130,10 +133,13 @@ def with_engine(create: exp.Expr, partition: exp.Expr | None = None) -> exp.Expr
         props = [exp.EngineProperty(this=exp.var("AggregatingMergeTree")), _order(key)]
     elif names and names[0] == "bucket" and any("__" in n for n in names):
         dims = [n for n in names[1:] if "__" not in n]
-        schema.set("expressions", [_rollup_column(c) for c in cols])
+        schema.set("expressions", [*(_rollup_column(c) for c in cols), _part_column()])
         props = [
             exp.EngineProperty(this=exp.var("ReplacingMergeTree")),
-            _order(["bucket", *dims]),
+            exp.PartitionedByProperty(
+                this=exp.Anonymous(this="toYYYYMM", expressions=[_col("bucket")])
+            ),
+            _order(["bucket", *dims, BATCH_COLUMN]),
             _settings(allow_nullable_key=1),
         ]
     else:
@@ -161,6 +167,18 @@ def _table(
     if settings:
         props.append(_settings(**settings))
     return ddl.create_table(ref, [_nullable(c) for c in columns], props)
+
+
+def _part_column() -> exp.ColumnDef:
+    """A rollup row's part: ``''`` for a compacted (or recomputed) row, else the batch whose
+    delta it holds (see rollup/compact.py)."""
+    return exp.ColumnDef(
+        this=_ident(BATCH_COLUMN),
+        kind=sql_type(Logical.TEXT, DIALECT),
+        constraints=[
+            exp.ColumnConstraint(kind=exp.DefaultColumnConstraint(this=exp.Literal.string("")))
+        ],
+    )
 
 
 def _batch_column() -> exp.ColumnDef:
@@ -408,6 +426,10 @@ class LoadStatements:
     count_fresh: str
     compensate: list[str]
     """Remove what an unfinished attempt of batch ``{b}`` wrote to this table and its keys."""
+    new_all: exp.Select
+    new_fresh: exp.Select
+    """The rows this load adds, typed as stored: what ``_gm_new`` means in a delta rollup step
+    (all of the batch, or its rows whose key was not seen)."""
 
     @classmethod
     def build(cls, pack: Pack, table: str) -> LoadStatements:
@@ -417,6 +439,12 @@ class LoadStatements:
         batch_id = exp.Placeholder(this="b")
         values = [for_clickhouse(e) for e in stored_columns(types, DIALECT)]
         rows = exp.select(*values, batch_id).from_(BATCH)
+        named = exp.select(
+            *[
+                v if isinstance(v, exp.Column) else exp.alias_(v, name, quoted=True)
+                for v, name in zip(values, types, strict=True)
+            ]
+        ).from_(BATCH)
         cols = [_ident(c) for c in [*types, BATCH_COLUMN]]
         key_cols = [_ident(c) for c in ("k", "first_seen", BATCH_COLUMN)]
         keys = exp.select(exp.alias_(dedupe_key(), "_k"), "received_at", "source").from_(BATCH)
@@ -444,6 +472,8 @@ class LoadStatements:
                 .group_by("source")
             ),
             compensate=[sql(exp.delete(target).where(mine)), sql(exp.delete(dedupe).where(mine))],
+            new_all=named,
+            new_fresh=named.copy().where(_not_seen(dedupe_key())),
         )
 
 
