@@ -2,7 +2,8 @@
 duplicate batches (Hypothesis), on every engine that runs here.
 
 DuckDB and PostgreSQL merge each batch's aggregates (``rollup_mode`` delta); ClickHouse
-recomputes touched buckets. The oracle is ``rollup.spec.full_rebuild`` over the stored rows.
+appends them as a part per batch, and compacts the parts at random points between batches.
+The oracle is ``rollup.spec.full_rebuild`` over the stored rows.
 Each engine keeps one warehouse across examples (events of an example get their own ids), so
 later examples also run against rollups that earlier ones filled.
 """
@@ -25,6 +26,7 @@ from gristmill.config import ClickHouseSettings, LoaderSettings, PostgresSetting
 from gristmill.rollup.delta import merged
 from gristmill.rollup.spec import full_rebuild, rollup_table
 from gristmill.runtime import Runtime
+from gristmill.warehouse.clickhouse.client import ClickHouseWarehouse
 from tests.conftest import make_settings
 from tests.factories import ad, order
 from tests.integration.analytics_fixtures import send
@@ -93,7 +95,10 @@ event = st.tuples(
     st.integers(0, 250_000),  # amount / cost
     st.integers(0, 72 * 60 - 1),  # minute in a three-day span: late and in order alike
 )
-traffic = st.lists(st.lists(event, min_size=1, max_size=8), min_size=1, max_size=5)
+# Each batch, and whether ClickHouse compacts its rollup parts after it.
+traffic = st.lists(
+    st.tuples(st.lists(event, min_size=1, max_size=8), st.booleans()), min_size=1, max_size=5
+)
 
 
 def _build(spec: tuple[str, str, int, int, int, int], tag: str, i: int) -> dict[str, Any]:
@@ -118,12 +123,12 @@ def _build(spec: tuple[str, str, int, int, int, int], tag: str, i: int) -> dict[
 )
 @given(batches=traffic)
 def test_delta_rollups_equal_a_full_rebuild(
-    runtime: Runtime, batches: list[list[tuple[str, str, int, int, int, int]]]
+    runtime: Runtime, batches: list[tuple[list[tuple[str, str, int, int, int, int]], bool]]
 ) -> None:
     tag = f"x{next(_example)}"
     sent: list[dict[str, Any]] = []
     n = 0
-    for batch in batches:
+    for batch, fold in batches:
         events = []
         for spec in batch:
             kind = spec[0]
@@ -140,6 +145,8 @@ def test_delta_rollups_equal_a_full_rebuild(
             sent.append(ev)
             events.append(ev)
         send(runtime, events)
+        if fold and isinstance(runtime.warehouse, ClickHouseWarehouse):
+            runtime.warehouse.compact_rollups()
     pack = runtime.packs["marketplace"]
     for name, r in pack.spec.rollups.items():
         kept = snapshot(runtime, name)

@@ -16,8 +16,8 @@ from sqlglot import exp
 from gristmill.core.clock import parse_rfc3339_us
 from gristmill.core.envelope import Envelope
 from gristmill.pack.models import Pack
-from gristmill.rollup.maintain import after_insert, provision_analytics
 from gristmill.rollup.delta import PART
+from gristmill.rollup.maintain import after_insert, provision_analytics
 from gristmill.rollup.spec import full_rebuild, rollup_table
 from gristmill.sql.ddl import table_ref
 from gristmill.warehouse.base import LoadBatch, Warehouse
@@ -189,7 +189,8 @@ class TestChdb(Conformance):
         )
         load(at("d", "2026-11-01T10:59:59Z", None, 50, buyer="s3"))
         parts = self._parts(warehouse, pack)
-        assert "" not in parts and len(parts) == 3  # one part per batch, nothing compacted
+        assert "" not in parts
+        assert len(parts) == 3
         before = rollup_rows(warehouse, pack, "marketplace_hourly")
         assert warehouse.compact_rollups() == 2  # October and November
         assert self._parts(warehouse, pack) == {"": 3}  # (10h, v1), (10h, NULL), (23h, v2)
@@ -199,7 +200,8 @@ class TestChdb(Conformance):
         after = rollup_rows(warehouse, pack, "marketplace_hourly")
         assert self._rebuilt(warehouse, pack) == after
         v1 = next(r for r in after if r[1] == "v1")
-        assert v1[2] == 3 and v1[3] == 401  # orders__n, gmv_cents__sum: the duplicate counted once
+        assert v1[2] == 3
+        assert v1[3] == 401
 
     def test_compaction_keeps_the_part_of_a_batch_that_died_and_its_retry_removes_it(
         self, warehouse: Warehouse, pack: Pack
@@ -228,7 +230,8 @@ class TestChdb(Conformance):
         warehouse.commit_load(dead)  # the retry removes its old part and writes it again
         assert self._parts(warehouse, pack) == {"": 1, dead.batch_id: 1}
         rows = rollup_rows(warehouse, pack, "marketplace_hourly")
-        assert rows[0][2] == 2 and rows[0][3] == 105
+        assert rows[0][2] == 2
+        assert rows[0][3] == 105
         assert self._rebuilt(warehouse, pack) == rows
 
     def test_a_compaction_that_dies_before_the_swap_changes_nothing(
@@ -275,7 +278,8 @@ class TestChdb(Conformance):
         recompute = self._loads(warehouse, pack, "recompute")
         recompute(at("b", "2026-11-01T10:06:00Z", "v1", 5))
         rows = rollup_rows(warehouse, pack, "marketplace_hourly")
-        assert rows[0][2] == 2 and rows[0][3] == 105
+        assert rows[0][2] == 2
+        assert rows[0][3] == 105
         assert self._parts(warehouse, pack) == {"": 1}
         assert self._rebuilt(warehouse, pack) == rows
 

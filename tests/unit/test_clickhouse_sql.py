@@ -17,11 +17,15 @@ from gristmill.warehouse.clickhouse.sql import for_clickhouse, render, sql, with
 from tests.conftest import PACKS
 
 
-def test_rollup_tables_replace_by_bucket_and_dimensions() -> None:
+def test_rollup_tables_hold_a_part_per_batch_by_month() -> None:
     pack = load_pack(PACKS / "marketplace")
     r = pack.spec.rollups["marketplace_hourly"]
     text = sql(with_engine(rollup_ddl(pack, "marketplace_hourly", r, "clickhouse")))
-    assert 'ENGINE=ReplacingMergeTree ORDER BY ("bucket", "vendor_store_id")' in text
+    assert (
+        "ENGINE=ReplacingMergeTree PARTITION BY toYYYYMM(\"bucket\") "
+        'ORDER BY ("bucket", "vendor_store_id", "_gm_batch_id")'
+    ) in text
+    assert "\"_gm_batch_id\" String DEFAULT ''" in text  # a recompute writes the '' part
     assert '"orders__n" UInt64' in text  # the type of count(), for UNION ALL with raw edges
     assert '"buyers__set" Array(String)' in text  # arrays cannot be Nullable
     sqlglot.parse_one(text, read="clickhouse")

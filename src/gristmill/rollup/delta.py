@@ -155,16 +155,25 @@ def _partial(
     buckets are coarser than the rollup's anyway), a retried batch deletes its part with its
     other rows (an idempotent step, which a merge into stored rows is not), and compaction
     later folds committed parts into one row per key (:class:`RollupParts`)."""
-    target = rollup_table(pack, name)
-    names = _names(pack, r)
+    parts = rollup_parts(pack, name, r)
     dims = [exp.column(d, quoted=True) for d in r.dimensions]
-    part = exp.column(PART, quoted=True)
     select = (
         exp.select(exp.alias_(bucket, "bucket"), *dims, *comps, exp.Placeholder(this="b"))
         .from_(NEW)
         .group_by(exp.column("bucket"), *[d.copy() for d in dims])
     )
-    cols = [*(n.copy() for n in names), exp.to_identifier(PART, quoted=True)]
+    cols = [exp.to_identifier(c, quoted=True) for c in parts.columns]
+    return AfterInsert(
+        statements=(exp.insert(select, parts.table.copy(), columns=cols),), parts=parts
+    )
+
+
+def rollup_parts(pack: Pack, name: str, r: RollupSpec) -> RollupParts:
+    """How a ClickHouse rollup kept as parts is compacted, one partition ``{p}`` at a time."""
+    target = rollup_table(pack, name)
+    dims = [exp.column(d, quoted=True) for d in r.dimensions]
+    part = exp.column(PART, quoted=True)
+    cols = [str(n.this) for n in _names(pack, r)] + [PART]
     in_partition = exp.column("_partition_id").eq(exp.Placeholder(this="p"))
     committed = exp.In(
         this=part.copy(),
@@ -194,14 +203,11 @@ def _partial(
         .group_by(exp.column("bucket", quoted=True), *[d.copy() for d in dims])
     )
     kept = (
-        exp.select(*[exp.column(n.this, quoted=True) for n in cols])
+        exp.select(*[exp.column(c, quoted=True) for c in cols])
         .from_(target.copy())
         .where(exp.and_(in_partition.copy(), part.copy().neq(""), exp.Not(this=committed.copy())))
     )
-    return AfterInsert(
-        statements=(exp.insert(select, target, columns=cols),),
-        parts=RollupParts(target, PART, tuple(str(c.this) for c in cols), folded, kept),
-    )
+    return RollupParts(target, PART, tuple(cols), folded, kept)
 
 
 def merged(pack: Pack, name: str, dialect: str = "duckdb") -> exp.Select:

@@ -7,13 +7,14 @@ import hashlib
 import json
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 from sqlglot import exp
 
 from gristmill.pack.analytics import RollupSpec
 from gristmill.pack.models import Pack
 from gristmill.rollup import scripted
-from gristmill.rollup.delta import delta
+from gristmill.rollup.delta import delta, rollup_parts
 from gristmill.rollup.freshness import freshness_ddl, freshness_refresh
 from gristmill.rollup.spec import PREFIX, full_rebuild, refresh, rollup_ddl, rollup_table
 from gristmill.sql.ddl import column_def, create_index, create_table, table_ref
@@ -46,6 +47,16 @@ def after_insert(
                 for name, r in pack.spec.rollups.items()
                 if r.table == table
             ]
+            if dialect in LAYOUTS and not by_delta:
+                # A recompute over a rollup kept as parts: the parts are folded first.
+                steps = [
+                    replace(s, parts=rollup_parts(pack, name, r))
+                    for s, (name, r) in zip(
+                        steps,
+                        [(n, r) for n, r in pack.spec.rollups.items() if r.table == table],
+                        strict=True,
+                    )
+                ]
             steps.append(freshness_refresh(pack, table))
             out[(pack.name, table)] = tuple(steps)
     return out

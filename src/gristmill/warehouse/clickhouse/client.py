@@ -49,10 +49,9 @@ from gristmill.warehouse.base import (
     LoadResult,
     Partition,
     Readiness,
-    RollupParts,
     TableRows,
 )
-from gristmill.warehouse.clickhouse import compact
+from gristmill.warehouse.clickhouse.compact import PartsKeeper
 from gristmill.warehouse.clickhouse.connection import Connection
 from gristmill.warehouse.clickhouse.factory import CAPABILITIES, DIALECT, NAME
 from gristmill.warehouse.clickhouse.sql import (
@@ -131,9 +130,6 @@ def _partition_end(start: datetime, granularity: str) -> datetime:
     return start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
 
 
-NEW = "_gm_new"
-"""The table the shared delta step reads: the rows a load added (here, a subquery)."""
-
 REWRITTEN = "erasure-rewrite"
 """``_gm_batch_id`` of rows an UPDATE rewrote (never a load's id, so never compensated)."""
 
@@ -150,10 +146,7 @@ class ClickHouseWarehouse:
         self._statements: dict[tuple[str, str], LoadStatements] = {}
         self._engines: dict[tuple[str, str], str] = {}
         self._rendered: dict[int, tuple[exp.Expr, str]] = {}
-        self._parts: dict[tuple[str, str], RollupParts] = {}
-        self._loads_since: dict[tuple[str, str], int] = defaultdict(int)
-        self._has_parts: dict[tuple[str, str], bool] = {}
-        self._substituted: dict[tuple[int, int], tuple[exp.Expr, exp.Select, str]] = {}
+        self._parts = PartsKeeper(conn, self._render)
 
     @property
     def connection_kind(self) -> str:
@@ -236,14 +229,7 @@ class ClickHouseWarehouse:
             for table in pack.spec.tables:
                 for s in LoadStatements.build(pack, table).compensate:
                     self._conn.command(s, b)
-        for rows in batch.tables:
-            for after in rows.after:
-                if after.parts is not None:
-                    part = exp.column(after.parts.part_column, quoted=True)
-                    mine = exp.delete(after.parts.table.copy()).where(
-                        part.eq(exp.Placeholder(this="b"))
-                    )
-                    self._conn.command(sql(for_clickhouse(mine)), b)
+        self._parts.compensate(batch)
         self._conn.command(COMPENSATE_QUARANTINE, b)
 
     def _write_offset(self, batch: LoadBatch) -> None:
@@ -277,7 +263,6 @@ class ClickHouseWarehouse:
                 ),
             )
             fresh: dict[tuple[str, str], int] = defaultdict(int)
-            touched: set[tuple[str, str]] = set()
             for rows in batch.tables:
                 st = self._stmts(rows)
                 self._stage(BATCH, rows.rows)
@@ -297,11 +282,8 @@ class ClickHouseWarehouse:
                     ]
                 new = st.new_all if repeats == 0 else st.new_fresh
                 for after in rows.after:
-                    self._after_insert(after, batch.batch_id, new)
-                    if after.parts is not None:
-                        key = (after.parts.table.db, after.parts.table.name)
-                        self._parts[key] = after.parts
-                        touched.add(key)
+                    if not self._parts.step(after, batch.batch_id, new):
+                        self._after_insert(after)
                 for source, n in by_source:
                     fresh[(rows.pack.name, str(source))] += int(n)
             if batch.quarantine is not None and batch.quarantine.num_rows:
@@ -327,21 +309,14 @@ class ClickHouseWarehouse:
                     ),
                 )
             self._write_offset(batch)
-            for key in touched:
-                self._loads_since[key] += 1
-                if self._loads_since[key] >= compact.EVERY:
-                    self._compact(key)
+            self._parts.committed()
         return result
 
-    def _compact(self, key: tuple[str, str]) -> int:
-        self._loads_since[key] = 0
-        return compact.compact(self._conn, self._parts[key], self._render)
-
     def compact_rollups(self) -> int:
-        """Fold the committed parts of every rollup this warehouse has loaded (the loader
-        does so every :data:`compact.EVERY` loads); the partitions compacted."""
+        """Fold the committed parts of every rollup this warehouse has loaded (loads do so
+        every :data:`~gristmill.warehouse.clickhouse.compact.EVERY`); partitions compacted."""
         with self._write_lock:
-            return sum(self._compact(key) for key in list(self._parts))
+            return self._parts.compact_all()
 
     def _is_replacing(self, table: exp.Table) -> bool:
         key = (table.db, table.name)
@@ -352,12 +327,7 @@ class ClickHouseWarehouse:
             self._engines[key] = engine
         return engine.startswith("Replacing")
 
-    def _after_insert(self, after: AfterInsert, batch_id: str, new: exp.Select) -> None:
-        if after.parts is not None:
-            # The batch's delta as a part of its own; ``_gm_new`` is the rows it added.
-            for stmt in after.statements:
-                self._conn.command(self._with_new(stmt, new), {"b": batch_id})
-            return
+    def _after_insert(self, after: AfterInsert) -> None:
         for stmt in after.prepare:
             self._conn.command(self._render(stmt))
         params: dict[str, Any] = {}
@@ -366,50 +336,11 @@ class ClickHouseWarehouse:
             if all(v is None for v in params.values()):
                 return
         for stmt in after.statements:
-            if (
-                isinstance(stmt, exp.Delete)
-                and self._is_replacing(stmt.this)
-                and not self._holds_parts(stmt.this)
-            ):
+            if isinstance(stmt, exp.Delete) and self._is_replacing(stmt.this):
                 # The insert that follows replaces these rows by key (ReplacingMergeTree):
                 # no moment without them, and no delete mutation per load.
                 continue
             self._conn.command(self._render(stmt), params or None)
-
-    def _with_new(self, stmt: exp.Expr, new: exp.Select) -> str:
-        """``stmt`` reading ``new`` where it names ``_gm_new``, rendered once per pair."""
-        key = (id(stmt), id(new))
-        hit = self._substituted.get(key)
-        if hit is None or hit[0] is not stmt or hit[1] is not new:
-
-            def sub(node: exp.Expr) -> exp.Expr:
-                if isinstance(node, exp.Table) and node.name == NEW and not node.db:
-                    return new.subquery(NEW)
-                return node
-
-            hit = (stmt, new, sql(for_clickhouse(stmt.transform(sub))))
-            self._substituted[key] = hit
-        return hit[2]
-
-    def _holds_parts(self, table: exp.Table) -> bool:
-        """A recompute (``rollup_mode = recompute``) replaces a key's ``''`` row, not the parts
-        an earlier delta-mode loader left: while any remain, its delete runs."""
-        key = (table.db, table.name)
-        if self._has_parts.get(key) is False:
-            return False
-        cols = self._columns(table.db, table.name)
-        held = BATCH_COLUMN in cols and bool(
-            self._conn.query(
-                sql(
-                    exp.select("1")
-                    .from_(table.copy())
-                    .where(exp.column(BATCH_COLUMN, quoted=True).neq(exp.Literal.string("")))
-                    .limit(1)
-                )
-            ).num_rows
-        )
-        self._has_parts[key] = held
-        return held
 
     def stored_offset(self, log_name: str, group: str) -> int:
         rows = self._conn.query(SYSTEM.select_offset, {"log": log_name, "grp": group})

@@ -20,14 +20,18 @@ partition while its replacement is built. Any other writer of the rollup in anot
 from __future__ import annotations
 
 import re
+from collections import defaultdict
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqlglot import exp
 
-from gristmill.warehouse.base import RollupParts
+from gristmill.warehouse.base import AfterInsert, LoadBatch, RollupParts
 from gristmill.warehouse.clickhouse.connection import Connection
 from gristmill.warehouse.clickhouse.sql import for_clickhouse, sql
+
+NEW = "_gm_new"
+"""The table the shared delta step reads: the rows a load added (here, a subquery)."""
 
 EVERY = 64
 """Loads between compactions of a rollup: a key is read as at most this many rows more."""
@@ -73,3 +77,82 @@ def compact(
             conn.command(sql(exp.Drop(tables=[scratch.copy()], kind="TABLE", exists=True)))
         done += 1
     return done
+
+
+def _key(parts: RollupParts) -> tuple[str, str]:
+    return (parts.table.db, parts.table.name)
+
+
+class PartsKeeper:
+    """The rollup side of a ClickHouse load: appends each batch's part, removes a dead
+    attempt's, compacts every :data:`EVERY` loads, and folds parts before a recompute (which
+    replaces a key's ``''`` row and would leave its parts beside it). Called under the
+    warehouse's write lock."""
+
+    def __init__(self, conn: Connection, render: Callable[[exp.Expr], str]) -> None:
+        self._conn = conn
+        self._render = render
+        self._parts: dict[tuple[str, str], RollupParts] = {}
+        self._loads_since: dict[tuple[str, str], int] = defaultdict(int)
+        self._touched: set[tuple[str, str]] = set()
+        self._folded: set[tuple[str, str]] = set()
+        self._substituted: dict[tuple[int, int], tuple[exp.Expr, exp.Select, str]] = {}
+
+    def step(self, after: AfterInsert, batch_id: str, new: exp.Select) -> bool:
+        """Run ``after`` if it is a delta step (True), or prepare the rollup for a recompute
+        step the caller runs (False)."""
+        parts = after.parts
+        if parts is None:
+            return False
+        key = _key(parts)
+        self._parts[key] = parts
+        if after.bounds is not None:  # a recompute: its rows must be the only ones of a key
+            if key not in self._folded:
+                compact(self._conn, parts, self._render)
+                self._folded.add(key)
+            return False
+        for stmt in after.statements:
+            self._conn.command(self._with_new(stmt, new), {"b": batch_id})
+        self._touched.add(key)
+        return True
+
+    def _with_new(self, stmt: exp.Expr, new: exp.Select) -> str:
+        """``stmt`` reading ``new`` where it names ``_gm_new``, rendered once per pair."""
+        key = (id(stmt), id(new))
+        hit = self._substituted.get(key)
+        if hit is None or hit[0] is not stmt or hit[1] is not new:
+
+            def sub(node: exp.Expr) -> exp.Expr:
+                if isinstance(node, exp.Table) and node.name == NEW and not node.db:
+                    return new.subquery(NEW)
+                return node
+
+            hit = (stmt, new, sql(for_clickhouse(stmt.transform(sub))))
+            self._substituted[key] = hit
+        return hit[2]
+
+    def compensate(self, batch: LoadBatch) -> None:
+        """Remove the parts an unfinished attempt of ``batch`` appended."""
+        for rows in batch.tables:
+            for after in rows.after:
+                if after.parts is not None:
+                    part = exp.column(after.parts.part_column, quoted=True)
+                    mine = exp.delete(after.parts.table.copy()).where(
+                        part.eq(exp.Placeholder(this="b"))
+                    )
+                    self._conn.command(sql(for_clickhouse(mine)), {"b": batch.batch_id})
+
+    def committed(self) -> None:
+        """The load that appended the pending parts committed: compact what is due."""
+        for key in self._touched:
+            self._loads_since[key] += 1
+            if self._loads_since[key] >= EVERY:
+                self._compact(key)
+        self._touched.clear()
+
+    def _compact(self, key: tuple[str, str]) -> int:
+        self._loads_since[key] = 0
+        return compact(self._conn, self._parts[key], self._render)
+
+    def compact_all(self) -> int:
+        return sum(self._compact(key) for key in list(self._parts))

@@ -345,7 +345,20 @@ def for_clickhouse(stmt: exp.Expr) -> exp.Expr:
         out.set("conflict", None)
     if isinstance(out, exp.Delete) and out.args.get("where") is None:
         out = out.where(exp.true())
+    if isinstance(out, exp.Delete) and out.this.alias:
+        out = _unaliased(out)
     return out
+
+
+def _unaliased(stmt: exp.Delete) -> exp.Delete:
+    """``DELETE FROM t AS r WHERE r.c …`` as ``DELETE FROM t WHERE c …``: a lightweight
+    delete takes no alias. Columns of other tables (in subqueries) keep their qualifier."""
+    alias = stmt.this.alias
+    stmt.this.set("alias", None)
+    for col in list(stmt.find_all(exp.Column)):
+        if col.table == alias:
+            col.set("table", None)
+    return stmt
 
 
 # -- loading ----------------------------------------------------------------------------------
