@@ -1,14 +1,16 @@
 """Issue 14 figures: delta rollups against recompute, in the same run, on the same data.
 
-One DuckDB warehouse is filled with ``base`` events over 90 days (SQL generator of
-bench/analytics.py) and its rollups built; the data directory is copied, and each copy loads
-the same 1M new events through the real collector and loader — once with
-``rollup_mode=recompute`` (every touched bucket rebuilt from rows, the previous behaviour) and
-once with ``delta`` (the batch's aggregates merged into the rollup). Two shapes: events in time
-order (the last hour) and late events spread over the last three days, which is where recompute
-hurts (each load re-reads three days of rows). The time spent in the load transaction's
-after-insert steps (rollups + freshness) is measured by wrapping the warehouse's hook; the two
-copies' rollups are compared row for row afterwards.
+Per engine (DuckDB, and ClickHouse in process through chdb), one warehouse is filled with
+``base`` events over 90 days (the SQL generators of bench/warehouses.py) and its rollups built;
+the data directory is copied, and each copy loads the same 1M new events through the real
+collector and loader — once with ``rollup_mode=recompute`` (every touched bucket rebuilt from
+rows, the previous behaviour) and once with ``delta`` (DuckDB: the batch's aggregates merged
+into the rollup; ClickHouse: appended as the batch's part, compacted every 64 loads). Two
+shapes: events in time order (the last hour) and late events spread over the last three days,
+which is where recompute hurts (each load re-reads three days of rows). The time spent in the
+rollup and freshness steps of the loads (ClickHouse: compactions included) is measured by
+wrapping the warehouse's hooks; the two copies' rollups, read merged by key, are compared row
+for row afterwards.
 """
 
 from __future__ import annotations
@@ -17,28 +19,38 @@ import random
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlglot import exp
 
-from bench.analytics import BUYERS, VENDORS, _fill
+from bench.analytics import BUYERS, VENDORS
 from bench.common import PACKS
-from gristmill.config import LoaderSettings, Settings
-from gristmill.rollup.spec import full_rebuild, rollup_table
+from bench.warehouses import _generate
+from gristmill.config import ClickHouseSettings, DuckDBSettings, LoaderSettings, Settings
+from gristmill.rollup.delta import merged
+from gristmill.rollup.spec import full_rebuild
 from gristmill.runtime import Runtime
+from gristmill.warehouse.clickhouse import client as ch
+from gristmill.warehouse.clickhouse import compact
 from gristmill.warehouse.duckdb import client as duck
 
 MODES = ("recompute", "delta")
 
 
-def _settings(data: Path, mode: str) -> Settings:
+ENGINES = ("duckdb", "clickhouse")
+
+
+def _settings(data: Path, mode: str, engine: str) -> Settings:
+    wh: Any = ClickHouseSettings() if engine == "clickhouse" else DuckDBSettings()
     return Settings(
         data_dir=data,
         packs_dir=PACKS,
         packs=["marketplace"],
-        loader=LoaderSettings(rollup_mode=mode),  # type: ignore[arg-type]
+        warehouse=wh,
+        loader=LoaderSettings(rollup_mode=mode),
     )
 
 
@@ -72,25 +84,50 @@ def _events(n: int, spread_s: float, now: float, prefix: str) -> list[bytes]:
     return bodies
 
 
+@contextmanager
+def _timed(
+    owner: Any, names: tuple[str, ...], spent: list[float], *, static: bool = False
+) -> Iterator[None]:
+    """Add the time spent in ``owner``'s methods ``names`` to ``spent[0]``."""
+    real = {n: getattr(owner, n) for n in names}
+
+    def wrap(fn: Any) -> Any:
+        def timed(*a: Any, **k: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                spent[0] += time.perf_counter() - t0
+
+        return timed
+
+    for n, fn in real.items():
+        setattr(owner, n, staticmethod(wrap(fn)) if static else wrap(fn))
+    try:
+        yield
+    finally:
+        for n, fn in real.items():
+            setattr(owner, n, staticmethod(fn) if static else fn)
+
+
 def _load(rt: Runtime, bodies: list[bytes]) -> dict[str, float]:
     spent = [0.0]
-    real = duck.DuckDBWarehouse._after_insert
-
-    def timed(cur: Any, after: Any) -> None:
-        t0 = time.perf_counter()
-        real(cur, after)
-        spent[0] += time.perf_counter() - t0
-
-    duck.DuckDBWarehouse._after_insert = staticmethod(timed)  # type: ignore[method-assign,assignment]
-    try:
+    if rt.warehouse.name == "clickhouse":
+        hooks = [
+            _timed(ch.ClickHouseWarehouse, ("_after_insert",), spent),
+            _timed(compact.PartsKeeper, ("step", "committed"), spent),
+        ]
+    else:
+        hooks = [_timed(duck.DuckDBWarehouse, ("_after_insert",), spent, static=True)]
+    with ExitStack() as stack:
+        for h in hooks:
+            stack.enter_context(h)
         t0 = time.perf_counter()
         for body in bodies:
             p = rt.collector.prepare(pack="marketplace", source="bench", dialect="native", raw=body)
             rt.collector.submit_sync(p)
         rt.loader.drain(timeout_s=3600)
         total = time.perf_counter() - t0
-    finally:
-        duck.DuckDBWarehouse._after_insert = real  # type: ignore[method-assign]
     return {"after_insert_s": round(spent[0], 2), "collect_and_load_s": round(total, 2)}
 
 
@@ -98,7 +135,7 @@ def _snapshot(rt: Runtime) -> list[tuple[Any, ...]]:
     pack = rt.packs["marketplace"]
     out = []
     for name in pack.spec.rollups:
-        rows = rt.warehouse.query(exp.select("*").from_(rollup_table(pack, name))).to_pylist()
+        rows = rt.warehouse.query(merged(pack, name, rt.warehouse.dialect)).to_pylist()
         for r in rows:
             vals = tuple(
                 (tuple(sorted(v)) or None) if isinstance(v, list) else v for v in r.values()
@@ -107,43 +144,51 @@ def _snapshot(rt: Runtime) -> list[tuple[Any, ...]]:
     return sorted(out, key=repr)
 
 
-def run(base: int, late: int) -> dict[str, Any]:
-    out: dict[str, Any] = {"base_events": base, "new_events": late, "shapes": {}}
+def _engine(engine: str, base: int, late: int, tmp: Path) -> dict[str, Any]:
+    out: dict[str, Any] = {"shapes": {}}
+    seed = tmp / f"seed-{engine}"
+    rt = Runtime(_settings(seed, "recompute", engine))
+    try:
+        end_us = int(time.time() * 1_000_000) - 3_600_000_000
+        t0 = time.perf_counter()
+        _generate(rt, base, end_us)
+        pack = rt.packs["marketplace"]
+        for name, r in pack.spec.rollups.items():
+            for stmt in full_rebuild(pack, name, r, rt.warehouse.dialect):
+                rt.warehouse.execute(stmt)
+        out["fill_and_rebuild_s"] = round(time.perf_counter() - t0, 1)
+    finally:
+        rt.stop()
+    now = time.time()
+    for shape, spread in (("in_order_1h", 3600.0), ("late_3d", 3 * 86400.0)):
+        bodies = _events(late, spread, now, shape)
+        row: dict[str, Any] = {}
+        snaps = []
+        for mode in MODES:
+            data = tmp / f"{engine}-{shape}-{mode}"
+            shutil.copytree(seed, data)
+            rt = Runtime(_settings(data, mode, engine))
+            try:
+                row[mode] = _load(rt, bodies)
+                snaps.append(_snapshot(rt))
+            finally:
+                rt.stop()
+            shutil.rmtree(data)
+        row["rollups_equal"] = snaps[0] == snaps[1]
+        row["after_insert_speedup"] = round(
+            row["recompute"]["after_insert_s"] / max(row["delta"]["after_insert_s"], 1e-9), 1
+        )
+        out["shapes"][shape] = row
+        print("rollups", engine, shape, row, flush=True)
+    shutil.rmtree(seed)
+    return out
+
+
+def run(base: int, late: int, engines: tuple[str, ...] = ENGINES) -> dict[str, Any]:
+    out: dict[str, Any] = {"base_events": base, "new_events": late, "engines": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        seed = Path(tmp) / "seed"
-        rt = Runtime(_settings(seed, "recompute"))
-        try:
-            end_us = int(time.time() * 1_000_000) - 3_600_000_000
-            t0 = time.perf_counter()
-            _fill(rt, base, end_us)
-            pack = rt.packs["marketplace"]
-            for name, r in pack.spec.rollups.items():
-                for stmt in full_rebuild(pack, name, r):
-                    rt.warehouse.execute(stmt)
-            out["fill_and_rebuild_s"] = round(time.perf_counter() - t0, 1)
-        finally:
-            rt.stop()
-        now = time.time()
-        for shape, spread in (("in_order_1h", 3600.0), ("late_3d", 3 * 86400.0)):
-            bodies = _events(late, spread, now, shape)
-            row: dict[str, Any] = {}
-            snaps = []
-            for mode in MODES:
-                data = Path(tmp) / f"{shape}-{mode}"
-                shutil.copytree(seed, data)
-                rt = Runtime(_settings(data, mode))
-                try:
-                    row[mode] = _load(rt, bodies)
-                    snaps.append(_snapshot(rt))
-                finally:
-                    rt.stop()
-                shutil.rmtree(data)
-            row["rollups_equal"] = snaps[0] == snaps[1]
-            row["after_insert_speedup"] = round(
-                row["recompute"]["after_insert_s"] / max(row["delta"]["after_insert_s"], 1e-9), 1
-            )
-            out["shapes"][shape] = row
-            print("rollups", shape, row, flush=True)
+        for engine in engines:
+            out["engines"][engine] = _engine(engine, base, late, Path(tmp))
     return out
 
 
@@ -152,20 +197,23 @@ def render(results: dict[str, Any]) -> str:
     lines = [
         f"Run {results['when']} on {results['machine']['cores']} cores.",
         "",
-        f"DuckDB, {r['base_events']:,} events already loaded (90 days; filled and rolled up in "
-        f"{r['fill_and_rebuild_s']} s), then {r['new_events']:,} new order events through the "
-        "real collector and loader into a copy of that warehouse per mode. *Rollup step*: time "
-        "inside the load transactions' after-insert steps (both rollups and freshness).",
+        f"{r['base_events']:,} events already loaded (90 days), then {r['new_events']:,} new "
+        "order events through the real collector and loader into a copy of that warehouse per "
+        "mode. *Rollup step*: time inside the loads' rollup and freshness steps (on ClickHouse "
+        "with delta: appending parts and compacting them).",
         "",
-        "| new events | recompute: rollup step / collect+load | delta: rollup step / "
+        "| engine | new events | recompute: rollup step / collect+load | delta: rollup step / "
         "collect+load | rollup step speedup | rollups identical |",
-        "|---|---|---|---|---|",
+        "|---|---|---|---|---|---|",
     ]
-    for shape, row in r["shapes"].items():
-        rc, dl = row["recompute"], row["delta"]
-        lines.append(
-            f"| {shape.replace('_', ' ')} | {rc['after_insert_s']} s / {rc['collect_and_load_s']} s"
-            f" | {dl['after_insert_s']} s / {dl['collect_and_load_s']} s | "
-            f"{row['after_insert_speedup']}x | {'yes' if row['rollups_equal'] else 'NO'} |"
-        )
+    names = {"duckdb": "DuckDB", "clickhouse": "chdb"}
+    for engine, e in r["engines"].items():
+        for shape, row in e["shapes"].items():
+            rc, dl = row["recompute"], row["delta"]
+            lines.append(
+                f"| {names.get(engine, engine)} | {shape.replace('_', ' ')} | "
+                f"{rc['after_insert_s']} s / {rc['collect_and_load_s']} s"
+                f" | {dl['after_insert_s']} s / {dl['collect_and_load_s']} s | "
+                f"{row['after_insert_speedup']}x | {'yes' if row['rollups_equal'] else 'NO'} |"
+            )
     return "\n".join(lines)

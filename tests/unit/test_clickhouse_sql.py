@@ -22,7 +22,7 @@ def test_rollup_tables_hold_a_part_per_batch_by_month() -> None:
     r = pack.spec.rollups["marketplace_hourly"]
     text = sql(with_engine(rollup_ddl(pack, "marketplace_hourly", r, "clickhouse")))
     assert (
-        "ENGINE=ReplacingMergeTree PARTITION BY toYYYYMM(\"bucket\") "
+        'ENGINE=ReplacingMergeTree PARTITION BY toYYYYMM("bucket") '
         'ORDER BY ("bucket", "vendor_store_id", "_gm_batch_id")'
     ) in text
     assert "\"_gm_batch_id\" String DEFAULT ''" in text  # a recompute writes the '' part
