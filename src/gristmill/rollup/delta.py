@@ -16,8 +16,12 @@ Same numbers as a full rebuild (the tests compare after random interleavings of 
 and duplicate batches). Two engines give ``_gm_new`` inside the load transaction
 (``caps.delta_rollups``: DuckDB, PostgreSQL). On PostgreSQL a transaction-scoped advisory lock
 per rollup serialises the read-merge-write of concurrent loaders, which a recompute also needed
-and did not take. ClickHouse keeps recompute: without transactions, a retried batch must be
-able to redo its rollup step, and recompute is idempotent where a merge is not.
+and did not take. The cloud engines (``caps.upsert_by_merge``: BigQuery, Snowflake, Redshift)
+merge deltas too, in one MERGE per rollup without temp tables
+(:func:`gristmill.rollup.scripted.delta`): their ``_gm_new`` is the dedupe anti-join, run
+before the batch's keys are remembered, in the load transaction. ClickHouse keeps recompute:
+without transactions, a retried batch must be able to redo its rollup step, and recompute is
+idempotent where a merge is not.
 """
 
 from __future__ import annotations

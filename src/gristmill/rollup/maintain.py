@@ -34,7 +34,7 @@ def after_insert(
     the engine defines the load's fresh rows (``caps.delta_rollups``), else recompute."""
     out: dict[tuple[str, str], tuple[AfterInsert, ...]] = {}
     if _by_merge(dialect):
-        return _after_insert_by_merge(packs, dialect)
+        return _after_insert_by_merge(packs, dialect, mode)
     by_delta = mode != "recompute" and _has_delta(dialect)
     if mode == "delta" and not by_delta:
         raise ValueError(f"{dialect} keeps rollups by recompute only (no delta_rollups)")
@@ -66,13 +66,17 @@ def _has_delta(dialect: str) -> bool:
 
 
 def _after_insert_by_merge(
-    packs: Mapping[str, Pack], dialect: str
+    packs: Mapping[str, Pack], dialect: str, mode: str = "auto"
 ) -> dict[tuple[str, str], tuple[AfterInsert, ...]]:
+    """Steps for engines that keep rollups by MERGE (:mod:`gristmill.rollup.scripted`):
+    ``auto`` and ``delta`` merge the batch's aggregates (one MERGE per rollup), ``recompute``
+    rebuilds every touched bucket from rows."""
+    step = scripted.refresh if mode == "recompute" else scripted.delta
     out: dict[tuple[str, str], tuple[AfterInsert, ...]] = {}
     for pack in packs.values():
         for table in pack.spec.tables:
             steps = [
-                scripted.refresh(pack, name, r, dialect)
+                step(pack, name, r, dialect)
                 for name, r in pack.spec.rollups.items()
                 if r.table == table
             ]
