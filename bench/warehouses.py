@@ -244,11 +244,11 @@ SELECT concat('e', toString(number)),
   multiIf(number % 10 < 5, 'order_created', number % 10 < 9, 'order_paid', 'cash_collected'),
   1, ts, ts, now64(6), 'bench', 'order', concat('o', toString(intDiv(number, 3))), '{}',
   concat('o', toString(intDiv(number, 3))),
-  concat('s_', leftPad(toString(toUInt32(floor(pow(randCanonical(), 1.6) * {buyers:UInt32}))),
-         4, '0')),
-  concat('v_', leftPad(toString(toUInt32(floor(pow(randCanonical(), 1.8) * {vendors:UInt32}))),
-         3, '0')),
-  toInt64(1000 + floor(randCanonical() * 120000)), 'bench'
+  concat('s_', leftPad(toString(toUInt32(floor(
+         pow(sipHash64(number, 1) % 1000000 / 1e6, 1.6) * {buyers:UInt32}))), 4, '0')),
+  concat('v_', leftPad(toString(toUInt32(floor(
+         pow(sipHash64(number, 2) % 1000000 / 1e6, 1.8) * {vendors:UInt32}))), 3, '0')),
+  toInt64(1000 + floor(sipHash64(number, 3) % 1000000 / 1e6 * 120000)), 'bench'
 FROM (SELECT number, addMicroseconds({start:DateTime64(6, 'UTC')},
              toInt64(number * {step:Float64})) AS ts
       FROM numbers({lo:UInt64}, {count:UInt64}))

@@ -64,12 +64,18 @@ def statements(pack: Pack, dialect: str, settings: Settings) -> Iterator[tuple[s
     steps = after_insert({pack.name: pack}, dialect)
     for table in pack.spec.tables:
         st = load.build(pack, table)
-        out = [render_stmt(s) for s in (st.count_fresh, st.insert_fresh, st.remember)]
-        for after in steps[(pack.name, table)]:
-            out += [render_stmt(s) for s in after.prepare]
-            if after.bounds is not None:
-                out.append(render_stmt(after.bounds))
-            out += [render_stmt(s) for s in after.statements]
+        # In the clients' order: steps that read the key table as it was go before remember.
+        early, late = st.split(steps[(pack.name, table)])
+        out = [render_stmt(s) for s in (st.count_fresh, st.insert_fresh)]
+        for group in (early, (st.remember,), late):
+            for after in group:
+                if isinstance(after, exp.Expr):
+                    out.append(render_stmt(after))
+                    continue
+                out += [render_stmt(s) for s in after.prepare]
+                if after.bounds is not None:
+                    out.append(render_stmt(after.bounds))
+                out += [render_stmt(s) for s in after.statements]
         yield f"load_{table}", ";\n".join(out)
     for name, r in pack.spec.rollups.items():
         yield (

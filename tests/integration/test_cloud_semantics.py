@@ -7,8 +7,11 @@ logical plans executed on DuckDB.
   set merges and the exact percentile built from ``ARRAY_AGG`` + ``UNNEST``. (Time buckets are
   not covered: sqlglot's translation drops their zone; the golden files pin them.)
 * Maintenance without temp tables or ``ON CONFLICT`` (:mod:`gristmill.rollup.scripted`, what
-  both engines run after each load): built for DuckDB and run there, after late and duplicate
-  events it equals a rebuild from all rows, and freshness is kept by MERGE.
+  the three engines run in each load): built for DuckDB and run there, after late and duplicate
+  events it equals a rebuild from all rows — the delta MERGE (the default) and the recompute,
+  both through DuckDB's own load and in the cloud clients' order (the shared anti-join load,
+  ``before_keys`` steps between the insert and remembering the keys) — and freshness is kept
+  by MERGE.
 """
 
 from __future__ import annotations
@@ -21,8 +24,10 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import duckdb
 import pytest
 import sqlglot
+from sqlglot import exp
 
 from gristmill.core.clock import from_datetime
 from gristmill.core.envelope import Envelope
@@ -32,10 +37,13 @@ from gristmill.metrics.service import ZERO_WHEN_EMPTY
 from gristmill.metrics.timerange import preset_range
 from gristmill.pack.models import Pack
 from gristmill.rollup.freshness import FRESHNESS
-from gristmill.rollup.maintain import _after_insert_by_merge, provision_analytics
-from gristmill.rollup.spec import full_rebuild
-from gristmill.warehouse.common import ledger_snapshot, split_snapshot
+from gristmill.rollup.maintain import _after_insert_by_merge, analytics_ddl, provision_analytics
+from gristmill.rollup.spec import full_rebuild, rollup_table
+from gristmill.warehouse.base import AfterInsert, LoadBatch
+from gristmill.warehouse.common import AntiJoinLoad, ledger_snapshot, split_snapshot
+from gristmill.warehouse.duckdb import sql as duck
 from gristmill.warehouse.duckdb.client import DuckDBWarehouse
+from gristmill.warehouse.registry import capabilities
 from tests.golden.queries import NOW
 from tests.integration.warehouse_conformance import (
     batch_of,
@@ -81,32 +89,133 @@ def _ad_events(seed: int, n: int) -> list[Envelope]:
     return out
 
 
-@pytest.fixture(scope="module")
-def loaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DuckDBWarehouse, Pack]]:
+def _chunks() -> list[list[Envelope]]:
+    """Three loads: in order, then late events with 30 repeats of the first load."""
+    first = _events(1, 400) + _ad_events(3, 300)
+    return [first[:350], first[350:], _events(2, 120) + first[10:40]]
+
+
+def _marketplace() -> Pack:
     from gristmill.pack.loader import load_pack
     from tests.conftest import PACKS
 
-    pack = load_pack(PACKS / "marketplace")
+    return load_pack(PACKS / "marketplace")
+
+
+def _warehouse(tmp_path_factory: pytest.TempPathFactory, mode: str) -> tuple[DuckDBWarehouse, Pack]:
+    pack = _marketplace()
     wh = DuckDBWarehouse(Path(tmp_path_factory.mktemp("sem")) / "wh.duckdb")
     wh.provision([pack], apply=True)
     provision_analytics(wh, [pack])
-    # What BigQuery and Snowflake get after each load, built for DuckDB.
-    after = _after_insert_by_merge({pack.name: pack}, "duckdb")
-    first = _events(1, 400) + _ad_events(3, 300)
-    for chunk in (first[:350], first[350:], _events(2, 120) + first[10:40]):  # late + repeats
+    # What BigQuery, Snowflake and Redshift run in each load, built for DuckDB.
+    after = _after_insert_by_merge({pack.name: pack}, "duckdb", mode)
+    for chunk in _chunks():
         wh.commit_load(build_batch_with_after(batch_of(pack, frame("web", *chunk)), pack, after))
+    return wh, pack
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DuckDBWarehouse, Pack]]:
+    wh, pack = _warehouse(tmp_path_factory, "auto")
     yield wh, pack
     wh.close()
 
 
-def test_scripted_maintenance_equals_a_rebuild(loaded: tuple[DuckDBWarehouse, Pack]) -> None:
-    wh, pack = loaded
+@pytest.fixture(scope="module")
+def recomputed(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[DuckDBWarehouse, Pack]]:
+    wh, pack = _warehouse(tmp_path_factory, "recompute")
+    yield wh, pack
+    wh.close()
+
+
+def test_delta_merge_is_the_default() -> None:
+    pack = _marketplace()
+    for mode, kind in (("auto", "delta"), ("delta", "delta"), ("recompute", "refresh")):
+        steps = _after_insert_by_merge({pack.name: pack}, "duckdb", mode)
+        rollup = steps[(pack.name, "marketplace_events")][0]
+        if kind == "delta":
+            assert rollup.before_keys
+            assert [type(s) for s in rollup.statements] == [exp.Merge]
+        else:
+            assert not rollup.before_keys
+            assert [type(s) for s in rollup.statements] == [exp.Delete, exp.Insert]
+
+
+@pytest.mark.parametrize("which", ["loaded", "recomputed"])
+def test_scripted_maintenance_equals_a_rebuild(which: str, request: pytest.FixtureRequest) -> None:
+    wh, pack = request.getfixturevalue(which)
     for name, r in pack.spec.rollups.items():
         incremental = rollup_rows(wh, pack, name)
         assert len(incremental) > 50
         for stmt in full_rebuild(pack, name, r, "duckdb"):
             wh.execute(stmt)
         assert rollup_rows(wh, pack, name) == incremental, name
+
+
+def _run_after(con: duckdb.DuckDBPyConnection, after: AfterInsert) -> None:
+    """One after-insert step as the cloud clients run it (bounds, then the statements)."""
+    params: dict[str, Any] = {}
+    for stmt in after.prepare:
+        con.execute(stmt.sql("duckdb"))
+    if after.bounds is not None:
+        params = con.sql(after.bounds.sql("duckdb")).to_arrow_table().to_pylist()[0]
+        if all(v is None for v in params.values()):
+            return
+    for stmt in after.statements:
+        con.execute(stmt.sql("duckdb"), params or None)
+
+
+def _anti_join_load(
+    con: duckdb.DuckDBPyConnection,
+    pack: Pack,
+    batch: LoadBatch,
+    after: dict[tuple[str, str], tuple[AfterInsert, ...]],
+) -> int:
+    """A batch loaded the way BigQuery, Snowflake and Redshift load it (``AntiJoinLoad`` with
+    DuckDB's key), in their order; returns the fresh rows."""
+    fresh = 0
+    for rows in batch.tables:
+        st = AntiJoinLoad.anti_join(pack, rows.table, "duckdb", duck.dedupe_key)
+        con.register(duck.BATCH, rows.rows)
+        fresh += sum(n for _, n in con.execute(st.count_fresh.sql("duckdb")).fetchall())
+        con.execute(st.insert_fresh.sql("duckdb"))
+        early, late = st.split(after[(pack.name, rows.table)])
+        for step in early:
+            _run_after(con, step)
+        con.execute(st.remember.sql("duckdb"))
+        for step in late:
+            _run_after(con, step)
+        con.unregister(duck.BATCH)
+    return fresh
+
+
+@pytest.mark.parametrize("mode", ["auto", "recompute"])
+def test_the_cloud_load_order_keeps_rollups_equal_to_a_rebuild(mode: str) -> None:
+    """The delta MERGE sees the key table as it was before the batch (it runs before the keys
+    are remembered): repeats add nothing, late events merge into stored buckets."""
+    pack = _marketplace()
+    con = duckdb.connect()
+    for stmt in [*duck.pack_ddl([pack]), *analytics_ddl([pack], "duckdb", capabilities("duckdb"))]:
+        con.execute(stmt.sql("duckdb"))
+    after = _after_insert_by_merge({pack.name: pack}, "duckdb", mode)
+    fresh = [_anti_join_load(con, pack, batch_of(pack, frame("web", *c)), after) for c in _chunks()]
+    assert fresh == [350, 350, 120]
+
+    def rows(name: str) -> list[tuple[Any, ...]]:
+        got = con.sql(exp.select("*").from_(rollup_table(pack, name)).sql("duckdb")).fetchall()
+        return sorted(
+            (tuple(sorted(v) if isinstance(v, list) else v for v in r) for r in got), key=repr
+        )
+
+    for name, r in pack.spec.rollups.items():
+        incremental = rows(name)
+        assert len(incremental) > 50
+        for stmt in full_rebuild(pack, name, r, "duckdb"):
+            con.execute(stmt.sql("duckdb"))
+        assert rows(name) == incremental, (mode, name)
+    con.close()
 
 
 def test_freshness_is_kept_by_merge(loaded: tuple[DuckDBWarehouse, Pack]) -> None:

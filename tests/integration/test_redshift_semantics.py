@@ -203,15 +203,52 @@ def test_freshness_merge_from_a_temp_table_keeps_one_row_per_key(
     assert rows == [("*", "*"), ("vendor_store_id", "v1"), ("vendor_store_id", "v2")]
 
 
-def test_rollup_maintenance_equals_a_rebuild(con: duckdb.DuckDBPyConnection, pack: Pack) -> None:
-    """The rollup refresh Redshift runs after each load (DELETE without an alias, NULL-safe
-    key matches spelled out, filters folded into CASE), translated to DuckDB: after late and
-    repeated events the rollup equals a rebuild from all rows (sets stay NULL)."""
+def _load_as_the_client(
+    con: duckdb.DuckDBPyConnection, pack: Pack, after: tuple[Any, ...], *events: Any
+) -> None:
+    """A batch in the Redshift client's order: count and insert the fresh rows, the
+    ``before_keys`` steps (``_gm_new`` bound to the anti-join), remember the keys, the rest;
+    every statement as :func:`rs.statements` splits it (a MERGE from a temporary table)."""
+    batch = batch_of(pack, frame("web", *events))
+    rows = batch.tables[0]
+    st = rs.LoadStatements.build(rows.pack, rows.table)
+    con.register(rs.BATCH, rows.rows)
+
+    def run(step: Any) -> None:
+        params: dict[str, Any] = {}
+        if step.bounds is not None:
+            got = con.execute(_duck(rs.sql(step.bounds))).fetchone()
+            params = dict(zip(("lo", "hi"), got or (None, None), strict=True))
+            if all(v is None for v in params.values()):
+                return
+        for stmt in (*step.prepare, *step.statements):
+            for text in rs.statements(stmt):
+                con.execute(_duck(text), params if "%(" in text else None)
+
+    con.execute(_duck(rs.sql(st.count_fresh))).fetchall()
+    con.execute(_duck(rs.sql(st.insert_fresh)))
+    early, late = st.split(after)
+    for step in early:
+        run(step)
+    con.execute(_duck(rs.sql(st.remember)))
+    for step in late:
+        run(step)
+    con.unregister(rs.BATCH)
+
+
+@pytest.mark.parametrize("mode", ["auto", "recompute"])
+def test_rollup_maintenance_equals_a_rebuild(
+    con: duckdb.DuckDBPyConnection, pack: Pack, mode: str
+) -> None:
+    """The rollup step Redshift runs in each load — by default the delta MERGE (from a
+    temporary table, no target alias, NULL-safe key matches spelled out), with ``recompute``
+    the DELETE without an alias and INSERT — translated to DuckDB and run in the client's
+    order: after late and repeated events the rollup equals a rebuild from all rows (sets stay
+    NULL), and freshness keeps one row per key."""
     import random
 
     from gristmill.core.clock import from_datetime
-    from gristmill.rollup.maintain import analytics_ddl
-    from gristmill.rollup.scripted import refresh
+    from gristmill.rollup.maintain import _after_insert_by_merge, analytics_ddl
     from gristmill.rollup.spec import full_rebuild, rollup_table
     from gristmill.warehouse.registry import capabilities
     from tests.golden.queries import NOW
@@ -219,7 +256,9 @@ def test_rollup_maintenance_equals_a_rebuild(con: duckdb.DuckDBPyConnection, pac
     for stmt in analytics_ddl([pack], "redshift", capabilities("redshift")):
         con.execute(_duck(rs.sql(rs.sort_rollup(stmt))))
     name, spec = "marketplace_hourly", pack.spec.rollups["marketplace_hourly"]
-    step = refresh(pack, name, spec, "redshift")
+    after = _after_insert_by_merge({pack.name: pack}, "redshift", mode)
+    steps = after[(pack.name, spec.table)]
+    assert steps[0].before_keys == (mode != "recompute")
     rnd = random.Random(7)
     events = []
     for i in range(120):
@@ -228,16 +267,13 @@ def test_rollup_maintenance_equals_a_rebuild(con: duckdb.DuckDBPyConnection, pac
         e.promoted = [f"o{i}", "s1", rnd.choice(["v1", "v2", None]), e.promoted[3]]
         events.append(e)
     for chunk in (events[:70], events[70:], events[5:30]):  # late, then repeats
-        _load(con, pack, *chunk)
-        batch = batch_of(pack, frame("web", *chunk))
-        con.register(rs.BATCH, batch.tables[0].rows)
-        for stmt in step.prepare:
-            con.execute(_duck(rs.sql(stmt)))
-        assert step.bounds is not None
-        lo, hi = con.execute(_duck(rs.sql(step.bounds))).fetchone() or (None, None)
-        for stmt in step.statements:
-            con.execute(_duck(rs.sql(stmt)), {"lo": lo, "hi": hi})
-        con.unregister(rs.BATCH)
+        _load_as_the_client(con, pack, steps, *chunk)
+    keys = con.execute('SELECT count(*) FROM "marketplace"."_gm_dedupe"').fetchone()
+    assert keys == (120,)
+    whole = con.execute(
+        """SELECT count(*) FROM "_gristmill"."freshness" WHERE scope_column = '*' """
+    ).fetchone()
+    assert whole == (1,)
 
     def rows() -> list[tuple[object, ...]]:
         table = rollup_table(pack, name).sql("duckdb")

@@ -16,8 +16,15 @@ Same numbers as a full rebuild (the tests compare after random interleavings of 
 and duplicate batches). Two engines give ``_gm_new`` inside the load transaction
 (``caps.delta_rollups``: DuckDB, PostgreSQL). On PostgreSQL a transaction-scoped advisory lock
 per rollup serialises the read-merge-write of concurrent loaders, which a recompute also needed
-and did not take. ClickHouse keeps recompute: without transactions, a retried batch must be
-able to redo its rollup step, and recompute is idempotent where a merge is not.
+and did not take. The cloud engines (``caps.upsert_by_merge``: BigQuery, Snowflake, Redshift)
+merge deltas too, in one MERGE per rollup without temp tables
+(:func:`gristmill.rollup.scripted.delta`): their ``_gm_new`` is the dedupe anti-join, run
+before the batch's keys are remembered, in the load transaction. ClickHouse has no
+transactions, and a retried batch must be able to redo its rollup step, which a merge into
+stored rows is not: there the batch's aggregates go in as a *part* of their own, tagged with
+the batch id (a retry deletes it with the batch's rows), reads merge parts per key, and
+committed parts are compacted into one row per key a month partition at a time (``REPLACE
+PARTITION``, atomic: warehouse/clickhouse/compact.py).
 """
 
 from __future__ import annotations

@@ -31,11 +31,13 @@ def after_insert(
 ) -> dict[tuple[str, str], tuple[AfterInsert, ...]]:
     """(pack, table) -> what every load of that table also does, in its transaction.
 
-    ``mode`` picks how rollups are kept (``LoaderSettings.rollup_mode``): ``delta`` where
-    the engine defines the load's fresh rows (``caps.delta_rollups``), else recompute."""
+    ``mode`` picks how rollups are kept (``LoaderSettings.rollup_mode``): ``auto`` and
+    ``delta`` merge the batch's aggregates (where the engine defines the load's fresh rows,
+    ``caps.delta_rollups``, or by one MERGE on the ``upsert_by_merge`` engines), ``recompute``
+    rebuilds touched buckets from rows."""
     out: dict[tuple[str, str], tuple[AfterInsert, ...]] = {}
     if _by_merge(dialect):
-        return _after_insert_by_merge(packs, dialect)
+        return _after_insert_by_merge(packs, dialect, mode)
     by_delta = mode != "recompute" and _has_delta(dialect)
     if mode == "delta" and not by_delta:
         raise ValueError(f"{dialect} keeps rollups by recompute only (no delta_rollups)")
@@ -77,13 +79,17 @@ def _has_delta(dialect: str) -> bool:
 
 
 def _after_insert_by_merge(
-    packs: Mapping[str, Pack], dialect: str
+    packs: Mapping[str, Pack], dialect: str, mode: str = "auto"
 ) -> dict[tuple[str, str], tuple[AfterInsert, ...]]:
+    """Steps for engines that keep rollups by MERGE (:mod:`gristmill.rollup.scripted`):
+    ``auto`` and ``delta`` merge the batch's aggregates (one MERGE per rollup), ``recompute``
+    rebuilds every touched bucket from rows."""
+    step = scripted.refresh if mode == "recompute" else scripted.delta
     out: dict[tuple[str, str], tuple[AfterInsert, ...]] = {}
     for pack in packs.values():
         for table in pack.spec.tables:
             steps = [
-                scripted.refresh(pack, name, r, dialect)
+                step(pack, name, r, dialect)
                 for name, r in pack.spec.rollups.items()
                 if r.table == table
             ]

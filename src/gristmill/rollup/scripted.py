@@ -1,20 +1,33 @@
 """Rollup and freshness maintenance for engines without ``ON CONFLICT`` whose load transaction
-may not create tables (BigQuery, Snowflake: ``caps.upsert_by_merge``).
+may not create tables (BigQuery, Snowflake, Redshift: ``caps.upsert_by_merge``).
 
-Same numbers as :func:`gristmill.rollup.spec.refresh`, another shape: the touched buckets are a
-subquery over the staged batch ``_gm_batch`` instead of a temp table (Snowflake DDL commits
-the open transaction), their first and last bucket are the ``bounds`` bound into the DELETE
-and INSERT as constants (so BigQuery prunes the rollup's and the table's partitions), and
-freshness is a MERGE.
+Rollups are kept by :func:`delta` by default: one MERGE per rollup folds the aggregates of the
+batch's fresh rows into the stored rows of the keys it touched — the batch and those rows are
+read, no event rows. It is exact because dedupe comes first and in the same transaction: the
+step runs after the insert and before the batch's keys are remembered (``before_keys``), so
+``_gm_new`` is the anti-join on the key table as it was before the batch — the rows just
+inserted, each once; a repeated event finds its key and adds nothing (a re-delivered batch
+stops earlier, at the ledger), and a failed load rolls the merge back with the rows.
+
+``rollup_mode = "recompute"`` keeps :func:`refresh`: the numbers of
+:func:`gristmill.rollup.spec.refresh` in another shape, the touched buckets deleted and rebuilt
+from every row in their time range.
+
+Both shapes avoid temp tables (Snowflake DDL commits the open transaction): the touched keys
+are a subquery over the staged batch ``_gm_batch``, and the first and last bucket are the
+``bounds`` bound into the statements as constants (so BigQuery prunes the rollup's and the
+table's partitions). Freshness is a MERGE.
 """
 
 from __future__ import annotations
 
 from sqlglot import exp
 
-from gristmill.metrics.compile import AGGS, component_columns
+from gristmill.metrics.compile import AGGS, COMPONENTS, component_columns
 from gristmill.pack.analytics import RollupSpec
 from gristmill.pack.models import Pack
+from gristmill.rollup.delta import NEW
+from gristmill.rollup.delta import _merge as merge_component
 from gristmill.rollup.freshness import ALL, FRESHNESS, KEY, scope_columns
 from gristmill.rollup.spec import _bucket, _names, rollup_table
 from gristmill.sql.ddl import table_ref
@@ -88,6 +101,106 @@ def refresh(pack: Pack, name: str, r: RollupSpec, dialect: str) -> AfterInsert:
     keyed = exp.select("s.*").from_(rows.subquery("s")).where(touched_exists("s"))
     insert = exp.insert(keyed, target, columns=_names(pack, r))
     return AfterInsert(statements=(delete, insert), bounds=bounds)
+
+
+PART = "_gm_part"
+"""1 on the batch's aggregates, 0 on stored rows: keys with no fresh rows are left alone."""
+
+
+def delta(pack: Pack, name: str, r: RollupSpec, dialect: str) -> AfterInsert:
+    """Merge the aggregates of the batch's fresh rows into rollup ``name`` with one MERGE.
+
+    The source is the fresh rows (``_gm_new``) grouped by key, plus the stored rows between
+    the batch's first and last bucket, grouped again by key, each component merged by its rule
+    (:func:`gristmill.rollup.delta._merge`); keys no fresh row has are dropped (``HAVING``,
+    rather than a semi-join on the fresh keys, which would run the anti-join on the key table
+    a second time: BigQuery evaluates a CTE once per reference). ``before_keys``:
+    ``_gm_new`` is the anti-join on the key table as it was before the batch, so the step runs
+    before the batch's keys are remembered, in the same transaction — a duplicate never adds.
+    ``bounds`` come from the staged batch (no second anti-join) and are bound into the stored
+    rows' filter and the MERGE's ON, so BigQuery prunes the rollup's partitions; every fresh
+    bucket is within them."""
+    target = rollup_table(pack, name)
+    names = _names(pack, r)
+    dims = [exp.column(d, quoted=True) for d in r.dimensions]
+    bucket = _bucket(exp.column("occurred_at", quoted=True), r.grain, dialect)
+    lo, hi = exp.Placeholder(this="lo"), exp.Placeholder(this="hi")
+    comps: list[exp.Expr] = []
+    for m_name in r.metrics:
+        comps += component_columns(m_name, pack.spec.metrics[m_name], AGGS[dialect])
+    fresh = (
+        exp.select(
+            exp.alias_(bucket, "bucket"),
+            *dims,
+            *comps,
+            exp.alias_(exp.Literal.number(1), PART),
+        )
+        .from_(NEW)
+        .group_by(exp.column("bucket"), *[d.copy() for d in dims])
+    )
+    stored = (
+        exp.select(
+            *[exp.column(n.this, table="r", quoted=True) for n in names],
+            exp.alias_(exp.Literal.number(0), PART),
+        )
+        .from_(target.copy().as_("r"))
+        .where(exp.GTE(this=exp.column("bucket", table="r"), expression=lo.copy()))
+        .where(exp.LTE(this=exp.column("bucket", table="r"), expression=hi.copy()))
+    )
+    merged: list[exp.Expr] = [exp.column("bucket", quoted=True), *[d.copy() for d in dims]]
+    for m_name in r.metrics:
+        for comp in COMPONENTS[pack.spec.metrics[m_name].type]:
+            column = f"{m_name}__{comp}"
+            if comp == "set" and not AGGS[dialect].sets:
+                value = AGGS[dialect].distinct_set(exp.column(column))  # a typed NULL, kept NULL
+            else:
+                value = merge_component(comp, column, dialect)
+            merged.append(exp.alias_(value, column, quoted=True))
+    source = (
+        exp.select(*merged)
+        .from_(exp.union(fresh, stored, distinct=False).subquery("u"))
+        .group_by(exp.column("bucket", quoted=True), *[d.copy() for d in dims])
+        .having(exp.Max(this=exp.column(PART)).eq(1))
+    )
+    keyed = {"bucket", *r.dimensions}
+    update = exp.Update(
+        expressions=[
+            exp.EQ(
+                this=exp.column(n.this, quoted=True),
+                expression=exp.column(n.this, table="s", quoted=True),
+            )
+            for n in names
+            if n.this not in keyed
+        ]
+    )
+    insert = exp.Insert(
+        this=exp.Tuple(expressions=[n.copy() for n in names]),
+        expression=exp.Tuple(
+            expressions=[exp.column(n.this, table="s", quoted=True) for n in names]
+        ),
+    )
+    on = exp.and_(
+        exp.GTE(this=exp.column("bucket", table="t"), expression=lo.copy()),
+        exp.LTE(this=exp.column("bucket", table="t"), expression=hi.copy()),
+        _same_key(r, "t", "s"),
+    )
+    merge = exp.Merge(
+        this=target.copy().as_("t"),
+        using=source.subquery("s"),
+        on=on,
+        whens=exp.Whens(
+            expressions=[
+                exp.When(matched=True, then=update),
+                exp.When(matched=False, then=insert),
+            ]
+        ),
+    )
+    batch_buckets = exp.select(exp.alias_(bucket.copy(), "bucket")).from_(BATCH)
+    bounds = exp.select(
+        exp.alias_(exp.Min(this=exp.column("bucket")), "lo"),
+        exp.alias_(exp.Max(this=exp.column("bucket")), "hi"),
+    ).from_(batch_buckets.subquery("t"))
+    return AfterInsert(statements=(merge,), bounds=bounds, before_keys=True)
 
 
 def _source(pack: Pack, table: str, column: str | None, dialect: str) -> exp.Select:

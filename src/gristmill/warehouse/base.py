@@ -34,8 +34,9 @@ class Capabilities:
     """B-tree indexes help reads (PostgreSQL); columnar engines prune without them."""
     upsert_by_merge: bool = False
     """No ``ON CONFLICT``, and no tables may be created inside the load transaction (DDL
-    commits it on Snowflake): rollups and freshness are kept with DELETE/INSERT and MERGE
-    over the staged batch (:mod:`gristmill.rollup.scripted`)."""
+    commits it on Snowflake): rollups and freshness are kept by MERGE over the staged batch
+    (:mod:`gristmill.rollup.scripted`; rollups merge the batch's aggregates, a
+    ``before_keys`` step, or with ``rollup_mode = "recompute"`` DELETE/INSERT)."""
     delta_rollups: bool = False
     """The load defines ``_gm_new`` (the rows it added, after dedupe) before the after-insert
     steps: rollups merge the batch's aggregates (:mod:`gristmill.rollup.delta`) instead of
@@ -66,6 +67,11 @@ class AfterInsert:
     """Set when this step appends the batch's rollup delta as rows of their own, tagged with
     the batch id (``{b}``), on an engine without transactions: a retry removes them with the
     batch's other rows, and the warehouse compacts them later."""
+    before_keys: bool = False
+    """Engines that dedupe by an anti-join on the key table (``AntiJoinLoad``) run the step
+    after the insert but before the batch's keys are remembered, with ``_gm_new`` bound to
+    the anti-join's rows: the key table as it was before the batch tells which rows are
+    fresh. Engines that define ``_gm_new`` themselves ignore it."""
 
 
 @dataclass(frozen=True, slots=True)

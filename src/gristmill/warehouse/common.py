@@ -18,10 +18,13 @@ from gristmill.pack.models import Pack
 from gristmill.sql.ddl import table_ref
 from gristmill.sql.system import LOADS, OFFSETS, QUARANTINE, QUARANTINE_COLUMNS, QUARANTINE_INPUT
 from gristmill.sql.types import Logical, logical, sql_type
-from gristmill.warehouse.base import LedgerTotals, LoadBatch, LoadResult
+from gristmill.warehouse.base import AfterInsert, LedgerTotals, LoadBatch, LoadResult
 
 QUARANTINE_STAGE = "_gm_q"
 """The temp table (or registered Arrow table) quarantine rows are read from."""
+NEW = "_gm_new"
+"""The rows a load added, after dedupe, as after-insert steps name them
+(:mod:`gristmill.rollup.delta`, :func:`gristmill.rollup.scripted.delta`)."""
 
 
 def _ph(name: str) -> exp.Placeholder:
@@ -271,12 +274,44 @@ def catalog_problems(
 class AntiJoinLoad:
     """One pack table's load on engines that stage the batch as ``_gm_batch`` and dedupe by an
     anti-join on the key table (BigQuery, Snowflake, Redshift), in transaction order: count
-    the fresh rows per source, insert them, remember their keys (all three see the key table
-    as it was before the batch). Engines differ only in the key expression and the dialect."""
+    the fresh rows per source, insert them, run the after-insert steps marked ``before_keys``
+    (with ``_gm_new`` bound to :attr:`new_rows`), remember the keys, run the other steps. All
+    but the last see the key table as it was before the batch. Engines differ only in the key
+    expression and the dialect."""
 
     count_fresh: exp.Expr
     insert_fresh: exp.Expr
     remember: exp.Expr
+    new_rows: exp.Select
+    """The rows ``insert_fresh`` adds, as stored and named by column: what ``_gm_new`` means
+    to a ``before_keys`` step. A derived table, not a temp table or view: Snowflake's DDL would
+    commit the load transaction."""
+
+    def split(
+        self, after: Sequence[AfterInsert]
+    ) -> tuple[tuple[AfterInsert, ...], tuple[AfterInsert, ...]]:
+        """The steps to run before ``remember`` (``_gm_new`` bound) and those to run after."""
+        early = tuple(
+            AfterInsert(
+                statements=tuple(self.bind_new(s) for s in a.statements),
+                prepare=tuple(self.bind_new(s) for s in a.prepare),
+                bounds=None if a.bounds is None else self.bind_new(a.bounds),
+                before_keys=True,
+            )
+            for a in after
+            if a.before_keys
+        )
+        return early, tuple(a for a in after if not a.before_keys)
+
+    def bind_new(self, e: exp.Expr) -> exp.Expr:
+        """``e`` with every ``_gm_new`` read replaced by :attr:`new_rows` (same alias)."""
+
+        def visit(node: exp.Expr) -> exp.Expr:
+            if isinstance(node, exp.Table) and not node.args.get("db") and node.name == NEW:
+                return self.new_rows.subquery(node.alias or NEW)
+            return node
+
+        return e.copy().transform(visit, copy=False)
 
     @classmethod
     def anti_join(
@@ -291,7 +326,9 @@ class AntiJoinLoad:
 
         types = {c.name: logical(c.type) for c in pack.columns(table)}
         names = [exp.to_identifier(n, quoted=True) for n in types]
-        rows = exp.select(*stored_columns(types, dialect)).from_(batch).where(fresh())
+        stored = stored_columns(types, dialect)
+        rows = exp.select(*stored).from_(batch).where(fresh())
+        named = [exp.alias_(e.copy(), n, quoted=True) for e, n in zip(stored, types, strict=True)]
         keys = exp.select(exp.alias_(dedupe_key(), "k"), exp.column("received_at", quoted=True))
         return cls(
             count_fresh=exp.select(
@@ -306,4 +343,5 @@ class AntiJoinLoad:
                 dedupe,
                 columns=[exp.to_identifier(n, quoted=True) for n in ("k", "first_seen")],
             ),
+            new_rows=exp.select(*named).from_(batch).where(fresh()),
         )

@@ -17,7 +17,7 @@ from __future__ import annotations
 import io
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -31,7 +31,7 @@ from gristmill.config import BigQuerySettings
 from gristmill.core.clock import to_datetime
 from gristmill.pack.models import Pack
 from gristmill.sql import ddl
-from gristmill.warehouse.base import LedgerTotals, LoadBatch, LoadResult, Readiness
+from gristmill.warehouse.base import AfterInsert, LedgerTotals, LoadBatch, LoadResult, Readiness
 from gristmill.warehouse.bigquery.factory import CAPABILITIES, CREDENTIALS, DIALECT, NAME
 from gristmill.warehouse.bigquery.sql import (
     BATCH,
@@ -238,16 +238,12 @@ class BigQueryWarehouse:
             for source, n in run(st.count_fresh, None, naming).result():
                 fresh[(rows.pack.name, str(source))] += int(n)
             run(st.insert_fresh, None, naming)
+            early, late = st.split(rows.after)
+            for after in early:
+                self._after(run, after, naming)
             run(st.remember, None, naming)
-            for after in rows.after:
-                params: dict[str, Any] = {}
-                if after.bounds is not None:
-                    row = next(iter(run(after.bounds, None, naming).result()), None)
-                    params = dict(row.items()) if row is not None else {}
-                    if all(v is None for v in params.values()):
-                        continue
-                for stmt in (*after.prepare, *after.statements):
-                    run(stmt, params or None, naming)
+            for after in late:
+                self._after(run, after, naming)
         if q_stage is not None:
             q_naming = Naming(self.cfg.dataset_prefix, {QUARANTINE_STAGE: q_stage})
             run(SYSTEM.insert_quarantine, None, q_naming)
@@ -260,6 +256,17 @@ class BigQueryWarehouse:
         run(SYSTEM.insert_offset, off, plain)
         self._job("COMMIT TRANSACTION", None, session)
         return result
+
+    @staticmethod
+    def _after(run: Callable[..., Any], after: AfterInsert, naming: Naming) -> None:
+        params: dict[str, Any] = {}
+        if after.bounds is not None:
+            row = next(iter(run(after.bounds, None, naming).result()), None)
+            params = dict(row.items()) if row is not None else {}
+            if all(v is None for v in params.values()):
+                return
+        for stmt in (*after.prepare, *after.statements):
+            run(stmt, params or None, naming)
 
     def stored_offset(self, log_name: str, group: str) -> int:
         rows = self.query_sql(SYSTEM.select_offset, {"log": log_name, "grp": group}).to_pylist()

@@ -27,7 +27,7 @@ from gristmill.config import RedshiftSettings
 from gristmill.core.clock import to_datetime
 from gristmill.pack.models import Pack
 from gristmill.sql import ddl
-from gristmill.warehouse.base import LedgerTotals, LoadBatch, LoadResult, Readiness
+from gristmill.warehouse.base import AfterInsert, LedgerTotals, LoadBatch, LoadResult, Readiness
 from gristmill.warehouse.common import catalog_problems, settle, split_snapshot
 from gristmill.warehouse.redshift.factory import CAPABILITIES, DIALECT, NAME
 from gristmill.warehouse.redshift.sql import (
@@ -210,19 +210,12 @@ class RedshiftWarehouse:
             for source, n in self._run(cur, text(st.count_fresh)).fetchall():
                 fresh[(rows.pack.name, str(source))] += int(n)
             self._run(cur, text(st.insert_fresh))
+            early, late = st.split(rows.after)
+            for after in early:
+                self._after(cur, after, name)
             self._run(cur, text(st.remember))
-            for after in rows.after:
-                params: dict[str, Any] = {}
-                if after.bounds is not None:
-                    self._run(cur, text(after.bounds))
-                    row = cur.fetchone()
-                    names = [d[0] for d in cur.description]
-                    params = dict(zip(names, row or (), strict=False))
-                    if all(v is None for v in params.values()):
-                        continue
-                for stmt in (*after.prepare, *after.statements):
-                    for part in statements(_restage(stmt, name)):
-                        self._run(cur, part, params or None)
+            for after in late:
+                self._after(cur, after, name)
         if batch.quarantine is not None and batch.quarantine.num_rows:
             self._run(cur, SYSTEM.insert_quarantine)
         result, ledger = settle(batch, fresh)
@@ -230,6 +223,19 @@ class RedshiftWarehouse:
             self._run(cur, SYSTEM.insert_ledger, list(row))
         self._run(cur, SYSTEM.insert_offset, off)
         return result
+
+    def _after(self, cur: Any, after: AfterInsert, stage: str) -> None:
+        params: dict[str, Any] = {}
+        if after.bounds is not None:
+            self._run(cur, sql(_restage(after.bounds, stage)))
+            row = cur.fetchone()
+            names = [d[0] for d in cur.description]
+            params = dict(zip(names, row or (), strict=False))
+            if all(v is None for v in params.values()):
+                return
+        for stmt in (*after.prepare, *after.statements):
+            for part in statements(_restage(stmt, stage)):
+                self._run(cur, part, params or None)
 
     def stored_offset(self, log_name: str, group: str) -> int:
         rows = self.query_sql(SYSTEM.select_offset, {"log": log_name, "grp": group}).to_pylist()
