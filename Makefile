@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install demo test test-fast lint format bench clean browser prometheus system-tools
+.PHONY: install demo test test-fast lint format bench bench-tools clean browser prometheus system-tools
 
 $(STAMP): pyproject.toml
 	@test -n "$(PY)" || { echo "Python 3.11 or newer is required" >&2; exit 1; }
@@ -62,9 +62,18 @@ format: $(STAMP)
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
 
-bench: $(STAMP)  ## measured figures; results go to bench/results/ and BENCHMARKS.md
+# wrk (Debian's package): the C load generator behind the single-event request figures
+# (bench/dialects.py, bench/servers.py). Installed when missing; without root it is named
+# and those figures fall back to the Python client (dialects) or are skipped (servers).
+bench-tools:
+	@command -v wrk >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq wrk >/dev/null; \
+	  else echo "wrk not installed (apt-get install wrk): its figures are skipped" >&2; fi; }
+
+# BENCH_ARGS picks sections, e.g. make bench BENCH_ARGS="--only servers"
+bench: $(STAMP) bench-tools  ## measured figures; results go to bench/results/ and BENCHMARKS.md
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .gristmill .gristmill-demo bench/results

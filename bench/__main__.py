@@ -144,7 +144,7 @@ def main() -> None:
         "--only",
         default=(
             "ingest,loader,pg_baseline,latency,analytics,dialects,relay,warehouses,feeds,sources,"
-            "governance,enrichment,usage,rollups,peers,frames,provision,delivery,workers"
+            "governance,enrichment,usage,rollups,peers,frames,provision,delivery,workers,servers"
         ),
     )
     ap.add_argument("--feed-rows", default="250000,1000000", help="Sales CSV sizes (feeds).")
@@ -171,6 +171,7 @@ def main() -> None:
     ap.add_argument(
         "--workers-events", type=int, default=100_000, help="serve vs serve --workers 2."
     )
+    ap.add_argument("--servers-rounds", type=int, default=2, help="Runs per HTTP server (servers).")
     args = ap.parse_args()
     only = set(args.only.split(","))
     results: dict[str, Any] = {
@@ -234,6 +235,7 @@ def main() -> None:
         "provision": (args.wh_engines.split(","),),
         "delivery": (args.delivery_ingest_events, args.delivery_view_events),
         "workers": (args.workers_events,),
+        "servers": (args.servers_rounds,),
     }
     for name, run_args in modular.items():
         if name in only:
