@@ -171,7 +171,7 @@ def main() -> None:
     ap.add_argument(
         "--workers-events", type=int, default=100_000, help="serve vs serve --workers 2."
     )
-    ap.add_argument("--servers-rounds", type=int, default=2, help="Runs per HTTP server (servers).")
+    ap.add_argument("--servers-rounds", type=int, default=3, help="Runs per HTTP server (servers).")
     args = ap.parse_args()
     only = set(args.only.split(","))
     results: dict[str, Any] = {

@@ -174,15 +174,24 @@ def _events(prefix: str, n: int) -> list[dict[str, Any]]:
     return out
 
 
+# Event ids are unique per request: wrk's threads each load the script, seeded alike in the
+# same second, so the thread number (set in setup) is part of every id; without it the two
+# threads sent the same ids and half the events were duplicates (dropped by the loader).
 LUA = """
 counter = 0
+tid = 0
 math.randomseed(os.time())
 local prefix = tostring(math.random(1, 1000000000))
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("tid", threads)
+end
 local template = [==[__BODY__]==]
 local headers = __HEADERS__
 request = function()
   counter = counter + 1
-  local body = string.gsub(template, "__ID__", prefix .. "-" .. counter)
+  local body = string.gsub(template, "__ID__", prefix .. "-" .. tid .. "-" .. counter)
   return wrk.format("POST", "__PATH__", headers, body)
 end
 """

@@ -31,6 +31,7 @@ import fcntl
 import gc
 import os
 import re
+import resource
 import shutil
 import signal
 import statistics
@@ -123,6 +124,7 @@ class Granian:
                 str(self.port),
                 "--workers",
                 str(self.workers),
+                *os.environ.get("GM_BENCH_GRANIAN_ARGS", "").split(),
                 "bench.servers:granian_app",
             ],
             cwd=ROOT,
@@ -229,6 +231,8 @@ def wrk_single(url: str, key: str, tmp: Path, seconds: int = SECONDS) -> dict[st
         .replace("__HEADERS__", lua_headers)
         .replace("__PATH__", "/v1/events")
     )
+    busy0 = _cpu_times()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(
         ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", "-s", str(script), url],
         capture_output=True,
@@ -236,7 +240,24 @@ def wrk_single(url: str, key: str, tmp: Path, seconds: int = SECONDS) -> dict[st
         check=True,
         timeout=seconds + 30,
     ).stdout
-    return parse_wrk(out)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk is the only child reaped here
+    busy1 = _cpu_times()
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    # The load generator's share of the machine's cores over the run (the rest is the server's,
+    # the loader's and the OS's).
+    return {
+        **parse_wrk(out),
+        "wrk_core_share": round(cpu / (seconds * (os.cpu_count() or 1)), 2),
+        "machine_busy": round((busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]), 2),
+    }
+
+
+def _cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine from /proc/stat (busy: all but idle and
+    iowait)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    total = sum(fields[:8])  # user nice system idle iowait irq softirq steal
+    return total - fields[3] - fields[4], total
 
 
 def _conserved(served: Served, w: dict[str, Any]) -> dict[str, Any]:
@@ -321,8 +342,9 @@ CASES = {
 }
 
 
-def run(rounds: int = 1) -> dict[str, Any]:
-    """Each case ``rounds`` times, the cases interleaved; the median round is reported."""
+def run(rounds: int = 3) -> dict[str, Any]:
+    """Each case ``rounds`` times, the cases interleaved; the median round is reported (its
+    latencies, counts and wrk's CPU share), errors and conservation over every round."""
     if shutil.which("wrk") is None:
         return {"skipped": "wrk is not installed (make bench installs it as root)"}
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in CASES}
@@ -341,6 +363,7 @@ def run(rounds: int = 1) -> dict[str, Any]:
             "runs_per_s": rates,
             "median_per_s": round(statistics.median(rates)),
             "conserved_all": all(r["conserved"] for r in rs),
+            "errors_all": sum(r["non_2xx"] + r["socket_errors"] for r in rs),
         }
     with contextlib.suppress(Exception):
         import granian
@@ -358,9 +381,9 @@ def render(results: dict[str, Any]) -> str:
         f"wrk -t2 -c{r['connections']} for {r['seconds']} s per run, one native event per "
         f"POST; granian {r.get('granian_version', '?')}.",
         "",
-        "| server | requests/s (median) | runs | p50 | p99 | non-2xx + socket errors "
-        "| acked → received → loaded | conserved | events per worker |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| server | requests/s (median) | runs | p50 | p99 | non-2xx + socket errors (all runs) "
+        "| acked → received → loaded | conserved | events per worker | CPU busy (wrk's share) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, (label, _) in CASES.items():
         c = r["cases"][name]
@@ -369,7 +392,8 @@ def render(results: dict[str, Any]) -> str:
         split = " / ".join(f"{n:,}" for n in per) if per else "—"
         lines.append(
             f"| {label} | {c['median_per_s']:,} | {runs} | {c['p50_ms']} ms | {c['p99_ms']} ms "
-            f"| {c['non_2xx'] + c['socket_errors']} | {c['acked']:,} → {c['received']:,} → "
-            f"{c['loaded']:,} | {'yes' if c['conserved_all'] else 'NO'} | {split} |"
+            f"| {c['errors_all']} | {c['acked']:,} → {c['received']:,} → "
+            f"{c['loaded']:,} | {'yes' if c['conserved_all'] else 'NO'} | {split} "
+            f"| {c['machine_busy']:.0%} ({c['wrk_core_share']:.0%}) |"
         )
     return "\n".join(lines)
