@@ -136,6 +136,12 @@ def _load(rt: Runtime, bodies: list[bytes]) -> dict[str, float]:
             p = rt.collector.prepare(pack="marketplace", source="bench", dialect="native", raw=body)
             rt.collector.submit_sync(p)
         rt.loader.drain(timeout_s=3600)
+        if isinstance(rt.warehouse, ch.ClickHouseWarehouse):
+            # The parts this run left are compacted here, on the clock: the delta's deferred
+            # work is counted, not left for after the measurement.
+            t1 = time.perf_counter()
+            rt.warehouse.compact_rollups()
+            spent["rollups"] += time.perf_counter() - t1
         total = time.perf_counter() - t0
     return {
         "after_insert_s": round(spent["rollups"] + spent["freshness"], 2),
@@ -228,7 +234,8 @@ def render(results: dict[str, Any]) -> str:
         f"{r['base_events']:,} events already loaded (90 days), then {r['new_events']:,} new "
         "order events through the real collector and loader into a copy of that warehouse per "
         "mode. *Rollups*: time inside the loads' rollup steps (on ClickHouse with delta: "
-        "appending parts and compacting them); *+ freshness*: with the freshness step the same "
+        "appending parts, compacting them every 64 loads, and a last compaction of what the run "
+        "left); *+ freshness*: with the freshness step the same "
         "loads also run (the same work in both modes).",
         "",
         "| engine | new events | recompute: rollups / + freshness / collect+load | delta: "
