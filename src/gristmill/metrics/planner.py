@@ -6,6 +6,10 @@ hourly UTC rollup serves hour/day/week/month in any zone whose offset is a whole
 hours; a daily one serves UTC only). The range is split at bucket boundaries: the aligned
 middle comes from the rollup, the ragged edges (a range ending "now" ends mid-hour) from rows,
 and the two are combined exactly. Otherwise — percentiles, an unrolled dimension — rows.
+
+The caller's buckets (a local day, week, month) are computed per stored bucket — rollup rows
+are merged by stored bucket first — and once per edge, which lies inside one stored bucket:
+time-zone arithmetic per row was most of a wide view's cost.
 """
 
 from __future__ import annotations
