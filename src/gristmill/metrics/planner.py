@@ -205,12 +205,14 @@ def _build(q: MetricQuery, shape: _Shape) -> tuple[exp.Select, str, dict[str, Sl
     if shape.head:
         parts.append(raw_part("start", "a"))
     comps = [c for m, s in specs.items() for c in _rollup_components(m, s.type, aggs)]
+    premerge = bool(shape.grain) and _many_rows_per_bucket(q, shape)
+    stored_bucket = [exp.column("bucket", quoted=True)] if premerge else head("bucket")
     rolled = (
-        exp.select(*([exp.column("bucket", quoted=True)] if shape.grain else []), *dims, *comps)
+        exp.select(*stored_bucket, *([] if not premerge else dims), *comps)
         .from_(rollup_table(q.pack, shape.rollup))
         .where(where("bucket", "a", "b"))
     )
-    if shape.grain:
+    if premerge:
         # Merge the stored buckets first, then map the few left onto the caller's buckets:
         # the time-zone math runs once per stored bucket, not once per rollup row (a day of
         # an hourly rollup over many dimension values is thousands of rows).
@@ -232,6 +234,16 @@ def _build(q: MetricQuery, shape: _Shape) -> tuple[exp.Select, str, dict[str, Sl
     if outer_keys:
         query = query.group_by(*outer_keys)
     return query, render(query, shape.dialect), dict(params.values)
+
+
+def _many_rows_per_bucket(q: MetricQuery, shape: _Shape) -> bool:
+    """Whether the rollup rows a shape reads hold several rows per stored bucket: some
+    dimension is neither grouped by nor pinned to one value (a vendor's own view reads one
+    row per hour, where merging first would only add a step)."""
+    assert shape.rollup is not None
+    pinned = {c for c, op, n in shape.conds if op == "eq" or (op == "in" and n == 1)}
+    dims = q.pack.spec.rollups[shape.rollup].dimensions
+    return bool(set(dims) - set(shape.group_by) - pinned)
 
 
 def plan_table(q: MetricQuery, table: str, metrics: list[str], dialect: str) -> TablePlan:
