@@ -109,9 +109,10 @@ class LoaderSettings(BaseModel):
     retry_backoff_s: float = Field(1.0, gt=0)
     dedupe_prune_interval_s: float = Field(600.0, gt=0)
     rollup_mode: Literal["auto", "delta", "recompute"] = "auto"
-    """How a load keeps rollups: ``delta`` merges the batch's aggregates (engines with
-    ``caps.delta_rollups``), ``recompute`` rebuilds every touched bucket from rows; ``auto``
-    takes delta where the engine has it. Same numbers either way; recompute is the oracle."""
+    """How a load keeps rollups: ``delta`` merges the batch's aggregates (in the load
+    transaction, by one MERGE on the cloud engines, or as a part per batch on ClickHouse),
+    ``recompute`` rebuilds every touched bucket from rows; ``auto`` takes delta where the
+    engine has it (every engine today). Same numbers either way; recompute is the oracle."""
 
 
 class JWTSettings(BaseModel):
