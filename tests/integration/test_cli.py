@@ -97,6 +97,14 @@ def test_status_and_quarantine_offline_and_online(cli: CliRunner, tmp_path: Path
         assert orjson.loads(shown["raw"])["event_type"] == "order_refunded"
         out = cli.invoke(app, ["quarantine", "replay", "--reason", "unknown_event_type"]).output
         assert "1 rejected again" in out
+        # The replay's reject is durable in the log at once and in the warehouse after the
+        # loader's next commit: wait for that before the server stops (it does not drain).
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            again = orjson.loads(cli.invoke(app, ["quarantine", "list", "--json"]).output)
+            if again:
+                break
+            time.sleep(0.05)
     finally:
         server.stop()
     rows = orjson.loads(cli.invoke(app, ["quarantine", "list", "--json"]).output)
