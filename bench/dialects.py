@@ -197,13 +197,8 @@ end
 """
 
 
-def _wrk_single(
-    url: str, path: str, headers: dict[str, str], body: bytes, tmp: Path, seconds: int = 8
-) -> float | None:
-    """Requests/s of single-event requests with wrk (a C load generator: the client costs
-    next to nothing, so the figure is the server's). None when wrk is not installed."""
-    if shutil.which("wrk") is None:
-        return None
+def wrk_script(tmp: Path, path: str, headers: dict[str, str], body: bytes) -> Path:
+    """The :data:`LUA` script posting ``body`` (its ``__ID__`` made unique per request)."""
     lua_headers = "{" + ", ".join(f'["{k}"]="{v}"' for k, v in headers.items()) + "}"
     script = tmp / "single.lua"
     script.write_text(
@@ -211,6 +206,17 @@ def _wrk_single(
         .replace("__HEADERS__", lua_headers)
         .replace("__PATH__", path)
     )
+    return script
+
+
+def _wrk_single(
+    url: str, path: str, headers: dict[str, str], body: bytes, tmp: Path, seconds: int = 8
+) -> float | None:
+    """Requests/s of single-event requests with wrk (a C load generator: the client costs
+    next to nothing, so the figure is the server's). None when wrk is not installed."""
+    if shutil.which("wrk") is None:
+        return None
+    script = wrk_script(tmp, path, headers, body)
     out = subprocess.run(
         ["wrk", "-t2", "-c32", f"-d{seconds}s", "-s", str(script), url],
         capture_output=True,

@@ -45,7 +45,7 @@ from typing import Any
 import httpx
 
 from bench.common import PACKS, ROOT, Served, serve
-from bench.dialects import LUA, _events, native
+from bench.dialects import _events, native, wrk_script
 from bench.ingest import _received
 from gristmill.demo.process import ServerProcess, free_port
 from gristmill.meta.store import MetaStore
@@ -224,13 +224,7 @@ def wrk_single(url: str, key: str, tmp: Path, seconds: int = SECONDS) -> dict[st
     """bench/dialects.py's native single-event request from wrk -t2 -c32, with latencies."""
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
     body = native([{**_events("x", 1)[0], "id": "__ID__"}], key)
-    lua_headers = "{" + ", ".join(f'["{k}"]="{v}"' for k, v in headers.items()) + "}"
-    script = tmp / "single.lua"
-    script.write_text(
-        LUA.replace("__BODY__", body.decode())
-        .replace("__HEADERS__", lua_headers)
-        .replace("__PATH__", "/v1/events")
-    )
+    script = wrk_script(tmp, "/v1/events", headers, body)
     busy0 = _cpu_times()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(

@@ -40,7 +40,12 @@ from gristmill.rollup.freshness import FRESHNESS
 from gristmill.rollup.maintain import _after_insert_by_merge, analytics_ddl, provision_analytics
 from gristmill.rollup.spec import full_rebuild, rollup_table
 from gristmill.warehouse.base import AfterInsert, LoadBatch
-from gristmill.warehouse.common import AntiJoinLoad, ledger_snapshot, split_snapshot
+from gristmill.warehouse.common import (
+    AntiJoinLoad,
+    ledger_snapshot,
+    run_after_insert,
+    split_snapshot,
+)
 from gristmill.warehouse.duckdb import sql as duck
 from gristmill.warehouse.duckdb.client import DuckDBWarehouse
 from gristmill.warehouse.registry import capabilities
@@ -155,16 +160,14 @@ def test_scripted_maintenance_equals_a_rebuild(which: str, request: pytest.Fixtu
 
 
 def _run_after(con: duckdb.DuckDBPyConnection, after: AfterInsert) -> None:
-    """One after-insert step as the cloud clients run it (bounds, then the statements)."""
-    params: dict[str, Any] = {}
-    for stmt in after.prepare:
-        con.execute(stmt.sql("duckdb"))
-    if after.bounds is not None:
-        params = con.sql(after.bounds.sql("duckdb")).to_arrow_table().to_pylist()[0]
-        if all(v is None for v in params.values()):
-            return
-    for stmt in after.statements:
-        con.execute(stmt.sql("duckdb"), params or None)
+    """One after-insert step as the Snowflake and Redshift clients run it (the same function;
+    bounds, then the statements), on a DuckDB cursor."""
+    run_after_insert(
+        after,
+        con,
+        lambda cur, text, params: cur.execute(text, params),
+        lambda e: [e.sql("duckdb")],
+    )
 
 
 def _anti_join_load(

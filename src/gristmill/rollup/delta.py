@@ -39,9 +39,8 @@ from gristmill.pack.models import Pack
 from gristmill.rollup.spec import _bucket, _names, rollup_table
 from gristmill.sql.system import LOADS
 from gristmill.warehouse.base import AfterInsert, RollupParts
+from gristmill.warehouse.common import NEW
 
-NEW = "_gm_new"
-"""The rows this load added to the table, after dedupe (a view the engine creates)."""
 DELTA = "_gm_delta"
 
 
@@ -60,6 +59,8 @@ def _merge(comp: str, column: str, dialect: str) -> exp.Expr:
     if comp == "max":
         return exp.Max(this=col)
     assert comp == "set", comp
+    if not AGGS[dialect].sets:  # the engine keeps no sets (Redshift): a typed NULL stays NULL
+        return AGGS[dialect].distinct_set(col)
     if dialect == "clickhouse":  # arrays are never NULL there: no values is the empty set
         return AGGS[dialect].merge_sets(col)
     # A bucket whose filtered values were all NULL stores a NULL set (as a rebuild does), not
@@ -69,6 +70,21 @@ def _merge(comp: str, column: str, dialect: str) -> exp.Expr:
         .when(exp.Count(this=col.copy()).eq(0), exp.Null())
         .else_(AGGS[dialect].merge_sets(col))
     )
+
+
+def merged_columns(pack: Pack, r: RollupSpec, dialect: str) -> list[exp.Expr]:
+    """A rollup's key columns and each component merged by its rule (counts and sums add,
+    min and max compare, sets union), named as stored: the select list that folds rows of
+    one key into one."""
+    out: list[exp.Expr] = [
+        exp.column("bucket", quoted=True),
+        *[exp.column(d, quoted=True) for d in r.dimensions],
+    ]
+    for m_name in r.metrics:
+        for comp in COMPONENTS[pack.spec.metrics[m_name].type]:
+            column = f"{m_name}__{comp}"
+            out.append(exp.alias_(_merge(comp, column, dialect), column, quoted=True))
+    return out
 
 
 def delta(pack: Pack, name: str, r: RollupSpec, dialect: str = "duckdb") -> AfterInsert:
@@ -132,13 +148,8 @@ def delta(pack: Pack, name: str, r: RollupSpec, dialect: str = "duckdb") -> Afte
         columns=[n.copy() for n in names],
     )
     delete = exp.delete(target.copy().as_("r")).where(stored("r"))
-    merged: list[exp.Expr] = [exp.column("bucket", quoted=True), *[d.copy() for d in dims]]
-    for m_name in r.metrics:
-        for comp in COMPONENTS[pack.spec.metrics[m_name].type]:
-            column = f"{m_name}__{comp}"
-            merged.append(exp.alias_(_merge(comp, column, dialect), column, quoted=True))
     put = exp.insert(
-        exp.select(*merged)
+        exp.select(*merged_columns(pack, r, dialect))
         .from_(DELTA)
         # Every delta row is in range; the bound parameters are the same for all statements.
         .where(exp.column("bucket", quoted=True).between(lo.copy(), hi.copy()))
@@ -197,14 +208,9 @@ def rollup_parts(pack: Pack, name: str, r: RollupSpec) -> RollupParts:
         )
         .subquery(),
     )
-    merged: list[exp.Expr] = [exp.column("bucket", quoted=True), *[d.copy() for d in dims]]
-    for m_name in r.metrics:
-        for comp in COMPONENTS[pack.spec.metrics[m_name].type]:
-            column = f"{m_name}__{comp}"
-            merged.append(exp.alias_(_merge(comp, column, "clickhouse"), column, quoted=True))
     folded = (
         # Unaliased: ClickHouse would read a select alias in WHERE in place of the column.
-        exp.select(*merged, exp.Literal.string(""))
+        exp.select(*merged_columns(pack, r, "clickhouse"), exp.Literal.string(""))
         .from_(target.copy())
         .where(exp.and_(in_partition.copy(), exp.or_(part.copy().eq(""), committed.copy())))
         .group_by(exp.column("bucket", quoted=True), *[d.copy() for d in dims])
@@ -221,13 +227,9 @@ def merged(pack: Pack, name: str, dialect: str = "duckdb") -> exp.Select:
     """The rollup as one row per key: its rows merged by key. Where a key has one row
     (DuckDB, PostgreSQL, cloud) this is the table; on ClickHouse it merges the parts."""
     r = pack.spec.rollups[name]
-    keys: list[exp.Expr] = [
-        exp.column("bucket", quoted=True),
-        *[exp.column(d, quoted=True) for d in r.dimensions],
-    ]
-    cols: list[exp.Expr] = [k.copy() for k in keys]
-    for m_name in r.metrics:
-        for comp in COMPONENTS[pack.spec.metrics[m_name].type]:
-            column = f"{m_name}__{comp}"
-            cols.append(exp.alias_(_merge(comp, column, dialect), column, quoted=True))
-    return exp.select(*cols).from_(rollup_table(pack, name)).group_by(*keys)
+    keys = [exp.column(k, quoted=True) for k in ("bucket", *r.dimensions)]
+    return (
+        exp.select(*merged_columns(pack, r, dialect))
+        .from_(rollup_table(pack, name))
+        .group_by(*keys)
+    )

@@ -44,20 +44,13 @@ def after_insert(
     step = delta if by_delta else refresh
     for pack in packs.values():
         for table in pack.spec.tables:
-            steps = [
-                step(pack, name, r, dialect)
-                for name, r in pack.spec.rollups.items()
-                if r.table == table
-            ]
+            rollups = [(n, r) for n, r in pack.spec.rollups.items() if r.table == table]
+            steps = [step(pack, n, r, dialect) for n, r in rollups]
             if dialect in LAYOUTS and not by_delta:
                 # A recompute over a rollup kept as parts: the parts are folded first.
                 steps = [
-                    replace(s, parts=rollup_parts(pack, name, r))
-                    for s, (name, r) in zip(
-                        steps,
-                        [(n, r) for n, r in pack.spec.rollups.items() if r.table == table],
-                        strict=True,
-                    )
+                    replace(s, parts=rollup_parts(pack, n, r))
+                    for s, (n, r) in zip(steps, rollups, strict=True)
                 ]
             steps.append(freshness_refresh(pack, table))
             out[(pack.name, table)] = tuple(steps)

@@ -23,16 +23,16 @@ from __future__ import annotations
 
 from sqlglot import exp
 
-from gristmill.metrics.compile import AGGS, COMPONENTS, component_columns
+from gristmill.metrics.compile import AGGS, component_columns
 from gristmill.pack.analytics import RollupSpec
 from gristmill.pack.models import Pack
-from gristmill.rollup.delta import NEW
-from gristmill.rollup.delta import _merge as merge_component
+from gristmill.rollup.delta import merged_columns
 from gristmill.rollup.freshness import ALL, FRESHNESS, KEY, scope_columns
 from gristmill.rollup.spec import _bucket, _names, rollup_table
 from gristmill.sql.ddl import table_ref
 from gristmill.sql.types import Logical, sql_type
 from gristmill.warehouse.base import AfterInsert
+from gristmill.warehouse.common import NEW
 
 BATCH = "_gm_batch"
 
@@ -147,17 +147,8 @@ def delta(pack: Pack, name: str, r: RollupSpec, dialect: str) -> AfterInsert:
         .where(exp.GTE(this=exp.column("bucket", table="r"), expression=lo.copy()))
         .where(exp.LTE(this=exp.column("bucket", table="r"), expression=hi.copy()))
     )
-    merged: list[exp.Expr] = [exp.column("bucket", quoted=True), *[d.copy() for d in dims]]
-    for m_name in r.metrics:
-        for comp in COMPONENTS[pack.spec.metrics[m_name].type]:
-            column = f"{m_name}__{comp}"
-            if comp == "set" and not AGGS[dialect].sets:
-                value = AGGS[dialect].distinct_set(exp.column(column))  # a typed NULL, kept NULL
-            else:
-                value = merge_component(comp, column, dialect)
-            merged.append(exp.alias_(value, column, quoted=True))
     source = (
-        exp.select(*merged)
+        exp.select(*merged_columns(pack, r, dialect))
         .from_(exp.union(fresh, stored, distinct=False).subquery("u"))
         .group_by(exp.column("bucket", quoted=True), *[d.copy() for d in dims])
         .having(exp.Max(this=exp.column(PART)).eq(1))

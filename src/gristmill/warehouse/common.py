@@ -27,6 +27,42 @@ NEW = "_gm_new"
 (:mod:`gristmill.rollup.delta`, :func:`gristmill.rollup.scripted.delta`)."""
 
 
+def bind_new(e: exp.Expr, rows: exp.Select) -> exp.Expr:
+    """``e`` (a copy) with every read of ``_gm_new`` replaced by ``rows``, same alias: how an
+    engine that has no such table gives an after-insert step the rows its load added."""
+
+    def visit(node: exp.Expr) -> exp.Expr:
+        if isinstance(node, exp.Table) and not node.args.get("db") and node.name == NEW:
+            return rows.subquery(node.alias or NEW)
+        return node
+
+    return e.copy().transform(visit, copy=False)
+
+
+def run_after_insert(
+    after: AfterInsert,
+    cur: Any,
+    run: Callable[[Any, str, Mapping[str, Any] | None], Any],
+    texts: Callable[[exp.Expr], Sequence[str]],
+) -> None:
+    """One after-insert step on a DB-API cursor (Snowflake, Redshift): ``bounds`` first (its
+    row becomes the statements' parameters; a row of NULLs skips the step), then ``prepare``
+    and ``statements``. ``texts`` renders a statement as the engine needs it (one text, or
+    several); ``run(cur, text, params)`` executes one."""
+    params: dict[str, Any] = {}
+    if after.bounds is not None:
+        for text in texts(after.bounds):
+            run(cur, text, None)
+        row = cur.fetchone()
+        names = [d[0] for d in cur.description]
+        params = dict(zip(names, row or (), strict=False))
+        if all(v is None for v in params.values()):
+            return
+    for stmt in (*after.prepare, *after.statements):
+        for text in texts(stmt):
+            run(cur, text, params or None)
+
+
 def _ph(name: str) -> exp.Placeholder:
     return exp.Placeholder(this=name)
 
@@ -304,14 +340,7 @@ class AntiJoinLoad:
         return early, tuple(a for a in after if not a.before_keys)
 
     def bind_new(self, e: exp.Expr) -> exp.Expr:
-        """``e`` with every ``_gm_new`` read replaced by :attr:`new_rows` (same alias)."""
-
-        def visit(node: exp.Expr) -> exp.Expr:
-            if isinstance(node, exp.Table) and not node.args.get("db") and node.name == NEW:
-                return self.new_rows.subquery(node.alias or NEW)
-            return node
-
-        return e.copy().transform(visit, copy=False)
+        return bind_new(e, self.new_rows)
 
     @classmethod
     def anti_join(

@@ -29,9 +29,7 @@ from sqlglot import exp
 from gristmill.warehouse.base import AfterInsert, LoadBatch, RollupParts
 from gristmill.warehouse.clickhouse.connection import Connection
 from gristmill.warehouse.clickhouse.sql import for_clickhouse, sql
-
-NEW = "_gm_new"
-"""The table the shared delta step reads: the rows a load added (here, a subquery)."""
+from gristmill.warehouse.common import bind_new
 
 EVERY = 64
 """Loads between compactions of a rollup: a key is read as at most this many rows more."""
@@ -50,11 +48,7 @@ def _pending(parts: RollupParts) -> str:
     )
 
 
-def compact(
-    conn: Connection,
-    parts: RollupParts,
-    render: Callable[[exp.Expr], str] = lambda e: sql(for_clickhouse(e)),
-) -> int:
+def compact(conn: Connection, parts: RollupParts, render: Callable[[exp.Expr], str]) -> int:
     """Fold the committed parts of every partition that has any; the partitions compacted."""
     table = parts.table
     scratch = exp.to_table(f"{table.name}_gm_compact", db=table.db, quoted=True)
@@ -121,13 +115,7 @@ class PartsKeeper:
         key = (id(stmt), id(new))
         hit = self._substituted.get(key)
         if hit is None or hit[0] is not stmt or hit[1] is not new:
-
-            def sub(node: exp.Expr) -> exp.Expr:
-                if isinstance(node, exp.Table) and node.name == NEW and not node.db:
-                    return new.subquery(NEW)
-                return node
-
-            hit = (stmt, new, sql(for_clickhouse(stmt.transform(sub))))
+            hit = (stmt, new, sql(for_clickhouse(bind_new(stmt, new))))
             self._substituted[key] = hit
         return hit[2]
 

@@ -28,7 +28,12 @@ from gristmill.core.clock import to_datetime
 from gristmill.pack.models import Pack
 from gristmill.sql import ddl
 from gristmill.warehouse.base import AfterInsert, LedgerTotals, LoadBatch, LoadResult, Readiness
-from gristmill.warehouse.common import catalog_problems, settle, split_snapshot
+from gristmill.warehouse.common import (
+    catalog_problems,
+    run_after_insert,
+    settle,
+    split_snapshot,
+)
 from gristmill.warehouse.redshift.factory import CAPABILITIES, DIALECT, NAME
 from gristmill.warehouse.redshift.sql import (
     BATCH,
@@ -225,17 +230,12 @@ class RedshiftWarehouse:
         return result
 
     def _after(self, cur: Any, after: AfterInsert, stage: str) -> None:
-        params: dict[str, Any] = {}
-        if after.bounds is not None:
-            self._run(cur, sql(_restage(after.bounds, stage)))
-            row = cur.fetchone()
-            names = [d[0] for d in cur.description]
-            params = dict(zip(names, row or (), strict=False))
-            if all(v is None for v in params.values()):
-                return
-        for stmt in (*after.prepare, *after.statements):
-            for part in statements(_restage(stmt, stage)):
-                self._run(cur, part, params or None)
+        run_after_insert(
+            after,
+            cur,
+            self._run,
+            lambda e: statements(_restage(e, stage)),
+        )
 
     def stored_offset(self, log_name: str, group: str) -> int:
         rows = self.query_sql(SYSTEM.select_offset, {"log": log_name, "grp": group}).to_pylist()

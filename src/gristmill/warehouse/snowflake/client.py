@@ -34,6 +34,7 @@ from gristmill.warehouse.common import (
     SystemSQL,
     catalog_problems,
     ledger_snapshot,
+    run_after_insert,
     settle,
     split_snapshot,
 )
@@ -223,16 +224,12 @@ class SnowflakeWarehouse:
         return result
 
     def _after(self, cur: Any, after: AfterInsert, stage: str) -> None:
-        params: dict[str, Any] = {}
-        if after.bounds is not None:
-            self._run(cur, sql(_restage(after.bounds, stage)))
-            row = cur.fetchone()
-            names = [d[0] for d in cur.description]
-            params = dict(zip(names, row or (), strict=False))
-            if all(v is None for v in params.values()):
-                return
-        for stmt in (*after.prepare, *after.statements):
-            self._run(cur, sql(_restage(stmt, stage)), params or None)
+        run_after_insert(
+            after,
+            cur,
+            self._run,
+            lambda e: [sql(_restage(e, stage))],
+        )
 
     def stored_offset(self, log_name: str, group: str) -> int:
         rows = self.query_sql(SYSTEM.select_offset, {"log": log_name, "grp": group}).to_pylist()
