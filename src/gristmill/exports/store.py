@@ -10,7 +10,6 @@ be filtered in SQL instead of scanning every tenant's jobs.
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from gristmill.core.clock import iso
+from gristmill.meta.ddl import create_tables, get_or_make_secret
 from gristmill.meta.governance import install_secret
 
 metadata = sa.MetaData()
@@ -210,19 +210,11 @@ class NewJob:
 class ExportStore:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
-        metadata.create_all(engine)
+        create_tables(metadata, engine)
 
     def signing_secret(self) -> bytes:
         """The key of local download URLs, made once per install (beside the subjects key)."""
-        with self.engine.begin() as c:
-            row = c.execute(
-                sa.select(install_secret.c.value).where(install_secret.c.name == "exports")
-            ).first()
-            if row is not None:
-                return bytes(row.value)
-            value = secrets.token_bytes(32)
-            c.execute(install_secret.insert().values(name="exports", value=value))
-            return value
+        return get_or_make_secret(self.engine, install_secret, "exports")
 
     # -- create -----------------------------------------------------------------------------
     def get_or_create(self, new: NewJob) -> tuple[ExportJob, bool]:

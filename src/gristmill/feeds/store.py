@@ -16,6 +16,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from gristmill.meta.ddl import create_tables
+
 metadata = sa.MetaData()
 
 uploads = sa.Table(
@@ -110,7 +112,7 @@ def name_key(name: str) -> str:
 class FeedStore:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
-        metadata.create_all(engine)
+        create_tables(metadata, engine)
 
     # -- uploads ------------------------------------------------------------------------
     def put_upload(self, up: Upload) -> None:

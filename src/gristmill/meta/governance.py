@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import secrets
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from gristmill.core.subjects import Mode, Suppression, SuppressionSet
+from gristmill.meta.ddl import create_tables, get_or_make_secret
 
 metadata = sa.MetaData()
 
@@ -173,7 +173,7 @@ class GovernanceStore:
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
-        metadata.create_all(engine)
+        create_tables(metadata, engine)
         self._append_only()
         self.secret = self._secret()
 
@@ -186,15 +186,7 @@ class GovernanceStore:
                 c.exec_driver_sql(stmt)
 
     def _secret(self) -> bytes:
-        with self.engine.begin() as c:
-            row = c.execute(
-                sa.select(install_secret.c.value).where(install_secret.c.name == "subjects")
-            ).first()
-            if row is not None:
-                return bytes(row.value)
-            value = secrets.token_bytes(32)
-            c.execute(install_secret.insert().values(name="subjects", value=value))
-            return value
+        return get_or_make_secret(self.engine, install_secret, "subjects")
 
     # -- audit --------------------------------------------------------------------------
     def audit(self, actor: str, action: str, target: str = "", **detail: Any) -> None:

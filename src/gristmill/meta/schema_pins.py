@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
+from gristmill.meta.ddl import create_tables
+
 metadata = sa.MetaData()
 
 schema_pins = sa.Table(
@@ -44,7 +46,7 @@ class PinStore:
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
-        metadata.create_all(engine)
+        create_tables(metadata, engine)
 
     def get(self, pack: str, source: str, event_type: str) -> int | None:
         with self.engine.connect() as c:

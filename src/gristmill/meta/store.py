@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from gristmill.core.ids import hash_token, new_token
+from gristmill.meta.ddl import create_tables
 from gristmill.meta.governance import GovernanceStore, write_audit
 from gristmill.meta.schema_pins import PinStore
 from gristmill.meta.traits import TraitStore
@@ -89,10 +90,16 @@ class MetaStore:
         self.engine = sa.create_engine(url, **kwargs)
         if url.startswith("sqlite"):
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
-        metadata.create_all(self.engine)
-        with self.engine.begin() as c:
-            if c.execute(sa.select(sa.func.count()).select_from(schema_info)).scalar() == 0:
-                c.execute(schema_info.insert().values(version=SCHEMA_VERSION))
+        create_tables(metadata, self.engine)
+        with self.engine.begin() as c:  # one statement, so two first starts write one row
+            c.execute(
+                schema_info.insert().from_select(
+                    ["version"],
+                    sa.select(sa.literal(SCHEMA_VERSION)).where(
+                        ~sa.exists(sa.select(schema_info.c.version))
+                    ),
+                )
+            )
         self.governance = GovernanceStore(self.engine)
         self.traits = TraitStore(self.engine)
         self.pins = PinStore(self.engine)

@@ -21,6 +21,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from gristmill.meta.ddl import create_tables
+
 metadata = sa.MetaData()
 
 user_traits = sa.Table(
@@ -42,7 +44,7 @@ _STOP = object()
 class TraitStore:
     def __init__(self, engine: sa.Engine, *, cache_users: int = 100_000) -> None:
         self.engine = engine
-        metadata.create_all(engine)
+        create_tables(metadata, engine)
         self._cache: OrderedDict[tuple[str, str], History] = OrderedDict()
         self._cap = cache_users
         self._lock = threading.Lock()

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import sqlalchemy as sa
 
+from gristmill.meta.ddl import create_tables
 from gristmill.relay.outbox import Position
 
 
@@ -95,7 +96,7 @@ class MetaProgress:
             dialect=engine.dialect, column_keys=["key", "consumer", "created_at"]
         )
         self._insert = (str(compiled), list(compiled.positiontup or []))
-        _md.create_all(engine)
+        create_tables(_md, engine)
         # Two relays starting at once may both insert: the loser's insert fails, the row exists.
         with contextlib.suppress(sa.exc.IntegrityError), self.engine.begin() as c:
             exists = c.execute(
