@@ -106,6 +106,11 @@ class LoaderSettings(BaseModel):
     """Scale the wait by how busy the loader is (``Loader.batch_wait``): no wait when traffic
     is light, up to ``max_wait_s`` when commits fill its time. Off: always ``max_wait_s``."""
     idle_poll_s: float = Field(0.05, gt=0)
+    stop_drain_s: float = Field(10.0, ge=0)
+    """On stop (SIGTERM, Ctrl-C), after the server has stopped taking requests, the loader
+    keeps loading until the log holds nothing, for up to this long and while loads succeed,
+    so the warehouse is current when the process exits. What is left loads at the next
+    start; nothing is lost either way. 0: stop at once."""
     retry_backoff_s: float = Field(1.0, gt=0)
     dedupe_prune_interval_s: float = Field(600.0, gt=0)
     rollup_mode: Literal["auto", "delta", "recompute"] = "auto"

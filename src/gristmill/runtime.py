@@ -171,7 +171,7 @@ class Runtime:
         self.governance.stop()
         self.exports.stop()
         if self._loader is not None:
-            self._loader.stop()
+            self._loader.stop(drain_s=self.settings.loader.stop_drain_s)
         if self._feeds is not None:
             self._feeds.close()
         if self._server_file is not None:

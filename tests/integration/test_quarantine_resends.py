@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 
 from gristmill.api.app import create_app
 from gristmill.config import PostgresSettings
+from gristmill.load.quarantine import QuarantineFilter, list_quarantine, replay
 from gristmill.runtime import Runtime
 from tests.conftest import make_settings
 from tests.factories import order
@@ -105,3 +106,35 @@ def test_last_reasons_are_the_five_newest_within_the_window(rt: Runtime) -> None
     assert all(r["count"] == 1 for r in got["last_reasons"])
     # two hours on, nothing is in a one-hour window
     assert source_quarantine(rt.warehouse, timedelta(hours=1), now + timedelta(hours=2)) == []
+
+
+def test_a_reject_loaded_before_its_replay_is_marked_stays_open(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The replay appends its frames, then marks the rows it read as replayed. A running
+    loader can load the replay's reject in between: it merges into the same open row. That
+    row must stay open (it is still bad, sent once more), not be hidden as replayed."""
+    web = rt.meta.create_key("write", "web", pack="marketplace", source="web")[1]
+    with TestClient(create_app(rt, start=False)) as c:
+        body = orjson.dumps([order("order_refunded", event_id="e-1")])
+        r = c.post("/v1/events", content=body, headers={"Authorization": f"Bearer {web}"})
+        assert r.status_code == 422, r.text
+    rt.loader.drain()
+    log = rt.collector.log
+    append = log.append
+
+    def append_then_load(records: Any) -> Any:  # the loader wins the race, every time
+        out = append(records)
+        rt.loader.drain()
+        return out
+
+    monkeypatch.setattr(log, "append", append_then_load)
+    result = replay(rt.warehouse, rt.collector, QuarantineFilter(source="web"))
+    assert (result.replayed, result.rejected) == (1, 1)
+    rows = list_quarantine(rt.warehouse, QuarantineFilter(source="web"))
+    assert [(r["event_id"], r["reason"], r["resends"]) for r in rows] == [
+        ("e-1", "unknown_event_type", 2)
+    ]
+    c = rt.conservation()
+    assert c.balanced
+    assert c.total("quarantined") == 2

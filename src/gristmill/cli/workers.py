@@ -244,7 +244,16 @@ class Supervisor:
             self.record()
 
     def stop_all(self) -> None:
-        live = [c.proc for c in self.children if c.proc is not None and c.proc.poll() is None]
+        """Collectors first, then the loader: once no worker appends, the loader's drain on
+        stop (``loader.stop_drain_s``) leaves the warehouse holding every acknowledged event."""
+        for role in ("collect", "all"):
+            self._stop_children([c for c in self.children if c.role == role])
+        with contextlib.suppress(FileNotFoundError):
+            self.file.unlink()
+
+    @staticmethod
+    def _stop_children(children: list[Child]) -> None:
+        live = [c.proc for c in children if c.proc is not None and c.proc.poll() is None]
         for p in live:
             with contextlib.suppress(ProcessLookupError):
                 p.send_signal(signal.SIGTERM)
@@ -255,8 +264,6 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
-        with contextlib.suppress(FileNotFoundError):
-            self.file.unlink()
 
     def wait_ready(self, timeout_s: float = 120.0) -> bool:
         """Until every child listens (``workers.json`` then says ``"ready": true``)."""

@@ -66,6 +66,32 @@ class LoaderStats:
     failures: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class DrainMark:
+    rounds: int
+    """The empty round that proves a read began after the drain was asked for."""
+    failures: int
+    """Failed loads when it was asked: one more ends the drain."""
+
+
+def finish_drain(log_id: str, marks: list[tuple[Loader, DrainMark]], drain_s: float) -> bool:
+    """Wait for every loader's drain (they run at once, in their own threads), up to
+    ``drain_s`` in all; say in the log whether the log was left empty."""
+    t0 = time.monotonic()
+    done = [loader.drained(mark, t0 + drain_s) for loader, mark in marks]  # wait for each
+    ok = all(done)
+    if ok:
+        log.info("stopping: %s loaded to its end in %.2f s", log_id, time.monotonic() - t0)
+    else:
+        log.warning(
+            "stopping with events still in %s (not drained in %.1f s, or a load failed); "
+            "they load at the next start",
+            log_id,
+            drain_s,
+        )
+    return ok
+
+
 class Loader:
     def __init__(
         self,
@@ -94,6 +120,10 @@ class Loader:
         self._busy = 0.0
         """Smoothed share of the time the loader spends committing (0 idle … 1 saturated)."""
         self._last_start: float | None = None
+        self._rounds = threading.Condition()
+        self._empty_rounds = 0
+        """Times the loop found the log empty after its commits finished (for :meth:`stop`)."""
+        self._draining = False
 
     def batch_wait(self) -> float:
         """How long a small batch waits for more events before it loads.
@@ -106,6 +136,8 @@ class Loader:
         CPU a commit saves is the collector's, in one process. Under a backlog batches are
         full anyway and nothing waits."""
         cfg = self.settings
+        if self._draining:
+            return 0.0
         if not cfg.adaptive_wait:
             return cfg.max_wait_s
         return cfg.max_wait_s * min(1.0, self._busy)
@@ -253,6 +285,9 @@ class Loader:
                     built = pending.result()
                     if built is None:
                         pending = None
+                        with self._rounds:
+                            self._empty_rounds += 1
+                            self._rounds.notify_all()
                         self._maybe_prune()
                         continue
                     pending = pool.submit(self._read_and_build, built.load.last_offset, poll)
@@ -286,7 +321,31 @@ class Loader:
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def stop(self, timeout_s: float = 30.0) -> None:
+    def drain_mark(self) -> DrainMark:
+        """Start a drain: from now a batch loads without waiting to grow, and :meth:`drained`
+        says when the loop has found the log empty on a read that began after this call."""
+        self._draining = True
+        with self._rounds:
+            # The next empty round may come from a read that began before this call; the
+            # one after it began after (reads are issued one at a time, each after the last).
+            return DrainMark(self._empty_rounds + 2, self.stats.failures)
+
+    def drained(self, mark: DrainMark, deadline: float) -> bool:
+        """Wait until the drain of ``mark`` is done (True), or a load fails, the loop is gone
+        or ``deadline`` (monotonic) passes (False): a failing warehouse is not waited on."""
+        with self._rounds:
+            while self._empty_rounds < mark.rounds:
+                left = deadline - time.monotonic()
+                if left <= 0 or self.stats.failures > mark.failures or not self.alive:
+                    return False
+                self._rounds.wait(min(left, 0.1))
+        return self.stats.failures == mark.failures
+
+    def stop(self, timeout_s: float = 30.0, *, drain_s: float = 0.0) -> None:
+        """Stop the loop; with ``drain_s`` > 0, first load what the log holds (for up to that
+        long, while loads succeed), so a stopped server leaves its warehouse current."""
+        if drain_s > 0 and self.alive:
+            finish_drain(self.log_id, [(self, self.drain_mark())], drain_s)
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout_s)

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Mapping
 
 from gristmill.config import LoaderSettings
-from gristmill.load.loader import Loader, LoaderStats
+from gristmill.load.loader import Loader, LoaderStats, finish_drain
 from gristmill.log.base import PartitionedLog
 from gristmill.log.broker import partition_group
 from gristmill.pack.models import Pack
@@ -118,11 +118,15 @@ class LoaderPool:
                 total.last_commit_at = max(total.last_commit_at or 0, st.last_commit_at)
         return total
 
-    def stop(self, timeout_s: float = 30.0) -> None:
+    def stop(self, timeout_s: float = 30.0, *, drain_s: float = 0.0) -> None:
+        """Stop every partition's loader; with ``drain_s`` > 0 they first load what their
+        partitions hold, all at once, for up to that long in all (see :meth:`Loader.stop`)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
         with self._lock:
+            if drain_s > 0 and (live := [x for x in self.loaders.values() if x.alive]):
+                finish_drain(self.log.log_id, [(x, x.drain_mark()) for x in live], drain_s)
             for p, loader in self.loaders.items():
                 loader.stop(timeout_s)
                 loader.log.close()

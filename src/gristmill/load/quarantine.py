@@ -134,6 +134,8 @@ def replay(
     rows = list_quarantine(wh, f, limit=limit, with_raw=True)
     frames: list[Prepared] = []
     done: list[str] = []
+    seen: dict[int, list[str]] = {}
+    """Replayed ids by the ``resends`` they had when read (see :func:`_mark_replayed`)."""
     accepted = rejected = failed = 0
     for r in rows:
         raw = r["raw"].encode() if r["raw_encoding"] == "utf-8" else base64.b64decode(r["raw"])
@@ -149,20 +151,38 @@ def replay(
             continue
         frames.append(prepared)
         done.append(r["quarantine_id"])
+        seen.setdefault(int(r["resends"]), []).append(r["quarantine_id"])
         accepted += len(prepared.frame.events)
         rejected += len(prepared.frame.rejects)
     if frames:
         collector.log.append([p.record() for p in frames])
-        ids = done
-        stmt = exp.update(
-            QUARANTINE,
-            {"replayed_at": exp.CurrentTimestamp()},
-            where=exp.column("quarantine_id").isin(
+        for resends, ids in seen.items():
+            _mark_replayed(wh, ids, resends)
+    return ReplayResult(len(done), accepted, rejected, failed)
+
+
+def _mark_replayed(wh: Warehouse, ids: Sequence[str], resends: int) -> None:
+    """Hide the replayed rows from the open quarantine — each only if its ``resends`` is still
+    what the replay read.
+
+    The replay's frames are durable in the log before this runs (a crash in between re-sends
+    them; dedupe keeps that once), so a running loader may already have loaded them. A body
+    still rejected merges into its open row (``merge_quarantine``: same pack, source and
+    body), adding one to ``resends``; marking that row replayed now would hide the reject the
+    replay just made. Such a row stays open, its count saying it was sent again."""
+    stmt = exp.update(
+        QUARANTINE,
+        {"replayed_at": exp.CurrentTimestamp()},
+        where=exp.and_(
+            exp.column("quarantine_id").isin(
                 *[exp.Placeholder(this=f"id{i}") for i in range(len(ids))]
             ),
-        )
-        wh.execute(stmt, {f"id{i}": v for i, v in enumerate(ids)})
-    return ReplayResult(len(done), accepted, rejected, failed)
+            exp.Coalesce(this=exp.column("resends"), expressions=[exp.Literal.number(1)]).eq(
+                exp.Placeholder(this="resends")
+            ),
+        ),
+    )
+    wh.execute(stmt, {"resends": resends} | {f"id{i}": v for i, v in enumerate(ids)})
 
 
 def replay_ids(ids: Sequence[str]) -> QuarantineFilter:
