@@ -59,6 +59,7 @@ def render(results: dict[str, Any]) -> str:
     if lat:
         lines.append(
             f"| (d) 2xx to queryable at {lat['background_events_per_s']:,} events/s background "
+            f"({lat.get('background_sent_per_s', 0):,}/s sent) "
             f"| p50 {lat['p50_ms']} ms, p95 {lat['p95_ms']} ms, max {lat['max_ms']} ms "
             f"({lat['probes']} probes) | — | — |"
         )

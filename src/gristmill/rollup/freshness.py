@@ -54,27 +54,47 @@ def scope_columns(pack: Pack, table: str) -> list[str]:
     return scoped
 
 
-def _upsert(pack: Pack, table: str, column: str | None) -> exp.Expr:
+NAMES = (*KEY, "newest_occurred_at", "newest_loaded_at")
+
+
+def _newest(pack: Pack, table: str, column: str | None) -> exp.Select:
+    """The batch's newest ``occurred_at``: for the table (``column`` None) or per value of a
+    tenant column."""
     value: exp.Expr = (
         exp.Literal.string(ALL)
         if column is None
         else exp.Cast(this=exp.column(column, quoted=True), to=exp.DataType.build("VARCHAR"))
     )
-    select = exp.select(
+    values = (
         exp.Literal.string(pack.name),
         exp.Literal.string(table),
         exp.Literal.string(column or ALL),
         value,
         exp.Max(this=exp.column("occurred_at", quoted=True)),
         exp.CurrentTimestamp(),
+    )
+    # Named as stored: ClickHouse names an unnamed literal by its text, and a union whose
+    # branches hold two ``'*'`` columns of different types is refused.
+    select = exp.select(
+        *(exp.alias_(v, n, quoted=True) for v, n in zip(values, NAMES, strict=True))
     ).from_("_gm_batch")
     if column is not None:
         select = select.where(
             exp.Not(this=exp.Is(this=exp.column(column, quoted=True), expression=exp.Null()))
         )
         select = select.group_by(exp.column(column, quoted=True))
-    names = [*KEY, "newest_occurred_at", "newest_loaded_at"]
-    ins = exp.insert(select, FRESHNESS, columns=[exp.to_identifier(n, quoted=True) for n in names])
+    return select
+
+
+def _upsert(pack: Pack, table: str) -> exp.Expr:
+    """One statement for the table's row and every tenant's: each is a statement's fixed
+    cost inside every load transaction. The rows' keys differ (scope column, then value), so
+    no row is touched twice by one ``ON CONFLICT``."""
+    selects = [_newest(pack, table, c) for c in (None, *scope_columns(pack, table))]
+    rows: exp.Query = selects[0]
+    for more in selects[1:]:
+        rows = exp.union(rows, more, distinct=False)
+    ins = exp.insert(rows, FRESHNESS, columns=[exp.to_identifier(n, quoted=True) for n in NAMES])
     ins.set(
         "conflict",
         exp.OnConflict(
@@ -101,10 +121,7 @@ def _upsert(pack: Pack, table: str, column: str | None) -> exp.Expr:
 
 
 def freshness_refresh(pack: Pack, table: str) -> AfterInsert:
-    stmts = [_upsert(pack, table, None)] + [
-        _upsert(pack, table, c) for c in scope_columns(pack, table)
-    ]
-    return AfterInsert(statements=tuple(stmts))
+    return AfterInsert(statements=(_upsert(pack, table),))
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,6 +39,25 @@ def bind_new(e: exp.Expr, rows: exp.Select) -> exp.Expr:
     return e.copy().transform(visit, copy=False)
 
 
+class Rendered:
+    """Statement text by statement object, rendered once: after-insert steps and other shared
+    statements are built once per process and run on every load, and rendering a rollup's
+    delta through sqlglot costs more Python time (under the GIL the collector also needs)
+    than DuckDB takes to run it. Keyed by identity; the entry holds its statement, so an id
+    is never reused while cached."""
+
+    def __init__(self, render: Callable[[exp.Expr], str]) -> None:
+        self._render = render
+        self._texts: dict[int, tuple[exp.Expr, str]] = {}
+
+    def __call__(self, stmt: exp.Expr) -> str:
+        hit = self._texts.get(id(stmt))
+        if hit is None or hit[0] is not stmt:
+            hit = (stmt, self._render(stmt))
+            self._texts[id(stmt)] = hit
+        return hit[1]
+
+
 def run_after_insert(
     after: AfterInsert,
     cur: Any,

@@ -70,7 +70,13 @@ from gristmill.warehouse.clickhouse.sql import (
     sql,
     stage,
 )
-from gristmill.warehouse.common import SystemSQL, catalog_problems, ledger_totals, settle
+from gristmill.warehouse.common import (
+    Rendered,
+    SystemSQL,
+    catalog_problems,
+    ledger_totals,
+    settle,
+)
 
 SYSTEM = SystemSQL.build(DIALECT)
 _COLUMNS = (
@@ -145,7 +151,7 @@ class ClickHouseWarehouse:
         self._write_lock = threading.Lock()
         self._statements: dict[tuple[str, str], LoadStatements] = {}
         self._engines: dict[tuple[str, str], str] = {}
-        self._rendered: dict[int, tuple[exp.Expr, str]] = {}
+        self._rendered = Rendered(lambda e: sql(for_clickhouse(e)))
         self._parts = PartsKeeper(conn, self._render)
 
     @property
@@ -154,11 +160,7 @@ class ClickHouseWarehouse:
 
     def _render(self, stmt: exp.Expr) -> str:
         """Shared statements are built once and reused: render each once."""
-        hit = self._rendered.get(id(stmt))
-        if hit is None or hit[0] is not stmt:
-            hit = (stmt, sql(for_clickhouse(stmt)))
-            self._rendered[id(stmt)] = hit
-        return hit[1]
+        return self._rendered(stmt)
 
     # -- provisioning -------------------------------------------------------------------
     def provision(

@@ -32,6 +32,7 @@ from gristmill.warehouse.base import (
 )
 from gristmill.warehouse.common import (
     QUARANTINE_STAGE,
+    Rendered,
     SystemSQL,
     catalog_problems,
     ledger_totals,
@@ -78,6 +79,7 @@ class DuckDBWarehouse:
         self._local = threading.local()
         self._write_lock = threading.Lock()
         self._statements: dict[tuple[str, str], LoadStatements] = {}
+        self._rendered = Rendered(_sql)
 
     def _cur(self) -> duckdb.DuckDBPyConnection:
         cur: duckdb.DuckDBPyConnection | None = getattr(self._local, "cur", None)
@@ -193,20 +195,19 @@ class DuckDBWarehouse:
                 raise
         return result
 
-    @staticmethod
-    def _after_insert(cur: duckdb.DuckDBPyConnection, after: AfterInsert) -> None:
+    def _after_insert(self, cur: duckdb.DuckDBPyConnection, after: AfterInsert) -> None:
         for stmt in after.prepare:
-            _run(cur, _sql(stmt))
+            _run(cur, self._rendered(stmt))
         params: dict[str, Any] = {}
         if after.bounds is not None:
-            rel = cur.sql(_sql(after.bounds))
+            rel = cur.sql(self._rendered(after.bounds))
             assert rel is not None
             # Through Arrow: DuckDB's own TIMESTAMPTZ -> Python conversion needs pytz.
             params = rel.to_arrow_table().to_pylist()[0]
             if all(v is None for v in params.values()):
                 return
         for stmt in after.statements:
-            _run(cur, _sql(stmt), params or None)
+            _run(cur, self._rendered(stmt), params or None)
 
     def stored_offset(self, log_name: str, group: str) -> int:
         rows = _run(self._cur(), SYSTEM.select_offset, {"log": log_name, "grp": group})

@@ -38,6 +38,7 @@ from gristmill.warehouse.base import (
 )
 from gristmill.warehouse.common import (
     QUARANTINE_STAGE,
+    Rendered,
     SystemSQL,
     catalog_problems,
     ledger_totals,
@@ -100,6 +101,7 @@ class PostgresWarehouse:
         self._readers: list[psycopg.Connection[tuple[Any, ...]]] = []
         self._readers_lock = threading.Lock()
         self._statements: dict[tuple[str, str], LoadStatements] = {}
+        self._rendered = Rendered(sql)
         self._partitions: set[tuple[str, str, datetime]] = set()
 
     def _reader(self) -> psycopg.Connection[tuple[Any, ...]]:
@@ -253,20 +255,19 @@ class PostgresWarehouse:
                 )
         return result
 
-    @staticmethod
-    def _after_insert(cur: psycopg.Cursor[tuple[Any, ...]], after: AfterInsert) -> None:
+    def _after_insert(self, cur: psycopg.Cursor[tuple[Any, ...]], after: AfterInsert) -> None:
         for stmt in after.prepare:
-            cur.execute(sql(stmt))
+            cur.execute(self._rendered(stmt))
         params: dict[str, Any] = {}
         if after.bounds is not None:
-            cur.execute(sql(after.bounds))
+            cur.execute(self._rendered(after.bounds))
             assert cur.description is not None
             row = cur.fetchone()
             params = dict(zip([d.name for d in cur.description], row or (), strict=False))
             if all(v is None for v in params.values()):
                 return
         for stmt in after.statements:
-            cur.execute(sql(stmt), params or None)
+            cur.execute(self._rendered(stmt), params or None)
 
     def stored_offset(self, log_name: str, group: str) -> int:
         row = (
