@@ -57,6 +57,27 @@ def wait_for(what: str, check: Any, proc: subprocess.Popen[bytes], out: Path) ->
     return got
 
 
+def start_workers(
+    tmp_path: Path, children: Children, env: dict[str, str], *args: str
+) -> tuple[subprocess.Popen[bytes], int, Path]:
+    """``serve --workers 2`` over ``tmp_path / "data"`` (two log partitions), output in
+    ``serve.log``, waited on until every child listens: the supervisor, its port, the log."""
+    data = tmp_path / "data"
+    out = tmp_path / "serve.log"
+    port = free_port()
+    env = {**os.environ, "GRISTMILL_PACKS_DIR": str(PACKS), "GRISTMILL_LOG__PARTITIONS": "2", **env}
+    argv = [sys.executable, "-m", "gristmill", "serve", "--data-dir", str(data), "--workers", "2"]
+    argv += ["--port", str(port), *args]
+    with open(out, "ab") as fh:
+        sup = children.add(
+            subprocess.Popen(
+                argv, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        )
+    wait_for("workers up", lambda: all_ready(data), sup, out)
+    return sup, port, out
+
+
 class Sender:
     """One source's client: batches re-sent until answered 2xx (as an SDK would), so an
     append that a killed worker made but never acknowledged reaches the log twice."""
@@ -106,23 +127,9 @@ def test_kill_a_worker_and_the_loader_loses_and_duplicates_nothing(
         keys = {s: rt.meta.create_key("write", s, pack="marketplace", source=s)[1] for s in SOURCES}
     finally:
         rt.stop()
-    port, api_port = free_port(), free_port()
-    out = tmp_path / "serve.log"
-    env = {
-        **os.environ,
-        "GRISTMILL_PACKS_DIR": str(PACKS),
-        "GRISTMILL_LOG__PARTITIONS": "2",
-        "GRISTMILL_LOG__LEASE_TTL_S": "2",
-    }
-    args = [sys.executable, "-m", "gristmill", "serve", "--data-dir", str(data), "--workers", "2"]
-    args += ["--port", str(port), "--api-port", str(api_port)]
-    with open(out, "ab") as fh:
-        sup = children.add(
-            subprocess.Popen(
-                args, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        )
-    wait_for("workers up", lambda: all_ready(data), sup, out)
+    sup, port, out = start_workers(
+        tmp_path, children, {"GRISTMILL_LOG__LEASE_TTL_S": "2"}, "--api-port", str(free_port())
+    )
     url = f"http://127.0.0.1:{port}"
     assert _answers(url)
 
@@ -206,18 +213,9 @@ def test_children_stop_when_the_supervisor_is_killed(
     tmp_path: Path, children: Children, balance: str
 ) -> None:
     data = tmp_path / "data"
-    out = tmp_path / "serve.log"
-    env = {**os.environ, "GRISTMILL_PACKS_DIR": str(PACKS), "GRISTMILL_LOG__PARTITIONS": "2"}
-    args = [sys.executable, "-m", "gristmill", "serve", "--data-dir", str(data), "--workers", "2"]
-    port = free_port()
-    args += ["--port", str(port), "--api-port", str(free_port()), "--balance", balance]
-    with open(out, "ab") as fh:
-        sup = children.add(
-            subprocess.Popen(
-                args, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        )
-    wait_for("workers up", lambda: all_ready(data), sup, out)
+    sup, port, _ = start_workers(
+        tmp_path, children, {}, "--api-port", str(free_port()), "--balance", balance
+    )
     up = workers(data)
     assert _answers(f"http://127.0.0.1:{port}")
     sup.kill()

@@ -8,10 +8,7 @@ certain when the stop arrives; the drain's own time is not asserted."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -21,7 +18,7 @@ from gristmill.demo.process import ServerProcess, free_port
 from gristmill.runtime import Runtime
 from tests.conftest import PACKS, make_settings
 from tests.factories import order
-from tests.integration.test_serve_workers import all_ready, wait_for
+from tests.integration.test_serve_workers import start_workers
 from tests.procs import Children
 
 EVENTS = 40
@@ -79,24 +76,8 @@ def test_serve_stop_loads_the_backlog(tmp_path: Path, drain: bool) -> None:
 def test_workers_stop_collectors_then_drain_the_loader(tmp_path: Path, children: Children) -> None:
     data = tmp_path / "data"
     key = _key(data, **PARTS)
-    port, api_port = free_port(), free_port()
-    out = tmp_path / "serve.log"
-    env = {
-        **os.environ,
-        **SLOW,
-        "GRISTMILL_PACKS_DIR": str(PACKS),
-        "GRISTMILL_LOG__PARTITIONS": "2",
-        "GRISTMILL_LOADER__STOP_DRAIN_S": "120",
-    }
-    args = [sys.executable, "-m", "gristmill", "serve", "--data-dir", str(data), "--workers", "2"]
-    args += ["--port", str(port), "--api-port", str(api_port)]
-    with open(out, "ab") as fh:
-        sup = children.add(
-            subprocess.Popen(
-                args, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        )
-    wait_for("workers up", lambda: all_ready(data), sup, out)
+    drain = SLOW | {"GRISTMILL_LOADER__STOP_DRAIN_S": "120"}
+    sup, port, out = start_workers(tmp_path, children, drain, "--api-port", str(free_port()))
     _send(f"http://127.0.0.1:{port}", key)
     sup.send_signal(signal.SIGTERM)
     assert sup.wait(150) == 0, out.read_text()[-3000:]

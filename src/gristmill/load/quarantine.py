@@ -133,7 +133,6 @@ def replay(
 ) -> ReplayResult:
     rows = list_quarantine(wh, f, limit=limit, with_raw=True)
     frames: list[Prepared] = []
-    done: list[str] = []
     seen: dict[int, list[str]] = {}
     """Replayed ids by the ``resends`` they had when read (see :func:`_mark_replayed`)."""
     accepted = rejected = failed = 0
@@ -150,7 +149,6 @@ def replay(
             failed += 1
             continue
         frames.append(prepared)
-        done.append(r["quarantine_id"])
         seen.setdefault(int(r["resends"]), []).append(r["quarantine_id"])
         accepted += len(prepared.frame.events)
         rejected += len(prepared.frame.rejects)
@@ -158,7 +156,7 @@ def replay(
         collector.log.append([p.record() for p in frames])
         for resends, ids in seen.items():
             _mark_replayed(wh, ids, resends)
-    return ReplayResult(len(done), accepted, rejected, failed)
+    return ReplayResult(len(frames), accepted, rejected, failed)
 
 
 def _mark_replayed(wh: Warehouse, ids: Sequence[str], resends: int) -> None:
