@@ -33,6 +33,7 @@ from gristmill.config import ClickHouseSettings, DuckDBSettings, LoaderSettings,
 from gristmill.rollup.delta import merged
 from gristmill.rollup.spec import full_rebuild
 from gristmill.runtime import Runtime
+from gristmill.warehouse.base import AfterInsert
 from gristmill.warehouse.clickhouse import client as ch
 from gristmill.warehouse.clickhouse import compact
 from gristmill.warehouse.duckdb import client as duck
@@ -89,14 +90,12 @@ def _kind(name: str, args: tuple[Any, ...]) -> str:
     merge, which also has ``bounds``; compaction) or freshness (neither)."""
     if name == "committed":
         return "rollups"
-    after = args[1]
+    after = next(a for a in args if isinstance(a, AfterInsert))
     return "rollups" if after.bounds is not None or after.parts is not None else "freshness"
 
 
 @contextmanager
-def _timed(
-    owner: Any, names: tuple[str, ...], spent: dict[str, float], *, static: bool = False
-) -> Iterator[None]:
+def _timed(owner: Any, names: tuple[str, ...], spent: dict[str, float]) -> Iterator[None]:
     """Add the time spent in ``owner``'s methods ``names`` to ``spent``, by kind of work."""
     real = {n: getattr(owner, n) for n in names}
 
@@ -111,12 +110,12 @@ def _timed(
         return timed
 
     for n, fn in real.items():
-        setattr(owner, n, staticmethod(wrap(n, fn)) if static else wrap(n, fn))
+        setattr(owner, n, wrap(n, fn))
     try:
         yield
     finally:
         for n, fn in real.items():
-            setattr(owner, n, staticmethod(fn) if static else fn)
+            setattr(owner, n, fn)
 
 
 def _load(rt: Runtime, bodies: list[bytes]) -> dict[str, float]:
@@ -127,7 +126,7 @@ def _load(rt: Runtime, bodies: list[bytes]) -> dict[str, float]:
             _timed(compact.PartsKeeper, ("step", "committed"), spent),
         ]
     else:
-        hooks = [_timed(duck.DuckDBWarehouse, ("_after_insert",), spent, static=True)]
+        hooks = [_timed(duck.DuckDBWarehouse, ("_after_insert",), spent)]
     with ExitStack() as stack:
         for h in hooks:
             stack.enter_context(h)
