@@ -119,6 +119,14 @@ class DuckDBSettings(BaseModel):
     path: Path | None = None
     threads: int | None = None
     memory_limit: str | None = None
+    checkpoint_threshold: str = Field("128MB", pattern=r"^[0-9]+(\.[0-9]+)? ?([KMGT]i?B|B)$")
+    """WAL size at which a commit also checkpoints (DuckDB's own default is 16 MB).
+
+    The checkpoint runs inside the loader's commit and blocks the next load, and it rewrites
+    every row group that new rows went into, already-written rows included: at 16 MB that
+    came every ~50k events and about doubled the cost of writing them. 128 MB measured the
+    better p95 freshness at 20k events/s (BENCHMARKS.md); the price is a WAL of up to this
+    size replayed at the next start after a crash, and that much data held in memory."""
 
 
 class PostgresSettings(BaseModel):

@@ -6,13 +6,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 from sqlglot import exp
 
+from gristmill.config import DuckDBSettings, Settings
+from gristmill.pack.loader import load_pack
 from gristmill.pack.models import Pack
 from gristmill.sql.ddl import table_ref
 from gristmill.warehouse.base import Warehouse
 from gristmill.warehouse.duckdb.client import DuckDBWarehouse
-from tests.integration.warehouse_conformance import Conformance
+from gristmill.warehouse.duckdb.factory import create
+from tests.conftest import PACKS
+from tests.integration.warehouse_conformance import Conformance, batch_of, envelope, frame
 
 
 class TestDuckDB(Conformance):
@@ -37,3 +42,38 @@ class TestDuckDB(Conformance):
         added = warehouse.provision([pack], apply=True)
         assert any("ADD COLUMN" in s and "placement" in s for s in added)
         assert warehouse.check_ready([pack]).ok
+
+
+def _wal_bytes(path: Path) -> int:
+    wal = path.with_name(path.name + ".wal")
+    return wal.stat().st_size if wal.exists() else 0
+
+
+@pytest.mark.parametrize(("threshold", "checkpoints"), [("0B", True), ("128MB", False)])
+def test_checkpoint_threshold_decides_whether_a_commit_checkpoints(
+    tmp_path: Path, threshold: str, checkpoints: bool
+) -> None:
+    """The setting reaches DuckDB through the factory: at 0 B every load commit also writes
+    its rows into the file (the WAL is left empty); at 128 MB a small load stays in the WAL
+    until the threshold, or the close, checkpoints it."""
+    settings = Settings(data_dir=tmp_path, warehouse=DuckDBSettings(checkpoint_threshold=threshold))
+    pack = load_pack(PACKS / "marketplace")
+    wh = create(settings)
+    try:
+        wh.provision([pack], apply=True)
+        wh.checkpoint()
+        events = [envelope(f"e{i}", amount=i) for i in range(200)]
+        wh.commit_load(batch_of(pack, frame("web", *events)))
+        assert (_wal_bytes(settings.warehouse_path) == 0) is checkpoints
+        loaded = wh.query(
+            exp.select("count(*) AS n").from_(table_ref(pack.dataset, "marketplace_events"))
+        )
+        assert loaded.to_pylist() == [{"n": 200}]
+    finally:
+        wh.close()
+    assert _wal_bytes(settings.warehouse_path) == 0  # close checkpoints what was left
+
+
+def test_checkpoint_threshold_is_checked_when_settings_load() -> None:
+    with pytest.raises(ValidationError):
+        DuckDBSettings(checkpoint_threshold="lots")

@@ -43,5 +43,6 @@ def create(settings: Settings, *, read_only: bool = False) -> DuckDBWarehouse:
         settings.warehouse_path,
         threads=cfg.threads,
         memory_limit=cfg.memory_limit,
+        checkpoint_threshold=cfg.checkpoint_threshold,
         read_only=read_only,
     )
