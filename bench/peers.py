@@ -33,7 +33,7 @@ import duckdb
 import orjson
 import pyarrow as pa
 
-from bench.common import PACKS
+from bench.common import PACKS, checkpointed
 from gristmill.config import Settings
 from gristmill.core.envelope import encode_row_frame
 from gristmill.demo.marketplace import DemoConfig, generate
@@ -73,6 +73,7 @@ def _raw(path: Path, tables: list[tuple[str, pa.Table]]) -> float:
             made.add(name)
         con.execute(f"INSERT INTO {name} SELECT * FROM a")
         con.unregister("a")
+    con.execute("CHECKPOINT")
     elapsed = time.perf_counter() - t0
     con.close()
     return elapsed
@@ -123,6 +124,7 @@ def run(events: int) -> dict[str, Any]:
             batches = _batches(rt)
             t0 = time.perf_counter()
             rt.loader.drain(timeout_s=3600)
+            checkpointed(rt)
             out["gristmill_loader_s"] = time.perf_counter() - t0
         finally:
             rt.stop()
@@ -132,6 +134,7 @@ def run(events: int) -> dict[str, Any]:
                 rt.log.append(rows_frames[i : i + 500])
             t0 = time.perf_counter()
             rt.loader.drain(timeout_s=3600)
+            checkpointed(rt)
             out["gristmill_loader_v1_s"] = time.perf_counter() - t0
         finally:
             rt.stop()
@@ -148,6 +151,7 @@ def run(events: int) -> dict[str, Any]:
             t0 = time.perf_counter()
             for lb in batches:
                 rt.warehouse.commit_load(lb)
+            checkpointed(rt)
             out["gristmill_commit_s"] = time.perf_counter() - t0
         finally:
             rt.stop()

@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from bench.common import PACKS, pct
+from bench.common import PACKS, checkpointed, pct
 from gristmill.api.routers.views import answer_view
 from gristmill.auth.permissions import Principal
 from gristmill.config import ClickHouseSettings, DuckDBSettings, PostgresSettings, Settings
@@ -35,7 +35,6 @@ from gristmill.metrics import planner
 from gristmill.rollup.spec import full_rebuild
 from gristmill.runtime import Runtime
 from gristmill.warehouse.base import LoadBatch, TableRows
-from gristmill.warehouse.duckdb.client import DuckDBWarehouse
 
 VENDORS = 40
 BUYERS = 400
@@ -102,7 +101,7 @@ def _raw_duckdb(tmp: Path, tables: list[TableRows]) -> float:
     import duckdb
 
     # The warehouse's own checkpoint threshold, and the last checkpoint on the clock, as on
-    # the loader's side (_checkpointed).
+    # the loader's side (checkpointed).
     threshold = DuckDBSettings().checkpoint_threshold
     con = duckdb.connect(str(tmp / "raw.duckdb"), config={"checkpoint_threshold": threshold})
     made: set[str] = set()
@@ -174,13 +173,6 @@ def _raw_chdb(rt_tmp: Path, tables: list[TableRows]) -> float:
         conn.close()
 
 
-def _checkpointed(rt: Runtime) -> None:
-    """DuckDB defers writing rows into its file to a checkpoint (at a WAL size, inside some
-    later commit): run the one the load left pending, on the clock, on every side."""
-    if isinstance(rt.warehouse, DuckDBWarehouse):
-        rt.warehouse.checkpoint()
-
-
 def loader_vs_raw(engine: str, events: int) -> dict[str, Any]:
     traffic = generate(DemoConfig(events=events, duplicate_rate=0, invalid_rate=0, seed=5))
     with tempfile.TemporaryDirectory() as tmp_s:
@@ -189,7 +181,7 @@ def loader_vs_raw(engine: str, events: int) -> dict[str, Any]:
             batches = _fill_log(rt, traffic.events)
             t0 = time.perf_counter()
             rt.loader.drain(timeout_s=3600)
-            _checkpointed(rt)
+            checkpointed(rt)
             loader_s = time.perf_counter() - t0
         # commit_load alone, on a fresh warehouse, with the same batches (carrying the same
         # rollup/freshness steps the loader adds).
@@ -200,7 +192,7 @@ def loader_vs_raw(engine: str, events: int) -> dict[str, Any]:
                 rt2.warehouse.commit_load(lb)
                 commit_s += time.perf_counter() - t0
             t0 = time.perf_counter()
-            _checkpointed(rt2)
+            checkpointed(rt2)
             commit_s += time.perf_counter() - t0
         tables = [t for lb in batches for t in lb.tables]
         raw: Callable[[], float] = {
