@@ -20,7 +20,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench.common import PACKS, ROOT
+from bench.common import PACKS, ROOT, checkpointed
 
 PRODUCTS = [f"Product {i:03d}" for i in range(200)]
 
@@ -54,7 +54,6 @@ def _rss_mb() -> float:
 def child_gristmill(csv: Path, work: Path) -> dict[str, Any]:
     from gristmill.config import Settings
     from gristmill.runtime import Runtime
-    from gristmill.warehouse.duckdb.client import DuckDBWarehouse
 
     rt = Runtime(Settings(data_dir=work, packs_dir=PACKS, packs=["sales_feeds"]))
     try:
@@ -87,8 +86,7 @@ def child_gristmill(csv: Path, work: Path) -> dict[str, Any]:
         # What the feed wrote reaches the file at a checkpoint, inside some later commit once
         # the WAL passes its threshold: run it here, on the clock.
         t0 = time.perf_counter()
-        if isinstance(rt.warehouse, DuckDBWarehouse):
-            rt.warehouse.checkpoint()
+        checkpointed(rt)
         checkpoint_s = time.perf_counter() - t0
         feed = svc.store.get_feed(res.feed_id)
         assert feed is not None

@@ -29,11 +29,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import orjson
 import pyarrow as pa
 
-from bench.common import PACKS, checkpointed
+from bench.common import PACKS, checkpointed, raw_duckdb_append
 from gristmill.config import Settings
 from gristmill.core.envelope import encode_row_frame
 from gristmill.demo.marketplace import DemoConfig, generate
@@ -60,23 +59,6 @@ def _tables(batches: list[LoadBatch]) -> list[tuple[str, pa.Table]]:
     return [
         (tr.table, tr.rows.drop_columns(["_dedupe_scope"])) for lb in batches for tr in lb.tables
     ]
-
-
-def _raw(path: Path, tables: list[tuple[str, pa.Table]]) -> float:
-    con = duckdb.connect(str(path))
-    made: set[str] = set()
-    t0 = time.perf_counter()
-    for name, arrow in tables:
-        con.register("a", arrow)
-        if name not in made:
-            con.execute(f"CREATE TABLE {name} AS SELECT * FROM a LIMIT 0")
-            made.add(name)
-        con.execute(f"INSERT INTO {name} SELECT * FROM a")
-        con.unregister("a")
-    con.execute("CHECKPOINT")
-    elapsed = time.perf_counter() - t0
-    con.close()
-    return elapsed
 
 
 def _dlt(tmp: Path, tables: list[tuple[str, pa.Table]], disposition: str) -> tuple[float, int]:
@@ -142,7 +124,7 @@ def run(events: int) -> dict[str, Any]:
         rows = sum(t.num_rows for _, t in tables)
         out["rows"] = rows
         out["batches"] = len(batches)
-        out["raw_s"] = _raw(tmp / "raw.duckdb", tables)
+        out["raw_s"] = raw_duckdb_append(tmp / "raw.duckdb", tables)
         rt = Runtime(Settings(data_dir=tmp / "commit", packs_dir=PACKS, packs=["marketplace"]))
         try:
             after = after_insert(rt.packs, rt.warehouse.dialect)

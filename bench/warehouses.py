@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from bench.common import PACKS, checkpointed, pct
+from bench.common import PACKS, checkpointed, pct, raw_duckdb_append
 from gristmill.api.routers.views import answer_view
 from gristmill.auth.permissions import Principal
 from gristmill.config import ClickHouseSettings, DuckDBSettings, PostgresSettings, Settings
@@ -95,29 +95,6 @@ def _fill_log(rt: Runtime, events: list[dict[str, Any]]) -> list[LoadBatch]:
         batches.append(
             build_batch(b.entries, rt.packs, log_id="x", group="x", after=rt.loader.after)
         )
-
-
-def _raw_duckdb(tmp: Path, tables: list[TableRows]) -> float:
-    import duckdb
-
-    # The warehouse's own checkpoint threshold, and the last checkpoint on the clock, as on
-    # the loader's side (checkpointed).
-    threshold = DuckDBSettings().checkpoint_threshold
-    con = duckdb.connect(str(tmp / "raw.duckdb"), config={"checkpoint_threshold": threshold})
-    made: set[str] = set()
-    t0 = time.perf_counter()
-    for tr in tables:
-        arrow = tr.rows.drop_columns(["_dedupe_scope"])
-        con.register("a", arrow)
-        if tr.table not in made:
-            con.execute(f"CREATE TABLE {tr.table} AS SELECT * FROM a LIMIT 0")
-            made.add(tr.table)
-        con.execute(f"INSERT INTO {tr.table} SELECT * FROM a")
-        con.unregister("a")
-    con.execute("CHECKPOINT")
-    spent = time.perf_counter() - t0
-    con.close()
-    return spent
 
 
 def _raw_postgres(tables: list[TableRows]) -> float:
@@ -196,7 +173,10 @@ def loader_vs_raw(engine: str, events: int) -> dict[str, Any]:
             commit_s += time.perf_counter() - t0
         tables = [t for lb in batches for t in lb.tables]
         raw: Callable[[], float] = {
-            "duckdb": lambda: _raw_duckdb(tmp, tables),
+            "duckdb": lambda: raw_duckdb_append(
+                tmp / "raw.duckdb",
+                [(t.table, t.rows.drop_columns(["_dedupe_scope"])) for t in tables],
+            ),
             "postgres": lambda: _raw_postgres(tables),
             "clickhouse": lambda: _raw_chdb(tmp, tables),
         }[engine]
