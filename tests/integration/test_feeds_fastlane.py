@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
+from sqlglot import exp
 
 from gristmill.config import Settings
+from gristmill.feeds import fastlane
 from gristmill.feeds.fastlane import stage_fast
 from gristmill.feeds.staging import Stager
 from gristmill.runtime import Runtime
+from gristmill.warehouse.duckdb.client import DuckDBWarehouse
 from tests.conftest import make_settings
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "feeds"
@@ -138,3 +143,38 @@ def test_large_mixed_file_same_both_ways(tmp_path: Path, sep: str) -> None:
         assert fast == slow
         assert fast["counts"][1] > 100
         assert fast["counts"][2] > 100
+
+
+def test_staging_is_written_in_whole_storage_units(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lane hands the warehouse whole storage units (``caps.append_rows``), carrying the
+    rest into the next block, and the last rows at the end: staging holds what the row path
+    stages, row for row. Small blocks and a 64-row unit make many blocks and carries."""
+    unit = 64
+    monkeypatch.setattr(DuckDBWarehouse, "caps", replace(DuckDBWarehouse.caps, append_rows=unit))
+    monkeypatch.setattr(fastlane, "BLOCK", 4096)
+    writes: list[int] = []
+    real = DuckDBWarehouse.insert_arrow
+
+    def counted(self: DuckDBWarehouse, table: exp.Table, rows: pa.Table) -> int:
+        writes.append(rows.num_rows)
+        return real(self, table, rows)
+
+    monkeypatch.setattr(DuckDBWarehouse, "insert_arrow", counted)
+    lines = ["transaction_date,product_name,quantity,price,discount,order_id,channel"]
+    for i in range(2000):
+        lines.append(f"2025-03-{1 + i % 28:02d},Latte,{1 + i % 9},{i % 50}.25,,o-{i},Web")
+    path = tmp_path / "plain.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    fast = commit(make_settings(tmp_path / "fast", packs=["sales_feeds"]), path)
+    lane = list(writes)
+    slow = commit(
+        make_settings(tmp_path / "slow", feeds={"fast_lane": False}, packs=["sales_feeds"]), path
+    )
+    assert fast == slow
+    assert fast["counts"] == (2000, 2000, 0)
+    assert len(lane) > 3
+    assert all(n % unit == 0 for n in lane[:-1])
+    assert lane[-1] < unit
+    assert sum(lane) == 2000

@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import duckdb
+import pyarrow as pa
 import pytest
+import sqlglot
 from pydantic import ValidationError
 from sqlglot import exp
 
@@ -15,7 +18,7 @@ from gristmill.pack.models import Pack
 from gristmill.sql.ddl import table_ref
 from gristmill.warehouse.base import Warehouse
 from gristmill.warehouse.duckdb.client import DuckDBWarehouse
-from gristmill.warehouse.duckdb.factory import create
+from gristmill.warehouse.duckdb.factory import ROW_GROUP_ROWS, create
 from tests.conftest import PACKS
 from tests.integration.warehouse_conformance import Conformance, batch_of, envelope, frame
 
@@ -77,3 +80,22 @@ def test_checkpoint_threshold_decides_whether_a_commit_checkpoints(
 def test_checkpoint_threshold_is_checked_when_settings_load() -> None:
     with pytest.raises(ValidationError):
         DuckDBSettings(checkpoint_threshold="lots")
+
+
+def test_insert_arrow_appends_by_row_group_in_one_transaction(tmp_path: Path) -> None:
+    """``insert_arrow`` cuts a large table into one INSERT per row group (so DuckDB writes
+    whole groups at insert time), and still commits all of them or none."""
+    wh = DuckDBWarehouse(tmp_path / "wh.duckdb")
+    try:
+        ref = table_ref("feeds", "staged")
+        wh.execute(sqlglot.parse_one("CREATE SCHEMA feeds", dialect="duckdb"))
+        wh.execute(sqlglot.parse_one("CREATE TABLE feeds.staged (n BIGINT NOT NULL)", "duckdb"))
+        rows = 2 * ROW_GROUP_ROWS + 17
+        assert wh.insert_arrow(ref, pa.table({"n": pa.array(range(rows), pa.int64())})) == rows
+        bad = pa.array([*range(rows - 1), None], pa.int64())  # refused in the last slice
+        with pytest.raises(duckdb.ConstraintException):
+            wh.insert_arrow(ref, pa.table({"n": bad}))
+        got = wh.query(exp.select("count(*) AS n", "sum(n) AS s").from_(ref)).to_pylist()
+        assert got == [{"n": rows, "s": rows * (rows - 1) // 2}]  # the refused table left none
+    finally:
+        wh.close()

@@ -73,6 +73,8 @@ class Stager:
         self._bad: list[tuple[int, list[str], list[str]]] = []
         self.sums = Sums()
         self._tail: list[TailRow] = []
+        self._carry: pa.Table | None = None
+        """Fast-lane rows short of a whole storage unit, written with the next ones."""
 
     def _matcher(self) -> Matcher | None:
         lookup = self.feed.spec.lookup
@@ -171,14 +173,25 @@ class Stager:
 
     # -- whole Arrow batches (the fast lane) ------------------------------------------------
     def add_table(self, table: pa.Table) -> None:
-        """Accepted rows already in the staging schema; written in the background."""
+        """Accepted rows already in the staging schema; written in the background, in whole
+        storage units of the engine (``caps.append_rows``): the rest waits for the next
+        table or :meth:`flush`, so the checkpoint does not write these rows a second time."""
         if table.num_rows:
             self.settle()
             rows = table.select(self.schema.names)
-            self._writer = threading.Thread(
-                target=self._write, args=(rows,), name="gm-feed-stage", daemon=True
-            )
-            self._writer.start()
+            if self._carry is not None:
+                rows = pa.concat_tables([self._carry, rows])
+            unit = self.wh.caps.append_rows
+            whole = rows.num_rows - rows.num_rows % unit if unit else rows.num_rows
+            self._carry = rows.slice(whole) if whole < rows.num_rows else None
+            if whole:
+                self._writer = threading.Thread(
+                    target=self._write,
+                    args=(rows.slice(0, whole),),
+                    name="gm-feed-stage",
+                    daemon=True,
+                )
+                self._writer.start()
             self.accepted += table.num_rows
             s = self.sums
             s.count += table.num_rows
@@ -265,6 +278,9 @@ class Stager:
 
     def flush(self) -> None:
         self.settle()
+        if self._carry is not None:
+            insert_rows(self.wh, self.tables.staging, self._carry)
+            self._carry = None
         if self._batch:
             rows = pa.Table.from_pylist(self._batch, self.schema)
             insert_rows(self.wh, self.tables.staging, rows)

@@ -42,6 +42,11 @@ class Capabilities:
     steps: rollups merge the batch's aggregates (:mod:`gristmill.rollup.delta`) instead of
     recomputing touched buckets from rows — inside the load transaction, or (ClickHouse) as
     a part tagged with the batch id that a retry removes."""
+    append_rows: int | None = None
+    """The engine's storage unit for appended rows (DuckDB's row group), when it has one. A
+    bulk append cut into whole units writes them at insert time; a partial unit stays in
+    memory and is rewritten at the next checkpoint, so writers that choose their batch sizes
+    (feed staging) cut at multiples of it."""
 
 
 @dataclass(frozen=True, slots=True)

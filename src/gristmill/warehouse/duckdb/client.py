@@ -38,7 +38,7 @@ from gristmill.warehouse.common import (
     ledger_totals,
     settle,
 )
-from gristmill.warehouse.duckdb.factory import CAPABILITIES, DIALECT, NAME
+from gristmill.warehouse.duckdb.factory import CAPABILITIES, DIALECT, NAME, ROW_GROUP_ROWS
 from gristmill.warehouse.duckdb.sql import BATCH, DEDUPE_TABLE, LoadStatements, pack_ddl
 
 
@@ -258,14 +258,24 @@ class DuckDBWarehouse:
 
     # -- feeds: plain appends and short transactions outside the event load path ---------
     def insert_arrow(self, table: exp.Table, rows: pa.Table) -> int:
-        """Append an Arrow table to ``table`` by column name (feed staging rows)."""
+        """Append an Arrow table to ``table`` by column name (feed staging rows), in one
+        transaction of one ``INSERT`` per row group: an insert of more rows runs on several
+        threads and leaves its groups for the next checkpoint to write (measured on 1M rows:
+        0.30 s + 0.42 s at the checkpoint in one insert, 0.57 s + 0.01 s in whole groups)."""
         cols = [exp.to_identifier(c, quoted=True) for c in rows.column_names]
-        stmt = exp.insert(exp.select(*cols).from_("_gm_rows"), table, columns=cols)
+        sql = _sql(exp.insert(exp.select(*cols).from_("_gm_rows"), table, columns=cols))
+        step = ROW_GROUP_ROWS
         cur = self._cur()
         with self._write_lock:
-            cur.register("_gm_rows", rows)
+            _run(cur, "BEGIN TRANSACTION")
             try:
-                _run(cur, _sql(stmt))
+                for off in range(0, rows.num_rows, step):
+                    cur.register("_gm_rows", rows.slice(off, step))  # replaces the last slice
+                    _run(cur, sql)
+                _run(cur, "COMMIT")
+            except BaseException:
+                _run(cur, "ROLLBACK")
+                raise
             finally:
                 cur.unregister("_gm_rows")
         return int(rows.num_rows)

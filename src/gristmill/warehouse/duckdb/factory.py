@@ -15,6 +15,10 @@ if TYPE_CHECKING:
     from gristmill.warehouse.duckdb.client import DuckDBWarehouse
 
 NAME = "duckdb"
+ROW_GROUP_ROWS = 122_880
+"""DuckDB's default row group size: an INSERT of at most this many rows appends on one
+thread and writes a full group to the file at once (measured: 1M staging rows in whole
+groups, 0.57 s insert + 0.01 s checkpoint; in 150k-row inserts, 0.50 s + 0.58 s)."""
 DIALECT = "duckdb"
 CAPABILITIES = Capabilities(
     transactions=True,
@@ -24,6 +28,7 @@ CAPABILITIES = Capabilities(
     native_clustering=False,
     json_type=True,
     delta_rollups=True,
+    append_rows=ROW_GROUP_ROWS,
 )
 
 
