@@ -145,7 +145,8 @@ def main() -> None:
         "--only",
         default=(
             "ingest,loader,pg_baseline,latency,analytics,dialects,relay,warehouses,feeds,sources,"
-            "governance,enrichment,usage,rollups,peers,frames,provision,delivery,workers,servers"
+            "governance,enrichment,usage,rollups,peers,frames,provision,delivery,workers,servers,"
+            "dedupe"
         ),
     )
     ap.add_argument("--feed-rows", default="250000,1000000", help="Sales CSV sizes (feeds).")
@@ -173,6 +174,7 @@ def main() -> None:
         "--workers-events", type=int, default=100_000, help="serve vs serve --workers 2."
     )
     ap.add_argument("--servers-rounds", type=int, default=3, help="Runs per HTTP server (servers).")
+    ap.add_argument("--dedupe-keys", default="1000000,10000000", help="Key-table sizes (dedupe).")
     args = ap.parse_args()
     only = set(args.only.split(","))
     results: dict[str, Any] = {
@@ -237,6 +239,7 @@ def main() -> None:
         "delivery": (args.delivery_ingest_events, args.delivery_view_events),
         "workers": (args.workers_events,),
         "servers": (args.servers_rounds,),
+        "dedupe": ([int(x) for x in args.dedupe_keys.split(",")],),
     }
     for name, run_args in modular.items():
         if name in only:

@@ -128,6 +128,10 @@ class DuckDBSettings(BaseModel):
     128 MB measured the better p95 freshness at 20k events/s (BENCHMARKS.md). The price is a
     WAL of up to this size replayed at the next start after a crash, and that much data held
     in memory."""
+    key_index: bool = True
+    """Keep each pack's dedupe keys in memory (24 bytes a key), so a load's duplicate check
+    does not read the whole key table: without it each load reads every key of the dedupe
+    window (58 ms per load at 10M keys, BENCHMARKS.md). Off: the check is a join, as before."""
 
 
 class PostgresSettings(BaseModel):

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from sqlglot import exp
 
 from gristmill.config import DuckDBSettings, Settings
+from gristmill.governance.erasure import delete_dedupe_keys
 from gristmill.pack.loader import load_pack
 from gristmill.pack.models import Pack
 from gristmill.sql.ddl import table_ref
@@ -24,9 +25,12 @@ from tests.integration.warehouse_conformance import Conformance, batch_of, envel
 
 
 class TestDuckDB(Conformance):
-    @pytest.fixture
-    def warehouse(self, pack: Pack, tmp_path: Path) -> Iterator[Warehouse]:
-        wh = DuckDBWarehouse(tmp_path / "wh.duckdb")
+    @pytest.fixture(params=[True, False], ids=["key-index", "key-join"])
+    def warehouse(
+        self, pack: Pack, tmp_path: Path, request: pytest.FixtureRequest
+    ) -> Iterator[Warehouse]:
+        """Both duplicate checks: the in-memory key set (the default) and the join."""
+        wh = DuckDBWarehouse(tmp_path / "wh.duckdb", key_index=request.param)
         wh.provision([pack], apply=True)
         yield wh
         wh.close()
@@ -97,5 +101,31 @@ def test_insert_arrow_appends_by_row_group_in_one_transaction(tmp_path: Path) ->
             wh.insert_arrow(ref, pa.table({"n": bad}))
         got = wh.query(exp.select("count(*) AS n", "sum(n) AS s").from_(ref)).to_pylist()
         assert got == [{"n": rows, "s": rows * (rows - 1) // 2}]  # the refused table left none
+    finally:
+        wh.close()
+
+
+@pytest.mark.parametrize("key_index", [True, False], ids=["key-index", "key-join"])
+def test_key_set_follows_erasure_and_a_reopen(tmp_path: Path, key_index: bool) -> None:
+    """The in-memory key set answers what the key table does: a key erasure deleted (by
+    a statement naming the key table) lets the event load again, and a warehouse opened
+    again finds the keys an earlier process stored."""
+    pack = load_pack(PACKS / "marketplace")
+    path = tmp_path / "wh.duckdb"
+    wh = DuckDBWarehouse(path, key_index=key_index)
+    wh.provision([pack], apply=True)
+    first = wh.commit_load(batch_of(pack, frame("web", envelope("a"), envelope("b"))))
+    assert first.loaded == {("marketplace", "web"): 2}
+    rows = [{"source": "web", "event_type": "order_created", "event_id": "a"}]
+    wh.execute_all(delete_dedupe_keys(pack, rows, "duckdb"))  # erasure, delete mode
+    again = wh.commit_load(batch_of(pack, frame("web", envelope("a"), envelope("b"))))
+    assert again.loaded == {("marketplace", "web"): 1}  # "a" is new again, "b" is not
+    assert again.duplicates == {("marketplace", "web"): 1}
+    wh.close()
+    wh = DuckDBWarehouse(path, key_index=key_index)
+    try:
+        third = wh.commit_load(batch_of(pack, frame("web", envelope("a"), envelope("c"))))
+        assert third.loaded == {("marketplace", "web"): 1}
+        assert third.duplicates == {("marketplace", "web"): 1}
     finally:
         wh.close()

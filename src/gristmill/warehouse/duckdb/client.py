@@ -39,11 +39,25 @@ from gristmill.warehouse.common import (
     settle,
 )
 from gristmill.warehouse.duckdb.factory import CAPABILITIES, DIALECT, NAME, ROW_GROUP_ROWS
-from gristmill.warehouse.duckdb.sql import BATCH, DEDUPE_TABLE, LoadStatements, pack_ddl
+from gristmill.warehouse.duckdb.keys import KeySet, Run, halves
+from gristmill.warehouse.duckdb.sql import (
+    BATCH,
+    DEDUPE_TABLE,
+    KEYS,
+    SEEN_IN,
+    LoadStatements,
+    key_halves,
+    pack_ddl,
+    seen_from_halves,
+)
 
 
 def _sql(e: exp.Expr) -> str:
     return e.sql(dialect=DIALECT)
+
+
+_KEY_HALVES = _sql(key_halves(exp.to_table(KEYS), "_k", "received_at"))
+_SEEN_FROM_HALVES = seen_from_halves()
 
 
 def _run(
@@ -67,6 +81,7 @@ class DuckDBWarehouse:
         memory_limit: str | None = None,
         checkpoint_threshold: str | None = None,
         read_only: bool = False,
+        key_index: bool = True,
     ) -> None:
         config: dict[str, Any] = {}
         if threads:
@@ -83,6 +98,11 @@ class DuckDBWarehouse:
         self._write_lock = threading.Lock()
         self._statements: dict[tuple[str, str], LoadStatements] = {}
         self._rendered = Rendered(_sql)
+        self._key_index = key_index
+        self._keysets: dict[str, KeySet] = {}
+        """Per pack, its dedupe keys in memory (``key_index``): loaded at its first load, kept
+        equal to the table by this object (the file's only writer), dropped when another
+        statement names the key table."""
 
     def _cur(self) -> duckdb.DuckDBPyConnection:
         cur: duckdb.DuckDBPyConnection | None = getattr(self._local, "cur", None)
@@ -103,6 +123,7 @@ class DuckDBWarehouse:
         cur = self._cur()
         with self._write_lock:
             for s in stmts:
+                self._forget_keys(s)
                 _run(cur, s)
             for alter in ddl.missing_columns(packs, self.columns_of, DIALECT):
                 text = _sql(alter)
@@ -143,6 +164,7 @@ class DuckDBWarehouse:
         cur = self._cur()
         with self._write_lock:
             _run(cur, "BEGIN TRANSACTION")
+            added: dict[str, list[Run]] = defaultdict(list)
             try:
                 seen = _run(cur, SYSTEM.seen_batch, {"b": batch.batch_id})
                 if seen:
@@ -154,8 +176,11 @@ class DuckDBWarehouse:
                     cur.register(BATCH, rows.rows)
                     try:
                         _run(cur, st.keys)
-                        _run(cur, st.seen)
-                        repeats = _run(cur, LoadStatements.COUNT_SEEN)[0][0]
+                        if self._key_index:
+                            repeats = self._seen(cur, rows.pack, added[rows.pack.name])
+                        else:
+                            _run(cur, st.seen)
+                            repeats = _run(cur, LoadStatements.COUNT_SEEN)[0][0]
                         if repeats == 0:
                             _run(cur, st.remember_all)
                             _run(cur, st.insert_all)
@@ -196,7 +221,43 @@ class DuckDBWarehouse:
             except BaseException:
                 _run(cur, "ROLLBACK")
                 raise
+            for pack, runs in added.items():  # committed: the key table holds them now
+                for run in runs:
+                    self._keysets[pack].add(run)
         return result
+
+    def _seen(self, cur: duckdb.DuckDBPyConnection, pack: Pack, added: list[Run]) -> int:
+        """``_gm_seen`` from the in-memory key set: the batch's keys (``_gm_keys``) the pack
+        already stored, or that an earlier table of this batch just stored (``added``, to
+        which this table's fresh keys are appended); returns how many."""
+        ks = self._keysets.get(pack.name)
+        if ks is None:  # inside the transaction: the table as this load finds it
+            table = ddl.table_ref(pack.dataset, DEDUPE_TABLE)
+            stored = cur.sql(_sql(key_halves(table, "k", "first_seen").order_by("hi")))
+            assert stored is not None
+            ks = self._keysets[pack.name] = KeySet.from_arrow(stored.to_arrow_table())
+        rel = cur.sql(_KEY_HALVES)
+        assert rel is not None
+        hi, lo, t = halves(rel.to_arrow_table())
+        found = ks.contains(hi, lo)
+        for run in added:
+            found |= run.contains(hi, lo)
+        fresh = ~found
+        added.append(Run(hi[fresh], lo[fresh], t[fresh]))
+        repeats = int(found.sum())
+        if repeats:  # the statements for a batch without repeats do not read _gm_seen
+            cur.register(SEEN_IN, pa.table({"hi": hi[found], "lo": lo[found]}))
+            try:
+                _run(cur, _SEEN_FROM_HALVES)
+            finally:
+                cur.unregister(SEEN_IN)
+        return repeats
+
+    def _forget_keys(self, sql: str) -> None:
+        """Drop the in-memory key sets when a statement other than a load or a prune names
+        the key table (erasure deletes keys): the next load reads the table again."""
+        if DEDUPE_TABLE in sql:
+            self._keysets.clear()
 
     def _after_insert(self, cur: duckdb.DuckDBPyConnection, after: AfterInsert) -> None:
         for stmt in after.prepare:
@@ -235,6 +296,9 @@ class DuckDBWarehouse:
         )
         with self._write_lock:
             rows = _run(self._cur(), stmt, {"cutoff": to_datetime(cutoff)})
+            ks = self._keysets.get(pack.name)
+            if ks is not None:
+                ks.prune(cutoff)
         return int(rows[0][0]) if rows else 0
 
     # -- reading ------------------------------------------------------------------------
@@ -249,8 +313,10 @@ class DuckDBWarehouse:
         return rel.to_arrow_table()
 
     def execute(self, stmt: exp.Expr, params: Mapping[str, Any] | None = None) -> int:
+        text = _sql(stmt)
         with self._write_lock:
-            rows = _run(self._cur(), _sql(stmt), dict(params or {}))
+            self._forget_keys(text)
+            rows = _run(self._cur(), text, dict(params or {}))
         return int(rows[0][0]) if rows and rows[0] and isinstance(rows[0][0], int) else 0
 
     def delete(self, table: exp.Table, where: exp.Expr) -> int:
@@ -288,7 +354,9 @@ class DuckDBWarehouse:
             _run(cur, "BEGIN TRANSACTION")
             try:
                 for stmt, params in stmts:
-                    rows = _run(cur, _sql(stmt), dict(params) or None)
+                    text = _sql(stmt)
+                    self._forget_keys(text)
+                    rows = _run(cur, text, dict(params) or None)
                     first = rows[0][0] if rows and rows[0] else 0
                     out.append(int(first) if isinstance(first, int) else 0)
                 _run(cur, "COMMIT")

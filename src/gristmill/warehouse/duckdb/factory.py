@@ -49,5 +49,6 @@ def create(settings: Settings, *, read_only: bool = False) -> DuckDBWarehouse:
         threads=cfg.threads,
         memory_limit=cfg.memory_limit,
         checkpoint_threshold=cfg.checkpoint_threshold,
+        key_index=cfg.key_index,
         read_only=read_only,
     )

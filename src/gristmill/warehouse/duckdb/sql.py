@@ -67,6 +67,33 @@ def dedupe_key() -> exp.Expr:
     return exp.func("md5_number", joined)
 
 
+SEEN_IN = "_gm_seen_in"
+"""The batch's keys the in-memory key set found (``hi``, ``lo``), registered from Arrow."""
+_U64 = exp.DataType.build("UBIGINT", dialect=DIALECT)
+_U128 = exp.DataType.build("UHUGEINT", dialect=DIALECT)
+
+
+def key_halves(source: exp.Table, key: str, seen_at: str) -> exp.Select:
+    """A key column as its two 64-bit halves ``hi``, ``lo`` and ``seen_at`` as ``t`` (µs):
+    what :class:`~gristmill.warehouse.duckdb.keys.KeySet` holds."""
+    k = exp.column(key)
+    low = exp.BitwiseAnd(this=k.copy(), expression=exp.cast(exp.Literal.number(2**64 - 1), _U128))
+    return exp.select(
+        exp.cast(exp.BitwiseRightShift(this=k, expression=exp.Literal.number(64)), _U64).as_("hi"),
+        exp.cast(exp.paren(low), _U64).as_("lo"),
+        exp.func("epoch_us", exp.column(seen_at)).as_("t"),
+    ).from_(source)
+
+
+def seen_from_halves() -> str:
+    """``_gm_seen`` (the batch's keys already stored) from the halves in :data:`SEEN_IN`."""
+    high = exp.BitwiseLeftShift(
+        this=exp.cast(exp.column("hi"), _U128), expression=exp.Literal.number(64)
+    )
+    k = exp.BitwiseOr(this=exp.paren(high), expression=exp.cast(exp.column("lo"), _U128))
+    return _temp(SEEN, exp.select(k.as_("k")).from_(SEEN_IN))
+
+
 def _idents(*names: str) -> list[exp.Identifier]:
     return [exp.to_identifier(n, quoted=True) for n in names]
 
