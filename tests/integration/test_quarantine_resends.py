@@ -138,3 +138,26 @@ def test_a_reject_loaded_before_its_replay_is_marked_stays_open(
     c = rt.conservation()
     assert c.balanced
     assert c.total("quarantined") == 2
+
+
+def test_dedupe_keys_in_memory_on_metrics(tmp_path: Path) -> None:
+    """DuckDB's in-memory key set is visible on /metrics: one key per loaded event, a
+    re-sent event adds none."""
+    rt = Runtime(make_settings(tmp_path / "d", server={"metrics_allow": ["testclient"]}))
+    try:
+        key = rt.meta.create_key("write", "web", pack="marketplace", source="web")[1]
+        events = [order("order_created", event_id=f"k-{i}") for i in range(3)]
+        with TestClient(create_app(rt)) as c:
+            for batch in (events, events[:1]):  # the second request re-sends one event
+                r = c.post(
+                    "/v1/events",
+                    content=orjson.dumps(batch),
+                    headers={"Authorization": f"Bearer {key}"},
+                )
+                assert r.status_code == 200, r.text
+                rt.loader.drain()
+            metrics = c.get("/metrics").text
+        held = find(metrics, "gristmill_dedupe_keys_in_memory", pack="marketplace")
+        assert [s.value for s in held] == [3.0]
+    finally:
+        rt.stop()

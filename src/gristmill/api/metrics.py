@@ -133,6 +133,16 @@ class PipelineCollector(Collector):
         yield CounterMetricFamily(
             "gristmill_loader_batches", "Warehouse load transactions.", value=st.batches
         )
+        held = getattr(self.rt.warehouse, "keys_in_memory", None)
+        if held is not None:  # DuckDB with warehouse.key_index: the memory the key sets hold
+            keys = GaugeMetricFamily(
+                "gristmill_dedupe_keys_in_memory",
+                "Dedupe keys the warehouse holds in memory (24 bytes each).",
+                labels=["pack"],
+            )
+            for pack, n in sorted(held().items()):
+                keys.add_metric([pack], n)
+            yield keys
         yield CounterMetricFamily(
             "gristmill_loader_failures", "Failed load attempts.", value=st.failures
         )

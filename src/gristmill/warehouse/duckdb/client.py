@@ -253,6 +253,11 @@ class DuckDBWarehouse:
                 cur.unregister(SEEN_IN)
         return repeats
 
+    def keys_in_memory(self) -> dict[str, int]:
+        """Per pack, the dedupe keys held in memory (24 bytes each; none until its first
+        load after a start, or after an erasure)."""
+        return {name: len(ks) for name, ks in dict(self._keysets).items()}
+
     def _forget_keys(self, sql: str) -> None:
         """Drop the in-memory key sets when a statement other than a load or a prune names
         the key table (erasure deletes keys): the next load reads the table again."""
