@@ -7,7 +7,7 @@ import multiprocessing as mp
 import statistics
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,8 +18,10 @@ import pyarrow as pa
 
 from gristmill.config import DuckDBSettings
 from gristmill.demo.process import ServerProcess, free_port
+from gristmill.load.batch import build_batch
 from gristmill.meta.store import MetaStore
 from gristmill.runtime import Runtime
+from gristmill.warehouse.base import AfterInsert, LoadBatch
 from gristmill.warehouse.duckdb.client import DuckDBWarehouse
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -176,6 +178,42 @@ def blast(
     for p in procs:
         p.join()
     return total
+
+
+def collect(rt: Runtime, events: Sequence[dict[str, Any]], per_request: int = 100) -> list[Any]:
+    """Send ``events`` through the real collector into the log, ``per_request`` to a native
+    request, as a client would; returns each request's prepared frame (``.frame``)."""
+    prepared = []
+    for i in range(0, len(events), per_request):
+        p = rt.collector.prepare(
+            pack="marketplace",
+            source="bench",
+            dialect="native",
+            raw=orjson.dumps(events[i : i + per_request]),
+        )
+        rt.collector.submit_sync(p)
+        prepared.append(p)
+    return prepared
+
+
+def log_batches(
+    rt: Runtime,
+    group: str,
+    max_events: int | None = None,
+    after: Mapping[tuple[str, str], tuple[AfterInsert, ...]] | None = None,
+) -> list[LoadBatch]:
+    """The whole log read into the loader's own batches (``build_batch``, up to
+    ``max_events`` events each, the loader's setting by default; ``after``: the rollup and
+    freshness steps each table's load runs), without loading them."""
+    size = max_events or rt.settings.loader.max_events
+    out: list[LoadBatch] = []
+    offset = 0
+    while True:
+        b = rt.log.read(group, size, 0, after=offset)
+        if not b.entries:
+            return out
+        offset = b.last_offset
+        out.append(build_batch(b.entries, rt.packs, log_id=group, group=group, after=after))
 
 
 def raw_duckdb_append(path: Path, tables: Sequence[tuple[str, pa.Table]]) -> float:

@@ -16,16 +16,12 @@ import shutil
 import statistics
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from bench.common import PACKS
+from bench.common import PACKS, collect, log_batches
 from gristmill.config import LoaderSettings, Settings
 from gristmill.demo.marketplace import DemoConfig, generate
-from gristmill.load.batch import build_batch
 from gristmill.rollup.maintain import after_insert
 from gristmill.runtime import Runtime
 from gristmill.warehouse.base import LoadBatch
@@ -43,24 +39,8 @@ def _batches(tmp: Path, events: int, batch: int) -> list[LoadBatch]:
         )
     )
     try:
-        for i in range(0, len(traffic.events), 100):
-            p = rt.collector.prepare(
-                pack="marketplace",
-                source="bench",
-                dialect="native",
-                raw=orjson.dumps(traffic.events[i : i + 100]),
-            )
-            rt.collector.submit_sync(p)
-        out, after = [], 0
-        hooks = after_insert(rt.packs, rt.warehouse.dialect)
-        while True:
-            b = rt.log.read("dedupe", batch, 0, after=after)
-            if not b.entries:
-                return out
-            after = b.last_offset
-            lb = build_batch(b.entries, rt.packs, log_id="dedupe", group="dedupe")
-            lb.tables = [replace(tr, after=hooks[(tr.pack.name, tr.table)]) for tr in lb.tables]
-            out.append(lb)
+        collect(rt, traffic.events)
+        return log_batches(rt, "dedupe", batch, after_insert(rt.packs, rt.warehouse.dialect))
     finally:
         rt.stop()
 

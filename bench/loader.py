@@ -8,12 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import orjson
 
-from bench.common import PACKS
+from bench.common import PACKS, collect, log_batches
 from gristmill.config import Settings
 from gristmill.demo.marketplace import DemoConfig, generate
-from gristmill.load.batch import build_batch
 from gristmill.runtime import Runtime
 
 
@@ -21,23 +19,9 @@ def loader_vs_raw(events: int) -> dict[str, Any]:
     traffic = generate(DemoConfig(events=events, duplicate_rate=0, invalid_rate=0, seed=5))
     with tempfile.TemporaryDirectory() as tmp:
         rt = Runtime(Settings(data_dir=Path(tmp) / "g", packs_dir=PACKS))
-        for i in range(0, len(traffic.events), 100):
-            p = rt.collector.prepare(
-                pack="marketplace",
-                source="bench",
-                dialect="native",
-                raw=orjson.dumps(traffic.events[i : i + 100]),
-            )
-            rt.collector.submit_sync(p)
+        collect(rt, traffic.events)
         # The same rows the loader will insert, as Arrow tables, for the raw baseline.
-        batches = []
-        after = 0
-        while True:
-            b = rt.log.read("loader", rt.settings.loader.max_events, 0, after=after)
-            if not b.entries:
-                break
-            after = b.last_offset
-            batches.append(build_batch(b.entries, rt.packs, log_id="x", group="x"))
+        batches = log_batches(rt, "x")
         t0 = time.perf_counter()
         rt.loader.drain(timeout_s=3600)
         loader_s = time.perf_counter() - t0

@@ -29,30 +29,18 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pyarrow as pa
 
-from bench.common import PACKS, checkpointed, raw_duckdb_append
+from bench.common import PACKS, checkpointed, collect, log_batches, raw_duckdb_append
 from gristmill.config import Settings
 from gristmill.core.envelope import encode_row_frame
 from gristmill.demo.marketplace import DemoConfig, generate
-from gristmill.load.batch import build_batch
 from gristmill.log.base import LogRecord
 from gristmill.rollup.maintain import after_insert
 from gristmill.runtime import Runtime
 from gristmill.warehouse.base import LoadBatch
 
 os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
-
-
-def _batches(rt: Runtime) -> list[LoadBatch]:
-    out, after = [], 0
-    while True:
-        b = rt.log.read("peers", rt.settings.loader.max_events, 0, after=after)
-        if not b.entries:
-            return out
-        after = b.last_offset
-        out.append(build_batch(b.entries, rt.packs, log_id="peers", group="peers"))
 
 
 def _tables(batches: list[LoadBatch]) -> list[tuple[str, pa.Table]]:
@@ -91,19 +79,12 @@ def run(events: int) -> dict[str, Any]:
         tmp = Path(tmp_s)
         rt = Runtime(Settings(data_dir=tmp / "loader", packs_dir=PACKS, packs=["marketplace"]))
         try:
-            rows_frames = []
-            for i in range(0, len(traffic.events), 100):
-                p = rt.collector.prepare(
-                    pack="marketplace",
-                    source="bench",
-                    dialect="native",
-                    raw=orjson.dumps(traffic.events[i : i + 100]),
-                )
-                rt.collector.submit_sync(p)
-                f = p.frame
-                body = encode_row_frame(f)
-                rows_frames.append(LogRecord(f.pack, f.source, f.count, f.received_at, body))
-            batches = _batches(rt)
+            frames = [p.frame for p in collect(rt, traffic.events)]
+            rows_frames = [
+                LogRecord(f.pack, f.source, f.count, f.received_at, encode_row_frame(f))
+                for f in frames
+            ]
+            batches = log_batches(rt, "peers")
             t0 = time.perf_counter()
             rt.loader.drain(timeout_s=3600)
             checkpointed(rt)

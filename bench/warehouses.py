@@ -22,15 +22,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from bench.common import PACKS, checkpointed, pct, raw_duckdb_append
+from bench.common import PACKS, checkpointed, collect, log_batches, pct, raw_duckdb_append
 from gristmill.api.routers.views import answer_view
 from gristmill.auth.permissions import Principal
 from gristmill.config import ClickHouseSettings, DuckDBSettings, PostgresSettings, Settings
 from gristmill.core.clock import to_datetime
 from gristmill.demo.marketplace import DemoConfig, generate
-from gristmill.load.batch import build_batch
 from gristmill.metrics import planner
 from gristmill.rollup.spec import full_rebuild
 from gristmill.runtime import Runtime
@@ -78,23 +75,8 @@ def _runtime(engine: str, tmp: Path) -> Iterator[Runtime]:
 
 # -- loader vs raw ----------------------------------------------------------------------------
 def _fill_log(rt: Runtime, events: list[dict[str, Any]]) -> list[LoadBatch]:
-    for i in range(0, len(events), 100):
-        p = rt.collector.prepare(
-            pack="marketplace",
-            source="bench",
-            dialect="native",
-            raw=orjson.dumps(events[i : i + 100]),
-        )
-        rt.collector.submit_sync(p)
-    batches, after = [], 0
-    while True:
-        b = rt.log.read("loader", rt.settings.loader.max_events, 0, after=after)
-        if not b.entries:
-            return batches
-        after = b.last_offset
-        batches.append(
-            build_batch(b.entries, rt.packs, log_id="x", group="x", after=rt.loader.after)
-        )
+    collect(rt, events)
+    return log_batches(rt, "x", after=rt.loader.after)
 
 
 def _raw_postgres(tables: list[TableRows]) -> float:
