@@ -3,13 +3,13 @@
 The same demo traffic, framed once by the real collector in 100-event requests, then:
 
 - **collector**: per request, the whole framing (parse, validate, promote; ``Parser.frame``)
-  and, apart, the encode of its frame as version 1 (rows), version 2 (msgpack column blocks,
-  what ships) and an Arrow IPC record batch per table (the design not taken), median of passes;
+  and, apart, the encode of its frame as version 1 (rows), version 2 (msgpack column blocks),
+  version 3 (column blocks of typed chunks, what ships) and an Arrow IPC record batch per
+  table (the design not taken), median of passes;
 - **loader build**: ``build_batch`` over the log entries of each encoding, in batches of
   ``loader.max_events`` (rows/s; the Arrow IPC line decodes and concatenates record batches
   instead, with no dedupe or quarantine, so it is a lower bound on that design's cost);
-- **loader**: the whole loader draining a log of version 1 frames and one of version 2 frames
-  into a fresh DuckDB warehouse each.
+- **loader**: the whole loader draining a log of each version into a fresh DuckDB warehouse.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from bench.common import PACKS
 from gristmill.collect.pipeline import frame_layout
 from gristmill.collect.service import DIALECTS, Prepared
 from gristmill.config import Settings
-from gristmill.core.envelope import ENVELOPE_COLUMNS, Frame, Layout, encode_row_frame
+from gristmill.core.envelope import ENVELOPE_COLUMNS, Frame, Layout, encode_frame, encode_row_frame
 from gristmill.demo.marketplace import DemoConfig, generate
 from gristmill.load.batch import ARROW, TS, build_batch
 from gristmill.log.base import LogEntry, LogRecord
@@ -136,17 +136,23 @@ def run(events: int) -> dict[str, Any]:
             lambda o: parser.frame(native, "marketplace", "bench", o), opened[: len(sample)]
         )
         out["encode_v1_us"] = _per_request(encode_row_frame, frames)
-        out["encode_v2_us"] = _per_request(lambda p: p.record(), sample)
+        out["encode_v2_us"] = _per_request(lambda f: encode_frame(f, layout, version=2), frames)
+        out["encode_v3_us"] = _per_request(lambda p: p.record(), sample)
         out["encode_ipc_us"] = _per_request(lambda f: _encode_ipc(f, layout, schemas), frames)
         v1 = [
             LogRecord(p.frame.pack, p.frame.source, p.frame.count, p.frame.received_at, b)
             for p, b in ((p, encode_row_frame(p.frame)) for p in prepared)
         ]
-        v2 = [p.record() for p in prepared]
-        out["bytes_v1"] = sum(len(r.body) for r in v1) // len(v1)
-        out["bytes_v2"] = sum(len(r.body) for r in v2) // len(v2)
+        v2 = [
+            LogRecord(f.pack, f.source, f.count, f.received_at, encode_frame(f, layout, version=2))
+            for f in (p.frame for p in prepared)
+        ]
+        v3 = [p.record() for p in prepared]
+        versions = (("v1", v1), ("v2", v2), ("v3", v3))
+        for key, recs in versions:
+            out[f"bytes_{key}"] = sum(len(r.body) for r in recs) // len(recs)
         per = max(1, max_events // 100)
-        for key, recs in (("v1", v1), ("v2", v2)):
+        for key, recs in versions:
             gc.collect()
             t0 = time.perf_counter()
             for i in range(0, len(recs), per):
@@ -159,12 +165,18 @@ def run(events: int) -> dict[str, Any]:
         for i in range(0, len(ipc), per):
             _build_ipc(ipc[i : i + per], schemas)
         out["build_ipc_s"] = time.perf_counter() - t0
-        out["loader_v1_s"] = _drain(tmp, "v1", v1)
-        out["loader_v2_s"] = _drain(tmp, "v2", v2)
-    for k in ("build_v1", "build_v2", "build_ipc", "loader_v1", "loader_v2"):
+        for key, recs in versions:
+            out[f"loader_{key}_s"] = _drain(tmp, key, recs)
+    for k in ("build_ipc", *(f"{s}_{v}" for s in ("build", "loader") for v in ("v1", "v2", "v3"))):
         out[f"{k}_rows_per_s"] = round(out["events"] / out[f"{k}_s"])
         out[f"{k}_s"] = round(out[f"{k}_s"], 2)
-    for k in ("collector_frame_us", "encode_v1_us", "encode_v2_us", "encode_ipc_us"):
+    for k in (
+        "collector_frame_us",
+        "encode_v1_us",
+        "encode_v2_us",
+        "encode_v3_us",
+        "encode_ipc_us",
+    ):
         out[k] = round(out[k], 1)
     return out
 
@@ -183,9 +195,12 @@ def render(results: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|",
         f"| version 1: rows (before) | {r['encode_v1_us']} µs | {base + r['encode_v1_us']:.1f} µs "
         f"| {r['bytes_v1']:,} | {r['build_v1_rows_per_s']:,}/s | {r['loader_v1_rows_per_s']:,}/s |",
-        f"| **version 2: msgpack column blocks** (shipped) | {r['encode_v2_us']} µs "
+        f"| version 2: msgpack column blocks | {r['encode_v2_us']} µs "
         f"| {base + r['encode_v2_us']:.1f} µs | {r['bytes_v2']:,} "
         f"| {r['build_v2_rows_per_s']:,}/s | {r['loader_v2_rows_per_s']:,}/s |",
+        f"| **version 3: column blocks of typed chunks** (shipped) | {r['encode_v3_us']} µs "
+        f"| {base + r['encode_v3_us']:.1f} µs | {r['bytes_v3']:,} "
+        f"| {r['build_v3_rows_per_s']:,}/s | {r['loader_v3_rows_per_s']:,}/s |",
         f"| Arrow IPC record batch per table (not taken) | {r['encode_ipc_us']} µs "
         f"| {base + r['encode_ipc_us']:.1f} µs | — | {r['build_ipc_rows_per_s']:,}/s "
         "(decode + concat only) | — |",

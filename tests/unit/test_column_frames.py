@@ -75,9 +75,16 @@ def collect(pack: Pack, events: list[Any], source: str = "web", at: int = AT) ->
     return parser.prepare(pack=pack.name, source=source, dialect="native", raw=raw, received_at=at)
 
 
-def entry(offset: int, p: Prepared, *, rows: bool = False) -> LogEntry:
+def entry(offset: int, p: Prepared, *, rows: bool = False, version: int = 0) -> LogEntry:
+    """``p``'s frame as the log holds it: as the collector writes it, as row frames
+    (version 1) or as ``version`` 2 (column blocks of plain arrays)."""
     f = p.frame
-    body = encode_row_frame(f) if rows else p.record().body
+    if rows:
+        body = encode_row_frame(f)
+    elif version:
+        body = encode_frame(f, p.layout, version=version)
+    else:
+        body = p.record().body
     return LogEntry(offset, LogRecord(f.pack, f.source, f.count, f.received_at, body))
 
 
@@ -133,8 +140,10 @@ def test_every_column_type_and_null_round_trips(typed: Pack) -> None:
         ("o2", "y", "second"),
     ]
     assert out["other_events"][0]["anonymous_id"] == "a-1"
-    # Version 1 of the same frame builds the very same tables.
+    # Versions 1 and 2 of the same frame build the very same tables.
     assert tables([entry(1, p, rows=True)], typed) == out
+    assert tables([entry(1, p, version=2)], typed) == out
+    assert decode_frame_columns(entry(1, p, version=2).record.body).version == 2  # type: ignore[union-attr]
 
 
 def test_decoders_give_the_envelopes_back_from_either_version(typed: Pack) -> None:
@@ -197,7 +206,7 @@ def test_scope_naming_event_type_and_a_column(typed: Pack, tmp_path: Path) -> No
             event("y", {"i": 4}),  # s missing: scope part ""
         ],
     )
-    for e in (entry(1, p), entry(1, p, rows=True)):
+    for e in (entry(1, p), entry(1, p, rows=True), entry(1, p, version=2)):
         rows = tables([e], scoped)["typed_events"]
         assert [(r["event_id"], r["i"]) for r in rows] == [("x", 1), ("x", 2), ("y", 4)]
         assert [r["_dedupe_scope"] for r in rows] == [
@@ -278,9 +287,9 @@ def test_rejects_keep_their_bytes_and_quarantine_batch_reads_both(typed: Pack) -
 def test_unknown_version_is_quarantined_whole_with_its_bytes(typed: Pack) -> None:
     p = collect(typed, MIXED[:1])
     body = p.record().body
-    assert body[:2] == b"\x98\x02"
-    future = b"\x98\x03" + body[2:]
-    with pytest.raises(msgspec.DecodeError, match="version 3"):
+    assert body[:2] == b"\x98\x03"
+    future = b"\x98\x04" + body[2:]
+    with pytest.raises(msgspec.DecodeError, match="version 4"):
         decode_frame_columns(future)
     rec = LogRecord("typed", "web", 1, 1, future)
     b = build_batch([LogEntry(4, rec)], {"typed": typed}, log_id="t", group="g")
@@ -323,3 +332,28 @@ def test_a_table_without_promoted_columns_and_an_unknown_type() -> None:
     odd = encode_frame(f, {"other": ("t", ())})
     assert odd == encode_row_frame(f)
     assert decode_frame(odd).events == [ev]
+
+
+def test_a_damaged_chunk_quarantines_its_frame_and_the_rest_load(typed: Pack) -> None:
+    """The loader checks a batch's chunks as a whole; when one is bad it builds the batch
+    again checking each frame, so the damaged frame goes to quarantine whole, with its
+    bytes, and the frames beside it load."""
+    good = collect(typed, [event("g1", {"s": "ok"})], at=AT + 1)
+    hurt = collect(typed, [event("h1", {"s": "ok"}), event("h2", {"s": "fine"})], at=AT + 2)
+    frame = decode_frame_columns(hurt.record().body)
+    assert isinstance(frame, ColumnFrame)
+    block = frame.blocks[0]
+    assert isinstance(block.event_id, bytes)
+    block.event_id = block.event_id[:-1] + b"\xff"  # the last id is no longer UTF-8
+    damaged = msgspec.msgpack.encode(frame)
+    with pytest.raises(msgspec.DecodeError, match=r"(?i)utf-8"):
+        decode_frame_columns(damaged)
+    rec = LogRecord("typed", "web", 2, AT + 2, damaged)
+    b = build_batch([entry(1, good), LogEntry(2, rec)], {"typed": typed}, log_id="t", group="g")
+    assert [r["event_id"] for r in b.tables[0].rows.to_pylist()] == ["g1"]
+    assert b.quarantine is not None
+    (q,) = b.quarantine.to_pylist()
+    assert (q["raw"], q["reason"]) == (damaged, "undecodable")
+    assert {k: (v.events, v.quarantined) for k, v in b.sources.items()} == {
+        ("typed", "web"): (3, 2)
+    }

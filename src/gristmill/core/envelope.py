@@ -35,6 +35,9 @@ from typing import Any
 
 import msgspec
 
+from gristmill.core import columns
+from gristmill.core.columns import Chunk
+
 ENVELOPE_COLUMNS: tuple[str, ...] = (
     "event_id",
     "event_type",
@@ -178,8 +181,11 @@ class FrameRows(msgspec.Struct, array_like=True):
     suppressed: int = 0
 
 
-FRAME_VERSION = 2
-"""The wire version :func:`encode_frame` writes (1: row frames, read but no longer written)."""
+FRAME_VERSION = 3
+"""The wire version :func:`encode_frame` writes: 3, column blocks with typed chunks
+(``core.columns``). The loader reads 1 (row frames) and 2 (column blocks of plain arrays),
+which logs written before hold, too."""
+COLUMN_VERSIONS = frozenset({2, FRAME_VERSION})
 
 Layout = Mapping[str, tuple[str, tuple[str, ...]]]
 """Per event type, the table the collector routes it to and that table's promoted columns in
@@ -187,8 +193,10 @@ Layout = Mapping[str, tuple[str, tuple[str, ...]]]
 
 
 class Block(msgspec.Struct, array_like=True, gc=False):
-    """The accepted events of one frame that go to one table, one sequence per column.
+    """The accepted events of one frame that go to one table, one column chunk per field.
 
+    Each column is a :data:`~gristmill.core.columns.Chunk`: from version 3 a typed chunk
+    (``bytes``) where its values allow one, else (and in version 2) a plain sequence.
     ``promoted`` names ``values`` (so a load after a pack added a column can fill NULLs by
     name); ``None`` only for a block made from a version 1 frame, whose values are in the
     table's current column order. ``table`` is the collector's routing, a hint: the loader
@@ -197,39 +205,68 @@ class Block(msgspec.Struct, array_like=True, gc=False):
 
     table: str
     promoted: Sequence[str] | None
-    event_id: Sequence[str]
-    event_type: Sequence[str]
-    schema_version: Sequence[int]
-    occurred_at: Sequence[int]
-    properties: Sequence[bytes]
-    values: Sequence[Sequence[Any]]
-    user_id: Sequence[str | None]
-    anonymous_id: Sequence[str | None]
-    session_id: Sequence[str | None]
-    entity_type: Sequence[str | None]
-    entity_id: Sequence[str | None]
-    context: Sequence[bytes | None]
+    event_id: Sequence[str] | bytes
+    event_type: Sequence[str] | bytes
+    schema_version: Sequence[int] | bytes
+    occurred_at: Sequence[int] | bytes
+    properties: Sequence[bytes] | bytes
+    values: Sequence[Sequence[Any] | bytes]
+    user_id: Sequence[str | None] | bytes
+    anonymous_id: Sequence[str | None] | bytes
+    session_id: Sequence[str | None] | bytes
+    entity_type: Sequence[str | None] | bytes
+    entity_id: Sequence[str | None] | bytes
+    context: Sequence[bytes | None] | bytes
 
     def __len__(self) -> int:
-        return len(self.event_id)
+        return columns.count(self.event_id)
 
-    def columns(self) -> tuple[Sequence[Any], ...]:
+    def columns(self) -> tuple[Chunk, ...]:
         """The columns in :data:`EnvelopeRow` order (``values`` in the ``promoted`` slot)."""
         return tuple(getattr(self, f) for f in _BLOCK_COLUMNS)
+
+    def event_types(self) -> set[str]:
+        """The block's distinct event types (from a ``k`` chunk's header: no value read)."""
+        col = self.event_type
+        if isinstance(col, bytes) and col[0] == columns.KINDS:
+            return set(columns.kinds(col))
+        return set(columns.unpack(col, len(self)))
+
+    def column(self, name: str) -> list[Any]:
+        """One envelope column's values as Python objects."""
+        return columns.unpack(getattr(self, name), len(self))
+
+    def value_lists(self) -> list[list[Any]]:
+        """The promoted columns' values as Python objects, in ``promoted`` order."""
+        n = len(self)
+        return [columns.unpack(v, n) for v in self.values]
+
+    def check(self) -> None:
+        """Raise ValueError unless every column holds this block's number of values."""
+        n = len(self)
+        for i, col in enumerate(self.columns()):
+            if i != 5:
+                columns.check(col, n)
+        for col in self.values:
+            columns.check(col, n)
 
     def rows(self) -> list[EnvelopeRow]:
         """The block as envelope rows (``promoted`` in block order): for the rare paths that
         need an event back whole (quarantine of events the pack no longer routes)."""
-        cols: list[Sequence[Any]] = list(self.columns())
-        cols[5] = list(zip(*self.values, strict=True)) if self.values else [()] * len(self)
+        n = len(self)
+        cols: list[Sequence[Any]] = [columns.unpack(c, n) for c in self.columns()]
+        values = self.value_lists()
+        cols[5] = list(zip(*values, strict=True)) if values else [()] * n
         return list(zip(*cols, strict=True))
 
     def take(self, index: Sequence[int]) -> Block:
         """The rows at ``index``, in that order (a block whose event types now go to
-        several tables is split by them)."""
+        several tables is split by them), as plain sequences."""
+        n = len(self)
 
-        def pick(col: Sequence[Any]) -> list[Any]:
-            return [col[i] for i in index]
+        def pick(col: Chunk) -> list[Any]:
+            values = columns.unpack(col, n)
+            return [values[i] for i in index]
 
         cols = [[] if i == 5 else pick(c) for i, c in enumerate(self.columns())]
         return _block(self.table, self.promoted, cols, [pick(v) for v in self.values])
@@ -267,7 +304,7 @@ def rows_block(rows: Sequence[EnvelopeRow]) -> Block:
     return _block("", None, cols, list(zip(*cols[5], strict=True)))
 
 
-class ColumnFrame(msgspec.Struct, array_like=True):
+class ColumnFrame(msgspec.Struct, array_like=True, gc=False):
     """A frame as version 2 writes it: :class:`Frame` with its envelopes in column blocks."""
 
     version: int
@@ -293,10 +330,13 @@ _V1_HEAD = b"\x97"
 """A version 1 frame: msgpack array of Frame's 7 fields (none omitted)."""
 
 
-def encode_frame(frame: Frame, layout: Layout) -> bytes:
-    """The frame as version 2, its events in one column block per table ``layout`` routes
-    them to. A frame with an event type ``layout`` does not know (none the collector accepts)
-    is written as version 1 rather than lose its promoted values."""
+def encode_frame(frame: Frame, layout: Layout, *, version: int = FRAME_VERSION) -> bytes:
+    """The frame as ``version`` (3; 2 for tests and the frames bench), its events in one
+    column block per table ``layout`` routes them to. A frame with an event type ``layout``
+    does not know (none the collector accepts) is written as version 1 rather than lose its
+    promoted values."""
+    if version not in COLUMN_VERSIONS:
+        raise ValueError(f"frame version {version} is not one this writes")
     events = frame.events
     blocks: list[Block] = []
     if events:
@@ -313,12 +353,17 @@ def encode_frame(frame: Frame, layout: Layout) -> bytes:
             for target in targets:
                 mine = {k for k in kinds if layout[k] == target}
                 groups.append((target, list(compress(rows, [t in mine for t in types]))))
+        pack = columns.pack if version == FRAME_VERSION else _plain
         for (table, names), group in groups:
-            cols = list(zip(*group, strict=True))
-            blocks.append(_block(table, names, cols, list(zip(*cols[5], strict=True))))
+            raw = list(zip(*group, strict=True))
+            cols = [() if i == 5 else pack(c) for i, c in enumerate(raw)]
+            if version == FRAME_VERSION:
+                cols[1] = columns.pack_kinds(raw[1], list(dict.fromkeys(raw[1])))
+            values = [pack(v) for v in zip(*raw[5], strict=True)]
+            blocks.append(_block(table, names, cols, values))
     return _encoder.encode(
         ColumnFrame(
-            FRAME_VERSION,
+            version,
             frame.pack,
             frame.source,
             frame.received_at,
@@ -330,18 +375,31 @@ def encode_frame(frame: Frame, layout: Layout) -> bytes:
     )
 
 
+def _plain(col: Sequence[Any]) -> Sequence[Any]:
+    return col
+
+
 def encode_row_frame(frame: Frame) -> bytes:
     """The frame as version 1 (row frames), as logs written before version 2 hold them."""
     return _encoder.encode(frame)
 
 
-def decode_frame_columns(data: bytes) -> ColumnFrame | FrameRows:
-    """A frame of either version as it is stored: what the loader reads."""
+def decode_frame_columns(data: bytes, *, check: bool = True) -> ColumnFrame | FrameRows:
+    """A frame of any version as it is stored: what the loader reads. ``check=False``
+    leaves checking version 3's chunks to the caller (the loader checks a batch's chunks
+    as a whole, ``gristmill.load.columns``, and decodes again with the check when one is
+    bad, to find its frame)."""
     if data[:1] == _V1_HEAD:
         return _rows_decoder.decode(data)
     frame = _columns_decoder.decode(data)
-    if frame.version != FRAME_VERSION:
+    if frame.version not in COLUMN_VERSIONS:
         raise msgspec.DecodeError(f"frame version {frame.version} is not one this reads")
+    if check and frame.version == FRAME_VERSION:
+        try:
+            for block in frame.blocks:
+                block.check()
+        except ValueError as exc:
+            raise msgspec.DecodeError(f"frame version 3 column chunk: {exc}") from exc
     return frame
 
 

@@ -18,9 +18,9 @@ from typing import Any
 import msgspec
 import orjson
 import pyarrow as pa
-import pyarrow.acero  # Table.group_by imports it on first use: at start-up, not in a batch
 import pyarrow.compute as pc
 
+from gristmill.core.columns import Chunk, unpack
 from gristmill.core.envelope import (
     Block,
     ColumnFrame,
@@ -33,6 +33,7 @@ from gristmill.core.envelope import (
     envelope_to_native,
     rows_block,
 )
+from gristmill.load.columns import ChunkError, arrow_column, first_deliveries, repeat
 from gristmill.log.base import LogEntry
 from gristmill.pack.models import ColumnType, Pack
 from gristmill.warehouse.base import AfterInsert, LoadBatch, SourceCounts, TableRows
@@ -87,93 +88,85 @@ assert tuple(n for n, _ in _ROW_FIELDS) == Envelope.__struct_fields__
 
 
 class _TableBuilder:
-    """Collects the columns of one pack table, with their frame-level values, block by block;
-    :meth:`build` keeps the first delivery of each (scope, event_id) in the batch."""
+    """Collects the column chunks of one pack table, with their frame-level values, block
+    by block (no per-event work); :meth:`build` makes one Arrow array per column and keeps
+    the first delivery of each (scope, event_id) in the batch."""
 
     def __init__(self, pack: Pack, table: str) -> None:
         self.pack = pack
         self.table = table
-        self.promoted = [(c.name, ARROW[c.type]) for c in pack.columns(table) if c.promoted]
-        self.names = tuple(name for name, _ in self.promoted)
-        self.cols: list[list[Any]] = [[] for _ in _ROW_FIELDS]
-        """One list per :data:`EnvelopeRow` field; the ``promoted`` slot stays empty."""
-        self.values: list[list[Any]] = [[] for _ in self.promoted]
+        promoted = [c for c in pack.columns(table) if c.promoted]
+        self.promoted = [(c.name, ARROW[c.type]) for c in promoted]
+        self.names = tuple(c.name for c in promoted)
+        self.cols: list[list[Chunk]] = [[] for _ in _ROW_FIELDS]
+        """One chunk per block per :data:`EnvelopeRow` field; the ``promoted`` slot stays
+        empty."""
+        self.values: list[list[Chunk | None]] = [[] for _ in self.promoted]
+        self.lengths: list[int] = []
         self.received_at: list[int] = []
         self.source: list[str] = []
-        self.scope: list[str] = []
+        self.scope: list[str | None] = []
+        """Per block, the dedupe scope when it is the same for all its events."""
 
-    def _aligned(self, block: Block) -> Sequence[Sequence[Any]]:
-        """The block's promoted values in this table's column order: by name, a column the
-        block does not hold (added to the pack after the collector framed it) all NULL."""
+    def _aligned(self, block: Block) -> Sequence[Chunk | None]:
+        """The block's promoted columns in this table's column order: by name, a column the
+        block does not hold (added to the pack after the collector framed it) None (NULL)."""
         if block.promoted is None or tuple(block.promoted) == self.names:
             return block.values
         have = dict(zip(block.promoted, block.values, strict=True))
-        nulls = [None] * len(block)
-        return [have.get(name, nulls) for name in self.names]
+        return [have.get(name) for name in self.names]
 
     def add(self, block: Block, frame: ColumnFrame | FrameRows, scope: str | None) -> None:
-        n = len(block)
         for i, (dst, src) in enumerate(zip(self.cols, block.columns(), strict=True)):
             if i != _PROMOTED:
-                dst.extend(src)
-        values = self._aligned(block)
-        for dst, src in zip(self.values, values, strict=True):
-            dst.extend(src)
-        self.received_at.extend([frame.received_at] * n)
-        self.source.extend([frame.source] * n)
-        if scope is not None:
-            self.scope.extend([scope] * n)
-        else:  # the scope includes event_type or a column, so it differs per event
-            self.scope.extend(self._block_scope(frame.source, block, values))
+                dst.append(src)
+        for chunks, chunk in zip(self.values, self._aligned(block), strict=True):
+            chunks.append(chunk)
+        self.lengths.append(len(block))
+        self.received_at.append(frame.received_at)
+        self.source.append(frame.source)
+        self.scope.append(scope)
 
-    def _block_scope(self, source: str, block: Block, values: Sequence[Sequence[Any]]) -> list[str]:
-        """Per event, what :func:`dedupe_scope` makes of it (a column not promoted is "")."""
-        n = len(block)
-        slots = {name: i for i, name in enumerate(self.names)}
-        parts: list[Sequence[str]] = []
+    def _scope(self, columns: Mapping[str, pa.Array], source: pa.Array) -> pa.Array:
+        """Per event, what :func:`dedupe_scope` makes of it: ``source``, ``event_type`` and
+        text columns joined in Arrow, a column of another type through ``str`` as there
+        (a column not promoted is "")."""
+        if None not in self.scope:
+            return repeat(self.scope, self.lengths, pa.string())
+        n = sum(self.lengths)
+        parts: list[pa.Array] = []
         for field in self.pack.spec.dedupe.scope:
             if field == "source":
-                parts.append([source] * n)
+                parts.append(source)
             elif field == "event_type":
-                parts.append(block.event_type)
+                parts.append(columns["event_type"])
+            elif field not in self.names:
+                parts.append(pa.array([""] * n, pa.string()))
+            elif columns[field].type == pa.string():
+                parts.append(pc.fill_null(columns[field], ""))
             else:
-                slot = slots.get(field)
-                col = [None] * n if slot is None else values[slot]
-                parts.append(["" if v is None else str(v) for v in col])
-        return [SCOPE_SEPARATOR.join(p) for p in zip(*parts, strict=True)]
+                chunks = self.values[self.names.index(field)]
+                text = [
+                    "" if v is None else str(v)
+                    for chunk, k in zip(chunks, self.lengths, strict=True)
+                    for v in ([None] * k if chunk is None else unpack(chunk, k))
+                ]
+                parts.append(pa.array(text, pa.string()))
+        return pc.binary_join_element_wise(*parts, SCOPE_SEPARATOR)
 
     def build(self) -> pa.Table:
-        arrays: list[pa.Array] = []
-        names: list[str] = []
-        for (name, t), col in zip(_ROW_FIELDS, self.cols, strict=True):
+        lengths = self.lengths
+        built: dict[str, pa.Array] = {}
+        for (name, t), chunks in zip(_ROW_FIELDS, self.cols, strict=True):
             if t is None:
-                for (pname, ptype), pcol in zip(self.promoted, self.values, strict=True):
-                    arrays.append(pa.array(pcol, type=ptype))
-                    names.append(pname)
+                for (pname, ptype), pchunks in zip(self.promoted, self.values, strict=True):
+                    built[pname] = arrow_column(pchunks, lengths, ptype)
             else:
-                arrays.append(pa.array(col, type=t))
-                names.append(name)
-        arrays += [
-            pa.array(self.received_at, type=TS),
-            pa.array(self.source, type=pa.string()),
-            pa.array(self.scope, type=pa.string()),
-        ]
-        names += ["received_at", "source", "_dedupe_scope"]
-        table = pa.table(arrays, names=names)
-        ids = self.cols[0]
-        if len(set(ids)) == len(ids):  # the usual batch: nothing repeats, nothing to drop
-            return table
-        return first_deliveries(table)
-
-
-def first_deliveries(table: pa.Table) -> pa.Table:
-    """The first row of each (``_dedupe_scope``, ``event_id``), in batch order: repeats
-    inside a batch are dropped in Arrow (a group-by on both columns, the smallest row number
-    of each group kept), without a Python tuple per row."""
-    keys = ["_dedupe_scope", "event_id"]
-    pos = table.select(keys).append_column("i", pa.array(range(table.num_rows), pa.int64()))
-    first = pos.group_by(keys, use_threads=False).aggregate([("i", "min")])["i_min"]
-    return table.take(pc.take(first, pc.sort_indices(first)))
+                built[name] = arrow_column(chunks, lengths, t)
+        built["received_at"] = repeat(self.received_at, lengths, TS)
+        built["source"] = source = repeat(self.source, lengths, pa.string())
+        built["_dedupe_scope"] = self._scope(built, source)
+        return first_deliveries(pa.table(built))
 
 
 _PROMOTED = 5
@@ -224,7 +217,12 @@ def build_batch(
     log_id: str,
     group: str,
     after: Mapping[tuple[str, str], tuple[AfterInsert, ...]] | None = None,
+    checked: bool = False,
 ) -> LoadBatch:
+    """The batch of ``entries``. Frames' column chunks are checked a batch at a time as
+    they are built; when one does not hold what it says, the batch is built again with each
+    frame checked as it is decoded (``checked``), so a damaged frame is quarantined whole
+    with its bytes and the rest load."""
     entries = list(entries)
     last = entries[-1].offset
     batch = LoadBatch(
@@ -246,7 +244,7 @@ def build_batch(
         c[0] += rec.count
         prefix = f"q_{log_id[:15]}_{entry.offset}"
         try:
-            frame = decode_frame_columns(rec.body)
+            frame = decode_frame_columns(rec.body, check=checked)
         except msgspec.DecodeError as exc:
             # A frame the log holds but cannot decode: keep every byte, count its events.
             c[1] += rec.count
@@ -272,14 +270,13 @@ def build_batch(
         route = routes.get(frame.pack, {})
         gone = 0
         for block in _blocks(frame, route):
-            ets = set(block.event_type)
-            targets = {et: route.get(et) for et in ets}
+            targets = {et: route.get(et) for et in block.event_types()}
             by_table: dict[str | None, Block]
             if len(set(targets.values())) == 1:
-                by_table = {targets[block.event_type[0]]: block}
+                by_table = {next(iter(targets.values())): block}
             else:  # the pack's routing differs from the collector's: split by event type
                 index: dict[str | None, list[int]] = defaultdict(list)
-                for i, et in enumerate(block.event_type):
+                for i, et in enumerate(block.column("event_type")):
                     index[targets[et]].append(i)
                 by_table = {t: block.take(ix) for t, ix in index.items()}
             for table, part in by_table.items():
@@ -299,10 +296,15 @@ def build_batch(
                 )
                 tb.add(part, frame, scope)
     after = after or {}
-    batch.tables = [
-        TableRows(b.pack, b.table, b.build(), after.get((b.pack.name, b.table), ()))
-        for b in builders.values()
-    ]
+    try:
+        batch.tables = [
+            TableRows(b.pack, b.table, b.build(), after.get((b.pack.name, b.table), ()))
+            for b in builders.values()
+        ]
+    except ChunkError:
+        if checked:
+            raise
+        return build_batch(entries, packs, log_id=log_id, group=group, after=after, checked=True)
     if q:
         batch.quarantine = quarantine_table(q)
     batch.sources = {k: SourceCounts(v[0], v[1]) for k, v in counts.items()}
