@@ -140,7 +140,7 @@ def render(results: dict[str, Any]) -> str:
         (
             "Gristmill loader from the log (adds frame decode and Arrow build)",
             "gristmill_loader",
-            "column frames (version 2)",
+            "column frames (version 3: typed chunks)",
         ),
         (
             "Gristmill loader from a log of row frames (before column frames)",

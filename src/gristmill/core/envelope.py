@@ -6,24 +6,25 @@ durable frame is what makes ``received = loaded + quarantined + duplicates + in_
 one append, one counter update, one place the loader routes from.
 
 Frames are msgpack via msgspec. In memory a :class:`Frame` holds :class:`Envelope` structs;
-on the wire (version 2, :class:`ColumnFrame`) its envelopes are written **by column**, one
-:class:`Block` per table the collector routed them to, so the loader extends one list per
-column and makes one ``pa.array`` per column per batch instead of transposing rows in Python.
+on the wire (version 3, :class:`ColumnFrame`) its envelopes are written **by column**, one
+:class:`Block` per table the collector routed them to, and each column as a typed chunk in
+Arrow's memory layout where its values allow (``core.columns``), so the loader concatenates
+bytes per column instead of turning a Python object per value back into Arrow.
 
-Why msgpack column blocks and not an Arrow IPC record batch per frame (both measured in one
-run, BENCHMARKS.md "Column frames"): Arrow IPC would make the loader's build cheapest (1.2M
-rows/s for decode and concat against 422k for column blocks and 290k for row frames) but
-costs the collector ~300 µs more per 100-event request (+50%: ``pa.array`` per column on 100
-values, IPC framing), and the collector is the end-to-end bottleneck. Column blocks cost it
-~50 µs more than row frames (+8%, ~0.5 µs per event) and save the loader ~1.1 µs per event;
-in ``gristmill serve`` both share one GIL. They also keep every identifier a plain msgpack
-string, so erasure's byte scan of the log files finds subjects as it did in row frames.
+Why chunks and not an Arrow IPC record batch per frame (both measured in one run,
+BENCHMARKS.md "Column frames"): the loader's build is about as cheap either way (1.08M rows/s
+for chunks, 1.29M for IPC decode and concat alone), but IPC costs the collector ~3x as much
+per request (``pa.array`` per column on 100 values, IPC framing). Chunks cost the collector
+a ``len`` per value and two copies per text column over version 2's msgpack arrays; that
+work is spread over collector processes (``serve --workers``) and taken off the one loader.
+Identifiers stay plain UTF-8 inside the chunks, so erasure's byte scan of the log files
+finds subjects as it did in msgpack strings.
 
-Version 1 (row frames: every envelope a 12-element array) is what logs written before
-version 2 hold; :func:`decode_frame`, :func:`decode_frame_rows` and
-:func:`decode_frame_columns` read both, told apart by the first bytes (a version 1 frame is
-a 7-element array starting with a string, a version 2 frame an 8-element one starting with
-the integer 2).
+Versions 1 (row frames: every envelope a 12-element array) and 2 (column blocks of plain
+msgpack arrays) are what logs written before hold; :func:`decode_frame`,
+:func:`decode_frame_rows` and :func:`decode_frame_columns` read all three, told apart by the
+first bytes (a version 1 frame is a 7-element array starting with a string, versions 2 and
+3 an 8-element one starting with their number).
 """
 
 from __future__ import annotations

@@ -1,11 +1,12 @@
 """Turn log entries into a :class:`LoadBatch`: Arrow tables per pack table plus quarantine.
 
 The collector already did the per-event work (JSON text of properties, promoted values in
-column order) and wrote its frames by column (``core.envelope``, version 2), so building a
-batch is extending one list per column per frame and one ``pa.array`` per column per batch.
-Version 1 (row) frames still in a log are transposed with ``zip(*rows)`` on the way in.
-Duplicates of earlier loads are removed by the warehouse in one anti-join; repeats inside the
-batch are dropped here.
+column order) and wrote its frames by column, most columns as typed chunks in Arrow's layout
+(``core.columns``, version 3). Building a batch is keeping each block's chunks, then one
+Arrow array per column from all of them (``load.columns``): no Python object per value.
+Plain msgpack columns (versions 1 and 2, and values a chunk cannot hold) go through
+``pa.array``. Duplicates of earlier loads are removed by the warehouse in one anti-join;
+repeats inside the batch are dropped here, in Arrow.
 """
 
 from __future__ import annotations
