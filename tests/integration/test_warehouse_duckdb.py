@@ -129,3 +129,43 @@ def test_key_set_follows_erasure_and_a_reopen(tmp_path: Path, key_index: bool) -
         assert third.duplicates == {("marketplace", "web"): 1}
     finally:
         wh.close()
+
+
+@pytest.mark.parametrize("key_index", [True, False], ids=["key-index", "key-join"])
+def test_repeats_scattered_in_a_batch_leave_the_right_rows_and_keys(
+    tmp_path: Path, key_index: bool
+) -> None:
+    """A batch whose repeats sit between fresh rows: the in-memory path drops them from the
+    Arrow batch by position and stores the fresh keys from their halves. Each fresh row
+    must load with its own values, the repeats keep the first load's, and the keys stored
+    (read back after a reopen, so from the table) make every id of both loads a repeat."""
+    pack = load_pack(PACKS / "marketplace")
+    path = tmp_path / "wh.duckdb"
+    wh = DuckDBWarehouse(path, key_index=key_index)
+    wh.provision([pack], apply=True)
+    wh.commit_load(batch_of(pack, frame("web", envelope("a", 1), envelope("b", 2))))
+    ids = ["c", "a", "d", "e", "b"]
+    second = wh.commit_load(
+        batch_of(pack, frame("web", *(envelope(e, 10 + i) for i, e in enumerate(ids))))
+    )
+    assert (second.loaded, second.duplicates) == (
+        {("marketplace", "web"): 3},
+        {("marketplace", "web"): 2},
+    )
+    ref = table_ref(pack.dataset, "marketplace_events")
+    got = wh.query(exp.select("event_id", "amount_cents").from_(ref).order_by("event_id"))
+    assert [(r["event_id"], r["amount_cents"]) for r in got.to_pylist()] == [
+        ("a", 1),
+        ("b", 2),
+        ("c", 10),
+        ("d", 12),
+        ("e", 13),
+    ]
+    wh.close()
+    wh = DuckDBWarehouse(path, key_index=key_index)
+    try:
+        again = wh.commit_load(batch_of(pack, frame("web", *(envelope(e) for e in "abcde"))))
+        assert again.loaded.get(("marketplace", "web"), 0) == 0
+        assert again.duplicates == {("marketplace", "web"): 5}
+    finally:
+        wh.close()
