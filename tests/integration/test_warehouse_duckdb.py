@@ -135,10 +135,9 @@ def test_key_set_follows_erasure_and_a_reopen(tmp_path: Path, key_index: bool) -
 def test_repeats_scattered_in_a_batch_leave_the_right_rows_and_keys(
     tmp_path: Path, key_index: bool
 ) -> None:
-    """A batch whose repeats sit between fresh rows: the in-memory path drops them from the
-    Arrow batch by position and stores the fresh keys from their halves. Each fresh row
-    must load with its own values, the repeats keep the first load's, and the keys stored
-    (read back after a reopen, so from the table) make every id of both loads a repeat."""
+    """A batch whose repeats sit between fresh rows: each fresh row loads with its own
+    values, the repeats keep the first load's, and the keys stored (read back after a
+    reopen, so from the table) make every id of both loads a repeat."""
     pack = load_pack(PACKS / "marketplace")
     path = tmp_path / "wh.duckdb"
     wh = DuckDBWarehouse(path, key_index=key_index)

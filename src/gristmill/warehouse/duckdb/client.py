@@ -15,8 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import numpy as np
-import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 from sqlglot import exp
@@ -45,11 +43,12 @@ from gristmill.warehouse.duckdb.keys import KeySet, Run, halves
 from gristmill.warehouse.duckdb.sql import (
     BATCH,
     DEDUPE_TABLE,
-    FRESH_IN,
     KEYS,
+    SEEN_IN,
     LoadStatements,
     key_halves,
     pack_ddl,
+    seen_from_halves,
 )
 
 
@@ -58,7 +57,7 @@ def _sql(e: exp.Expr) -> str:
 
 
 _KEY_HALVES = _sql(key_halves(exp.to_table(KEYS), "_k", "received_at"))
-_TS = pa.timestamp("us", tz="UTC")
+_SEEN_FROM_HALVES = seen_from_halves()
 
 
 def _run(
@@ -174,26 +173,18 @@ class DuckDBWarehouse:
                 fresh: dict[tuple[str, str], int] = defaultdict(int)
                 for rows in batch.tables:
                     st = self._stmts(rows)
-                    table = rows.rows
-                    cur.register(BATCH, table)
+                    cur.register(BATCH, rows.rows)
                     try:
                         _run(cur, st.keys)
-                        remembered = False
                         if self._key_index:
-                            new = self._fresh(cur, rows.pack, added[rows.pack.name])
-                            if new is not None:  # some repeat: load the rest as a batch
-                                run = added[rows.pack.name][-1]  # this table's fresh keys
-                                table = self._rebatch(cur, st, table, new, run)
-                                remembered = True
-                            repeats = 0
+                            repeats = self._seen(cur, rows.pack, added[rows.pack.name])
                         else:
                             _run(cur, st.seen)
                             repeats = _run(cur, LoadStatements.COUNT_SEEN)[0][0]
                         if repeats == 0:
-                            if not remembered:
-                                _run(cur, st.remember_all)
+                            _run(cur, st.remember_all)
                             _run(cur, st.insert_all)
-                            counts = pc.value_counts(table.column("source")).to_pylist()
+                            counts = pc.value_counts(rows.rows.column("source")).to_pylist()
                             by_source = [(c["values"], c["counts"]) for c in counts]
                         else:
                             _run(cur, st.remember_fresh)
@@ -235,16 +226,10 @@ class DuckDBWarehouse:
                     self._keysets[pack].add(run)
         return result
 
-    def _fresh(
-        self, cur: duckdb.DuckDBPyConnection, pack: Pack, added: list[Run]
-    ) -> npt.NDArray[np.bool_] | None:
-        """Per row of the batch, whether its key is new: not in the in-memory key set, nor
-        stored by an earlier table of this batch (``added``, to which this table's fresh
-        keys are appended). None when every key is new (the usual batch).
-
-        ``_gm_keys`` rows are in the batch's order: DuckDB keeps insertion order for a
-        query without ORDER BY (``preserve_insertion_order``, on by default and never
-        turned off here)."""
+    def _seen(self, cur: duckdb.DuckDBPyConnection, pack: Pack, added: list[Run]) -> int:
+        """``_gm_seen`` from the in-memory key set: the batch's keys (``_gm_keys``) the pack
+        already stored, or that an earlier table of this batch just stored (``added``, to
+        which this table's fresh keys are appended); returns how many."""
         ks = self._keysets.get(pack.name)
         if ks is None:  # inside the transaction: the table as this load finds it
             table = ddl.table_ref(pack.dataset, DEDUPE_TABLE)
@@ -259,32 +244,14 @@ class DuckDBWarehouse:
             found |= run.contains(hi, lo)
         fresh = ~found
         added.append(Run(hi[fresh], lo[fresh], t[fresh]))
-        return fresh if found.any() else None
-
-    def _rebatch(
-        self,
-        cur: duckdb.DuckDBPyConnection,
-        st: LoadStatements,
-        table: pa.Table,
-        fresh: npt.NDArray[np.bool_],
-        run: Run,
-    ) -> pa.Table:
-        """The batch without its repeats, registered in place of the whole one, and its
-        fresh keys stored: the statements of a batch without repeats then load it, so no
-        statement recomputes every row's key to filter it (the fact insert and each rollup's
-        delta did, ~7 ms per 20k rows each)."""
-        kept = table.filter(pa.array(fresh))
-        cur.unregister(BATCH)
-        cur.register(BATCH, kept)
-        cur.register(
-            FRESH_IN,
-            pa.table({"hi": run.hi, "lo": run.lo, "first_seen": pa.array(run.t).cast(_TS)}),
-        )
-        try:
-            _run(cur, st.remember_halves)
-        finally:
-            cur.unregister(FRESH_IN)
-        return kept
+        repeats = int(found.sum())
+        if repeats:  # the statements for a batch without repeats do not read _gm_seen
+            cur.register(SEEN_IN, pa.table({"hi": hi[found], "lo": lo[found]}))
+            try:
+                _run(cur, _SEEN_FROM_HALVES)
+            finally:
+                cur.unregister(SEEN_IN)
+        return repeats
 
     def keys_in_memory(self) -> dict[str, int]:
         """Per pack, the dedupe keys held in memory (24 bytes each; none until its first

@@ -1,11 +1,9 @@
 """The load statements of one pack table, built once as sqlglot expressions and cached.
 
-Keys first: the batch's 128-bit dedupe keys go to a small temp table. With the in-memory key
-set (the default) the warehouse finds the repeats in memory, drops them from the Arrow batch
-and loads the rest as a batch without repeats (``*_all``, ``remember_halves``). Without it the
-keys are semi-joined with the pack's key table: when nothing repeats the Arrow batch is
-inserted as it is, and only a batch holding repeats pays for filtering (``*_fresh``; copying
-every batch through a filtered temp table cost about 30% more CPU per row, measured).
+Keys first: the batch's 128-bit dedupe keys go to a small temp table and are semi-joined
+with the pack's key table. When nothing repeats — the common case — the Arrow batch is
+inserted as it is; only a batch holding repeats pays for filtering. (Copying every batch
+through a filtered temp table cost about 30% more CPU per row, measured.)
 """
 
 from __future__ import annotations
@@ -69,9 +67,8 @@ def dedupe_key() -> exp.Expr:
     return exp.func("md5_number", joined)
 
 
-FRESH_IN = "_gm_fresh_in"
-"""The batch's keys the in-memory key set did not find (``hi``, ``lo``, ``first_seen``),
-registered from Arrow."""
+SEEN_IN = "_gm_seen_in"
+"""The batch's keys the in-memory key set found (``hi``, ``lo``), registered from Arrow."""
 _U64 = exp.DataType.build("UBIGINT", dialect=DIALECT)
 _U128 = exp.DataType.build("UHUGEINT", dialect=DIALECT)
 
@@ -88,12 +85,13 @@ def key_halves(source: exp.Table, key: str, seen_at: str) -> exp.Select:
     ).from_(source)
 
 
-def key_from_halves() -> exp.Expr:
-    """The 128-bit key from its halves ``hi`` and ``lo`` (the inverse of :func:`key_halves`)."""
+def seen_from_halves() -> str:
+    """``_gm_seen`` (the batch's keys already stored) from the halves in :data:`SEEN_IN`."""
     high = exp.BitwiseLeftShift(
         this=exp.cast(exp.column("hi"), _U128), expression=exp.Literal.number(64)
     )
-    return exp.BitwiseOr(this=exp.paren(high), expression=exp.cast(exp.column("lo"), _U128))
+    k = exp.BitwiseOr(this=exp.paren(high), expression=exp.cast(exp.column("lo"), _U128))
+    return _temp(SEEN, exp.select(k.as_("k")).from_(SEEN_IN))
 
 
 def _idents(*names: str) -> list[exp.Identifier]:
@@ -140,9 +138,6 @@ class LoadStatements:
     nothing repeated."""
     new_fresh: str
     """View ``_gm_new`` when some keys repeated: the fresh rows only."""
-    remember_halves: str
-    """The fresh keys the in-memory key set found, from :data:`FRESH_IN`, into the key
-    table."""
 
     DROP_NEW = exp.Drop(tables=[exp.to_table(NEW)], kind="VIEW", exists=True).sql(DIALECT)
     DROP = tuple(
@@ -192,9 +187,4 @@ class LoadStatements:
             .sql(DIALECT),
             new_all=_view(NEW, named),
             new_fresh=_view(NEW, named.where(_not_seen(dedupe_key()))),
-            remember_halves=exp.insert(
-                exp.select(key_from_halves(), "first_seen").from_(FRESH_IN),
-                dedupe,
-                columns=_idents("k", "first_seen"),
-            ).sql(DIALECT),
         )
