@@ -325,6 +325,20 @@ def test_trace_an_event(
     two = client.get("/v1/pipeline/events/t-2", headers=h).json()
     assert two["status"] == "quarantined"
     assert two["quarantined"][0]["reason"] == "unknown_event_type"
+    # since narrows the search to events received at or after it, loaded or quarantined
+    for since in ("1h", "2000-01-01T00:00:00Z"):
+        for eid, status in (("t-1", "loaded"), ("t-2", "quarantined")):
+            got = client.get(f"/v1/pipeline/events/{eid}?since={since}", headers=h).json()
+            assert got["status"] == status, (since, eid)
+    later = client.get("/v1/pipeline/events/t-1?since=2999-01-01T00:00:00Z", headers=h).json()
+    assert later["status"] == "not_found"
+    assert (
+        client.get("/v1/pipeline/events/t-2?since=2999-01-01T00:00:00Z", headers=h).json()["status"]
+        == "not_found"
+    )
+    bad = client.get("/v1/pipeline/events/t-1?since=yesterday", headers=h)
+    assert bad.status_code == 400
+    assert bad.headers["content-type"].startswith("application/problem+json")
 
 
 def test_property_of_another_event_types_column_is_not_promoted(

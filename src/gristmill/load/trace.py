@@ -2,11 +2,19 @@
 
 Answers the operator's first question after "the dashboard is missing an order": was it
 loaded (when, into which table, from which source), quarantined (why), or not seen yet.
+
+An event id has no index (event ids are random, so DuckDB's per-row-group min/max cannot
+skip anything and every pack table's ``event_id`` column is read: ~14 ms at 400k events,
+growing with the tables). ``since`` narrows the search to events received at or after it:
+rows land in receive order, so the min/max of ``received_at`` skip every older row group
+(~1 ms per table at 400k events, measured on 2026-12-06) — what a client tracing an event it
+just sent, or an operator who knows the hour, should pass.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from sqlglot import exp
@@ -18,8 +26,15 @@ from gristmill.sql.system import QUARANTINE
 from gristmill.warehouse.base import Warehouse
 
 
-def trace_event(wh: Warehouse, packs: Mapping[str, Pack], event_id: str) -> dict[str, Any]:
-    params = {"id": event_id}
+def trace_event(
+    wh: Warehouse, packs: Mapping[str, Pack], event_id: str, since: datetime | None = None
+) -> dict[str, Any]:
+    """Where ``event_id`` is, among events received at or after ``since`` (all: None)."""
+    params: dict[str, Any] = {"id": event_id}
+    match: exp.Expr = exp.column("event_id").eq(exp.Placeholder(this="id"))
+    if since is not None:
+        params["since"] = since
+        match = exp.and_(match, exp.column("received_at") >= exp.Placeholder(this="since"))
     selects = []
     for pack in packs.values():
         for table in pack.spec.tables:
@@ -34,7 +49,7 @@ def trace_event(wh: Warehouse, packs: Mapping[str, Pack], event_id: str) -> dict
                     "loaded_at",
                 )
                 .from_(table_ref(pack.dataset, table))
-                .where(exp.column("event_id").eq(exp.Placeholder(this="id")))
+                .where(match.copy())
             )
     loaded: list[dict[str, Any]] = []
     if selects:
@@ -50,7 +65,7 @@ def trace_event(wh: Warehouse, packs: Mapping[str, Pack], event_id: str) -> dict
                 "quarantine_id", "pack", "source", "reason", "detail", "received_at", "replayed_at"
             )
             .from_(QUARANTINE)
-            .where(exp.column("event_id").eq(exp.Placeholder(this="id")))
+            .where(match.copy())
             .where(in_packs),
             {**params, **{f"k{i}": n for i, n in enumerate(names)}},
         ).to_pylist()

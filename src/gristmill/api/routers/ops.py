@@ -12,7 +12,7 @@ from starlette.responses import Response
 from gristmill.api.deps import RuntimeDep, require
 from gristmill.api.responses import JSONBytes, problem_response
 from gristmill.auth.permissions import Principal
-from gristmill.core.clock import MICROS, from_datetime, iso, now_us
+from gristmill.core.clock import MICROS, from_datetime, iso, now_us, parse_rfc3339_us, to_datetime
 from gristmill.core.durations import format_duration, parse_duration
 from gristmill.core.errors import Problem, bad_request
 from gristmill.core.permissions import Permission
@@ -119,9 +119,34 @@ def trace(
     rt: RuntimeDep,
     principal: Annotated[Principal, Depends(require(Permission.PIPELINE_READ))],
     event_id: str,
+    since: Annotated[
+        str | None,
+        Query(
+            max_length=40,
+            description="Only events received at or after this: an RFC 3339 time "
+            "(2026-12-06T10:00:00Z) or a span back from now (15m, 2h, 7d). Event ids have "
+            "no index; this lets the search skip every older part of the tables.",
+        ),
+    ] = None,
 ) -> Response:
     packs = rt.packs if principal.pack is None else {principal.pack: rt.packs[principal.pack]}
-    return JSONBytes(trace_event(rt.warehouse, packs, event_id))
+    return JSONBytes(trace_event(rt.warehouse, packs, event_id, _since(since)))
+
+
+def _since(text: str | None) -> datetime | None:
+    """``since`` of the trace: a time, or a span back from now; anything else is a 400."""
+    if text is None:
+        return None
+    try:
+        return to_datetime(now_us() - int(parse_duration(text).total_seconds() * 1_000_000))
+    except ValueError:
+        pass
+    try:
+        return to_datetime(parse_rfc3339_us(text))
+    except ValueError as exc:
+        raise bad_request(
+            "invalid-since", f"since must be an RFC 3339 time or a span like 15m, not {text!r}"
+        ) from exc
 
 
 @router.get("/v1/pipeline/stats", summary="Conservation per source, log depth, loader state")
