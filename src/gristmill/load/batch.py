@@ -12,6 +12,7 @@ repeats inside the batch are dropped here, in Arrow.
 from __future__ import annotations
 
 import hashlib
+import struct
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -34,7 +35,7 @@ from gristmill.core.envelope import (
     envelope_to_native,
     rows_block,
 )
-from gristmill.load.columns import ChunkError, arrow_column, first_deliveries, repeat
+from gristmill.load.columns import arrow_column, first_deliveries, repeat
 from gristmill.log.base import LogEntry
 from gristmill.pack.models import ColumnType, Pack
 from gristmill.warehouse.base import AfterInsert, LoadBatch, SourceCounts, TableRows
@@ -218,13 +219,29 @@ def build_batch(
     log_id: str,
     group: str,
     after: Mapping[tuple[str, str], tuple[AfterInsert, ...]] | None = None,
-    checked: bool = False,
 ) -> LoadBatch:
     """The batch of ``entries``. Frames' column chunks are checked a batch at a time as
-    they are built; when one does not hold what it says, the batch is built again with each
-    frame checked as it is decoded (``checked``), so a damaged frame is quarantined whole
-    with its bytes and the rest load."""
+    they are built; when one does not hold what it says (or cannot even be routed), the
+    batch is built again with each frame checked as it is decoded, so a damaged frame is
+    quarantined whole with its bytes and the rest load. An error that is not a damaged
+    chunk (a value the table's type refuses) fails the second build too, and the loader
+    isolates the entry as before."""
     entries = list(entries)
+    try:
+        return _build(entries, packs, log_id=log_id, group=group, after=after, checked=False)
+    except (ValueError, IndexError, struct.error):  # ChunkError, or a header past its end
+        return _build(entries, packs, log_id=log_id, group=group, after=after, checked=True)
+
+
+def _build(
+    entries: Sequence[LogEntry],
+    packs: Mapping[str, Pack],
+    *,
+    log_id: str,
+    group: str,
+    after: Mapping[tuple[str, str], tuple[AfterInsert, ...]] | None,
+    checked: bool,
+) -> LoadBatch:
     last = entries[-1].offset
     batch = LoadBatch(
         batch_id=f"{log_id}:{group}:{entries[0].offset}-{last}",
@@ -297,15 +314,10 @@ def build_batch(
                 )
                 tb.add(part, frame, scope)
     after = after or {}
-    try:
-        batch.tables = [
-            TableRows(b.pack, b.table, b.build(), after.get((b.pack.name, b.table), ()))
-            for b in builders.values()
-        ]
-    except ChunkError:
-        if checked:
-            raise
-        return build_batch(entries, packs, log_id=log_id, group=group, after=after, checked=True)
+    batch.tables = [
+        TableRows(b.pack, b.table, b.build(), after.get((b.pack.name, b.table), ()))
+        for b in builders.values()
+    ]
     if q:
         batch.quarantine = quarantine_table(q)
     batch.sources = {k: SourceCounts(v[0], v[1]) for k, v in counts.items()}

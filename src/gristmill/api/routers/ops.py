@@ -123,6 +123,7 @@ def trace(
         str | None,
         Query(
             max_length=40,
+            pattern=r"^(\d{1,9}[smhdwy]|\d{4}-\d{2}-\d{2}T[0-9:.]+(Z|[+-]\d{2}:\d{2}))$",
             description="Only events received at or after this: an RFC 3339 time "
             "(2026-12-06T10:00:00Z) or a span back from now (15m, 2h, 7d). Event ids have "
             "no index; this lets the search skip every older part of the tables.",
@@ -139,11 +140,11 @@ def _since(text: str | None) -> datetime | None:
         return None
     try:
         return to_datetime(now_us() - int(parse_duration(text).total_seconds() * 1_000_000))
-    except ValueError:
+    except (ValueError, OverflowError):
         pass
     try:
         return to_datetime(parse_rfc3339_us(text))
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:
         raise bad_request(
             "invalid-since", f"since must be an RFC 3339 time or a span like 15m, not {text!r}"
         ) from exc
