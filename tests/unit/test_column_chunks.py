@@ -120,3 +120,11 @@ def test_first_deliveries_keys_pairs_not_joined_text() -> None:
     assert first_deliveries(t)["n"].to_pylist() == [1, 2, 3]
     unique = t.slice(1, 2)
     assert first_deliveries(unique) is unique
+
+
+def test_a_chunk_cut_short_is_a_chunk_error() -> None:
+    whole = columns.pack(["abc", "de"])
+    assert isinstance(whole, bytes)
+    for cut in (whole[:7], whole[:11], whole[:2]):
+        with pytest.raises(ChunkError):
+            arrow_column([cut], [2], pa.string())

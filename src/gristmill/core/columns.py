@@ -26,9 +26,10 @@ types) stays a msgpack array, as in version 2; the loader reads both, in any mix
 of a text chunk stay plain UTF-8, so erasure's byte scan of the log finds a subject in a
 chunk as it did in a msgpack string.
 
-The encoder costs the collector a join, a ``len`` per value and two copies per text column;
-:func:`check` costs the loader a sum and a UTF-8 decode per chunk, so a frame whose chunks do
-not add up is quarantined whole, with its bytes, instead of failing a batch.
+The encoder costs the collector a join, a ``len`` per value and two copies per text column.
+The loader checks a batch's chunks as a whole as it builds them (``load.columns``); when one
+does not add up, :func:`check` finds its frame (a sum and a UTF-8 decode per chunk), which is
+quarantined whole, with its bytes, instead of failing the batch.
 """
 
 from __future__ import annotations

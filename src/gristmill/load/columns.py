@@ -74,7 +74,7 @@ def _counted(blobs: Sequence[bytes], lengths: Sequence[int]) -> bool:
 
 def _text(chunks: Sequence[Chunk | None], lengths: Sequence[int]) -> pa.Array:
     """Text or bytes chunks as one string array, checked as a whole: each chunk's count,
-    each chunk's lengths against its bytes (one ``reduceat``), and UTF-8 (Arrow's
+    each chunk's lengths against its bytes (one ``bincount``), and UTF-8 (Arrow's
     validation of the result). Slices are ``bytes``, not memoryviews, which the cyclic
     garbage collector would track."""
     blobs: list[bytes] = chunks  # type: ignore[assignment]
@@ -184,7 +184,12 @@ def arrow_column(
             build = _RUNS.get(kind)
             if build is None:
                 raise ChunkError(f"unknown column chunk tag {bytes([kind])!r}")
-            piece = build(chunks[i:j], lengths[i:j])
+            try:
+                piece = build(chunks[i:j], lengths[i:j])
+            except ChunkError:
+                raise
+            except (ValueError, IndexError) as exc:  # a chunk cut short of its header's sizes
+                raise ChunkError(f"a column chunk that cannot be read: {exc}") from exc
             if piece.type != type_:
                 piece = piece.cast(type_)
         pieces.append(piece)
