@@ -357,8 +357,9 @@ def encode_frame(frame: Frame, layout: Layout, *, version: int = FRAME_VERSION) 
         pack = columns.pack if version == FRAME_VERSION else _plain
         for (table, names), group in groups:
             raw = list(zip(*group, strict=True))
-            cols = [() if i == 5 else pack(c) for i, c in enumerate(raw)]
-            if version == FRAME_VERSION:
+            coded = version == FRAME_VERSION  # event_type (1) as a kinds chunk; 5: values
+            cols = [() if i == 5 or (coded and i == 1) else pack(c) for i, c in enumerate(raw)]
+            if coded:
                 cols[1] = columns.pack_kinds(raw[1], list(dict.fromkeys(raw[1])))
             values = [pack(v) for v in zip(*raw[5], strict=True)]
             blocks.append(_block(table, names, cols, values))
