@@ -49,8 +49,8 @@ NULLS = 0x6E  # "n"
 
 _LE = sys.byteorder == "little"
 _COUNT = struct.Struct("<I")
-_HEAD = 5
-"""A text chunk's tag and count, before its lengths."""
+HEAD = 5
+"""A chunk's tag and count (``s``, ``y``, ``k``, ``n``), before its lengths or codes."""
 
 Chunk = Sequence[Any] | bytes
 """A column of a block as it travels: a chunk (``bytes``) or a plain sequence of values."""
@@ -148,19 +148,19 @@ def pack_kinds(col: Sequence[str], kinds: Sequence[str]) -> Chunk:
 def kinds(chunk: bytes) -> tuple[str, ...]:
     """The distinct values of a ``k`` chunk, in code order. Blocks of a table repeat a few
     headers (the event types in order of first appearance), so they are read once."""
-    return _kinds(chunk[_HEAD : len(chunk) - count(chunk)])
+    return _kinds(chunk[HEAD : len(chunk) - count(chunk)])
 
 
 @lru_cache(maxsize=4096)
 def _kinds(head: bytes) -> tuple[str, ...]:
     """The values of a ``k`` chunk's header (from the distinct count to the codes)."""
-    chunk = bytes(_HEAD) + head
-    k = chunk[_HEAD]
+    chunk = bytes(HEAD) + head
+    k = chunk[HEAD]
     sizes = array("i")
-    sizes.frombytes(memoryview(chunk)[_HEAD + 1 : _HEAD + 1 + 4 * k])
+    sizes.frombytes(memoryview(chunk)[HEAD + 1 : HEAD + 1 + 4 * k])
     if not _LE:
         sizes.byteswap()
-    at = _HEAD + 1 + 4 * k
+    at = HEAD + 1 + 4 * k
     out: list[str] = []
     for size in sizes:
         if size < 0:
@@ -191,11 +191,11 @@ def check(chunk: Chunk, n: int) -> None:
             raise ValueError(f"an int64 chunk of {len(chunk)} bytes for {n} values")
         return
     if tag == NULLS:
-        if len(chunk) != _HEAD or count(chunk) != n:
+        if len(chunk) != HEAD or count(chunk) != n:
             raise ValueError(f"a NULL chunk does not hold {n} values")
         return
     if tag == KINDS:
-        if len(chunk) < _HEAD + 1 + n or count(chunk) != n:
+        if len(chunk) < HEAD + 1 + n or count(chunk) != n:
             raise ValueError(f"a kinds chunk does not hold {n} values")
         names = kinds(chunk)
         if n and max(codes(chunk)) >= len(names):
@@ -203,7 +203,7 @@ def check(chunk: Chunk, n: int) -> None:
         return
     if tag not in (TEXT, BYTES):
         raise ValueError(f"unknown column chunk tag {chunk[:1]!r}")
-    end = _HEAD + 4 * n
+    end = HEAD + 4 * n
     if len(chunk) < end or _COUNT.unpack_from(chunk, 1)[0] != n:
         raise ValueError(f"a text chunk of {len(chunk)} bytes does not hold {n} values")
     lens = lengths(chunk, n)
@@ -217,7 +217,7 @@ def check(chunk: Chunk, n: int) -> None:
 def lengths(chunk: bytes, n: int) -> array[int]:
     """The byte lengths of a text chunk's ``n`` values (-1: NULL)."""
     out: array[int] = array("i")
-    out.frombytes(memoryview(chunk)[_HEAD : _HEAD + 4 * n])
+    out.frombytes(memoryview(chunk)[HEAD : HEAD + 4 * n])
     if not _LE:
         out.byteswap()
     return out
@@ -229,7 +229,7 @@ def count(chunk: Chunk) -> int:
         return len(chunk)
     if chunk[:1] == b"q":
         return (len(chunk) - 1) // 8
-    return int(_COUNT.unpack_from(chunk, 1)[0]) if len(chunk) >= _HEAD else 0
+    return int(_COUNT.unpack_from(chunk, 1)[0]) if len(chunk) >= HEAD else 0
 
 
 def unpack(chunk: Chunk, n: int) -> list[Any]:
@@ -249,7 +249,7 @@ def unpack(chunk: Chunk, n: int) -> list[Any]:
         if not _LE:
             ints.byteswap()
         return ints.tolist()
-    data = memoryview(chunk)[_HEAD + 4 * n :]
+    data = memoryview(chunk)[HEAD + 4 * n :]
     as_text = chunk[0] == TEXT
     out: list[Any] = []
     at = 0

@@ -306,7 +306,8 @@ def rows_block(rows: Sequence[EnvelopeRow]) -> Block:
 
 
 class ColumnFrame(msgspec.Struct, array_like=True, gc=False):
-    """A frame as version 2 writes it: :class:`Frame` with its envelopes in column blocks."""
+    """A frame as versions 2 and 3 write it: :class:`Frame` with its envelopes in column
+    blocks (version 3: of typed chunks)."""
 
     version: int
     pack: str
@@ -354,10 +355,10 @@ def encode_frame(frame: Frame, layout: Layout, *, version: int = FRAME_VERSION) 
             for target in targets:
                 mine = {k for k in kinds if layout[k] == target}
                 groups.append((target, list(compress(rows, [t in mine for t in types]))))
-        pack = columns.pack if version == FRAME_VERSION else _plain
+        coded = version == FRAME_VERSION  # event_type (1) as a kinds chunk; 5: values
+        pack = columns.pack if coded else _plain
         for (table, names), group in groups:
             raw = list(zip(*group, strict=True))
-            coded = version == FRAME_VERSION  # event_type (1) as a kinds chunk; 5: values
             cols = [() if i == 5 or (coded and i == 1) else pack(c) for i, c in enumerate(raw)]
             if coded:
                 cols[1] = columns.pack_kinds(raw[1], list(dict.fromkeys(raw[1])))

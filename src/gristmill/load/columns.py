@@ -19,10 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from gristmill.core import columns
-from gristmill.core.columns import Chunk
+from gristmill.core.columns import HEAD, Chunk
 
-_HEAD = 5
-"""A text chunk's tag and count (``core.columns``)."""
 _INT32_MAX = 2**31 - 1
 
 _NULL, _LIST = -1, -2
@@ -68,7 +66,7 @@ class ChunkError(ValueError):
 
 def _counted(blobs: Sequence[bytes], lengths: Sequence[int]) -> bool:
     """Whether each chunk's count (its bytes 1 to 4) is its block's."""
-    heads = b"".join([c[1:_HEAD] for c in blobs])
+    heads = b"".join([c[1:HEAD] for c in blobs])
     return heads == np.asarray(lengths, dtype="<u4").tobytes()
 
 
@@ -81,15 +79,15 @@ def _text(chunks: Sequence[Chunk | None], lengths: Sequence[int]) -> pa.Array:
     if not _counted(blobs, lengths):
         raise ChunkError("a text chunk whose count is not its block's")
     lens = np.frombuffer(
-        b"".join([c[_HEAD : _HEAD + 4 * n] for c, n in zip(blobs, lengths, strict=True)]),
+        b"".join([c[HEAD : HEAD + 4 * n] for c, n in zip(blobs, lengths, strict=True)]),
         dtype="<i4",
     )
-    data = b"".join([c[_HEAD + 4 * n :] for c, n in zip(blobs, lengths, strict=True)])
+    data = b"".join([c[HEAD + 4 * n :] for c, n in zip(blobs, lengths, strict=True)])
     valid = lens >= 0
     sizes = np.where(valid, lens, 0)
     if lens.size and lens.min() < -1:
         raise ChunkError("a text chunk with a negative length")
-    have = [len(c) - _HEAD - 4 * n for c, n in zip(blobs, lengths, strict=True)]
+    have = [len(c) - HEAD - 4 * n for c, n in zip(blobs, lengths, strict=True)]
     owner = np.repeat(np.arange(len(blobs)), lengths)
     if not np.array_equal(np.bincount(owner, weights=sizes, minlength=len(blobs)), have):
         raise ChunkError("a text chunk whose lengths do not add up to its bytes")
@@ -148,14 +146,12 @@ def _kinds(chunks: Sequence[Chunk | None], lengths: Sequence[int]) -> pa.Array:
 
 
 def _nulls(chunks: Sequence[Chunk | None], lengths: Sequence[int]) -> pa.Array:
-    blobs = [c for c in chunks if c is not None]
-    if blobs != [b"n" + n.to_bytes(4, "little") for c, n in zip(chunks, lengths, strict=True) if c]:
+    """A run of absent columns (None) and ``n`` chunks, which are their count alone."""
+    blobs = [(c, n) for c, n in zip(chunks, lengths, strict=True) if c is not None]
+    held: list[bytes] = [c for c, _ in blobs]  # type: ignore[misc]
+    if not _counted(held, [n for _, n in blobs]) or any(len(c) != HEAD for c in held):
         raise ChunkError("a NULL chunk whose count is not its block's")
     return pa.nulls(sum(lengths))
-
-
-def _list(chunks: Sequence[Chunk | None], lengths: Sequence[int]) -> list[Any]:
-    return list(chain.from_iterable(chunks))  # type: ignore[arg-type]
 
 
 _RUNS: dict[int, Callable[[Sequence[Chunk | None], Sequence[int]], pa.Array]] = {
@@ -179,7 +175,7 @@ def arrow_column(
         raise ChunkError("an empty column chunk") from exc
     for kind, i, j in runs:
         if kind == _LIST:
-            piece = pa.array(_list(chunks[i:j], lengths[i:j]), type=type_)
+            piece = pa.array(list(chain.from_iterable(chunks[i:j])), type=type_)  # type: ignore[arg-type]
         else:
             build = _RUNS.get(kind)
             if build is None:
