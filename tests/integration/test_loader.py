@@ -69,6 +69,70 @@ def test_crash_before_warehouse_commit_reloads_everything(settings: Settings) ->
     rt.stop()
 
 
+def test_drain_stops_at_a_failed_commit_with_the_batches_before_it_loaded(
+    settings: Settings,
+) -> None:
+    """The drain builds batch N+1 while N commits and commits log offsets in another thread;
+    a failed commit still ends it with every earlier batch in the warehouse and in the log's
+    offset, the prefetched batch dropped, and a second drain loads the rest once."""
+    settings.loader.max_events = 10
+    settings.loader.target_events = 10
+    rt = Runtime(settings)
+    for i in range(4):
+        ingest(rt, [order(event_id=f"d-{i}-{j}") for j in range(10)])
+    real = rt.warehouse.commit_load
+    seen: list[int] = []
+
+    def fail_third(batch):  # type: ignore[no-untyped-def]
+        seen.append(batch.last_offset)
+        if len(seen) == 3:
+            raise RuntimeError("power cut")
+        return real(batch)
+
+    rt.warehouse.commit_load = fail_third  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="power cut"):
+        rt.loader.drain()
+    assert rows(rt) == 20
+    assert rt.log.committed("loader") == seen[1]  # the second batch's offset, already in the log
+    assert rt.conservation().total("in_flight") == 20
+    rt.loader.drain()
+    assert len(seen) == 5  # the failed batch again, then the fourth; nothing loaded twice
+    assert rows(rt) == 40
+    c = rt.conservation()
+    assert c.balanced
+    assert (c.total("loaded"), c.total("in_flight")) == (40, 0)
+    assert rt.log.committed("loader") == seen[-1]
+    rt.stop()
+
+
+def test_a_failed_log_commit_in_the_drain_loses_and_repeats_nothing(settings: Settings) -> None:
+    """The log's offset is only a cleanup mark: when its commit fails the warehouse's offset
+    still says what loaded, and the next log commit frees the records."""
+    settings.loader.max_events = 10
+    settings.loader.target_events = 10
+    rt = Runtime(settings)
+    for i in range(3):
+        ingest(rt, [order(event_id=f"l-{i}-{j}") for j in range(10)])
+    real_commit = rt.log.commit
+
+    def refuse(group: str, offset: int) -> None:
+        raise OSError("disk I/O error")
+
+    rt.log.commit = refuse  # type: ignore[method-assign]
+    rt.loader.drain()
+    assert rows(rt) == 30
+    assert rt.log.committed("loader") == 0
+    rt.log.commit = real_commit  # type: ignore[method-assign]
+    ingest(rt, [order(event_id="l-last")])
+    rt.loader.drain()
+    assert rows(rt) == 31
+    c = rt.conservation()
+    assert c.balanced
+    assert (c.total("loaded"), c.total("in_flight")) == (31, 0)
+    assert rt.log.committed("loader") == rt.warehouse.stored_offset(rt.log.log_id, "loader")
+    rt.stop()
+
+
 def test_background_loader_survives_a_failing_batch(settings: Settings) -> None:
     rt = Runtime(settings)
     settings.loader.retry_backoff_s = 0.05

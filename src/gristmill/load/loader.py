@@ -17,8 +17,9 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from gristmill.config import LoaderSettings
@@ -90,6 +91,17 @@ def finish_drain(log_id: str, marks: list[tuple[Loader, DrainMark]], drain_s: fl
             drain_s,
         )
     return ok
+
+
+@contextmanager
+def _pools() -> Iterator[tuple[ThreadPoolExecutor, ThreadPoolExecutor]]:
+    """The pipelined loops' two threads: one reads and builds the next batch, one commits
+    offsets to the log in order. Leaving waits for both, so nothing touches the log after."""
+    with (
+        ThreadPoolExecutor(1, thread_name_prefix="loader-build") as build,
+        ThreadPoolExecutor(1, thread_name_prefix="loader-log") as logs,
+    ):
+        yield build, logs
 
 
 class Loader:
@@ -177,7 +189,15 @@ class Loader:
         )
         return _Built(load, batch.events, time.perf_counter() - started)
 
-    def _commit(self, built: _Built) -> LoadResult:
+    def _commit(self, built: _Built, *, defer: ThreadPoolExecutor | None = None) -> LoadResult:
+        """Commit a batch to the warehouse, then its offset to the log.
+
+        With ``defer`` (the pipelined loops: one thread, so log commits stay in order) the log
+        commit overlaps the next warehouse commit. The SQLite log deletes the consumed records
+        there, ~15% of a load when run in line. That
+        is safe because the warehouse's offset is the position (see :meth:`_position`): a log
+        commit that lags, fails or is lost to a crash re-reads nothing, and the next one frees
+        the same records."""
         started = time.perf_counter()
         result = self.warehouse.commit_load(built.load)
         done = time.perf_counter()
@@ -186,7 +206,10 @@ class Loader:
             self._busy = 0.7 * self._busy + 0.3 * share
         self._last_start = started
         self._offset = built.load.last_offset
-        self.log.commit(self.group, built.load.last_offset)
+        if defer is None:
+            self.log.commit(self.group, built.load.last_offset)
+        else:
+            defer.submit(self._commit_log, built.load.last_offset)
         st = self.stats
         st.batches += 1
         st.events += built.events
@@ -197,6 +220,12 @@ class Loader:
         if self.on_commit is not None:
             self.on_commit(result)
         return result
+
+    def _commit_log(self, offset: int) -> None:
+        try:
+            self.log.commit(self.group, offset)
+        except Exception:  # the records stay; the next log commit frees them
+            log.exception("log commit to offset %d failed; the next one frees its records", offset)
 
     def run_once(self, timeout_s: float | None = None) -> LoadResult | None:
         """Load at most one batch; returns None when the log had nothing new."""
@@ -249,12 +278,28 @@ class Loader:
         return set_aside
 
     def drain(self, timeout_s: float = 60.0) -> None:
-        """Load until the log has nothing left (for tests, the CLI and the demo)."""
+        """Load until the log has nothing left (tests, the CLI, the demo, a backlog).
+
+        Pipelined like :meth:`run_forever`: batch N+1 is read and built in a second thread
+        while batch N commits, since both release the GIL for most of their time. Commits
+        stay one at a time and in log order, so the offsets are as without the prefetch. A
+        failure is raised after the prefetch has finished (nothing reads the log behind the
+        caller's back); the failed batch stays in the log and the next call starts from the
+        warehouse's offset."""
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.run_once(timeout_s=0) is None:
-                return
-        raise TimeoutError(f"log not drained within {timeout_s} s")
+        with _pools() as (pool, logs):
+            pending = pool.submit(self._read_and_build, self._position(), 0, wait=False)
+            try:
+                while (built := pending.result()) is not None:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"log not drained within {timeout_s} s")
+                    after = built.load.last_offset
+                    pending = pool.submit(self._read_and_build, after, 0, wait=False)
+                    self._commit(built, defer=logs)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    pending.result()
+                raise
 
     def _maybe_prune(self) -> None:
         now = time.monotonic()
@@ -276,7 +321,7 @@ class Loader:
         a commit fails, and the position is re-read from the warehouse.
         """
         poll = self.settings.idle_poll_s
-        with ThreadPoolExecutor(1, thread_name_prefix="loader-build") as pool:
+        with _pools() as (pool, logs):
             pending: Future[_Built | None] | None = None
             while not self._stop.is_set():
                 try:
@@ -291,7 +336,7 @@ class Loader:
                         self._maybe_prune()
                         continue
                     pending = pool.submit(self._read_and_build, built.load.last_offset, poll)
-                    self._commit(built)
+                    self._commit(built, defer=logs)
                     self._maybe_prune()
                 except Exception as exc:  # keep the loop alive; the batch stays in the log
                     if pending is not None:
