@@ -132,6 +132,11 @@ class DuckDBSettings(BaseModel):
     """Keep each pack's dedupe keys in memory (24 bytes a key), so a load's duplicate check
     does not read the whole key table: without it each load reads every key of the dedupe
     window (58 ms per load at 10M keys, BENCHMARKS.md). Off: the check is a join, as before."""
+    fold_every: int = Field(32, ge=1)
+    """Delta rollups append each load's aggregates as rows of their own; every this many loads
+    that appended to a rollup, the load also folds its keys into one row each (from the
+    earliest bucket appended since). Higher: less folding, more rows per key to merge on
+    read until the fold. 1: fold at every load."""
 
 
 class PostgresSettings(BaseModel):

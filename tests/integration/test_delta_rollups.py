@@ -1,8 +1,10 @@
 """Delta rollups equal a full rebuild from rows after any interleaving of in-order, late and
 duplicate batches (Hypothesis), on every engine that runs here.
 
-DuckDB and PostgreSQL merge each batch's aggregates (``rollup_mode`` delta); ClickHouse
-appends them as a part per batch, and compacts the parts at random points between batches.
+PostgreSQL merges each batch's aggregates into the stored rows (``rollup_mode`` delta);
+DuckDB appends them and folds them every ``fold_every`` loads (run with 2, and with folds
+so rare that none runs: reads merge the parts); ClickHouse appends them as a part per batch,
+and compacts the parts at random points between batches.
 The oracle is ``rollup.spec.full_rebuild`` over the stored rows.
 Each engine keeps one warehouse across examples (events of an example get their own ids), so
 later examples also run against rollups that earlier ones filled.
@@ -22,7 +24,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlglot import exp
 
-from gristmill.config import ClickHouseSettings, LoaderSettings, PostgresSettings, Settings
+from gristmill.config import (
+    ClickHouseSettings,
+    DuckDBSettings,
+    LoaderSettings,
+    PostgresSettings,
+    Settings,
+)
 from gristmill.rollup.delta import merged
 from gristmill.rollup.spec import full_rebuild, rollup_table
 from gristmill.runtime import Runtime
@@ -44,13 +52,15 @@ def _settings(tmp: Path, engine: str, dsn: str = "") -> Settings:
         return make_settings(tmp, warehouse=PostgresSettings(dsn=dsn), loader=loader)  # type: ignore[arg-type]
     if engine == "clickhouse":
         return make_settings(tmp, warehouse=ClickHouseSettings(), loader=loader)  # type: ignore[arg-type]
-    return make_settings(tmp, loader=loader)
+    every = 2 if engine == "duckdb" else 10**9
+    return make_settings(tmp, warehouse=DuckDBSettings(fold_every=every), loader=loader)  # type: ignore[arg-type]
 
 
 @pytest.fixture(
     scope="module",
     params=[
         "duckdb",
+        "duckdb-unfolded",
         pytest.param("postgres", marks=pytest.mark.postgres),
         pytest.param("clickhouse", marks=pytest.mark.clickhouse),
     ],
@@ -163,11 +173,14 @@ def test_delta_is_what_runs(tmp_path: Path) -> None:
     rt = Runtime(make_settings(tmp_path))
     try:
         steps = after_insert(rt.packs, "duckdb")[("marketplace", "marketplace_events")]
-        assert any("_gm_delta" in s.sql("duckdb") for a in steps for s in a.prepare)
+        assert any(a.fold is not None for a in steps)  # DuckDB: appended, folded later
         steps = after_insert(rt.packs, "duckdb", mode="recompute")[
             ("marketplace", "marketplace_events")
         ]
-        assert not any("_gm_delta" in s.sql("duckdb") for a in steps for s in a.prepare)
+        assert not any(a.fold is not None for a in steps)
+        assert any(a.bounds is not None for a in steps)  # touched buckets from rows
+        steps = after_insert(rt.packs, "postgres")[("marketplace", "marketplace_events")]
+        assert any("_gm_delta" in s.sql("postgres") for a in steps for s in a.prepare)
         steps = after_insert(rt.packs, "clickhouse")[("marketplace", "marketplace_events")]
         assert any(a.parts is not None for a in steps)  # ClickHouse: a part per batch
         with pytest.raises(ValueError, match="recompute only"):
@@ -256,3 +269,65 @@ def test_rollup_repair_api_is_for_operators(
         "/v1/rollups/marketplace/check", headers={"Authorization": f"Bearer {admin}"}
     )
     assert denied.status_code == 403
+
+
+def _rows_per_key(rt: Runtime) -> dict[tuple[Any, ...], int]:
+    table = rollup_table(rt.packs["marketplace"], "marketplace_hourly")
+    q = (
+        exp.select("bucket", "vendor_store_id", exp.func("count", exp.Star()).as_("n"))
+        .from_(table)
+        .group_by("bucket", "vendor_store_id")
+    )
+    return {
+        (r["bucket"].hour, r["vendor_store_id"]): r["n"] for r in rt.warehouse.query(q).to_pylist()
+    }
+
+
+def test_duckdb_folds_appended_rollup_rows_every_n_loads_and_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    """A load appends its aggregates; every ``fold_every``-th load folds the keys appended
+    since into one row each. A restarted process does not know what the last one left
+    unfolded, so its first fold covers every bucket. The numbers equal a rebuild throughout."""
+    settings = make_settings(
+        tmp_path, warehouse=DuckDBSettings(fold_every=3), loader=LoaderSettings(max_wait_s=0)
+    )
+
+    def ev(i: int, hour: int) -> dict[str, Any]:
+        at = f"2026-10-01T{hour:02d}:10:00Z"
+        return order(vendor="v1", buyer=f"s{i}", amount=100 + i, occurred_at=at, event_id=f"f{i}")
+
+    def equals_rebuild(rt: Runtime) -> None:
+        pack = rt.packs["marketplace"]
+        kept = snapshot(rt, "marketplace_hourly")
+        assert kept
+        r = pack.spec.rollups["marketplace_hourly"]
+        for stmt in full_rebuild(pack, "marketplace_hourly", r, "duckdb"):
+            rt.warehouse.execute(stmt)
+        assert snapshot(rt, "marketplace_hourly") == kept
+
+    rt = Runtime(settings)
+    try:
+        send(rt, [ev(0, 1)])
+        send(rt, [ev(1, 1)])
+        assert _rows_per_key(rt) == {(1, "v1"): 2}  # appended, not merged
+        send(rt, [ev(2, 5)])  # the third load folds from 01:00 on
+        assert _rows_per_key(rt) == {(1, "v1"): 1, (5, "v1"): 1}
+        send(rt, [ev(3, 1)])  # left unfolded by this process
+        assert _rows_per_key(rt) == {(1, "v1"): 2, (5, "v1"): 1}
+    finally:
+        rt.stop()
+    rt = Runtime(settings)
+    try:
+        send(rt, [ev(4, 9)])
+        send(rt, [ev(5, 9)])
+        assert _rows_per_key(rt) == {(1, "v1"): 2, (5, "v1"): 1, (9, "v1"): 2}
+        # This process's first fold covers every bucket, not only those from 04:00 on (the
+        # earliest it appended to): the row 01:00 kept from the last process folds too.
+        send(rt, [ev(6, 5)])
+        assert _rows_per_key(rt) == {(1, "v1"): 1, (5, "v1"): 1, (9, "v1"): 1}
+        send(rt, [ev(7, 9)])
+        assert _rows_per_key(rt) == {(1, "v1"): 1, (5, "v1"): 1, (9, "v1"): 2}
+        equals_rebuild(rt)  # merged parts read as the rows say
+    finally:
+        rt.stop()

@@ -30,6 +30,7 @@ PARTITION``, atomic: warehouse/clickhouse/compact.py).
 from __future__ import annotations
 
 import hashlib
+from datetime import timedelta
 
 from sqlglot import exp
 
@@ -38,7 +39,7 @@ from gristmill.pack.analytics import RollupSpec
 from gristmill.pack.models import Pack
 from gristmill.rollup.spec import _bucket, _names, rollup_table
 from gristmill.sql.system import LOADS
-from gristmill.warehouse.base import AfterInsert, RollupParts
+from gristmill.warehouse.base import AfterInsert, RollupFold, RollupParts
 from gristmill.warehouse.common import NEW
 
 DELTA = "_gm_delta"
@@ -87,8 +88,11 @@ def merged_columns(pack: Pack, r: RollupSpec, dialect: str) -> list[exp.Expr]:
     return out
 
 
-def delta(pack: Pack, name: str, r: RollupSpec, dialect: str = "duckdb") -> AfterInsert:
-    """The load-transaction steps that merge a batch's fresh rows into rollup ``name``."""
+def delta(
+    pack: Pack, name: str, r: RollupSpec, dialect: str = "duckdb", *, appends: bool = False
+) -> AfterInsert:
+    """The load-transaction steps that merge a batch's fresh rows into rollup ``name``
+    (with ``appends``, ``caps.rollup_appends``: that append them, to be folded later)."""
     aggs = AGGS[dialect]
     target = rollup_table(pack, name)
     names = _names(pack, r)
@@ -99,6 +103,8 @@ def delta(pack: Pack, name: str, r: RollupSpec, dialect: str = "duckdb") -> Afte
         comps += component_columns(m_name, pack.spec.metrics[m_name], aggs)
     if dialect == "clickhouse":
         return _partial(pack, name, r, bucket, comps)
+    if appends:
+        return _appended(pack, name, r, bucket, comps, dialect)
 
     prepare: list[exp.Expr] = []
     if dialect == "postgres":
@@ -123,22 +129,10 @@ def delta(pack: Pack, name: str, r: RollupSpec, dialect: str = "duckdb") -> Afte
 
     def stored(alias: str) -> exp.Expr:
         """Rollup rows (as ``alias``) whose key the delta holds, within the delta's range."""
-        same: list[exp.Expr] = [
-            exp.column("bucket", table="d").eq(exp.column("bucket", table=alias))
-        ]
-        same += [
-            exp.NullSafeEQ(
-                this=exp.column(d, table="d", quoted=True),
-                expression=exp.column(d, table=alias, quoted=True),
-            )
-            for d in r.dimensions
-        ]
         return exp.and_(
             exp.GTE(this=exp.column("bucket", table=alias), expression=lo.copy()),
             exp.LTE(this=exp.column("bucket", table=alias), expression=hi.copy()),
-            exp.Exists(
-                this=exp.select("1").from_(exp.to_table(DELTA).as_("d")).where(exp.and_(*same))
-            ),
+            _key_in(DELTA, r, alias),
         )
 
     cols = [exp.column(n.this, table="r", quoted=True) for n in names]
@@ -158,6 +152,87 @@ def delta(pack: Pack, name: str, r: RollupSpec, dialect: str = "duckdb") -> Afte
         columns=[n.copy() for n in names],
     )
     return AfterInsert(statements=(gather, delete, put), prepare=tuple(prepare), bounds=bounds)
+
+
+def _key_in(table: str, r: RollupSpec, alias: str) -> exp.Exists:
+    """Whether ``table`` holds the key (bucket and dimensions, NULL equal to NULL) of the
+    rollup row ``alias``."""
+    same: list[exp.Expr] = [exp.column("bucket", table="d").eq(exp.column("bucket", table=alias))]
+    same += [
+        exp.NullSafeEQ(
+            this=exp.column(d, table="d", quoted=True),
+            expression=exp.column(d, table=alias, quoted=True),
+        )
+        for d in r.dimensions
+    ]
+    return exp.Exists(
+        this=exp.select("1").from_(exp.to_table(table).as_("d")).where(exp.and_(*same))
+    )
+
+
+FOLD = "_gm_fold"
+SPAN = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
+"""The longest bucket of each grain (UTC buckets: no DST)."""
+
+
+def _appended(
+    pack: Pack, name: str, r: RollupSpec, bucket: exp.Expr, comps: list[exp.Expr], dialect: str
+) -> AfterInsert:
+    """Engines with transactions (``caps.rollup_appends``): the batch's aggregates go in as
+    rows of their own, one statement that reads the batch and nothing stored.
+
+    Merging into stored rows at every load reads, deletes and rewrites every touched key: a
+    batch of late events over three days rewrites three days of the rollup, sets included.
+    Reads merge rows per key anyway (the planner re-aggregates rollup rows), so the extra
+    rows are right; :func:`fold` later makes them one row per key again."""
+    target = rollup_table(pack, name)
+    dims = [exp.column(d, quoted=True) for d in r.dimensions]
+    append = exp.insert(
+        exp.select(exp.alias_(bucket, "bucket"), *dims, *comps)
+        .from_(NEW)
+        .group_by(exp.column("bucket"), *[d.copy() for d in dims]),
+        target,
+        columns=_names(pack, r),
+    )
+    return AfterInsert(statements=(append,), fold=fold(pack, name, r, dialect))
+
+
+def fold(pack: Pack, name: str, r: RollupSpec, dialect: str = "duckdb") -> RollupFold:
+    """The statements that fold rollup ``name``'s keys holding several rows, in buckets from
+    ``$lo`` on, into one row each: merged into a scratch table, deleted, put back."""
+    target = rollup_table(pack, name)
+    keys = [exp.column("bucket", quoted=True), *[exp.column(d, quoted=True) for d in r.dimensions]]
+    since = exp.GTE(this=exp.column("bucket", quoted=True), expression=exp.Placeholder(this="lo"))
+    merged_keys = (
+        exp.select(*merged_columns(pack, r, dialect))
+        .from_(target.copy())
+        .where(since.copy())
+        .group_by(*keys)
+        .having(exp.GT(this=exp.func("count", exp.Star()), expression=exp.Literal.number(1)))
+    )
+    scratch = exp.to_table(FOLD)
+    rows = exp.and_(
+        exp.GTE(this=exp.column("bucket", table="r"), expression=exp.Placeholder(this="lo")),
+        _key_in(FOLD, r, "r"),
+    )
+    names = _names(pack, r)
+    statements = (
+        exp.Create(
+            this=scratch.copy(),
+            kind="TABLE",
+            properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
+            expression=merged_keys,
+        ),
+        exp.delete(target.copy().as_("r")).where(rows),
+        exp.insert(
+            # Every scratch row is in range: all three statements take the same parameter.
+            exp.select(*[n.copy() for n in names]).from_(scratch.copy()).where(since.copy()),
+            target.copy(),
+            columns=[n.copy() for n in names],
+        ),
+    )
+    drop = exp.Drop(tables=[scratch.copy()], kind="TABLE", exists=True)
+    return RollupFold(target, SPAN[r.grain], statements, drop)
 
 
 PART = "_gm_batch_id"

@@ -41,11 +41,16 @@ def after_insert(
     by_delta = mode != "recompute" and _has_delta(dialect)
     if mode == "delta" and not by_delta:
         raise ValueError(f"{dialect} keeps rollups by recompute only (no delta_rollups)")
-    step = delta if by_delta else refresh
+    appends = by_delta and capabilities(dialect).rollup_appends
     for pack in packs.values():
         for table in pack.spec.tables:
             rollups = [(n, r) for n, r in pack.spec.rollups.items() if r.table == table]
-            steps = [step(pack, n, r, dialect) for n, r in rollups]
+            steps = [
+                delta(pack, n, r, dialect, appends=appends)
+                if by_delta
+                else refresh(pack, n, r, dialect)
+                for n, r in rollups
+            ]
             if dialect in LAYOUTS and not by_delta:
                 # A recompute over a rollup kept as parts: the parts are folded first.
                 steps = [

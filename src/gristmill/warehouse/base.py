@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
 import pyarrow as pa
@@ -42,6 +42,10 @@ class Capabilities:
     steps: rollups merge the batch's aggregates (:mod:`gristmill.rollup.delta`) instead of
     recomputing touched buckets from rows — inside the load transaction, or (ClickHouse) as
     a part tagged with the batch id that a retry removes."""
+    rollup_appends: bool = False
+    """With ``delta_rollups`` in a transaction: the batch's aggregates are appended as rows of
+    their own (reads merge rows per key anyway) and folded into one row per key every few
+    loads, in a load transaction, instead of merged into the stored rows at every load."""
     append_rows: int | None = None
     """The engine's storage unit for appended rows (DuckDB's row group), when it has one. A
     bulk append cut into whole units writes them at insert time; a partial unit stays in
@@ -72,11 +76,29 @@ class AfterInsert:
     """Set when this step appends the batch's rollup delta as rows of their own, tagged with
     the batch id (``{b}``), on an engine without transactions: a retry removes them with the
     batch's other rows, and the warehouse compacts them later."""
+    fold: RollupFold | None = None
+    """Set when this step appends the batch's rollup delta as rows of their own on an engine
+    with transactions (``caps.rollup_appends``): the warehouse folds them from time to time."""
     before_keys: bool = False
     """Engines that dedupe by an anti-join on the key table (``AntiJoinLoad``) run the step
     after the insert but before the batch's keys are remembered, with ``_gm_new`` bound to
     the anti-join's rows: the key table as it was before the batch tells which rows are
     fresh. Engines that define ``_gm_new`` themselves ignore it."""
+
+
+@dataclass(frozen=True, slots=True)
+class RollupFold:
+    """How an engine with transactions folds a rollup kept as appended parts.
+
+    ``statements`` run inside a load transaction with ``$lo`` bound, between two runs of
+    ``drop`` (their scratch table): every key with more than one row in a bucket from ``lo``
+    on becomes one row, each component merged by its rule. A load's rows fall in buckets
+    that start at most ``span`` before its earliest time."""
+
+    table: exp.Table
+    span: timedelta
+    statements: tuple[exp.Expr, ...]
+    drop: exp.Expr
 
 
 @dataclass(frozen=True, slots=True)

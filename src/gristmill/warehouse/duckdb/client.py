@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +23,14 @@ from sqlglot import exp
 from gristmill.core.clock import to_datetime
 from gristmill.pack.models import Pack
 from gristmill.sql import ddl
+from gristmill.warehouse import folds
 from gristmill.warehouse.base import (
     AfterInsert,
     LedgerTotals,
     LoadBatch,
     LoadResult,
     Readiness,
+    RollupFold,
     TableRows,
 )
 from gristmill.warehouse.common import (
@@ -82,6 +85,7 @@ class DuckDBWarehouse:
         checkpoint_threshold: str | None = None,
         read_only: bool = False,
         key_index: bool = True,
+        fold_every: int = folds.EVERY,
     ) -> None:
         config: dict[str, Any] = {}
         if threads:
@@ -100,6 +104,7 @@ class DuckDBWarehouse:
         self._rendered = Rendered(_sql)
         self._key_index = key_index
         self._keysets: dict[str, KeySet] = {}
+        self._folds = folds.Folds(fold_every)
         """Per pack, its dedupe keys in memory (``key_index``): loaded at its first load, kept
         equal to the table by this object (the file's only writer), dropped when another
         statement names the key table."""
@@ -165,6 +170,7 @@ class DuckDBWarehouse:
         with self._write_lock:
             _run(cur, "BEGIN TRANSACTION")
             added: dict[str, list[Run]] = defaultdict(list)
+            appended: folds.Appended = {}
             try:
                 seen = _run(cur, SYSTEM.seen_batch, {"b": batch.batch_id})
                 if seen:
@@ -194,6 +200,8 @@ class DuckDBWarehouse:
                             _run(cur, st.new_all if repeats == 0 else st.new_fresh)
                         for after in rows.after:
                             self._after_insert(cur, after)
+                            if after.fold is not None:
+                                folds.note(appended, after.fold, rows.rows["occurred_at"])
                         if rows.after:
                             _run(cur, LoadStatements.DROP_NEW)
                     finally:
@@ -208,6 +216,8 @@ class DuckDBWarehouse:
                         _run(cur, SYSTEM.insert_quarantine)
                     finally:
                         cur.unregister(QUARANTINE_STAGE)
+                folded = self._folds.due(appended)
+                self._fold(cur, folded)
                 result, ledger = settle(batch, fresh)
                 for row in ledger:
                     _run(cur, SYSTEM.insert_ledger, list(row))
@@ -221,6 +231,7 @@ class DuckDBWarehouse:
             except BaseException:
                 _run(cur, "ROLLBACK")
                 raise
+            self._folds.committed(appended, folded)
             for pack, runs in added.items():  # committed: the key table holds them now
                 for run in runs:
                     self._keysets[pack].add(run)
@@ -263,6 +274,31 @@ class DuckDBWarehouse:
         the key table (erasure deletes keys): the next load reads the table again."""
         if DEDUPE_TABLE in sql:
             self._keysets.clear()
+
+    def _fold(
+        self, cur: duckdb.DuckDBPyConnection, folded: Sequence[tuple[RollupFold, datetime]]
+    ) -> None:
+        for fold, lo in folded:
+            _run(cur, self._rendered(fold.drop))
+            for stmt in fold.statements:
+                _run(cur, self._rendered(stmt), {"lo": lo})
+            _run(cur, self._rendered(fold.drop))
+
+    def fold_rollups(self) -> int:
+        """Fold now every rollup loads appended to since its last fold (see
+        :mod:`gristmill.warehouse.folds`), in one transaction; how many."""
+        cur = self._cur()
+        with self._write_lock:
+            folded = self._folds.pending()
+            _run(cur, "BEGIN TRANSACTION")
+            try:
+                self._fold(cur, folded)
+                _run(cur, "COMMIT")
+            except BaseException:
+                _run(cur, "ROLLBACK")
+                raise
+            self._folds.committed({}, folded)
+        return len(folded)
 
     def _after_insert(self, cur: duckdb.DuckDBPyConnection, after: AfterInsert) -> None:
         for stmt in after.prepare:

@@ -28,6 +28,7 @@ CAPABILITIES = Capabilities(
     native_clustering=False,
     json_type=True,
     delta_rollups=True,
+    rollup_appends=True,
     append_rows=ROW_GROUP_ROWS,
 )
 
@@ -50,5 +51,6 @@ def create(settings: Settings, *, read_only: bool = False) -> DuckDBWarehouse:
         memory_limit=cfg.memory_limit,
         checkpoint_threshold=cfg.checkpoint_threshold,
         key_index=cfg.key_index,
+        fold_every=cfg.fold_every,
         read_only=read_only,
     )
