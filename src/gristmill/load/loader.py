@@ -192,8 +192,9 @@ class Loader:
     def _commit(self, built: _Built, *, defer: ThreadPoolExecutor | None = None) -> LoadResult:
         """Commit a batch to the warehouse, then its offset to the log.
 
-        With ``defer`` (the pipelined loops: one thread, so log commits stay in order) the log
-        commit overlaps the next warehouse commit. The SQLite log deletes the consumed records
+        With ``defer`` (the pipelined loops: one thread, so log commits stay in order), on a
+        log that allows it (``background_commit``: the SQLite logs) the log commit overlaps
+        the next warehouse commit. The SQLite log deletes the consumed records
         there, ~15% of a load when run in line. That
         is safe because the warehouse's offset is the position (see :meth:`_position`): a log
         commit that lags, fails or is lost to a crash re-reads nothing, and the next one frees
@@ -206,7 +207,7 @@ class Loader:
             self._busy = 0.7 * self._busy + 0.3 * share
         self._last_start = started
         self._offset = built.load.last_offset
-        if defer is None:
+        if defer is None or not self.log.background_commit:
             self.log.commit(self.group, built.load.last_offset)
         else:
             defer.submit(self._commit_log, built.load.last_offset)

@@ -128,6 +128,11 @@ class EventLog(Protocol):
     name: str
     log_id: str
     """Identity of this log's data; warehouse offsets are stored per log_id."""
+    background_commit: bool
+    """Whether the pipelined loader may commit offsets from a thread of its own while it reads
+    the next batch. The SQLite logs commit on a connection of their own, and their commit
+    (deleting what was consumed) is worth overlapping; the broker logs keep commits in the
+    loader's thread, beside reads and snapshots on one broker connection."""
 
     def append(self, records: Sequence[LogRecord]) -> None: ...
 
@@ -176,6 +181,8 @@ class PartitionedLog(Protocol):
 class PartitionView:
     """What every one-partition view of a partitioned log shares: the loader reads and
     commits through it, but appends go to the whole log, which picks the partition."""
+
+    background_commit = False
 
     def append(self, records: Sequence[LogRecord]) -> None:
         raise TypeError("append to the whole log, not a partition view")

@@ -133,6 +133,7 @@ class BrokerLog:
 
     name = "broker"
     partitioned = True
+    background_commit = False
 
     def __init__(
         self,

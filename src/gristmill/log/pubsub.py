@@ -126,6 +126,7 @@ class _Held:
 
 class PubSubLog:
     name = "pubsub"
+    background_commit = False
 
     def __init__(self, cfg: PubSubLogSettings) -> None:
         if not cfg.project:

@@ -100,6 +100,7 @@ def connect(path: Path) -> sqlite3.Connection:
 
 class SQLiteLog:
     name = "sqlite"
+    background_commit = True
 
     def __init__(
         self,

@@ -97,6 +97,7 @@ def stored_layout(path: Path) -> int | None:
 class PartitionedSQLiteLog:
     name = "sqlite"
     partitioned = True
+    background_commit = True
 
     def __init__(
         self,
@@ -327,6 +328,8 @@ class PartitionedSQLiteLog:
 class SQLitePartition(PartitionView):
     """One partition as an :class:`~gristmill.log.base.EventLog` for the ordinary loader, in
     the partitioned log's offsets."""
+
+    background_commit = True
 
     def __init__(self, parent: PartitionedSQLiteLog, partition: int) -> None:
         self.parent = parent
