@@ -4,13 +4,13 @@ Per engine (DuckDB, and ClickHouse in process through chdb), one warehouse is fi
 ``base`` events over 90 days (the SQL generators of bench/warehouses.py) and its rollups built;
 the data directory is copied, and each copy loads the same 1M new events through the real
 collector and loader — once with ``rollup_mode=recompute`` (every touched bucket rebuilt from
-rows, the previous behaviour) and once with ``delta`` (DuckDB: the batch's aggregates merged
-into the rollup; ClickHouse: appended as the batch's part, compacted every 64 loads). Two
+rows, the previous behaviour) and once with ``delta`` (DuckDB: the batch's aggregates appended,
+folded every 32 loads; ClickHouse: appended as the batch's part, compacted every 64 loads). Two
 shapes: events in time order (the last hour) and late events spread over the last three days,
 which is where recompute hurts (each load re-reads three days of rows). The time spent in the
-rollup and freshness steps of the loads (ClickHouse: compactions included) is measured by
-wrapping the warehouse's hooks; the two copies' rollups, read merged by key, are compared row
-for row afterwards.
+rollup and freshness steps of the loads (DuckDB's folds and ClickHouse's compactions
+included) is measured by wrapping the warehouse's hooks; the two copies' rollups, read merged
+by key, are compared row for row afterwards.
 """
 
 from __future__ import annotations
@@ -235,10 +235,10 @@ def render(results: dict[str, Any]) -> str:
         "",
         f"{r['base_events']:,} events already loaded (90 days), then {r['new_events']:,} new "
         "order events through the real collector and loader into a copy of that warehouse per "
-        "mode. *Rollups*: time inside the loads' rollup steps (on ClickHouse with delta: "
-        "appending parts, compacting them every 64 loads, and a last compaction of what the run "
-        "left); *+ freshness*: with the freshness step the same "
-        "loads also run (the same work in both modes).",
+        "mode. *Rollups*: time inside the loads' rollup steps (with delta: appending the "
+        "batch's aggregates, folding them every 32 loads on DuckDB and compacting them every 64 "
+        "on ClickHouse, and a last fold or compaction of what the run left); *+ freshness*: "
+        "with the freshness step the same loads also run (the same work in both modes).",
         "",
         "| engine | new events | recompute: rollups / + freshness / collect+load | delta: "
         "rollups / + freshness / collect+load | rollups speedup | with freshness | "
