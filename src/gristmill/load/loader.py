@@ -194,11 +194,10 @@ class Loader:
 
         With ``defer`` (the pipelined loops: one thread, so log commits stay in order), on a
         log that allows it (``background_commit``: the SQLite logs) the log commit overlaps
-        the next warehouse commit. The SQLite log deletes the consumed records
-        there, ~15% of a load when run in line. That
-        is safe because the warehouse's offset is the position (see :meth:`_position`): a log
-        commit that lags, fails or is lost to a crash re-reads nothing, and the next one frees
-        the same records."""
+        the next warehouse commit: the SQLite log deletes the consumed records there, ~15% of
+        a load when run in line. That is safe because the warehouse's offset is the position
+        (see :meth:`_position`): a log commit that lags, fails or is lost to a crash re-reads
+        nothing, and the next one frees the same records."""
         started = time.perf_counter()
         result = self.warehouse.commit_load(built.load)
         done = time.perf_counter()

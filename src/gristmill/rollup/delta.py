@@ -12,6 +12,11 @@ batch and the rollup rows of the buckets it touched, nothing else:
    counts and sums add, min and max compare, distinct-value sets union (exact: the set of
    values, as the rollup already stores them — no sketch, no error).
 
+DuckDB (``caps.rollup_appends``) defers steps 2 and 3: a load appends its batch's aggregates as
+rows of their own (reads merge a key's rows anyway), and every few loads one load also folds
+the keys appended since into one row each (:func:`fold`; when, in warehouse/folds.py). Steps 2
+and 3 rewrote every key a batch touched, sets included, at every load.
+
 Same numbers as a full rebuild (the tests compare after random interleavings of in-order, late
 and duplicate batches). Two engines give ``_gm_new`` inside the load transaction
 (``caps.delta_rollups``: DuckDB, PostgreSQL). On PostgreSQL a transaction-scoped advisory lock
