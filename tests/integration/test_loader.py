@@ -69,17 +69,23 @@ def test_crash_before_warehouse_commit_reloads_everything(settings: Settings) ->
     rt.stop()
 
 
+def small_batches(settings: Settings, requests: int, tag: str) -> Runtime:
+    """A runtime whose log holds ``requests`` requests of 10 orders, loaded 10 at a time."""
+    settings.loader.max_events = 10
+    settings.loader.target_events = 10
+    rt = Runtime(settings)
+    for i in range(requests):
+        ingest(rt, [order(event_id=f"{tag}-{i}-{j}") for j in range(10)])
+    return rt
+
+
 def test_drain_stops_at_a_failed_commit_with_the_batches_before_it_loaded(
     settings: Settings,
 ) -> None:
     """The drain builds batch N+1 while N commits and commits log offsets in another thread;
     a failed commit still ends it with every earlier batch in the warehouse and in the log's
     offset, the prefetched batch dropped, and a second drain loads the rest once."""
-    settings.loader.max_events = 10
-    settings.loader.target_events = 10
-    rt = Runtime(settings)
-    for i in range(4):
-        ingest(rt, [order(event_id=f"d-{i}-{j}") for j in range(10)])
+    rt = small_batches(settings, 4, "d")
     real = rt.warehouse.commit_load
     seen: list[int] = []
 
@@ -108,11 +114,7 @@ def test_drain_stops_at_a_failed_commit_with_the_batches_before_it_loaded(
 def test_a_failed_log_commit_in_the_drain_loses_and_repeats_nothing(settings: Settings) -> None:
     """The log's offset is only a cleanup mark: when its commit fails the warehouse's offset
     still says what loaded, and the next log commit frees the records."""
-    settings.loader.max_events = 10
-    settings.loader.target_events = 10
-    rt = Runtime(settings)
-    for i in range(3):
-        ingest(rt, [order(event_id=f"l-{i}-{j}") for j in range(10)])
+    rt = small_batches(settings, 3, "l")
     real_commit = rt.log.commit
 
     def refuse(group: str, offset: int) -> None:

@@ -104,10 +104,10 @@ class DuckDBWarehouse:
         self._rendered = Rendered(_sql)
         self._key_index = key_index
         self._keysets: dict[str, KeySet] = {}
-        self._folds = folds.Folds(fold_every)
         """Per pack, its dedupe keys in memory (``key_index``): loaded at its first load, kept
         equal to the table by this object (the file's only writer), dropped when another
         statement names the key table."""
+        self._folds = folds.Folds(fold_every)
 
     def _cur(self) -> duckdb.DuckDBPyConnection:
         cur: duckdb.DuckDBPyConnection | None = getattr(self._local, "cur", None)
