@@ -93,3 +93,35 @@ def drop_all() -> None:
         if names:
             with contextlib.suppress(Exception):
                 asyncio.run(drop(names))
+
+
+def close_rabbitmq_connections(connection_name: str) -> int:
+    """Have the broker close every connection named ``connection_name`` (``rabbitmqctl
+    close_connection``, as an operator or a restart would), and return how many it closed.
+    The broker's side of the close is what a test of reconnecting needs: the client learns of
+    it from the socket, as it would in production."""
+    import shutil
+    import subprocess
+
+    ctl = shutil.which("rabbitmqctl")
+    assert ctl is not None, "rabbitmqctl is not on PATH (it comes with the rabbitmq-server package)"
+    # The table form: the JSON form prints pids that close_connection does not accept.
+    listed = subprocess.run(
+        [ctl, "list_connections", "pid", "client_properties", "-q", "--no-table-headers"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    closed = 0
+    for line in listed.splitlines():
+        pid, _, props = line.partition("\t")
+        if f'{{"connection_name","{connection_name}"}}' in props:
+            subprocess.run(
+                [ctl, "close_connection", pid.strip(), "closed by a Gristmill test"],
+                capture_output=True,
+                check=True,
+                timeout=60,
+            )
+            closed += 1
+    return closed

@@ -8,8 +8,9 @@ partition so order is total, and a broker-only class covers partitions and lease
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -24,9 +25,10 @@ from gristmill.config import (
 )
 from gristmill.log.base import EventLog, LogRecord, PartitionedLog
 from gristmill.log.broker import partition_group
+from gristmill.log.rabbitmq import RabbitMQLog
 from gristmill.log.sqlite import SQLiteLog
 from gristmill.runtime import Runtime
-from tests.brokers import scratch_stream
+from tests.brokers import close_rabbitmq_connections, scratch_stream
 from tests.conftest import make_settings
 from tests.factories import order
 
@@ -43,6 +45,13 @@ def read_all(c: EventLog, group: str, n: int) -> list[LogRecord]:
         if len(out) >= n:
             break
     return out
+
+
+def wait_for(ok: Callable[[], bool], within_s: float = 60.0) -> None:
+    deadline = time.monotonic() + within_s
+    while not ok():
+        assert time.monotonic() < deadline, "not reached in time"
+        time.sleep(0.2)
 
 
 def rec(i: int, pack: str = "marketplace", source: str = "web", n: int = 2) -> LogRecord:
@@ -243,6 +252,74 @@ class TestRabbitMQLog(BrokerContract):
 
     def settings(self, partitions: int) -> RabbitMQLogSettings:
         return RabbitMQLogSettings(type="rabbitmq", stream=self.stream, partitions=partitions)
+
+    def test_a_connection_the_broker_closes_is_reopened(self, tmp_path: Path) -> None:
+        """The broker closes the log's connection: its lease is reported lost (the broker
+        dropped the exclusive queue), and appends, leases, reads and commits work again on a
+        new connection, with the committed offsets read back from the offsets stream."""
+        lg = self.make(tmp_path, partitions=1)
+        assert isinstance(lg, RabbitMQLog)
+        group = partition_group("loader", 0)
+        view = lg.view(0)
+        try:
+            assert lg.lease("loader", 0)
+            lg.append([rec(0)])
+            lg.append([rec(1)])
+            first = read_all(view, group, 2)
+            assert [r.body for r in first] == [b"frame-0", b"frame-1"]
+            done = view.read(group, 10_000, 1.0, after=0).last_offset
+            view.commit(group, done)
+
+            assert close_rabbitmq_connections(f"gristmill {lg.log_id}") == 1
+            deadline = time.monotonic() + 30
+            while lg.lease_held("loader", 0) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert not lg.lease_held("loader", 0)
+
+            lg.append([rec(2)])  # reconnects
+            assert lg.lease("loader", 0)
+            assert lg.lease_held("loader", 0)
+            assert view.committed(group) == done
+            later = view.read(group, 10_000, 5.0)
+            assert [e.record.body for e in later.entries] == [b"frame-2"]
+            view.commit(group, later.last_offset)
+            assert view.committed(group) == later.last_offset
+            snap = lg.snapshot_partitions({0: later.last_offset})
+            assert snap.received == {("marketplace", "web"): 6}
+            assert snap.depth_records == 0
+        finally:
+            view.close()
+            lg.close()
+
+    def test_the_running_loader_goes_on_after_the_broker_closes_its_connection(
+        self, tmp_path: Path
+    ) -> None:
+        """A running pipeline (collector and loader pool in one process, one connection):
+        the broker closes the connection between two posts; the second post is accepted on a
+        new connection, the pool re-leases its partitions, and every event is loaded once."""
+        settings = make_settings(tmp_path / "data", log=self.settings(2))
+        rt = Runtime(settings)
+        try:
+            key = rt.meta.create_key("write", "t", pack="marketplace", source="web")[1]
+            h = {"Authorization": f"Bearer {key}"}
+            with TestClient(create_app(rt)) as client:
+                events = [order() for _ in range(20)]
+                assert client.post("/v1/events", json=events[:10], headers=h).status_code == 200
+                wait_for(lambda: rt.conservation().total("loaded") == 10)
+
+                assert close_rabbitmq_connections(f"gristmill {rt.log.log_id}") >= 1
+                r = client.post("/v1/events", json=events[10:], headers=h)
+                assert r.status_code == 200, r.text
+                wait_for(lambda: rt.conservation().total("loaded") == 20)
+                c = rt.conservation()
+                assert c.balanced, c.as_dict()
+                assert (c.total("received"), c.total("duplicates"), c.total("in_flight")) == (
+                    20,
+                    0,
+                    0,
+                )
+        finally:
+            rt.stop()
 
 
 @pytest.mark.nats

@@ -19,12 +19,19 @@ fsynced like a quorum-queue message.
   process tails it; collectors use it for the 503 cap.
 * leases: an exclusive queue per (group, partition). RabbitMQ lets one connection declare it;
   when that connection dies (``kill -9`` closes its socket) the queue and the lease go away.
+* a connection the broker closed (a restart, an operator, a protocol error) is opened again by
+  the next call that needs it (:meth:`RabbitMQLog.channel`). Its leases went with it: the
+  loader pool sees them lost, stops those partitions' loaders and leases them anew.
+* stream acks are credits, and an ack the broker receives after the channel's close is a
+  connection error ("expected 'channel.open'"): consumers give credit only while their
+  channel is not being closed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
 
@@ -42,6 +49,8 @@ from gristmill.log.base import LogEntry, LogRecord
 from gristmill.log.broker import BrokerLog, PartitionReader, gather_all, record_from, record_headers
 
 _OFFSET = "x-stream-offset"
+
+log = logging.getLogger(__name__)
 
 
 class RabbitMQLog(BrokerLog):
@@ -61,6 +70,7 @@ class RabbitMQLog(BrokerLog):
         self._commits: dict[tuple[str, int], int] = defaultdict(int)
         self._lease_channels: dict[tuple[str, int], AbstractChannel] = {}
         self._offsets_tag: str | None = None
+        self._reopen = asyncio.Lock()
         self.start()
 
     def stream(self, partition: int) -> str:
@@ -93,7 +103,9 @@ class RabbitMQLog(BrokerLog):
         # A plain connection, not a robust one: a robust connection would silently re-declare
         # an exclusive lease queue after a reconnect, while another loader may hold it.
         self._conn = await aio_pika.connect(  # type: ignore[assignment]
-            self.cfg.url.get_secret_value(), timeout=10
+            self.cfg.url.get_secret_value(),
+            timeout=10,
+            client_properties={"connection_name": f"gristmill {self.log_id}"},
         )
         self._pub = await self.conn.channel(publisher_confirms=True)
         for p in range(self.partitions):
@@ -104,6 +116,48 @@ class RabbitMQLog(BrokerLog):
         q = await ch.get_queue(self.offsets_stream, ensure=False)
         self._offsets_tag = await q.consume(self._on_commit, arguments={_OFFSET: "first"})
 
+    async def _ensure(self) -> None:
+        """Reopen what the broker closed: the connection (with the streams, the publish
+        channel and the offsets consumer), or only the publish channel. Leases held on a
+        closed connection are gone on the broker too, so they are forgotten here."""
+        if not self._down():
+            return
+        if self._closed:
+            raise RuntimeError(f"{self.log_id}: the log is closed")
+        async with self._reopen:  # one reconnect for every caller that found it closed
+            if self._open():
+                if self._pub is None or self._pub.is_closed:
+                    self._pub = await self.conn.channel(publisher_confirms=True)
+                return
+            if self._conn is not None:
+                log.warning("%s: the broker closed the connection; reconnecting", self.log_id)
+                with contextlib.suppress(Exception):  # marks it closed; the socket is gone
+                    await self._conn.close()
+            self._lease_channels.clear()
+            await self._connect()
+
+    def _open(self) -> bool:
+        """Whether the connection is up. A plain connection the broker closed is not marked
+        ``is_closed`` (only ``close()`` does that); it clears ``connected``."""
+        c = self._conn
+        return c is not None and not c.is_closed and c.connected.is_set()
+
+    def _down(self) -> bool:
+        return not self._open() or self._pub is None or self._pub.is_closed
+
+    async def channel(self, prefetch: int | None = None) -> AbstractChannel:
+        """A new channel on the open connection (reopened first if the broker closed it)."""
+        await self._ensure()
+        ch = await self.conn.channel()
+        if prefetch is not None:
+            await ch.set_qos(prefetch_count=prefetch)
+        return ch
+
+    @property
+    def pub(self) -> AbstractChannel:
+        assert self._pub is not None, "not connected"
+        return self._pub
+
     async def _on_commit(self, msg: AbstractIncomingMessage) -> None:
         h = msg.headers
         key = (str(h["group"]), int(str(h["partition"])))
@@ -111,8 +165,8 @@ class RabbitMQLog(BrokerLog):
         await msg.ack()
 
     async def _publish(self, partition: int, records: Sequence[LogRecord]) -> None:
-        assert self._pub is not None
-        ex = self._pub.default_exchange
+        await self._ensure()
+        ex = self.pub.default_exchange
         rk = self.stream(partition)
         await gather_all(
             [
@@ -130,25 +184,28 @@ class RabbitMQLog(BrokerLog):
 
     async def _end(self, partition: int) -> int:
         """The newest offset: attach at ``last`` (the newest chunk) and read it through."""
-        ch = await self.conn.channel()
+        ch = await self.channel(prefetch=10_000)
+        newest = -1
+        got = asyncio.Event()
+        done = False
         try:
-            await ch.set_qos(prefetch_count=10_000)
             q = await ch.get_queue(self.stream(partition), ensure=False)
-            newest = -1
-            got = asyncio.Event()
 
             async def on(msg: AbstractIncomingMessage) -> None:
                 nonlocal newest
                 newest = max(newest, int(str(msg.headers[_OFFSET])))
                 got.set()
-                await msg.ack()
+                if not done:
+                    await msg.ack()
 
             tag = await q.consume(on, arguments={_OFFSET: "last"})
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(got.wait(), 0.3)
             await asyncio.sleep(0.02)  # the rest of the chunk follows its first message
+            done = True
             await q.cancel(tag)
         finally:
+            done = True
             await ch.close()
         return 0 if newest < 0 else self.to_offset(newest, partition)
 
@@ -176,7 +233,7 @@ class RabbitMQLog(BrokerLog):
         return _Reader(self, group, partition)
 
     async def _lease(self, group: str, partition: int) -> bool:
-        ch = await self.conn.channel()
+        ch = await self.channel()
         try:
             await ch.declare_queue(
                 f"{self.cfg.stream}.lease.{group}.p{partition}", exclusive=True, auto_delete=True
@@ -188,7 +245,7 @@ class RabbitMQLog(BrokerLog):
 
     async def _lease_held(self, group: str, partition: int) -> bool:
         ch = self._lease_channels.get((group, partition))
-        return ch is not None and not ch.is_closed and not self.conn.is_closed
+        return ch is not None and not ch.is_closed and self._open()
 
     async def _release(self, group: str, partition: int) -> None:
         ch = self._lease_channels.pop((group, partition), None)
@@ -198,8 +255,8 @@ class RabbitMQLog(BrokerLog):
             await ch.close()
 
     async def publish_commit(self, group: str, partition: int, offset: int) -> None:
-        assert self._pub is not None
-        await self._pub.default_exchange.publish(
+        await self._ensure()
+        await self.pub.default_exchange.publish(
             aio_pika.Message(
                 b"",
                 headers={"group": group, "partition": partition, "offset": offset},
@@ -227,11 +284,11 @@ class _Reader(PartitionReader):
         self._buf: asyncio.Queue[LogEntry] = asyncio.Queue()
         self._at: int | None = None
         self._generation = 0
+        self._closing = False
 
     async def _position(self, after: int) -> None:
         if self._ch is None or self._ch.is_closed:
-            self._ch = await self.log.conn.channel()
-            await self._ch.set_qos(prefetch_count=self.prefetch)
+            self._ch = await self.log.channel(prefetch=self.prefetch)
             self._queue = await self._ch.get_queue(self.log.stream(self.partition), ensure=False)
             self._tag = None  # a consumer of the old channel went with it
         assert self._queue is not None
@@ -243,6 +300,8 @@ class _Reader(PartitionReader):
         p = self.partition
 
         async def on(msg: AbstractIncomingMessage) -> None:
+            if self._closing:
+                return  # no credit on a channel being closed (see the module docstring)
             await msg.ack()  # credit only: a stream keeps the message
             if generation != self._generation:
                 return  # delivered to a consumer that was since moved
@@ -282,5 +341,6 @@ class _Reader(PartitionReader):
         await self.log.publish_commit(self.group, self.partition, offset)
 
     async def close(self) -> None:
+        self._closing = True
         if self._ch is not None and not self._ch.is_closed:
             await self._ch.close()
