@@ -148,6 +148,10 @@ class PostgresSettings(BaseModel):
     partitions_ahead: int = Field(7, ge=0, le=366)
     """Partitions created ahead of time (days, hours or months by the pack's granularity);
     any other is created on demand before the rows that need it are loaded."""
+    fold_every: int = Field(32, ge=1)
+    """As for DuckDB: delta rollups append each load's aggregates, and every this many loads
+    that appended to a rollup the load also folds its keys into one row each. Appends and
+    folds of one rollup hold its advisory lock, so concurrent loaders stay exact."""
 
 
 class ClickHouseSettings(BaseModel):

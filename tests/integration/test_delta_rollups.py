@@ -1,10 +1,10 @@
 """Delta rollups equal a full rebuild from rows after any interleaving of in-order, late and
 duplicate batches (Hypothesis), on every engine that runs here.
 
-PostgreSQL merges each batch's aggregates into the stored rows (``rollup_mode`` delta);
-DuckDB appends them and folds them every ``fold_every`` loads (run with 2, and with folds
-so rare that none runs: reads merge the parts); ClickHouse appends them as a part per batch,
-and compacts the parts at random points between batches.
+DuckDB and PostgreSQL append each batch's aggregates and fold them every ``fold_every`` loads
+(run with 2; DuckDB also with folds so rare that none runs: reads merge the parts);
+ClickHouse appends them as a part per batch, and compacts the parts at random points between
+batches.
 The oracle is ``rollup.spec.full_rebuild`` over the stored rows.
 Each engine keeps one warehouse across examples (events of an example get their own ids), so
 later examples also run against rollups that earlier ones filled.
@@ -49,7 +49,8 @@ _example = itertools.count()
 def _settings(tmp: Path, engine: str, dsn: str = "") -> Settings:
     loader = LoaderSettings(rollup_mode="auto", max_wait_s=0)
     if engine == "postgres":
-        return make_settings(tmp, warehouse=PostgresSettings(dsn=dsn), loader=loader)  # type: ignore[arg-type]
+        pg = PostgresSettings(dsn=dsn, fold_every=2)  # type: ignore[arg-type]
+        return make_settings(tmp, warehouse=pg, loader=loader)
     if engine == "clickhouse":
         return make_settings(tmp, warehouse=ClickHouseSettings(), loader=loader)  # type: ignore[arg-type]
     every = 2 if engine == "duckdb" else 10**9
@@ -180,7 +181,13 @@ def test_delta_is_what_runs(tmp_path: Path) -> None:
         assert not any(a.fold is not None for a in steps)
         assert any(a.bounds is not None for a in steps)  # touched buckets from rows
         steps = after_insert(rt.packs, "postgres")[("marketplace", "marketplace_events")]
-        assert any("_gm_delta" in s.sql("postgres") for a in steps for s in a.prepare)
+        assert any(a.fold is not None for a in steps)  # PostgreSQL too, under its lock
+        locks = [s.sql("postgres").upper() for a in steps for s in a.prepare]
+        assert any("ADVISORY_XACT_LOCK" in text for text in locks)
+        steps = after_insert(rt.packs, "postgres", mode="recompute")[
+            ("marketplace", "marketplace_events")
+        ]
+        assert not any(a.fold is not None for a in steps)
         steps = after_insert(rt.packs, "clickhouse")[("marketplace", "marketplace_events")]
         assert any(a.parts is not None for a in steps)  # ClickHouse: a part per batch
         with pytest.raises(ValueError, match="recompute only"):
@@ -283,15 +290,25 @@ def _rows_per_key(rt: Runtime) -> dict[tuple[Any, ...], int]:
     }
 
 
-def test_duckdb_folds_appended_rollup_rows_every_n_loads_and_after_a_restart(
-    tmp_path: Path,
+@pytest.fixture(params=["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
+def fold_every_3(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Settings]:
+    """Settings for a warehouse that folds every third load: DuckDB, and PostgreSQL."""
+    loader = LoaderSettings(max_wait_s=0)
+    if request.param == "duckdb":
+        yield make_settings(tmp_path, warehouse=DuckDBSettings(fold_every=3), loader=loader)  # type: ignore[arg-type]
+        return
+    with scratch_database() as dsn:
+        pg = PostgresSettings(dsn=dsn, fold_every=3)  # type: ignore[arg-type]
+        yield make_settings(tmp_path, warehouse=pg, loader=loader)
+
+
+def test_folds_appended_rollup_rows_every_n_loads_and_after_a_restart(
+    fold_every_3: Settings,
 ) -> None:
     """A load appends its aggregates; every ``fold_every``-th load folds the keys appended
     since into one row each. A restarted process does not know what the last one left
     unfolded, so its first fold covers every bucket. The numbers equal a rebuild throughout."""
-    settings = make_settings(
-        tmp_path, warehouse=DuckDBSettings(fold_every=3), loader=LoaderSettings(max_wait_s=0)
-    )
+    settings = fold_every_3
 
     def ev(i: int, hour: int) -> dict[str, Any]:
         at = f"2026-10-01T{hour:02d}:10:00Z"
@@ -302,7 +319,7 @@ def test_duckdb_folds_appended_rollup_rows_every_n_loads_and_after_a_restart(
         kept = snapshot(rt, "marketplace_hourly")
         assert kept
         r = pack.spec.rollups["marketplace_hourly"]
-        for stmt in full_rebuild(pack, "marketplace_hourly", r, "duckdb"):
+        for stmt in full_rebuild(pack, "marketplace_hourly", r, rt.warehouse.dialect):
             rt.warehouse.execute(stmt)
         assert snapshot(rt, "marketplace_hourly") == kept
 

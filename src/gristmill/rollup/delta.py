@@ -12,16 +12,18 @@ batch and the rollup rows of the buckets it touched, nothing else:
    counts and sums add, min and max compare, distinct-value sets union (exact: the set of
    values, as the rollup already stores them — no sketch, no error).
 
-DuckDB (``caps.rollup_appends``) defers steps 2 and 3: a load appends its batch's aggregates as
-rows of their own (reads merge a key's rows anyway), and every few loads one load also folds
-the keys appended since into one row each (:func:`fold`; when, in warehouse/folds.py). Steps 2
-and 3 rewrote every key a batch touched, sets included, at every load.
+DuckDB and PostgreSQL (``caps.rollup_appends``) defer steps 2 and 3: a load appends its batch's
+aggregates as rows of their own (reads merge a key's rows anyway), and every few loads one load
+also folds the keys appended since into one row each (:func:`fold`; when, in
+warehouse/folds.py). Steps 2 and 3 rewrote every key a batch touched, sets included, at every
+load.
 
 Same numbers as a full rebuild (the tests compare after random interleavings of in-order, late
 and duplicate batches). Two engines give ``_gm_new`` inside the load transaction
-(``caps.delta_rollups``: DuckDB, PostgreSQL). On PostgreSQL a transaction-scoped advisory lock
-per rollup serialises the read-merge-write of concurrent loaders, which a recompute also needed
-and did not take. The cloud engines (``caps.upsert_by_merge``: BigQuery, Snowflake, Redshift)
+(``caps.delta_rollups``: DuckDB, PostgreSQL). On PostgreSQL, where loaders in several processes
+may load one pack, a transaction-scoped advisory lock per rollup is taken by every append,
+merge and fold of it: a fold deletes the rows it read, and without the lock a row another
+loader appended meanwhile would go with them. A recompute needed it too. The cloud engines (``caps.upsert_by_merge``: BigQuery, Snowflake, Redshift)
 merge deltas too, in one MERGE per rollup without temp tables
 (:func:`gristmill.rollup.scripted.delta`): their ``_gm_new`` is the dedupe anti-join, run
 before the batch's keys are remembered, in the load transaction. ClickHouse has no
@@ -111,10 +113,7 @@ def delta(
     if appends:
         return _appended(pack, name, r, bucket, comps, dialect)
 
-    prepare: list[exp.Expr] = []
-    if dialect == "postgres":
-        key = exp.Literal.number(lock_key(pack, name))
-        prepare.append(exp.select(exp.func("pg_advisory_xact_lock", key)))
+    prepare = _locked(pack, name, dialect)
     prepare += [
         exp.Drop(tables=[exp.to_table(DELTA)], kind="TABLE", exists=True),
         exp.Create(
@@ -159,6 +158,15 @@ def delta(
     return AfterInsert(statements=(gather, delete, put), prepare=tuple(prepare), bounds=bounds)
 
 
+def _locked(pack: Pack, name: str, dialect: str) -> list[exp.Expr]:
+    """On PostgreSQL, the statement that takes rollup ``name``'s transaction-scoped advisory
+    lock (held to the commit; taking it again in the same transaction is free)."""
+    if dialect != "postgres":
+        return []
+    key = exp.Literal.number(lock_key(pack, name))
+    return [exp.select(exp.func("pg_advisory_xact_lock", key))]
+
+
 def _key_in(table: str, r: RollupSpec, alias: str) -> exp.Exists:
     """Whether ``table`` holds the key (bucket and dimensions, NULL equal to NULL) of the
     rollup row ``alias``."""
@@ -199,7 +207,11 @@ def _appended(
         target,
         columns=_names(pack, r),
     )
-    return AfterInsert(statements=(append,), fold=fold(pack, name, r, dialect))
+    return AfterInsert(
+        statements=(append,),
+        prepare=tuple(_locked(pack, name, dialect)),
+        fold=fold(pack, name, r, dialect),
+    )
 
 
 def fold(pack: Pack, name: str, r: RollupSpec, dialect: str = "duckdb") -> RollupFold:
@@ -222,6 +234,7 @@ def fold(pack: Pack, name: str, r: RollupSpec, dialect: str = "duckdb") -> Rollu
     )
     names = _names(pack, r)
     statements = (
+        *_locked(pack, name, dialect),
         exp.Create(
             this=scratch.copy(),
             kind="TABLE",

@@ -27,6 +27,7 @@ from sqlglot import exp
 from gristmill.core.clock import to_datetime
 from gristmill.pack.models import Pack
 from gristmill.sql import ddl
+from gristmill.warehouse import folds
 from gristmill.warehouse.base import (
     AfterInsert,
     LedgerTotals,
@@ -34,6 +35,7 @@ from gristmill.warehouse.base import (
     LoadResult,
     Partition,
     Readiness,
+    RollupFold,
     TableRows,
 )
 from gristmill.warehouse.common import (
@@ -91,7 +93,14 @@ class PostgresWarehouse:
     dialect = DIALECT
     caps = CAPABILITIES
 
-    def __init__(self, dsn: str, *, partitions_ahead: int = 7, read_only: bool = False) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        partitions_ahead: int = 7,
+        read_only: bool = False,
+        fold_every: int = folds.EVERY,
+    ) -> None:
         self.dsn = dsn
         self.partitions_ahead = partitions_ahead
         self.read_only = read_only
@@ -103,6 +112,7 @@ class PostgresWarehouse:
         self._statements: dict[tuple[str, str], LoadStatements] = {}
         self._rendered = Rendered(sql)
         self._partitions: set[tuple[str, str, datetime]] = set()
+        self._folds = folds.Folds(fold_every)
 
     def _reader(self) -> psycopg.Connection[tuple[Any, ...]]:
         conn: psycopg.Connection[tuple[Any, ...]] | None = getattr(self._local, "conn", None)
@@ -217,6 +227,7 @@ class PostgresWarehouse:
     def commit_load(self, batch: LoadBatch) -> LoadResult:
         with self._write_lock:
             self._ensure_partitions(batch)
+            appended: folds.Appended = {}
             with self._writer.transaction(), self._writer.cursor() as cur:
                 if cur.execute(SYSTEM.seen_batch, {"b": batch.batch_id}).fetchone():
                     return LoadResult(batch.batch_id, {}, {}, {}, replayed=True)
@@ -239,6 +250,8 @@ class PostgresWarehouse:
                             cur.execute(s)
                     for after in rows.after:
                         self._after_insert(cur, after)
+                        if after.fold is not None:
+                            folds.note(appended, after.fold, rows.rows["occurred_at"])
                     if rows.after:
                         cur.execute(LoadStatements.DROP_NEW)
                     for source, n in by_source:
@@ -246,6 +259,8 @@ class PostgresWarehouse:
                 if batch.quarantine is not None and batch.quarantine.num_rows:
                     self._copy(cur, QUARANTINE_STAGE, batch.quarantine)
                     cur.execute(SYSTEM.insert_quarantine)
+                folded = self._folds.due(appended)
+                self._fold(cur, folded)
                 result, ledger = settle(batch, fresh)
                 cur.executemany(SYSTEM.insert_ledger, ledger)
                 cur.execute(SYSTEM.delete_offset, {"log": batch.log_name, "grp": batch.group})
@@ -253,7 +268,29 @@ class PostgresWarehouse:
                     SYSTEM.insert_offset,
                     {"log": batch.log_name, "grp": batch.group, "off": batch.last_offset},
                 )
+            self._folds.committed(appended, folded)
         return result
+
+    def _fold(
+        self, cur: psycopg.Cursor[tuple[Any, ...]], folded: Sequence[tuple[RollupFold, datetime]]
+    ) -> None:
+        """Fold rollups kept as appended rows (their statements take the rollup's advisory
+        lock first, which a load that appended to it already holds)."""
+        for fold, lo in folded:
+            cur.execute(self._rendered(fold.drop))
+            for stmt in fold.statements:
+                text = self._rendered(stmt)
+                cur.execute(text, {"lo": lo} if "%(lo)s" in text else None)
+            cur.execute(self._rendered(fold.drop))
+
+    def fold_rollups(self) -> int:
+        """Fold now every rollup this process appended to since its last fold (see
+        :mod:`gristmill.warehouse.folds`), in one transaction; how many."""
+        with self._txn() as cur:
+            folded = self._folds.pending()
+            self._fold(cur, folded)
+        self._folds.committed({}, folded)
+        return len(folded)
 
     def _after_insert(self, cur: psycopg.Cursor[tuple[Any, ...]], after: AfterInsert) -> None:
         for stmt in after.prepare:

@@ -25,6 +25,7 @@ CAPABILITIES = Capabilities(
     max_identifier_length=63,
     secondary_indexes=True,
     delta_rollups=True,
+    rollup_appends=True,
 )
 
 
@@ -43,5 +44,8 @@ def create(settings: Settings, *, read_only: bool = False) -> PostgresWarehouse:
     cfg = settings.warehouse
     assert isinstance(cfg, PostgresSettings)
     return PostgresWarehouse(
-        cfg.dsn.get_secret_value(), partitions_ahead=cfg.partitions_ahead, read_only=read_only
+        cfg.dsn.get_secret_value(),
+        partitions_ahead=cfg.partitions_ahead,
+        read_only=read_only,
+        fold_every=cfg.fold_every,
     )
