@@ -107,6 +107,16 @@ MIXED = [
 ]
 
 
+def test_a_batch_lists_its_tables_in_one_order_whatever_arrives_first(typed: Pack) -> None:
+    """Every load goes through the tables in the same order (a PostgreSQL loader takes key
+    and rollup locks table by table: opposite orders in two loaders could deadlock)."""
+    other_first = collect(typed, [MIXED[1], MIXED[0]])
+    typed_first = collect(typed, [MIXED[0], MIXED[1]])
+    for p in (other_first, typed_first):
+        b = build_batch([entry(1, p)], {"typed": typed}, log_id="t", group="g")
+        assert [t.table for t in b.tables] == ["other_events", "typed_events"]
+
+
 def test_every_column_type_and_null_round_trips(typed: Pack) -> None:
     p = collect(typed, MIXED)
     body = p.record().body

@@ -314,9 +314,13 @@ def _build(
                 )
                 tb.add(part, frame, scope)
     after = after or {}
+    # Tables in one order for every batch, not in order of first appearance. On PostgreSQL
+    # a load takes a table's dedupe key locks, then its rollups' advisory locks, table after
+    # table; two loaders going through the tables in opposite orders could each wait for a
+    # key or a lock the other holds (a deadlock, seen with an event re-sent to two partitions).
     batch.tables = [
-        TableRows(b.pack, b.table, b.build(), after.get((b.pack.name, b.table), ()))
-        for b in builders.values()
+        TableRows(b.pack, b.table, b.build(), after.get(key, ()))
+        for key, b in sorted(builders.items())
     ]
     if q:
         batch.quarantine = quarantine_table(q)

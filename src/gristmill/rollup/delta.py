@@ -23,9 +23,10 @@ and duplicate batches). Two engines give ``_gm_new`` inside the load transaction
 (``caps.delta_rollups``: DuckDB, PostgreSQL). On PostgreSQL, where loaders in several processes
 may load one pack, a transaction-scoped advisory lock per rollup is taken by every append,
 merge and fold of it: a fold deletes the rows it read, and without the lock a row another
-loader appended meanwhile would go with them. A recompute needed it too. The cloud engines (``caps.upsert_by_merge``: BigQuery, Snowflake, Redshift)
-merge deltas too, in one MERGE per rollup without temp tables
-(:func:`gristmill.rollup.scripted.delta`): their ``_gm_new`` is the dedupe anti-join, run
+loader appended meanwhile would go with them. A recompute needed it too. The cloud engines
+(``caps.upsert_by_merge``: BigQuery, Snowflake, Redshift) merge deltas too, in one MERGE per
+rollup without temp tables (:func:`gristmill.rollup.scripted.delta`): their ``_gm_new`` is the
+dedupe anti-join, run
 before the batch's keys are remembered, in the load transaction. ClickHouse has no
 transactions, and a retried batch must be able to redo its rollup step, which a merge into
 stored rows is not: there the batch's aggregates go in as a *part* of their own, tagged with
