@@ -70,11 +70,33 @@ class Aggs:
     """Seconds since 1970 of a timestamp, with its fraction (durations between instants)."""
 
 
+_UTC_WIDTH_US = {"hour": 3_600_000_000, "day": 86_400_000_000}
+
+
+def _duck_utc_bucket(ts: exp.Expr, grain: str) -> exp.Expr:
+    """A UTC hour or day by integer arithmetic on microseconds since 1970 (floored, so
+    instants before 1970 fall in the right bucket too), as a TIMESTAMPTZ. The same instants
+    as ``timezone('UTC', date_trunc(grain, ts AT TIME ZONE 'UTC'))``, whatever the session's
+    zone, without two zone conversions per row: ~2.7x faster to bucket, which is most of
+    what a delta rollup's append costs besides its sets (BENCHMARKS.md, rollups)."""
+    width = exp.Literal.number(_UTC_WIDTH_US[grain])
+    us = exp.Anonymous(this="epoch_us", expressions=[ts])
+    rem = exp.Mod(
+        this=exp.Paren(
+            this=exp.Add(this=exp.Mod(this=us.copy(), expression=width), expression=width.copy())
+        ),
+        expression=width.copy(),
+    )
+    start = exp.Sub(this=us, expression=exp.Paren(this=rem))
+    return exp.Anonymous(this="make_timestamptz", expressions=[start])
+
+
 DUCKDB = Aggs(
     distinct_set=lambda c: exp.func("list", exp.Distinct(expressions=[c])),
     merge_sets=lambda s: exp.func("list_distinct", exp.func("flatten", exp.func("list", s))),
     set_size=lambda s: exp.func("coalesce", exp.func("len", s), exp.Literal.number(0)),
     percentile=lambda c, p: exp.func("quantile_cont", c, exp.Literal.number(p)),
+    utc_bucket=_duck_utc_bucket,
 )
 
 
