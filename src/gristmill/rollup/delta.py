@@ -168,9 +168,9 @@ def _locked(pack: Pack, name: str, dialect: str) -> list[exp.Expr]:
     return [exp.select(exp.func("pg_advisory_xact_lock", key))]
 
 
-def _key_in(table: str, r: RollupSpec, alias: str) -> exp.Exists:
-    """Whether ``table`` holds the key (bucket and dimensions, NULL equal to NULL) of the
-    rollup row ``alias``."""
+def _key_in(table: str | exp.Subquery, r: RollupSpec, alias: str) -> exp.Exists:
+    """Whether ``table`` (a temp table's name, or a subquery aliased ``d``) holds the key
+    (bucket and dimensions, NULL equal to NULL) of the rollup row ``alias``."""
     same: list[exp.Expr] = [exp.column("bucket", table="d").eq(exp.column("bucket", table=alias))]
     same += [
         exp.NullSafeEQ(
@@ -179,9 +179,8 @@ def _key_in(table: str, r: RollupSpec, alias: str) -> exp.Exists:
         )
         for d in r.dimensions
     ]
-    return exp.Exists(
-        this=exp.select("1").from_(exp.to_table(table).as_("d")).where(exp.and_(*same))
-    )
+    source = exp.to_table(table).as_("d") if isinstance(table, str) else table
+    return exp.Exists(this=exp.select("1").from_(source).where(exp.and_(*same)))
 
 
 FOLD = "_gm_fold"
@@ -221,12 +220,28 @@ def fold(pack: Pack, name: str, r: RollupSpec, dialect: str = "duckdb") -> Rollu
     target = rollup_table(pack, name)
     keys = [exp.column("bucket", quoted=True), *[exp.column(d, quoted=True) for d in r.dimensions]]
     since = exp.GTE(this=exp.column("bucket", quoted=True), expression=exp.Placeholder(this="lo"))
-    merged_keys = (
-        exp.select(*merged_columns(pack, r, dialect))
+    # The keys holding several rows first, from the key columns alone; then only their rows
+    # are merged. Merging every key in range and keeping those with several rows merged the
+    # sets of keys that needed nothing: half the fold's time over a 90-day rollup.
+    several = (
+        exp.select(*[k.copy() for k in keys])
         .from_(target.copy())
         .where(since.copy())
-        .group_by(*keys)
+        .group_by(*[k.copy() for k in keys])
         .having(exp.GT(this=exp.func("count", exp.Star()), expression=exp.Literal.number(1)))
+    )
+    merged_keys = (
+        exp.select(*merged_columns(pack, r, dialect))
+        .from_(target.copy().as_("r"))
+        .where(
+            exp.and_(
+                exp.GTE(
+                    this=exp.column("bucket", table="r"), expression=exp.Placeholder(this="lo")
+                ),
+                _key_in(several.subquery("d"), r, "r"),
+            )
+        )
+        .group_by(*keys)
     )
     scratch = exp.to_table(FOLD)
     rows = exp.and_(
