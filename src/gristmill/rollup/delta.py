@@ -26,13 +26,12 @@ merge and fold of it: a fold deletes the rows it read, and without the lock a ro
 loader appended meanwhile would go with them. A recompute needed it too. The cloud engines
 (``caps.upsert_by_merge``: BigQuery, Snowflake, Redshift) merge deltas too, in one MERGE per
 rollup without temp tables (:func:`gristmill.rollup.scripted.delta`): their ``_gm_new`` is the
-dedupe anti-join, run
-before the batch's keys are remembered, in the load transaction. ClickHouse has no
-transactions, and a retried batch must be able to redo its rollup step, which a merge into
-stored rows is not: there the batch's aggregates go in as a *part* of their own, tagged with
-the batch id (a retry deletes it with the batch's rows), reads merge parts per key, and
-committed parts are compacted into one row per key a month partition at a time (``REPLACE
-PARTITION``, atomic: warehouse/clickhouse/compact.py).
+dedupe anti-join, run before the batch's keys are remembered, in the load transaction.
+ClickHouse has no transactions, and a retried batch must be able to redo its rollup step,
+which a merge into stored rows is not: there the batch's aggregates go in as a *part* of their
+own, tagged with the batch id (a retry deletes it with the batch's rows), reads merge parts per
+key, and committed parts are compacted into one row per key a month partition at a time
+(``REPLACE PARTITION``, atomic: warehouse/clickhouse/compact.py).
 """
 
 from __future__ import annotations
