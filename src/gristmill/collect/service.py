@@ -10,6 +10,7 @@ parsing it moved (31k vs 37k events/s end to end, see BENCHMARKS.md).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -41,6 +42,8 @@ from gristmill.core.subjects import Suppression
 from gristmill.log.base import EventLog, LogFull, LogRecord
 from gristmill.pack.models import Pack
 from gristmill.schema.registry import SchemaRegistry
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -261,7 +264,10 @@ class Collector(Parser):
         self.log = log
 
     async def finish(self, dialect: Dialect, pack: str, source: str, opened: Opened) -> Reply:
-        """Frame the request and answer once its frame is durable (503 when the log is full)."""
+        """Frame the request and answer once its frame is durable: 503 with ``Retry-After``
+        when the log is full, and when it could not store the frame (a broker that is down
+        or closed the connection, a disk error). The second is no server bug a client should
+        give up on: the log reconnects, and a re-sent event is deduplicated by its id."""
         reply = self.reply(dialect, pack, source, opened)
         if reply.record is not None:
             try:
@@ -270,6 +276,15 @@ class Collector(Parser):
                 p = unavailable(str(exc), exc.retry_after_s)
                 p.extra.update(exc.fields())
                 return Reply.of(dialect, p)
+            except Exception as exc:
+                log.exception("the %s log did not store a request", self.log.name)
+                retry_s = int(getattr(self.log, "retry_after_s", 1))
+                detail = (
+                    f"the event log could not store this request ({type(exc).__name__}: {exc});"
+                    " it may not have been kept: send it again (events are deduplicated by"
+                    " their id)"
+                )
+                return Reply.of(dialect, unavailable(detail, retry_s))
         return reply
 
     async def submit(self, prepared: Prepared) -> None:

@@ -288,6 +288,7 @@ class _Reader(PartitionReader):
 
     async def _position(self, after: int) -> None:
         if self._ch is None or self._ch.is_closed:
+            self._closing = False
             self._ch = await self.log.channel(prefetch=self.prefetch)
             self._queue = await self._ch.get_queue(self.log.stream(self.partition), ensure=False)
             self._tag = None  # a consumer of the old channel went with it
