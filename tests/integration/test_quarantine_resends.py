@@ -4,6 +4,7 @@ row of its own. Every sending still counts in conservation (``quarantined``)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -161,3 +162,39 @@ def test_dedupe_keys_in_memory_on_metrics(tmp_path: Path) -> None:
         assert [s.value for s in held] == [3.0]
     finally:
         rt.stop()
+
+
+def test_a_started_loader_reads_the_key_set_before_the_first_batch(tmp_path: Path) -> None:
+    """After a restart the running loader reads the dedupe keys into memory before any event
+    arrives (the first load would otherwise read the key table itself), and a re-sent
+    event is still a duplicate."""
+    data = tmp_path / "d"
+    events = [order("order_created", event_id=f"w-{i}") for i in range(4)]
+    rt = Runtime(make_settings(data))
+    try:
+        send_raw(rt, events)
+    finally:
+        rt.stop()
+    rt = Runtime(make_settings(data))
+    try:
+        assert rt.warehouse.keys_in_memory() == {}  # type: ignore[attr-defined]
+        with TestClient(create_app(rt)):  # starts the loader
+            deadline = time.monotonic() + 30
+            while rt.warehouse.keys_in_memory().get("marketplace") != 4:  # type: ignore[attr-defined]
+                assert time.monotonic() < deadline, rt.warehouse.keys_in_memory()  # type: ignore[attr-defined]
+                time.sleep(0.05)
+            assert rt.loader.stats.batches == 0  # warmed, not loaded
+            send_raw(rt, [*events[:2], order("order_created", event_id="w-new")])
+            c = rt.conservation()
+            assert (c.total("loaded"), c.total("duplicates")) == (5, 2), c.as_dict()
+    finally:
+        rt.stop()
+
+
+def send_raw(rt: Runtime, events: list[dict[str, Any]]) -> None:
+    """Collect ``events`` as one native request and load them."""
+    p = rt.collector.prepare(
+        pack="marketplace", source="web", dialect="native", raw=orjson.dumps(events)
+    )
+    rt.collector.submit_sync(p)
+    rt.loader.drain()

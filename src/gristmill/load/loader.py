@@ -321,6 +321,10 @@ class Loader:
         a commit fails, and the position is re-read from the warehouse.
         """
         poll = self.settings.idle_poll_s
+        try:  # before the first batch: what the first load would read (DuckDB's key sets)
+            self.warehouse.warm(list(self.packs.values()))
+        except Exception:  # best effort: the first load reads what it needs by itself
+            log.exception("warming the warehouse failed")
         with _pools() as (pool, logs):
             pending: Future[_Built | None] | None = None
             while not self._stop.is_set():

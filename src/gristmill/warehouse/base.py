@@ -200,6 +200,12 @@ class Warehouse(Protocol):
 
     def prune_dedupe(self, pack: Pack, now_us: int) -> int: ...
 
+    def warm(self, packs: Sequence[Pack]) -> None:
+        """Read now what the first load would otherwise read first (DuckDB: the dedupe key
+        sets); the loader calls it as it starts, before its first batch. Engines with
+        nothing to warm do nothing."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -39,6 +39,15 @@ def bind_new(e: exp.Expr, rows: exp.Select) -> exp.Expr:
     return e.copy().transform(visit, copy=False)
 
 
+class NothingToWarm:
+    """For engines whose loads read nothing into the process first: their duplicate check
+    runs in the engine, so :meth:`~gristmill.warehouse.base.Warehouse.warm` has nothing to
+    do."""
+
+    def warm(self, packs: Sequence[Pack]) -> None:
+        return None
+
+
 class Rendered:
     """Statement text by statement object, rendered once: after-insert steps and other shared
     statements are built once per process and run on every load, and rendering a rollup's

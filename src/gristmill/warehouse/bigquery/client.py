@@ -47,6 +47,7 @@ from gristmill.warehouse.bigquery.sql import (
     typed_params,
 )
 from gristmill.warehouse.common import (
+    NothingToWarm,
     SystemSQL,
     catalog_problems,
     ledger_snapshot,
@@ -64,7 +65,7 @@ def _ref(client: Any, t: exp.Table) -> str:
     return f"{client.project}.{t.db}.{t.name}"
 
 
-class BigQueryWarehouse:
+class BigQueryWarehouse(NothingToWarm):
     name = NAME
     dialect = DIALECT
     caps = CAPABILITIES

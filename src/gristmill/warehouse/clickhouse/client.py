@@ -71,6 +71,7 @@ from gristmill.warehouse.clickhouse.sql import (
     stage,
 )
 from gristmill.warehouse.common import (
+    NothingToWarm,
     Rendered,
     SystemSQL,
     catalog_problems,
@@ -140,7 +141,7 @@ REWRITTEN = "erasure-rewrite"
 """``_gm_batch_id`` of rows an UPDATE rewrote (never a load's id, so never compensated)."""
 
 
-class ClickHouseWarehouse:
+class ClickHouseWarehouse(NothingToWarm):
     name = NAME
     dialect = DIALECT
     caps = CAPABILITIES

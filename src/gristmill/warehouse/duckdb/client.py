@@ -102,11 +102,11 @@ class DuckDBWarehouse:
         self._write_lock = threading.Lock()
         self._statements: dict[tuple[str, str], LoadStatements] = {}
         self._rendered = Rendered(_sql)
-        self._key_index = key_index
+        self._key_index = key_index and not read_only
         self._keysets: dict[str, KeySet] = {}
-        """Per pack, its dedupe keys in memory (``key_index``): loaded at its first load, kept
-        equal to the table by this object (the file's only writer), dropped when another
-        statement names the key table."""
+        """Per pack, its dedupe keys in memory (``key_index``): loaded by :meth:`warm` or at
+        its first load, kept equal to the table by this object (the file's only writer),
+        dropped when another statement names the key table."""
         self._folds = folds.Folds(fold_every)
 
     def _cur(self) -> duckdb.DuckDBPyConnection:
@@ -243,10 +243,7 @@ class DuckDBWarehouse:
         which this table's fresh keys are appended); returns how many."""
         ks = self._keysets.get(pack.name)
         if ks is None:  # inside the transaction: the table as this load finds it
-            table = ddl.table_ref(pack.dataset, DEDUPE_TABLE)
-            stored = cur.sql(_sql(key_halves(table, "k", "first_seen").order_by("hi")))
-            assert stored is not None
-            ks = self._keysets[pack.name] = KeySet.from_arrow(stored.to_arrow_table())
+            ks = self._read_keys(cur, pack)
         rel = cur.sql(_KEY_HALVES)
         assert rel is not None
         hi, lo, t = halves(rel.to_arrow_table())
@@ -263,6 +260,28 @@ class DuckDBWarehouse:
             finally:
                 cur.unregister(SEEN_IN)
         return repeats
+
+    def _read_keys(self, cur: duckdb.DuckDBPyConnection, pack: Pack) -> KeySet:
+        table = ddl.table_ref(pack.dataset, DEDUPE_TABLE)
+        stored = cur.sql(_sql(key_halves(table, "k", "first_seen").order_by("hi")))
+        assert stored is not None
+        ks = self._keysets[pack.name] = KeySet.from_arrow(stored.to_arrow_table())
+        return ks
+
+    def warm(self, packs: Sequence[Pack]) -> None:
+        """Read each pack's dedupe keys into memory now, so the first load after a start
+        does not (1.6 s at 10M keys, BENCHMARKS.md). Under the write lock, so no load
+        commits meanwhile and the set equals the table; a load that arrives waits for it
+        only as long as it would have read the keys itself."""
+        if not self._key_index:
+            return
+        with self._write_lock:
+            cur = self._cur()
+            for pack in packs:
+                if pack.name in self._keysets:
+                    continue
+                if self.table_exists(ddl.table_ref(pack.dataset, DEDUPE_TABLE)):
+                    self._read_keys(cur, pack)
 
     def keys_in_memory(self) -> dict[str, int]:
         """Per pack, the dedupe keys held in memory (24 bytes each; none until its first

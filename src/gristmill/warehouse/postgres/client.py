@@ -40,6 +40,7 @@ from gristmill.warehouse.base import (
 )
 from gristmill.warehouse.common import (
     QUARANTINE_STAGE,
+    NothingToWarm,
     Rendered,
     SystemSQL,
     catalog_problems,
@@ -88,7 +89,7 @@ def _to_arrow(names: Sequence[str], rows: Sequence[Sequence[Any]]) -> pa.Table:
     return pa.Table.from_arrays([pa.array(list(c)) for c in cols], names=list(names))
 
 
-class PostgresWarehouse:
+class PostgresWarehouse(NothingToWarm):
     name = NAME
     dialect = DIALECT
     caps = CAPABILITIES

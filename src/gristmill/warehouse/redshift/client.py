@@ -29,6 +29,7 @@ from gristmill.pack.models import Pack
 from gristmill.sql import ddl
 from gristmill.warehouse.base import AfterInsert, LedgerTotals, LoadBatch, LoadResult, Readiness
 from gristmill.warehouse.common import (
+    NothingToWarm,
     catalog_problems,
     run_after_insert,
     settle,
@@ -58,7 +59,7 @@ from gristmill.warehouse.redshift.staging import Staging, to_format, use_copy
 READY_TTL_S = 30.0
 
 
-class RedshiftWarehouse:
+class RedshiftWarehouse(NothingToWarm):
     name = NAME
     dialect = DIALECT
     caps = CAPABILITIES

@@ -31,6 +31,7 @@ from gristmill.pack.models import Pack
 from gristmill.sql import ddl
 from gristmill.warehouse.base import AfterInsert, LedgerTotals, LoadBatch, LoadResult, Readiness
 from gristmill.warehouse.common import (
+    NothingToWarm,
     SystemSQL,
     catalog_problems,
     ledger_snapshot,
@@ -57,7 +58,7 @@ READY_TTL_S = 30.0
 LEDGER = ledger_snapshot(DIALECT)
 
 
-class SnowflakeWarehouse:
+class SnowflakeWarehouse(NothingToWarm):
     name = NAME
     dialect = DIALECT
     caps = CAPABILITIES
