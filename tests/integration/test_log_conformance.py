@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,6 +31,7 @@ from gristmill.runtime import Runtime
 from tests.brokers import close_rabbitmq_connections, scratch_stream
 from tests.conftest import make_settings
 from tests.factories import order
+from tests.live import wait_loaded
 
 
 def read_all(c: EventLog, group: str, n: int) -> list[LogRecord]:
@@ -45,13 +46,6 @@ def read_all(c: EventLog, group: str, n: int) -> list[LogRecord]:
         if len(out) >= n:
             break
     return out
-
-
-def wait_for(ok: Callable[[], bool], within_s: float = 60.0) -> None:
-    deadline = time.monotonic() + within_s
-    while not ok():
-        assert time.monotonic() < deadline, "not reached in time"
-        time.sleep(0.2)
 
 
 def rec(i: int, pack: str = "marketplace", source: str = "web", n: int = 2) -> LogRecord:
@@ -305,7 +299,7 @@ class TestRabbitMQLog(BrokerContract):
             with TestClient(create_app(rt)) as client:
                 events = [order() for _ in range(20)]
                 assert client.post("/v1/events", json=events[:10], headers=h).status_code == 200
-                wait_for(lambda: rt.conservation().total("loaded") == 10)
+                wait_loaded(rt, 10, timeout_s=60)
 
                 assert close_rabbitmq_connections(f"gristmill {rt.log.log_id}") >= 1
                 # A post racing the close may get 503 (nothing stored); a client retries it.
@@ -316,7 +310,7 @@ class TestRabbitMQLog(BrokerContract):
                         break
                     time.sleep(0.5)
                 assert r.status_code == 200, r.text
-                wait_for(lambda: rt.conservation().total("loaded") == 20)
+                wait_loaded(rt, 20, timeout_s=60)
                 c = rt.conservation()
                 assert c.balanced, c.as_dict()
                 assert (c.total("received"), c.total("duplicates"), c.total("in_flight")) == (

@@ -20,6 +20,7 @@ from gristmill.load.quarantine import QuarantineFilter, list_quarantine, replay
 from gristmill.runtime import Runtime
 from tests.conftest import make_settings
 from tests.factories import order
+from tests.integration.analytics_fixtures import send
 from tests.pg import scratch_database
 from tests.prom import find
 
@@ -172,7 +173,7 @@ def test_a_started_loader_reads_the_key_set_before_the_first_batch(tmp_path: Pat
     events = [order("order_created", event_id=f"w-{i}") for i in range(4)]
     rt = Runtime(make_settings(data))
     try:
-        send_raw(rt, events)
+        send(rt, events, source="web")
     finally:
         rt.stop()
     rt = Runtime(make_settings(data))
@@ -184,17 +185,8 @@ def test_a_started_loader_reads_the_key_set_before_the_first_batch(tmp_path: Pat
                 assert time.monotonic() < deadline, rt.warehouse.keys_in_memory()  # type: ignore[attr-defined]
                 time.sleep(0.05)
             assert rt.loader.stats.batches == 0  # warmed, not loaded
-            send_raw(rt, [*events[:2], order("order_created", event_id="w-new")])
+            send(rt, [*events[:2], order("order_created", event_id="w-new")], source="web")
             c = rt.conservation()
             assert (c.total("loaded"), c.total("duplicates")) == (5, 2), c.as_dict()
     finally:
         rt.stop()
-
-
-def send_raw(rt: Runtime, events: list[dict[str, Any]]) -> None:
-    """Collect ``events`` as one native request and load them."""
-    p = rt.collector.prepare(
-        pack="marketplace", source="web", dialect="native", raw=orjson.dumps(events)
-    )
-    rt.collector.submit_sync(p)
-    rt.loader.drain()

@@ -202,7 +202,6 @@ class RabbitMQLog(BrokerLog):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(got.wait(), 0.3)
             await asyncio.sleep(0.02)  # the rest of the chunk follows its first message
-            done = True
             await q.cancel(tag)
         finally:
             done = True

@@ -229,24 +229,15 @@ def fold(pack: Pack, name: str, r: RollupSpec, dialect: str = "duckdb") -> Rollu
         .group_by(*[k.copy() for k in keys])
         .having(exp.GT(this=exp.func("count", exp.Star()), expression=exp.Literal.number(1)))
     )
+    r_since = exp.GTE(this=exp.column("bucket", table="r"), expression=exp.Placeholder(this="lo"))
     merged_keys = (
         exp.select(*merged_columns(pack, r, dialect))
         .from_(target.copy().as_("r"))
-        .where(
-            exp.and_(
-                exp.GTE(
-                    this=exp.column("bucket", table="r"), expression=exp.Placeholder(this="lo")
-                ),
-                _key_in(several.subquery("d"), r, "r"),
-            )
-        )
+        .where(exp.and_(r_since.copy(), _key_in(several.subquery("d"), r, "r")))
         .group_by(*keys)
     )
     scratch = exp.to_table(FOLD)
-    rows = exp.and_(
-        exp.GTE(this=exp.column("bucket", table="r"), expression=exp.Placeholder(this="lo")),
-        _key_in(FOLD, r, "r"),
-    )
+    rows = exp.and_(r_since, _key_in(FOLD, r, "r"))
     names = _names(pack, r)
     statements = (
         *_locked(pack, name, dialect),

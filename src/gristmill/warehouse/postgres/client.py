@@ -276,12 +276,12 @@ class PostgresWarehouse(NothingToWarm):
         self, cur: psycopg.Cursor[tuple[Any, ...]], folded: Sequence[tuple[RollupFold, datetime]]
     ) -> None:
         """Fold rollups kept as appended rows (their statements take the rollup's advisory
-        lock first, which a load that appended to it already holds)."""
+        lock first, which a load that appended to it already holds; psycopg ignores the
+        ``lo`` parameter where a statement has no placeholder)."""
         for fold, lo in folded:
             cur.execute(self._rendered(fold.drop))
             for stmt in fold.statements:
-                text = self._rendered(stmt)
-                cur.execute(text, {"lo": lo} if "%(lo)s" in text else None)
+                cur.execute(self._rendered(stmt), {"lo": lo})
             cur.execute(self._rendered(fold.drop))
 
     def fold_rollups(self) -> int:
