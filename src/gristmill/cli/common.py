@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import queue
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -51,6 +54,28 @@ PacksOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+
+
+def stop_on_signals(
+    stop: threading.Event, signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)
+) -> None:
+    """SIGINT/SIGTERM set ``stop``; the process then finishes what it holds and exits.
+
+    The handler does not call ``stop.set()`` itself. A handler runs in the main thread between
+    two bytecodes, and that thread may be inside ``stop.wait()`` holding the event's internal
+    lock; ``set()`` then waits for a lock its own thread holds, for ever (a relay hung this way
+    on SIGTERM in CI). ``SimpleQueue.put`` is reentrant, so the handler only puts, and a
+    thread that holds no lock sets the event."""
+    signalled: queue.SimpleQueue[int] = queue.SimpleQueue()
+
+    def forward() -> None:
+        while True:
+            signalled.get()
+            stop.set()
+
+    threading.Thread(target=forward, name="signals", daemon=True).start()
+    for sig in signals:
+        signal.signal(sig, lambda signum, _frame: signalled.put(signum))
 
 
 def make_settings(

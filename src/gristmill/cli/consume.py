@@ -13,8 +13,7 @@ from typing import Annotated
 import typer
 from pydantic import SecretStr
 
-from gristmill.cli.common import DataDirOpt, PacksOpt, fail, make_settings
-from gristmill.cli.relay import stop_on_signals
+from gristmill.cli.common import DataDirOpt, PacksOpt, fail, make_settings, stop_on_signals
 from gristmill.consume import ConsumeStats, open_consumer
 from gristmill.consume import metrics as consumer_metrics
 

@@ -8,14 +8,13 @@ after the warehouse committed the batch.
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from typing import Annotated
 
 import typer
 
-from gristmill.cli.common import DataDirOpt, PacksOpt, console, make_settings
+from gristmill.cli.common import DataDirOpt, PacksOpt, console, make_settings, stop_on_signals
 from gristmill.config import Settings
 from gristmill.runtime import Runtime
 
@@ -49,8 +48,7 @@ def load(
     settings = make_settings(data_dir, pack)
     rt = _runtime(settings, max_partitions)
     done = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: done.set())
+    stop_on_signals(done)
     rt.start()
     console.print(
         f"gristmill loading {settings.log.type} log {rt.log.log_id} into {rt.warehouse.name}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import sys
 import threading
 import time
@@ -12,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import SecretStr
 
-from gristmill.cli.common import DataDirOpt, PacksOpt, fail, make_settings
+from gristmill.cli.common import DataDirOpt, PacksOpt, fail, make_settings, stop_on_signals
 from gristmill.relay import LeaseLost, RelayStats, open_relay
 
 
@@ -34,16 +33,6 @@ def _progress_printer(consumer: str, every_s: float) -> Any:
         )
 
     return show
-
-
-def stop_on_signals(stop: threading.Event) -> None:
-    """SIGINT/SIGTERM finish the batch in hand, release the lease and exit 0."""
-
-    def handler(signum: int, _frame: Any) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
 
 
 def relay(

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gristmill.cli.common import console, err_console, fail
+from gristmill.cli.common import console, err_console, fail, stop_on_signals
 from gristmill.config import Settings, SQLiteLogSettings
 
 WORKERS_FILE = "workers.json"
@@ -287,8 +287,7 @@ def run_workers(
 ) -> None:
     """Start the children and supervise them until SIGINT or SIGTERM."""
     sup = Supervisor(settings, plan(settings, workers, sock, api, reuse_port=reuse_port))
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: sup.stopping.set())
+    stop_on_signals(sup.stopping)
     host = settings.server.host
     port, api_port = sock.getsockname()[1], api.getsockname()[1]
     try:
