@@ -9,6 +9,10 @@ event id per request) from ``wrk -t2 -c32`` for 8 s against:
 * granian (a Rust HTTP server: HTTP parsing and socket I/O in Rust threads, the ASGI app on a
   uvloop event loop) running the same ASGI app, one worker (collector, loader and API in the
   worker, as ``serve``);
+* the floor: uvicorn + httptools on uvloop serving a bare ASGI app that reads the body and
+  answers 202, with no collector, log or loader behind it, in one and in two worker
+  processes. What the same server does with nothing to do bounds what any app on it can do
+  on this machine (the issue's 10k req/s aim is read against it).
 * granian, two workers. A granian worker is a whole process running the app's lifespan, and
   granian does not tell the app which worker it is: two workers of the plain app would be two
   loaders, two erasure/export schedulers and two appenders into one log partition, which is
@@ -88,6 +92,63 @@ def granian_app() -> Any:
     gc.collect()  # as `gristmill serve` does before serving
     gc.freeze()
     return app
+
+
+async def floor_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The floor (``uvicorn bench.servers:floor_app``): read the request body, answer 202 with
+    a body of the size ingest answers, do nothing else."""
+    if scope["type"] == "lifespan":
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif msg["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    more = True
+    while more:
+        more = (await receive()).get("more_body", False)
+    body = b'{"accepted":1,"rejected":0}'
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": 202, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _floor(tmp: Path, workers: int) -> dict[str, Any]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with open(tmp / "floor.log", "ab") as log:
+        proc = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "uvicorn", "bench.servers:floor_app"),
+                *("--http", "httptools", "--loop", "uvloop", "--no-access-log"),
+                *("--log-level", "warning", "--host", "127.0.0.1", "--port", str(port)),
+                *("--workers", str(workers)),
+            ],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.post(url + "/v1/events", content=b"{}", timeout=1).status_code == 202:
+                    break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the floor server did not start: {tmp / 'floor.log'}")
+            time.sleep(0.05)
+        time.sleep(1 if workers > 1 else 0)  # every worker listening, not only the first
+        return wrk_single(url, "-", tmp)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 class Granian:
@@ -274,12 +335,53 @@ def _conserved(served: Served, w: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _tree(root: int) -> list[int]:
+    """``root`` and its descendants (``serve --workers``: the supervisor, its collect workers
+    and the loader process)."""
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        with contextlib.suppress(FileNotFoundError):
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                with contextlib.suppress(FileNotFoundError):
+                    todo += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+def _cpu_by_role(pids: list[int]) -> dict[str, float]:
+    """CPU seconds (user + system) so far per role: ``collect`` for collect-only workers,
+    ``loader`` for the process that loads (``serve`` itself, or the loader process under
+    ``--workers``)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for pid in pids:
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        role = "collect" if b"collect" in cmd else "loader" if b"--workers" not in cmd else ""
+        if role:
+            out[role] = out.get(role, 0.0) + (int(stat[11]) + int(stat[12])) / tick
+    return out
+
+
 def _uvicorn(tmp: Path, workers: int) -> dict[str, Any]:
     env = {"GRISTMILL_LOG__MAX_BYTES": str(8 << 30)}
     s = serve(tmp, env=env, workers=workers)
     try:
         s.wait_loaded()
-        r = _conserved(s, wrk_single(s.server.url, s.write_key, tmp))
+        pids = _tree(s.server.proc.pid)  # type: ignore[union-attr]
+        before = _cpu_by_role(pids)
+        w = wrk_single(s.server.url, s.write_key, tmp)
+        after = _cpu_by_role(pids)
+        # CPU per acknowledged request, by role: where the machine's time went.
+        w["cpu_ms_per_request"] = {
+            role: round((after[role] - before.get(role, 0.0)) * 1e3 / max(1, w["acked"]), 3)
+            for role in after
+        }
+        r = _conserved(s, w)
     finally:
         s.server.stop()
     return {**r, "events_per_worker": _split(tmp, workers)}
@@ -320,6 +422,14 @@ def _granian(tmp: Path, workers: int) -> dict[str, Any]:
 
 
 CASES = {
+    "floor": (
+        "floor: uvicorn + httptools, bare ASGI app (202, no work), 1 process",
+        lambda t: _floor(t, 1),
+    ),
+    "floor_workers2": (
+        "floor: the same, 2 worker processes",
+        lambda t: _floor(t, 2),
+    ),
     "uvicorn": ("`gristmill serve` (uvicorn + httptools, 1 process)", lambda t: _uvicorn(t, 1)),
     "uvicorn_workers2": (
         "`gristmill serve --workers 2` (uvicorn, reuseport, + loader process)",
@@ -356,7 +466,7 @@ def run(rounds: int = 3) -> dict[str, Any]:
             **median,
             "runs_per_s": rates,
             "median_per_s": round(statistics.median(rates)),
-            "conserved_all": all(r["conserved"] for r in rs),
+            "conserved_all": all(r.get("conserved", True) for r in rs),
             "errors_all": sum(r["non_2xx"] + r["socket_errors"] for r in rs),
         }
     with contextlib.suppress(Exception):
@@ -364,6 +474,16 @@ def run(rounds: int = 3) -> dict[str, Any]:
 
         out["granian_version"] = granian.__version__
     return out
+
+
+def _split_cpu(c: dict[str, Any]) -> str:
+    """Under ``serve`` one process collects and loads: its CPU is all under ``loader``."""
+    cpu = c.get("cpu_ms_per_request")
+    if not cpu:
+        return "—"
+    if "collect" not in cpu:
+        return f"{cpu['loader']} ms (one process)"
+    return f"{cpu['collect']} / {cpu['loader']} ms"
 
 
 def render(results: dict[str, Any]) -> str:
@@ -376,18 +496,23 @@ def render(results: dict[str, Any]) -> str:
         f"POST; granian {r.get('granian_version', '?')}.",
         "",
         "| server | requests/s (median) | runs | p50 | p99 | non-2xx + socket errors (all runs) "
-        "| acked → received → loaded | conserved | events per worker | CPU busy (wrk's share) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| acked → received → loaded | conserved | events per worker | CPU busy (wrk's share) "
+        "| CPU per request: collecting / loading |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, (label, _) in CASES.items():
         c = r["cases"][name]
         runs = " / ".join(f"{x / 1000:.1f}k" for x in c["runs_per_s"])
         per = c.get("events_per_worker")
         split = " / ".join(f"{n:,}" for n in per) if per else "—"
+        if "received" in c:
+            counts = f"{c['acked']:,} → {c['received']:,} → {c['loaded']:,}"
+            conserved = "yes" if c["conserved_all"] else "NO"
+        else:  # the floor: nothing is stored
+            counts, conserved = f"{c['acked']:,} answered, nothing stored", "—"
         lines.append(
             f"| {label} | {c['median_per_s']:,} | {runs} | {c['p50_ms']} ms | {c['p99_ms']} ms "
-            f"| {c['errors_all']} | {c['acked']:,} → {c['received']:,} → "
-            f"{c['loaded']:,} | {'yes' if c['conserved_all'] else 'NO'} | {split} "
-            f"| {c['machine_busy']:.0%} ({c['wrk_core_share']:.0%}) |"
+            f"| {c['errors_all']} | {counts} | {conserved} | {split} "
+            f"| {c['machine_busy']:.0%} ({c['wrk_core_share']:.0%}) | {_split_cpu(c)} |"
         )
     return "\n".join(lines)
