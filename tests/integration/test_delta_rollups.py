@@ -32,8 +32,10 @@ from gristmill.config import (
     Settings,
 )
 from gristmill.rollup.delta import merged
+from gristmill.rollup.repair import rebuild
 from gristmill.rollup.spec import full_rebuild, rollup_table
 from gristmill.runtime import Runtime
+from gristmill.warehouse import folds
 from gristmill.warehouse.clickhouse.client import ClickHouseWarehouse
 from tests.conftest import make_settings
 from tests.factories import ad, order
@@ -306,8 +308,8 @@ def test_folds_appended_rollup_rows_every_n_loads_and_after_a_restart(
     fold_every_3: Settings,
 ) -> None:
     """A load appends its aggregates; every ``fold_every``-th load folds the keys appended
-    since into one row each. A restarted process does not know what the last one left
-    unfolded, so its first fold covers every bucket. The numbers equal a rebuild throughout."""
+    since into one row each. A restarted process's first fold also folds what the last one
+    left unfolded (the warehouse keeps the mark). The numbers equal a rebuild throughout."""
     settings = fold_every_3
 
     def ev(i: int, hour: int) -> dict[str, Any]:
@@ -339,12 +341,87 @@ def test_folds_appended_rollup_rows_every_n_loads_and_after_a_restart(
         send(rt, [ev(4, 9)])
         send(rt, [ev(5, 9)])
         assert _rows_per_key(rt) == {(1, "v1"): 2, (5, "v1"): 1, (9, "v1"): 2}
-        # This process's first fold covers every bucket, not only those from 04:00 on (the
+        # This process's first fold starts at the warehouse's mark, not at 04:00 (the
         # earliest it appended to): the row 01:00 kept from the last process folds too.
         send(rt, [ev(6, 5)])
         assert _rows_per_key(rt) == {(1, "v1"): 1, (5, "v1"): 1, (9, "v1"): 1}
         send(rt, [ev(7, 9)])
         assert _rows_per_key(rt) == {(1, "v1"): 1, (5, "v1"): 1, (9, "v1"): 2}
         equals_rebuild(rt)  # merged parts read as the rows say
+    finally:
+        rt.stop()
+
+
+def _mark(rt: Runtime) -> int | None:
+    table = rollup_table(rt.packs["marketplace"], "marketplace_hourly")
+    q = (
+        exp.select("unfolded_from_us")
+        .from_(folds.MARKS)
+        .where(exp.column("rollup").eq(exp.Literal.string(f"{table.db}.{table.name}")))
+    )
+    rows = rt.warehouse.query(q).to_pylist()
+    assert len(rows) == 1, rows
+    return rows[0]["unfolded_from_us"]  # type: ignore[no-any-return]
+
+
+def _rows_at(rt: Runtime, at: str) -> int:
+    """Rows of the hourly rollup in the bucket starting at ``at`` (UTC)."""
+    table = rollup_table(rt.packs["marketplace"], "marketplace_hourly")
+    bucket = exp.cast(exp.Literal.string(f"{at}+00"), "TIMESTAMPTZ")
+    q = exp.select(exp.func("count", exp.Star()).as_("n")).from_(table)
+    return int(rt.warehouse.query(q.where(exp.column("bucket").eq(bucket))).to_pylist()[0]["n"])
+
+
+def test_a_fold_starts_at_the_warehouses_mark_not_at_the_first_bucket(
+    fold_every_3: Settings,
+) -> None:
+    """Loads lower the rollup's fold mark in their transaction and a fold clears it, so the
+    first fold after a restart reads from the earliest unfolded bucket, not the whole rollup.
+    Seen through a key planted with two rows below the mark: left alone by that fold; folded
+    by a fold that has no mark to go by (a rollup made before the marks); a rebuild leaves
+    the rollup folded and its mark clear."""
+    settings = fold_every_3
+    early = "2026-09-30 20:00:00"
+
+    def ev(i: int, at: str) -> dict[str, Any]:
+        return order(vendor="v1", buyer=f"s{i}", amount=100 + i, occurred_at=at, event_id=f"m{i}")
+
+    def plant(rt: Runtime) -> None:
+        """A second row for the key (09-30 20:00, v1), as if a fold had left it."""
+        table = rollup_table(rt.packs["marketplace"], "marketplace_hourly")
+        bucket = exp.cast(exp.Literal.string(f"{early}+00"), "TIMESTAMPTZ")
+        rt.warehouse.execute(
+            exp.insert(exp.select("*").from_(table).where(exp.column("bucket").eq(bucket)), table)
+        )
+
+    rt = Runtime(settings)
+    try:
+        for i, at in enumerate(["2026-09-30T20:10:00Z", "2026-10-02T01:10:00Z"]):
+            send(rt, [ev(i, at)])
+        send(rt, [ev(2, "2026-10-02T02:10:00Z")])  # the third load folds
+        assert _mark(rt) is None  # nothing left unfolded
+        send(rt, [ev(3, "2026-10-02T03:10:00Z")])
+        # Its bucket starts at most one hour before the event: the mark says 02:10.
+        assert _mark(rt) == int(datetime(2026, 10, 2, 2, 10, tzinfo=UTC).timestamp() * 1e6)
+        plant(rt)
+        assert _rows_at(rt, early) == 2
+    finally:
+        rt.stop()
+    rt = Runtime(settings)
+    try:
+        for i in (4, 5, 6):  # the third load of this process folds
+            send(rt, [ev(i, "2026-10-02T04:10:00Z")])
+        assert _mark(rt) is None
+        assert _rows_at(rt, "2026-10-02 03:00:00") == 1  # the last process's row, folded
+        assert _rows_at(rt, "2026-10-02 04:00:00") == 1
+        assert _rows_at(rt, early) == 2  # below the mark: not read, not folded
+        rt.warehouse.execute(exp.delete(folds.MARKS))  # as before the marks existed
+        for i in (7, 8, 9):
+            send(rt, [ev(i, "2026-10-02T05:10:00Z")])
+        assert _rows_at(rt, early) == 1  # no mark: this fold covered every bucket
+        plant(rt)
+        assert rebuild(rt.warehouse, rt.packs["marketplace"], "marketplace_hourly") > 0
+        assert _rows_at(rt, early) == 1
+        assert _mark(rt) is None
     finally:
         rt.stop()

@@ -240,7 +240,6 @@ def fold(pack: Pack, name: str, r: RollupSpec, dialect: str = "duckdb") -> Rollu
     rows = exp.and_(r_since, _key_in(FOLD, r, "r"))
     names = _names(pack, r)
     statements = (
-        *_locked(pack, name, dialect),
         exp.Create(
             this=scratch.copy(),
             kind="TABLE",
@@ -256,7 +255,7 @@ def fold(pack: Pack, name: str, r: RollupSpec, dialect: str = "duckdb") -> Rollu
         ),
     )
     drop = exp.Drop(tables=[scratch.copy()], kind="TABLE", exists=True)
-    return RollupFold(target, SPAN[r.grain], statements, drop)
+    return RollupFold(target, SPAN[r.grain], statements, drop, tuple(_locked(pack, name, dialect)))
 
 
 PART = "_gm_batch_id"

@@ -8,6 +8,7 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from typing import Any
 
 from sqlglot import exp
 
@@ -21,6 +22,7 @@ from gristmill.sql.ddl import column_def, create_index, create_table, table_ref
 from gristmill.sql.system import SYSTEM_SCHEMA
 from gristmill.sql.types import Logical, sql_type
 from gristmill.warehouse.base import AfterInsert, Capabilities, Warehouse
+from gristmill.warehouse.folds import CLEAR_MARK, mark_of, marks_ddl
 from gristmill.warehouse.registry import capabilities
 
 log = logging.getLogger(__name__)
@@ -131,9 +133,26 @@ def analytics_ddl(packs: Sequence[Pack], dialect: str, caps: Capabilities) -> li
     """The freshness and rollup-definition tables and every rollup table, as DDL (for
     ``gristmill provision`` without a connection; :func:`provision_analytics` applies them)."""
     out: list[exp.Expr] = [freshness_ddl(dialect), _defs_ddl(dialect)]
+    if caps.rollup_appends:
+        out.append(marks_ddl(dialect))
     for pack in packs:
         for name, r in pack.spec.rollups.items():
             out += rollup_tables(pack, name, r, dialect, caps)
+    return out
+
+
+def rebuilt(
+    pack: Pack, name: str, r: RollupSpec, wh: Warehouse
+) -> list[tuple[exp.Expr, dict[str, Any]]]:
+    """A rollup's full rebuild from rows, each statement with its parameters; where loads
+    append rollup rows, then its fold mark set to "nothing unfolded", so the next fold after
+    it starts where later loads appended, not at the rollup's first bucket."""
+    out: list[tuple[exp.Expr, dict[str, Any]]] = [
+        (stmt, {}) for stmt in full_rebuild(pack, name, r, wh.dialect)
+    ]
+    if wh.caps.rollup_appends:
+        mark = mark_of(rollup_table(pack, name))
+        out += [(stmt.copy(), mark) for stmt in CLEAR_MARK]
     return out
 
 
@@ -152,7 +171,10 @@ def provision_analytics(wh: Warehouse, packs: Sequence[Pack]) -> list[str]:
     """Create the freshness table and every rollup table. A rollup that is new, or whose
     definition changed with the pack, is dropped and rebuilt from rows; rollups are derived
     data, so a rebuild loses nothing."""
-    done = wh.provision(packs, apply=True, extra=[freshness_ddl(wh.dialect), _defs_ddl(wh.dialect)])
+    extra = [freshness_ddl(wh.dialect), _defs_ddl(wh.dialect)]
+    if wh.caps.rollup_appends:
+        extra.append(marks_ddl(wh.dialect))
+    done = wh.provision(packs, apply=True, extra=extra)
     stored = {
         (r["pack"], r["rollup"]): r["definition"]
         for r in wh.query(exp.select("pack", "rollup", "definition").from_(DEFS)).to_pylist()
@@ -168,8 +190,8 @@ def provision_analytics(wh: Warehouse, packs: Sequence[Pack]) -> list[str]:
             done += wh.provision(
                 [], apply=True, extra=rollup_tables(pack, name, r, wh.dialect, wh.caps)
             )
-            for stmt in full_rebuild(pack, name, r, wh.dialect):
-                wh.execute(stmt)
+            for stmt, params in rebuilt(pack, name, r, wh):
+                wh.execute(stmt, params)
             key = exp.and_(
                 exp.column("pack").eq(exp.Placeholder(this="p")),
                 exp.column("rollup").eq(exp.Placeholder(this="r")),

@@ -16,6 +16,7 @@ from sqlglot import exp
 
 from gristmill.pack.models import Pack
 from gristmill.rollup.delta import merged
+from gristmill.rollup.maintain import rebuilt
 from gristmill.rollup.spec import full_rebuild, rollup_table
 from gristmill.warehouse.base import Warehouse
 
@@ -92,12 +93,12 @@ def check(wh: Warehouse, pack: Pack, name: str) -> RollupCheck:
 def rebuild(wh: Warehouse, pack: Pack, name: str) -> int:
     """Replace the rollup with what its rows give, in one transaction; the rows it holds."""
     r = pack.spec.rollups[name]
-    stmts = full_rebuild(pack, name, r, wh.dialect)
+    stmts = rebuilt(pack, name, r, wh)
     atomic = getattr(wh, "execute_all", None)  # DuckDB, PostgreSQL: readers never see it empty
     if atomic is not None:
-        atomic([(stmt, {}) for stmt in stmts])
+        atomic(stmts)
     else:  # ClickHouse, BigQuery, Snowflake: delete then insert, rerunnable
-        for stmt in stmts:
-            wh.execute(stmt)
+        for stmt, params in stmts:
+            wh.execute(stmt, params)
     count = exp.select(exp.func("count", exp.Star()).as_("n")).from_(rollup_table(pack, name))
     return int(wh.query(count).to_pylist()[0]["n"])

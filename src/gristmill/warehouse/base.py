@@ -93,12 +93,14 @@ class RollupFold:
     ``statements`` run inside a load transaction with ``$lo`` bound, between two runs of
     ``drop`` (their scratch table): every key with more than one row in a bucket from ``lo``
     on becomes one row, each component merged by its rule. A load's rows fall in buckets
-    that start at most ``span`` before its earliest time."""
+    that start at most ``span`` before its earliest time. ``lock`` runs first, before the
+    rollup's fold mark is read (PostgreSQL's advisory lock, which appends take too)."""
 
     table: exp.Table
     span: timedelta
     statements: tuple[exp.Expr, ...]
     drop: exp.Expr
+    lock: tuple[exp.Expr, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

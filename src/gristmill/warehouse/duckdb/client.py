@@ -216,6 +216,8 @@ class DuckDBWarehouse:
                         _run(cur, SYSTEM.insert_quarantine)
                     finally:
                         cur.unregister(QUARANTINE_STAGE)
+                for fold, lo in appended.values():
+                    _run(cur, self._rendered(folds.LOWER_MARK), folds.mark_args(fold, lo))
                 folded = self._folds.due(appended)
                 self._fold(cur, folded)
                 result, ledger = settle(batch, fresh)
@@ -298,10 +300,14 @@ class DuckDBWarehouse:
         self, cur: duckdb.DuckDBPyConnection, folded: Sequence[tuple[RollupFold, datetime]]
     ) -> None:
         for fold, lo in folded:
+            mark = folds.mark_of(fold.table)
+            start = folds.fold_start(_run(cur, self._rendered(folds.READ_MARK), mark), lo)
             _run(cur, self._rendered(fold.drop))
             for stmt in fold.statements:
-                _run(cur, self._rendered(stmt), {"lo": lo})
+                _run(cur, self._rendered(stmt), {"lo": start})
             _run(cur, self._rendered(fold.drop))
+            for stmt in folds.CLEAR_MARK:
+                _run(cur, self._rendered(stmt), mark)
 
     def fold_rollups(self) -> int:
         """Fold now every rollup loads appended to since its last fold (see

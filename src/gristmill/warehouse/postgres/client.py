@@ -260,6 +260,8 @@ class PostgresWarehouse(NothingToWarm):
                 if batch.quarantine is not None and batch.quarantine.num_rows:
                     self._copy(cur, QUARANTINE_STAGE, batch.quarantine)
                     cur.execute(SYSTEM.insert_quarantine)
+                for fold, lo in appended.values():  # under the lock its append took
+                    cur.execute(self._rendered(folds.LOWER_MARK), folds.mark_args(fold, lo))
                 folded = self._folds.due(appended)
                 self._fold(cur, folded)
                 result, ledger = settle(batch, fresh)
@@ -275,14 +277,22 @@ class PostgresWarehouse(NothingToWarm):
     def _fold(
         self, cur: psycopg.Cursor[tuple[Any, ...]], folded: Sequence[tuple[RollupFold, datetime]]
     ) -> None:
-        """Fold rollups kept as appended rows (their statements take the rollup's advisory
-        lock first, which a load that appended to it already holds; psycopg ignores the
-        ``lo`` parameter where a statement has no placeholder)."""
+        """Fold rollups kept as appended rows. The rollup's advisory lock comes first (a load
+        that appended to it holds it already), then its mark is read: an append by another
+        loader either committed before (its mark is read) or waits for this commit. psycopg
+        ignores the ``lo`` parameter where a statement has no placeholder."""
         for fold, lo in folded:
+            for stmt in fold.lock:
+                cur.execute(self._rendered(stmt))
+            mark = folds.mark_of(fold.table)
+            cur.execute(self._rendered(folds.READ_MARK), mark)
+            start = folds.fold_start(cur.fetchall(), lo)
             cur.execute(self._rendered(fold.drop))
             for stmt in fold.statements:
-                cur.execute(self._rendered(stmt), {"lo": lo})
+                cur.execute(self._rendered(stmt), {"lo": start})
             cur.execute(self._rendered(fold.drop))
+            for stmt in folds.CLEAR_MARK:
+                cur.execute(self._rendered(stmt), mark)
 
     def fold_rollups(self) -> int:
         """Fold now every rollup this process appended to since its last fold (see
