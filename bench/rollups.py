@@ -31,7 +31,7 @@ from bench.common import PACKS
 from bench.warehouses import _generate
 from gristmill.config import ClickHouseSettings, DuckDBSettings, LoaderSettings, Settings
 from gristmill.rollup.delta import merged
-from gristmill.rollup.spec import full_rebuild
+from gristmill.rollup.repair import rebuild
 from gristmill.runtime import Runtime
 from gristmill.warehouse.base import AfterInsert
 from gristmill.warehouse.clickhouse import client as ch
@@ -173,9 +173,8 @@ def _seed(data: Path, engine: str, base: int, end_us: int) -> float:
         t0 = time.perf_counter()
         _generate(rt, base, end_us)
         pack = rt.packs["marketplace"]
-        for name, r in pack.spec.rollups.items():
-            for stmt in full_rebuild(pack, name, r, rt.warehouse.dialect):
-                rt.warehouse.execute(stmt)
+        for name in pack.spec.rollups:  # as `gristmill rollups rebuild` does
+            rebuild(rt.warehouse, pack, name)
         return round(time.perf_counter() - t0, 1)
     finally:
         rt.stop()

@@ -116,8 +116,11 @@ def note(appended: Appended, fold: RollupFold, times: pa.ChunkedArray | pa.Array
 class Folds:
     """Per rollup: loads since its last fold, and the earliest bucket appended since."""
 
-    def __init__(self, every: int = EVERY) -> None:
+    def __init__(self, every: int = EVERY, *, sole_writer: bool = False) -> None:
         self.every = every
+        self.sole_writer = sole_writer
+        """No other process folds these rollups or writes their marks (DuckDB: one process
+        writes the file), so this one knows what its marks hold."""
         self._loads: dict[Key, int] = defaultdict(int)
         self._lo: dict[Key, datetime] = {}
         """Rollups appended to since their last fold, and the earliest bucket appended."""
@@ -135,6 +138,26 @@ class Folds:
             for key, (fold, lo) in appended.items()
             if self._loads[key] + 1 >= self.every
         ]
+
+    def marks(
+        self, appended: Appended, folded: list[tuple[RollupFold, datetime]]
+    ) -> list[tuple[RollupFold, datetime]]:
+        """The appends whose rollup mark this load lowers (``LOWER_MARK``). Not a rollup
+        this load folds (the fold reads from ``lo`` on and clears the mark). For a sole
+        writer, not one whose mark this process already lowered to ``lo`` or below since the
+        last fold: in-order loads then write a mark once per fold, not once per load."""
+        done = {_key(f) for f, _ in folded}
+        return [
+            (fold, lo)
+            for key, (fold, lo) in appended.items()
+            if key not in done
+            and not (self.sole_writer and key in self._lo and self._lo[key] <= lo)
+        ]
+
+    def forget(self) -> None:
+        """A statement outside the loads wrote the marks (a rebuild): write them again."""
+        self._lo.clear()
+        self._loads.clear()
 
     def pending(self) -> list[tuple[RollupFold, datetime]]:
         """Every rollup appended to since its last fold, to fold now (not waiting for loads)."""

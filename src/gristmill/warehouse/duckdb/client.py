@@ -107,7 +107,7 @@ class DuckDBWarehouse:
         """Per pack, its dedupe keys in memory (``key_index``): loaded by :meth:`warm` or at
         its first load, kept equal to the table by this object (the file's only writer),
         dropped when another statement names the key table."""
-        self._folds = folds.Folds(fold_every)
+        self._folds = folds.Folds(fold_every, sole_writer=True)
 
     def _cur(self) -> duckdb.DuckDBPyConnection:
         cur: duckdb.DuckDBPyConnection | None = getattr(self._local, "cur", None)
@@ -128,7 +128,7 @@ class DuckDBWarehouse:
         cur = self._cur()
         with self._write_lock:
             for s in stmts:
-                self._forget_keys(s)
+                self._forget(s)
                 _run(cur, s)
             for alter in ddl.missing_columns(packs, self.columns_of, DIALECT):
                 text = _sql(alter)
@@ -216,9 +216,9 @@ class DuckDBWarehouse:
                         _run(cur, SYSTEM.insert_quarantine)
                     finally:
                         cur.unregister(QUARANTINE_STAGE)
-                for fold, lo in appended.values():
-                    _run(cur, self._rendered(folds.LOWER_MARK), folds.mark_args(fold, lo))
                 folded = self._folds.due(appended)
+                for fold, lo in self._folds.marks(appended, folded):
+                    _run(cur, self._rendered(folds.LOWER_MARK), folds.mark_args(fold, lo))
                 self._fold(cur, folded)
                 result, ledger = settle(batch, fresh)
                 for row in ledger:
@@ -290,11 +290,14 @@ class DuckDBWarehouse:
         load after a start, or after an erasure)."""
         return {name: len(ks) for name, ks in dict(self._keysets).items()}
 
-    def _forget_keys(self, sql: str) -> None:
-        """Drop the in-memory key sets when a statement other than a load or a prune names
-        the key table (erasure deletes keys): the next load reads the table again."""
+    def _forget(self, sql: str) -> None:
+        """Drop what this process holds of a table that a statement other than a load or a
+        prune names: the in-memory key sets (erasure deletes keys; the next load reads the
+        table again), the fold marks it wrote (a rebuild clears them; loads write again)."""
         if DEDUPE_TABLE in sql:
             self._keysets.clear()
+        if folds.MARKS.name in sql:
+            self._folds.forget()
 
     def _fold(
         self, cur: duckdb.DuckDBPyConnection, folded: Sequence[tuple[RollupFold, datetime]]
@@ -381,7 +384,7 @@ class DuckDBWarehouse:
     def execute(self, stmt: exp.Expr, params: Mapping[str, Any] | None = None) -> int:
         text = _sql(stmt)
         with self._write_lock:
-            self._forget_keys(text)
+            self._forget(text)
             rows = _run(self._cur(), text, dict(params or {}))
         return int(rows[0][0]) if rows and rows[0] and isinstance(rows[0][0], int) else 0
 
@@ -421,7 +424,7 @@ class DuckDBWarehouse:
             try:
                 for stmt, params in stmts:
                     text = _sql(stmt)
-                    self._forget_keys(text)
+                    self._forget(text)
                     rows = _run(cur, text, dict(params) or None)
                     first = rows[0][0] if rows and rows[0] else 0
                     out.append(int(first) if isinstance(first, int) else 0)

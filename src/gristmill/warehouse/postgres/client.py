@@ -260,9 +260,9 @@ class PostgresWarehouse(NothingToWarm):
                 if batch.quarantine is not None and batch.quarantine.num_rows:
                     self._copy(cur, QUARANTINE_STAGE, batch.quarantine)
                     cur.execute(SYSTEM.insert_quarantine)
-                for fold, lo in appended.values():  # under the lock its append took
-                    cur.execute(self._rendered(folds.LOWER_MARK), folds.mark_args(fold, lo))
                 folded = self._folds.due(appended)
+                for fold, lo in self._folds.marks(appended, folded):  # under the append's lock
+                    cur.execute(self._rendered(folds.LOWER_MARK), folds.mark_args(fold, lo))
                 self._fold(cur, folded)
                 result, ledger = settle(batch, fresh)
                 cur.executemany(SYSTEM.insert_ledger, ledger)
