@@ -403,13 +403,16 @@ def test_a_fold_starts_at_the_warehouses_mark_not_at_the_first_bucket(
         send(rt, [ev(3, "2026-10-02T03:10:00Z")])
         # Its bucket starts at most one hour before the event: the mark says 02:10.
         assert _mark(rt) == int(datetime(2026, 10, 2, 2, 10, tzinfo=UTC).timestamp() * 1e6)
+        send(rt, [ev(10, "2026-10-02T03:20:00Z")])  # at or past the mark: it stays
+        assert _mark(rt) == int(datetime(2026, 10, 2, 2, 10, tzinfo=UTC).timestamp() * 1e6)
+        assert _rows_at(rt, "2026-10-02 03:00:00") == 2  # left unfolded by this process
         plant(rt)
         assert _rows_at(rt, early) == 2
     finally:
         rt.stop()
     rt = Runtime(settings)
     try:
-        for i in (4, 5, 6):  # the third load of this process folds
+        for i in (4, 5, 6):  # the third load of this process folds, from the mark on
             send(rt, [ev(i, "2026-10-02T04:10:00Z")])
         assert _mark(rt) is None
         assert _rows_at(rt, "2026-10-02 03:00:00") == 1  # the last process's row, folded
