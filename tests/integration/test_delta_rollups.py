@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -31,7 +34,7 @@ from gristmill.config import (
     PostgresSettings,
     Settings,
 )
-from gristmill.rollup.delta import merged
+from gristmill.rollup.delta import lock_key, merged
 from gristmill.rollup.repair import rebuild
 from gristmill.rollup.spec import full_rebuild, rollup_table
 from gristmill.runtime import Runtime
@@ -428,3 +431,37 @@ def test_a_fold_starts_at_the_warehouses_mark_not_at_the_first_bucket(
         assert _mark(rt) is None
     finally:
         rt.stop()
+
+
+@pytest.mark.postgres
+def test_a_postgres_rebuild_waits_for_a_load_holding_the_rollups_lock(tmp_path: Path) -> None:
+    """A rebuild deletes the rollup and inserts it again from rows. A load committing between
+    the two would be counted twice (its appended rows kept, its rows read again), so on
+    PostgreSQL the rebuild first takes the rollup's advisory lock, as appends and folds do.
+    Seen from the server: the rebuild's session waits on that lock while a load holds it."""
+    with scratch_database() as dsn, ThreadPoolExecutor(1) as pool:
+        rt = Runtime(make_settings(tmp_path, warehouse=PostgresSettings(dsn=dsn)))  # type: ignore[arg-type]
+        try:
+            send(rt, [order(vendor="v1", buyer="s1", amount=100, event_id="w1")])
+            kept = snapshot(rt, "marketplace_hourly")
+            pack = rt.packs["marketplace"]
+            with psycopg.connect(dsn) as load:  # what a load holds from its append on
+                load.execute(
+                    "SELECT pg_advisory_xact_lock(%s)", (lock_key(pack, "marketplace_hourly"),)
+                )
+                rebuilt = pool.submit(rebuild, rt.warehouse, pack, "marketplace_hourly")
+                waiting = (
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event_type = 'Lock' AND wait_event = 'advisory'"
+                )
+                deadline = time.monotonic() + 60
+                while load.execute(waiting).fetchone() != (1,):
+                    assert not rebuilt.done(), "the rebuild did not wait for the rollup's lock"
+                    assert time.monotonic() < deadline
+                    time.sleep(0.05)
+                assert not rebuilt.done()
+                load.commit()  # the load commits: the rebuild goes on
+            assert rebuilt.result(timeout=60) > 0
+            assert snapshot(rt, "marketplace_hourly") == kept
+        finally:
+            rt.stop()

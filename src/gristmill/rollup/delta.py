@@ -113,7 +113,7 @@ def delta(
     if appends:
         return _appended(pack, name, r, bucket, comps, dialect)
 
-    prepare = _locked(pack, name, dialect)
+    prepare = rollup_lock(pack, name, dialect)
     prepare += [
         exp.Drop(tables=[exp.to_table(DELTA)], kind="TABLE", exists=True),
         exp.Create(
@@ -158,7 +158,7 @@ def delta(
     return AfterInsert(statements=(gather, delete, put), prepare=tuple(prepare), bounds=bounds)
 
 
-def _locked(pack: Pack, name: str, dialect: str) -> list[exp.Expr]:
+def rollup_lock(pack: Pack, name: str, dialect: str) -> list[exp.Expr]:
     """On PostgreSQL, the statement that takes rollup ``name``'s transaction-scoped advisory
     lock (held to the commit; taking it again in the same transaction is free)."""
     if dialect != "postgres":
@@ -208,7 +208,7 @@ def _appended(
     )
     return AfterInsert(
         statements=(append,),
-        prepare=tuple(_locked(pack, name, dialect)),
+        prepare=tuple(rollup_lock(pack, name, dialect)),
         fold=fold(pack, name, r, dialect),
     )
 
@@ -255,7 +255,9 @@ def fold(pack: Pack, name: str, r: RollupSpec, dialect: str = "duckdb") -> Rollu
         ),
     )
     drop = exp.Drop(tables=[scratch.copy()], kind="TABLE", exists=True)
-    return RollupFold(target, SPAN[r.grain], statements, drop, tuple(_locked(pack, name, dialect)))
+    return RollupFold(
+        target, SPAN[r.grain], statements, drop, tuple(rollup_lock(pack, name, dialect))
+    )
 
 
 PART = "_gm_batch_id"

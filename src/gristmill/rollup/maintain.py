@@ -15,7 +15,7 @@ from sqlglot import exp
 from gristmill.pack.analytics import RollupSpec
 from gristmill.pack.models import Pack
 from gristmill.rollup import scripted
-from gristmill.rollup.delta import delta, rollup_parts
+from gristmill.rollup.delta import delta, rollup_lock, rollup_parts
 from gristmill.rollup.freshness import freshness_ddl, freshness_refresh
 from gristmill.rollup.spec import PREFIX, full_rebuild, refresh, rollup_ddl, rollup_table
 from gristmill.sql.ddl import column_def, create_index, create_table, table_ref
@@ -141,19 +141,29 @@ def analytics_ddl(packs: Sequence[Pack], dialect: str, caps: Capabilities) -> li
     return out
 
 
-def rebuilt(
-    pack: Pack, name: str, r: RollupSpec, wh: Warehouse
-) -> list[tuple[exp.Expr, dict[str, Any]]]:
-    """A rollup's full rebuild from rows, each statement with its parameters; where loads
-    append rollup rows, then its fold mark set to "nothing unfolded", so the next fold after
-    it starts where later loads appended, not at the rollup's first bucket."""
-    out: list[tuple[exp.Expr, dict[str, Any]]] = [
-        (stmt, {}) for stmt in full_rebuild(pack, name, r, wh.dialect)
+def rebuild_rollup(wh: Warehouse, pack: Pack, name: str) -> None:
+    """Replace rollup ``name`` with what its rows give.
+
+    On DuckDB and PostgreSQL in one transaction (readers never see it empty), which on
+    PostgreSQL first takes the rollup's advisory lock, as a load's append and a fold do: a
+    load that committed between the rebuild's delete and its insert would otherwise be
+    counted twice (its appended rows kept, its raw rows read again). Where loads append rollup
+    rows, the transaction also clears the rollup's fold mark. Elsewhere (ClickHouse,
+    BigQuery, Snowflake) statement by statement: delete, then insert, rerunnable."""
+    r = pack.spec.rollups[name]
+    stmts: list[tuple[exp.Expr, dict[str, Any]]] = [
+        (stmt, {})
+        for stmt in [*rollup_lock(pack, name, wh.dialect), *full_rebuild(pack, name, r, wh.dialect)]
     ]
     if wh.caps.rollup_appends:
         mark = mark_of(rollup_table(pack, name))
-        out += [(stmt.copy(), mark) for stmt in CLEAR_MARK]
-    return out
+        stmts += [(stmt.copy(), mark) for stmt in CLEAR_MARK]
+    atomic = getattr(wh, "execute_all", None)
+    if atomic is not None:
+        atomic(stmts)
+        return
+    for stmt, params in stmts:
+        wh.execute(stmt, params)
 
 
 def rollup_tables(
@@ -190,8 +200,7 @@ def provision_analytics(wh: Warehouse, packs: Sequence[Pack]) -> list[str]:
             done += wh.provision(
                 [], apply=True, extra=rollup_tables(pack, name, r, wh.dialect, wh.caps)
             )
-            for stmt, params in rebuilt(pack, name, r, wh):
-                wh.execute(stmt, params)
+            rebuild_rollup(wh, pack, name)
             key = exp.and_(
                 exp.column("pack").eq(exp.Placeholder(this="p")),
                 exp.column("rollup").eq(exp.Placeholder(this="r")),

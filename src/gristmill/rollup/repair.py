@@ -16,7 +16,7 @@ from sqlglot import exp
 
 from gristmill.pack.models import Pack
 from gristmill.rollup.delta import merged
-from gristmill.rollup.maintain import rebuilt
+from gristmill.rollup.maintain import rebuild_rollup
 from gristmill.rollup.spec import full_rebuild, rollup_table
 from gristmill.warehouse.base import Warehouse
 
@@ -91,14 +91,7 @@ def check(wh: Warehouse, pack: Pack, name: str) -> RollupCheck:
 
 
 def rebuild(wh: Warehouse, pack: Pack, name: str) -> int:
-    """Replace the rollup with what its rows give, in one transaction; the rows it holds."""
-    r = pack.spec.rollups[name]
-    stmts = rebuilt(pack, name, r, wh)
-    atomic = getattr(wh, "execute_all", None)  # DuckDB, PostgreSQL: readers never see it empty
-    if atomic is not None:
-        atomic(stmts)
-    else:  # ClickHouse, BigQuery, Snowflake: delete then insert, rerunnable
-        for stmt, params in stmts:
-            wh.execute(stmt, params)
+    """Replace the rollup with what its rows give (:func:`rebuild_rollup`); the rows it holds."""
+    rebuild_rollup(wh, pack, name)
     count = exp.select(exp.func("count", exp.Star()).as_("n")).from_(rollup_table(pack, name))
     return int(wh.query(count).to_pylist()[0]["n"])
