@@ -64,13 +64,21 @@ def _base(tmp: Path, keys: int) -> Path:
     return path
 
 
-def _mode(base: Path, work: Path, batches: list[LoadBatch], key_index: bool) -> dict[str, Any]:
+def _mode(
+    base: Path, work: Path, batches: list[LoadBatch], key_index: bool, *, warm: bool = False
+) -> dict[str, Any]:
+    """``warm``: the key set is read by ``Warehouse.warm`` before the first batch, as the
+    loader does as it starts (timed apart as ``warm_ms``)."""
     work.mkdir(parents=True, exist_ok=True)
     path = work / "wh.duckdb"
     shutil.copy(base, path)
     wh = DuckDBWarehouse(path, key_index=key_index, checkpoint_threshold="128MB")
-    times, fresh, dups = [], 0, 0
+    times, fresh, dups, warm_ms = [], 0, 0, None
     try:
+        if warm:
+            t0 = time.perf_counter()
+            wh.warm(list({t.pack.name: t.pack for lb in batches for t in lb.tables}.values()))
+            warm_ms = round((time.perf_counter() - t0) * 1000, 1)
         for lb in batches:
             t0 = time.perf_counter()
             r = wh.commit_load(lb)
@@ -82,6 +90,7 @@ def _mode(base: Path, work: Path, batches: list[LoadBatch], key_index: bool) -> 
         shutil.rmtree(work, ignore_errors=True)
     rest = sorted(times[1:])
     return {
+        "warm_ms": warm_ms,
         "first_ms": round(times[0] * 1000, 1),
         "median_ms": round(statistics.median(rest) * 1000, 1),
         "p95_ms": round(rest[int(0.95 * (len(rest) - 1))] * 1000, 1),
@@ -102,10 +111,9 @@ def run(key_counts: list[int], events: int = 60_000, batch: int = 6_000) -> dict
             row: dict[str, Any] = {"keys": keys}
             for name, on in (("join", False), ("index", True)):
                 row[name] = _mode(base, tmp / name, batches, on)
-            assert (row["join"]["fresh"], row["join"]["duplicates"]) == (
-                row["index"]["fresh"],
-                row["index"]["duplicates"],
-            ), row
+            row["warmed"] = _mode(base, tmp / "warmed", batches, True, warm=True)
+            counts = {(row[m]["fresh"], row[m]["duplicates"]) for m in ("join", "index", "warmed")}
+            assert len(counts) == 1, row
             base.unlink()
             out["sizes"].append(row)
     return out
@@ -117,17 +125,21 @@ def render(results: dict[str, Any]) -> str:
         f"Run {results['when']} on {results['machine']['cores']} cores: {r['events']:,} demo "
         f"events (2% re-sent) in {r['batches']} batches of {r['batch']:,}, `commit_load` with "
         "delta rollups and freshness, into a warehouse whose key table already holds the keys "
-        "below. Per commit, the first apart (the in-memory mode reads the key table there).",
+        "below. Per commit, the first apart (the in-memory mode reads the key table there, "
+        "unless `Warehouse.warm` read it before the first batch, as the loader does).",
         "",
         "| keys in the window | join: median / p95 per commit | in memory: median / p95 "
-        "| in memory: first commit | median saved | same fresh / duplicates |",
-        "|---|---|---|---|---|---|",
+        "| in memory: first commit | warmed: warm-up, then first commit | median saved "
+        "| same fresh / duplicates |",
+        "|---|---|---|---|---|---|---|",
     ]
     for s in r["sizes"]:
         j, i = s["join"], s["index"]
+        w = s.get("warmed")
+        warmed = f"{w['warm_ms']} ms, then {w['first_ms']} ms" if w else "—"
         lines.append(
             f"| {s['keys']:,} | {j['median_ms']} / {j['p95_ms']} ms | {i['median_ms']} / "
-            f"{i['p95_ms']} ms | {i['first_ms']} ms (join: {j['first_ms']} ms) | "
+            f"{i['p95_ms']} ms | {i['first_ms']} ms (join: {j['first_ms']} ms) | {warmed} | "
             f"{j['median_ms'] - i['median_ms']:.1f} ms | {i['fresh']:,} / {i['duplicates']:,} |"
         )
     return "\n".join(lines)
