@@ -250,16 +250,5 @@ def insert_rows(wh: Warehouse, table: exp.Table, rows: pa.Table) -> int:
     return int(rows.num_rows)
 
 
-def execute_all(wh: Warehouse, stmts: Sequence[tuple[exp.Expr, dict[str, Any]]]) -> None:
-    """Run statements in one transaction where the engine offers it; else in order (the
-    transform is idempotent, so a crash between them is repaired by the rerun)."""
-    atomic = getattr(wh, "execute_all", None)
-    if atomic is not None:
-        atomic(stmts)
-        return
-    for stmt, params in stmts:
-        wh.execute(stmt, params)
-
-
 def now_param(t: datetime) -> dict[str, Any]:
     return {"now": t}

@@ -25,11 +25,12 @@ import pyarrow.compute as pc
 
 from gristmill.feeds.products import NO_MATCH, Match, Matcher
 from gristmill.feeds.rows import Row
-from gristmill.feeds.sink import FeedTables, execute_all, insert_rows
+from gristmill.feeds.sink import FeedTables, insert_rows
 from gristmill.feeds.store import FeedStore, Product, Upload, name_key
 from gristmill.feeds.summary import SUM_REASON, SumRule, Sums, TailRow
 from gristmill.feeds.template import Feed
 from gristmill.warehouse.base import Warehouse
+from gristmill.warehouse.common import in_one_transaction
 
 MAX_ROW_ERRORS = 100
 
@@ -265,7 +266,7 @@ class Stager:
             self.summary_rows += 1
             if r.accepted:
                 where = {"feed": self.feed_id, "line": r.line}
-                execute_all(self.wh, [(self.tables.delete_staged_line(), where)])
+                in_one_transaction(self.wh, [(self.tables.delete_staged_line(), where)])
                 self.accepted -= 1
                 self.sums.minus(r.values, self.rule.amount)
                 self.reject(r.line, [SUM_REASON], r.raw)
@@ -295,6 +296,6 @@ class Stager:
     def discard_staged(self) -> None:
         """Drop what this commit staged and rejected so far (before the row path restarts)."""
         self.abandon()
-        execute_all(self.wh, [(self.tables.delete_staged(), {"feed": self.feed_id})])
+        in_one_transaction(self.wh, [(self.tables.delete_staged(), {"feed": self.feed_id})])
         self.store.delete_rejects(self.feed_id)
         self.reset()

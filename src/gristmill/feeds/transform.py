@@ -21,10 +21,11 @@ from typing import Any
 
 import pyarrow as pa
 
-from gristmill.feeds.sink import FeedTables, execute_all
+from gristmill.feeds.sink import FeedTables
 from gristmill.feeds.store import FeedStore, utcnow
 from gristmill.feeds.template import Feed
 from gristmill.warehouse.base import Warehouse
+from gristmill.warehouse.common import in_one_transaction
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ class Transformer:
                 metrics, issues = self._load_facts(feed, tables, feed_id)
             else:
                 metrics, issues = self._apply_updates(feed, tables, feed_id, row["business_id"])
-            execute_all(self.wh, [(tables.delete_staged(), params)])
+            in_one_transaction(self.wh, [(tables.delete_staged(), params)])
         except Exception as e:
             code = e.code if isinstance(e, TransformError) else "transform_failed"
             trace = uuid.uuid4().hex
@@ -188,7 +189,7 @@ class Transformer:
         has them: rerunning it leaves exactly one copy."""
         params: dict[str, Any] = {"feed": feed_id}
         self._partitions(tables, feed_id)
-        execute_all(
+        in_one_transaction(
             self.wh,
             [
                 (tables.delete_facts(), params),

@@ -39,6 +39,7 @@ from gristmill.sql.ddl import table_ref
 from gristmill.sql.system import QUARANTINE
 from gristmill.sql.types import Logical, sql_type
 from gristmill.warehouse.base import Warehouse
+from gristmill.warehouse.common import in_one_transaction
 
 CHUNK = 200
 """Rows (or buckets) per statement: bound parameters stay well under every engine's cap."""
@@ -265,18 +266,6 @@ def touched_buckets(
     return out
 
 
-def run_statements(wh: Warehouse, stmts: Sequence[tuple[exp.Expr, Mapping[str, Any]]]) -> None:
-    """In one transaction where the engine has one; else in order (each is idempotent)."""
-    atomic: Callable[[Sequence[tuple[exp.Expr, Mapping[str, Any]]]], list[int]] | None = getattr(
-        wh, "execute_all", None
-    )
-    if atomic is not None and wh.caps.transactions:
-        atomic(stmts)
-        return
-    for stmt, params in stmts:
-        wh.execute(stmt, params)
-
-
 def erase_table(
     wh: Warehouse, pack: Pack, table: str, ids: frozenset[str], mode: Mode, report: Report
 ) -> None:
@@ -308,7 +297,7 @@ def erase_table(
             by_bucket.setdefault(key[0], []).append(key)
         for group in by_bucket.values():
             stmts += recompute(pack, name, r, group, wh.dialect)
-    run_statements(wh, stmts)
+    in_one_transaction(wh, stmts)
     action = "deleted" if mode is Mode.DELETE else "anonymized"
     report.tables.append({"table": f"{pack.dataset}.{table}", "rows": len(rows), "action": action})
     for name, keys in touched.items():

@@ -19,11 +19,12 @@ from typing import Any
 from sqlglot import exp
 
 from gristmill.core.clock import from_datetime
-from gristmill.governance.erasure import run_statements, touched_buckets
+from gristmill.governance.erasure import touched_buckets
 from gristmill.pack.models import Pack
 from gristmill.rollup.spec import recompute
 from gristmill.sql.ddl import table_ref
 from gristmill.warehouse.base import Warehouse
+from gristmill.warehouse.common import in_one_transaction
 
 CHUNK = 500
 """Rows per UPDATE statement (each row's key is bound, never inlined)."""
@@ -168,7 +169,7 @@ def reprice(
             for group in by_bucket.values():
                 stmts += recompute(pack, name, r, group, wh.dialect)
             report.buckets_recomputed[name] = len(keys)
-        run_statements(wh, stmts)
+        in_one_transaction(wh, stmts)
     return report
 
 

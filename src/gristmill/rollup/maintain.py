@@ -22,6 +22,7 @@ from gristmill.sql.ddl import column_def, create_index, create_table, table_ref
 from gristmill.sql.system import SYSTEM_SCHEMA
 from gristmill.sql.types import Logical, sql_type
 from gristmill.warehouse.base import AfterInsert, Capabilities, Warehouse
+from gristmill.warehouse.common import in_one_transaction
 from gristmill.warehouse.folds import CLEAR_MARK, mark_of, marks_ddl
 from gristmill.warehouse.registry import capabilities
 
@@ -158,12 +159,7 @@ def rebuild_rollup(wh: Warehouse, pack: Pack, name: str) -> None:
     if wh.caps.rollup_appends:
         mark = mark_of(rollup_table(pack, name))
         stmts += [(stmt.copy(), mark) for stmt in CLEAR_MARK]
-    atomic = getattr(wh, "execute_all", None)
-    if atomic is not None:
-        atomic(stmts)
-        return
-    for stmt, params in stmts:
-        wh.execute(stmt, params)
+    in_one_transaction(wh, stmts)
 
 
 def rollup_tables(

@@ -18,7 +18,7 @@ from gristmill.pack.models import Pack
 from gristmill.sql.ddl import table_ref
 from gristmill.sql.system import LOADS, OFFSETS, QUARANTINE, QUARANTINE_COLUMNS, QUARANTINE_INPUT
 from gristmill.sql.types import Logical, logical, sql_type
-from gristmill.warehouse.base import AfterInsert, LedgerTotals, LoadBatch, LoadResult
+from gristmill.warehouse.base import AfterInsert, LedgerTotals, LoadBatch, LoadResult, Warehouse
 
 QUARANTINE_STAGE = "_gm_q"
 """The temp table (or registered Arrow table) quarantine rows are read from."""
@@ -37,6 +37,19 @@ def bind_new(e: exp.Expr, rows: exp.Select) -> exp.Expr:
         return node
 
     return e.copy().transform(visit, copy=False)
+
+
+def in_one_transaction(wh: Warehouse, stmts: Sequence[tuple[exp.Expr, Mapping[str, Any]]]) -> None:
+    """Run statements in one transaction where the engine offers one (``execute_all``:
+    DuckDB, PostgreSQL); elsewhere in order, which callers make safe to rerun."""
+    atomic: Callable[[Sequence[tuple[exp.Expr, Mapping[str, Any]]]], list[int]] | None = getattr(
+        wh, "execute_all", None
+    )
+    if atomic is not None:
+        atomic(stmts)
+        return
+    for stmt, params in stmts:
+        wh.execute(stmt, params)
 
 
 class NothingToWarm:
