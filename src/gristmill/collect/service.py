@@ -39,7 +39,7 @@ from gristmill.core.clock import now_us
 from gristmill.core.envelope import Frame, Layout, encode_frame
 from gristmill.core.errors import Problem, bad_request, payload_too_large, unavailable
 from gristmill.core.subjects import Suppression
-from gristmill.log.base import EventLog, LogFull, LogRecord
+from gristmill.log.base import EventLog, FrameLog, LogFull, LogRecord
 from gristmill.pack.models import Pack
 from gristmill.schema.registry import SchemaRegistry
 
@@ -240,12 +240,17 @@ class Parser:
 
     def reply(self, dialect: Dialect, pack: str, source: str, opened: Opened) -> Reply:
         prepared = self.frame(dialect, pack, source, opened)
+        return self.answer(dialect, prepared, prepared.record())
+
+    @staticmethod
+    def answer(dialect: Dialect, prepared: Prepared, record: LogRecord | None) -> Reply:
+        """What to tell the client once ``prepared`` is durable."""
         if prepared.problem is not None:
-            return Reply.of(dialect, prepared.problem, prepared.record())
+            return Reply.of(dialect, prepared.problem, record)
         assert prepared.outcome is not None
         a = dialect.answer(prepared.outcome)
         problem = None if a.status < 300 else "events-rejected"
-        return Reply(prepared.record(), a.status, a.body, a.media_type, a.headers, problem)
+        return Reply(record, a.status, a.body, a.media_type, a.headers, problem)
 
 
 class Collector(Parser):
@@ -262,16 +267,25 @@ class Collector(Parser):
     ) -> None:
         super().__init__(packs, limits, suppression, enrichers, pins)
         self.log = log
+        self.frames = log if isinstance(log, FrameLog) else None
+        """The log takes frames unencoded and merges a source's requests (``log.frames``)."""
 
     async def finish(self, dialect: Dialect, pack: str, source: str, opened: Opened) -> Reply:
         """Frame the request and answer once its frame is durable: 503 with ``Retry-After``
         when the log is full, and when it could not store the frame (a broker that is down
         or closed the connection, a disk error). The second is no server bug a client should
         give up on: the log reconnects, and a re-sent event is deduplicated by its id."""
-        reply = self.reply(dialect, pack, source, opened)
-        if reply.record is not None:
+        prepared = self.frame(dialect, pack, source, opened)
+        merged = self.frames is not None and prepared.frame.count > 0
+        reply = self.answer(dialect, prepared, None if merged else prepared.record())
+        if merged or reply.record is not None:
             try:
-                await self.log.append_async([reply.record])
+                if merged:
+                    assert self.frames is not None
+                    await self.frames.append_frame_async(prepared.frame, prepared.layout)
+                else:
+                    assert reply.record is not None
+                    await self.log.append_async([reply.record])
             except LogFull as exc:
                 p = unavailable(str(exc), exc.retry_after_s)
                 p.extra.update(exc.fields())

@@ -218,6 +218,12 @@ class Block(msgspec.Struct, array_like=True, gc=False):
     entity_type: Sequence[str | None] | bytes
     entity_id: Sequence[str | None] | bytes
     context: Sequence[bytes | None] | bytes
+    received_at: Sequence[int] | bytes | None = None
+    """Per event, when the collector received it (µs, an int64 chunk), in a frame that
+    carries several requests (:func:`encode_frames`: the embedded log's group commit);
+    ``None``: every event at the frame's ``received_at``. Added without a version bump: a
+    reader that predates it ignores the trailing field and takes the frame's time, the
+    earliest of its requests (msgspec drops trailing array elements a struct lacks)."""
 
     def __len__(self) -> int:
         return columns.count(self.event_id)
@@ -250,6 +256,8 @@ class Block(msgspec.Struct, array_like=True, gc=False):
                 columns.check(col, n)
         for col in self.values:
             columns.check(col, n)
+        if self.received_at is not None:
+            columns.check(self.received_at, n)
 
     def rows(self) -> list[EnvelopeRow]:
         """The block as envelope rows (``promoted`` in block order): for the rare paths that
@@ -270,14 +278,27 @@ class Block(msgspec.Struct, array_like=True, gc=False):
             return [values[i] for i in index]
 
         cols = [[] if i == 5 else pick(c) for i, c in enumerate(self.columns())]
-        return _block(self.table, self.promoted, cols, [pick(v) for v in self.values])
+        received = None if self.received_at is None else pick(self.received_at)
+        return _block(self.table, self.promoted, cols, [pick(v) for v in self.values], received)
+
+    def received(self, default: int) -> list[int]:
+        """Each event's receive time: its own in a merged frame, else ``default`` (the
+        frame's)."""
+        if self.received_at is None:
+            return [default] * len(self)
+        return columns.unpack(self.received_at, len(self))
 
 
-_BLOCK_COLUMNS: tuple[str, ...] = Block.__struct_fields__[2:]
+_BLOCK_COLUMNS: tuple[str, ...] = Block.__struct_fields__[2:14]
+"""The :data:`EnvelopeRow` fields, in order (``received_at`` is not one)."""
 
 
 def _block(
-    table: str, promoted: Sequence[str] | None, cols: Sequence[Any], values: Sequence[Any]
+    table: str,
+    promoted: Sequence[str] | None,
+    cols: Sequence[Any],
+    values: Sequence[Any],
+    received: Chunk | None = None,
 ) -> Block:
     """A block from columns in :data:`EnvelopeRow` order (``cols[5]``, the promoted tuples,
     is not used: ``values`` holds them by column)."""
@@ -296,6 +317,7 @@ def _block(
         cols[9],
         cols[10],
         cols[11],
+        received,
     )
 
 
@@ -332,11 +354,18 @@ _V1_HEAD = b"\x97"
 """A version 1 frame: msgpack array of Frame's 7 fields (none omitted)."""
 
 
-def encode_frame(frame: Frame, layout: Layout, *, version: int = FRAME_VERSION) -> bytes:
+def encode_frame(
+    frame: Frame,
+    layout: Layout,
+    *,
+    version: int = FRAME_VERSION,
+    received: Sequence[int] | None = None,
+) -> bytes:
     """The frame as ``version`` (3; 2 for tests and the frames bench), its events in one
     column block per table ``layout`` routes them to. A frame with an event type ``layout``
     does not know (none the collector accepts) is written as version 1 rather than lose its
-    promoted values."""
+    promoted values. ``received``: each event's receive time, written as the blocks'
+    ``received_at`` (a merged frame, :func:`encode_frames`)."""
     if version not in COLUMN_VERSIONS:
         raise ValueError(f"frame version {version} is not one this writes")
     events = frame.events
@@ -347,6 +376,8 @@ def encode_frame(frame: Frame, layout: Layout, *, version: int = FRAME_VERSION) 
         if not kinds.keys() <= layout.keys():
             return encode_row_frame(frame)
         rows = list(map(_astuple, events))
+        if received is not None:  # the receive time travels as a 13th field of each row
+            rows = [(*row, t) for row, t in zip(rows, received, strict=True)]
         targets = list(dict.fromkeys(layout[k] for k in kinds))
         if len(targets) == 1:
             groups = [(targets[0], rows)]
@@ -359,11 +390,12 @@ def encode_frame(frame: Frame, layout: Layout, *, version: int = FRAME_VERSION) 
         pack = columns.pack if coded else _plain
         for (table, names), group in groups:
             raw = list(zip(*group, strict=True))
-            cols = [() if i == 5 or (coded and i == 1) else pack(c) for i, c in enumerate(raw)]
+            cols = [() if i == 5 or (coded and i == 1) else pack(c) for i, c in enumerate(raw[:12])]
             if coded:
                 cols[1] = columns.pack_kinds(raw[1], list(dict.fromkeys(raw[1])))
             values = [pack(v) for v in zip(*raw[5], strict=True)]
-            blocks.append(_block(table, names, cols, values))
+            times = pack(raw[12]) if received is not None else None
+            blocks.append(_block(table, names, cols, values, times))
     return _encoder.encode(
         ColumnFrame(
             version,
@@ -376,6 +408,32 @@ def encode_frame(frame: Frame, layout: Layout, *, version: int = FRAME_VERSION) 
             frame.suppressed,
         )
     )
+
+
+def encode_frames(frames: Sequence[Frame], layout: Layout) -> bytes:
+    """Frames of one pack, source and dialect, without rejects (a reject's ``index`` is its
+    place in its own request), as one frame: their events in order, each block carrying
+    every event's receive time, the frame's ``received_at`` the earliest. The embedded log
+    writes the single-event requests of one group commit so: the per-frame costs (a chunk
+    per column, a record, a decode at load) are paid once for all of them."""
+    if len(frames) == 1:
+        return encode_frame(frames[0], layout)
+    first = frames[0]
+    for f in frames:
+        if f.rejects or (f.pack, f.source, f.dialect) != (first.pack, first.source, first.dialect):
+            raise ValueError("only frames of one pack, source and dialect, without rejects")
+    received = [f.received_at for f in frames for _ in f.events]
+    merged = Frame(
+        first.pack,
+        first.source,
+        min(f.received_at for f in frames),
+        [ev for f in frames for ev in f.events],
+        [],
+        first.dialect,
+        sum(f.suppressed for f in frames),
+    )
+    same = not received or received.count(received[0]) == len(received)
+    return encode_frame(merged, layout, received=None if same else received)
 
 
 def _plain(col: Sequence[Any]) -> Sequence[Any]:

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from gristmill.core.columns import Chunk, unpack
+from gristmill.core.columns import pack as pack_chunk
 from gristmill.core.envelope import (
     Block,
     ColumnFrame,
@@ -105,7 +106,8 @@ class _TableBuilder:
         empty."""
         self.values: list[list[Chunk | None]] = [[] for _ in self.promoted]
         self.lengths: list[int] = []
-        self.received_at: list[int] = []
+        self.received_at: list[int | Chunk] = []
+        """Per block, the frame's receive time, or the block's own column of them."""
         self.source: list[str] = []
         self.scope: list[str | None] = []
         """Per block, the dedupe scope when it is the same for all its events."""
@@ -125,7 +127,9 @@ class _TableBuilder:
         for chunks, chunk in zip(self.values, self._aligned(block), strict=True):
             chunks.append(chunk)
         self.lengths.append(len(block))
-        self.received_at.append(frame.received_at)
+        self.received_at.append(
+            frame.received_at if block.received_at is None else block.received_at
+        )
         self.source.append(frame.source)
         self.scope.append(scope)
 
@@ -156,6 +160,16 @@ class _TableBuilder:
                 parts.append(pa.array(text, pa.string()))
         return pc.binary_join_element_wise(*parts, SCOPE_SEPARATOR)
 
+    def _received(self) -> pa.Array:
+        times = self.received_at
+        if all(type(t) is int for t in times):
+            return repeat(times, self.lengths, TS)
+        chunks = [
+            pack_chunk([t] * k) if type(t) is int else t
+            for t, k in zip(times, self.lengths, strict=True)
+        ]
+        return arrow_column(chunks, self.lengths, TS)  # type: ignore[arg-type]
+
     def build(self) -> pa.Table:
         lengths = self.lengths
         built: dict[str, pa.Array] = {}
@@ -165,7 +179,7 @@ class _TableBuilder:
                     built[pname] = arrow_column(pchunks, lengths, ptype)
             else:
                 built[name] = arrow_column(chunks, lengths, t)
-        built["received_at"] = repeat(self.received_at, lengths, TS)
+        built["received_at"] = self._received()
         built["source"] = source = repeat(self.source, lengths, pa.string())
         built["_dedupe_scope"] = self._scope(built, source)
         return first_deliveries(pa.table(built))
@@ -362,10 +376,12 @@ def _gone(block: Block, frame: ColumnFrame | FrameRows, prefix: str, start: int)
             None,
             row[0],
             row[1],
-            frame.received_at,
+            received_at,
             envelope_to_native(Envelope(*row)),
         )
-        for i, row in enumerate(block.rows())
+        for i, (row, received_at) in enumerate(
+            zip(block.rows(), block.received(frame.received_at), strict=True)
+        )
     ]
 
 

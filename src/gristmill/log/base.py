@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from gristmill.core.envelope import Frame, Layout
+
 
 @dataclass(frozen=True, slots=True)
 class LogRecord:
@@ -151,6 +153,15 @@ class EventLog(Protocol):
     def check_ready(self) -> list[str]: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class FrameLog(Protocol):
+    """A log that takes a collector's frame unencoded and encodes it at its group commit,
+    merged with the frames of the same source queued beside it (the embedded log,
+    ``log.frames``). The collector appends to any other log an encoded record per request."""
+
+    async def append_frame_async(self, frame: Frame, layout: Layout) -> None: ...
 
 
 @runtime_checkable

@@ -2,7 +2,9 @@
 
 Concurrent requests put their frames on a queue; one writer thread takes everything queued,
 inserts it in one transaction and commits with one fsync (``synchronous=FULL``), then wakes
-every waiter. Under load, dozens of requests share an fsync; idle, a request pays one.
+every waiter (``log.group_commit``). Under load, dozens of requests share an fsync; idle, a
+request pays one. The collector hands its frames over unencoded (:meth:`append_frame_async`):
+the writer merges consecutive requests of one source into one record (``log.frames``).
 
 Offsets come from an ``AUTOINCREMENT`` key so they never repeat after the consumed prefix is
 deleted: the warehouse stores the last offset it loaded, and reuse would make it skip data.
@@ -17,19 +19,19 @@ counted its own appends would stay "full" forever in a process that never loads.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import queue
 import sqlite3
 import threading
 import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
+from gristmill.core.envelope import Frame, Layout
+from gristmill.log import frames
 from gristmill.log.base import LogBatch, LogEntry, LogFull, LogRecord, LogSnapshot
+from gristmill.log.group_commit import GroupCommit
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -64,30 +66,6 @@ CREATE TABLE IF NOT EXISTS log_bytes (
     freed INTEGER NOT NULL
 );
 """
-
-_STOP = object()
-
-
-@dataclass(slots=True)
-class _Waiter:
-    """One append waiting for its group commit: a thread (event) or a coroutine (future)."""
-
-    size: int
-    records: Sequence[LogRecord]
-    loop: asyncio.AbstractEventLoop | None = None
-    future: asyncio.Future[None] | None = None
-    event: threading.Event | None = None
-    error: BaseException | None = None
-
-
-def _settle_all(futures: list[asyncio.Future[None]], exc: BaseException | None) -> None:
-    for fut in futures:
-        if fut.done():
-            continue
-        if exc is None:
-            fut.set_result(None)
-        else:
-            fut.set_exception(exc)
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -129,7 +107,6 @@ class SQLiteLog:
         self._r_lock = threading.Lock()
         self._c = connect(path)
         self._c_lock = threading.Lock()
-        self._q: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._new_data = threading.Condition()
         self._bytes_lock = threading.Lock()
         self._b = connect(path)
@@ -140,8 +117,9 @@ class SQLiteLog:
         self._synced_at = time.monotonic()
         self.fsyncs = 0
         self._closed = False
-        self._writer = threading.Thread(target=self._write_loop, name="log-writer", daemon=True)
-        self._writer.start()
+        self._writer = GroupCommit(
+            self._write, self._settled, self._notify, max_items=group_commit_max
+        )
 
     def _identity(self) -> str:
         """A random id made when the file is created; the warehouse keys its offset by it, so
@@ -177,7 +155,9 @@ class SQLiteLog:
         return own + (self.elsewhere() if self.elsewhere is not None else 0)
 
     def _reserve(self, records: Sequence[LogRecord]) -> int:
-        size = sum(len(r.body) for r in records if r.count)  # count 0: never stored
+        return self._reserve_bytes(sum(len(r.body) for r in records if r.count))  # 0: not kept
+
+    def _reserve_bytes(self, size: int) -> int:
         with self._bytes_lock:
             now = time.monotonic()
             full = self._pending_bytes + size > self.max_bytes and self._pending_bytes > 0
@@ -194,11 +174,15 @@ class SQLiteLog:
             self._inflight += size
         return size
 
-    def _settled(self, size: int, *, written: bool) -> None:
+    def _settled(self, size: int, *, written: bool, actual: int | None = None) -> None:
+        """Release a reservation of ``size``; written, the total counts ``actual`` bytes
+        (an estimate reserved for a frame encoded at the commit) instead."""
         with self._bytes_lock:
             self._inflight -= size
             if not written:
                 self._pending_bytes -= size
+            elif actual is not None:
+                self._pending_bytes += actual - size
 
     def _release(self, size: int) -> None:
         with self._bytes_lock:
@@ -206,85 +190,38 @@ class SQLiteLog:
             self._pending_bytes = max(0, self._pending_bytes - size)
 
     def append(self, records: Sequence[LogRecord]) -> None:
-        if not records:
-            return
-        waiter = _Waiter(self._reserve(records), records, event=threading.Event())
-        self._q.put(waiter)
-        assert waiter.event is not None
-        waiter.event.wait()
-        if waiter.error is not None:
-            raise waiter.error
+        if records:
+            self._writer.append(self._reserve(records), records)
 
     async def append_async(self, records: Sequence[LogRecord]) -> None:
-        if not records:
-            return
-        loop = asyncio.get_running_loop()
-        waiter = _Waiter(self._reserve(records), records, loop=loop, future=loop.create_future())
-        self._q.put(waiter)
-        assert waiter.future is not None
-        await waiter.future
+        if records:
+            await self._writer.append_async(self._reserve(records), records)
 
-    def _write_loop(self) -> None:
-        while True:
-            first = self._q.get()
-            if first is _STOP:
-                return
-            assert isinstance(first, _Waiter)
-            items: list[_Waiter] = [first]
-            stop = False
-            while len(items) < self.group_commit_max:
-                try:
-                    nxt = self._q.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is _STOP:
-                    stop = True
-                    break
-                assert isinstance(nxt, _Waiter)
-                items.append(nxt)
-            exc: BaseException | None = None
-            try:
-                self._write(items)
-            except BaseException as e:  # every waiter must hear about the failure
-                exc = e
-            self._settle(items, exc)
-            if exc is None:
-                with self._new_data:
-                    self._new_data.notify_all()
-            if stop:
-                return
+    async def append_frame_async(self, frame: Frame, layout: Layout) -> None:
+        """Append one frame, encoded by the writer thread together with the frames of the
+        same source queued beside it (``log.frames``): one record for a burst of
+        single-event requests instead of one each."""
+        size = self._reserve_bytes(frames.estimate(frame) if frame.count else 0)
+        await self._writer.append_async(size, (), (frame, layout))
 
-    def _settle(self, items: list[_Waiter], exc: BaseException | None) -> None:
-        """Wake every waiter of one group commit. Async waiters of the same event loop are
-        woken by one callback (one write to its self-pipe), not one per request."""
-        by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
-        for w in items:
-            # Settled by the writer: a cancelled waiter (client gone, shutdown) must not
-            # release bytes of a write that still commits.
-            self._settled(w.size, written=exc is None)
-            if w.loop is not None and w.future is not None:
-                by_loop.setdefault(w.loop, []).append(w.future)
-            elif w.event is not None:
-                w.error = exc
-                w.event.set()
-        for loop, futures in by_loop.items():
-            with contextlib.suppress(RuntimeError):  # the event loop is already closed
-                loop.call_soon_threadsafe(_settle_all, futures, exc)
+    def _notify(self) -> None:
+        with self._new_data:
+            self._new_data.notify_all()
 
-    def _write(self, items: list[_Waiter]) -> None:
+    def _write(self, records: list[LogRecord]) -> int:
+        """Append ``records`` in one transaction; returns the bytes stored."""
         rows = []
         size = 0
         counts: dict[tuple[str, str], int] = defaultdict(int)
         suppressed: dict[tuple[str, str], int] = defaultdict(int)
-        for w in items:
-            for r in w.records:
-                if r.suppressed:
-                    suppressed[(r.pack, r.source)] += r.suppressed
-                if r.count == 0:
-                    continue  # every item suppressed: nothing to load, only counted
-                rows.append((r.pack, r.source, r.count, r.received_at, r.body))
-                size += len(r.body)
-                counts[(r.pack, r.source)] += r.count
+        for r in records:
+            if r.suppressed:
+                suppressed[(r.pack, r.source)] += r.suppressed
+            if r.count == 0:
+                continue  # every item suppressed: nothing to load, only counted
+            rows.append((r.pack, r.source, r.count, r.received_at, r.body))
+            size += len(r.body)
+            counts[(r.pack, r.source)] += r.count
         c = self._w
         c.execute("BEGIN IMMEDIATE")
         try:
@@ -309,6 +246,7 @@ class SQLiteLog:
             c.execute("ROLLBACK")
             raise
         self.fsyncs += 1
+        return size
 
     # -- consume ------------------------------------------------------------------------
     def committed(self, group: str) -> int:
@@ -469,7 +407,7 @@ class SQLiteLog:
 
     def check_ready(self) -> list[str]:
         problems = []
-        if not self._writer.is_alive():
+        if not self._writer.alive:
             problems.append("log writer thread is not running")
         try:
             with self._r_lock:
@@ -482,8 +420,7 @@ class SQLiteLog:
         if self._closed:
             return
         self._closed = True
-        self._q.put(_STOP)
-        self._writer.join(timeout=10)
+        self._writer.close()
         with contextlib.suppress(sqlite3.Error):
             self._w.close()
             self._r.close()

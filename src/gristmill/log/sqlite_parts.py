@@ -40,6 +40,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
+from gristmill.core.envelope import Frame, Layout
 from gristmill.log.base import (
     LogBatch,
     LogEntry,
@@ -198,6 +199,9 @@ class PartitionedSQLiteLog:
 
     async def append_async(self, records: Sequence[LogRecord]) -> None:
         await self._target().append_async(records)
+
+    async def append_frame_async(self, frame: Frame, layout: Layout) -> None:
+        await self._target().append_frame_async(frame, layout)
 
     # -- consume (whole-log calls are for one-partition logs; loaders use views) ----------
     def view(self, partition: int) -> SQLitePartition:

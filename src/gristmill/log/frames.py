@@ -1,0 +1,98 @@
+"""Frames handed to the embedded log unencoded, and written as few records as a group
+commit allows.
+
+A single-event request used to encode its own frame: a chunk per column (14 of them for one
+event), a msgpack record, a row in the log file, and at load a frame to decode, all for one
+event. Under a stream of such requests that per-frame work was about a quarter of the
+collector's CPU per request (BENCHMARKS.md, "HTTP server for single-event ingest"). The
+embedded log's writer thread already takes every request queued since its last commit; it
+now encodes the accepted events of consecutive requests of one pack, source and dialect as
+one frame (:func:`~gristmill.core.envelope.encode_frames`), each event keeping its own
+receive time.
+
+What is merged and what is not:
+
+- a request's frame merges with the next one of its source only if neither has rejects (a
+  reject's ``index`` is its place in its own request, and quarantine ids are built from it)
+  and both came through the same dialect and pack layout;
+- a frame that cannot be merged ends its source's run, so the log's order of a source's
+  events is the order its requests were queued in;
+- if a merged frame cannot be encoded, its frames are encoded one by one, so only the
+  request whose frame fails hears of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from gristmill.core.envelope import Frame, Layout, encode_frames
+from gristmill.log.base import LogRecord
+
+Pending = tuple[Frame, Layout]
+
+
+def estimate(frame: Frame) -> int:
+    """Bytes the frame will take in the log, for the cap check before it is encoded (the
+    log's running total is corrected by the encoded size after the write)."""
+    size = 64
+    for ev in frame.events:
+        size += 48 + len(ev.event_id) + len(ev.properties) + len(ev.context or b"")
+    for r in frame.rejects:
+        size += 32 + len(r.raw) + len(r.detail)
+    return size
+
+
+def runs(frames: Sequence[Pending]) -> list[list[int]]:
+    """Indexes of ``frames`` cut into runs to write as one record each, in the order of each
+    run's first frame. A run holds consecutive frames of one (pack, source) with events, no
+    rejects, one dialect and one layout."""
+    out: list[list[int]] = []
+    open_runs: dict[tuple[str, str], list[int]] = {}
+    for i, (f, layout) in enumerate(frames):
+        key = (f.pack, f.source)
+        run = open_runs.get(key)
+        if f.events and not f.rejects:
+            if run is not None:
+                head, head_layout = frames[run[0]]
+                if head.dialect == f.dialect and (head_layout is layout or head_layout == layout):
+                    run.append(i)
+                    continue
+            run = open_runs[key] = [i]
+            out.append(run)
+        else:
+            open_runs.pop(key, None)
+            out.append([i])
+    return out
+
+
+def records(frames: Sequence[Pending]) -> tuple[list[LogRecord], dict[int, BaseException]]:
+    """The records to append for ``frames``, and the frames that could not be encoded (by
+    index, with why)."""
+    out: list[LogRecord] = []
+    failed: dict[int, BaseException] = {}
+    for run in runs(frames):
+        try:
+            out.append(_record([frames[i][0] for i in run], frames[run[0]][1]))
+            continue
+        except Exception as exc:
+            if len(run) == 1:
+                failed[run[0]] = exc
+                continue
+        for i in run:  # find the frame that cannot be encoded; write the others
+            try:
+                out.append(_record([frames[i][0]], frames[i][1]))
+            except Exception as exc:
+                failed[i] = exc
+    return out, failed
+
+
+def _record(frames: Sequence[Frame], layout: Layout) -> LogRecord:
+    first = frames[0]
+    return LogRecord(
+        first.pack,
+        first.source,
+        sum(f.count for f in frames),
+        min(f.received_at for f in frames),
+        encode_frames(frames, layout),
+        sum(f.suppressed for f in frames),
+    )

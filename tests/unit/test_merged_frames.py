@@ -1,0 +1,231 @@
+"""Frames merged at the embedded log's group commit (``log.frames``, ``encode_frames``): the
+requests of one source written as one record load exactly as they would have one by one,
+each event keeping its own receive time; what cannot be merged is not; a frame that cannot
+be encoded fails its own request only; the log's byte total ends at what it stored."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import orjson
+import pytest
+
+from gristmill.collect.service import Parser, Prepared
+from gristmill.config import LimitSettings
+from gristmill.core.columns import unpack
+from gristmill.core.envelope import (
+    Block,
+    ColumnFrame,
+    Envelope,
+    Frame,
+    decode_frame_columns,
+    encode_frames,
+)
+from gristmill.load.batch import build_batch
+from gristmill.log import frames
+from gristmill.log.base import LogEntry, LogRecord
+from gristmill.log.sqlite import SQLiteLog
+from gristmill.pack.loader import load_pack
+from gristmill.pack.models import Pack
+
+TYPED = Path(__file__).resolve().parents[1] / "fixtures" / "packs" / "typed"
+AT = 1_800_000_000_000_000
+
+
+@pytest.fixture(scope="module")
+def typed() -> Pack:
+    return load_pack(TYPED)
+
+
+def ev(eid: str, event_type: str = "typed", **props: Any) -> dict[str, Any]:
+    return {
+        "event_id": eid,
+        "event_type": event_type,
+        "schema_version": 1,
+        "occurred_at": "2026-11-01T09:00:00Z",
+        "properties": props,
+    }
+
+
+def request(pack: Pack, events: list[Any], at: int, source: str = "web") -> Prepared:
+    parser = Parser({pack.name: pack}, LimitSettings())
+    raw = orjson.dumps(events)
+    return parser.prepare(pack=pack.name, source=source, dialect="native", raw=raw, received_at=at)
+
+
+def rows(entries: list[LogEntry], pack: Pack) -> dict[str, list[dict[str, Any]]]:
+    b = build_batch(entries, {pack.name: pack}, log_id="t", group="g")
+    return {t.table: t.rows.to_pylist() for t in b.tables}
+
+
+def us(t: datetime) -> int:
+    return (t - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+
+
+def entry(offset: int, body: bytes, f: Frame) -> LogEntry:
+    return LogEntry(offset, LogRecord(f.pack, f.source, f.count, f.received_at, body))
+
+
+def test_a_merged_frame_loads_as_its_requests_did_each_event_at_its_own_time(
+    typed: Pack,
+) -> None:
+    reqs = [
+        request(typed, [ev("a", s="x")], AT + 1),
+        request(typed, [ev("o1", "other", s="y", note="n")], AT + 2),
+        request(typed, [ev("b", i=3), ev("o2", "other")], AT + 3),
+    ]
+    merged = encode_frames([p.frame for p in reqs], reqs[0].layout)
+    got = decode_frame_columns(merged)
+    assert isinstance(got, ColumnFrame)
+    assert got.received_at == AT + 1  # the earliest: what a reader that predates the column sees
+    assert [(b.table, len(b)) for b in got.blocks] == [("typed_events", 2), ("other_events", 2)]
+    one_by_one = rows([entry(i + 1, p.record().body, p.frame) for i, p in enumerate(reqs)], typed)
+    first = reqs[0].frame
+    whole = Frame(first.pack, first.source, AT + 1, [e for p in reqs for e in p.frame.events], [])
+    assert rows([entry(1, merged, whole)], typed) == one_by_one
+    times = {r["event_id"]: r["received_at"] for t in one_by_one.values() for r in t}
+    assert {k: us(v) for k, v in times.items()} == {
+        "a": AT + 1,
+        "o1": AT + 2,
+        "b": AT + 3,
+        "o2": AT + 3,
+    }
+
+
+def test_requests_received_in_the_same_microsecond_carry_no_time_column(typed: Pack) -> None:
+    reqs = [request(typed, [ev(e)], AT) for e in ("a", "b")]
+    got = decode_frame_columns(encode_frames([p.frame for p in reqs], reqs[0].layout))
+    assert isinstance(got, ColumnFrame)
+    assert [b.received_at for b in got.blocks] == [None]
+
+
+class OldBlock(msgspec.Struct, array_like=True):
+    """:class:`Block` as readers before the time column declared it (its 14 fields)."""
+
+    table: str
+    promoted: Any
+    event_id: Any
+    event_type: Any
+    schema_version: Any
+    occurred_at: Any
+    properties: Any
+    values: Any
+    user_id: Any
+    anonymous_id: Any
+    session_id: Any
+    entity_type: Any
+    entity_id: Any
+    context: Any
+
+
+class OldFrame(msgspec.Struct, array_like=True):
+    version: int
+    pack: str
+    source: str
+    received_at: int
+    blocks: list[OldBlock]
+    rejects: Any
+    dialect: str
+    suppressed: int
+
+
+def test_a_reader_that_predates_the_time_column_still_reads_a_merged_frame(typed: Pack) -> None:
+    """The column was added without a version bump: an older loader's Block (without the
+    trailing field) decodes the frame and takes the frame's time for every event."""
+    assert Block.__struct_fields__[:14] == OldBlock.__struct_fields__
+    reqs = [request(typed, [ev(e, s=e)], AT + i) for i, e in enumerate("abc")]
+    body = encode_frames([p.frame for p in reqs], reqs[0].layout)
+    old = msgspec.msgpack.decode(body, type=OldFrame)
+    assert old.received_at == AT
+    (block,) = old.blocks
+    assert unpack(block.event_id, 3) == ["a", "b", "c"]
+
+
+def test_a_split_block_keeps_each_events_time(typed: Pack) -> None:
+    reqs = [request(typed, [ev(e)], AT + i) for i, e in enumerate("abc")]
+    got = decode_frame_columns(encode_frames([p.frame for p in reqs], reqs[0].layout))
+    assert isinstance(got, ColumnFrame)
+    part = got.blocks[0].take([2, 0])
+    assert part.column("event_id") == ["c", "a"]
+    assert part.received(0) == [AT + 2, AT]
+    assert got.blocks[0].received(0) == [AT, AT + 1, AT + 2]
+
+
+def test_frames_with_rejects_or_of_two_sources_are_not_merged(typed: Pack) -> None:
+    good = request(typed, [ev("a")], AT)
+    bad = request(typed, [ev("b"), {"event_type": "typed"}], AT)  # the second has no id
+    assert bad.frame.rejects
+    other = request(typed, [ev("c")], AT, source="app")
+    for pair in ([good.frame, bad.frame], [good.frame, other.frame]):
+        with pytest.raises(ValueError, match="only frames of one pack"):
+            encode_frames(pair, good.layout)
+
+
+def test_runs_keep_each_sources_order(typed: Pack) -> None:
+    """A frame that cannot join a run (rejects, another dialect or layout) ends its source's
+    run: the log keeps a source's requests in the order they were queued."""
+    lay = request(typed, [ev("x")], AT).layout
+    other_lay = {**lay, "typed": ("elsewhere", ())}
+
+    def f(source: str, *, rejects: bool = False, dialect: str = "native") -> frames.Pending:
+        p = request(typed, [ev("x"), {"event_type": "typed"}] if rejects else [ev("x")], AT, source)
+        fr = p.frame
+        return Frame(fr.pack, fr.source, fr.received_at, fr.events, fr.rejects, dialect), lay
+
+    queued = [
+        f("web"),  # 0
+        f("app"),  # 1
+        f("web"),  # 2: joins 0
+        f("web", rejects=True),  # 3: alone, ends web's run
+        f("web"),  # 4: a new run
+        f("app", dialect="segment"),  # 5: another dialect, a new run for app
+        f("app", dialect="segment"),  # 6: joins 5
+        (f("web")[0], other_lay),  # 7: another layout, a new run
+    ]
+    assert frames.runs(queued) == [[0, 2], [1], [3], [4], [5, 6], [7]]
+
+
+def test_a_frame_that_cannot_be_encoded_fails_alone(typed: Pack) -> None:
+    good = [request(typed, [ev(e)], AT + i).frame for i, e in enumerate("ab")]
+    lay = request(typed, [ev("x")], AT).layout
+    e = good[0].events[0]
+    broken = Envelope(
+        e.event_id, e.event_type, 1, e.occurred_at, b"{}", (object(),) * len(e.promoted)
+    )
+    poison = Frame("typed", "web", AT, [broken], [])
+    recs, failed = frames.records([(good[0], lay), (poison, lay), (good[1], lay)])
+    assert list(failed) == [1]
+    assert [r.count for r in recs] == [1, 1]  # the other two, each on its own
+    loaded = rows([LogEntry(i + 1, r) for i, r in enumerate(recs)], typed)
+    assert [r["event_id"] for r in loaded["typed_events"]] == ["a", "b"]
+
+
+def test_the_log_merges_a_burst_and_its_byte_total_is_what_it_stored(
+    tmp_path: Path, typed: Pack
+) -> None:
+    log = SQLiteLog(tmp_path / "log.sqlite", max_bytes=10_000_000)
+    reqs = [request(typed, [ev(f"e{i}", s="v" * (i % 7))], AT + i) for i in range(200)]
+    reqs.append(request(typed, [ev("r"), {"event_type": "typed"}], AT + 500))
+
+    async def burst() -> None:
+        await asyncio.gather(*(log.append_frame_async(p.frame, p.layout) for p in reqs))
+
+    try:
+        asyncio.run(burst())
+        batch = log.read("g", 10_000, 0)
+        assert len(batch.entries) < len(reqs)  # merged: fewer records than requests
+        assert batch.events == 202
+        snap = log.snapshot("g")
+        assert snap.received == {("typed", "web"): 202}
+        stored = sum(len(en.record.body) for en in batch.entries)
+        assert snap.depth_bytes == stored
+        assert log.pending_bytes == stored  # the estimates reserved were corrected
+        got = rows(batch.entries, typed)["typed_events"]
+        want = {f"e{i}": AT + i for i in range(200)} | {"r": AT + 500}
+        assert {r["event_id"]: us(r["received_at"]) for r in got} == want
+    finally:
+        log.close()
