@@ -146,7 +146,7 @@ def main() -> None:
         default=(
             "ingest,loader,pg_baseline,latency,analytics,dialects,relay,warehouses,feeds,sources,"
             "governance,enrichment,usage,rollups,peers,frames,provision,delivery,workers,servers,"
-            "dedupe"
+            "dedupe,single"
         ),
     )
     ap.add_argument("--feed-rows", default="250000,1000000", help="Sales CSV sizes (feeds).")
@@ -175,6 +175,9 @@ def main() -> None:
     )
     ap.add_argument("--servers-rounds", type=int, default=3, help="Runs per HTTP server (servers).")
     ap.add_argument("--dedupe-keys", default="1000000,10000000", help="Key-table sizes (dedupe).")
+    ap.add_argument(
+        "--single-requests", type=int, default=20_000, help="Per run, in process (single)."
+    )
     args = ap.parse_args()
     only = set(args.only.split(","))
     results: dict[str, Any] = {
@@ -240,6 +243,7 @@ def main() -> None:
         "workers": (args.workers_events,),
         "servers": (args.servers_rounds,),
         "dedupe": ([int(x) for x in args.dedupe_keys.split(",")],),
+        "single": (args.single_requests,),
     }
     for name, run_args in modular.items():
         if name in only:

@@ -20,6 +20,10 @@ work is spread over collector processes (``serve --workers``) and taken off the 
 Identifiers stay plain UTF-8 inside the chunks, so erasure's byte scan of the log files
 finds subjects as it did in msgpack strings.
 
+A frame the embedded log merged from several requests (:func:`encode_frames`) carries each
+event's receive time in its blocks' trailing ``received_at`` column; without it, every event
+was received at the frame's ``received_at``.
+
 Versions 1 (row frames: every envelope a 12-element array) and 2 (column blocks of plain
 msgpack arrays) are what logs written before hold; :func:`decode_frame`,
 :func:`decode_frame_rows` and :func:`decode_frame_columns` read all three, told apart by the
