@@ -189,6 +189,21 @@ def test_runs_keep_each_sources_order(typed: Pack) -> None:
     assert frames.runs(queued) == [[0, 2], [1], [3], [4], [5, 6], [7]]
 
 
+def test_a_merged_record_stays_under_its_bounds(
+    typed: Pack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lay = request(typed, [ev("x")], AT).layout
+    ten = request(typed, [ev(f"t{i}") for i in range(10)], AT).frame
+    one = request(typed, [ev("o")], AT).frame
+    monkeypatch.setattr(frames, "MAX_EVENTS", 25)
+    assert frames.runs([(ten, lay), (ten, lay), (one, lay), (ten, lay), (one, lay)]) == [
+        [0, 1, 2],
+        [3, 4],
+    ]
+    monkeypatch.setattr(frames, "MAX_BYTES", frames.estimate(ten) + 1)
+    assert frames.runs([(ten, lay), (one, lay), (one, lay)]) == [[0], [1, 2]]
+
+
 def test_a_frame_that_cannot_be_encoded_fails_alone(typed: Pack) -> None:
     good = [request(typed, [ev(e)], AT + i).frame for i, e in enumerate("ab")]
     lay = request(typed, [ev("x")], AT).layout

@@ -30,6 +30,14 @@ from gristmill.log.base import LogRecord
 
 Pending = tuple[Frame, Layout]
 
+MAX_EVENTS = 1_000
+"""Most events a merged record carries. The gain is for small requests (one record per
+request costs most there); a bound keeps a record far under a load's ``max_events`` and
+limits what a load that sets entries aside one by one (``Loader.isolate``) sets aside
+together."""
+MAX_BYTES = 1 << 20
+"""Most bytes (estimated) a merged record carries."""
+
 
 def estimate(frame: Frame) -> int:
     """Bytes the frame will take in the log, for the cap check before it is encoded (the
@@ -45,23 +53,34 @@ def estimate(frame: Frame) -> int:
 def runs(frames: Sequence[Pending]) -> list[list[int]]:
     """Indexes of ``frames`` cut into runs to write as one record each, in the order of each
     run's first frame. A run holds consecutive frames of one (pack, source) with events, no
-    rejects, one dialect and one layout."""
+    rejects, one dialect and one layout, up to :data:`MAX_EVENTS` and :data:`MAX_BYTES`."""
     out: list[list[int]] = []
-    open_runs: dict[tuple[str, str], list[int]] = {}
+    open_runs: dict[tuple[str, str], tuple[list[int], list[int]]] = {}
+    """(pack, source) -> its open run, and that run's events and estimated bytes."""
     for i, (f, layout) in enumerate(frames):
         key = (f.pack, f.source)
-        run = open_runs.get(key)
-        if f.events and not f.rejects:
-            if run is not None:
-                head, head_layout = frames[run[0]]
-                if head.dialect == f.dialect and (head_layout is layout or head_layout == layout):
-                    run.append(i)
-                    continue
-            run = open_runs[key] = [i]
-            out.append(run)
-        else:
+        if not f.events or f.rejects:
             open_runs.pop(key, None)
             out.append([i])
+            continue
+        size = estimate(f)
+        have = open_runs.get(key)
+        if have is not None:
+            run, totals = have
+            head, head_layout = frames[run[0]]
+            if (
+                head.dialect == f.dialect
+                and (head_layout is layout or head_layout == layout)
+                and totals[0] + len(f.events) <= MAX_EVENTS
+                and totals[1] + size <= MAX_BYTES
+            ):
+                run.append(i)
+                totals[0] += len(f.events)
+                totals[1] += size
+                continue
+        run = [i]
+        open_runs[key] = (run, [len(f.events), size])
+        out.append(run)
     return out
 
 
