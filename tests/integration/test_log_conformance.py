@@ -278,6 +278,13 @@ class TestRabbitMQLog(BrokerContract):
             assert [e.record.body for e in later.entries] == [b"frame-2"]
             view.commit(group, later.last_offset)
             assert view.committed(group) == later.last_offset
+            # The offsets stream was read on from where the old connection left it: two
+            # commits, two messages read (it used to read the stream from its start again,
+            # and the first commit's message arrived again before the second's).
+            deadline = time.monotonic() + 30
+            while lg.offsets_last < 1 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert (lg.offsets_last, lg.offsets_read) == (1, 2)
             snap = lg.snapshot_partitions({0: later.last_offset})
             assert snap.received == {("marketplace", "web"): 6}
             assert snap.depth_records == 0

@@ -52,19 +52,22 @@ def _settle_all(futures: list[asyncio.Future[None]], exc: BaseException | None) 
 
 class GroupCommit:
     """The writer thread. ``write`` stores records in one transaction and returns the bytes
-    it stored; ``settled(size, written, actual)`` releases a reservation (see
-    ``SQLiteLog._settled``); ``written`` runs after each successful commit."""
+    it stored; ``settled(size, written=)`` releases one append's reservation against the cap;
+    ``corrected(delta)`` adds what a commit stored beyond what its appends reserved (frames
+    reserve an estimate); ``written`` runs after each successful commit."""
 
     def __init__(
         self,
         write: Callable[[list[LogRecord]], int],
         settled: Callable[..., None],
+        corrected: Callable[[int], None],
         written: Callable[[], None],
         *,
         max_items: int,
     ) -> None:
         self._write = write
         self._settled = settled
+        self._corrected = corrected
         self._written = written
         self.max_items = max_items
         self._q: queue.SimpleQueue[object] = queue.SimpleQueue()
@@ -151,7 +154,7 @@ class GroupCommit:
                 w.error = error
                 w.event.set()
         if exc is None and stored != reserved:  # frames reserved an estimate of their size
-            self._settled(0, written=True, actual=stored - reserved)
+            self._corrected(stored - reserved)
         for (loop, error), futures in by_loop.items():
             with contextlib.suppress(RuntimeError):  # the event loop is already closed
                 loop.call_soon_threadsafe(_settle_all, futures, error)

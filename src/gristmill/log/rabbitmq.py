@@ -16,7 +16,8 @@ fsynced like a quorum-queue message.
   position. Stream acks are flow-control credits, given on receipt.
 * committed offsets: AMQP 0-9-1 has no server-side offset store for streams, so each commit is
   published to the small stream ``<stream>.offsets`` (group, partition, offset) and every
-  process tails it; collectors use it for the 503 cap.
+  process tails it, from its start when the process starts and past the last message it saw
+  after a reconnect; collectors use it for the 503 cap.
 * leases: an exclusive queue per (group, partition). RabbitMQ lets one connection declare it;
   when that connection dies (``kill -9`` closes its socket) the queue and the lease go away.
 * a connection the broker closed (a restart, an operator, a protocol error) is opened again by
@@ -70,6 +71,13 @@ class RabbitMQLog(BrokerLog):
         self._commits: dict[tuple[str, int], int] = defaultdict(int)
         self._lease_channels: dict[tuple[str, int], AbstractChannel] = {}
         self._offsets_tag: str | None = None
+        self._offsets_from: int | str = "first"
+        """Where the offsets consumer starts: the whole stream in a new process, past the
+        last commit message it saw after a reconnect (``_commits`` is kept across it)."""
+        self.offsets_read = 0
+        """Commit messages read from the offsets stream by this process."""
+        self.offsets_last = -1
+        """The stream offset of the last of them."""
         self._reopen = asyncio.Lock()
         self.start()
 
@@ -114,7 +122,9 @@ class RabbitMQLog(BrokerLog):
         ch = await self.conn.channel()
         await ch.set_qos(prefetch_count=1000)
         q = await ch.get_queue(self.offsets_stream, ensure=False)
-        self._offsets_tag = await q.consume(self._on_commit, arguments={_OFFSET: "first"})
+        self._offsets_tag = await q.consume(
+            self._on_commit, arguments={_OFFSET: self._offsets_from}
+        )
 
     async def _ensure(self) -> None:
         """Reopen what the broker closed: the connection (with the streams, the publish
@@ -162,6 +172,11 @@ class RabbitMQLog(BrokerLog):
         h = msg.headers
         key = (str(h["group"]), int(str(h["partition"])))
         self._commits[key] = max(self._commits[key], int(str(h["offset"])))
+        self.offsets_read += 1
+        seen = h.get(_OFFSET)
+        if isinstance(seen, int):
+            self.offsets_last = seen
+            self._offsets_from = seen + 1
         await msg.ack()
 
     async def _publish(self, partition: int, records: Sequence[LogRecord]) -> None:

@@ -118,7 +118,7 @@ class SQLiteLog:
         self.fsyncs = 0
         self._closed = False
         self._writer = GroupCommit(
-            self._write, self._settled, self._notify, max_items=group_commit_max
+            self._write, self._settled, self._corrected, self._notify, max_items=group_commit_max
         )
 
     def _identity(self) -> str:
@@ -174,15 +174,17 @@ class SQLiteLog:
             self._inflight += size
         return size
 
-    def _settled(self, size: int, *, written: bool, actual: int | None = None) -> None:
-        """Release a reservation of ``size``; written, the total counts ``actual`` bytes
-        (an estimate reserved for a frame encoded at the commit) instead."""
+    def _settled(self, size: int, *, written: bool) -> None:
         with self._bytes_lock:
             self._inflight -= size
             if not written:
                 self._pending_bytes -= size
-            elif actual is not None:
-                self._pending_bytes += actual - size
+
+    def _corrected(self, delta: int) -> None:
+        """A commit stored ``delta`` bytes more than its appends reserved (frames reserve an
+        estimate of their encoded size)."""
+        with self._bytes_lock:
+            self._pending_bytes += delta
 
     def _release(self, size: int) -> None:
         with self._bytes_lock:
