@@ -14,7 +14,7 @@ import msgspec
 import orjson
 import pytest
 
-from gristmill.collect.service import Parser, Prepared
+from gristmill.collect.service import DIALECTS, Collector, Parser, Prepared
 from gristmill.config import LimitSettings
 from gristmill.core.columns import unpack
 from gristmill.core.envelope import (
@@ -242,5 +242,37 @@ def test_the_log_merges_a_burst_and_its_byte_total_is_what_it_stored(
         got = rows(batch.entries, typed)["typed_events"]
         want = {f"e{i}": AT + i for i in range(200)} | {"r": AT + 500}
         assert {r["event_id"]: us(r["received_at"]) for r in got} == want
+    finally:
+        log.close()
+
+
+def test_the_collector_hands_over_only_small_frames_to_be_merged(
+    tmp_path: Path, typed: Pack
+) -> None:
+    """A request of more than ``frames.SMALL`` events is encoded by the collector and kept
+    as its own record (merging larger frames cost more than it saved); small ones merge."""
+    log = SQLiteLog(tmp_path / "log.sqlite", max_bytes=100_000_000)
+    collector = Collector({"typed": typed}, log, LimitSettings())
+    native = DIALECTS["native"]
+    size = frames.SMALL + 4
+
+    def body(i: int, n: int) -> bytes:
+        return orjson.dumps([ev(f"r{i}-{k}", s="x") for k in range(n)])
+
+    async def send(bodies: list[bytes]) -> list[int]:
+        async def one(raw: bytes) -> int:
+            opened = collector.open(native, raw, "application/json")
+            return (await collector.finish(native, "typed", "web", opened)).status
+
+        return await asyncio.gather(*(one(b) for b in bodies))
+
+    try:
+        assert set(asyncio.run(send([body(i, size) for i in range(60)]))) == {200}
+        large = log.read("g", 100_000, 0)
+        assert [e.record.count for e in large.entries] == [size] * 60
+        assert set(asyncio.run(send([body(100 + i, 1) for i in range(200)]))) == {200}
+        small = log.read("g", 100_000, 0, after=large.last_offset)
+        assert small.events == 200
+        assert len(small.entries) < 200
     finally:
         log.close()

@@ -40,6 +40,7 @@ from gristmill.core.envelope import Frame, Layout, encode_frame
 from gristmill.core.errors import Problem, bad_request, payload_too_large, unavailable
 from gristmill.core.subjects import Suppression
 from gristmill.log.base import EventLog, FrameLog, LogFull, LogRecord
+from gristmill.log.frames import SMALL as SMALL_FRAME
 from gristmill.pack.models import Pack
 from gristmill.schema.registry import SchemaRegistry
 
@@ -268,7 +269,8 @@ class Collector(Parser):
         super().__init__(packs, limits, suppression, enrichers, pins)
         self.log = log
         self.frames = log if isinstance(log, FrameLog) else None
-        """The log takes frames unencoded and merges a source's requests (``log.frames``)."""
+        """The log takes small frames unencoded and merges a source's requests
+        (``log.frames``)."""
 
     async def finish(self, dialect: Dialect, pack: str, source: str, opened: Opened) -> Reply:
         """Frame the request and answer once its frame is durable: 503 with ``Retry-After``
@@ -276,7 +278,7 @@ class Collector(Parser):
         or closed the connection, a disk error). The second is no server bug a client should
         give up on: the log reconnects, and a re-sent event is deduplicated by its id."""
         prepared = self.frame(dialect, pack, source, opened)
-        merged = self.frames is not None and prepared.frame.count > 0
+        merged = self.frames is not None and 0 < prepared.frame.count <= SMALL_FRAME
         reply = self.answer(dialect, prepared, None if merged else prepared.record())
         if merged or reply.record is not None:
             try:

@@ -4,7 +4,7 @@ commit allows.
 A single-event request used to encode its own frame: a chunk per column (14 of them for one
 event), a msgpack record, a row in the log file, and at load a frame to decode, all for one
 event. Under a stream of such requests that per-frame work was about a quarter of the
-collector's CPU per request (BENCHMARKS.md, "HTTP server for single-event ingest"). The
+collector's CPU per request (BENCHMARKS.md, "Single-event requests"). The
 embedded log's writer thread already takes every request queued since its last commit; it
 now encodes the accepted events of consecutive requests of one pack, source and dialect as
 one frame (:func:`~gristmill.core.envelope.encode_frames`), each event keeping its own
@@ -12,6 +12,8 @@ receive time.
 
 What is merged and what is not:
 
+- only small frames (:data:`SMALL` events or fewer) come here unencoded; larger ones are
+  encoded by the collector as before, one record per request;
 - a request's frame merges with the next one of its source only if neither has rejects (a
   reject's ``index`` is its place in its own request, and quarantine ids are built from it)
   and both came through the same dialect and pack layout;
@@ -29,6 +31,13 @@ from gristmill.core.envelope import Frame, Layout, encode_frames
 from gristmill.log.base import LogRecord
 
 Pending = tuple[Frame, Layout]
+
+SMALL = 16
+"""Frames of at most this many events are handed to the log unencoded, to be merged. Above
+it a frame's own encode is cheap per event (BENCHMARKS.md: ~11 µs for one event, ~0.6 µs per
+event at 100), merging costs more per event than it saves, and the encode is better done by
+the collector's event loop while the writer thread waits on the disk: handing 100-event
+frames to the writer made end-to-end ingest of 100-event requests ~25% slower."""
 
 MAX_EVENTS = 1_000
 """Most events a merged record carries. The gain is for small requests (one record per
