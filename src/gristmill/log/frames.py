@@ -17,8 +17,9 @@ What is merged and what is not:
 - a request's frame merges with the next one of its source only if neither has rejects (a
   reject's ``index`` is its place in its own request, and quarantine ids are built from it)
   and both came through the same dialect and pack layout;
-- a frame that cannot be merged ends its source's run, so the log's order of a source's
-  events is the order its requests were queued in;
+- a frame that cannot be merged, or records already encoded (a larger request, a replay),
+  ends its source's run, and everything is written in queue order otherwise: the log's
+  order of a source's events is the order its requests were queued in;
 - if a merged frame cannot be encoded, its frames are encoded one by one, so only the
   request whose frame fails hears of it.
 """
@@ -31,6 +32,9 @@ from gristmill.core.envelope import Frame, Layout, encode_frames
 from gristmill.log.base import LogRecord
 
 Pending = tuple[Frame, Layout]
+Item = tuple[Pending | None, Sequence[LogRecord]]
+"""One append of a group commit: a frame to encode, or records already encoded (replay,
+relay, a consumer, a collector's frame of more than :data:`SMALL` events)."""
 
 SMALL = 16
 """Frames of at most this many events are handed to the log unencoded, to be merged. Above
@@ -59,14 +63,22 @@ def estimate(frame: Frame) -> int:
     return size
 
 
-def runs(frames: Sequence[Pending]) -> list[list[int]]:
-    """Indexes of ``frames`` cut into runs to write as one record each, in the order of each
-    run's first frame. A run holds consecutive frames of one (pack, source) with events, no
-    rejects, one dialect and one layout, up to :data:`MAX_EVENTS` and :data:`MAX_BYTES`."""
+def runs(items: Sequence[Item]) -> list[list[int]]:
+    """Indexes of ``items`` cut into runs to write as one record each (an item of plain
+    records: as they are), in the order of each run's first item. A run holds consecutive
+    frames of one (pack, source) with events, no rejects, one dialect and one layout, up to
+    :data:`MAX_EVENTS` and :data:`MAX_BYTES`; anything else of that source in between (a
+    frame that cannot join, plain records) ends it."""
     out: list[list[int]] = []
     open_runs: dict[tuple[str, str], tuple[list[int], list[int]]] = {}
     """(pack, source) -> its open run, and that run's events and estimated bytes."""
-    for i, (f, layout) in enumerate(frames):
+    for i, (pending, plain) in enumerate(items):
+        if pending is None:
+            for r in plain:
+                open_runs.pop((r.pack, r.source), None)
+            out.append([i])
+            continue
+        f, layout = pending
         key = (f.pack, f.source)
         if not f.events or f.rejects:
             open_runs.pop(key, None)
@@ -76,7 +88,7 @@ def runs(frames: Sequence[Pending]) -> list[list[int]]:
         have = open_runs.get(key)
         if have is not None:
             run, totals = have
-            head, head_layout = frames[run[0]]
+            head, head_layout = _frame(items[run[0]])
             if (
                 head.dialect == f.dialect
                 and (head_layout is layout or head_layout == layout)
@@ -93,14 +105,18 @@ def runs(frames: Sequence[Pending]) -> list[list[int]]:
     return out
 
 
-def records(frames: Sequence[Pending]) -> tuple[list[LogRecord], dict[int, BaseException]]:
-    """The records to append for ``frames``, and the frames that could not be encoded (by
-    index, with why)."""
+def records(items: Sequence[Item]) -> tuple[list[LogRecord], dict[int, BaseException]]:
+    """The records to append for ``items``, in order, and the items whose frame could not
+    be encoded (by index, with why)."""
     out: list[LogRecord] = []
     failed: dict[int, BaseException] = {}
-    for run in runs(frames):
+    for run in runs(items):
+        pending, plain = items[run[0]]
+        if pending is None:
+            out += plain
+            continue
         try:
-            out.append(_record([frames[i][0] for i in run], frames[run[0]][1]))
+            out.append(_record([_frame(items[i])[0] for i in run], pending[1]))
             continue
         except Exception as exc:
             if len(run) == 1:
@@ -108,10 +124,17 @@ def records(frames: Sequence[Pending]) -> tuple[list[LogRecord], dict[int, BaseE
                 continue
         for i in run:  # find the frame that cannot be encoded; write the others
             try:
-                out.append(_record([frames[i][0]], frames[i][1]))
+                f, layout = _frame(items[i])
+                out.append(_record([f], layout))
             except Exception as exc:
                 failed[i] = exc
     return out, failed
+
+
+def _frame(item: Item) -> Pending:
+    pending = item[0]
+    assert pending is not None
+    return pending
 
 
 def _record(frames: Sequence[Frame], layout: Layout) -> LogRecord:

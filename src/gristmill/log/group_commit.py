@@ -118,9 +118,10 @@ class GroupCommit:
                 assert isinstance(nxt, Waiter)
                 items.append(nxt)
             exc: BaseException | None = None
-            records, failed = _records(items)
+            failed: dict[int, BaseException] = {}
             stored = 0
             try:
+                records, failed = _records(items)
                 stored = self._write(records)
             except BaseException as e:  # every waiter must hear about the failure
                 exc = e
@@ -161,12 +162,8 @@ class GroupCommit:
 
 
 def _records(items: list[Waiter]) -> tuple[list[LogRecord], dict[int, BaseException]]:
-    """The records of one group commit and the waiters (by index) whose frame could not be
-    encoded. Plain records (replay, relay, a consumer) come first, then the frames' records;
-    the two come from different writers, whose appends have no order between them."""
-    out = [r for w in items for r in w.records]
-    pending = [(i, w.frame) for i, w in enumerate(items) if w.frame is not None]
-    if not pending:
-        return out, {}
-    encoded, failed = frames.records([f for _, f in pending])
-    return out + encoded, {pending[j][0]: exc for j, exc in failed.items()}
+    """The records of one group commit, in queue order, and the waiters (by index) whose
+    frame could not be encoded."""
+    if all(w.frame is None for w in items):
+        return [r for w in items for r in w.records], {}
+    return frames.records([(w.frame, w.records) for w in items])
