@@ -41,8 +41,8 @@ from gristmill.load.batch import (
 from gristmill.log.base import LogEntry, LogRecord
 from gristmill.pack.loader import load_pack
 from gristmill.pack.models import Pack
+from tests.typed_pack import AT, TYPED, collect, event
 
-TYPED = Path(__file__).resolve().parents[1] / "fixtures" / "packs" / "typed"
 FULL = {
     "s": "héllo",
     "i": 2**62,
@@ -52,27 +52,6 @@ FULL = {
     "d": "2026-11-02",
     "j": {"a": [1, 2], "b": None},
 }
-
-
-def event(eid: str, props: dict[str, Any], event_type: str = "typed", **extra: Any) -> Any:
-    return {
-        "event_id": eid,
-        "event_type": event_type,
-        "schema_version": 1,
-        "occurred_at": "2026-11-01T09:00:00Z",
-        "properties": props,
-        **extra,
-    }
-
-
-AT = 1_800_000_000_000_000
-"""Received in 2027, so the events' 2026 times are not clamped as from the future."""
-
-
-def collect(pack: Pack, events: list[Any], source: str = "web", at: int = AT) -> Prepared:
-    parser = Parser({pack.name: pack}, LimitSettings())
-    raw = orjson.dumps(events)
-    return parser.prepare(pack=pack.name, source=source, dialect="native", raw=raw, received_at=at)
 
 
 def entry(offset: int, p: Prepared, *, rows: bool = False, version: int = 0) -> LogEntry:

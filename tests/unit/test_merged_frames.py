@@ -14,7 +14,7 @@ import msgspec
 import orjson
 import pytest
 
-from gristmill.collect.service import DIALECTS, Collector, Parser, Prepared
+from gristmill.collect.service import DIALECTS, Collector
 from gristmill.config import LimitSettings
 from gristmill.core.columns import unpack
 from gristmill.core.envelope import (
@@ -31,30 +31,12 @@ from gristmill.log.base import LogEntry, LogRecord
 from gristmill.log.sqlite import SQLiteLog
 from gristmill.pack.loader import load_pack
 from gristmill.pack.models import Pack
-
-TYPED = Path(__file__).resolve().parents[1] / "fixtures" / "packs" / "typed"
-AT = 1_800_000_000_000_000
+from tests.typed_pack import AT, TYPED, collect, event
 
 
 @pytest.fixture(scope="module")
 def typed() -> Pack:
     return load_pack(TYPED)
-
-
-def ev(eid: str, event_type: str = "typed", **props: Any) -> dict[str, Any]:
-    return {
-        "event_id": eid,
-        "event_type": event_type,
-        "schema_version": 1,
-        "occurred_at": "2026-11-01T09:00:00Z",
-        "properties": props,
-    }
-
-
-def request(pack: Pack, events: list[Any], at: int, source: str = "web") -> Prepared:
-    parser = Parser({pack.name: pack}, LimitSettings())
-    raw = orjson.dumps(events)
-    return parser.prepare(pack=pack.name, source=source, dialect="native", raw=raw, received_at=at)
 
 
 def rows(entries: list[LogEntry], pack: Pack) -> dict[str, list[dict[str, Any]]]:
@@ -74,9 +56,9 @@ def test_a_merged_frame_loads_as_its_requests_did_each_event_at_its_own_time(
     typed: Pack,
 ) -> None:
     reqs = [
-        request(typed, [ev("a", s="x")], AT + 1),
-        request(typed, [ev("o1", "other", s="y", note="n")], AT + 2),
-        request(typed, [ev("b", i=3), ev("o2", "other")], AT + 3),
+        collect(typed, [event("a", {"s": "x"})], at=AT + 1),
+        collect(typed, [event("o1", {"s": "y", "note": "n"}, "other")], at=AT + 2),
+        collect(typed, [event("b", {"i": 3}), event("o2", {}, "other")], at=AT + 3),
     ]
     merged = encode_frames([p.frame for p in reqs], reqs[0].layout)
     got = decode_frame_columns(merged)
@@ -97,7 +79,7 @@ def test_a_merged_frame_loads_as_its_requests_did_each_event_at_its_own_time(
 
 
 def test_requests_received_in_the_same_microsecond_carry_no_time_column(typed: Pack) -> None:
-    reqs = [request(typed, [ev(e)], AT) for e in ("a", "b")]
+    reqs = [collect(typed, [event(e, {})]) for e in ("a", "b")]
     got = decode_frame_columns(encode_frames([p.frame for p in reqs], reqs[0].layout))
     assert isinstance(got, ColumnFrame)
     assert [b.received_at for b in got.blocks] == [None]
@@ -137,7 +119,7 @@ def test_a_reader_that_predates_the_time_column_still_reads_a_merged_frame(typed
     """The column was added without a version bump: an older loader's Block (without the
     trailing field) decodes the frame and takes the frame's time for every event."""
     assert Block.__struct_fields__[:14] == OldBlock.__struct_fields__
-    reqs = [request(typed, [ev(e, s=e)], AT + i) for i, e in enumerate("abc")]
+    reqs = [collect(typed, [event(e, {"s": e})], at=AT + i) for i, e in enumerate("abc")]
     body = encode_frames([p.frame for p in reqs], reqs[0].layout)
     old = msgspec.msgpack.decode(body, type=OldFrame)
     assert old.received_at == AT
@@ -146,7 +128,7 @@ def test_a_reader_that_predates_the_time_column_still_reads_a_merged_frame(typed
 
 
 def test_a_split_block_keeps_each_events_time(typed: Pack) -> None:
-    reqs = [request(typed, [ev(e)], AT + i) for i, e in enumerate("abc")]
+    reqs = [collect(typed, [event(e, {})], at=AT + i) for i, e in enumerate("abc")]
     got = decode_frame_columns(encode_frames([p.frame for p in reqs], reqs[0].layout))
     assert isinstance(got, ColumnFrame)
     part = got.blocks[0].take([2, 0])
@@ -156,10 +138,10 @@ def test_a_split_block_keeps_each_events_time(typed: Pack) -> None:
 
 
 def test_frames_with_rejects_or_of_two_sources_are_not_merged(typed: Pack) -> None:
-    good = request(typed, [ev("a")], AT)
-    bad = request(typed, [ev("b"), {"event_type": "typed"}], AT)  # the second has no id
+    good = collect(typed, [event("a", {})])
+    bad = collect(typed, [event("b", {}), {"event_type": "typed"}])  # the second has no id
     assert bad.frame.rejects
-    other = request(typed, [ev("c")], AT, source="app")
+    other = collect(typed, [event("c", {})], "app")
     for pair in ([good.frame, bad.frame], [good.frame, other.frame]):
         with pytest.raises(ValueError, match="only frames of one pack"):
             encode_frames(pair, good.layout)
@@ -168,11 +150,15 @@ def test_frames_with_rejects_or_of_two_sources_are_not_merged(typed: Pack) -> No
 def test_runs_keep_each_sources_order(typed: Pack) -> None:
     """A frame that cannot join a run (rejects, another dialect or layout) ends its source's
     run: the log keeps a source's requests in the order they were queued."""
-    lay = request(typed, [ev("x")], AT).layout
+    lay = collect(typed, [event("x", {})]).layout
     other_lay = {**lay, "typed": ("elsewhere", ())}
 
     def f(source: str, *, rejects: bool = False, dialect: str = "native") -> frames.Pending:
-        p = request(typed, [ev("x"), {"event_type": "typed"}] if rejects else [ev("x")], AT, source)
+        p = collect(
+            typed,
+            [event("x", {}), {"event_type": "typed"}] if rejects else [event("x", {})],
+            source,
+        )
         fr = p.frame
         return Frame(fr.pack, fr.source, fr.received_at, fr.events, fr.rejects, dialect), lay
 
@@ -199,9 +185,9 @@ def test_runs_keep_each_sources_order(typed: Pack) -> None:
 def test_a_merged_record_stays_under_its_bounds(
     typed: Pack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    lay = request(typed, [ev("x")], AT).layout
-    ten = request(typed, [ev(f"t{i}") for i in range(10)], AT).frame
-    one = request(typed, [ev("o")], AT).frame
+    lay = collect(typed, [event("x", {})]).layout
+    ten = collect(typed, [event(f"t{i}", {}) for i in range(10)]).frame
+    one = collect(typed, [event("o", {})]).frame
     monkeypatch.setattr(frames, "MAX_EVENTS", 25)
     queued: list[frames.Item] = [((f, lay), ()) for f in (ten, ten, one, ten, one)]
     assert frames.runs(queued) == [[0, 1, 2], [3, 4]]
@@ -210,8 +196,8 @@ def test_a_merged_record_stays_under_its_bounds(
 
 
 def test_a_frame_that_cannot_be_encoded_fails_alone(typed: Pack) -> None:
-    good = [request(typed, [ev(e)], AT + i).frame for i, e in enumerate("ab")]
-    lay = request(typed, [ev("x")], AT).layout
+    good = [collect(typed, [event(e, {})], at=AT + i).frame for i, e in enumerate("ab")]
+    lay = collect(typed, [event("x", {})]).layout
     e = good[0].events[0]
     broken = Envelope(
         e.event_id, e.event_type, 1, e.occurred_at, b"{}", (object(),) * len(e.promoted)
@@ -228,8 +214,8 @@ def test_the_log_merges_a_burst_and_its_byte_total_is_what_it_stored(
     tmp_path: Path, typed: Pack
 ) -> None:
     log = SQLiteLog(tmp_path / "log.sqlite", max_bytes=10_000_000)
-    reqs = [request(typed, [ev(f"e{i}", s="v" * (i % 7))], AT + i) for i in range(200)]
-    reqs.append(request(typed, [ev("r"), {"event_type": "typed"}], AT + 500))
+    reqs = [collect(typed, [event(f"e{i}", {"s": "v" * (i % 7)})], at=AT + i) for i in range(200)]
+    reqs.append(collect(typed, [event("r", {}), {"event_type": "typed"}], at=AT + 500))
 
     async def burst() -> None:
         await asyncio.gather(*(log.append_frame_async(p.frame, p.layout) for p in reqs))
@@ -262,7 +248,7 @@ def test_the_collector_hands_over_only_small_frames_to_be_merged(
     size = frames.SMALL + 4
 
     def body(i: int, n: int) -> bytes:
-        return orjson.dumps([ev(f"r{i}-{k}", s="x") for k in range(n)])
+        return orjson.dumps([event(f"r{i}-{k}", {"s": "x"}) for k in range(n)])
 
     async def send(bodies: list[bytes]) -> list[int]:
         async def one(raw: bytes) -> int:
