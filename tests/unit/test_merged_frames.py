@@ -44,6 +44,11 @@ def rows(entries: list[LogEntry], pack: Pack) -> dict[str, list[dict[str, Any]]]
     return {t.table: t.rows.to_pylist() for t in b.tables}
 
 
+def item(pending: frames.Pending) -> frames.Item:
+    """A frame's append as the group commit hands it over (its estimate reserved)."""
+    return pending, (), frames.estimate(pending[0])
+
+
 def us(t: datetime) -> int:
     return (t - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
 
@@ -164,16 +169,16 @@ def test_runs_keep_each_sources_order(typed: Pack) -> None:
 
     plain_app = LogRecord("typed", "app", 20, AT, b"a frame the collector encoded")
     queued: list[frames.Item] = [
-        (f("web"), ()),  # 0
-        (f("app"), ()),  # 1
-        (f("web"), ()),  # 2: joins 0
-        (f("web", rejects=True), ()),  # 3: alone, ends web's run
-        (f("web"), ()),  # 4: a new run
-        (f("app", dialect="segment"), ()),  # 5: another dialect, a new run for app
-        (f("app", dialect="segment"), ()),  # 6: joins 5
-        ((f("web")[0], other_lay), ()),  # 7: another layout, a new run
-        (None, [plain_app]),  # 8: plain records of app end its run
-        (f("app", dialect="segment"), ()),  # 9: a new run
+        item(f("web")),  # 0
+        item(f("app")),  # 1
+        item(f("web")),  # 2: joins 0
+        item(f("web", rejects=True)),  # 3: alone, ends web's run
+        item(f("web")),  # 4: a new run
+        item(f("app", dialect="segment")),  # 5: another dialect, a new run for app
+        item(f("app", dialect="segment")),  # 6: joins 5
+        item((f("web")[0], other_lay)),  # 7: another layout, a new run
+        (None, [plain_app], len(plain_app.body)),  # 8: plain records of app end its run
+        item(f("app", dialect="segment")),  # 9: a new run
     ]
     assert frames.runs(queued) == [[0, 2], [1], [3], [4], [5, 6], [7], [8], [9]]
     recs, failed = frames.records(queued)
@@ -189,10 +194,10 @@ def test_a_merged_record_stays_under_its_bounds(
     ten = collect(typed, [event(f"t{i}", {}) for i in range(10)]).frame
     one = collect(typed, [event("o", {})]).frame
     monkeypatch.setattr(frames, "MAX_EVENTS", 25)
-    queued: list[frames.Item] = [((f, lay), ()) for f in (ten, ten, one, ten, one)]
+    queued: list[frames.Item] = [item((f, lay)) for f in (ten, ten, one, ten, one)]
     assert frames.runs(queued) == [[0, 1, 2], [3, 4]]
     monkeypatch.setattr(frames, "MAX_BYTES", frames.estimate(ten) + 1)
-    assert frames.runs([((f, lay), ()) for f in (ten, one, one)]) == [[0], [1, 2]]
+    assert frames.runs([item((f, lay)) for f in (ten, one, one)]) == [[0], [1, 2]]
 
 
 def test_a_frame_that_cannot_be_encoded_fails_alone(typed: Pack) -> None:
@@ -203,7 +208,7 @@ def test_a_frame_that_cannot_be_encoded_fails_alone(typed: Pack) -> None:
         e.event_id, e.event_type, 1, e.occurred_at, b"{}", (object(),) * len(e.promoted)
     )
     poison = Frame("typed", "web", AT, [broken], [])
-    recs, failed = frames.records([((good[0], lay), ()), ((poison, lay), ()), ((good[1], lay), ())])
+    recs, failed = frames.records([item((good[0], lay)), item((poison, lay)), item((good[1], lay))])
     assert list(failed) == [1]
     assert [r.count for r in recs] == [1, 1]  # the other two, each on its own
     loaded = rows([LogEntry(i + 1, r) for i, r in enumerate(recs)], typed)

@@ -32,9 +32,10 @@ from gristmill.core.envelope import Frame, Layout, encode_frames
 from gristmill.log.base import LogRecord
 
 Pending = tuple[Frame, Layout]
-Item = tuple[Pending | None, Sequence[LogRecord]]
+Item = tuple[Pending | None, Sequence[LogRecord], int]
 """One append of a group commit: a frame to encode, or records already encoded (replay,
-relay, a consumer, a collector's frame of more than :data:`SMALL` events)."""
+relay, a consumer, a collector's frame of more than :data:`SMALL` events), and the bytes
+the append reserved against the cap (for a frame, its :func:`estimate`)."""
 
 SMALL = 16
 """Frames of at most this many events are handed to the log unencoded, to be merged. Above
@@ -72,7 +73,7 @@ def runs(items: Sequence[Item]) -> list[list[int]]:
     out: list[list[int]] = []
     open_runs: dict[tuple[str, str], tuple[list[int], list[int]]] = {}
     """(pack, source) -> its open run, and that run's events and estimated bytes."""
-    for i, (pending, plain) in enumerate(items):
+    for i, (pending, plain, size) in enumerate(items):
         if pending is None:
             for r in plain:
                 open_runs.pop((r.pack, r.source), None)
@@ -84,7 +85,6 @@ def runs(items: Sequence[Item]) -> list[list[int]]:
             open_runs.pop(key, None)
             out.append([i])
             continue
-        size = estimate(f)
         have = open_runs.get(key)
         if have is not None:
             run, totals = have
@@ -111,7 +111,7 @@ def records(items: Sequence[Item]) -> tuple[list[LogRecord], dict[int, BaseExcep
     out: list[LogRecord] = []
     failed: dict[int, BaseException] = {}
     for run in runs(items):
-        pending, plain = items[run[0]]
+        pending, plain, _ = items[run[0]]
         if pending is None:
             out += plain
             continue

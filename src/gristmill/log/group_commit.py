@@ -166,4 +166,4 @@ def _records(items: list[Waiter]) -> tuple[list[LogRecord], dict[int, BaseExcept
     frame could not be encoded."""
     if all(w.frame is None for w in items):
         return [r for w in items for r in w.records], {}
-    return frames.records([(w.frame, w.records) for w in items])
+    return frames.records([(w.frame, w.records, w.size) for w in items])
