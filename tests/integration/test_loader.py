@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import threading
+from pathlib import Path
+
 import orjson
 import pytest
 from sqlglot import exp
 
 from gristmill.config import Settings
 from gristmill.load.loader import Loader
+from gristmill.load.pressure import CpuMeter
 from gristmill.runtime import Runtime
 from gristmill.sql.ddl import table_ref
 from tests.factories import order
@@ -225,12 +229,13 @@ def test_isolation_quarantines_nothing_when_the_warehouse_is_down(settings: Sett
     rt.stop()
 
 
-def test_batch_wait_adapts_to_how_busy_the_loader_is(settings: Settings) -> None:
+def test_batch_wait_adapts_to_how_busy_the_loader_is(settings: Settings, tmp_path: Path) -> None:
     """Idle: a small batch loads at once; the wait grows with the share of time spent
     committing and never passes max_wait_s; adaptive_wait off keeps the fixed wait."""
     rt = Runtime(settings)
     loader = rt.loader
     assert isinstance(loader, Loader)
+    loader.cpu = _meter(tmp_path, 0.5)  # the machine has room: the loader's own share rules
     cap = settings.loader.max_wait_s
     assert loader.batch_wait() == 0.0  # nothing committed yet: no reason to wait
     for _ in range(3):
@@ -247,5 +252,65 @@ def test_batch_wait_adapts_to_how_busy_the_loader_is(settings: Settings) -> None
         rt.packs,
         settings.loader.model_copy(update={"adaptive_wait": False}),
     )
+    fixed.cpu = _meter(tmp_path, 0.5)
     assert fixed.batch_wait() == cap
+    rt.stop()
+
+
+def _meter(tmp: Path, busy: float) -> CpuMeter:
+    """A meter over a /proc/stat file whose two readings show ``busy`` of the CPUs used;
+    later readings find no ticks added and keep that figure."""
+    stat = tmp / f"stat-{busy}"
+    meter = CpuMeter(proc_stat=stat, cgroup=tmp / "no-cgroup", min_interval_s=0)
+    stat.write_text("cpu  0 0 0 0 0 0 0 0 0 0\n")
+    meter.utilization()
+    stat.write_text(f"cpu  {round(busy * 1000)} 0 0 {round((1 - busy) * 1000)} 0 0 0 0 0 0\n")
+    assert meter.utilization() == pytest.approx(busy)
+    return meter
+
+
+def test_batch_wait_grows_while_the_cpus_are_saturated(settings: Settings, tmp_path: Path) -> None:
+    """Past ``saturated_cpu`` the wait grows to ``saturated_wait_s`` whatever the loader's
+    own share; below it nothing changes; 0 turns it off; a drain never waits. Then under a
+    saturated reading, small batches grow: requests arriving during the wait load together."""
+    cfg = settings.loader
+    assert (cfg.saturated_wait_s, cfg.saturated_cpu) == (0.5, 0.85)
+    rt = Runtime(settings)
+    loader = rt.loader
+    assert isinstance(loader, Loader)
+    loader.cpu = _meter(tmp_path, 0.99)
+    assert loader.batch_wait() == cfg.saturated_wait_s
+    assert loader.stats.last_wait_seconds == cfg.saturated_wait_s
+    loader.cpu = _meter(tmp_path, 0.90)  # half way up the ramp
+    assert loader.batch_wait() == pytest.approx(cfg.saturated_wait_s / 2)
+    loader._busy = 1.0  # the loader's own share asks for more: the longer wait holds
+    assert loader.batch_wait() == pytest.approx(max(cfg.max_wait_s, cfg.saturated_wait_s / 2))
+    loader._busy = 0.0
+    loader.cpu = _meter(tmp_path, 0.80)
+    assert loader.batch_wait() == 0.0
+    off = Loader(rt.log, rt.warehouse, rt.packs, cfg.model_copy(update={"saturated_wait_s": 0.0}))
+    off.cpu = _meter(tmp_path, 1.0)
+    assert off.batch_wait() == 0.0
+    loader.cpu = _meter(tmp_path, 1.0)
+    loader.drain_mark()
+    assert loader.batch_wait() == 0.0
+    loader._draining = False
+
+    # Saturated: the first request's batch waits, and the second, sent meanwhile, joins it
+    # (the batch stops waiting once it holds target_events, so nothing here is timed).
+    waits = Loader(
+        rt.log,
+        rt.warehouse,
+        rt.packs,
+        cfg.model_copy(update={"saturated_wait_s": 60.0, "target_events": 3}),
+    )
+    waits.cpu = _meter(tmp_path, 1.0)
+    ingest(rt, [order()])
+    sent = threading.Timer(0.1, ingest, args=(rt, [order(), order()]))
+    sent.start()
+    result = waits.run_once()
+    sent.join()
+    assert result is not None
+    assert result.total_loaded == 3
+    assert rows(rt) == 3
     rt.stop()

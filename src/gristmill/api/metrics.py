@@ -146,6 +146,11 @@ class PipelineCollector(Collector):
         yield CounterMetricFamily(
             "gristmill_loader_failures", "Failed load attempts.", value=st.failures
         )
+        yield GaugeMetricFamily(
+            "gristmill_loader_batch_wait_seconds",
+            "How long the last batch waited to grow (longer when the CPUs are saturated).",
+            value=st.last_wait_seconds,
+        )
 
     def _collected(self) -> Iterator[Metric]:
         """Per source, from the collector of this process: the quarantine rate alert's input

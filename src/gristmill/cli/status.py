@@ -52,6 +52,7 @@ def empty_status(settings: Settings) -> dict[str, Any]:
             "last_error": None,
             "last_commit_at": None,
             "last_batch_seconds": 0.0,
+            "last_wait_seconds": 0.0,
         },
         "log_cap_bytes": settings.log.max_bytes,
         "warehouse": None,

@@ -1,0 +1,126 @@
+"""How busy the machine's CPUs are, for the loader's batch wait.
+
+Every load has a fixed cost, whatever its size: ~20 ms of CPU on DuckDB for the dozen
+statements of a transaction (BENCHMARKS.md, "Single-event requests"). When the CPUs have room
+that cost buys freshness: loading small batches often keeps an event one short commit away
+from its 2xx. When they are saturated it is taken from the collectors, which then answer
+fewer requests. So the loader asks the machine, not only itself: it reads the CPU time spent
+since its last look and, past a threshold, lets batches grow (``Loader.batch_wait``).
+
+Where the time is read from:
+
+- a cgroup v2 CPU quota (``cpu.max`` not ``max``): the container's own usage against its
+  quota, since the host's ``/proc/stat`` would show an idle 64-core node around a saturated
+  2-core container;
+- otherwise ``/proc/stat``: every CPU's busy and idle time (iowait counts as idle);
+- elsewhere (macOS, Windows) nothing: the loader keeps its own busy share alone.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+MIN_INTERVAL_S = 0.2
+"""Shorter intervals are mostly noise (the kernel counts in ticks of 10 ms per CPU)."""
+SMOOTHING = 0.5
+"""Weight of the newest interval: a burst moves the figure, one quiet tick does not drop it."""
+RAMP = 0.1
+"""Utilization over which the saturated wait grows from nothing to its full length."""
+
+
+def saturation(utilization: float | None, start: float) -> float:
+    """0 below ``start``, 1 from ``start`` + :data:`RAMP`, linear between: how far past
+    saturation the machine is. A ramp, not a step, so that a loader whose longer waits bring
+    the machine back under the threshold settles part way instead of flapping."""
+    if utilization is None:
+        return 0.0
+    return min(1.0, max(0.0, (utilization - start) / RAMP))
+
+
+def _proc_stat(path: Path) -> tuple[float, float] | None:
+    """(busy, total) CPU seconds summed over every CPU, in ticks; None if unreadable."""
+    try:
+        with path.open() as f:
+            first = f.readline().split()
+    except OSError:
+        return None
+    if not first or first[0] != "cpu":
+        return None
+    ticks = [int(x) for x in first[1:9]]  # user nice system idle iowait irq softirq steal
+    idle = ticks[3] + ticks[4]
+    total = sum(ticks)
+    return float(total - idle), float(total)
+
+
+def _cgroup_quota(root: Path) -> float | None:
+    """CPUs the container may use (``cpu.max`` quota / period); None without a quota."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+    except (OSError, ValueError):
+        return None
+    if quota == "max":
+        return None
+    return int(quota) / int(period)
+
+
+def _cgroup_usage_s(root: Path) -> float | None:
+    try:
+        for line in (root / "cpu.stat").read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name == "usage_usec":
+                return int(value) / 1e6
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+class CpuMeter:
+    """The share of the machine's CPU in use (0 … 1), smoothed, read at most every
+    ``min_interval_s`` (callers in between get the last figure); None until two readings
+    exist, or where nothing can be read."""
+
+    def __init__(
+        self,
+        *,
+        proc_stat: Path = Path("/proc/stat"),
+        cgroup: Path = Path("/sys/fs/cgroup"),
+        min_interval_s: float = MIN_INTERVAL_S,
+    ) -> None:
+        self._min_interval_s = min_interval_s
+        self._proc_stat = proc_stat
+        self._cgroup = cgroup
+        self._cpus = _cgroup_quota(cgroup)
+        self._lock = threading.Lock()
+        self._last: tuple[float, float] | None = None
+        self._at = 0.0
+        self._value: float | None = None
+
+    def _read(self, now: float) -> tuple[float, float] | None:
+        """(busy, total) in comparable units: CPU seconds and CPU-seconds available."""
+        if self._cpus is not None:
+            used = _cgroup_usage_s(self._cgroup)
+            return None if used is None else (used, now * self._cpus)
+        return _proc_stat(self._proc_stat)
+
+    def utilization(self) -> float | None:
+        with self._lock:
+            now = time.monotonic()
+            if self._last is not None and now - self._at < self._min_interval_s:
+                return self._value
+            reading = self._read(now)
+            if reading is None:
+                return self._value
+            if self._last is not None:
+                busy = reading[0] - self._last[0]
+                total = reading[1] - self._last[1]
+                if total > 0:
+                    share = min(1.0, max(0.0, busy / total))
+                    self._value = (
+                        share
+                        if self._value is None
+                        else SMOOTHING * share + (1 - SMOOTHING) * self._value
+                    )
+            self._last, self._at = reading, now
+            return self._value
