@@ -109,9 +109,9 @@ class LoaderSettings(BaseModel):
     """When the machine's CPUs are saturated (``saturated_cpu``), a small batch waits up to
     this long instead: each load's fixed cost is then CPU the collectors lack, and fewer,
     larger loads let them answer more requests (``gristmill.load.pressure``). 0: never."""
-    saturated_cpu: float = Field(0.85, gt=0, le=1)
+    saturated_cpu: float = Field(0.9, gt=0, le=1)
     """CPU utilization (machine, or the cgroup's quota) from which the wait grows towards
-    ``saturated_wait_s``; it is reached 0.1 above."""
+    ``saturated_wait_s``; it is reached 0.05 above."""
     idle_poll_s: float = Field(0.05, gt=0)
     stop_drain_s: float = Field(10.0, ge=0)
     """On stop (SIGTERM, Ctrl-C), after the server has stopped taking requests, the loader

@@ -274,19 +274,19 @@ def test_batch_wait_grows_while_the_cpus_are_saturated(settings: Settings, tmp_p
     own share; below it nothing changes; 0 turns it off; a drain never waits. Then under a
     saturated reading, small batches grow: requests arriving during the wait load together."""
     cfg = settings.loader
-    assert (cfg.saturated_wait_s, cfg.saturated_cpu) == (0.5, 0.85)
+    assert (cfg.saturated_wait_s, cfg.saturated_cpu) == (0.5, 0.9)
     rt = Runtime(settings)
     loader = rt.loader
     assert isinstance(loader, Loader)
     loader.cpu = _meter(tmp_path, 0.99)
     assert loader.batch_wait() == cfg.saturated_wait_s
     assert loader.stats.last_wait_seconds == cfg.saturated_wait_s
-    loader.cpu = _meter(tmp_path, 0.90)  # half way up the ramp
+    loader.cpu = _meter(tmp_path, 0.925)  # half way up the ramp
     assert loader.batch_wait() == pytest.approx(cfg.saturated_wait_s / 2)
     loader._busy = 1.0  # the loader's own share asks for more: the longer wait holds
     assert loader.batch_wait() == pytest.approx(max(cfg.max_wait_s, cfg.saturated_wait_s / 2))
     loader._busy = 0.0
-    loader.cpu = _meter(tmp_path, 0.80)
+    loader.cpu = _meter(tmp_path, 0.89)
     assert loader.batch_wait() == 0.0
     off = Loader(rt.log, rt.warehouse, rt.packs, cfg.model_copy(update={"saturated_wait_s": 0.0}))
     off.cpu = _meter(tmp_path, 1.0)

@@ -88,9 +88,9 @@ def test_this_machine_gives_a_share() -> None:
 
 
 def test_saturation_ramps_from_the_threshold() -> None:
-    assert saturation(None, 0.85) == 0.0
-    assert saturation(0.5, 0.85) == 0.0
-    assert saturation(0.85, 0.85) == 0.0
-    assert saturation(0.90, 0.85) == pytest.approx(0.5)
-    assert saturation(0.95, 0.85) == pytest.approx(1.0)
-    assert saturation(1.0, 0.85) == 1.0
+    assert saturation(None, 0.9) == 0.0
+    assert saturation(0.5, 0.9) == 0.0
+    assert saturation(0.9, 0.9) == 0.0
+    assert saturation(0.925, 0.9) == pytest.approx(0.5)
+    assert saturation(0.95, 0.9) == pytest.approx(1.0)
+    assert saturation(1.0, 0.9) == 1.0
