@@ -27,8 +27,8 @@ MIN_INTERVAL_S = 0.5
 SMOOTHING = 0.3
 """Weight of the newest interval: the figure follows a change within a few seconds, and a
 burst of a second (a checkpoint, a GC pass) does not move it past the threshold. Measured on
-2 cores: 0.70–0.77 with one-second peaks of 0.85–0.92 at 20k events/s in 100-event requests,
-0.91–0.99 under single-event requests as fast as the server answers."""
+2 cores: 0.70 to 0.77 with one-second peaks of 0.85 to 0.92 at 20k events/s in 100-event requests,
+0.91 to 0.99 under single-event requests as fast as the server answers."""
 RAMP = 0.05
 """Utilization over which the saturated wait grows from nothing to its full length."""
 
