@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gristmill.load.pressure import SMOOTHING, CpuMeter, saturation
+from gristmill.load.pressure import SMOOTHING, CpuMeter, own_cgroup, saturation
 
 
 def _stat(path: Path, user: int, idle: int, iowait: int = 0) -> None:
@@ -74,6 +74,20 @@ def test_no_quota_reads_the_machine(tmp_path: Path) -> None:
     meter.utilization()
     _stat(stat, user=25, idle=75)
     assert meter.utilization() == pytest.approx(0.25)
+
+
+def test_own_cgroup_from_proc_self_cgroup(tmp_path: Path) -> None:
+    """The unified hierarchy's ``0::`` line names the folder; v1 lines are skipped; without
+    one (or the file) the mount itself."""
+    mount = tmp_path / "fs"
+    me = tmp_path / "cgroup"
+    me.write_text("4:memory:/x\n1:cpu:/\n0::/system.slice/gristmill.service\n")
+    assert own_cgroup(mount, me) == mount / "system.slice" / "gristmill.service"
+    me.write_text("0::/\n")
+    assert own_cgroup(mount, me) == mount
+    me.write_text("1:cpu:/\n")
+    assert own_cgroup(mount, me) == mount
+    assert own_cgroup(mount, tmp_path / "missing") == mount
 
 
 def test_this_machine_gives_a_share() -> None:

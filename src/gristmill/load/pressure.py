@@ -9,8 +9,8 @@ since its last look and, past a threshold, lets batches grow (``Loader.batch_wai
 
 Where the time is read from:
 
-- a cgroup v2 CPU quota (``cpu.max`` not ``max``): the container's own usage against its
-  quota, since the host's ``/proc/stat`` would show an idle 64-core node around a saturated
+- a cgroup v2 CPU quota on the process's own cgroup (``cpu.max`` not ``max``): the
+  container's or the unit's usage against its quota, since the host's ``/proc/stat`` would show an idle 64-core node around a saturated
   2-core container;
 - otherwise ``/proc/stat``: every CPU's busy and idle time (iowait counts as idle);
 - elsewhere (macOS, Windows) nothing: the loader keeps its own busy share alone.
@@ -57,6 +57,19 @@ def _proc_stat(path: Path) -> tuple[float, float] | None:
     return float(total - idle), float(total)
 
 
+def own_cgroup(mount: Path, self_cgroup: Path) -> Path:
+    """This process's cgroup v2 folder: ``mount`` plus the ``0::`` path of
+    ``/proc/self/cgroup`` (``/`` inside a container with its own cgroup namespace; a systemd
+    unit's slice on a host, where a ``CPUQuota=`` lives)."""
+    try:
+        for line in self_cgroup.read_text().splitlines():
+            if line.startswith("0::"):
+                return mount / line[3:].strip().lstrip("/")
+    except OSError:
+        pass
+    return mount
+
+
 def _cgroup_quota(root: Path) -> float | None:
     """CPUs the container may use (``cpu.max`` quota / period); None without a quota."""
     try:
@@ -88,9 +101,11 @@ class CpuMeter:
         self,
         *,
         proc_stat: Path = Path("/proc/stat"),
-        cgroup: Path = Path("/sys/fs/cgroup"),
+        cgroup: Path | None = None,
         min_interval_s: float = MIN_INTERVAL_S,
     ) -> None:
+        if cgroup is None:
+            cgroup = own_cgroup(Path("/sys/fs/cgroup"), Path("/proc/self/cgroup"))
         self._min_interval_s = min_interval_s
         self._proc_stat = proc_stat
         self._cgroup = cgroup
