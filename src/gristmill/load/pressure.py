@@ -10,8 +10,8 @@ since its last look and, past a threshold, lets batches grow (``Loader.batch_wai
 Where the time is read from:
 
 - a cgroup v2 CPU quota on the process's own cgroup (``cpu.max`` not ``max``): the
-  container's or the unit's usage against its quota, since the host's ``/proc/stat`` would show an idle 64-core node around a saturated
-  2-core container;
+  container's or the unit's usage against its quota, since the host's ``/proc/stat``
+  would show an idle 64-core node around a saturated 2-core container;
 - otherwise ``/proc/stat``: every CPU's busy and idle time (iowait counts as idle);
 - elsewhere (macOS, Windows) nothing: the loader keeps its own busy share alone.
 """
