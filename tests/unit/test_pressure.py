@@ -42,8 +42,11 @@ def test_nothing_to_read_gives_no_figure(tmp_path: Path) -> None:
     meter = CpuMeter(proc_stat=tmp_path / "missing", cgroup=tmp_path / "none", min_interval_s=0)
     assert meter.utilization() is None
     assert meter.utilization() is None
-    (tmp_path / "bad").write_text("intr 1 2\n")
-    assert CpuMeter(proc_stat=tmp_path / "bad", min_interval_s=0).utilization() is None
+    for text in ("intr 1 2\n", "cpu  1 x 3 4 5\n", "cpu  1 2\n", ""):
+        (tmp_path / "bad").write_text(text)
+        meter = CpuMeter(proc_stat=tmp_path / "bad", cgroup=tmp_path / "none", min_interval_s=0)
+        assert meter.utilization() is None
+        assert meter.utilization() is None
 
 
 def test_cgroup_quota_is_the_denominator_when_there_is_one(tmp_path: Path) -> None:

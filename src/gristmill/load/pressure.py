@@ -43,15 +43,17 @@ def saturation(utilization: float | None, start: float) -> float:
 
 
 def _proc_stat(path: Path) -> tuple[float, float] | None:
-    """(busy, total) CPU seconds summed over every CPU, in ticks; None if unreadable."""
+    """(busy, total) CPU time summed over every CPU, in clock ticks; None if unreadable."""
     try:
         with path.open() as f:
             first = f.readline().split()
-    except OSError:
+        if not first or first[0] != "cpu":
+            return None
+        ticks = [int(x) for x in first[1:9]]  # user nice system idle iowait irq softirq steal
+    except (OSError, ValueError):
         return None
-    if not first or first[0] != "cpu":
+    if len(ticks) < 5:
         return None
-    ticks = [int(x) for x in first[1:9]]  # user nice system idle iowait irq softirq steal
     idle = ticks[3] + ticks[4]
     total = sum(ticks)
     return float(total - idle), float(total)
