@@ -367,8 +367,8 @@ def _cpu_by_role(pids: list[int]) -> dict[str, float]:
     return out
 
 
-def _uvicorn(tmp: Path, workers: int) -> dict[str, Any]:
-    env = {"GRISTMILL_LOG__MAX_BYTES": str(8 << 30)}
+def _uvicorn(tmp: Path, workers: int, extra: dict[str, str] | None = None) -> dict[str, Any]:
+    env = {"GRISTMILL_LOG__MAX_BYTES": str(8 << 30), **(extra or {})}
     s = serve(tmp, env=env, workers=workers)
     try:
         s.wait_loaded()
@@ -434,6 +434,11 @@ CASES = {
     "uvicorn_workers2": (
         "`gristmill serve --workers 2` (uvicorn, reuseport, + loader process)",
         lambda t: _uvicorn(t, 2),
+    ),
+    "uvicorn_workers2_nowait": (
+        "the same, without the loader's saturated wait (`LOADER__SATURATED_WAIT_S=0`, "
+        "as before 2026-12-07 03:00)",
+        lambda t: _uvicorn(t, 2, {"GRISTMILL_LOADER__SATURATED_WAIT_S": "0"}),
     ),
     "granian": (
         "granian, 1 worker (collector + loader + API, as `serve`)",
@@ -515,4 +520,13 @@ def render(results: dict[str, Any]) -> str:
             f"| {c['errors_all']} | {counts} | {conserved} | {split} "
             f"| {c['machine_busy']:.0%} ({c['wrk_core_share']:.0%}) | {_split_cpu(c)} |"
         )
+    on, off = r["cases"]["uvicorn_workers2"], r["cases"]["uvicorn_workers2_nowait"]
+    pairs = zip(on["runs_per_s"], off["runs_per_s"], strict=True)
+    lines += [
+        "",
+        "`serve --workers 2` with the loader's saturated wait against without it, this run: "
+        f"{on['median_per_s'] / off['median_per_s']:.2f}x on the medians; by round "
+        + ", ".join(f"{a / b:.2f}x" for a, b in pairs)
+        + ".",
+    ]
     return "\n".join(lines)
