@@ -88,7 +88,10 @@ def test_status_and_quarantine_offline_and_online(cli: CliRunner, tmp_path: Path
             "in_flight": 0,
             "suppressed": 0,
         }
-        assert "balanced" in cli.invoke(app, ["status"]).output
+        assert 0.0 <= online["loader"]["last_wait_seconds"] <= 0.5  # the longest wait
+        shown_text = cli.invoke(app, ["status"]).output
+        assert "balanced" in shown_text
+        assert "last batch waited" in shown_text
         rows = orjson.loads(cli.invoke(app, ["quarantine", "list", "--json"]).output)
         assert [r["reason"] for r in rows] == ["unknown_event_type"]
         shown = orjson.loads(

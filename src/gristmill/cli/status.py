@@ -135,7 +135,8 @@ def render(data: dict[str, Any]) -> None:
         )
     console.print(
         f"loader: {'running' if ld['running'] else 'stopped'}, {ld['batches']:,} batches, "
-        f"last commit {ld['last_commit_at'] or '-'}"
+        f"last commit {ld['last_commit_at'] or '-'}, "
+        f"last batch waited {ld.get('last_wait_seconds', 0.0):.2f} s"
         + (f", [red]last error: {ld['last_error']}[/]" if ld["last_error"] else "")
     )
     console.print(f"server: {data['server'] or 'not running (read from files)'}")
