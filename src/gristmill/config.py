@@ -105,10 +105,13 @@ class LoaderSettings(BaseModel):
     adaptive_wait: bool = True
     """Scale the wait by how busy the loader is (``Loader.batch_wait``): no wait when traffic
     is light, up to ``max_wait_s`` when commits fill its time. Off: always ``max_wait_s``."""
-    saturated_wait_s: float = Field(0.5, ge=0)
+    saturated_wait_s: float = Field(0.4, ge=0)
     """When the machine's CPUs are saturated (``saturated_cpu``), a small batch waits up to
     this long instead: each load's fixed cost is then CPU the collectors lack, and fewer,
-    larger loads let them answer more requests (``gristmill.load.pressure``). 0: never."""
+    larger loads let them answer more requests (``gristmill.load.pressure``). Part of the
+    adaptive wait: not applied with ``adaptive_wait`` off or ``max_wait_s`` 0. 0: never.
+    0.4 s: single-event requests on 2 cores gained as much as with 0.8 s (BENCHMARKS.md),
+    and an event stays queryable within ~0.5 s plus a commit while saturated."""
     saturated_cpu: float = Field(0.9, gt=0, le=1)
     """CPU utilization (machine, or the cgroup's quota) from which the wait grows towards
     ``saturated_wait_s``; it is reached 0.05 above."""

@@ -14,6 +14,7 @@ from gristmill.load.loader import Loader
 from gristmill.load.pressure import CpuMeter
 from gristmill.runtime import Runtime
 from gristmill.sql.ddl import table_ref
+from gristmill.warehouse.base import LoadResult
 from tests.factories import order
 
 
@@ -261,10 +262,13 @@ def _meter(tmp: Path, busy: float) -> CpuMeter:
     """A meter over a /proc/stat file whose two readings show ``busy`` of the CPUs used;
     later readings find no ticks added and keep that figure."""
     stat = tmp / f"stat-{busy}"
-    meter = CpuMeter(proc_stat=stat, cgroup=tmp / "no-cgroup", min_interval_s=0)
-    stat.write_text("cpu  0 0 0 0 0 0 0 0 0 0\n")
+    meter = CpuMeter(
+        proc_stat=stat, cgroup=tmp / "no-cgroup", cpus=frozenset({0}), min_interval_s=0
+    )
+    stat.write_text("cpu  0 0 0 0 0 0 0 0 0 0\ncpu0 0 0 0 0 0 0 0 0 0 0\n")
     meter.utilization()
-    stat.write_text(f"cpu  {round(busy * 1000)} 0 0 {round((1 - busy) * 1000)} 0 0 0 0 0 0\n")
+    used, idle = round(busy * 1000), round((1 - busy) * 1000)
+    stat.write_text(f"cpu  {used} 0 0 {idle} 0 0 0 0 0 0\ncpu0 {used} 0 0 {idle} 0 0 0 0 0 0\n")
     assert meter.utilization() == pytest.approx(busy)
     return meter
 
@@ -274,23 +278,26 @@ def test_batch_wait_grows_while_the_cpus_are_saturated(settings: Settings, tmp_p
     own share; below it nothing changes; 0 turns it off; a drain never waits. Then under a
     saturated reading, small batches grow: requests arriving during the wait load together."""
     cfg = settings.loader
-    assert (cfg.saturated_wait_s, cfg.saturated_cpu) == (0.5, 0.9)
+    assert (cfg.saturated_wait_s, cfg.saturated_cpu) == (0.4, 0.9)
     rt = Runtime(settings)
     loader = rt.loader
     assert isinstance(loader, Loader)
     loader.cpu = _meter(tmp_path, 0.99)
     assert loader.batch_wait() == cfg.saturated_wait_s
-    assert loader.stats.last_wait_seconds == cfg.saturated_wait_s
     loader.cpu = _meter(tmp_path, 0.925)  # half way up the ramp
     assert loader.batch_wait() == pytest.approx(cfg.saturated_wait_s / 2)
-    loader._busy = 1.0  # the loader's own share asks for more: the longer wait holds
-    assert loader.batch_wait() == pytest.approx(max(cfg.max_wait_s, cfg.saturated_wait_s / 2))
+    loader.cpu = _meter(tmp_path, 0.91)  # a fifth of the way: 0.08 s
+    loader._busy = 1.0  # the loader's own share asks for more (0.2 s): the longer wait holds
+    assert loader.batch_wait() == cfg.max_wait_s
     loader._busy = 0.0
     loader.cpu = _meter(tmp_path, 0.89)
     assert loader.batch_wait() == 0.0
-    off = Loader(rt.log, rt.warehouse, rt.packs, cfg.model_copy(update={"saturated_wait_s": 0.0}))
-    off.cpu = _meter(tmp_path, 1.0)
-    assert off.batch_wait() == 0.0
+    for chosen in ({"saturated_wait_s": 0.0}, {"max_wait_s": 0.0}, {"adaptive_wait": False}):
+        # Turned off, or a wait the operator fixed: saturation does not lengthen it.
+        other = Loader(rt.log, rt.warehouse, rt.packs, cfg.model_copy(update=chosen))
+        other.cpu = _meter(tmp_path, 1.0)
+        expected = cfg.max_wait_s if chosen == {"adaptive_wait": False} else 0.0
+        assert other.batch_wait() == expected
     loader.cpu = _meter(tmp_path, 1.0)
     loader.drain_mark()
     assert loader.batch_wait() == 0.0
@@ -313,4 +320,27 @@ def test_batch_wait_grows_while_the_cpus_are_saturated(settings: Settings, tmp_p
     assert result is not None
     assert result.total_loaded == 3
     assert rows(rt) == 3
+    assert waits.stats.last_wait_seconds > 0  # the wait it took, not the one it could
+
+    # A drain asked for while a batch waits ends the wait: the batch loads now.
+    ingest(rt, [order()])
+    asked = threading.Event()
+    saturated = _meter(tmp_path, 1.0)
+
+    class Asked:
+        """The saturated meter, saying when the loader read it: its batch now waits."""
+
+        def utilization(self) -> float | None:
+            asked.set()
+            return saturated.utilization()
+
+    waits.cpu = Asked()  # type: ignore[assignment]
+    results: list[LoadResult | None] = []
+    waiting = threading.Thread(target=lambda: results.append(waits.run_once()))
+    waiting.start()
+    assert asked.wait(30)
+    waits.drain_mark()
+    waiting.join(30)  # a liveness bound, not a timing: the wait alone is 60 s
+    assert not waiting.is_alive()
+    assert [r.total_loaded if r else None for r in results] == [1]
     rt.stop()

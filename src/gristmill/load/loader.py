@@ -65,7 +65,8 @@ class LoaderStats:
     last_commit_at: int | None = None
     last_batch_seconds: float = 0.0
     last_wait_seconds: float = 0.0
-    """How long the last batch waited to grow (``Loader.batch_wait``)."""
+    """How long the last batch waited to grow (``Loader.batch_wait``): 0 for a batch that was
+    full at its first read, or read without waiting (a drain, ``run_once(timeout_s=…)``)."""
     last_error: str | None = None
     failures: int = 0
 
@@ -157,15 +158,17 @@ class Loader:
         its loads' fixed cost took ~0.1 ms of CPU per request from the collectors
         (BENCHMARKS.md). So past ``saturated_cpu`` machine utilization the wait grows
         towards ``saturated_wait_s``: freshness is traded for throughput only when the CPUs
-        have none to spare."""
+        have none to spare. Part of the adaptive wait: a fixed wait (``adaptive_wait`` off)
+        or none (``max_wait_s`` 0) is what the operator chose, and stays so."""
         cfg = self.settings
         if self._draining:
             return 0.0
-        wait = cfg.max_wait_s * min(1.0, self._busy) if cfg.adaptive_wait else cfg.max_wait_s
-        if cfg.saturated_wait_s > 0:
+        if not cfg.adaptive_wait:
+            return cfg.max_wait_s
+        wait = cfg.max_wait_s * min(1.0, self._busy)
+        if cfg.saturated_wait_s > 0 and cfg.max_wait_s > 0:
             full = saturation(self.cpu.utilization(), cfg.saturated_cpu)
             wait = max(wait, cfg.saturated_wait_s * full)
-        self.stats.last_wait_seconds = wait
         return wait
 
     @property
@@ -185,10 +188,12 @@ class Loader:
         batch = self.log.read(self.group, cfg.max_events, timeout_s, after=after)
         if not batch.entries:
             return None
-        deadline = time.monotonic() + (self.batch_wait() if wait else 0.0)
+        first = time.monotonic()
+        small = wait and batch.events < cfg.target_events
+        deadline = first + (self.batch_wait() if small else 0.0)
         while batch.events < cfg.target_events:
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or self._stop.is_set():
+            if remaining <= 0 or self._stop.is_set() or self._draining:
                 break
             # Let a batch's worth arrive before reading again: under a stream of small
             # requests, re-reading after every group commit costs more than it gathers.
@@ -197,6 +202,7 @@ class Loader:
                 self.group, cfg.max_events - batch.events, 0, after=batch.last_offset
             )
             batch.entries.extend(more.entries)
+        self.stats.last_wait_seconds = time.monotonic() - first if small else 0.0
         started = time.perf_counter()
         load = build_batch(
             batch.entries, self.packs, log_id=self.log_id, group=self.group, after=self.after
