@@ -111,7 +111,7 @@ class LoaderSettings(BaseModel):
     larger loads let them answer more requests (``gristmill.load.pressure``). Part of the
     adaptive wait: not applied with ``adaptive_wait`` off or ``max_wait_s`` 0. 0: never.
     0.4 s: single-event requests on 2 cores gained as much as with 0.8 s (BENCHMARKS.md),
-    and an event stays queryable within ~0.5 s plus a commit while saturated."""
+    and an event stays queryable within ~0.4 s plus a commit while saturated."""
     saturated_cpu: float = Field(0.9, gt=0, le=1)
     """CPU utilization (machine, or the cgroup's quota) from which the wait grows towards
     ``saturated_wait_s``; it is reached 0.05 above."""
