@@ -49,6 +49,21 @@ def _meter(tmp: Path, clock: Clock, **kw: object) -> CpuMeter:
     return CpuMeter(**{**args, **kw})  # type: ignore[arg-type]
 
 
+def _over_a_second(
+    tmp: Path,
+    meter: CpuMeter,
+    clock: Clock,
+    before: tuple[tuple[int, int, int], ...],
+    after: tuple[tuple[int, int, int], ...],
+) -> float | None:
+    """The meter's figure after /proc/stat went from ``before`` to ``after`` in a second."""
+    _stat(tmp / "stat", *before)
+    meter.utilization()
+    clock.now += 1
+    _stat(tmp / "stat", *after)
+    return meter.utilization()
+
+
 def test_proc_stat_share_of_busy_ticks_smoothed_by_time(tmp_path: Path) -> None:
     clock = Clock()
     meter = _meter(tmp_path, clock)
@@ -70,11 +85,10 @@ def test_only_the_cpus_this_process_may_use(tmp_path: Path) -> None:
     """Pinned to CPU 1 (``--cpuset-cpus``): CPU 0's load is someone else's."""
     clock = Clock()
     meter = _meter(tmp_path, clock, cpus=frozenset({1}))
-    _stat(tmp_path / "stat", (0, 0, 0), (0, 0, 0))
-    meter.utilization()
-    clock.now += 1
-    _stat(tmp_path / "stat", (100, 0, 0), (20, 80, 0))
-    assert meter.utilization() == pytest.approx(0.2)
+    idle = ((0, 0, 0), (0, 0, 0))
+    assert _over_a_second(tmp_path, meter, clock, idle, ((100, 0, 0), (20, 80, 0))) == (
+        pytest.approx(0.2)
+    )
 
 
 def test_readings_closer_than_the_interval_return_the_last_figure(tmp_path: Path) -> None:
@@ -142,11 +156,10 @@ def test_a_parent_slice_quota_binds_and_a_loose_one_does_not(tmp_path: Path) -> 
     _cgroup(mount / "batch.slice", "max")
     clock = Clock()
     meter = _meter(tmp_path, clock, cgroup=unit, cgroup_mount=mount, cpus=frozenset({0, 1}))
-    _stat(tmp_path / "stat", (0, 0, 0), (0, 0, 0))
-    meter.utilization()
-    clock.now += 1
-    _stat(tmp_path / "stat", (50, 50, 0), (50, 50, 0))
-    assert meter.utilization() == pytest.approx(0.5)
+    idle = ((0, 0, 0), (0, 0, 0))
+    assert _over_a_second(tmp_path, meter, clock, idle, ((50, 50, 0), (50, 50, 0))) == (
+        pytest.approx(0.5)
+    )
 
 
 def test_own_cgroup_from_proc_self_cgroup(tmp_path: Path) -> None:
