@@ -12,7 +12,9 @@ event id per request) from ``wrk -t2 -c32`` for 8 s against:
 * the floor: uvicorn + httptools on uvloop serving a bare ASGI app that reads the body and
   answers 202, with no collector, log or loader behind it, in one and in two worker
   processes. What the same server does with nothing to do bounds what any app on it can do
-  on this machine (the issue's 10k req/s aim is read against it).
+  on this machine (the issue's 10k req/s aim is read against it). It runs ``serve``'s HTTP
+  protocol (a response's head and body in one write, ``gristmill.api.protocol``), and once
+  more, in one process, uvicorn's own (two writes); ``serve`` runs both ways too;
 * granian, two workers. A granian worker is a whole process running the app's lifespan, and
   granian does not tell the app which worker it is: two workers of the plain app would be two
   loaders, two erasure/export schedulers and two appenders into one log partition, which is
@@ -114,14 +116,18 @@ async def floor_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def _floor(tmp: Path, workers: int) -> dict[str, Any]:
+COALESCING = "gristmill.api.protocol:CoalescingHttpToolsProtocol"
+"""The HTTP protocol ``gristmill serve`` runs (``SERVER__COALESCE_WRITES``, the default)."""
+
+
+def _floor(tmp: Path, workers: int, http: str = COALESCING) -> dict[str, Any]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with open(tmp / "floor.log", "ab") as log:
         proc = subprocess.Popen(
             [
                 *(sys.executable, "-m", "uvicorn", "bench.servers:floor_app"),
-                *("--http", "httptools", "--loop", "uvloop", "--no-access-log"),
+                *("--http", http, "--loop", "uvloop", "--no-access-log"),
                 *("--log-level", "warning", "--host", "127.0.0.1", "--port", str(port)),
                 *("--workers", str(workers)),
             ],
@@ -423,14 +429,24 @@ def _granian(tmp: Path, workers: int) -> dict[str, Any]:
 
 CASES = {
     "floor": (
-        "floor: uvicorn + httptools, bare ASGI app (202, no work), 1 process",
+        "floor: uvicorn + httptools with `serve`'s coalesced writes, bare ASGI app (202, no "
+        "work), 1 process",
         lambda t: _floor(t, 1),
     ),
+    "floor_plain": (
+        "floor: the same with uvicorn's own protocol (head and body in two writes)",
+        lambda t: _floor(t, 1, "httptools"),
+    ),
     "floor_workers2": (
-        "floor: the same, 2 worker processes",
+        "floor: coalesced, 2 worker processes",
         lambda t: _floor(t, 2),
     ),
     "uvicorn": ("`gristmill serve` (uvicorn + httptools, 1 process)", lambda t: _uvicorn(t, 1)),
+    "uvicorn_plain": (
+        "the same, without coalesced writes (`SERVER__COALESCE_WRITES=false`, as before "
+        "2026-12-07 07:00)",
+        lambda t: _uvicorn(t, 1, {"GRISTMILL_SERVER__COALESCE_WRITES": "false"}),
+    ),
     "uvicorn_workers2": (
         "`gristmill serve --workers 2` (uvicorn, reuseport, + loader process)",
         lambda t: _uvicorn(t, 2),
@@ -520,13 +536,26 @@ def render(results: dict[str, Any]) -> str:
             f"| {c['errors_all']} | {counts} | {conserved} | {split} "
             f"| {c['machine_busy']:.0%} ({c['wrk_core_share']:.0%}) | {_split_cpu(c)} |"
         )
-    on, off = r["cases"]["uvicorn_workers2"], r["cases"]["uvicorn_workers2_nowait"]
-    pairs = zip(on["runs_per_s"], off["runs_per_s"], strict=True)
-    lines += [
-        "",
-        "`serve --workers 2` with the loader's saturated wait against without it, this run: "
-        f"{on['median_per_s'] / off['median_per_s']:.2f}x on the medians; by round "
-        + ", ".join(f"{a / b:.2f}x" for a, b in pairs)
-        + ".",
-    ]
+    lines.append("")
+    for what, on, off in PAIRS:
+        lines.append(f"- {what}, this run: {_ratio(r['cases'][on], r['cases'][off])}.")
     return "\n".join(lines)
+
+
+PAIRS = (
+    ("The floor with coalesced writes against uvicorn's own protocol", "floor", "floor_plain"),
+    ("`serve` with coalesced writes against without them", "uvicorn", "uvicorn_plain"),
+    (
+        "`serve --workers 2` with the loader's saturated wait against without it",
+        "uvicorn_workers2",
+        "uvicorn_workers2_nowait",
+    ),
+)
+"""Cases measured with and without one change, in the same rounds: the ratios under the table."""
+
+
+def _ratio(on: dict[str, Any], off: dict[str, Any]) -> str:
+    pairs = zip(on["runs_per_s"], off["runs_per_s"], strict=True)
+    return f"{on['median_per_s'] / off['median_per_s']:.2f}x on the medians; by round " + ", ".join(
+        f"{a / b:.2f}x" for a, b in pairs
+    )

@@ -81,6 +81,10 @@ class ServerSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8765
     access_log: bool = False
+    coalesce_writes: bool = True
+    """Send a response's head and body in one write (``gristmill.api.protocol``): one
+    system call and one segment per small answer instead of two. Off: uvicorn's own
+    httptools protocol, as is."""
     metrics_allow: list[str] = ["127.0.0.1", "::1"]
     """Client addresses that may read ``/metrics`` (``*`` for any, e.g. behind a proxy that
     already restricts it). Per-source counts are business data."""

@@ -14,6 +14,7 @@ import typer
 import uvicorn
 
 from gristmill.api.app import create_app
+from gristmill.api.protocol import CoalescingHttpToolsProtocol
 from gristmill.cli.common import DataDirOpt, PacksOpt, console, fail, make_settings
 from gristmill.cli.workers import check_layout, prepare_log, run_workers, watch_parent
 from gristmill.config import Settings
@@ -70,7 +71,7 @@ def build_server(settings: Settings, role: Role = "all") -> tuple[AnnouncingServ
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=CoalescingHttpToolsProtocol if settings.server.coalesce_writes else "httptools",
         access_log=settings.server.access_log,
         log_level="warning",
         timeout_graceful_shutdown=10,
