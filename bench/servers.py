@@ -444,7 +444,7 @@ CASES = {
     "uvicorn": ("`gristmill serve` (uvicorn + httptools, 1 process)", lambda t: _uvicorn(t, 1)),
     "uvicorn_plain": (
         "the same, without coalesced writes (`SERVER__COALESCE_WRITES=false`, as before "
-        "2026-12-07 07:00)",
+        "2026-12-07 06:00)",
         lambda t: _uvicorn(t, 1, {"GRISTMILL_SERVER__COALESCE_WRITES": "false"}),
     ),
     "uvicorn_workers2": (
