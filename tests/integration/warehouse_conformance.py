@@ -160,6 +160,25 @@ class Conformance:
         assert n == 1
         assert [r["event_id"] for r in self.rows(warehouse, pack)] == ["b"]
 
+    def test_a_row_updated_twice_takes_both_updates(self, warehouse: Warehouse, pack: Pack) -> None:
+        """Two reprices and then a change of a clustering column of the same row (as an
+        erasure after a reprice): each UPDATE reaches what an earlier one rewrote, where
+        ClickHouse rewrites rows as an insert and a delete."""
+        warehouse.commit_load(batch_of(pack, frame("web", envelope("a"), envelope("b"))))
+        table = table_ref(pack.dataset, "marketplace_events")
+        a = exp.column("event_id").eq(exp.Placeholder(this="e"))
+        for cents in (250, 375):
+            stmt = exp.update(table.copy(), {"amount_cents": exp.Placeholder(this="v")}, where=a)
+            assert warehouse.execute(stmt, {"e": "a", "v": cents}) == 1
+        vendor = exp.update(table, {"vendor_store_id": exp.Literal.string("v9")}, where=a)
+        assert warehouse.execute(vendor, {"e": "a"}) == 1
+        got = {
+            r["event_id"]: (r["amount_cents"], r["vendor_store_id"])
+            for r in self.rows(warehouse, pack)
+        }
+        assert got == {"a": (375, "v9"), "b": (100, "v1")}
+        assert len(self.rows(warehouse, pack)) == 2
+
     def test_redelivery_after_the_window_loads_again(
         self, warehouse: Warehouse, pack: Pack
     ) -> None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import re
 import threading
+import uuid
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -137,8 +138,10 @@ def _partition_end(start: datetime, granularity: str) -> datetime:
     return start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
 
 
-REWRITTEN = "erasure-rewrite"
-"""``_gm_batch_id`` of rows an UPDATE rewrote (never a load's id, so never compensated)."""
+REWRITTEN = "rewrite:"
+"""Prefix of the ``_gm_batch_id`` an UPDATE gives the rows it rewrote, with a fresh id per
+statement: never a load's id, so never compensated, and never the id of an earlier rewrite,
+so a later UPDATE (an erasure after a reprice) reaches rows an earlier one rewrote."""
 
 
 class ClickHouseWarehouse(NothingToWarm):
@@ -438,16 +441,21 @@ class ClickHouseWarehouse(NothingToWarm):
     def _rewrite(self, stmt: exp.Update, params: Mapping[str, Any] | None) -> None:
         """``UPDATE`` as insert-the-new-rows then delete-the-old: MergeTree cannot update
         its key columns (``user_id`` is one when a pack clusters by it), and lightweight
-        updates need a table setting. Used by erasure in anonymize mode, on few rows."""
+        updates need a table setting. Used by erasure in anonymize mode and by reprice, on
+        few rows."""
         table = stmt.this
         where = stmt.args.get("where")
         cond = where.this if where is not None else exp.true()
         sets = {e.this.name: e.expression for e in stmt.expressions}
         cols = list(self._columns(table.db, table.name))
-        old = exp.and_(cond.copy(), exp.column(BATCH_COLUMN).neq(exp.Literal.string(REWRITTEN)))
+        # The rows this statement inserts carry its own marker, so its delete spares them
+        # (they may still match ``cond``) and takes every older version, rewritten or not.
+        params = {**(params or {}), "_gm_rewrite": REWRITTEN + uuid.uuid4().hex}
+        marker = exp.Placeholder(this="_gm_rewrite")
+        old = exp.and_(cond.copy(), exp.column(BATCH_COLUMN).neq(marker))
         # No aliases: ClickHouse resolves a SELECT alias in WHERE before the column.
         select = [
-            exp.Literal.string(REWRITTEN)
+            marker.copy()
             if c == BATCH_COLUMN
             else (sets[c].copy() if c in sets else exp.column(c, quoted=True))
             for c in cols
