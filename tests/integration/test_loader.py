@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -303,44 +304,71 @@ def test_batch_wait_grows_while_the_cpus_are_saturated(settings: Settings, tmp_p
     assert loader.batch_wait() == 0.0
     loader._draining = False
 
-    # Saturated: the first request's batch waits, and the second, sent meanwhile, joins it
-    # (the batch stops waiting once it holds target_events, so nothing here is timed).
+    # Saturated: the first request's batch waits, and the requests sent meanwhile join it
+    # (sent when the loader reads the meter, so as its wait begins; the batch stops waiting
+    # once it holds target_events, so nothing here is timed).
     waits = Loader(
         rt.log,
         rt.warehouse,
         rt.packs,
         cfg.model_copy(update={"saturated_wait_s": 60.0, "target_events": 3}),
     )
-    waits.cpu = _meter(tmp_path, 1.0)
+    saturated = _meter(tmp_path, 1.0)
+    asked = threading.Event()
+
+    class Asked:
+        """The saturated meter, saying when the loader read it: its batch now waits."""
+
+        def __init__(self, then: Callable[[], object] = lambda: None) -> None:
+            self.then = then
+
+        def utilization(self) -> float | None:
+            asked.set()
+            self.then()
+            return saturated.utilization()
+
+    waits.cpu = Asked(lambda: ingest(rt, [order(), order()]))  # type: ignore[assignment]
     ingest(rt, [order()])
-    sent = threading.Timer(0.1, ingest, args=(rt, [order(), order()]))
-    sent.start()
     result = waits.run_once()
-    sent.join()
     assert result is not None
     assert result.total_loaded == 3
     assert rows(rt) == 3
     assert waits.stats.last_wait_seconds > 0  # the wait it took, not the one it could
 
-    # A drain asked for while a batch waits ends the wait: the batch loads now.
-    ingest(rt, [order()])
-    asked = threading.Event()
-    saturated = _meter(tmp_path, 1.0)
-
-    class Asked:
-        """The saturated meter, saying when the loader read it: its batch now waits."""
-
-        def utilization(self) -> float | None:
-            asked.set()
-            return saturated.utilization()
-
+    # Nothing more comes: the first empty poll ends the wait (the end of a burst).
     waits.cpu = Asked()  # type: ignore[assignment]
+    ingest(rt, [order()])
+    result = waits.run_once()
+    assert result is not None
+    assert result.total_loaded == 1
+    assert waits.stats.last_wait_seconds < 30  # a liveness bound: the wait allowed is 60 s
+
+    # A drain asked for while a batch waits, with events still coming, ends the wait.
+    asked.clear()
+    stop = threading.Event()
+
+    def trickle() -> None:  # one event every 10 ms while the batch waits, for at most 60 s
+        for _ in range(6000):
+            if stop.wait(0.01):
+                return
+            ingest(rt, [order()])
+
+    ingest(rt, [order()])
+    feeding = threading.Thread(target=trickle)
+    feeding.start()
     results: list[LoadResult | None] = []
     waiting = threading.Thread(target=lambda: results.append(waits.run_once()))
-    waiting.start()
-    assert asked.wait(30)
-    waits.drain_mark()
-    waiting.join(30)  # a liveness bound, not a timing: the wait alone is 60 s
+    try:
+        waits.settings = waits.settings.model_copy(update={"target_events": 10**6})
+        waiting.start()
+        assert asked.wait(30)
+        waits.drain_mark()
+        waiting.join(30)  # a liveness bound, not a timing: the wait alone is 60 s
+    finally:
+        stop.set()
+        feeding.join()
     assert not waiting.is_alive()
-    assert [r.total_loaded if r else None for r in results] == [1]
+    assert len(results) == 1
+    assert results[0] is not None
+    assert results[0].total_loaded >= 1
     rt.stop()

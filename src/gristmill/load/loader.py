@@ -159,7 +159,11 @@ class Loader:
         (BENCHMARKS.md). So past ``saturated_cpu`` machine utilization the wait grows
         towards ``saturated_wait_s``: freshness is traded for throughput only when the CPUs
         have none to spare. Part of the adaptive wait: a fixed wait (``adaptive_wait`` off)
-        or none (``max_wait_s`` 0) is what the operator chose, and stays so."""
+        or none (``max_wait_s`` 0) is what the operator chose, and stays so.
+
+        An adaptive wait also ends at the first poll (``idle_poll_s``) that finds nothing
+        new: fewer commits pay only while events keep coming, and at the end of a burst the
+        CPUs still read saturated for a few seconds (the reading is smoothed)."""
         cfg = self.settings
         if self._draining:
             return 0.0
@@ -201,6 +205,10 @@ class Loader:
             more = self.log.read(
                 self.group, cfg.max_events - batch.events, 0, after=batch.last_offset
             )
+            if not more.entries and cfg.adaptive_wait:
+                # Nothing came for a poll: the traffic paused (the end of a burst), so
+                # waiting longer would only hold what came. A fixed wait is kept.
+                break
             batch.entries.extend(more.entries)
         self.stats.last_wait_seconds = time.monotonic() - first if small else 0.0
         started = time.perf_counter()
