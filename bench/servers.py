@@ -444,7 +444,7 @@ CASES = {
     "uvicorn": ("`gristmill serve` (uvicorn + httptools, 1 process)", lambda t: _uvicorn(t, 1)),
     "uvicorn_plain": (
         "the same, without coalesced writes (`SERVER__COALESCE_WRITES=false`, as before "
-        "2026-12-07 06:00)",
+        "2026-12-07 05:50)",
         lambda t: _uvicorn(t, 1, {"GRISTMILL_SERVER__COALESCE_WRITES": "false"}),
     ),
     "uvicorn_workers2": (
@@ -473,8 +473,11 @@ def run(rounds: int = 3) -> dict[str, Any]:
     if shutil.which("wrk") is None:
         return {"skipped": "wrk is not installed (make bench installs it as root)"}
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in CASES}
-    for _ in range(rounds):
-        for name, (_, measure) in CASES.items():
+    for i in range(rounds):
+        # Every other round in reverse: a case and its pair (PAIRS) run next to each other,
+        # and neither always goes first.
+        order = list(CASES.items())
+        for name, (_, measure) in order if i % 2 == 0 else reversed(order):
             with tempfile.TemporaryDirectory() as tmp:
                 r = measure(Path(tmp))
             print("servers", name, r, flush=True)

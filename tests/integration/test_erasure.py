@@ -14,11 +14,12 @@ from typing import Any
 import orjson
 import pytest
 from fastapi.testclient import TestClient
+from sqlglot import exp
 
 from gristmill.api.app import create_app
 from gristmill.config import ClickHouseSettings, PostgresSettings
 from gristmill.core.subjects import Mode
-from gristmill.governance.erasure import Subject, needles
+from gristmill.governance.erasure import ErasureIncomplete, Subject, erase, needles
 from gristmill.runtime import Runtime
 from tests.conftest import make_settings
 from tests.integration.governance_fixtures import (
@@ -330,3 +331,59 @@ def test_erasure_reaches_feed_staging(tmp_path: Path) -> None:
         assert staged() == 1
     finally:
         gen.close()
+
+
+class SkipsUpdates:
+    """The runtime's DuckDB warehouse, except that UPDATEs report their rows without
+    changing them: what ClickHouse's rewritten UPDATE did, until 2026-12-07, to rows an
+    earlier UPDATE had rewritten (an erasure after a reprice)."""
+
+    def __init__(self, wh: Any) -> None:
+        self._wh = wh
+
+    def execute_all(self, stmts: Any) -> list[int]:
+        return self._wh.execute_all([s for s in stmts if not isinstance(s[0], exp.Update)])
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._wh, name)
+
+
+def test_rows_left_after_the_statements_fail_the_request(rt: Runtime) -> None:
+    """The rows step reads back what it erased: a statement the engine reported as done but
+    did not do leaves rows naming the subject, and the request fails saying so instead of
+    completing with a receipt that says they are anonymized."""
+    send(rt, users_events(BASE))
+    before = rows_of(rt, SUBJECT)
+    assert before > 0
+    with pytest.raises(ErasureIncomplete, match=r"rows of platform\.platform_events still name"):
+        erase(SkipsUpdates(rt.warehouse), rt.packs, [SUBJECT], Mode.ANONYMIZE, wait_loaded=dict)
+    assert rows_of(rt, SUBJECT) == before
+    report = erase(rt.warehouse, rt.packs, [SUBJECT], Mode.ANONYMIZE, wait_loaded=dict)
+    assert rows_of(rt, SUBJECT) == 0
+    assert report.tables[0]["action"] == "anonymized"
+
+
+def test_anonymize_strips_subject_properties_the_pack_does_not_list_as_pii(rt: Runtime) -> None:
+    """A property that names a subject (``subject_properties``) is stripped by anonymize even
+    when ``pii.properties`` leaves it out: else the row would still name the erased subject,
+    and the read-back would fail the request."""
+    pack = rt.packs["platform"]
+    gov = pack.spec.governance
+    assert "email" in gov.subject_properties
+    listed = list(gov.pii.properties)
+    gov.pii.properties.remove("email")
+    try:
+        assert "email" in gov.stripped_properties
+        send(rt, users_events(BASE))
+        rid = rt.governance.request_erasure(Subject((), (), (EMAIL,)), Mode.ANONYMIZE, "t")
+        rt.governance.run_pending()
+        record = rt.governance.status(rid)
+        assert record is not None
+        assert record.status == "completed", record
+        props = rt.warehouse.query_sql(
+            "SELECT properties FROM platform.platform_events WHERE user_id IS NULL"
+        ).to_pylist()
+        assert props
+        assert all(EMAIL not in str(r["properties"]) for r in props)
+    finally:
+        gov.pii.properties[:] = listed

@@ -62,9 +62,9 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     while (await receive()).get("more_body"):
         pass
     if scope["path"] == "/later":  # the head now, the body once the test has seen the head
-        await send({"type": "http.response.start", "status": 200, "headers": []})
         event = asyncio.Event()
-        release = (asyncio.get_running_loop(), event)
+        release = (asyncio.get_running_loop(), event)  # before the head can reach the client
+        await send({"type": "http.response.start", "status": 200, "headers": []})
         await event.wait()
         await send({"type": "http.response.body", "body": b"late", "more_body": True})
         await send({"type": "http.response.body", "body": b""})
@@ -89,10 +89,13 @@ def server(request: pytest.FixtureRequest) -> Iterator[tuple[int, uvicorn.Server
         assert thread.is_alive(), "the server did not start"
         assert time.monotonic() < deadline, "the server did not start in time"
         time.sleep(0.01)
+    global release
     WRITES.clear()
+    release = None
     yield port, srv, request.param is RecordedCoalescing
     srv.should_exit = True
     thread.join(30)
+    assert not thread.is_alive()
 
 
 def _connect(port: int) -> socket.socket:
@@ -177,3 +180,28 @@ def test_connection_close_sends_the_answer_first(server: tuple[int, uvicorn.Serv
     assert got.startswith(b"HTTP/1.1 202")
     assert got.endswith(b"\r\n\r\n/bye")
     assert b"connection: close" in got
+
+
+def test_a_head_alone_is_sent_before_the_close(server: tuple[int, uvicorn.Server, bool]) -> None:
+    """HEAD with ``Connection: close``: the head is the only write, and the close that follows
+    it at once must send it first (the held write goes out before the transport closes)."""
+    port, _, _ = server
+    with _connect(port) as s:
+        s.sendall(b"HEAD /bye HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        got = b""
+        while chunk := s.recv(65536):
+            got += chunk
+    assert got.startswith(b"HTTP/1.1 202")
+    assert got.endswith(b"\r\n\r\n")  # a head, no body
+    assert b"content-length: 4" in got
+    assert [got] == WRITES
+
+
+def test_a_large_body_arrives_whole(server: tuple[int, uvicorn.Server, bool]) -> None:
+    """A body over ``JOIN_BELOW`` is handed over with its head as a list, not joined."""
+    port, _, _ = server
+    path = b"/" + b"x" * 40_000
+    with _connect(port) as s:
+        s.sendall(b"GET %s HTTP/1.1\r\nhost: x\r\n\r\n" % path)
+        (answer,) = _responses(s, 1)
+    assert answer.endswith(b"\r\n\r\n" + path)

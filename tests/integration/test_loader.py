@@ -334,14 +334,23 @@ def test_batch_wait_grows_while_the_cpus_are_saturated(settings: Settings, tmp_p
     assert result.total_loaded == 3
     assert rows(rt) == 3
     assert waits.stats.last_wait_seconds > 0  # the wait it took, not the one it could
+    assert waits.stats.last_wait_ended == "full"
 
-    # Nothing more comes: the first empty poll ends the wait (the end of a burst).
+    # Nothing more comes: two empty polls end the wait (the end of a burst)...
     waits.cpu = Asked()  # type: ignore[assignment]
     ingest(rt, [order()])
     result = waits.run_once()
     assert result is not None
     assert result.total_loaded == 1
+    assert waits.stats.last_wait_ended == "quiet"
     assert waits.stats.last_wait_seconds < 30  # a liveness bound: the wait allowed is 60 s
+    # ... but not a wait the operator fixed, which runs its course.
+    fixed = Loader(rt.log, rt.warehouse, rt.packs, cfg.model_copy(update={"adaptive_wait": False}))
+    ingest(rt, [order()])
+    result = fixed.run_once()
+    assert result is not None
+    assert result.total_loaded == 1
+    assert fixed.stats.last_wait_ended == "wait"
 
     # A drain asked for while a batch waits, with events still coming, ends the wait.
     asked.clear()
@@ -359,7 +368,11 @@ def test_batch_wait_grows_while_the_cpus_are_saturated(settings: Settings, tmp_p
     results: list[LoadResult | None] = []
     waiting = threading.Thread(target=lambda: results.append(waits.run_once()))
     try:
-        waits.settings = waits.settings.model_copy(update={"target_events": 10**6})
+        # Polls 1 s apart: only a 2 s pause in the trickle could end the wait before the
+        # drain does (two empty polls), so it is the drain that ends it.
+        waits.settings = waits.settings.model_copy(
+            update={"target_events": 10**6, "idle_poll_s": 1.0}
+        )
         waiting.start()
         assert asked.wait(30)
         waits.drain_mark()
@@ -371,4 +384,5 @@ def test_batch_wait_grows_while_the_cpus_are_saturated(settings: Settings, tmp_p
     assert len(results) == 1
     assert results[0] is not None
     assert results[0].total_loaded >= 1
+    assert waits.stats.last_wait_ended == "drain"
     rt.stop()

@@ -13,8 +13,10 @@ floor: ~1.15-1.3x the requests/s with one send, the same server and app).
 step, or until the next write arrives, whichever is first: the head and the body an app
 sends back to back leave together, and a head whose body comes later (a stream, a slow
 handler) still leaves at once, in the next loop step. Order is kept: every write of the
-connection goes through it. ``close`` sends what is held first; ``abort`` drops it, as the
-transport's own buffer is dropped.
+connection goes through it. ``close`` and ``write_eof`` send what is held first; ``abort``
+drops it, as the transport's own buffer is dropped. It relies on uvicorn's httptools protocol
+handing every request cycle the transport ``connection_made`` received
+(tests/integration/test_http_protocol.py counts the writes per answer).
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ import asyncio
 from typing import Any, cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+JOIN_BELOW = 16 * 1024
+"""Held writes up to this size in all are joined into one buffer; larger ones are handed over
+as a list (``writelines``), so a large body is not copied."""
 
 
 class CoalescingTransport:
@@ -43,7 +49,15 @@ class CoalescingTransport:
         else:  # the second write of a step (a body after its head): both leave now
             self._held = None
             held.append(bytes(data))
-            self._transport.write(b"".join(held))
+            self._send(held)
+
+    def _send(self, chunks: list[bytes]) -> None:
+        if len(chunks) == 1:
+            self._transport.write(chunks[0])
+        elif sum(map(len, chunks)) <= JOIN_BELOW:
+            self._transport.write(b"".join(chunks))
+        else:  # a large body is not copied to join it: uvloop sends the list in one call
+            self._transport.writelines(chunks)
 
     def flush(self) -> None:
         """Send what is held (the loop calls this at the end of the step that wrote it)."""
@@ -52,7 +66,7 @@ class CoalescingTransport:
             return
         self._held = None
         if not self._transport.is_closing():
-            self._transport.write(held[0] if len(held) == 1 else b"".join(held))
+            self._send(held)
 
     def writelines(self, chunks: Any) -> None:
         self.write(b"".join(chunks))
@@ -60,6 +74,10 @@ class CoalescingTransport:
     def get_write_buffer_size(self) -> int:
         held = sum(map(len, self._held)) if self._held is not None else 0
         return held + self._transport.get_write_buffer_size()
+
+    def write_eof(self) -> None:
+        self.flush()
+        self._transport.write_eof()
 
     def close(self) -> None:
         self.flush()

@@ -349,10 +349,13 @@ SUPPRESSED = _Suppressed()
 
 
 def _anonymized(n: Accept, ctx: RequestContext, plan: EventPlan, version: int) -> Envelope:
-    """An erased subject's event in anonymize mode: the same event without identity, PII
-    property and context keys stripped (promoted PII columns follow the properties)."""
-    pii = ctx.pack.spec.governance.pii
-    props = {k: v for k, v in n.properties.items() if k not in set(pii.properties)}
+    """An erased subject's event in anonymize mode: the same event without identity, PII and
+    subject property keys and PII context keys stripped (promoted columns follow the
+    properties)."""
+    gov = ctx.pack.spec.governance
+    pii = gov.pii
+    stripped = set(gov.stripped_properties)
+    props = {k: v for k, v in n.properties.items() if k not in stripped}
     context = None
     if n.context is not None:
         context = strip_keys(_json(n.context), pii.context)

@@ -9,7 +9,8 @@ Order matters, and is what makes the erasure stick:
    the warehouse's offset passes the log's head at request time), so none of them lands
    after the rows are erased.
 3. **Rows.** In every pack table, rows naming the subject (``user_id``, ``anonymous_id`` or
-   a pack's ``subject_properties``) are deleted, or keep their event without identity.
+   a pack's ``subject_properties``) are deleted, or keep their event without identity; then
+   the search runs again, and a row it still finds fails the request.
 4. **Derived data.** Rollup buckets those rows fed are recomputed from what remains, so a
    unique-user count drops by the erased user.
 5. **Quarantine.** Items whose original bytes contain an identifier are deleted.
@@ -87,6 +88,10 @@ class Report:
             "steps_s": self.steps_s,
             "rows_total": sum(int(t["rows"]) for t in self.tables),
         }
+
+
+class ErasureIncomplete(RuntimeError):
+    """Rows still name the subject after their statements ran (the request fails, saying so)."""
 
 
 def _ph(name: str) -> exp.Placeholder:
@@ -193,7 +198,8 @@ def anonymize_rows(
         "properties": exp.Cast(this=_ph("p"), to=json_t),
         "context": exp.Cast(this=_ph("c"), to=json_t.copy()),
     }
-    sets |= {c: exp.Null() for c in pii.properties if c in promoted}
+    stripped = pack.spec.governance.stripped_properties
+    sets |= {c: exp.Null() for c in stripped if c in promoted}
     payload = pack.spec.enrichment.payload_column
     if payload is not None and payload in {c.name for c in pack.columns(table)}:
         sets[payload] = exp.Null()  # the body as sent holds the identity anonymizing removes
@@ -202,7 +208,7 @@ def anonymize_rows(
     for r in rows:
         params: dict[str, Any] = {}
         where = _key(0, r, params)
-        props = strip_keys(_bytes(r.get("properties")), pii.properties)
+        props = strip_keys(_bytes(r.get("properties")), stripped)
         ctx = strip_keys(_bytes(r.get("context")), pii.context)
         params["p"] = None if props is None else props.decode()
         params["c"] = None if ctx is None else ctx.decode()
@@ -298,6 +304,19 @@ def erase_table(
         for group in by_bucket.values():
             stmts += recompute(pack, name, r, group, wh.dialect)
     in_one_transaction(wh, stmts)
+    # Read back: a receipt says the rows are gone only once the search finds none. An engine
+    # that reported a statement as done without doing it (ClickHouse's rewritten UPDATE
+    # skipped rows an earlier UPDATE had rewritten, until 2026-12-07) fails the request here.
+    left = [
+        r
+        for r in wh.query(query.copy(), params).to_pylist()
+        if names_subject(r, ids, gov.subject_properties)
+    ]
+    if left:
+        raise ErasureIncomplete(
+            f"{len(left)} of {len(rows)} rows of {pack.dataset}.{table} still name the subject "
+            f"after the {mode.value}: the request is not complete; run it again"
+        )
     action = "deleted" if mode is Mode.DELETE else "anonymized"
     report.tables.append({"table": f"{pack.dataset}.{table}", "rows": len(rows), "action": action})
     for name, keys in touched.items():

@@ -67,6 +67,10 @@ class LoaderStats:
     last_wait_seconds: float = 0.0
     """How long the last batch waited to grow (``Loader.batch_wait``): 0 for a batch that was
     full at its first read, or read without waiting (a drain, ``run_once(timeout_s=…)``)."""
+    last_wait_ended: str = ""
+    """Why the last batch that waited stopped: ``full`` (``target_events``), ``wait`` (its
+    wait ran out), ``quiet`` (nothing came for two polls, the end of a burst), ``drain`` or
+    ``stop``; empty when it did not wait."""
     last_error: str | None = None
     failures: int = 0
 
@@ -136,6 +140,9 @@ class Loader:
         self._busy = 0.0
         """Smoothed share of the time the loader spends committing (0 idle … 1 saturated)."""
         self._last_start: float | None = None
+        self._committing = False
+        """A warehouse commit is under way (the pipelined loop builds the next batch meanwhile,
+        and that batch cannot load before it ends)."""
         self._rounds = threading.Condition()
         self._empty_rounds = 0
         """Times the loop found the log empty after its commits finished (for :meth:`stop`)."""
@@ -161,9 +168,11 @@ class Loader:
         have none to spare. Part of the adaptive wait: a fixed wait (``adaptive_wait`` off)
         or none (``max_wait_s`` 0) is what the operator chose, and stays so.
 
-        An adaptive wait also ends at the first poll (``idle_poll_s``) that finds nothing
-        new: fewer commits pay only while events keep coming, and at the end of a burst the
-        CPUs still read saturated for a few seconds (the reading is smoothed)."""
+        An adaptive wait also ends when two polls in a row (``idle_poll_s`` apart) find
+        nothing new and no commit is under way: fewer commits pay only while events keep
+        coming, and at the end of a burst the CPUs still read saturated for a few seconds (the
+        reading is smoothed). Only on a log whose empty read means nothing was appended
+        (``EventLog.idle_when_empty``: the embedded logs, not a broker's fetch)."""
         cfg = self.settings
         if self._draining:
             return 0.0
@@ -195,9 +204,13 @@ class Loader:
         first = time.monotonic()
         small = wait and batch.events < cfg.target_events
         deadline = first + (self.batch_wait() if small else 0.0)
+        quiet_ends = cfg.adaptive_wait and self.log.idle_when_empty
+        quiet = 0
+        ended = "full"
         while batch.events < cfg.target_events:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or self._stop.is_set() or self._draining:
+                ended = "stop" if self._stop.is_set() else "drain" if self._draining else "wait"
                 break
             # Let a batch's worth arrive before reading again: under a stream of small
             # requests, re-reading after every group commit costs more than it gathers.
@@ -205,12 +218,15 @@ class Loader:
             more = self.log.read(
                 self.group, cfg.max_events - batch.events, 0, after=batch.last_offset
             )
-            if not more.entries and cfg.adaptive_wait:
-                # Nothing came for a poll: the traffic paused (the end of a burst), so
-                # waiting longer would only hold what came. A fixed wait is kept.
+            quiet = 0 if more.entries or self._committing else quiet + 1
+            if quiet >= 2 and quiet_ends:
+                # Nothing came for two polls and nothing is committing: the traffic paused
+                # (the end of a burst), so waiting longer would only hold what came.
+                ended = "quiet"
                 break
             batch.entries.extend(more.entries)
         self.stats.last_wait_seconds = time.monotonic() - first if small else 0.0
+        self.stats.last_wait_ended = ended if small else ""
         started = time.perf_counter()
         load = build_batch(
             batch.entries, self.packs, log_id=self.log_id, group=self.group, after=self.after
@@ -227,7 +243,11 @@ class Loader:
         (see :meth:`_position`): a log commit that lags, fails or is lost to a crash re-reads
         nothing, and the next one frees the same records."""
         started = time.perf_counter()
-        result = self.warehouse.commit_load(built.load)
+        self._committing = True
+        try:
+            result = self.warehouse.commit_load(built.load)
+        finally:
+            self._committing = False
         done = time.perf_counter()
         if self._last_start is not None and started > self._last_start:
             share = min(1.0, (done - started) / (done - self._last_start))

@@ -135,6 +135,10 @@ class EventLog(Protocol):
     the next batch. The SQLite logs commit on a connection of their own, and their commit
     (deleting what was consumed) is worth overlapping; the broker logs keep commits in the
     loader's thread, beside reads and snapshots on one broker connection."""
+    idle_when_empty: bool
+    """Whether a read that returns nothing means nothing was appended since: the SQLite logs
+    read every committed append at once, so the loader's adaptive wait ends on empty reads
+    (the end of a burst); a broker's fetch can come back empty with messages on the way."""
 
     def append(self, records: Sequence[LogRecord]) -> None: ...
 
@@ -194,6 +198,7 @@ class PartitionView:
     commits through it, but appends go to the whole log, which picks the partition."""
 
     background_commit = False
+    idle_when_empty = False
 
     def append(self, records: Sequence[LogRecord]) -> None:
         raise TypeError("append to the whole log, not a partition view")

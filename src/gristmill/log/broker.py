@@ -134,6 +134,7 @@ class BrokerLog:
     name = "broker"
     partitioned = True
     background_commit = False
+    idle_when_empty = False
 
     def __init__(
         self,

@@ -127,6 +127,7 @@ class _Held:
 class PubSubLog:
     name = "pubsub"
     background_commit = False
+    idle_when_empty = False
 
     def __init__(self, cfg: PubSubLogSettings) -> None:
         if not cfg.project:

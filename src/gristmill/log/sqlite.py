@@ -79,6 +79,7 @@ def connect(path: Path) -> sqlite3.Connection:
 class SQLiteLog:
     name = "sqlite"
     background_commit = True
+    idle_when_empty = True
 
     def __init__(
         self,

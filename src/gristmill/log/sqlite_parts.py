@@ -99,6 +99,7 @@ class PartitionedSQLiteLog:
     name = "sqlite"
     partitioned = True
     background_commit = True
+    idle_when_empty = True
 
     def __init__(
         self,
@@ -334,6 +335,7 @@ class SQLitePartition(PartitionView):
     the partitioned log's offsets."""
 
     background_commit = True
+    idle_when_empty = True
 
     def __init__(self, parent: PartitionedSQLiteLog, partition: int) -> None:
         self.parent = parent

@@ -156,6 +156,12 @@ class GovernanceSpec(_Model):
     """Rollup buckets stay after the rows they summarise pass retention: aggregates carry no
     personal data. ``false`` expires them with the rows."""
 
+    @property
+    def stripped_properties(self) -> list[str]:
+        """Property keys an anonymized event loses: the PII keys, and the keys whose value
+        names a subject (left in, an ``email`` would still name the erased subject)."""
+        return list(dict.fromkeys([*self.pii.properties, *self.subject_properties]))
+
 
 class ContextEnrichment(_Model):
     column: Ident
