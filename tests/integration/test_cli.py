@@ -91,6 +91,8 @@ def test_status_and_quarantine_offline_and_online(cli: CliRunner, tmp_path: Path
         waited = online["loader"]["last_wait_seconds"]  # the wait the last batch took
         assert isinstance(waited, float)
         assert waited >= 0.0
+        # Why it stopped waiting, when it waited: full, wait, quiet, drain or stop.
+        assert online["loader"]["last_wait_ended"] in {None, "full", "wait", "quiet", "drain"}
         shown_text = cli.invoke(app, ["status"]).output
         assert "balanced" in shown_text
         assert "last batch waited" in shown_text

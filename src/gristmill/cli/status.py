@@ -53,6 +53,7 @@ def empty_status(settings: Settings) -> dict[str, Any]:
             "last_commit_at": None,
             "last_batch_seconds": 0.0,
             "last_wait_seconds": 0.0,
+            "last_wait_ended": None,
         },
         "log_cap_bytes": settings.log.max_bytes,
         "warehouse": None,
@@ -137,6 +138,7 @@ def render(data: dict[str, Any]) -> None:
         f"loader: {'running' if ld['running'] else 'stopped'}, {ld['batches']:,} batches, "
         f"last commit {ld['last_commit_at'] or '-'}, "
         f"last batch waited {ld.get('last_wait_seconds', 0.0):.2f} s"
+        + (f" ({ld['last_wait_ended']})" if ld.get("last_wait_ended") else "")
         + (f", [red]last error: {ld['last_error']}[/]" if ld["last_error"] else "")
     )
     console.print(f"server: {data['server'] or 'not running (read from files)'}")

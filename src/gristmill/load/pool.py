@@ -114,7 +114,9 @@ class LoaderPool:
             total.failures += st.failures
             total.last_error = total.last_error or st.last_error
             total.last_batch_seconds = max(total.last_batch_seconds, st.last_batch_seconds)
-            total.last_wait_seconds = max(total.last_wait_seconds, st.last_wait_seconds)
+            if st.last_wait_seconds >= total.last_wait_seconds:  # the longest, and why it ended
+                total.last_wait_seconds = st.last_wait_seconds
+                total.last_wait_ended = st.last_wait_ended
             if st.last_commit_at is not None:
                 total.last_commit_at = max(total.last_commit_at or 0, st.last_commit_at)
         return total

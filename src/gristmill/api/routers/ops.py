@@ -108,6 +108,7 @@ def pipeline_stats(
             "last_commit_at": None if st.last_commit_at is None else iso(st.last_commit_at),
             "last_batch_seconds": round(st.last_batch_seconds, 4),
             "last_wait_seconds": round(st.last_wait_seconds, 4),
+            "last_wait_ended": st.last_wait_ended or None,
         },
         "log_cap_bytes": rt.settings.log.max_bytes,
         "warehouse": rt.warehouse.name,
