@@ -21,8 +21,9 @@ from gristmill.rollup.maintain import after_insert, provision_analytics
 from gristmill.rollup.spec import full_rebuild, rollup_table
 from gristmill.sql.ddl import table_ref
 from gristmill.warehouse.base import LoadBatch, Warehouse
-from gristmill.warehouse.clickhouse.client import ClickHouseWarehouse
+from gristmill.warehouse.clickhouse.client import ClickHouseWarehouse, rewrite_marker
 from gristmill.warehouse.clickhouse.connection import ChdbConnection, ServerConnection
+from gristmill.warehouse.clickhouse.sql import BATCH_COLUMN
 from tests.integration.warehouse_conformance import (
     Conformance,
     batch_of,
@@ -202,6 +203,36 @@ class TestChdb(Conformance):
         v1 = next(r for r in after if r[1] == "v1")
         assert v1[2] == 3
         assert v1[3] == 401
+
+    def test_an_update_that_died_between_its_insert_and_its_delete_is_finished_by_its_retry(
+        self, warehouse: Warehouse, pack: Pack
+    ) -> None:
+        """ClickHouse rewrites an UPDATE as an insert of the new rows and a delete of the old.
+        A process killed in between leaves both; the same statement run again (an erasure
+        resumed after a restart) copies only rows not copied yet, then deletes the old: one
+        row per event, with the new value, not two."""
+        assert isinstance(warehouse, ClickHouseWarehouse)
+        warehouse.commit_load(batch_of(pack, frame("web", envelope("a"), envelope("b"))))
+        table = table_ref(pack.dataset, "marketplace_events")
+        a = exp.column("event_id").eq(exp.Placeholder(this="e"))
+        stmt = exp.update(table.copy(), {"amount_cents": exp.Placeholder(this="v")}, where=a)
+        params = {"e": "a", "v": 250}
+        # The first try's insert, as _rewrite makes it, and no delete: the kill.
+        marker = rewrite_marker(stmt, params)
+        cols = list(warehouse.columns_of(table))
+        picked = ", ".join(
+            "{v:Int64}" if c == "amount_cents" else "{m:String}" if c == BATCH_COLUMN else c
+            for c in cols
+        )
+        warehouse.query_sql(
+            f"INSERT INTO marketplace.marketplace_events ({', '.join(cols)}) "
+            f"SELECT {picked} FROM marketplace.marketplace_events WHERE event_id = 'a'",
+            {"v": 250, "m": marker},
+        )
+        assert sorted(r["amount_cents"] for r in self.rows(warehouse, pack)) == [100, 100, 250]
+        assert warehouse.execute(stmt, params) == 2  # the original and the copy match
+        got = sorted((r["event_id"], r["amount_cents"]) for r in self.rows(warehouse, pack))
+        assert got == [("a", 250), ("b", 100)]
 
     def test_compaction_keeps_the_part_of_a_batch_that_died_and_its_retry_removes_it(
         self, warehouse: Warehouse, pack: Pack

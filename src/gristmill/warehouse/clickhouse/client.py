@@ -26,9 +26,9 @@ collectors at the same moment is the remaining window, and is documented).
 
 from __future__ import annotations
 
+import hashlib
 import re
 import threading
-import uuid
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -139,9 +139,22 @@ def _partition_end(start: datetime, granularity: str) -> datetime:
 
 
 REWRITTEN = "rewrite:"
-"""Prefix of the ``_gm_batch_id`` an UPDATE gives the rows it rewrote, with a fresh id per
-statement: never a load's id, so never compensated, and never the id of an earlier rewrite,
-so a later UPDATE (an erasure after a reprice) reaches rows an earlier one rewrote."""
+"""Prefix of the ``_gm_batch_id`` an UPDATE gives the rows it rewrote (:func:`rewrite_marker`):
+never a load's id, so never compensated, and never an earlier, different UPDATE's, so a later
+UPDATE (an erasure after a reprice) reaches rows an earlier one rewrote."""
+
+EVENT_KEY = ("event_id", "source", "event_type")
+"""One row per key in a pack's event table: the rows a rewrite has already copied."""
+
+
+def rewrite_marker(stmt: exp.Update, params: Mapping[str, Any] | None) -> str:
+    """The marker of one UPDATE: a digest of its text and values. The same statement run
+    again (the retry of an erasure that stopped between the rewrite's insert and its delete)
+    has the same marker, and finds the rows it already copied."""
+    text = sql(for_clickhouse(stmt.copy()))
+    values = sorted((k, repr(v)) for k, v in (params or {}).items())
+    digest = hashlib.sha256(repr((text, values)).encode()).hexdigest()[:32]
+    return REWRITTEN + digest
 
 
 class ClickHouseWarehouse(NothingToWarm):
@@ -448,11 +461,20 @@ class ClickHouseWarehouse(NothingToWarm):
         cond = where.this if where is not None else exp.true()
         sets = {e.this.name: e.expression for e in stmt.expressions}
         cols = list(self._columns(table.db, table.name))
-        # The rows this statement inserts carry its own marker, so its delete spares them
-        # (they may still match ``cond``) and takes every older version, rewritten or not.
-        params = {**(params or {}), "_gm_rewrite": REWRITTEN + uuid.uuid4().hex}
+        # The rows this statement inserts carry its marker, so its delete spares them (they
+        # may still match ``cond``) and takes every older version, rewritten or not.
+        params = {**(params or {}), "_gm_rewrite": rewrite_marker(stmt, params)}
         marker = exp.Placeholder(this="_gm_rewrite")
         old = exp.and_(cond.copy(), exp.column(BATCH_COLUMN).neq(marker))
+        fresh = old.copy()
+        if set(EVENT_KEY) <= set(cols):  # a retry copies only what the first try did not
+            key = exp.Tuple(expressions=[exp.column(c, quoted=True) for c in EVENT_KEY])
+            copied = (
+                exp.select(*(exp.column(c, quoted=True) for c in EVENT_KEY))
+                .from_(table.copy())
+                .where(exp.column(BATCH_COLUMN).eq(marker.copy()))
+            )
+            fresh = exp.and_(fresh, exp.Not(this=exp.In(this=key, query=exp.Subquery(this=copied))))
         # No aliases: ClickHouse resolves a SELECT alias in WHERE before the column.
         select = [
             marker.copy()
@@ -461,7 +483,7 @@ class ClickHouseWarehouse(NothingToWarm):
             for c in cols
         ]
         insert = exp.insert(
-            exp.select(*select).from_(table.copy()).where(old.copy()),
+            exp.select(*select).from_(table.copy()).where(fresh),
             table.copy(),
             columns=[exp.to_identifier(c, quoted=True) for c in cols],
         )
