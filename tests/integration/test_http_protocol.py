@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +19,9 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from gristmill.api.protocol import CoalescingHttpToolsProtocol
+from gristmill.cli.serve import build_server
 from gristmill.demo.process import free_port
+from tests.conftest import make_settings
 
 WRITES: list[bytes] = []
 """Every write the protocol handed its socket's transport, in order (this test's server)."""
@@ -205,3 +208,12 @@ def test_a_large_body_arrives_whole(server: tuple[int, uvicorn.Server, bool]) ->
         s.sendall(b"GET %s HTTP/1.1\r\nhost: x\r\n\r\n" % path)
         (answer,) = _responses(s, 1)
     assert answer.endswith(b"\r\n\r\n" + path)
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_serve_runs_the_coalescing_protocol_unless_turned_off(tmp_path: Path, on: bool) -> None:
+    server, rt = build_server(make_settings(tmp_path, server={"coalesce_writes": on}))
+    try:
+        assert server.config.http == (CoalescingHttpToolsProtocol if on else "httptools")
+    finally:
+        rt.stop()
