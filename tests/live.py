@@ -57,24 +57,31 @@ class FailFirst:
 
 
 @contextmanager
-def live(rt: Runtime) -> Iterator[tuple[str, FailFirst]]:
-    port = free_port()
-    app = FailFirst(create_app(rt, url=f"http://127.0.0.1:{port}"))
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
+def serving(config: uvicorn.Config, timeout_s: float = 20) -> Iterator[uvicorn.Server]:
+    """A uvicorn server on a thread of this process, from listening until the block ends."""
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + timeout_s
     while not server.started:
         assert thread.is_alive(), "server thread died"
         assert time.monotonic() < deadline, "server did not start"
         time.sleep(0.02)
     try:
-        yield f"http://127.0.0.1:{port}", app
+        yield server
     finally:
         server.should_exit = True
-        thread.join(20)
+        thread.join(timeout_s)
+        assert not thread.is_alive(), "server did not stop"
+
+
+@contextmanager
+def live(rt: Runtime) -> Iterator[tuple[str, FailFirst]]:
+    port = free_port()
+    app = FailFirst(create_app(rt, url=f"http://127.0.0.1:{port}"))
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    with serving(config):
+        yield f"http://127.0.0.1:{port}", app
 
 
 def wait_loaded(rt: Runtime, received: int, timeout_s: float = 30) -> None:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from gristmill.api.protocol import CoalescingHttpToolsProtocol
 from gristmill.cli.serve import build_server
 from gristmill.demo.process import free_port
 from tests.conftest import make_settings
+from tests.live import serving
 
 WRITES: list[bytes] = []
 """Every write the protocol handed its socket's transport, in order (this test's server)."""
@@ -79,30 +78,31 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 @pytest.fixture(params=[RecordedCoalescing, RecordedPlain], ids=["coalescing", "uvicorn"])
-def server(request: pytest.FixtureRequest) -> Iterator[tuple[int, uvicorn.Server, bool]]:
+def server(request: pytest.FixtureRequest) -> Iterator[tuple[int, bool]]:
+    """The port of a server over the protocol, and whether it is the coalescing one."""
+    global release
     port = free_port()
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, http=request.param, loop="uvloop", log_level="warning"
     )
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:
-        assert thread.is_alive(), "the server did not start"
-        assert time.monotonic() < deadline, "the server did not start in time"
-        time.sleep(0.01)
-    global release
-    WRITES.clear()
-    release = None
-    yield port, srv, request.param is RecordedCoalescing
-    srv.should_exit = True
-    thread.join(30)
-    assert not thread.is_alive()
+    with serving(config, timeout_s=30):
+        WRITES.clear()
+        release = None
+        yield port, request.param is RecordedCoalescing
 
 
 def _connect(port: int) -> socket.socket:
     return socket.create_connection(("127.0.0.1", port), timeout=10)
+
+
+def _until_closed(port: int, request: bytes) -> bytes:
+    """Everything the server sends for ``request`` until it closes the connection."""
+    got = b""
+    with _connect(port) as s:
+        s.sendall(request)
+        while chunk := s.recv(65536):
+            got += chunk
+    return got
 
 
 def _read_until(s: socket.socket, got: bytes, end: bytes) -> bytes:
@@ -133,8 +133,8 @@ def _responses(s: socket.socket, n: int) -> list[bytes]:
     return out
 
 
-def test_a_head_and_its_body_leave_in_one_write(server: tuple[int, uvicorn.Server, bool]) -> None:
-    port, _, coalescing = server
+def test_a_head_and_its_body_leave_in_one_write(server: tuple[int, bool]) -> None:
+    port, coalescing = server
     with _connect(port) as s:
         s.sendall(b"POST /v1/events HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}")
         (answer,) = _responses(s, 1)
@@ -147,8 +147,8 @@ def test_a_head_and_its_body_leave_in_one_write(server: tuple[int, uvicorn.Serve
         assert b"".join(WRITES) == answer
 
 
-def test_pipelined_requests_are_answered_in_order(server: tuple[int, uvicorn.Server, bool]) -> None:
-    port, _, coalescing = server
+def test_pipelined_requests_are_answered_in_order(server: tuple[int, bool]) -> None:
+    port, coalescing = server
     paths = [f"/r{i}".encode() for i in range(5)]
     with _connect(port) as s:
         s.sendall(b"".join(b"GET %s HTTP/1.1\r\nhost: x\r\n\r\n" % p for p in paths))
@@ -158,9 +158,9 @@ def test_pipelined_requests_are_answered_in_order(server: tuple[int, uvicorn.Ser
 
 
 def test_a_head_leaves_before_a_body_that_comes_later(
-    server: tuple[int, uvicorn.Server, bool],
+    server: tuple[int, bool],
 ) -> None:
-    port, _, _ = server
+    port, _ = server
     with _connect(port) as s:
         s.sendall(b"GET /later HTTP/1.1\r\nhost: x\r\n\r\n")
         head = _read_until(s, b"", b"\r\n\r\n")  # the body is held back until we have this
@@ -173,36 +173,28 @@ def test_a_head_leaves_before_a_body_that_comes_later(
     assert rest == b"4\r\nlate\r\n0\r\n\r\n"
 
 
-def test_connection_close_sends_the_answer_first(server: tuple[int, uvicorn.Server, bool]) -> None:
-    port, _, _ = server
-    with _connect(port) as s:
-        s.sendall(b"GET /bye HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-        got = b""
-        while chunk := s.recv(65536):
-            got += chunk
+def test_connection_close_sends_the_answer_first(server: tuple[int, bool]) -> None:
+    port, _ = server
+    got = _until_closed(port, b"GET /bye HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
     assert got.startswith(b"HTTP/1.1 202")
     assert got.endswith(b"\r\n\r\n/bye")
     assert b"connection: close" in got
 
 
-def test_a_head_alone_is_sent_before_the_close(server: tuple[int, uvicorn.Server, bool]) -> None:
+def test_a_head_alone_is_sent_before_the_close(server: tuple[int, bool]) -> None:
     """HEAD with ``Connection: close``: the head is the only write, and the close that follows
     it at once must send it first (the held write goes out before the transport closes)."""
-    port, _, _ = server
-    with _connect(port) as s:
-        s.sendall(b"HEAD /bye HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-        got = b""
-        while chunk := s.recv(65536):
-            got += chunk
+    port, _ = server
+    got = _until_closed(port, b"HEAD /bye HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
     assert got.startswith(b"HTTP/1.1 202")
     assert got.endswith(b"\r\n\r\n")  # a head, no body
     assert b"content-length: 4" in got
     assert [got] == WRITES
 
 
-def test_a_large_body_arrives_whole(server: tuple[int, uvicorn.Server, bool]) -> None:
+def test_a_large_body_arrives_whole(server: tuple[int, bool]) -> None:
     """A body over ``JOIN_BELOW`` is handed over with its head as a list, not joined."""
-    port, _, _ = server
+    port, _ = server
     path = b"/" + b"x" * 40_000
     with _connect(port) as s:
         s.sendall(b"GET %s HTTP/1.1\r\nhost: x\r\n\r\n" % path)
