@@ -525,7 +525,9 @@ def render(results: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, (label, _) in CASES.items():
-        c = r["cases"][name]
+        c = r["cases"].get(name)
+        if c is None:  # results saved before this case existed
+            continue
         runs = " / ".join(f"{x / 1000:.1f}k" for x in c["runs_per_s"])
         per = c.get("events_per_worker")
         split = " / ".join(f"{n:,}" for n in per) if per else "—"
@@ -541,6 +543,8 @@ def render(results: dict[str, Any]) -> str:
         )
     lines.append("")
     for what, on, off in PAIRS:
+        if on not in r["cases"] or off not in r["cases"]:
+            continue
         lines.append(f"- {what}, this run: {_ratio(r['cases'][on], r['cases'][off])}.")
     return "\n".join(lines)
 
