@@ -30,7 +30,7 @@ from gristmill.feeds.service import FeedService
 from gristmill.governance.service import Governance
 from gristmill.load.conservation import Conservation, conservation
 from gristmill.load.loader import Loader
-from gristmill.load.pool import LoaderPool
+from gristmill.load.pool import LoaderPool, check_split
 from gristmill.log.base import PartitionedLog
 from gristmill.log.broker import BrokerLog
 from gristmill.log.registry import open_log
@@ -66,6 +66,8 @@ class Runtime:
         self._loader: Loader | LoaderPool | None = None
         if role != "collect":
             self._warehouse = open_warehouse(settings)
+            if isinstance(self.log, PartitionedLog):  # before provisioning changes anything
+                check_split(self._warehouse, self.log.partitions, max_partitions)
             provision_analytics(self._warehouse, list(self.packs.values()))
             after = after_insert(
                 self.packs, self._warehouse.dialect, mode=settings.loader.rollup_mode

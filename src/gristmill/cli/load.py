@@ -14,8 +14,16 @@ from typing import Annotated
 
 import typer
 
-from gristmill.cli.common import DataDirOpt, PacksOpt, console, make_settings, stop_on_signals
+from gristmill.cli.common import (
+    DataDirOpt,
+    PacksOpt,
+    console,
+    fail,
+    make_settings,
+    stop_on_signals,
+)
 from gristmill.config import Settings
+from gristmill.load.pool import SplitLoads
 from gristmill.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -28,6 +36,8 @@ def _runtime(settings: Settings, max_partitions: int | None, attempts: int = 8) 
     for attempt in range(1, attempts + 1):
         try:
             return Runtime(settings, "load", max_partitions=max_partitions)
+        except SplitLoads:
+            raise
         except Exception as exc:
             if attempt == attempts:
                 raise
@@ -41,12 +51,18 @@ def load(
     pack: PacksOpt = None,
     max_partitions: Annotated[
         int | None,
-        typer.Option(help="Most partitions this process loads at once (default: all free)."),
+        typer.Option(
+            help="Most partitions this process loads at once (default: all free). Not below "
+            "the log's partitions on ClickHouse, whose loads are not transactions."
+        ),
     ] = None,
 ) -> None:
     """Load from the log into the warehouse until interrupted (SIGINT or SIGTERM)."""
     settings = make_settings(data_dir, pack)
-    rt = _runtime(settings, max_partitions)
+    try:
+        rt = _runtime(settings, max_partitions)
+    except SplitLoads as exc:
+        fail(str(exc), 2)
     done = threading.Event()
     stop_on_signals(done)
     rt.start()

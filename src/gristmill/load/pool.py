@@ -7,6 +7,14 @@ renews its leases. A partition whose lease is lost (a broker disconnect) stops l
 another process can take it over; a killed process's leases lapse and a live one picks the
 partitions up. Two loaders never load one partition at once, so the warehouse's per-partition
 offset moves forward in one place only.
+
+On an engine whose loads are not transactions (``caps.transactions`` false: ClickHouse), two
+processes must not load one log at once even on different partitions: a rollup compaction
+built while another process appends would drop that part, and two processes could both find
+one event id fresh. There the pool is **exclusive**: it takes partition 0's lease first, then
+the others in order, and starts loading only once it holds them all; losing any lease stops
+every loader and releases the rest. So a second ``gristmill load`` waits as a standby instead
+of splitting the log. (The Kafka log grants every lease, so there it cannot enforce this.)
 """
 
 from __future__ import annotations
@@ -23,6 +31,23 @@ from gristmill.pack.models import Pack
 from gristmill.warehouse.base import AfterInsert, Warehouse
 
 log = logging.getLogger(__name__)
+
+
+class SplitLoads(ValueError):
+    """``max_partitions`` below the log's partitions on an engine whose loads are not
+    transactions: the rest of the log would have to load in another process."""
+
+
+def check_split(warehouse: Warehouse, partitions: int, max_partitions: int | None) -> None:
+    """Refuse a ``max_partitions`` that would split a log across processes where the
+    engine cannot keep them apart (see the module docstring)."""
+    if warehouse.caps.transactions or max_partitions is None or max_partitions >= partitions:
+        return
+    raise SplitLoads(
+        f"{warehouse.name} loads are not transactions, so one process loads every partition "
+        f"of a log: --max-partitions {max_partitions} is below the log's {partitions} "
+        "partitions (run one `gristmill load` per log; another one waits as a standby)"
+    )
 
 
 class LoaderPool:
@@ -46,7 +71,12 @@ class LoaderPool:
         self.max_partitions = max_partitions or log.partitions
         self.lease_every_s = lease_every_s
         self.after = dict(after or {})
+        check_split(warehouse, log.partitions, max_partitions)
+        self.exclusive = not warehouse.caps.transactions
         self.loaders: dict[int, Loader] = {}
+        self._held: set[int] = set()
+        """Partitions whose lease this pool holds: those it loads, and (exclusive) those it
+        holds while it waits for the rest."""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -63,23 +93,81 @@ class LoaderPool:
 
     def balance(self) -> None:
         """Renew held leases (stopping loaders whose lease is gone), then take free
-        partitions up to ``max_partitions``."""
+        partitions up to ``max_partitions`` (exclusive: all of them, in order)."""
         with self._lock:
-            for p, loader in list(self.loaders.items()):
-                if not self.log.lease_held(self.group, p):
-                    log.warning("lease on partition %d lost; stopping its loader", p)
-                    loader.stop()
-                    loader.log.close()
-                    del self.loaders[p]
-            for p in range(self.log.partitions):
-                if len(self.loaders) >= self.max_partitions or self._stop.is_set():
+            lost = [p for p in sorted(self._held) if not self.log.lease_held(self.group, p)]
+            if lost and self.exclusive:
+                log.warning("lease on partition %d lost; stopping every loader", lost[0])
+                self._release(lost, give_up=False)
+                self._release(sorted(self._held))
+            for p in lost if not self.exclusive else ():
+                log.warning("lease on partition %d lost; stopping its loader", p)
+                self._release([p], give_up=False)
+            if self._stop.is_set():
+                return
+            if self.exclusive:
+                self._take_all()
+            else:
+                self._take_free()
+
+    def _take_free(self) -> None:
+        for p in range(self.log.partitions):
+            if len(self._held) >= self.max_partitions:
+                break
+            if p not in self._held and self.log.lease(self.group, p):
+                self._held.add(p)
+                self._start(p)
+
+    def _take_all(self) -> None:
+        """Partition 0 first, then the others in order; the first one not free ends the
+        round (holding what was taken: another exclusive pool cannot hold a later partition
+        without partition 0 for longer than it takes to see it lost). Loaders start only
+        once every lease is held."""
+        before = len(self._held)
+        for p in range(self.log.partitions):
+            if p not in self._held:
+                if not self.log.lease(self.group, p):
                     break
-                if p in self.loaders or not self.log.lease(self.group, p):
-                    continue
-                loader = self._loader(p)
-                loader.start()
-                self.loaders[p] = loader
-                log.info("loading partition %d of %s", p, self.log.log_id)
+                self._held.add(p)
+        if len(self._held) < self.log.partitions:
+            if self._held and len(self._held) != before:
+                log.info(
+                    "holding %d of %d partitions of %s; loading starts when this process "
+                    "holds them all (%s loads are not transactions)",
+                    len(self._held),
+                    self.log.partitions,
+                    self.log.log_id,
+                    self.warehouse.name,
+                )
+            return
+        for p in range(self.log.partitions):
+            if p not in self.loaders:
+                self._start(p)
+
+    def _start(self, partition: int) -> None:
+        loader = self._loader(partition)
+        loader.start()
+        self.loaders[partition] = loader
+        log.info("loading partition %d of %s", partition, self.log.log_id)
+
+    def _release(
+        self, partitions: list[int], timeout_s: float = 30.0, *, give_up: bool = True
+    ) -> None:
+        """Stop the partitions' loaders (a loader stops after its batch in flight), then,
+        with ``give_up``, release their leases (a lease already lost has nothing to release;
+        one that cannot be released lapses by itself)."""
+        for p in partitions:
+            loader = self.loaders.pop(p, None)
+            if loader is not None:
+                loader.stop(timeout_s)
+                loader.log.close()
+            self._held.discard(p)
+            if not give_up:
+                continue
+            try:
+                self.log.release(self.group, p)
+            except Exception:
+                log.exception("releasing partition %d failed", p)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -130,11 +218,4 @@ class LoaderPool:
         with self._lock:
             if drain_s > 0 and (live := [x for x in self.loaders.values() if x.alive]):
                 finish_drain(self.log.log_id, [(x, x.drain_mark()) for x in live], drain_s)
-            for p, loader in self.loaders.items():
-                loader.stop(timeout_s)
-                loader.log.close()
-                try:
-                    self.log.release(self.group, p)
-                except Exception:  # the lease lapses by itself
-                    log.exception("releasing partition %d failed", p)
-            self.loaders.clear()
+            self._release(sorted(self._held | set(self.loaders)), timeout_s)
