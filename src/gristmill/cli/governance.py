@@ -1,10 +1,10 @@
-"""``gristmill erase``, ``gristmill erasure status|list``, ``gristmill retention run`` and
-``gristmill audit``.
+"""``gristmill erase``, ``gristmill erasure status|list|verify``, ``gristmill retention run``
+and ``gristmill audit``.
 
 Like the other operator commands: with a server running (``server.json`` in the data
 directory) they call its API as the local operator; without one they open the files. Offline,
-``erase`` and ``retention run`` do the work in this process; ``erasure status|list`` and
-``audit`` only read the metadata store and never run anything.
+``erase``, ``erasure verify`` and ``retention run`` do the work in this process;
+``erasure status|list`` and ``audit`` only read the metadata store and never run anything.
 """
 
 from __future__ import annotations
@@ -277,6 +277,55 @@ def erasure_list(
             one_line(r.get("error") or "")[:80],
         )
     console.print(t)
+
+
+@erasure_app.command("verify")
+def erasure_verify(
+    repair: Annotated[
+        bool,
+        typer.Option(
+            "--repair", help="Erase again what still names an erased subject (else only count)."
+        ),
+    ] = False,
+    data_dir: DataDirOpt = None,
+    pack: PacksOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Check that erased subjects stay erased: rows that still name one, per table.
+
+    Exits 1 when rows were found and not repaired (a check for cron or CI)."""
+    settings = make_settings(data_dir, pack)
+    client = running_server(settings)
+    report: dict[str, Any]
+    if client is not None:
+        flag = "true" if repair else "false"
+        report = api_call(lambda: client.post(f"/v1/erasure/verify?repair={flag}", None), client)
+    else:
+        with open_runtime(settings) as rt, err_console.status("hashing identities"):
+            try:
+                report = rt.governance.verify_erasures(repair=repair, actor="cli").as_dict()
+            except Exception as exc:
+                fail(f"verify failed: {type(exc).__name__}: {one_line(exc)}")
+    if json:
+        print_json(report)
+    else:
+        t = Table(title="Erased subjects still named" + (" (repaired)" if repair else ""))
+        for col in ("table", "identities checked", "mode", "subjects", "rows"):
+            t.add_column(col, justify="left" if col in ("table", "mode") else "right")
+        for row in report["tables"]:
+            for f in row["found"] or [{"mode": "—", "subjects": 0, "rows": 0}]:
+                t.add_row(
+                    row["table"],
+                    f"{int(row['identities']):,}",
+                    f["mode"],
+                    f"{int(f['subjects']):,}",
+                    f"{int(f['rows']):,}",
+                )
+        console.print(t)
+        verb = "erased again" if repair else "found"
+        console.print(f"rows naming an erased subject {verb}: {int(report['rows_found']):,}")
+    if report["rows_found"] and not repair:
+        raise typer.Exit(1)
 
 
 # -- retention ---------------------------------------------------------------------------------

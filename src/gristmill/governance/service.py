@@ -22,6 +22,7 @@ from gristmill.governance.erasure import Report, Subject, erase
 from gristmill.governance.reprice import RepriceReport, reprice
 from gristmill.governance.retention import RetentionReport, enforce
 from gristmill.governance.retention import status as retention_status
+from gristmill.governance.verify import VerifyReport, verify
 from gristmill.meta.governance import ErasureRecord, GovernanceStore
 from gristmill.pack.models import Pack
 from gristmill.warehouse.base import Warehouse
@@ -178,6 +179,28 @@ class Governance:
                     return
                 item = self._queue.pop(0)
             self._run(*item)
+
+    def verify_erasures(self, *, repair: bool = False, actor: str = "cli") -> VerifyReport:
+        """Rows that still name an erased subject (governance/verify.py), erased again with
+        ``repair``; audited either way, with counts only."""
+        if self._warehouse is None:
+            raise RuntimeError("this process has no warehouse")
+        with self._busy:  # never beside a running request's steps
+            report = verify(
+                self._warehouse,
+                self.packs,
+                self.store.settled_suppression_set(),
+                repair=repair,
+            )
+        body = report.as_dict()
+        self.store.audit(
+            actor,
+            "erasure.repair" if repair else "erasure.verify",
+            "",
+            rows_found=body["rows_found"],
+            identities_checked=body["identities_checked"],
+        )
+        return report
 
     # -- retention --------------------------------------------------------------------------
     def attach_exports(self, exports: ExportHooks) -> None:

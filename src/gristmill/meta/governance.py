@@ -218,6 +218,22 @@ class GovernanceStore:
             rows = c.execute(sa.select(suppressions.c.subject, suppressions.c.mode)).all()
         return SuppressionSet(self.secret, {r.subject: Mode(r.mode) for r in rows})
 
+    def settled_suppression_set(self) -> SuppressionSet:
+        """The suppressed subjects no pending or running request names: the ones whose
+        erasure has run (completed or failed), which ``erasure verify`` may check and
+        repair without racing the job that is erasing them now."""
+        with self.engine.connect() as c:
+            rows = c.execute(sa.select(suppressions.c.subject, suppressions.c.mode)).all()
+            busy = c.execute(
+                sa.select(erasure_requests.c.subjects).where(
+                    erasure_requests.c.status.in_(["pending", "running"])
+                )
+            ).scalars()
+            skip = {h for text in busy for h in json.loads(text)}
+        return SuppressionSet(
+            self.secret, {r.subject: Mode(r.mode) for r in rows if r.subject not in skip}
+        )
+
     # -- erasure requests -----------------------------------------------------------------
     def create_request(
         self,

@@ -79,6 +79,18 @@ def request_erasure(rt: RuntimeDep, principal: EraserDep, body: ErasureBody) -> 
     )
 
 
+@router.post(
+    "/v1/erasure/verify",
+    summary="Find rows that still name an erased subject; erase them again with repair=true",
+)
+def erasure_verify(rt: RuntimeDep, principal: EraserDep, repair: bool = False) -> Response:
+    """Every distinct identity in the pack tables is hashed and looked up among the erased
+    subjects (whose requests are not pending or running); the answer counts per table and
+    mode what still names one, never an identifier."""
+    report = rt.governance.verify_erasures(repair=repair, actor=_actor(principal))
+    return JSONBytes(report.as_dict())
+
+
 @router.get("/v1/erasure/{request_id}", summary="An erasure request's status and receipt")
 def erasure_status(rt: RuntimeDep, _: ErasureReaderDep, request_id: str) -> Response:
     record = rt.governance.status(request_id)
