@@ -87,6 +87,7 @@ def erasure(n: int) -> dict[str, Any]:
             )
             plain_s = time.perf_counter() - t0
             plain_rows = int(plain.column(0)[0].as_py()) if plain.num_rows else 0
+            verify = _verify(rt)
             t0 = time.perf_counter()
             report = rt.governance.run_retention(now=NOW)
             retention_s = time.perf_counter() - t0
@@ -105,6 +106,44 @@ def erasure(n: int) -> dict[str, Any]:
         "plain_delete_rows": plain_rows,
         "retention_duckdb_s": round(retention_s, 2),
         "retention_duckdb_rows": report.rows,
+        **verify,
+    }
+
+
+RESTORED = 100
+
+
+def _verify(rt: Runtime) -> dict[str, Any]:
+    """``erasure verify`` after the erasure (clean), beside the bare scan it cannot do
+    without (the distinct user ids); then a restore of the erased subject's rows, as a backup
+    taken before would bring them back, and ``--repair``."""
+    t0 = time.perf_counter()
+    clean = rt.governance.verify_erasures().as_dict()
+    verify_s = time.perf_counter() - t0
+    assert clean["clean"], clean
+    t0 = time.perf_counter()
+    rt.warehouse.query_sql("SELECT count(DISTINCT user_id) FROM platform.platform_events")
+    distinct_s = time.perf_counter() - t0
+    rt.warehouse.query_sql(
+        f"""INSERT INTO platform.platform_events
+              (event_id, event_type, schema_version, occurred_at, received_at, loaded_at,
+               source, user_id, properties, event_category)
+            SELECT 'restored' || i::VARCHAR, '{TYPES[0]}', 1,
+                   to_timestamp({int(NOW.timestamp())} - i * 86400), now(), now(), 'bench',
+                   'u42', '{{"query":"q"}}'::JSON, '{CATS[0]}'
+            FROM range({RESTORED}) t(i)"""
+    )
+    t0 = time.perf_counter()
+    fixed = rt.governance.verify_erasures(repair=True).as_dict()
+    repair_s = time.perf_counter() - t0
+    assert fixed["rows_found"] == RESTORED, fixed
+    return {
+        "verify_s": round(verify_s, 3),
+        "verify_identities": clean["identities_checked"],
+        "distinct_s": round(distinct_s, 3),
+        "repair_s": round(repair_s, 3),
+        "repair_rows": fixed["rows_found"],
+        "repair_buckets": sum(r["buckets_recomputed"] for r in fixed["rollups"]),
     }
 
 
@@ -177,6 +216,12 @@ def render(results: dict[str, Any]) -> str:
         f"{e['buckets_recomputed']} rollup buckets recomputed, quarantine and log scrubbed | "
         f"`DELETE … WHERE user_id = ?`: {e['plain_delete_s']} s, {e['plain_delete_rows']} rows, "
         "rollups and email matches left behind |",
+        f"| `erasure verify` over {e['events']:,} events after it (DuckDB; "
+        f"{e['verify_identities']:,} identities hashed) | {e['verify_s']} s, clean | "
+        f"`SELECT count(DISTINCT user_id)`: {e['distinct_s']} s |",
+        f"| `erasure verify --repair` after a restore brought back {e['repair_rows']} of the "
+        f"subject's rows | {e['repair_s']} s: {e['repair_rows']} rows found and deleted, "
+        f"{e['repair_buckets']} rollup buckets recomputed | — |",
         f"| retention run over {e['events']:,} events (DuckDB, deletes by category) | "
         f"{e['retention_duckdb_s']} s, {e['retention_duckdb_rows']:,} rows removed | — |",
     ]
