@@ -8,7 +8,8 @@ under test: plain SQL over the table, and the rollup checker's full rebuild as t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -85,7 +86,7 @@ def _rollups_match_their_rows(rt: Runtime) -> None:
 def _found(report: dict[str, Any]) -> dict[str, tuple[int, int]]:
     """mode -> (subjects, rows) over the events table."""
     (table,) = [t for t in report["tables"] if t["table"] == f"platform.{EVENTS}"]
-    return {f["mode"]: (f["subjects"], f["rows"]) for f in table["found"]}
+    return {f["mode"]: (f["identifiers"], f["rows"]) for f in table["found"]}
 
 
 class MissesRowStatements:
@@ -111,26 +112,17 @@ class MissesRowStatements:
 def test_rows_restored_from_a_backup_are_found_and_erased_again(rt: Runtime) -> None:
     send(rt, users_events(BASE))
     others = sum(rows_of(rt, u) for u in OTHERS)
-    rt.warehouse.execute(  # the backup: a copy of the subject's rows, taken before
-        sqlglot.parse_one(
-            f"CREATE TABLE platform.backup AS SELECT * FROM platform.{EVENTS} "
-            f"WHERE user_id = '{SUBJECT}'",
-            dialect="duckdb",
-        )
-    )
-    rid = rt.governance.request_erasure(Subject((SUBJECT,), (), (EMAIL,)), Mode.DELETE, "t")
-    rt.governance.run_pending()
-    assert rt.governance.status(rid).status == "completed"  # type: ignore[union-attr]
-    clean = rt.governance.verify_erasures().as_dict()
-    assert clean["clean"]
-    assert clean["rows_found"] == 0
-    assert clean["identities_checked"] == 3 + 3  # the others: user ids, registration emails
 
-    rt.warehouse.execute(  # the restore
-        sqlglot.parse_one(
-            f"INSERT INTO platform.{EVENTS} SELECT * FROM platform.backup", dialect="duckdb"
-        )
-    )
+    def erase() -> None:
+        rid = rt.governance.request_erasure(Subject((SUBJECT,), (), (EMAIL,)), Mode.DELETE, "t")
+        rt.governance.run_pending()
+        assert rt.governance.status(rid).status == "completed"  # type: ignore[union-attr]
+        clean = rt.governance.verify_erasures().as_dict()
+        assert clean["clean"]
+        assert clean["rows_found"] == 0
+        assert clean["identities_checked"] == 3 + 3  # the others: user ids, registration emails
+
+    _backup_and_restore(rt, erase)
     assert rows_of(rt, SUBJECT) == SUBJECT_ROWS
     found = rt.governance.verify_erasures().as_dict()
     assert not found["clean"]
@@ -149,14 +141,107 @@ def test_rows_restored_from_a_backup_are_found_and_erased_again(rt: Runtime) -> 
     assert actions[:4] == ["erasure.verify", "erasure.repair", "erasure.verify", "erasure.verify"]
 
 
-def test_a_pending_request_is_left_to_its_job(rt: Runtime) -> None:
+def test_a_pending_request_is_left_to_its_job(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
     send(rt, users_events(BASE))
+    with monkeypatch.context() as m:  # a settled request whose rows stayed: verify takes it
+        m.setattr(rt.governance, "_warehouse", MissesRowStatements(rt.warehouse))
+        rt.governance.request_erasure(Subject((OTHERS[0],), (), ()), Mode.DELETE, "t")
+        rt.governance.run_pending()
     rt.governance.request_erasure(Subject((SUBJECT,), (), ()), Mode.DELETE, "t")  # not run
     report = rt.governance.verify_erasures(repair=True).as_dict()
-    assert report["rows_found"] == 0
+    assert _found(report) == {"delete": (1, SUBJECT_ROWS)}  # the settled one only
+    assert rows_of(rt, OTHERS[0]) == 0
     assert rows_of(rt, SUBJECT) == SUBJECT_ROWS
     rt.governance.run_pending()
     assert rows_of(rt, SUBJECT) == 0
+
+
+def _backup_and_restore(rt: Runtime, erase: Callable[[], None]) -> None:
+    rt.warehouse.execute(
+        sqlglot.parse_one(
+            f"CREATE TABLE platform.backup AS SELECT * FROM platform.{EVENTS} "
+            f"WHERE user_id = '{SUBJECT}'",
+            dialect="duckdb",
+        )
+    )
+    erase()
+    rt.warehouse.execute(
+        sqlglot.parse_one(
+            f"INSERT INTO platform.{EVENTS} SELECT * FROM platform.backup", dialect="duckdb"
+        )
+    )
+
+
+def test_a_row_naming_a_deleted_and_an_anonymized_subject_is_deleted(rt: Runtime) -> None:
+    """The email was erased with delete, the user id with anonymize: after a restore, the
+    registration row names both and is counted once, under delete, and deleted; the rest
+    are anonymized (the collector drops an event naming both, delete beating anonymize)."""
+    send(rt, users_events(BASE))
+
+    def erase() -> None:
+        rt.governance.request_erasure(Subject((), (), (EMAIL,)), Mode.DELETE, "t")
+        rt.governance.request_erasure(Subject((SUBJECT,), (), ()), Mode.ANONYMIZE, "t")
+        rt.governance.run_pending()
+
+    _backup_and_restore(rt, erase)
+    found = rt.governance.verify_erasures().as_dict()
+    assert _found(found) == {"delete": (1, 1), "anonymize": (1, SUBJECT_ROWS - 1)}
+    assert found["rows_found"] == SUBJECT_ROWS  # each row once
+    fixed = rt.governance.verify_erasures(repair=True).as_dict()
+    assert fixed["rows_found"] == SUBJECT_ROWS
+    assert _email_rows(rt) == 0  # the registration row is gone, not anonymized
+    assert rows_of(rt, SUBJECT) == 0
+    registrations = rt.warehouse.query_sql(
+        f"SELECT count(*) AS n FROM platform.{EVENTS} WHERE event_type = 'user.registered'"
+    )
+    assert int(registrations.column("n")[0].as_py()) == len(OTHERS)
+    _rollups_match_their_rows(rt)
+    assert rt.governance.verify_erasures().as_dict()["clean"]
+
+
+def _insert_raw_properties(rt: Runtime, event_id: str, properties: str) -> None:
+    """A row written by a tool that bypassed the collector, its JSON spelled its own way."""
+    rt.warehouse.execute(
+        sqlglot.parse_one(
+            f"INSERT INTO platform.{EVENTS} (event_id, event_type, schema_version, occurred_at,"
+            " received_at, loaded_at, source, properties, event_category) VALUES"
+            f" ('{event_id}', 'user.registered', 1, TIMESTAMP '2026-11-20 10:00:00+00',"
+            " now(), now(), 'tool', $props, 'auth')",
+            dialect="duckdb",
+        ),
+        {"props": properties},
+    )
+
+
+def test_a_value_escaped_by_another_writer_is_found_and_erased(rt: Runtime) -> None:
+    person = "jörg/ü@example.org"
+    rt.governance.request_erasure(Subject((), (), (person,)), Mode.DELETE, "t")
+    rt.governance.run_pending()
+    escaped = json.dumps({"email": person}).replace("/", "\\/")  # \u00f6 and \/, as PHP
+    assert "\\u00f6" in escaped
+    _insert_raw_properties(rt, "tool-1", escaped)
+    found = rt.governance.verify_erasures().as_dict()
+    assert _found(found) == {"delete": (1, 1)}
+    assert found["unlocated"] == 0
+    rt.governance.verify_erasures(repair=True)
+    assert rt.governance.verify_erasures().as_dict()["clean"]
+    left = rt.warehouse.query_sql(f"SELECT count(*) AS n FROM platform.{EVENTS}")
+    assert int(left.column("n")[0].as_py()) == 0
+
+
+def test_an_identifier_whose_rows_cannot_be_located_keeps_the_report_unclean(
+    rt: Runtime,
+) -> None:
+    """Upper-case hex escapes are valid JSON that no search pattern covers: the identity is
+    found by hashing, its row is not, and the report says so instead of "clean"."""
+    person = "jörg@example.org"
+    rt.governance.request_erasure(Subject((), (), (person,)), Mode.DELETE, "t")
+    rt.governance.run_pending()
+    _insert_raw_properties(rt, "tool-2", '{"email": "j\\u00F6rg@example.org"}')
+    report = rt.governance.verify_erasures(repair=True).as_dict()
+    assert report["unlocated"] == 1
+    assert report["clean"] is False
+    assert report["rows_found"] == 0
 
 
 @pytest.mark.parametrize(
@@ -210,7 +295,13 @@ def test_the_endpoint_needs_erasure_write_and_the_cli_exits_1_on_findings(
         r = client.post("/v1/erasure/verify", headers={"Authorization": f"Bearer {admin}"})
         assert r.status_code == 403, r.text
         assert r.headers["content-type"] == "application/problem+json"
-        r = client.post("/v1/erasure/verify", headers={"Authorization": f"Bearer {operator}"})
+        r = client.post(
+            "/v1/erasure/verify?pack=nope", headers={"Authorization": f"Bearer {operator}"}
+        )
+        assert r.status_code == 403, r.text
+        r = client.post(
+            "/v1/erasure/verify?pack=platform", headers={"Authorization": f"Bearer {operator}"}
+        )
         assert r.status_code == 200, r.text
         assert r.json()["rows_found"] == SUBJECT_ROWS
         assert r.json()["repair"] is False

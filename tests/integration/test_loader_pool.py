@@ -6,7 +6,9 @@ Two pools stand for two ``gristmill load`` processes: each log object is its own
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,13 +16,15 @@ from typer.testing import CliRunner
 
 from gristmill.cli.main import app
 from gristmill.config import ClickHouseSettings, LoaderSettings, Settings
-from gristmill.load.pool import LoaderPool, SplitLoads
+from gristmill.load.pool import LeasesHeld, LoaderPool, SplitLoads
 from gristmill.log.sqlite_parts import PartitionedSQLiteLog
 from gristmill.pack.loader import load_packs
 from gristmill.rollup.maintain import provision_analytics
+from gristmill.runtime import Runtime
 from gristmill.warehouse.base import Warehouse
 from gristmill.warehouse.registry import open_warehouse
 from tests.conftest import PACKS, make_settings
+from tests.integration.governance_fixtures import BASE, send, users_events
 
 GROUP = "loader"
 
@@ -118,22 +122,28 @@ def test_a_second_exclusive_pool_waits_as_a_standby_and_then_takes_over(
         lb.close()
 
 
+def lapse(d: Path, partition: int) -> None:
+    """Make the lease on a partition lapse now, as a stalled holder's would."""
+    with sqlite3.connect(d / "log" / f"p{partition}.sqlite") as conn:
+        conn.execute("UPDATE leases SET expires_at = 0 WHERE grp = ?", (GROUP,))
+
+
 @pytest.mark.clickhouse
 def test_losing_one_lease_stops_every_loader_and_releases_the_others(
     tmp_path: Path, chdb: Warehouse
 ) -> None:
-    lapsing = parts(tmp_path, ttl=-1.0)  # every lease it takes has lapsed already
-    other = parts(tmp_path)
-    p = pool(lapsing, chdb)
+    lg, other = parts(tmp_path), parts(tmp_path)  # leases for an hour
+    p = pool(lg, chdb)
     try:
         p.balance()
         loaders = list(p.loaders.values())
         assert len(loaders) == 3
+        lapse(tmp_path, 1)
         assert other.lease(GROUP, 1)  # taken over from under the pool
         p.balance()
         assert p.loaders == {}
         assert not any(x.alive for x in loaders)
-        assert other.lease(GROUP, 0)
+        assert other.lease(GROUP, 0)  # released: these leases had an hour to go
         assert other.lease(GROUP, 2)
         p.balance()
         assert p.loaders == {}  # a standby now
@@ -143,8 +153,63 @@ def test_losing_one_lease_stops_every_loader_and_releases_the_others(
         assert set(p.loaders) == {0, 1, 2}
     finally:
         p.stop(5)
-        lapsing.close()
+        lg.close()
         other.close()
+
+
+@pytest.mark.clickhouse
+def test_an_exclusive_drain_takes_every_lease_or_refuses(tmp_path: Path, chdb: Warehouse) -> None:
+    lg, other = parts(tmp_path), parts(tmp_path)
+    p = pool(lg, chdb)
+    try:
+        assert other.lease(GROUP, 1)
+        with pytest.raises(LeasesHeld, match=r"partition 1 of .* is leased by another process"):
+            p.drain(5)
+        assert other.lease(GROUP, 0)  # partition 0, taken for the drain, was given back
+        for n in range(2):
+            other.release(GROUP, n)
+        p.drain(5)
+        assert all(other.lease(GROUP, n) for n in range(3))  # all given back after the drain
+    finally:
+        lg.close()
+        other.close()
+
+
+def test_a_loader_whose_lease_was_not_renewed_stops_before_it_commits(tmp_path: Path) -> None:
+    """The fence: renewals that stalled (here: marked two TTLs old) stop the loaders before
+    their next commit, so nothing loads; the next renewal round starts them again."""
+    settings = make_settings(tmp_path / "d", packs=["platform"], log={"partitions": 2})
+    rt = Runtime(settings)
+    try:
+        p = rt.loader
+        assert isinstance(p, LoaderPool)
+        p.balance()
+        assert set(p.loaders) == {0, 1}
+        stale = time.monotonic() - 2 * rt.log.lease_ttl_s  # type: ignore[attr-defined]
+        p._renewed = dict.fromkeys(p.loaders, stale)
+        events = users_events(BASE)
+        half = len(events) // 2  # two requests: one per partition (round robin)
+        sent = sum(send(rt, e, drain=False)["accepted"] for e in (events[:half], events[half:]))
+        assert sent == len(events)
+        _until(lambda: not any(x.alive for x in p.loaders.values()))
+        assert _rows(rt) == 0
+        p.balance()
+        assert all(x.alive for x in p.loaders.values())
+        _until(lambda: _rows(rt) == sent)
+    finally:
+        rt.stop()
+
+
+def _rows(rt: Runtime) -> int:
+    q = "SELECT count(*) AS n FROM platform.platform_events"
+    return int(rt.warehouse.query_sql(q).column("n")[0].as_py())
+
+
+def _until(ok: Callable[[], bool], timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not ok():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.05)
 
 
 @pytest.mark.clickhouse
@@ -165,6 +230,9 @@ def test_gristmill_load_refuses_a_split_before_it_provisions(
     data = tmp_path / "data"
     monkeypatch.setenv("GRISTMILL_WAREHOUSE__TYPE", "clickhouse")
     monkeypatch.setenv("GRISTMILL_LOG__PARTITIONS", "2")
+    provisioned: list[object] = []
+    monkeypatch.setattr("gristmill.runtime.provision_analytics", lambda *a: provisioned.append(a))
     res = CliRunner().invoke(app, ["load", "--data-dir", str(data), "--max-partitions", "1"])
     assert res.exit_code == 2, res.output
     assert "--max-partitions 1 is below the log's 2 partitions" in res.output
+    assert provisioned == []

@@ -293,7 +293,8 @@ def erasure_verify(
 ) -> None:
     """Check that erased subjects stay erased: rows that still name one, per table.
 
-    Exits 1 when rows were found and not repaired (a check for cron or CI)."""
+    Exits 1 when rows were found and not repaired, or when an erased identifier appears
+    whose rows the search could not locate (a check for cron or CI)."""
     settings = make_settings(data_dir, pack)
     client = running_server(settings)
     report: dict[str, Any]
@@ -310,21 +311,28 @@ def erasure_verify(
         print_json(report)
     else:
         t = Table(title="Erased subjects still named" + (" (repaired)" if repair else ""))
-        for col in ("table", "identities checked", "mode", "subjects", "rows"):
+        for col in ("table", "identities checked", "mode", "identifiers", "rows", "unlocated"):
             t.add_column(col, justify="left" if col in ("table", "mode") else "right")
         for row in report["tables"]:
-            for f in row["found"] or [{"mode": "—", "subjects": 0, "rows": 0}]:
+            for f in row["found"] or [{"mode": "—", "identifiers": 0, "rows": 0}]:
                 t.add_row(
                     row["table"],
                     f"{int(row['identities']):,}",
                     f["mode"],
-                    f"{int(f['subjects']):,}",
+                    f"{int(f['identifiers']):,}",
                     f"{int(f['rows']):,}",
+                    f"{int(row['unlocated']):,}",
                 )
         console.print(t)
         verb = "erased again" if repair else "found"
         console.print(f"rows naming an erased subject {verb}: {int(report['rows_found']):,}")
-    if report["rows_found"] and not repair:
+        if report["unlocated"]:
+            err_console.print(
+                f"{int(report['unlocated']):,} erased identifier(s) appear in the tables but "
+                "the row search did not locate their rows (an unusual JSON spelling?): "
+                "nothing was erased for them"
+            )
+    if report["unlocated"] or (report["rows_found"] and not repair):
         raise typer.Exit(1)
 
 

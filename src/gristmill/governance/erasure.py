@@ -23,6 +23,7 @@ report keeps table names and counts.
 from __future__ import annotations
 
 import importlib
+import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -121,13 +122,23 @@ def candidates(
         text = exp.Cast(
             this=exp.column("properties", quoted=True), to=sql_type(Logical.TEXT, dialect)
         )
-        for i, v in enumerate(ids):
-            # Backslash is an escape character in some engines' LIKE: any-char instead.
-            needle = msgspec.json.encode(v).decode().replace("\\", "_")
+        needles = sorted({n for v in ids for n in spellings(v)})
+        for i, needle in enumerate(needles):
             params[f"l{i}"] = f"%{needle}%"
             conds.append(exp.Like(this=text.copy(), expression=_ph(f"l{i}")))
     cols = [exp.column(c, quoted=True) for c in columns]
     return exp.select(*cols).from_(table_ref(pack.dataset, table)).where(exp.or_(*conds)), params
+
+
+def spellings(value: str) -> set[str]:
+    """``LIKE`` patterns for a value as a JSON string, however the writer escaped it: as
+    Gristmill writes it (UTF-8), with ``\\uXXXX`` for non-ASCII (Python's default), and with
+    ``\\/`` (PHP's). JSON columns that keep the text as written (DuckDB, ClickHouse) hold
+    any of them. Backslash escapes in some engines' ``LIKE``: any-char instead."""
+    raw = msgspec.json.encode(value).decode()
+    ascii_ = json.dumps(value)
+    forms = {raw, ascii_, raw.replace("/", "\\/"), ascii_.replace("/", "\\/")}
+    return {f.replace("\\", "_") for f in forms}
 
 
 def names_subject(

@@ -180,24 +180,35 @@ class Governance:
                 item = self._queue.pop(0)
             self._run(*item)
 
-    def verify_erasures(self, *, repair: bool = False, actor: str = "cli") -> VerifyReport:
+    def verify_erasures(
+        self, *, repair: bool = False, actor: str = "cli", packs: Sequence[str] | None = None
+    ) -> VerifyReport:
         """Rows that still name an erased subject (governance/verify.py), erased again with
-        ``repair``; audited either way, with counts only."""
+        ``repair``, in ``packs`` (default every pack served). Audited either way, with counts
+        only, and also when it fails part way: a repair that stopped may have changed rows."""
         if self._warehouse is None:
             raise RuntimeError("this process has no warehouse")
-        with self._busy:  # never beside a running request's steps
-            report = verify(
-                self._warehouse,
-                self.packs,
-                self.store.settled_suppression_set(),
-                repair=repair,
-            )
+        chosen = {n: p for n, p in self.packs.items() if packs is None or n in packs}
+        action = "erasure.repair" if repair else "erasure.verify"
+        target = ",".join(sorted(chosen))
+        try:
+            with self._busy:  # never beside a running request's steps
+                report = verify(
+                    self._warehouse,
+                    chosen,
+                    self.store.settled_suppression_set(),
+                    repair=repair,
+                )
+        except Exception as exc:
+            self.store.audit(actor, action, target, error=f"{type(exc).__name__}: {exc}"[:500])
+            raise
         body = report.as_dict()
         self.store.audit(
             actor,
-            "erasure.repair" if repair else "erasure.verify",
-            "",
+            action,
+            target,
             rows_found=body["rows_found"],
+            unlocated=body["unlocated"],
             identities_checked=body["identities_checked"],
         )
         return report

@@ -28,7 +28,7 @@ import msgspec
 from sqlglot import exp
 
 from gristmill.core.subjects import SUBJECT_KEYS, Mode, SuppressionSet
-from gristmill.governance.erasure import CHUNK, Report, candidates, erase_table, names_subject
+from gristmill.governance.erasure import CHUNK, Report, candidates, erase_table
 from gristmill.pack.models import Pack
 from gristmill.sql.ddl import table_ref
 from gristmill.sql.types import Logical, sql_type
@@ -37,21 +37,30 @@ from gristmill.warehouse.base import Warehouse
 
 @dataclass(slots=True)
 class VerifyReport:
+    """What ``erasure verify`` found, per table and mode, in counts only: the report is
+    audited and served over the API, so it never names an identifier."""
+
     repair: bool
     tables: list[dict[str, Any]] = field(default_factory=list)
-    """Per table: identities checked, and per mode the erased subjects still named and
-    their rows (repaired, with ``repair``)."""
+    """Per table: identities checked; per mode, the erased identifiers still named and the
+    rows naming them (each row once, under the strictest mode it names: delete beats
+    anonymize); and ``unlocated``, identifiers found whose rows the row search missed."""
     rollups: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def rows_found(self) -> int:
         return sum(int(f["rows"]) for t in self.tables for f in t["found"])
 
+    @property
+    def unlocated(self) -> int:
+        return sum(int(t["unlocated"]) for t in self.tables)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "repair": self.repair,
-            "clean": self.rows_found == 0,
+            "clean": self.rows_found == 0 and self.unlocated == 0,
             "rows_found": self.rows_found,
+            "unlocated": self.unlocated,
             "identities_checked": sum(int(t["identities"]) for t in self.tables),
             "tables": self.tables,
             "rollups": self.rollups,
@@ -90,51 +99,86 @@ def identities(wh: Warehouse, pack: Pack, table: str) -> set[str]:
     return out
 
 
-def _count(wh: Warehouse, pack: Pack, table: str, ids: Sequence[str]) -> int:
-    cols = ["user_id", "anonymous_id", "properties"]
+def _named(row: Mapping[str, Any], ids: frozenset[str], props: Sequence[str]) -> set[str]:
+    """The identifiers among ``ids`` a row names (identity columns, subject properties)."""
+    out = {v for v in (row.get("user_id"), row.get("anonymous_id")) if v in ids}
+    if props and row.get("properties") is not None:
+        try:
+            obj = msgspec.json.decode(str(row["properties"]))
+        except msgspec.DecodeError:
+            return out
+        if isinstance(obj, dict):
+            out |= {v for v in (obj.get(k) for k in props) if isinstance(v, str) and v in ids}
+    return out
+
+
+def _locate(
+    wh: Warehouse, pack: Pack, table: str, hits: Mapping[str, Mode]
+) -> dict[tuple[Any, ...], set[str]]:
+    """The rows naming any of ``hits``: (event id, source, type) -> identifiers named. The
+    search is erasure's own (:func:`~gristmill.governance.erasure.candidates`), so what it
+    locates is what a repair reaches."""
+    cols = ["event_id", "source", "event_type", "user_id", "anonymous_id", "properties"]
     props = pack.spec.governance.subject_properties
-    n = 0
+    ids = sorted(hits)
+    rows: dict[tuple[Any, ...], set[str]] = {}
     for start in range(0, len(ids), CHUNK):
-        chunk = ids[start : start + CHUNK]
-        query, params = candidates(pack, table, chunk, wh.dialect, cols)
-        wanted = frozenset(chunk)
-        n += sum(names_subject(r, wanted, props) for r in wh.query(query, params).to_pylist())
-    return n
+        chunk = frozenset(ids[start : start + CHUNK])
+        query, params = candidates(pack, table, sorted(chunk), wh.dialect, cols)
+        for r in wh.query(query, params).to_pylist():
+            named = _named(r, chunk, props)
+            if named:
+                rows.setdefault((r["event_id"], r["source"], r["event_type"]), set()).update(named)
+    return rows
 
 
 def verify(
     wh: Warehouse, packs: Mapping[str, Pack], suppressed: SuppressionSet, *, repair: bool
 ) -> VerifyReport:
+    """Check (and with ``repair`` erase again) every table of ``packs``; see the module
+    docstring. Delete-mode identifiers are repaired first, so a row that names a deleted
+    subject and an anonymized one is deleted, as the collector would have dropped it."""
     report = VerifyReport(repair)
     for pack in packs.values():
         for table in pack.spec.tables:
             ids = identities(wh, pack, table)
-            by_mode: dict[Mode, list[str]] = {}
-            for v in sorted(ids):
-                mode = suppressed.match([v])
-                if mode is not None:
-                    by_mode.setdefault(mode, []).append(v)
+            hits = {v: m for v in sorted(ids) if (m := suppressed.match([v])) is not None}
+            rows = _locate(wh, pack, table, hits) if hits else {}
+            located = set().union(*rows.values()) if rows else set()
             found: list[dict[str, Any]] = []
-            for mode, hits in sorted(by_mode.items()):
+            for mode in (Mode.DELETE, Mode.ANONYMIZE):
+                mine = sorted(v for v, m in hits.items() if m is mode)
+                if not mine:
+                    continue
+                strictest = [
+                    named
+                    for named in rows.values()
+                    if min((hits[v] for v in named), key=_strictness) is mode
+                ]
                 if repair:
-                    rows = _repair(wh, pack, table, hits, mode, report)
-                else:
-                    rows = _count(wh, pack, table, hits)
-                found.append({"mode": mode.value, "subjects": len(hits), "rows": rows})
+                    _repair(wh, pack, table, mine, mode, report)
+                found.append({"mode": mode.value, "identifiers": len(mine), "rows": len(strictest)})
             report.tables.append(
-                {"table": f"{pack.dataset}.{table}", "identities": len(ids), "found": found}
+                {
+                    "table": f"{pack.dataset}.{table}",
+                    "identities": len(ids),
+                    "found": found,
+                    "unlocated": len(set(hits) - located),
+                }
             )
     return report
 
 
+def _strictness(mode: Mode) -> int:
+    return 0 if mode is Mode.DELETE else 1
+
+
 def _repair(
     wh: Warehouse, pack: Pack, table: str, ids: Sequence[str], mode: Mode, out: VerifyReport
-) -> int:
-    """Erase the identities again, a chunk per request-sized step; rows erased."""
-    rows = 0
+) -> None:
+    """Erase the identities again with a request's own rows step, a chunk at a time (it
+    reads back what it erased, and fails if rows still name one)."""
     for start in range(0, len(ids), CHUNK):
         step = Report(mode)
         erase_table(wh, pack, table, frozenset(ids[start : start + CHUNK]), mode, step)
-        rows += sum(int(t["rows"]) for t in step.tables)
         out.rollups += step.rollups
-    return rows

@@ -123,8 +123,13 @@ class Loader:
         group: str = "loader",
         on_commit: Callable[[LoadResult], None] | None = None,
         after: Mapping[tuple[str, str], tuple[AfterInsert, ...]] | None = None,
+        fence: Callable[[], bool] | None = None,
     ) -> None:
         self.log = log
+        self.fence = fence
+        """False once this loader's partition lease may have lapsed (the pool's renewals
+        stopped): the loop then stops before its next commit rather than commit beside the
+        lease's next holder (:mod:`gristmill.load.pool`)."""
         self.warehouse = warehouse
         self.packs = dict(packs)
         self.settings = settings
@@ -387,6 +392,10 @@ class Loader:
                             self._rounds.notify_all()
                         self._maybe_prune()
                         continue
+                    if self.fence is not None and not self.fence():
+                        log.warning("%s: lease not renewed in time; stopping", self.group)
+                        self._stop.set()
+                        break
                     pending = pool.submit(self._read_and_build, built.load.last_offset, poll)
                     self._commit(built, defer=logs)
                     self._maybe_prune()

@@ -8,19 +8,28 @@ another process can take it over; a killed process's leases lapse and a live one
 partitions up. Two loaders never load one partition at once, so the warehouse's per-partition
 offset moves forward in one place only.
 
+**Fencing.** A lease renewed less than two thirds of its TTL ago is the loader's licence to
+commit: a loader whose renewals stopped (the pool's thread stalled, the broker unreachable)
+stops before its next commit instead of committing beside the lease's next holder. While the
+pool stops, its thread keeps renewing until every loader has stopped; only then are the
+leases released, partition 0 last, and a loader that did not stop in time keeps its lease
+until it lapses.
+
 On an engine whose loads are not transactions (``caps.transactions`` false: ClickHouse), two
 processes must not load one log at once even on different partitions: a rollup compaction
 built while another process appends would drop that part, and two processes could both find
 one event id fresh. There the pool is **exclusive**: it takes partition 0's lease first, then
 the others in order, and starts loading only once it holds them all; losing any lease stops
 every loader and releases the rest. So a second ``gristmill load`` waits as a standby instead
-of splitting the log. (The Kafka log grants every lease, so there it cannot enforce this.)
+of splitting the log. :meth:`LoaderPool.drain` takes every lease too, or refuses. (The Kafka
+log grants every lease, so there it cannot enforce this: the pool warns.)
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Mapping
 
 from gristmill.config import LoaderSettings
@@ -32,10 +41,18 @@ from gristmill.warehouse.base import AfterInsert, Warehouse
 
 log = logging.getLogger(__name__)
 
+FENCE_SHARE = 2 / 3
+"""A loader commits only while its lease was renewed less than this share of the TTL ago:
+the last third is the time a commit in flight has to finish before the lease can lapse."""
+
 
 class SplitLoads(ValueError):
     """``max_partitions`` below the log's partitions on an engine whose loads are not
     transactions: the rest of the log would have to load in another process."""
+
+
+class LeasesHeld(RuntimeError):
+    """An exclusive drain found a partition leased by another process."""
 
 
 def check_split(warehouse: Warehouse, partitions: int, max_partitions: int | None) -> None:
@@ -73,15 +90,34 @@ class LoaderPool:
         self.after = dict(after or {})
         check_split(warehouse, log.partitions, max_partitions)
         self.exclusive = not warehouse.caps.transactions
+        if self.exclusive and getattr(log, "grants_every_lease", False):
+            _warn_unenforced(log, warehouse)
         self.loaders: dict[int, Loader] = {}
         self._held: set[int] = set()
         """Partitions whose lease this pool holds: those it loads, and (exclusive) those it
         holds while it waits for the rest."""
+        self._renewed: dict[int, float] = {}
+        """Partition -> monotonic time just before its lease was last taken or renewed."""
+        self._closing = threading.Event()
+        """Set by :meth:`stop`: renew what is held, take nothing new."""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def _loader(self, partition: int) -> Loader:
+    def _fence(self, partition: int) -> bool:
+        """Whether the partition's loader may still commit (see the module docstring)."""
+        at = self._renewed.get(partition)
+        window = self.log.lease_ttl_s * FENCE_SHARE
+        return at is not None and time.monotonic() - at < window
+
+    def _claim(self, partition: int, *, take: bool) -> bool:
+        t = time.monotonic()
+        ok = (self.log.lease if take else self.log.lease_held)(self.group, partition)
+        if ok:
+            self._renewed[partition] = t
+        return ok
+
+    def _loader(self, partition: int, *, fenced: bool = True) -> Loader:
         return Loader(
             self.log.view(partition),
             self.warehouse,
@@ -89,22 +125,29 @@ class LoaderPool:
             self.settings,
             group=partition_group(self.group, partition),
             after=self.after,
+            fence=(lambda: self._fence(partition)) if fenced else None,
         )
 
     def balance(self) -> None:
         """Renew held leases (stopping loaders whose lease is gone), then take free
         partitions up to ``max_partitions`` (exclusive: all of them, in order)."""
         with self._lock:
-            lost = [p for p in sorted(self._held) if not self.log.lease_held(self.group, p)]
+            lost = [p for p in sorted(self._held) if not self._claim(p, take=False)]
             if lost and self.exclusive:
                 log.warning("lease on partition %d lost; stopping every loader", lost[0])
-                self._release(lost, give_up=False)
-                self._release(sorted(self._held))
+                self._release(lost, lost=True)
+                self._release(sorted(self._held, reverse=True))
             for p in lost if not self.exclusive else ():
                 log.warning("lease on partition %d lost; stopping its loader", p)
-                self._release([p], give_up=False)
-            if self._stop.is_set():
-                return
+                self._release([p], lost=True)
+            if self._stop.is_set() or self._closing.is_set() or (lost and self.exclusive):
+                return  # (exclusive: compete again next round, not with what was just freed)
+            for p, loader in list(self.loaders.items()):
+                if not loader.alive:  # fenced while renewals stalled; the lease is ours again
+                    log.warning("partition %d's loader had stopped; starting it again", p)
+                    loader.log.close()
+                    del self.loaders[p]
+                    self._start(p)
             if self.exclusive:
                 self._take_all()
             else:
@@ -114,9 +157,9 @@ class LoaderPool:
         for p in range(self.log.partitions):
             if len(self._held) >= self.max_partitions:
                 break
-            if p not in self._held and self.log.lease(self.group, p):
+            if p not in self._held and self._claim(p, take=True):
+                self._start(p)  # a start that fails leaves the lease to the next round
                 self._held.add(p)
-                self._start(p)
 
     def _take_all(self) -> None:
         """Partition 0 first, then the others in order; the first one not free ends the
@@ -126,7 +169,7 @@ class LoaderPool:
         before = len(self._held)
         for p in range(self.log.partitions):
             if p not in self._held:
-                if not self.log.lease(self.group, p):
+                if not self._claim(p, take=True):
                     break
                 self._held.add(p)
         if len(self._held) < self.log.partitions:
@@ -151,23 +194,28 @@ class LoaderPool:
         log.info("loading partition %d of %s", partition, self.log.log_id)
 
     def _release(
-        self, partitions: list[int], timeout_s: float = 30.0, *, give_up: bool = True
+        self, partitions: list[int], timeout_s: float = 30.0, *, lost: bool = False
     ) -> None:
-        """Stop the partitions' loaders (a loader stops after its batch in flight), then,
-        with ``give_up``, release their leases (a lease already lost has nothing to release;
-        one that cannot be released lapses by itself)."""
+        """Stop the partitions' loaders (a loader stops after its batch in flight), then
+        release their leases; one that cannot be released lapses by itself. A ``lost`` lease
+        is released too, quietly, so the log forgets it (NATS caches a lease it took and
+        would vouch for it again without asking the broker). A loader still running after
+        ``timeout_s`` keeps its lease until it lapses: its fence stops it before then."""
         for p in partitions:
             loader = self.loaders.pop(p, None)
+            self._held.discard(p)
             if loader is not None:
                 loader.stop(timeout_s)
+                if loader.alive:
+                    log.warning("partition %d's loader did not stop; its lease will lapse", p)
+                    continue
                 loader.log.close()
-            self._held.discard(p)
-            if not give_up:
-                continue
+            self._renewed.pop(p, None)
             try:
                 self.log.release(self.group, p)
             except Exception:
-                log.exception("releasing partition %d failed", p)
+                if not lost:
+                    log.exception("releasing partition %d failed", p)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -182,10 +230,30 @@ class LoaderPool:
         self._thread.start()
 
     def drain(self, timeout_s: float = 60.0) -> None:
-        """Load every partition until empty, in this thread (tests, CLI)."""
-        for p in range(self.log.partitions):
-            loader = self.loaders.get(p) or self._loader(p)
-            loader.drain(timeout_s)
+        """Load every partition until empty, in this thread (tests, CLI). Exclusive: with
+        every partition's lease, taken here unless this pool holds it already."""
+        taken: list[int] = []
+        if self.exclusive:
+            with self._lock:
+                for p in range(self.log.partitions):
+                    if p in self._held:
+                        continue
+                    if not self.log.lease(self.group, p):
+                        for q in reversed(taken):
+                            self.log.release(self.group, q)
+                        raise LeasesHeld(
+                            f"partition {p} of {self.log.log_id} is leased by another process, "
+                            f"which loads these events ({self.warehouse.name} loads are not "
+                            "transactions: one process at a time)"
+                        )
+                    taken.append(p)
+        try:
+            for p in range(self.log.partitions):
+                loader = self.loaders.get(p) or self._loader(p, fenced=False)
+                loader.drain(timeout_s)
+        finally:
+            for p in reversed(taken):
+                self.log.release(self.group, p)
 
     @property
     def alive(self) -> bool:
@@ -211,11 +279,26 @@ class LoaderPool:
 
     def stop(self, timeout_s: float = 30.0, *, drain_s: float = 0.0) -> None:
         """Stop every partition's loader; with ``drain_s`` > 0 they first load what their
-        partitions hold, all at once, for up to that long in all (see :meth:`Loader.stop`)."""
+        partitions hold, all at once, for up to that long in all (see :meth:`Loader.stop`).
+        The pool's thread renews the leases until the loaders have stopped."""
+        self._closing.set()
+        with self._lock:
+            live = [x for x in self.loaders.values() if x.alive]
+        if drain_s > 0 and live:
+            finish_drain(self.log.log_id, [(x, x.drain_mark()) for x in live], drain_s)
+        for loader in live:
+            loader.stop(timeout_s)
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
         with self._lock:
-            if drain_s > 0 and (live := [x for x in self.loaders.values() if x.alive]):
-                finish_drain(self.log.log_id, [(x, x.drain_mark()) for x in live], drain_s)
-            self._release(sorted(self._held | set(self.loaders)), timeout_s)
+            self._release(sorted(self._held | set(self.loaders), reverse=True), timeout_s)
+
+
+def _warn_unenforced(log_: PartitionedLog, warehouse: Warehouse) -> None:
+    log.warning(
+        "%s grants every lease, so one loader process per log cannot be enforced: run a "
+        "single `gristmill load` against %s (its loads are not transactions)",
+        log_.log_id,
+        warehouse.name,
+    )

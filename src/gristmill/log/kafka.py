@@ -33,6 +33,8 @@ from gristmill.log.broker import BrokerLog, PartitionReader, record_from, record
 
 class KafkaLog(BrokerLog):
     name = "kafka"
+    grants_every_lease = True
+    """Read by the loader pool: exclusivity over this log cannot be enforced by leases."""
 
     def __init__(self, cfg: KafkaLogSettings) -> None:
         super().__init__(

@@ -83,11 +83,20 @@ def request_erasure(rt: RuntimeDep, principal: EraserDep, body: ErasureBody) -> 
     "/v1/erasure/verify",
     summary="Find rows that still name an erased subject; erase them again with repair=true",
 )
-def erasure_verify(rt: RuntimeDep, principal: EraserDep, repair: bool = False) -> Response:
+def erasure_verify(
+    rt: RuntimeDep,
+    principal: EraserDep,
+    repair: bool = False,
+    pack: Annotated[str | None, Query(max_length=64)] = None,
+) -> Response:
     """Every distinct identity in the pack tables is hashed and looked up among the erased
     subjects (whose requests are not pending or running); the answer counts per table and
-    mode what still names one, never an identifier."""
-    report = rt.governance.verify_erasures(repair=repair, actor=_actor(principal))
+    mode what still names one, never an identifier. A key of one pack reaches that pack
+    only; the operator every pack, or the one named."""
+    names = None
+    if principal.pack is not None or pack is not None:
+        names = [rt.roles.pack_for(principal, pack).name]
+    report = rt.governance.verify_erasures(repair=repair, actor=_actor(principal), packs=names)
     return JSONBytes(report.as_dict())
 
 
