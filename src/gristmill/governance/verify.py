@@ -14,8 +14,9 @@ buckets they fed, then the read-back), in the mode their subject was erased with
 names tables and counts, never an identifier. Subjects a pending or running request names are
 left to that request.
 
-Cost: one ``DISTINCT`` per identity column per table, and for packs with subject properties
-the distinct ``properties`` texts that mention one of them, hashed in this process.
+Cost: one ``DISTINCT`` per identity column per table and per subject property (extracted in
+SQL on DuckDB, PostgreSQL and ClickHouse; elsewhere the distinct ``properties`` texts that
+mention one are read and decoded here), then one HMAC per distinct value.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from gristmill.core.subjects import SUBJECT_KEYS, Mode, SuppressionSet
 from gristmill.governance.erasure import CHUNK, Report, candidates, erase_table
 from gristmill.pack.models import Pack
 from gristmill.sql.ddl import table_ref
-from gristmill.sql.types import Logical, sql_type
+from gristmill.sql.types import Logical, json_text, sql_type
 from gristmill.warehouse.base import Warehouse
 
 
@@ -81,8 +82,14 @@ def identities(wh: Warehouse, pack: Pack, table: str) -> set[str]:
         q = exp.select(col).distinct().from_(ref).where(exp.not_(col.copy().is_(exp.null())))
         out |= _values(wh.query(q).column(0).to_pylist())
     props = pack.spec.governance.subject_properties
-    if props:
-        # The portable search erasure uses too: the properties as text, then JSON here.
+    extracted = [e for k in props if (e := json_text("properties", k, wh.dialect)) is not None]
+    if len(extracted) == len(props):
+        for e in extracted:
+            q = exp.select(e).distinct().from_(ref).where(exp.not_(e.copy().is_(exp.null())))
+            out |= _values(wh.query(q).column(0).to_pylist())
+    else:
+        # Elsewhere the portable search erasure uses too: the properties as text, decoded
+        # here (every row whose properties mention a key is read).
         text = exp.Cast(
             this=exp.column("properties", quoted=True), to=sql_type(Logical.TEXT, wh.dialect)
         )

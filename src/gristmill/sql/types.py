@@ -154,3 +154,17 @@ def array_type(t: Logical | ColumnType, dialect: str) -> exp.DataType:
     lt = _FROM_COLUMN[t] if isinstance(t, ColumnType) else t
     tm = TYPES[dialect]
     return exp.DataType.build(tm.array.format(tm.names[lt]), dialect=dialect)
+
+
+def json_text(column: str, key: str, dialect: str) -> exp.Expr | None:
+    """A top-level key of a JSON column as text, in SQL, on the engines whose stored JSON type
+    this is written for and tested against (DuckDB ``JSON``, PostgreSQL ``JSONB``, ClickHouse
+    ``String``); None elsewhere, where callers read the text and decode it themselves.
+    ``key`` comes from a pack (``subject_properties``), never from a request."""
+    col = exp.column(column, quoted=True)
+    if dialect == "postgres":
+        return exp.JSONBExtractScalar(this=col, expression=exp.Literal.string("{" + key + "}"))
+    if dialect in ("duckdb", "clickhouse"):
+        path = exp.JSONPath(expressions=[exp.JSONPathRoot(), exp.JSONPathKey(this=key)])
+        return exp.JSONExtractScalar(this=col, expression=path)
+    return None
