@@ -236,6 +236,21 @@ def test_a_value_escaped_by_another_writer_is_found_and_erased(
     assert int(left.column("n")[0].as_py()) == 0
 
 
+@pytest.mark.parametrize("in_sql", [True, False], ids=["extracted-in-sql", "text-decoded"])
+def test_a_number_where_a_subject_property_was_expected_names_nobody(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch, in_sql: bool
+) -> None:
+    """The collector and erasure match subject properties as strings only; verify agrees,
+    on either path, so a number equal to an erased id keeps the report clean."""
+    if not in_sql:
+        monkeypatch.setattr("gristmill.governance.verify.json_text", lambda *a: None)
+    rt.governance.request_erasure(Subject(("4711",), (), ()), Mode.DELETE, "t")
+    rt.governance.run_pending()
+    _insert_raw_properties(rt, "tool-3", '{"email": 4711}')
+    report = rt.governance.verify_erasures().as_dict()
+    assert report["clean"], report
+
+
 def test_an_identifier_whose_rows_cannot_be_located_keeps_the_report_unclean(
     rt: Runtime,
 ) -> None:

@@ -175,6 +175,29 @@ def test_an_exclusive_drain_takes_every_lease_or_refuses(tmp_path: Path, chdb: W
         other.close()
 
 
+def test_a_replaced_loader_can_never_commit_again(tmp_path: Path, duckdb: Warehouse) -> None:
+    """Each loader's licence is its own: after its partition was released and taken again,
+    the old loader's fence stays shut although the partition's lease is fresh, so a loader
+    that outlived its stop (a read in flight) cannot commit beside its successor."""
+    lg = parts(tmp_path)
+    p = pool(lg, duckdb)
+    try:
+        p.balance()
+        old = p.loaders[0]
+        assert old.fence is not None
+        assert old.fence()
+        p._release([0])
+        p.balance()
+        new = p.loaders[0]
+        assert new is not old
+        assert new.fence is not None
+        assert new.fence()
+        assert not old.fence()
+    finally:
+        p.stop(5)
+        lg.close()
+
+
 def test_a_loader_whose_lease_was_not_renewed_stops_before_it_commits(tmp_path: Path) -> None:
     """The fence: renewals that stalled (here: marked two TTLs old) stop the loaders before
     their next commit, so nothing loads; the next renewal round starts them again."""

@@ -295,7 +295,10 @@ def erase_table(
     gov = pack.spec.governance
     rows = [r for r in found if names_subject(r, ids, gov.subject_properties)]
     where = query.args["where"].this
-    exact = (where, params) if len(rows) == len(found) else None
+    # One delete by the search itself only when it is exact by construction (identity
+    # columns by value): a text pattern can also match a row loaded meanwhile that merely
+    # contains the value, so with subject properties the rows found are deleted by key.
+    exact = (where, params) if len(rows) == len(found) and not gov.subject_properties else None
     if not rows:
         report.tables.append({"table": f"{pack.dataset}.{table}", "rows": 0, "action": "none"})
         return

@@ -45,6 +45,10 @@ TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
 """Serialization failure, deadlock, lock not available: another writer got in the way."""
 
 
+class LeaseLapsed(RuntimeError):
+    """A commit refused by the loader's fence: its partition lease may have lapsed."""
+
+
 def transient(exc: BaseException) -> bool:
     """Whether a failed commit lost a race with another writer (concurrent loaders on one
     warehouse) rather than being refused for its rows. Such a batch is retried as it is:
@@ -128,7 +132,8 @@ class Loader:
         self.log = log
         self.fence = fence
         """False once this loader's partition lease may have lapsed (the pool's renewals
-        stopped): the loop then stops before its next commit rather than commit beside the
+        stopped, or it handed the partition on): every commit (loop, drain, isolation) is
+        refused with :class:`LeaseLapsed`, and the loop stops, rather than commit beside the
         lease's next holder (:mod:`gristmill.load.pool`)."""
         self.warehouse = warehouse
         self.packs = dict(packs)
@@ -247,6 +252,8 @@ class Loader:
         a load when run in line. That is safe because the warehouse's offset is the position
         (see :meth:`_position`): a log commit that lags, fails or is lost to a crash re-reads
         nothing, and the next one frees the same records."""
+        if self.fence is not None and not self.fence():
+            raise LeaseLapsed(f"{self.group}: the partition's lease was not renewed in time")
         started = time.perf_counter()
         self._committing = True
         try:
@@ -313,6 +320,8 @@ class Loader:
                     [entry], self.packs, log_id=self.log_id, group=self.group, after=self.after
                 )
                 self._commit(_Built(load, entry.record.count, 0.0))
+            except LeaseLapsed:
+                raise  # says nothing about the rows
             except Exception as exc:  # the warehouse refused this entry's rows
                 if transient(exc):
                     raise  # a lock conflict says nothing about the rows: retry, never quarantine
@@ -392,13 +401,13 @@ class Loader:
                             self._rounds.notify_all()
                         self._maybe_prune()
                         continue
-                    if self.fence is not None and not self.fence():
-                        log.warning("%s: lease not renewed in time; stopping", self.group)
-                        self._stop.set()
-                        break
                     pending = pool.submit(self._read_and_build, built.load.last_offset, poll)
                     self._commit(built, defer=logs)
                     self._maybe_prune()
+                except LeaseLapsed:
+                    log.warning("%s: lease not renewed in time; stopping", self.group)
+                    self._stop.set()
+                    break
                 except Exception as exc:  # keep the loop alive; the batch stays in the log
                     if pending is not None:
                         with contextlib.suppress(Exception):
@@ -446,6 +455,10 @@ class Loader:
                     return False
                 self._rounds.wait(min(left, 0.1))
         return self.stats.failures == mark.failures
+
+    def request_stop(self) -> None:
+        """Ask the loop to stop after its batch in flight, without waiting for it."""
+        self._stop.set()
 
     def stop(self, timeout_s: float = 30.0, *, drain_s: float = 0.0) -> None:
         """Stop the loop; with ``drain_s`` > 0, first load what the log holds (for up to that

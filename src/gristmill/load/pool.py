@@ -27,10 +27,11 @@ log grants every lease, so there it cannot enforce this: the pool warns.)
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from gristmill.config import LoaderSettings
 from gristmill.load.loader import Loader, LoaderStats, finish_drain
@@ -77,7 +78,7 @@ class LoaderPool:
         *,
         group: str = "loader",
         max_partitions: int | None = None,
-        lease_every_s: float = 2.0,
+        lease_every_s: float | None = None,
         after: Mapping[tuple[str, str], tuple[AfterInsert, ...]] | None = None,
     ) -> None:
         self.log = log
@@ -86,7 +87,8 @@ class LoaderPool:
         self.settings = settings
         self.group = group
         self.max_partitions = max_partitions or log.partitions
-        self.lease_every_s = lease_every_s
+        self.lease_every_s = lease_every_s or max(log.lease_ttl_s / 3, 0.05)
+        """Renewal period: a third of the TTL by default, inside the fence's window."""
         self.after = dict(after or {})
         check_split(warehouse, log.partitions, max_partitions)
         self.exclusive = not warehouse.caps.transactions
@@ -98,14 +100,19 @@ class LoaderPool:
         holds while it waits for the rest."""
         self._renewed: dict[int, float] = {}
         """Partition -> monotonic time just before its lease was last taken or renewed."""
+        self._tokens: dict[int, object] = {}
+        """Partition -> the token of the one loader allowed to commit it: a loader that was
+        stopped (or outlived its stop) keeps a token nobody vouches for any more."""
+        self._stopping: list[tuple[int, Loader]] = []
+        """Loaders asked to stop that had not stopped yet: no other starts on their partition
+        until they have."""
         self._closing = threading.Event()
         """Set by :meth:`stop`: renew what is held, take nothing new."""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def _fence(self, partition: int) -> bool:
-        """Whether the partition's loader may still commit (see the module docstring)."""
+    def _fresh(self, partition: int) -> bool:
         at = self._renewed.get(partition)
         window = self.log.lease_ttl_s * FENCE_SHARE
         return at is not None and time.monotonic() - at < window
@@ -117,7 +124,7 @@ class LoaderPool:
             self._renewed[partition] = t
         return ok
 
-    def _loader(self, partition: int, *, fenced: bool = True) -> Loader:
+    def _loader(self, partition: int, fence: Callable[[], bool] | None) -> Loader:
         return Loader(
             self.log.view(partition),
             self.warehouse,
@@ -125,13 +132,15 @@ class LoaderPool:
             self.settings,
             group=partition_group(self.group, partition),
             after=self.after,
-            fence=(lambda: self._fence(partition)) if fenced else None,
+            fence=fence,
         )
 
     def balance(self) -> None:
-        """Renew held leases (stopping loaders whose lease is gone), then take free
-        partitions up to ``max_partitions`` (exclusive: all of them, in order)."""
+        """Renew held leases (stopping loaders whose lease is gone), take free partitions up
+        to ``max_partitions`` (exclusive: all of them, in order), and start a loader for each
+        held partition that has none running."""
         with self._lock:
+            self._reap()
             lost = [p for p in sorted(self._held) if not self._claim(p, take=False)]
             if lost and self.exclusive:
                 log.warning("lease on partition %d lost; stopping every loader", lost[0])
@@ -142,80 +151,106 @@ class LoaderPool:
                 self._release([p], lost=True)
             if self._stop.is_set() or self._closing.is_set() or (lost and self.exclusive):
                 return  # (exclusive: compete again next round, not with what was just freed)
-            for p, loader in list(self.loaders.items()):
-                if not loader.alive:  # fenced while renewals stalled; the lease is ours again
-                    log.warning("partition %d's loader had stopped; starting it again", p)
-                    loader.log.close()
-                    del self.loaders[p]
-                    self._start(p)
             if self.exclusive:
                 self._take_all()
             else:
                 self._take_free()
+            self._run_held()
 
     def _take_free(self) -> None:
         for p in range(self.log.partitions):
             if len(self._held) >= self.max_partitions:
                 break
             if p not in self._held and self._claim(p, take=True):
-                self._start(p)  # a start that fails leaves the lease to the next round
                 self._held.add(p)
 
     def _take_all(self) -> None:
         """Partition 0 first, then the others in order; the first one not free ends the
         round (holding what was taken: another exclusive pool cannot hold a later partition
-        without partition 0 for longer than it takes to see it lost). Loaders start only
-        once every lease is held."""
+        without partition 0 for longer than it takes to see it lost)."""
         before = len(self._held)
         for p in range(self.log.partitions):
             if p not in self._held:
                 if not self._claim(p, take=True):
                     break
                 self._held.add(p)
-        if len(self._held) < self.log.partitions:
-            if self._held and len(self._held) != before:
-                log.info(
-                    "holding %d of %d partitions of %s; loading starts when this process "
-                    "holds them all (%s loads are not transactions)",
-                    len(self._held),
-                    self.log.partitions,
-                    self.log.log_id,
-                    self.warehouse.name,
-                )
+        if self._held and before != len(self._held) < self.log.partitions:
+            log.info(
+                "holding %d of %d partitions of %s; loading starts when this process holds "
+                "them all (%s loads are not transactions)",
+                len(self._held),
+                self.log.partitions,
+                self.log.log_id,
+                self.warehouse.name,
+            )
+
+    def _run_held(self) -> None:
+        """A running loader for every held partition (exclusive: once all are held). One
+        that stopped (fenced while renewals stalled) is replaced; one that fails to start is
+        tried again next round."""
+        if self.exclusive and len(self._held) < self.log.partitions:
             return
-        for p in range(self.log.partitions):
-            if p not in self.loaders:
+        for p in sorted(self._held):
+            loader = self.loaders.get(p)
+            if loader is not None and loader.alive:
+                continue
+            if loader is not None:
+                log.warning("partition %d's loader had stopped; starting it again", p)
+                self._tokens.pop(p, None)
+                loader.log.close()
+                del self.loaders[p]
+            if any(q == p for q, _ in self._stopping):
+                continue  # the last one is still on its way out
+            try:
                 self._start(p)
+            except Exception:
+                log.exception("starting partition %d's loader failed", p)
 
     def _start(self, partition: int) -> None:
-        loader = self._loader(partition)
-        loader.start()
+        token = object()
+        loader = self._loader(
+            partition, lambda: self._tokens.get(partition) is token and self._fresh(partition)
+        )
+        self._tokens[partition] = token  # before the loop can reach its first commit
+        try:
+            loader.start()
+        except BaseException:
+            self._tokens.pop(partition, None)
+            raise
         self.loaders[partition] = loader
         log.info("loading partition %d of %s", partition, self.log.log_id)
 
-    def _release(
-        self, partitions: list[int], timeout_s: float = 30.0, *, lost: bool = False
-    ) -> None:
-        """Stop the partitions' loaders (a loader stops after its batch in flight), then
-        release their leases; one that cannot be released lapses by itself. A ``lost`` lease
-        is released too, quietly, so the log forgets it (NATS caches a lease it took and
-        would vouch for it again without asking the broker). A loader still running after
-        ``timeout_s`` keeps its lease until it lapses: its fence stops it before then."""
+    def _release(self, partitions: list[int], join_s: float = 0.2, *, lost: bool = False) -> None:
+        """Withdraw the partitions' loaders' licence to commit (their token), ask them to
+        stop, and release the leases. A loader still running after ``join_s`` (a read in
+        flight) is reaped later: without its token it can no longer commit. A ``lost`` lease
+        is released too, quietly, so the log forgets it (NATS caches a lease it took)."""
         for p in partitions:
-            loader = self.loaders.pop(p, None)
-            self._held.discard(p)
-            if loader is not None:
-                loader.stop(timeout_s)
-                if loader.alive:
-                    log.warning("partition %d's loader did not stop; its lease will lapse", p)
-                    continue
-                loader.log.close()
+            self._tokens.pop(p, None)
             self._renewed.pop(p, None)
+            self._held.discard(p)
+            loader = self.loaders.pop(p, None)
+            if loader is not None:
+                loader.request_stop()
+                loader.stop(join_s)
+                if loader.alive:
+                    self._stopping.append((p, loader))
+                else:
+                    loader.log.close()
             try:
                 self.log.release(self.group, p)
             except Exception:
                 if not lost:
                     log.exception("releasing partition %d failed", p)
+
+    def _reap(self) -> None:
+        keep = []
+        for p, loader in self._stopping:
+            if loader.alive:
+                keep.append((p, loader))
+            else:
+                loader.log.close()
+        self._stopping = keep
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -231,28 +266,51 @@ class LoaderPool:
 
     def drain(self, timeout_s: float = 60.0) -> None:
         """Load every partition until empty, in this thread (tests, CLI). Exclusive: with
-        every partition's lease, taken here unless this pool holds it already."""
+        every partition's lease, taken here (unless this pool holds it) and renewed while the
+        drain commits; a lease lost meanwhile fails the drain (:class:`LeaseLapsed`)."""
+        fence: Callable[[], bool] | None = None
         taken: list[int] = []
         if self.exclusive:
-            with self._lock:
-                for p in range(self.log.partitions):
-                    if p in self._held:
-                        continue
-                    if not self.log.lease(self.group, p):
-                        for q in reversed(taken):
-                            self.log.release(self.group, q)
-                        raise LeasesHeld(
-                            f"partition {p} of {self.log.log_id} is leased by another process, "
-                            f"which loads these events ({self.warehouse.name} loads are not "
-                            "transactions: one process at a time)"
-                        )
-                    taken.append(p)
+            try:
+                with self._lock:
+                    for p in range(self.log.partitions):
+                        if p not in self._held:
+                            if not self._claim(p, take=True):
+                                raise LeasesHeld(
+                                    f"partition {p} of {self.log.log_id} is leased by another "
+                                    f"process, which loads these events ({self.warehouse.name} "
+                                    "loads are not transactions: one process at a time)"
+                                )
+                            taken.append(p)
+            except BaseException:
+                self._give_back(taken)
+                raise
+            fence = self._renewing(taken)
         try:
             for p in range(self.log.partitions):
-                loader = self.loaders.get(p) or self._loader(p, fenced=False)
+                loader = self.loaders.get(p) or self._loader(p, fence)
                 loader.drain(timeout_s)
         finally:
-            for p in reversed(taken):
+            self._give_back(taken)
+
+    def _renewing(self, taken: list[int]) -> Callable[[], bool]:
+        """A fence for a drain's loaders that renews the leases the drain took (at most once
+        per renewal period) and says whether all are still held."""
+        last = [time.monotonic()]
+
+        def fence() -> bool:
+            if time.monotonic() - last[0] >= self.lease_every_s:
+                last[0] = time.monotonic()
+                if not all(self._claim(p, take=False) for p in taken):
+                    return False
+            return all(self._fresh(p) for p in taken)
+
+        return fence
+
+    def _give_back(self, taken: list[int]) -> None:
+        for p in reversed(taken):
+            self._renewed.pop(p, None)
+            with contextlib.suppress(Exception):  # it lapses by itself
                 self.log.release(self.group, p)
 
     @property
@@ -280,19 +338,23 @@ class LoaderPool:
     def stop(self, timeout_s: float = 30.0, *, drain_s: float = 0.0) -> None:
         """Stop every partition's loader; with ``drain_s`` > 0 they first load what their
         partitions hold, all at once, for up to that long in all (see :meth:`Loader.stop`).
-        The pool's thread renews the leases until the loaders have stopped."""
+        The pool's thread renews the leases until the loaders have stopped; then the leases
+        are released, partition 0 last."""
         self._closing.set()
         with self._lock:
             live = [x for x in self.loaders.values() if x.alive]
         if drain_s > 0 and live:
             finish_drain(self.log.log_id, [(x, x.drain_mark()) for x in live], drain_s)
         for loader in live:
-            loader.stop(timeout_s)
+            loader.request_stop()
+        deadline = time.monotonic() + timeout_s
+        for loader in live:
+            loader.stop(max(0.0, deadline - time.monotonic()))
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
         with self._lock:
-            self._release(sorted(self._held | set(self.loaders), reverse=True), timeout_s)
+            self._release(sorted(self._held | set(self.loaders), reverse=True))
 
 
 def _warn_unenforced(log_: PartitionedLog, warehouse: Warehouse) -> None:

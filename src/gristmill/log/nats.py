@@ -171,7 +171,9 @@ class NATSLog(BrokerLog):
 
     async def _lease(self, group: str, partition: int) -> bool:
         key = f"{group}.p{partition}"
-        if (group, partition) in self._leases:
+        # Ours as far as this process knows: renewed in the bucket, not taken from the cache
+        # (a lease lost while the broker was unreachable is still cached).
+        if (group, partition) in self._leases and await self._lease_held(group, partition):
             return True
         try:
             rev = await self.kv.create(key, self._holder.encode())

@@ -8,6 +8,7 @@ and a sum of 64-bit integers needs a wider type whose name differs everywhere.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -156,15 +157,32 @@ def array_type(t: Logical | ColumnType, dialect: str) -> exp.DataType:
     return exp.DataType.build(tm.array.format(tm.names[lt]), dialect=dialect)
 
 
+_PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
 def json_text(column: str, key: str, dialect: str) -> exp.Expr | None:
-    """A top-level key of a JSON column as text, in SQL, on the engines whose stored JSON type
-    this is written for and tested against (DuckDB ``JSON``, PostgreSQL ``JSONB``, ClickHouse
-    ``String``); None elsewhere, where callers read the text and decode it themselves.
-    ``key`` comes from a pack (``subject_properties``), never from a request."""
+    """A top-level key of a JSON column as text when its value is a JSON string (NULL for a
+    number, an object, null or a missing key), in SQL, on the engines whose stored JSON type
+    this is written for and tested against (DuckDB ``JSON``, PostgreSQL ``JSONB``,
+    ClickHouse ``String``); None elsewhere, or for a key that is not a plain name, where
+    callers read the text and decode it themselves. ``key`` comes from a pack."""
+    if not _PLAIN_KEY.match(key):
+        return None
     col = exp.column(column, quoted=True)
+    name = exp.Literal.string(key)
     if dialect == "postgres":
-        return exp.JSONBExtractScalar(this=col, expression=exp.Literal.string("{" + key + "}"))
-    if dialect in ("duckdb", "clickhouse"):
-        path = exp.JSONPath(expressions=[exp.JSONPathRoot(), exp.JSONPathKey(this=key)])
-        return exp.JSONExtractScalar(this=col, expression=path)
-    return None
+        value = exp.func("jsonb_extract_path", col.copy(), name.copy())
+        is_text = exp.func("jsonb_typeof", value).eq(exp.Literal.string("string"))
+        text: exp.Expr = exp.func("jsonb_extract_path_text", col, name)
+    elif dialect == "duckdb":
+        path = exp.Literal.string(f"$.{key}")
+        is_text = exp.func("json_type", col.copy(), path.copy()).eq(exp.Literal.string("VARCHAR"))
+        text = exp.func("json_extract_string", col, path)
+    elif dialect == "clickhouse":
+        is_text = exp.Anonymous(this="JSONType", expressions=[col.copy(), name.copy()]).eq(
+            exp.Literal.string("String")
+        )
+        text = exp.Anonymous(this="JSONExtractString", expressions=[col, name])
+    else:
+        return None
+    return exp.Case(ifs=[exp.If(this=is_text, true=text)])
