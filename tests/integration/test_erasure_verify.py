@@ -341,3 +341,17 @@ def test_the_endpoint_needs_erasure_write_and_the_cli_exits_1_on_findings(
     res = runner.invoke(cli, args)
     assert res.exit_code == 0, res.output
     assert "found: 0" in res.output
+
+
+def test_a_list_where_a_subject_property_was_expected_does_not_fail_the_request(
+    rt: Runtime,
+) -> None:
+    """A row whose subject property holds a list that contains the erased value as text:
+    the search finds it, and deciding whether it names the subject must not raise."""
+    _insert_raw_properties(rt, "tool-4", json.dumps({"email": [EMAIL]}))
+    rid = rt.governance.request_erasure(Subject((), (), (EMAIL,)), Mode.DELETE, "t")
+    rt.governance.run_pending()
+    record = rt.governance.status(rid)
+    assert record is not None
+    assert record.status == "completed", record.error
+    assert rt.governance.verify_erasures().as_dict()["clean"]

@@ -152,7 +152,11 @@ def names_subject(
         props = msgspec.json.decode(str(row["properties"]))
     except msgspec.DecodeError:
         return False
-    return isinstance(props, dict) and any(props.get(k) in ids for k in subject_props)
+    if not isinstance(props, dict):
+        return False
+    # Strings only, as the collector matches them: a list or an object is no identifier (and
+    # is not hashable: ``in`` would raise).
+    return any(isinstance(v := props.get(k), str) and v in ids for k in subject_props)
 
 
 def _key(i: int, row: Mapping[str, Any], params: dict[str, Any]) -> exp.Expr:
