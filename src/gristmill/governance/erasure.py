@@ -141,22 +141,28 @@ def spellings(value: str) -> set[str]:
     return {f.replace("\\", "_") for f in forms}
 
 
-def names_subject(
+def named_ids(
     row: Mapping[str, Any], ids: frozenset[str], subject_props: Sequence[str]
-) -> bool:
-    if row.get("user_id") in ids or row.get("anonymous_id") in ids:
-        return True
+) -> set[str]:
+    """The identifiers among ``ids`` a row names: its identity columns, and its subject
+    properties when they hold that identifier as a string (as the collector matches them: a
+    list or an object is no identifier)."""
+    out = {v for v in (row.get("user_id"), row.get("anonymous_id")) if v in ids}
     if not subject_props or row.get("properties") is None:
-        return False
+        return out
     try:
         props = msgspec.json.decode(str(row["properties"]))
     except msgspec.DecodeError:
-        return False
-    if not isinstance(props, dict):
-        return False
-    # Strings only, as the collector matches them: a list or an object is no identifier (and
-    # is not hashable: ``in`` would raise).
-    return any(isinstance(v := props.get(k), str) and v in ids for k in subject_props)
+        return out
+    if isinstance(props, dict):
+        out |= {v for k in subject_props if isinstance(v := props.get(k), str) and v in ids}
+    return out
+
+
+def names_subject(
+    row: Mapping[str, Any], ids: frozenset[str], subject_props: Sequence[str]
+) -> bool:
+    return bool(named_ids(row, ids, subject_props))
 
 
 def _key(i: int, row: Mapping[str, Any], params: dict[str, Any]) -> exp.Expr:

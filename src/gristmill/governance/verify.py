@@ -29,7 +29,7 @@ import msgspec
 from sqlglot import exp
 
 from gristmill.core.subjects import SUBJECT_KEYS, Mode, SuppressionSet
-from gristmill.governance.erasure import CHUNK, Report, candidates, erase_table
+from gristmill.governance.erasure import CHUNK, Report, candidates, erase_table, named_ids
 from gristmill.pack.models import Pack
 from gristmill.sql.ddl import table_ref
 from gristmill.sql.types import Logical, json_text, sql_type
@@ -106,19 +106,6 @@ def identities(wh: Warehouse, pack: Pack, table: str) -> set[str]:
     return out
 
 
-def _named(row: Mapping[str, Any], ids: frozenset[str], props: Sequence[str]) -> set[str]:
-    """The identifiers among ``ids`` a row names (identity columns, subject properties)."""
-    out = {v for v in (row.get("user_id"), row.get("anonymous_id")) if v in ids}
-    if props and row.get("properties") is not None:
-        try:
-            obj = msgspec.json.decode(str(row["properties"]))
-        except msgspec.DecodeError:
-            return out
-        if isinstance(obj, dict):
-            out |= {v for v in (obj.get(k) for k in props) if isinstance(v, str) and v in ids}
-    return out
-
-
 def _locate(
     wh: Warehouse, pack: Pack, table: str, hits: Mapping[str, Mode]
 ) -> dict[tuple[Any, ...], set[str]]:
@@ -133,7 +120,7 @@ def _locate(
         chunk = frozenset(ids[start : start + CHUNK])
         query, params = candidates(pack, table, sorted(chunk), wh.dialect, cols)
         for r in wh.query(query, params).to_pylist():
-            named = _named(r, chunk, props)
+            named = named_ids(r, chunk, props)
             if named:
                 rows.setdefault((r["event_id"], r["source"], r["event_type"]), set()).update(named)
     return rows
