@@ -10,10 +10,10 @@ directory) they call its API as the local operator; without one they open the fi
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
@@ -40,6 +40,9 @@ from gristmill.governance.erasure import Subject
 from gristmill.governance.service import ErasureRefused
 from gristmill.meta.governance import GovernanceStore
 from gristmill.meta.store import MetaStore
+
+if TYPE_CHECKING:
+    from gristmill.runtime import Runtime
 
 POLL_S = 0.2
 FINISHED = ("completed", "failed")
@@ -213,6 +216,22 @@ def erase(
         fail(f"erasure {record['request_id']} failed: {one_line(record.get('error') or '')}")
 
 
+def _post_or_run(
+    settings: Settings, path: str, here: Callable[[Runtime], dict[str, Any]], what: str
+) -> dict[str, Any]:
+    """A governance job's report: from the running server's API (``POST path``, as the
+    local operator), or run in this process when no server holds the files."""
+    client = running_server(settings)
+    if client is not None:
+        report: dict[str, Any] = api_call(lambda: client.post(path, None), client)
+        return report
+    with open_runtime(settings) as rt, err_console.status(f"{what} running"):
+        try:
+            return here(rt)
+        except Exception as exc:
+            fail(f"{what} failed: {type(exc).__name__}: {one_line(exc)}")
+
+
 # -- erasure status / list ---------------------------------------------------------------------
 @erasure_app.command("status")
 def erasure_status(
@@ -295,18 +314,13 @@ def erasure_verify(
 
     Exits 1 when rows were found and not repaired, or when an erased identifier appears
     whose rows the search could not locate (a check for cron or CI)."""
-    settings = make_settings(data_dir, pack)
-    client = running_server(settings)
-    report: dict[str, Any]
-    if client is not None:
-        flag = "true" if repair else "false"
-        report = api_call(lambda: client.post(f"/v1/erasure/verify?repair={flag}", None), client)
-    else:
-        with open_runtime(settings) as rt, err_console.status("hashing identities"):
-            try:
-                report = rt.governance.verify_erasures(repair=repair, actor="cli").as_dict()
-            except Exception as exc:
-                fail(f"verify failed: {type(exc).__name__}: {one_line(exc)}")
+    flag = "true" if repair else "false"
+    report = _post_or_run(
+        make_settings(data_dir, pack),
+        f"/v1/erasure/verify?repair={flag}",
+        lambda rt: rt.governance.verify_erasures(repair=repair, actor="cli").as_dict(),
+        "verify",
+    )
     if json:
         print_json(report)
     else:
@@ -347,18 +361,13 @@ def retention_run(
     json: JsonOpt = False,
 ) -> None:
     """Remove rows, partitions, rollup buckets and quarantine items past their retention."""
-    settings = make_settings(data_dir, pack)
-    client = running_server(settings)
-    report: dict[str, Any]
-    if client is not None:
-        flag = "true" if dry_run else "false"
-        report = api_call(lambda: client.post(f"/v1/retention/run?dry_run={flag}", None), client)
-    else:
-        with open_runtime(settings) as rt:
-            try:
-                report = rt.governance.run_retention(dry_run=dry_run, actor="cli").as_dict()
-            except Exception as exc:
-                fail(f"retention failed: {type(exc).__name__}: {one_line(exc)}")
+    flag = "true" if dry_run else "false"
+    report = _post_or_run(
+        make_settings(data_dir, pack),
+        f"/v1/retention/run?dry_run={flag}",
+        lambda rt: rt.governance.run_retention(dry_run=dry_run, actor="cli").as_dict(),
+        "retention",
+    )
     if json:
         print_json(report)
         return
