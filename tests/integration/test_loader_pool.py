@@ -9,6 +9,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,21 @@ def pool(lg: PartitionedSQLiteLog, wh: Warehouse, max_partitions: int | None = N
     return LoaderPool(lg, wh, packs, LoaderSettings(), group=GROUP, max_partitions=max_partitions)
 
 
+@contextmanager
+def beside_another(
+    tmp_path: Path, wh: Warehouse, max_partitions: int | None = None
+) -> Iterator[tuple[LoaderPool, PartitionedSQLiteLog]]:
+    """A pool, and another process's handle on the same log (its own lease holder)."""
+    other, lg = parts(tmp_path), parts(tmp_path)
+    p = pool(lg, wh, max_partitions)
+    try:
+        yield p, other
+    finally:
+        p.stop(5)
+        lg.close()
+        other.close()
+
+
 def provisioned(settings: Settings) -> Iterator[Warehouse]:
     wh = open_warehouse(settings)
     try:
@@ -60,29 +76,19 @@ def duckdb(tmp_path: Path) -> Iterator[Warehouse]:
 def test_a_transactional_engine_takes_free_partitions_one_by_one(
     tmp_path: Path, duckdb: Warehouse
 ) -> None:
-    other = parts(tmp_path)
-    lg = parts(tmp_path)
-    p = pool(lg, duckdb, max_partitions=1)
-    try:
+    with beside_another(tmp_path, duckdb, max_partitions=1) as (p, other):
         assert not p.exclusive
         assert other.lease(GROUP, 0)
         p.balance()
         assert set(p.loaders) == {1}  # partition 0 is taken: the next free one, up to one
         assert all(x.alive for x in p.loaders.values())
-    finally:
-        p.stop(5)
-        lg.close()
-        other.close()
 
 
 @pytest.mark.clickhouse
 def test_an_exclusive_pool_loads_only_once_it_holds_every_partition(
     tmp_path: Path, chdb: Warehouse
 ) -> None:
-    other = parts(tmp_path)
-    lg = parts(tmp_path)
-    p = pool(lg, chdb)
-    try:
+    with beside_another(tmp_path, chdb) as (p, other):
         assert p.exclusive
         assert other.lease(GROUP, 2)  # another process still holds the last partition
         p.balance()
@@ -94,10 +100,6 @@ def test_an_exclusive_pool_loads_only_once_it_holds_every_partition(
         p.balance()
         assert set(p.loaders) == {0, 1, 2}
         assert all(x.alive for x in p.loaders.values())
-    finally:
-        p.stop(5)
-        lg.close()
-        other.close()
 
 
 @pytest.mark.clickhouse
@@ -132,9 +134,7 @@ def lapse(d: Path, partition: int) -> None:
 def test_losing_one_lease_stops_every_loader_and_releases_the_others(
     tmp_path: Path, chdb: Warehouse
 ) -> None:
-    lg, other = parts(tmp_path), parts(tmp_path)  # leases for an hour
-    p = pool(lg, chdb)
-    try:
+    with beside_another(tmp_path, chdb) as (p, other):  # leases for an hour
         p.balance()
         loaders = list(p.loaders.values())
         assert len(loaders) == 3
@@ -151,17 +151,11 @@ def test_losing_one_lease_stops_every_loader_and_releases_the_others(
             other.release(GROUP, n)
         p.balance()
         assert set(p.loaders) == {0, 1, 2}
-    finally:
-        p.stop(5)
-        lg.close()
-        other.close()
 
 
 @pytest.mark.clickhouse
 def test_an_exclusive_drain_takes_every_lease_or_refuses(tmp_path: Path, chdb: Warehouse) -> None:
-    lg, other = parts(tmp_path), parts(tmp_path)
-    p = pool(lg, chdb)
-    try:
+    with beside_another(tmp_path, chdb) as (p, other):
         assert other.lease(GROUP, 1)
         with pytest.raises(LeasesHeld, match=r"partition 1 of .* is leased by another process"):
             p.drain(5)
@@ -170,9 +164,6 @@ def test_an_exclusive_drain_takes_every_lease_or_refuses(tmp_path: Path, chdb: W
             other.release(GROUP, n)
         p.drain(5)
         assert all(other.lease(GROUP, n) for n in range(3))  # all given back after the drain
-    finally:
-        lg.close()
-        other.close()
 
 
 def test_a_replaced_loader_can_never_commit_again(tmp_path: Path, duckdb: Warehouse) -> None:
